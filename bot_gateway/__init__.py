@@ -1,0 +1,1 @@
+"""The gateway: the FastAPI app, REST API /v1, auth and tenancy, prediction serving."""

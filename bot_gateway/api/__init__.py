@@ -1,0 +1,1 @@
+"""REST API /v1: one thin router module per resource."""

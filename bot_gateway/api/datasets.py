@@ -1,0 +1,207 @@
+"""Datasets: upload (multipart file or JSON), read, page through examples, append, delete."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from bot_gateway.deps import Gateway, GatewayDep, SessionDep, TrainDep
+from bot_gateway.schemas import (
+    DatasetCreate,
+    DatasetPublic,
+    ExamplePage,
+    ExamplePublic,
+    ExamplesAdded,
+)
+from core.db import session_scope
+from core.errors import InvalidInput, ParleyError, PayloadTooLarge
+from core.logging import log_event
+from training.datasets import service
+from training.datasets.importers import decode_text, pick_importer
+
+router = APIRouter(prefix="/datasets", tags=["datasets"])
+
+CHUNK = 1 << 20
+
+
+async def _read_limited(upload: UploadFile, limit: int) -> bytes:
+    parts, size = [], 0
+    while chunk := await upload.read(CHUNK):
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(
+                f"the file is over the upload limit of {limit} bytes "
+                "(PARLEY_LIMITS__MAX_UPLOAD_BYTES)",
+                limit="max_upload_bytes",
+            )
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def _check_length(request: Request, limit: int) -> None:
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > limit + 64 * 1024:
+        raise PayloadTooLarge(
+            f"the request is over the upload limit of {limit} bytes "
+            "(PARLEY_LIMITS__MAX_UPLOAD_BYTES)",
+            limit="max_upload_bytes",
+        )
+
+
+async def _upload(request: Request, gateway: Gateway) -> tuple[dict[str, str], bytes, str | None]:
+    """(form fields, file bytes, file name) of a multipart upload."""
+    limit = gateway.settings.limits.max_upload_bytes
+    _check_length(request, limit)
+    try:
+        form = await request.form(max_files=1, max_fields=20)
+    except Exception as e:  # noqa: BLE001 - starlette raises several kinds for a bad body
+        raise InvalidInput(f"could not read the multipart form: {e}") from e
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile):
+        raise InvalidInput("send the dataset as a multipart form field named `file`")
+    data = await _read_limited(upload, limit)
+    fields = {k: v for k, v in form.items() if isinstance(v, str)}
+    return fields, data, upload.filename
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=DatasetPublic,
+    responses={202: {"description": "large file: importing in the background"}},
+)
+async def create_dataset(
+    request: Request, response: Response, principal: TrainDep, gateway: GatewayDep
+) -> DatasetPublic:
+    """Create a dataset from a file (multipart: ``name``, ``type``, ``file``[, ``format``]) or
+    from JSON ``{name, type, examples: [{text, label}]}``."""
+    if request.headers.get("content-type", "").startswith("application/json"):
+        _check_length(request, gateway.settings.limits.max_upload_bytes)
+        try:
+            body = DatasetCreate.model_validate_json(await request.body())
+        except ValueError as e:
+            raise InvalidInput(f"invalid JSON body: {e}") from e
+        rows = [ex.model_dump(exclude_none=True) for ex in body.examples]
+        data = "\n".join(json.dumps(r) for r in rows).encode()
+        fields = {"name": body.name, "type": body.type, "format": "jsonl"}
+        filename: str | None = f"{body.name}.jsonl"
+    else:
+        fields, data, filename = await _upload(request, gateway)
+    dataset_type = fields.get("type", "").strip()
+    if not dataset_type:
+        raise InvalidInput("missing form field `type` (for example text-intent)")
+
+    def create() -> str:
+        with session_scope(gateway.engine) as session:
+            dataset = service.create_dataset(
+                session,
+                gateway.store,
+                tenant_id=principal.tenant_id,
+                name=fields.get("name", ""),
+                dataset_type=dataset_type,
+                filename=filename,
+                data=data,
+                fmt=fields.get("format") or None,
+            )
+            return dataset.id
+
+    dataset_id = await run_in_threadpool(create)
+    if len(data) > gateway.settings.limits.sync_import_bytes:
+        gateway.imports.submit(import_in_background, gateway, dataset_id)
+        response.status_code = 202
+    else:
+        try:
+            await run_in_threadpool(
+                service.run_import, gateway.engine, gateway.store, dataset_id, gateway.limits
+            )
+        except ParleyError:
+            await run_in_threadpool(_discard, gateway, principal.tenant_id, dataset_id)
+            raise
+    with session_scope(gateway.engine) as session:
+        return DatasetPublic.of(service.get_dataset(session, principal.tenant_id, dataset_id))
+
+
+def import_in_background(gateway: Gateway, dataset_id: str) -> None:
+    try:
+        service.run_import(gateway.engine, gateway.store, dataset_id, gateway.limits)
+    except ParleyError:
+        pass  # recorded on the dataset as failed + status_message
+    except Exception as e:  # noqa: BLE001
+        log_event("dataset.import_crashed", dataset=dataset_id, error=repr(e))
+
+
+def _discard(gateway: Gateway, tenant_id: str, dataset_id: str) -> None:
+    with session_scope(gateway.engine) as session:
+        service.delete_dataset(session, gateway.store, tenant_id, dataset_id)
+
+
+@router.get("", response_model=list[DatasetPublic])
+def list_datasets(principal: TrainDep, session: SessionDep) -> list[DatasetPublic]:
+    return [DatasetPublic.of(d) for d in service.list_datasets(session, principal.tenant_id)]
+
+
+@router.get("/{dataset_id}", response_model=DatasetPublic)
+def get_dataset(dataset_id: str, principal: TrainDep, session: SessionDep) -> DatasetPublic:
+    return DatasetPublic.of(service.get_dataset(session, principal.tenant_id, dataset_id))
+
+
+@router.get("/{dataset_id}/examples", response_model=ExamplePage)
+def list_examples(
+    dataset_id: str,
+    principal: TrainDep,
+    session: SessionDep,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    label: str | None = None,
+) -> ExamplePage:
+    total, page = service.list_examples(
+        session, principal.tenant_id, dataset_id, offset=offset, limit=limit, label=label
+    )
+    return ExamplePage(
+        total=total, offset=offset, limit=limit, examples=[ExamplePublic.of(e) for e in page]
+    )
+
+
+@router.post("/{dataset_id}/examples", status_code=201, response_model=ExamplesAdded)
+async def add_examples(
+    dataset_id: str, request: Request, principal: TrainDep, gateway: GatewayDep
+) -> ExamplesAdded:
+    """Append examples: a JSON list of ``{text, label}`` or a file (multipart ``file``)."""
+    with session_scope(gateway.engine) as session:
+        dataset = service.get_dataset(session, principal.tenant_id, dataset_id)
+        dataset_type = dataset.type
+    if request.headers.get("content-type", "").startswith("application/json"):
+        _check_length(request, gateway.settings.limits.max_upload_bytes)
+        try:
+            items = json.loads(await request.body())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise InvalidInput(f"malformed JSON: {e}") from e
+        if isinstance(items, dict) and "examples" in items:
+            items = items["examples"]
+        if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+            raise InvalidInput('send a JSON list of {"text": ..., "label": ...} objects')
+        parsed = pick_importer(None, "json", dataset_type).parse(json.dumps(items), dataset_type)
+    else:
+        fields, data, filename = await _upload(request, gateway)
+        importer = pick_importer(filename, fields.get("format") or None, dataset_type)
+        parsed = await run_in_threadpool(importer.parse, decode_text(data), dataset_type)
+
+    def append() -> ExamplesAdded:
+        with session_scope(gateway.engine) as session:
+            ds, added, dups = service.append_examples(
+                session, principal.tenant_id, dataset_id, parsed, gateway.limits
+            )
+            return ExamplesAdded(added=added, duplicates=dups, dataset=DatasetPublic.of(ds))
+
+    return await run_in_threadpool(append)
+
+
+@router.delete("/{dataset_id}", status_code=204)
+def delete_dataset(dataset_id: str, principal: TrainDep, gateway: GatewayDep) -> Response:
+    with session_scope(gateway.engine) as session:
+        service.delete_dataset(session, gateway.store, principal.tenant_id, dataset_id)
+    return Response(status_code=204)

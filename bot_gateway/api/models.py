@@ -1,0 +1,84 @@
+"""Models: train (queue a job), read status and metrics, learning curve, cancel, delete."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from sqlalchemy.orm import Session
+
+from bot_gateway.deps import GatewayDep, PredictDep, SessionDep, TrainDep
+from bot_gateway.schemas import LearningCurve, LearningCurvePoint, ModelCreate, ModelPublic
+from core.errors import NotReady
+from core.tables import Model
+from training import registry
+from training.jobs import artifact_key
+
+router = APIRouter(prefix="/models", tags=["models"])
+
+
+def public(session: Session, model: Model) -> ModelPublic:
+    return ModelPublic.of(model, registry.queue_position(session, model))
+
+
+@router.post("", status_code=202, response_model=ModelPublic)
+def create_model(
+    body: ModelCreate, principal: TrainDep, session: SessionDep, gateway: GatewayDep
+) -> ModelPublic:
+    """Queue a training job for a dataset; poll the model until ``succeeded``."""
+    model = registry.create_model(
+        session,
+        tenant_id=principal.tenant_id,
+        dataset_id=body.dataset_id,
+        name=body.name,
+        backend=body.backend,
+        params=body.params,
+        alias=body.alias,
+    )
+    session.commit()
+    gateway.queue.submit(model.id)
+    return public(session, model)
+
+
+@router.get("", response_model=list[ModelPublic])
+def list_models(
+    principal: PredictDep, session: SessionDep, dataset_id: str | None = None
+) -> list[ModelPublic]:
+    return [
+        public(session, m) for m in registry.list_models(session, principal.tenant_id, dataset_id)
+    ]
+
+
+@router.get("/{model_id}", response_model=ModelPublic)
+def get_model(model_id: str, principal: PredictDep, session: SessionDep) -> ModelPublic:
+    return public(session, registry.resolve(session, principal.tenant_id, model_id))
+
+
+@router.get("/{model_id}/learning-curve", response_model=LearningCurve)
+def learning_curve(model_id: str, principal: PredictDep, session: SessionDep) -> LearningCurve:
+    """Per epoch: training loss and accuracy / macro-F1 on the held-out split."""
+    model = registry.resolve(session, principal.tenant_id, model_id)
+    if model.status != "succeeded":
+        raise NotReady(
+            f"model {model.id} is {model.status}; the learning curve comes when it succeeds",
+            status=model.status,
+        )
+    return LearningCurve(
+        model_id=model.id, points=[LearningCurvePoint(**p) for p in model.learning_curve or []]
+    )
+
+
+@router.post("/{model_id}/cancel", response_model=ModelPublic)
+def cancel_model(model_id: str, principal: TrainDep, session: SessionDep) -> ModelPublic:
+    return public(session, registry.cancel_model(session, principal.tenant_id, model_id))
+
+
+@router.delete("/{model_id}", status_code=204)
+def delete_model(
+    model_id: str, principal: TrainDep, session: SessionDep, gateway: GatewayDep
+) -> Response:
+    model = registry.get_model(session, principal.tenant_id, model_id)
+    if model.status in registry.ACTIVE:
+        registry.cancel_model(session, principal.tenant_id, model_id)
+    registry.delete_model(session, principal.tenant_id, model_id)
+    session.commit()
+    gateway.store.delete_prefix(artifact_key(principal.tenant_id, model_id))
+    return Response(status_code=204)

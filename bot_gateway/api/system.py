@@ -1,0 +1,38 @@
+"""Health and discovery: what the server runs and which backends it knows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from bot_gateway.deps import GatewayDep, PredictDep
+from training.backends import backends
+from training.datasets.types import DATASET_TYPES
+
+router = APIRouter(tags=["system"])
+
+
+@router.get("/health")
+def health(gateway: GatewayDep) -> dict[str, Any]:
+    return {"status": "ok", "models_loaded": len(gateway.cache)}
+
+
+@router.get("/backends")
+def list_backends(_: PredictDep) -> dict[str, Any]:
+    """Model backends with their parameters, and the dataset types."""
+    return {
+        "backends": [
+            {
+                "name": name,
+                "version": cls.version,
+                "task": cls.task,
+                "params": cls.Config.model_json_schema().get("properties", {}),
+            }
+            for name, cls in backends.items()
+        ],
+        "dataset_types": [
+            {"name": t.name, "task": t.task, "description": t.description}
+            for t in DATASET_TYPES.values()
+        ],
+    }

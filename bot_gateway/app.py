@@ -1,0 +1,105 @@
+"""``create_app()``: the FastAPI application and its lifespan (schema, queue, serving)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from sqlalchemy import select
+
+from bot_gateway.api import aliases, datasets, models, predict, system, tenants
+from bot_gateway.deps import Gateway
+from bot_gateway.errors import install_error_handlers
+from bot_gateway.serving.batcher import MicroBatcher
+from bot_gateway.serving.cache import ModelCache
+from core.db import ensure_schema, get_engine, session_scope
+from core.logging import configure_logging, log_event
+from core.registry import load_entry_points
+from core.settings import Settings, get_settings
+from core.storage import open_store
+from core.tables import Dataset
+from training.backends import BackendContext
+from training.queue import train_queues
+
+API_PREFIX = "/v1"
+
+
+def build_gateway(settings: Settings) -> Gateway:
+    """Connect to the database and storage, and build the serving machinery."""
+    load_entry_points()
+    import training.queue.local  # noqa: F401  (registers the embedded queue)
+
+    engine = get_engine(settings.database_url, echo=settings.db.echo)
+    ensure_schema(settings.database_url)
+    store = open_store(settings.artifacts_dir)
+    context = BackendContext(
+        cache_dir=settings.data_dir / "cache",
+        device=settings.serving.device,
+        threads=settings.serving.torch_threads,
+    )
+    queue = train_queues.get(settings.queue.backend)(settings=settings, engine=engine)  # type: ignore[call-arg]
+    return Gateway(
+        settings=settings,
+        engine=engine,
+        store=store,
+        queue=queue,
+        cache=ModelCache(store, context, settings.serving.model_cache_size),
+        batcher=MicroBatcher(max_batch=settings.serving.max_batch),
+        imports=ThreadPoolExecutor(max_workers=1, thread_name_prefix="import"),
+    )
+
+
+def _resume_imports(gateway: Gateway) -> None:
+    """Datasets left ``processing`` by a restart are imported again from their stored file."""
+    with session_scope(gateway.engine) as session:
+        pending = list(session.scalars(select(Dataset.id).where(Dataset.status == "processing")))
+    for dataset_id in pending:
+        log_event("dataset.import_resumed", dataset=dataset_id)
+        gateway.imports.submit(datasets.import_in_background, gateway, dataset_id)
+
+
+def create_app(settings: Settings | None = None, *, warm_encoder: bool = True) -> FastAPI:
+    """The Parley gateway. The train queue's workers start with the app and stop with it."""
+    settings = settings or get_settings()
+    configure_logging(settings.log_level)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        gateway = build_gateway(settings)
+        app.state.gateway = gateway
+        try:
+            import torch
+
+            torch.set_num_threads(settings.serving.torch_threads)
+        except ImportError:  # pragma: no cover
+            pass
+        if warm_encoder:
+            from nlu.encoder import get_encoder
+
+            get_encoder(
+                cache_dir=settings.data_dir / "cache",
+                device=settings.serving.device,
+                threads=settings.serving.torch_threads,
+            )
+        gateway.queue.start()
+        _resume_imports(gateway)
+        log_event("gateway.started", db=gateway.engine.dialect.name)
+        try:
+            yield
+        finally:
+            gateway.queue.stop()
+            gateway.batcher.stop()
+            gateway.imports.shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(
+        title="Parley",
+        version="0.1.0",
+        description="Datasets, training, model registry and prediction for Parley tenants.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    for module in (tenants, datasets, models, predict, aliases, system):
+        app.include_router(module.router, prefix=API_PREFIX)
+    return app

@@ -1,0 +1,107 @@
+"""FastAPI dependencies: the gateway's shared state, DB sessions and the calling principal."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from bot_gateway.serving.batcher import MicroBatcher
+from bot_gateway.serving.cache import ModelCache
+from core.db import session_scope
+from core.errors import Forbidden, Unauthenticated
+from core.settings import Settings
+from core.storage import ArtifactStore
+from core.tenants import Principal, authenticate
+from training.datasets.importers import Limits
+from training.queue import TrainQueue
+
+
+@dataclass
+class Gateway:
+    """Everything the routes share, built once by ``create_app``."""
+
+    settings: Settings
+    engine: Engine
+    store: ArtifactStore
+    queue: TrainQueue
+    cache: ModelCache
+    batcher: MicroBatcher
+    imports: ThreadPoolExecutor
+
+    @property
+    def limits(self) -> Limits:
+        lim = self.settings.limits
+        return Limits(
+            max_examples=lim.max_examples,
+            max_labels=lim.max_labels,
+            max_text_chars=lim.max_text_chars,
+        )
+
+
+def get_gateway(request: Request) -> Gateway:
+    return request.app.state.gateway  # type: ignore[no-any-return]
+
+
+GatewayDep = Annotated[Gateway, Depends(get_gateway)]
+
+
+def get_session(gateway: GatewayDep) -> Iterator[Session]:
+    with session_scope(gateway.engine) as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+def get_principal(request: Request, session: SessionDep) -> Principal:
+    return authenticate(session, _bearer(request))
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def scoped(scope: str) -> object:
+    """A dependency that yields the principal after checking it holds ``scope``."""
+
+    def dependency(principal: PrincipalDep) -> Principal:
+        principal.require(scope)
+        return principal
+
+    return Depends(dependency)
+
+
+AdminDep = Annotated[Principal, scoped("admin")]
+TrainDep = Annotated[Principal, scoped("train")]
+PredictDep = Annotated[Principal, scoped("predict")]
+
+
+def require_operator(request: Request, gateway: GatewayDep) -> None:
+    token = gateway.settings.operator_token
+    if token is None or not token.get_secret_value():
+        raise Forbidden(
+            "operator endpoints are disabled; set PARLEY_OPERATOR_TOKEN on the server to enable "
+            "them, or use `parley tenants create` on the server"
+        )
+    given = _bearer(request)
+    if given is None:
+        raise Unauthenticated("missing operator token; send `Authorization: Bearer <token>`")
+    if not hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
+        raise Unauthenticated("invalid operator token")
+
+
+OperatorDep = Annotated[None, Depends(require_operator)]

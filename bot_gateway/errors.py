@@ -1,0 +1,83 @@
+"""Domain errors → HTTP problem responses ``{"error": code, "message": ...}``, in one place."""
+
+from __future__ import annotations
+
+import traceback
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from core import errors as e
+from core.logging import log_event
+
+STATUS: list[tuple[type[e.ParleyError], int]] = [
+    # most specific first
+    (e.PayloadTooLarge, 413),
+    (e.LimitExceeded, 422),
+    (e.InvalidInput, 422),
+    (e.Unauthenticated, 401),
+    (e.Forbidden, 403),
+    (e.NotFound, 404),
+    (e.Conflict, 409),
+    (e.ModelLoadError, 500),
+    (e.ConfigurationError, 500),
+]
+
+HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_input",
+}
+
+
+def status_for(error: e.ParleyError) -> int:
+    for cls, status in STATUS:
+        if isinstance(error, cls):
+            return status
+    return 500
+
+
+def problem(status: int, code: str, message: str, **details: object) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse({"error": code, "message": message, **details}, status, headers=headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(e.ParleyError)
+    async def _domain(request: Request, exc: e.ParleyError) -> JSONResponse:
+        status = status_for(exc)
+        if status >= 500:
+            log_event("http.error", path=request.url.path, error=exc.message)
+        return problem(status, exc.code, exc.message, **exc.details)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        details = [
+            {"field": ".".join(str(p) for p in err["loc"] if p != "body"), "message": err["msg"]}
+            for err in exc.errors()
+        ]
+        message = "; ".join(
+            f"{d['field']}: {d['message']}" if d["field"] else d["message"] for d in details
+        )
+        return problem(422, "invalid_request", message or "invalid request", details=details)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = HTTP_CODES.get(exc.status_code, "error")
+        message = exc.detail if isinstance(exc.detail, str) else code
+        if exc.status_code == 404 and message == "Not Found":
+            message = f"no route {request.method} {request.url.path}; see /docs for the API"
+        return problem(exc.status_code, code, message)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log_event("http.unhandled", path=request.url.path, error=traceback.format_exc())
+        return problem(500, "internal", "internal server error; the server log has the details")

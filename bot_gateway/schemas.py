@@ -1,0 +1,236 @@
+"""The REST API's request and response shapes: ``XCreate`` in, ``XPublic`` out."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from core.tables import ApiKey, Dataset, Example, Model
+
+
+class TenantCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=200)
+
+
+class TenantCreated(BaseModel):
+    tenant_id: str
+    name: str
+    api_key: str
+    key_id: str
+
+
+class KeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    scopes: list[str] = Field(min_length=1)
+    name: str = Field(default="", max_length=200)
+
+
+class KeyPublic(BaseModel):
+    id: str
+    name: str
+    prefix: str
+    scopes: list[str]
+    created_at: datetime
+    revoked_at: datetime | None
+
+    @classmethod
+    def of(cls, key: ApiKey) -> KeyPublic:
+        return cls(
+            id=key.id,
+            name=key.name,
+            prefix=key.prefix,
+            scopes=list(key.scopes),
+            created_at=key.created_at,
+            revoked_at=key.revoked_at,
+        )
+
+
+class KeyCreated(KeyPublic):
+    api_key: str = Field(description="the secret; shown once")
+
+
+class LabelCount(BaseModel):
+    name: str
+    num_examples: int
+
+
+class DatasetPublic(BaseModel):
+    id: str
+    name: str
+    type: str
+    status: str
+    status_message: str | None
+    num_examples: int
+    num_labels: int
+    num_duplicates: int
+    labels: list[LabelCount]
+    extras: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, d: Dataset) -> DatasetPublic:
+        counts = d.label_counts or {}
+        return cls(
+            id=d.id,
+            name=d.name,
+            type=d.type,
+            status=d.status,
+            status_message=d.status_message,
+            num_examples=d.num_examples,
+            num_labels=len(counts),
+            num_duplicates=d.num_duplicates,
+            labels=[LabelCount(name=k, num_examples=v) for k, v in counts.items()],
+            extras=d.extras or {},
+            created_at=d.created_at,
+            updated_at=d.updated_at,
+        )
+
+
+class ExampleIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    text: str | None = None
+    label: str | None = None
+    entities: list[dict[str, Any]] | None = None
+
+
+class DatasetCreate(BaseModel):
+    """JSON alternative to the multipart upload."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=200)
+    type: str
+    examples: list[ExampleIn]
+
+
+class ExamplePublic(BaseModel):
+    id: int
+    text: str | None
+    label: str | None
+    labels: list[str] | None
+    entities: list[dict[str, Any]] | None
+    line: int | None
+
+    @classmethod
+    def of(cls, ex: Example) -> ExamplePublic:
+        return cls(
+            id=ex.id,
+            text=ex.text,
+            label=ex.label,
+            labels=ex.labels,
+            entities=ex.annotations,
+            line=ex.line,
+        )
+
+
+class ExamplePage(BaseModel):
+    total: int
+    offset: int
+    limit: int
+    examples: list[ExamplePublic]
+
+
+class ExamplesAdded(BaseModel):
+    added: int
+    duplicates: int
+    dataset: DatasetPublic
+
+
+class ModelCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    dataset_id: str
+    name: str | None = Field(default=None, max_length=200)
+    backend: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    alias: str | None = Field(
+        default=None, description="point this alias at the model once it succeeds"
+    )
+
+
+class ModelPublic(BaseModel):
+    id: str
+    dataset_id: str
+    name: str
+    backend: str
+    backend_version: str | None
+    task: str
+    params: dict[str, Any]
+    status: str
+    progress: float
+    queue_position: int | None
+    failure_message: str | None
+    labels: list[str] | None
+    metrics: dict[str, Any] | None
+    dataset_hash: str | None
+    artifact_sha256: str | None
+    alias: str | None = Field(description="alias the model takes when it succeeds")
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, m: Model, queue_position: int | None) -> ModelPublic:
+        return cls(
+            id=m.id,
+            dataset_id=m.dataset_id,
+            name=m.name,
+            backend=m.backend,
+            backend_version=m.backend_version,
+            task=m.task,
+            params=m.params or {},
+            status=m.status,
+            progress=m.progress,
+            queue_position=queue_position,
+            failure_message=m.failure_message,
+            labels=m.labels,
+            metrics=m.metrics,
+            dataset_hash=m.dataset_hash,
+            artifact_sha256=m.artifact_sha256,
+            alias=m.promote_alias,
+            created_at=m.created_at,
+            started_at=m.started_at,
+            finished_at=m.finished_at,
+        )
+
+
+class LearningCurvePoint(BaseModel):
+    epoch: int
+    train_loss: float
+    validation_accuracy: float | None
+    validation_macro_f1: float | None
+
+
+class LearningCurve(BaseModel):
+    model_id: str
+    points: list[LearningCurvePoint]
+
+
+class AliasSet(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model_id: str
+
+
+class AliasPublic(BaseModel):
+    name: str
+    model_id: str
+    updated_at: datetime
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    text: str | None = None
+    texts: list[str] | None = None
+    num_results: int = Field(default=5, ge=1, le=1000)
+
+
+class Prediction(BaseModel):
+    label: str
+    probability: float
+
+
+class PredictResponse(BaseModel):
+    model_id: str
+    predictions: list[Prediction] | list[list[Prediction]]

@@ -1,0 +1,1 @@
+"""Prediction serving: the model cache and the micro-batcher."""

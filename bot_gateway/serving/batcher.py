@@ -1,0 +1,100 @@
+"""Micro-batching: concurrent predictions share one encoder pass (dynamic batching).
+
+Requests queue up while the inference thread is busy; it then takes everything waiting (up to
+``max_batch`` texts), featurizes the texts of models that share a ``feature_key`` together
+(many tenants' heads over one encoder), and answers each request's future. Inference runs on
+this one thread, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections import defaultdict
+from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from core.logging import log_event
+from training.backends import TextClassifier
+
+
+@dataclass
+class _Request:
+    model: TextClassifier
+    texts: Sequence[str]
+    future: Future[np.ndarray] = field(default_factory=Future)
+
+
+_STOP = object()
+
+
+class MicroBatcher:
+    def __init__(self, *, max_batch: int = 64) -> None:
+        self.max_batch = max_batch
+        self._queue: queue.Queue[object] = queue.Queue()
+        self._thread = threading.Thread(target=self._loop, name="inference", daemon=True)
+        self._thread.start()
+        self.batches = 0
+        self.requests = 0
+
+    def submit(self, model: TextClassifier, texts: Sequence[str]) -> Future[np.ndarray]:
+        """A future of ``len(texts) x len(model.labels)`` probabilities."""
+        request = _Request(model, texts)
+        self._queue.put(request)
+        return request.future
+
+    def stop(self) -> None:
+        self._queue.put(_STOP)
+        self._thread.join(timeout=5)
+
+    def _take_batch(self, first: _Request) -> list[_Request]:
+        batch, size = [first], len(first.texts)
+        while size < self.max_batch:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is _STOP:
+                self._queue.put(_STOP)
+                break
+            assert isinstance(item, _Request)
+            batch.append(item)
+            size += len(item.texts)
+        return batch
+
+    def _loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            assert isinstance(item, _Request)
+            batch = self._take_batch(item)
+            self.batches += 1
+            self.requests += len(batch)
+            groups: dict[str, list[_Request]] = defaultdict(list)
+            for request in batch:
+                groups[request.model.feature_key].append(request)
+            for group in groups.values():
+                self._run_group(group)
+
+    @staticmethod
+    def _run_group(group: list[_Request]) -> None:
+        try:
+            texts = [t for r in group for t in r.texts]
+            features = group[0].model.featurize(texts)
+        except Exception as e:  # noqa: BLE001 - every waiting request gets the error
+            log_event("serving.batch_failed", error=repr(e))
+            for r in group:
+                r.future.set_exception(e)
+            return
+        start = 0
+        for r in group:
+            end = start + len(r.texts)
+            try:
+                r.future.set_result(r.model.predict_features(features[start:end]))
+            except Exception as e:  # noqa: BLE001
+                r.future.set_exception(e)
+            start = end

@@ -1,0 +1,102 @@
+"""The one error tree of Parley.
+
+Services raise these domain errors; ``bot_gateway.errors`` maps them to HTTP problem
+responses ``{"error": code, "message": ...}`` in one place.
+
+    ParleyError                      500 internal
+    ├── InvalidInput                 422 invalid_input
+    │   ├── UnknownPluginError       422 unknown_plugin
+    │   └── ImportValidationError    422 invalid_dataset   (row errors: ``line 17: empty text``)
+    ├── LimitExceeded                422 limit_exceeded    (a count over a configured limit)
+    │   └── PayloadTooLarge          413 payload_too_large (bytes over a configured limit)
+    ├── Unauthenticated              401 unauthenticated   (missing, wrong or revoked key)
+    ├── Forbidden                    403 forbidden         (key lacks a scope; operator token)
+    ├── NotFound                     404 not_found         (also for another tenant's ids)
+    ├── Conflict                     409 conflict
+    │   └── NotReady                 409 not_ready         (model or dataset in the wrong status)
+    ├── ModelLoadError               500 model_load_failed (artifact missing, corrupt, unreadable)
+    └── ConfigurationError           500 configuration     (server set up wrongly; says how to fix)
+
+Every message says what went wrong and what to do next.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "ConfigurationError",
+    "Conflict",
+    "Forbidden",
+    "ImportValidationError",
+    "InvalidInput",
+    "LimitExceeded",
+    "ModelLoadError",
+    "NotFound",
+    "NotReady",
+    "ParleyError",
+    "PayloadTooLarge",
+    "Unauthenticated",
+    "UnknownPluginError",
+]
+
+
+class ParleyError(Exception):
+    """Base of every error Parley raises on purpose."""
+
+    code = "internal"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class InvalidInput(ParleyError):
+    code = "invalid_input"
+
+
+class UnknownPluginError(InvalidInput):
+    code = "unknown_plugin"
+
+
+class ImportValidationError(InvalidInput):
+    """A dataset file with bad rows; ``details["errors"]`` lists ``{line, message}``."""
+
+    code = "invalid_dataset"
+
+
+class LimitExceeded(ParleyError):
+    code = "limit_exceeded"
+
+
+class PayloadTooLarge(LimitExceeded):
+    code = "payload_too_large"
+
+
+class Unauthenticated(ParleyError):
+    code = "unauthenticated"
+
+
+class Forbidden(ParleyError):
+    code = "forbidden"
+
+
+class NotFound(ParleyError):
+    code = "not_found"
+
+
+class Conflict(ParleyError):
+    code = "conflict"
+
+
+class NotReady(Conflict):
+    code = "not_ready"
+
+
+class ModelLoadError(ParleyError):
+    code = "model_load_failed"
+
+
+class ConfigurationError(ParleyError):
+    code = "configuration"

@@ -1,0 +1,80 @@
+"""All of Parley's settings, read from ``PARLEY_*`` environment variables.
+
+Nested sections use ``__``: ``PARLEY_DB__URL``, ``PARLEY_QUEUE__WORKERS``,
+``PARLEY_LIMITS__MAX_UPLOAD_BYTES``. Built by ``get_settings()``, never at import.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class DbSettings(BaseModel):
+    url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL; default: SQLite file parley.db in the data directory",
+    )
+    echo: bool = False
+
+
+class StorageSettings(BaseModel):
+    url: str | None = Field(
+        default=None, description="artifact folder; default: artifacts/ in the data directory"
+    )
+
+
+class QueueSettings(BaseModel):
+    backend: str = Field(default="local", description="train queue backend")
+    workers: int = Field(default=1, ge=0, description="local worker processes started by serve")
+    poll_interval: float = Field(default=0.2, gt=0)
+    max_attempts: int = Field(default=2, ge=1, description="runs of a job interrupted by a crash")
+    threads: int = Field(default=0, ge=0, description="threads per worker; 0 = all cores")
+
+
+class LimitSettings(BaseModel):
+    max_upload_bytes: int = 50 * 1024 * 1024
+    sync_import_bytes: int = 2 * 1024 * 1024
+    max_examples: int = 200_000
+    max_labels: int = 1_000
+    max_text_chars: int = 2_000
+    max_batch_texts: int = 64
+
+
+class ServingSettings(BaseModel):
+    model_cache_size: int = Field(default=256, ge=1, description="models kept loaded (LRU)")
+    max_batch: int = Field(default=64, ge=1, description="texts encoded together at most")
+    torch_threads: int = Field(default=1, ge=1)
+    device: str = Field(default="auto", description="auto, cpu or cuda")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="PARLEY_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    data_dir: Path = Path("./var")
+    operator_token: SecretStr | None = None
+    log_level: str = "INFO"
+    db: DbSettings = DbSettings()
+    storage: StorageSettings = StorageSettings()
+    queue: QueueSettings = QueueSettings()
+    limits: LimitSettings = LimitSettings()
+    serving: ServingSettings = ServingSettings()
+
+    @property
+    def database_url(self) -> str:
+        return self.db.url or f"sqlite:///{(self.data_dir / 'parley.db').resolve()}"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return Path(self.storage.url) if self.storage.url else self.data_dir / "artifacts"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings (cached; tests call ``get_settings.cache_clear()``)."""
+    return Settings()

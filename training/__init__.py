@@ -1,0 +1,1 @@
+"""Training: datasets and importers, train jobs and their queue, the model registry."""

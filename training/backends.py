@@ -1,0 +1,114 @@
+"""The model-backend interface (the "training SDK") and its registry.
+
+A backend turns examples into features, trains a model on features, and loads a saved model:
+
+    features = backend.featurize(texts, progress)          # e.g. sentence embeddings
+    model = backend.train(features, labels, config, validation=..., on_epoch=..., progress=...)
+    model.save(directory); backend.load(directory)          # save and load mirror each other
+    model.predict_features(model.featurize(texts))           # class probabilities
+
+The job runner (``training.jobs``) owns splitting, metrics and refitting, so a backend writes
+only the algorithm. Models that name the same ``feature_key`` share one featurisation of a
+micro-batch at serving time (one encoder pass for many tenants' heads).
+Weights are saved as safetensors or JSON, never pickle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from core.registry import Registry
+
+__all__ = [
+    "BackendConfig",
+    "BackendContext",
+    "EpochRecord",
+    "JobCancelled",
+    "Progress",
+    "TextClassifier",
+    "TextClassifierBackend",
+    "backends",
+    "default_backend",
+]
+
+Progress = Callable[[float], None]
+"""Called with the fraction done (0..1); raises ``JobCancelled`` when the job was cancelled."""
+
+
+class JobCancelled(Exception):
+    """Raised from a progress callback to stop a cancelled job."""
+
+
+class BackendConfig(BaseModel):
+    """Base of every backend's config; unknown keys are refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    epoch: int
+    train_loss: float
+    validation_accuracy: float | None
+    validation_macro_f1: float | None
+
+
+@dataclass
+class BackendContext:
+    """What the platform hands a backend: where to cache, which device, how many threads."""
+
+    cache_dir: Path
+    device: str = "auto"
+    threads: int = 1
+
+
+class TextClassifier(Protocol):
+    """A trained text classification model, ready to predict."""
+
+    labels: list[str]
+    feature_key: str
+
+    def featurize(self, texts: Sequence[str]) -> Any: ...
+    def predict_features(self, features: Any) -> np.ndarray: ...
+    def save(self, directory: Path) -> None: ...
+
+
+class TextClassifierBackend(Protocol):
+    name: ClassVar[str]
+    version: ClassVar[str]
+    task: ClassVar[str]
+    Config: ClassVar[type[BackendConfig]]
+
+    def __init__(self, context: BackendContext) -> None: ...
+
+    def featurize(self, texts: Sequence[str], progress: Progress | None = None) -> Any: ...
+
+    def train(
+        self,
+        features: Any,
+        labels: Sequence[str],
+        config: BackendConfig,
+        *,
+        seed: int,
+        validation: tuple[Any, Sequence[str]] | None,
+        on_epoch: Callable[[EpochRecord], None] | None,
+        progress: Progress,
+    ) -> TextClassifier: ...
+
+    def load(self, directory: Path) -> TextClassifier: ...
+
+
+backends: Registry[type[TextClassifierBackend]] = Registry("model backend")
+
+_DEFAULTS = {"intent": "embedding-head"}
+
+
+def default_backend(task: str) -> str | None:
+    """The backend used for ``task`` when a train request names none."""
+    return _DEFAULTS.get(task)

@@ -1,0 +1,251 @@
+"""Running one train job: ``run_train_job(model_id)`` does the same work in every deployment.
+
+    claim → snapshot the dataset → featurize → stratified split → train on the split (learning
+    curve) → metrics on the held-out part → refit on all examples → save + checksum → succeeded
+
+A cancelled job stops at its next progress report; a failure records a message a user can act on.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import tempfile
+import time
+import traceback
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Engine, select, update
+
+from core.db import session_scope, utcnow
+from core.errors import ParleyError
+from core.logging import log_event
+from core.storage import ArtifactStore, sha256_dir
+from core.tables import Alias, Model
+from training.backends import BackendContext, EpochRecord, JobCancelled, Progress, backends
+from training.datasets.service import snapshot
+from training.metrics import classification_metrics
+from training.registry import parse_params
+
+__all__ = ["JobRunner", "stratified_split"]
+
+
+def stratified_split(
+    labels: Sequence[str], train_fraction: float, seed: int
+) -> tuple[list[int], list[int]]:
+    """(train indices, held-out indices), per label; every label keeps at least one for training.
+
+    A label with a single example goes to training only.
+    """
+    by_label: dict[str, list[int]] = defaultdict(list)
+    for i, label in enumerate(labels):
+        by_label[label].append(i)
+    rng = random.Random(seed)
+    train, held = [], []
+    for label in sorted(by_label):
+        idx = by_label[label]
+        rng.shuffle(idx)
+        n_held = min(len(idx) - 1, round(len(idx) * (1 - train_fraction)))
+        held.extend(idx[:n_held])
+        train.extend(idx[n_held:])
+    return sorted(train), sorted(held)
+
+
+def artifact_key(tenant_id: str, model_id: str) -> str:
+    return f"tenants/{tenant_id}/models/{model_id}"
+
+
+@dataclass
+class JobRunner:
+    """Runs train jobs against one database and store, reporting progress as it goes."""
+
+    engine: Engine
+    store: ArtifactStore
+    context: BackendContext
+    worker_name: str = "worker"
+    report_interval: float = 0.5
+
+    def claim_next(self) -> str | None:
+        """Take the oldest queued job (atomically); its id, or None."""
+        with session_scope(self.engine) as session:
+            candidates = session.scalars(
+                select(Model.id).where(Model.status == "queued").order_by(Model.created_at).limit(5)
+            ).all()
+            for model_id in candidates:
+                claimed = session.execute(
+                    update(Model)
+                    .where(Model.id == model_id, Model.status == "queued")
+                    .values(
+                        status="running",
+                        started_at=utcnow(),
+                        attempts=Model.attempts + 1,
+                        worker=self.worker_name,
+                        progress=0.0,
+                    )
+                )
+                if claimed.rowcount == 1:  # type: ignore[attr-defined]
+                    return model_id
+        return None
+
+    def run(self, model_id: str) -> str:
+        """Run a claimed (running) job to its end; the final status."""
+        started = time.monotonic()
+        try:
+            self._run(model_id)
+        except JobCancelled:
+            log_event("job.cancelled", model=model_id)
+            return "cancelled"
+        except ParleyError as e:
+            self._fail(model_id, e.message)
+            return "failed"
+        except Exception as e:  # noqa: BLE001 - a job must end with a message, whatever broke
+            log_event("job.crashed", model=model_id, error=traceback.format_exc())
+            self._fail(model_id, f"internal error while training: {type(e).__name__}: {e}")
+            return "failed"
+        log_event("job.succeeded", model=model_id, seconds=round(time.monotonic() - started, 2))
+        return "succeeded"
+
+    # --- steps --------------------------------------------------------------------------
+
+    def _run(self, model_id: str) -> None:
+        with session_scope(self.engine) as session:
+            record = session.get(Model, model_id)
+            if record is None or record.status != "running":
+                raise JobCancelled()
+            tenant_id, backend_name, params = record.tenant_id, record.backend, dict(record.params)
+            data = snapshot(session, tenant_id, record.dataset_id)
+        backend_cls = backends.get(backend_name)
+        job, config = parse_params(backend_cls, params)
+        backend = backend_cls(self.context)
+        reporter = _Reporter(self, model_id)
+
+        features = backend.featurize(data.texts, reporter.span(0.0, 0.6))
+        train_idx, held_idx = stratified_split(data.labels, job.train_split, job.seed)
+        curve: list[dict[str, Any]] = []
+        refit = job.refit_on_all and bool(held_idx)
+
+        def on_epoch(rec: EpochRecord) -> None:
+            curve.append(asdict(rec))
+
+        model = backend.train(
+            _take(features, train_idx),
+            [data.labels[i] for i in train_idx],
+            config,
+            seed=job.seed,
+            validation=(_take(features, held_idx), [data.labels[i] for i in held_idx])
+            if held_idx
+            else None,
+            on_epoch=on_epoch,
+            progress=reporter.span(0.6, 0.78 if refit else 0.95),
+        )
+        metrics: dict[str, Any] | None = None
+        if held_idx:
+            truth = [data.labels[i] for i in held_idx]
+            probs = model.predict_features(_take(features, held_idx))
+            predicted = [model.labels[i] for i in probs.argmax(axis=1)]
+            metrics = classification_metrics(truth, predicted, sorted(set(data.labels)))
+            metrics["train_examples"] = len(train_idx)
+            metrics["refit_on_all"] = refit
+        if refit:
+            model = backend.train(
+                features,
+                data.labels,
+                config,
+                seed=job.seed,
+                validation=None,
+                on_epoch=None,
+                progress=reporter.span(0.78, 0.95),
+            )
+        reporter(1.0, force=True)
+
+        key = artifact_key(tenant_id, model_id)
+        tmp = Path(tempfile.mkdtemp(prefix="parley-model-"))
+        try:
+            model.save(tmp)
+            digest = sha256_dir(tmp)
+            self.store.put_dir(key, tmp)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+        with session_scope(self.engine) as session:
+            done = session.execute(
+                update(Model)
+                .where(Model.id == model_id, Model.status == "running")
+                .values(
+                    status="succeeded",
+                    progress=1.0,
+                    finished_at=utcnow(),
+                    metrics=metrics,
+                    learning_curve=curve or None,
+                    labels=list(model.labels),
+                    dataset_hash=data.content_hash,
+                    artifact_key=key,
+                    artifact_sha256=digest,
+                    failure_message=None,
+                )
+            )
+            if done.rowcount != 1:  # type: ignore[attr-defined]
+                raise JobCancelled()
+            record = session.get(Model, model_id)
+            assert record is not None
+            if record.promote_alias:
+                _point_alias(session, record)
+
+    def _fail(self, model_id: str, message: str) -> None:
+        with session_scope(self.engine) as session:
+            session.execute(
+                update(Model)
+                .where(Model.id == model_id, Model.status == "running")
+                .values(status="failed", failure_message=message, finished_at=utcnow())
+            )
+        log_event("job.failed", model=model_id, reason=message)
+
+    def report(self, model_id: str, fraction: float) -> None:
+        """Store progress; raise ``JobCancelled`` if the job is no longer running."""
+        with session_scope(self.engine) as session:
+            changed = session.execute(
+                update(Model)
+                .where(Model.id == model_id, Model.status == "running")
+                .values(progress=round(min(max(fraction, 0.0), 1.0), 4))
+            )
+            if changed.rowcount != 1:  # type: ignore[attr-defined]
+                raise JobCancelled()
+
+
+def _point_alias(session: Any, record: Model) -> None:
+    alias = session.get(Alias, (record.tenant_id, record.promote_alias))
+    if alias is None:
+        session.add(
+            Alias(tenant_id=record.tenant_id, name=record.promote_alias, model_id=record.id)
+        )
+    else:
+        alias.model_id = record.id
+        alias.updated_at = utcnow()
+
+
+def _take(features: Any, idx: list[int]) -> Any:
+    if isinstance(features, np.ndarray):
+        return features[idx]
+    return [features[i] for i in idx]
+
+
+class _Reporter:
+    """Throttled progress reports (at most one DB write per interval)."""
+
+    def __init__(self, runner: JobRunner, model_id: str) -> None:
+        self.runner, self.model_id = runner, model_id
+        self.last = 0.0
+
+    def __call__(self, fraction: float, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self.last >= self.runner.report_interval:
+            self.last = now
+            self.runner.report(self.model_id, fraction)
+
+    def span(self, lo: float, hi: float) -> Progress:
+        return lambda f: self(lo + (hi - lo) * f)

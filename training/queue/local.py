@@ -1,0 +1,76 @@
+"""The embedded train queue: worker subprocesses started and watched by the server.
+
+Each worker (``python -m training.worker``) polls the database for the oldest queued job, so
+the database is the queue. A worker that dies is restarted, and its job re-queued or failed.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine
+
+from core.logging import log_event
+from core.settings import Settings
+from training.queue.base import recover_interrupted, train_queues
+
+
+@train_queues.register("local")
+@dataclass
+class LocalQueue:
+    settings: Settings
+    engine: Engine
+    _procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _watcher: threading.Thread | None = None
+
+    def start(self) -> None:
+        recover_interrupted(self.engine, max_attempts=self.settings.queue.max_attempts)
+        for i in range(self.settings.queue.workers):
+            self._spawn(f"local-{os.getpid()}-{i}")
+        self._watcher = threading.Thread(target=self._watch, name="queue-watcher", daemon=True)
+        self._watcher.start()
+
+    def submit(self, model_id: str) -> None:
+        # Workers poll the database; nothing else to do. Warn when no worker would run it.
+        if not self._procs:
+            log_event("queue.no_workers", model=model_id)
+
+    def _spawn(self, name: str) -> None:
+        env = dict(os.environ)
+        env["PARLEY_DATA_DIR"] = str(self.settings.data_dir)
+        env.setdefault("PARLEY_DB__URL", self.settings.database_url)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "training.worker", "--name", name, "--parent", str(os.getpid())],
+            env=env,
+        )
+        self._procs[name] = proc
+        log_event("queue.worker_started", worker=name, pid=proc.pid)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(1.0):
+            for name, proc in list(self._procs.items()):
+                code = proc.poll()
+                if code is None or self._stop.is_set():
+                    continue
+                log_event("queue.worker_died", worker=name, exit_code=code)
+                recover_interrupted(
+                    self.engine, max_attempts=self.settings.queue.max_attempts, worker=name
+                )
+                del self._procs[name]
+                self._spawn(name)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for proc in self._procs.values():
+            proc.terminate()
+        for proc in self._procs.values():
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        self._procs.clear()

@@ -1,0 +1,233 @@
+"""The model registry: model records (train jobs), their lifecycle, and aliases.
+
+Status: ``queued → running → succeeded | failed | cancelled``. Every function filters by
+tenant; another tenant's model or alias is ``NotFound``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from core.db import utcnow
+from core.errors import Conflict, InvalidInput, NotFound, NotReady
+from core.ids import new_id
+from core.tables import Alias, Dataset, Model
+from training.backends import BackendConfig, TextClassifierBackend, backends, default_backend
+from training.datasets.service import get_dataset
+from training.datasets.types import get_dataset_type
+
+ACTIVE = ("queued", "running")
+FINISHED = ("succeeded", "failed", "cancelled")
+ALIAS_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,99}$")
+
+
+class JobParams(BaseModel):
+    """Parameters every training job understands, whatever the backend."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    train_split: float = Field(default=0.8, gt=0, lt=1)
+    refit_on_all: bool = True
+    seed: int = 0
+
+
+def parse_params(
+    backend: type[TextClassifierBackend], params: dict[str, Any]
+) -> tuple[JobParams, BackendConfig]:
+    """Split ``params`` into job and backend settings; unknown keys name what is allowed."""
+    job_keys = set(JobParams.model_fields)
+    backend_keys = set(backend.Config.model_fields)
+    unknown = sorted(set(params) - job_keys - backend_keys)
+    if unknown:
+        raise InvalidInput(
+            f"unknown params {', '.join(unknown)} for backend {backend.name!r}; allowed: "
+            f"{', '.join(sorted(job_keys | backend_keys))}"
+        )
+    try:
+        job = JobParams(**{k: v for k, v in params.items() if k in job_keys})
+        config = backend.Config(**{k: v for k, v in params.items() if k in backend_keys})
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()
+        )
+        raise InvalidInput(f"invalid params: {problems}") from None
+    return job, config
+
+
+def create_model(
+    session: Session,
+    *,
+    tenant_id: str,
+    dataset_id: str,
+    name: str | None = None,
+    backend: str | None = None,
+    params: dict[str, Any] | None = None,
+    alias: str | None = None,
+) -> Model:
+    """A queued model (train job) for a ready dataset; checks all it can before queueing."""
+    dataset = get_dataset(session, tenant_id, dataset_id)
+    if dataset.status != "ready":
+        raise NotReady(
+            f"dataset {dataset_id} is {dataset.status}"
+            + (f" ({dataset.status_message})" if dataset.status_message else "")
+            + "; train on a ready dataset",
+            status=dataset.status,
+        )
+    task = get_dataset_type(dataset.type).task
+    backend_name = backend or default_backend(task)
+    if backend_name is None:
+        raise InvalidInput(
+            f"no model backend trains {dataset.type!r} datasets in this release; "
+            f"known backends: {', '.join(backends.names())}"
+        )
+    backend_cls = backends.get(backend_name)
+    if backend_cls.task != task:
+        raise InvalidInput(
+            f"backend {backend_name!r} trains {backend_cls.task} models, but dataset "
+            f"{dataset_id} is {dataset.type!r}"
+        )
+    parse_params(backend_cls, params or {})
+    _check_trainable(dataset)
+    if alias is not None:
+        check_alias_name(alias)
+    model = Model(
+        id=new_id("model"),
+        tenant_id=tenant_id,
+        dataset_id=dataset_id,
+        name=(name or "").strip() or f"{dataset.name} ({backend_name})",
+        backend=backend_name,
+        backend_version=backend_cls.version,
+        task=task,
+        params=params or {},
+        status="queued",
+        promote_alias=alias,
+    )
+    session.add(model)
+    session.flush()
+    return model
+
+
+def _check_trainable(dataset: Dataset) -> None:
+    labels = dataset.label_counts or {}
+    if len(labels) < 2:
+        only = f" (only {next(iter(labels))!r})" if labels else ""
+        raise InvalidInput(
+            f"dataset {dataset.id} has {len(labels)} label{only}; a classifier needs at least "
+            "2 labels with examples: add examples of other labels and train again"
+        )
+
+
+def get_model(session: Session, tenant_id: str, model_id: str) -> Model:
+    model = session.get(Model, model_id)
+    if model is None or model.tenant_id != tenant_id:
+        raise NotFound(f"model {model_id} not found")
+    return model
+
+
+def list_models(session: Session, tenant_id: str, dataset_id: str | None = None) -> list[Model]:
+    query = select(Model).where(Model.tenant_id == tenant_id)
+    if dataset_id is not None:
+        query = query.where(Model.dataset_id == dataset_id)
+    return list(session.scalars(query.order_by(Model.created_at)))
+
+
+def queue_position(session: Session, model: Model) -> int | None:
+    """0 for the next job to run; None once the job left the queue."""
+    if model.status != "queued":
+        return None
+    return (
+        session.scalar(
+            select(func.count())
+            .select_from(Model)
+            .where(Model.status == "queued", Model.created_at < model.created_at)
+        )
+        or 0
+    )
+
+
+def cancel_model(session: Session, tenant_id: str, model_id: str) -> Model:
+    """Cancel a queued or running job (a running worker stops at its next progress report)."""
+    model = get_model(session, tenant_id, model_id)
+    if model.status not in ACTIVE:
+        raise Conflict(f"model {model_id} is {model.status}; only queued or running jobs cancel")
+    session.execute(
+        update(Model)
+        .where(Model.id == model_id, Model.status.in_(ACTIVE))
+        .values(status="cancelled", finished_at=utcnow(), failure_message=None)
+    )
+    session.refresh(model)
+    return model
+
+
+def delete_model(session: Session, tenant_id: str, model_id: str) -> Model:
+    """Delete a model record (cancelling its job); its artifacts are the caller's to remove."""
+    model = get_model(session, tenant_id, model_id)
+    pointing = list(
+        session.scalars(
+            select(Alias.name).where(Alias.tenant_id == tenant_id, Alias.model_id == model_id)
+        )
+    )
+    if pointing:
+        raise Conflict(
+            f"alias {', '.join(pointing)} points at model {model_id}; move or delete the alias "
+            "first",
+            aliases=pointing,
+        )
+    session.delete(model)
+    return model
+
+
+def check_alias_name(name: str) -> str:
+    if not ALIAS_NAME.match(name) or name.startswith(("mdl_",)):
+        raise InvalidInput(
+            f"alias {name!r}: use 1-100 letters, digits, '_', '-' or '.', starting with a letter"
+        )
+    return name
+
+
+def set_alias(session: Session, tenant_id: str, name: str, model_id: str) -> Alias:
+    """Point ``name`` at a succeeded model, in one transaction."""
+    check_alias_name(name)
+    model = get_model(session, tenant_id, model_id)
+    if model.status != "succeeded":
+        raise NotReady(
+            f"model {model_id} is {model.status}; an alias can point only at a succeeded model",
+            status=model.status,
+        )
+    alias = session.get(Alias, (tenant_id, name))
+    if alias is None:
+        alias = Alias(tenant_id=tenant_id, name=name, model_id=model_id)
+        session.add(alias)
+    else:
+        alias.model_id = model_id
+        alias.updated_at = utcnow()
+    session.flush()
+    return alias
+
+
+def list_aliases(session: Session, tenant_id: str) -> list[Alias]:
+    return list(
+        session.scalars(select(Alias).where(Alias.tenant_id == tenant_id).order_by(Alias.name))
+    )
+
+
+def delete_alias(session: Session, tenant_id: str, name: str) -> None:
+    alias = session.get(Alias, (tenant_id, name))
+    if alias is None:
+        raise NotFound(f"alias {name!r} not found")
+    session.delete(alias)
+
+
+def resolve(session: Session, tenant_id: str, id_or_alias: str) -> Model:
+    """A model by id, or by the alias that points at it."""
+    if id_or_alias.startswith("mdl_"):
+        return get_model(session, tenant_id, id_or_alias)
+    alias = session.get(Alias, (tenant_id, id_or_alias))
+    if alias is None:
+        raise NotFound(f"no model or alias named {id_or_alias!r}")
+    return get_model(session, tenant_id, alias.model_id)

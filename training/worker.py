@@ -1,0 +1,81 @@
+"""A train worker process: ``python -m training.worker --name NAME``.
+
+Loops: claim the oldest queued job, run it, repeat. Exits when its parent process (the
+embedded server) is gone, so no worker outlives the server that started it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+
+from core.db import ensure_schema, get_engine
+from core.logging import configure_logging, log_event
+from core.registry import load_entry_points
+from core.settings import get_settings
+from core.storage import open_store
+from training.backends import BackendContext
+from training.jobs import JobRunner
+
+
+def _parent_alive(pid: int | None) -> bool:
+    if pid is None:
+        return True
+    return os.getppid() == pid
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Parley train worker")
+    parser.add_argument("--name", default=f"worker-{os.getpid()}")
+    parser.add_argument("--parent", type=int, default=None, help="exit when this pid is gone")
+    parser.add_argument("--once", action="store_true", help="run queued jobs, then exit")
+    args = parser.parse_args(argv)
+
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    threads = settings.queue.threads or max(1, os.cpu_count() or 1)
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+    except ImportError:  # pragma: no cover
+        pass
+    load_entry_points()
+    engine = get_engine(settings.database_url)
+    ensure_schema(settings.database_url)
+    runner = JobRunner(
+        engine=engine,
+        store=open_store(settings.artifacts_dir),
+        context=BackendContext(
+            cache_dir=settings.data_dir / "cache",
+            device=settings.serving.device,
+            threads=threads,
+        ),
+        worker_name=args.name,
+    )
+    stopping = False
+
+    def _stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, _stop)
+    log_event("worker.ready", worker=args.name, threads=threads)
+    while not stopping and _parent_alive(args.parent):
+        model_id = runner.claim_next()
+        if model_id is None:
+            if args.once:
+                return 0
+            time.sleep(settings.queue.poll_interval)
+            continue
+        log_event("job.started", model=model_id, worker=args.name)
+        runner.run(model_id)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
