@@ -35,7 +35,7 @@ def build_gateway(settings: Settings) -> Gateway:
     ensure_schema(settings.database_url)
     store = open_store(settings.artifacts_dir)
     context = BackendContext(
-        cache_dir=settings.data_dir / "cache",
+        cache_dir=settings.cache_dir,
         device=settings.serving.device,
         threads=settings.serving.torch_threads,
     )
@@ -79,7 +79,7 @@ def create_app(settings: Settings | None = None, *, warm_encoder: bool = True) -
             from nlu.encoder import get_encoder
 
             get_encoder(
-                cache_dir=settings.data_dir / "cache",
+                cache_dir=settings.cache_dir,
                 device=settings.serving.device,
                 threads=settings.serving.torch_threads,
             )

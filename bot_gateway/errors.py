@@ -45,9 +45,10 @@ def status_for(error: e.ParleyError) -> int:
     return 500
 
 
-def problem(status: int, code: str, message: str, **details: object) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse({"error": code, "message": message, **details}, status, headers=headers)
+def problem(http_status: int, code: str, message: str, /, **details: object) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if http_status == 401 else None
+    body = {**details, "error": code, "message": message}
+    return JSONResponse(body, http_status, headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:

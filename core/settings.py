@@ -53,10 +53,15 @@ class ServingSettings(BaseModel):
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="PARLEY_", env_nested_delimiter="__", extra="ignore"
+        env_prefix="PARLEY_", env_nested_delimiter="__", extra="ignore", populate_by_name=True
     )
 
     data_dir: Path = Path("./var")
+    cache_path: Path | None = Field(
+        default=None,
+        alias="PARLEY_CACHE_DIR",
+        description="derived files (the encoder's ONNX graph); default: cache/ in the data dir",
+    )
     operator_token: SecretStr | None = None
     log_level: str = "INFO"
     db: DbSettings = DbSettings()
@@ -70,8 +75,26 @@ class Settings(BaseSettings):
         return self.db.url or f"sqlite:///{(self.data_dir / 'parley.db').resolve()}"
 
     @property
+    def cache_dir(self) -> Path:
+        return self.cache_path or self.data_dir / "cache"
+
+    @property
     def artifacts_dir(self) -> Path:
         return Path(self.storage.url) if self.storage.url else self.data_dir / "artifacts"
+
+    def worker_env(self) -> dict[str, str]:
+        """The environment a worker subprocess needs to see the same database and files."""
+        env = {
+            "PARLEY_DATA_DIR": str(self.data_dir.resolve()),
+            "PARLEY_DB__URL": self.database_url,
+            "PARLEY_CACHE_DIR": str(self.cache_dir.resolve()),
+            "PARLEY_STORAGE__URL": str(self.artifacts_dir.resolve()),
+            "PARLEY_QUEUE__THREADS": str(self.queue.threads),
+            "PARLEY_QUEUE__POLL_INTERVAL": str(self.queue.poll_interval),
+            "PARLEY_SERVING__DEVICE": self.serving.device,
+            "PARLEY_LOG_LEVEL": self.log_level,
+        }
+        return env
 
 
 @lru_cache(maxsize=1)

@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         engine=engine,
         store=open_store(settings.artifacts_dir),
         context=BackendContext(
-            cache_dir=settings.data_dir / "cache",
+            cache_dir=settings.cache_dir,
             device=settings.serving.device,
             threads=threads,
         ),

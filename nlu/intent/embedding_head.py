@@ -140,7 +140,7 @@ class EmbeddingHeadBackend:
                 loss.backward()
                 optimizer.step()
                 schedule.step()
-                total_loss += float(loss) * len(idx)
+                total_loss += loss.item() * len(idx)
             if on_epoch is not None:
                 acc = f1 = None
                 if validation is not None and len(validation[1]):

@@ -41,9 +41,7 @@ class LocalQueue:
             log_event("queue.no_workers", model=model_id)
 
     def _spawn(self, name: str) -> None:
-        env = dict(os.environ)
-        env["PARLEY_DATA_DIR"] = str(self.settings.data_dir)
-        env.setdefault("PARLEY_DB__URL", self.settings.database_url)
+        env = {**os.environ, **self.settings.worker_env()}
         proc = subprocess.Popen(
             [sys.executable, "-m", "training.worker", "--name", name, "--parent", str(os.getpid())],
             env=env,

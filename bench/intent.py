@@ -1,0 +1,741 @@
+"""Intent-classification benchmark on Banking77, end to end through Parley's REST API.
+
+What it measures, per training split (``full`` = ``train/``, 8,622 texts; ``train_10`` = 10
+examples per label, 770 texts):
+
+* train time: seconds from ``POST /v1/models`` until the client sees ``status: succeeded``
+  (polling every 0.25 s), next to the server's own ``started_at`` -> ``finished_at``;
+* test accuracy and macro-F1, computed here from batch predictions (``texts``, 64 a request)
+  on the whole ``test/`` split (3,080 texts), next to the server's held-out metrics;
+* single-text latency over HTTP: ``--requests`` sequential calls on one keep-alive client,
+  after 10 warm-up calls (p50 / p90 / p99 / mean);
+* throughput: ``--concurrency`` clients (threads, one ``httpx.Client`` each) each sending
+  ``--per-client`` single-text requests in a loop, bounded by ``--max-seconds``.
+
+The results are printed as a plain-text table, followed by the targets with PASS/FAIL:
+full train <= 60 s; accuracy >= 0.90 (full) and >= 0.83 (train_10); p50 <= 15 ms and
+p99 <= 40 ms.
+
+Unless ``--url`` is given, the benchmark starts its own server (``parley serve --no-demo``) on
+a temporary data directory, creates a tenant with a random operator token, and stops the
+server at the end. Run it as::
+
+    .venv/bin/python bench/intent.py --split train_10
+    .venv/bin/python bench/intent.py --split both --json /tmp/intent.json
+    .venv/bin/python bench/intent.py --url http://127.0.0.1:8000 --api-key pk_...
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import contextlib
+import csv
+import json
+import math
+import os
+import platform
+import secrets
+import shlex
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "banking77"
+SPLITS = {"full": "train", "train_10": "train_10"}
+BATCH = 64
+WARMUP = 10
+POLL_S = 0.25
+HEALTH_TIMEOUT_S = 120.0
+TRAIN_TIMEOUT_S = 1800.0
+STOP_GRACE_S = 15.0
+
+# Targets: (split or None for every split, result field, comparison, threshold, label).
+TARGETS: list[tuple[str | None, str, str, float, str]] = [
+    ("full", "train_s", "<=", 60.0, "train seconds (client)"),
+    ("full", "accuracy", ">=", 0.90, "test accuracy"),
+    ("train_10", "accuracy", ">=", 0.83, "test accuracy"),
+    (None, "p50_ms", "<=", 15.0, "latency p50 ms"),
+    (None, "p99_ms", "<=", 40.0, "latency p99 ms"),
+]
+
+
+class BenchError(RuntimeError):
+    """A failure that ends the benchmark with a message (and a non-zero exit)."""
+
+
+@dataclass
+class SplitResult:
+    split: str
+    examples: int
+    labels: int
+    dataset_id: str = ""
+    model_id: str = ""
+    train_s: float = math.nan
+    server_train_s: float = math.nan
+    server_accuracy: float = math.nan
+    server_macro_f1: float = math.nan
+    test_examples: int = 0
+    accuracy: float = math.nan
+    macro_f1: float = math.nan
+    batch_predict_s: float = math.nan
+    latency_n: int = 0
+    p50_ms: float = math.nan
+    p90_ms: float = math.nan
+    p99_ms: float = math.nan
+    mean_ms: float = math.nan
+    throughput_rps: float = math.nan
+    throughput_requests: int = 0
+    throughput_errors: int = 0
+    throughput_s: float = math.nan
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# --- data ---------------------------------------------------------------------------------
+
+
+def read_split(data_dir: Path, name: str) -> tuple[list[str], list[str]]:
+    """Utterances and labels of one split folder (``seq.in`` and ``label``, line by line)."""
+    folder = data_dir / name
+    try:
+        texts = (folder / "seq.in").read_text(encoding="utf-8").splitlines()
+        labels = (folder / "label").read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError as e:
+        raise BenchError(f"missing dataset file: {e.filename}") from e
+    if len(texts) != len(labels):
+        raise BenchError(f"{folder}: {len(texts)} texts but {len(labels)} labels")
+    pairs = [(t.strip(), lab.strip()) for t, lab in zip(texts, labels, strict=True)]
+    pairs = [(t, lab) for t, lab in pairs if t and lab]
+    return [t for t, _ in pairs], [lab for _, lab in pairs]
+
+
+def write_csv(path: Path, texts: Sequence[str], labels: Sequence[str]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["text", "label"])
+        writer.writerows(zip(texts, labels, strict=True))
+
+
+def macro_f1(y_true: Sequence[str], y_pred: Sequence[str]) -> float:
+    """Unweighted mean of per-label F1 over the labels seen in truth or prediction."""
+    tp: dict[str, int] = {}
+    fp: dict[str, int] = {}
+    fn: dict[str, int] = {}
+    for t, p in zip(y_true, y_pred, strict=True):
+        if t == p:
+            tp[t] = tp.get(t, 0) + 1
+        else:
+            fp[p] = fp.get(p, 0) + 1
+            fn[t] = fn.get(t, 0) + 1
+    labels = set(y_true) | set(y_pred)
+    scores = []
+    for label in labels:
+        denom = 2 * tp.get(label, 0) + fp.get(label, 0) + fn.get(label, 0)
+        scores.append(2 * tp.get(label, 0) / denom if denom else 0.0)
+    return sum(scores) / len(scores) if scores else math.nan
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Linear-interpolated percentile (``q`` in 0..100), like numpy's default."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q / 100
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+# --- server -------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def stop_server(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the server, then SIGKILL its process group after ``STOP_GRACE_S``."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=STOP_GRACE_S)
+    except subprocess.TimeoutExpired:
+        print(f"server did not stop within {STOP_GRACE_S:.0f} s of SIGTERM; killing it")
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # the group is ours: start_new_session=True
+        proc.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def run_server(
+    workdir: Path, port: int, device: str, operator_token: str
+) -> Iterator[tuple[str, Path]]:
+    """Start ``parley serve`` on a fresh data dir; yield (base URL, log path); stop it."""
+    parley = Path(sys.executable).parent / "parley"
+    if not parley.exists():
+        raise BenchError(f"{parley} not found; install the project (pip install -e .)")
+    data_dir = workdir / "data"
+    log_path = workdir / "server.log"
+    env = dict(os.environ)
+    env.update(
+        PARLEY_DATA_DIR=str(data_dir),
+        PARLEY_OPERATOR_TOKEN=operator_token,
+        PARLEY_SERVING__DEVICE=device,
+        PARLEY_QUEUE__THREADS="0",
+        PARLEY_LOG_LEVEL="WARNING",
+    )
+    cmd = [str(parley), "serve", "--host", "127.0.0.1", "--port", str(port), "--no-demo"]
+    url = f"http://127.0.0.1:{port}"
+    with log_path.open("wb") as log:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(
+            cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            wait_healthy(url, proc, log_path)
+            print(f"server up on {url} in {time.perf_counter() - t0:.1f} s (log: {log_path})")
+            yield url, log_path
+        finally:
+            stop_server(proc)
+
+
+def wait_healthy(url: str, proc: subprocess.Popen[bytes], log_path: Path) -> None:
+    deadline = time.monotonic() + HEALTH_TIMEOUT_S
+    with httpx.Client(base_url=url, timeout=5.0) as client:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise BenchError(
+                    f"server exited with code {proc.returncode} before it was healthy; "
+                    f"log tail:\n{tail(log_path)}"
+                )
+            try:
+                if client.get("/v1/health").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.25)
+    raise BenchError(
+        f"server not healthy after {HEALTH_TIMEOUT_S:.0f} s; log tail:\n{tail(log_path)}"
+    )
+
+
+# --- API calls ----------------------------------------------------------------------------
+
+
+def check(resp: httpx.Response, *expected: int) -> Any:
+    """The JSON body of ``resp``, or a ``BenchError`` naming the call and the body."""
+    if resp.status_code not in expected:
+        req = resp.request
+        raise BenchError(
+            f"{req.method} {req.url.path} -> HTTP {resp.status_code} (expected "
+            f"{'/'.join(map(str, expected))}): {resp.text[:800]}"
+        )
+    return resp.json()
+
+
+def create_tenant(url: str, operator_token: str) -> str:
+    with httpx.Client(base_url=url, timeout=30.0) as client:
+        body = check(
+            client.post(
+                "/v1/tenants",
+                json={"name": f"bench-{secrets.token_hex(4)}"},
+                headers={"Authorization": f"Bearer {operator_token}"},
+            ),
+            201,
+        )
+    return str(body["api_key"])
+
+
+def upload_dataset(client: httpx.Client, name: str, csv_path: Path) -> dict[str, Any]:
+    with csv_path.open("rb") as f:
+        resp = client.post(
+            "/v1/datasets",
+            data={"name": name, "type": "text-intent"},
+            files={"file": (csv_path.name, f, "text/csv")},
+        )
+    dataset: dict[str, Any] = check(resp, 201, 202)
+    deadline = time.monotonic() + 600
+    while dataset["status"] not in ("ready", "failed"):
+        if time.monotonic() > deadline:
+            raise BenchError(f"dataset {dataset['id']} still {dataset['status']} after 600 s")
+        time.sleep(POLL_S)
+        dataset = check(client.get(f"/v1/datasets/{dataset['id']}"), 200)
+    if dataset["status"] != "ready":
+        raise BenchError(f"dataset import failed: {dataset.get('status_message')}")
+    return dataset
+
+
+def parse_time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+class Progress:
+    """One status line while training: rewritten in place on a terminal, sparse otherwise."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.tty = sys.stdout.isatty()
+        self.last_key: tuple[str, int] | None = None
+        self.last_print = 0.0
+
+    def update(self, model: dict[str, Any], elapsed: float) -> None:
+        pct = int(100 * float(model.get("progress") or 0.0))
+        status = str(model["status"])
+        extra = ""
+        if model.get("queue_position") is not None:
+            extra = f", queue position {model['queue_position']}"
+        line = f"  training {self.label}: {status} {pct:3d}% ({elapsed:5.1f} s{extra})"
+        if self.tty:
+            print(f"\r{line:<72}", end="", flush=True)
+            return
+        key = (status, pct // 10)
+        if key != self.last_key or elapsed - self.last_print >= 10:
+            print(line, flush=True)
+            self.last_key, self.last_print = key, elapsed
+
+    def done(self) -> None:
+        if self.tty:
+            print(flush=True)
+
+
+def train(client: httpx.Client, dataset_id: str, label: str) -> tuple[dict[str, Any], float]:
+    """Queue a model and poll it to the end; return (final model JSON, client seconds)."""
+    progress = Progress(label)
+    t0 = time.perf_counter()
+    model: dict[str, Any] = check(client.post("/v1/models", json={"dataset_id": dataset_id}), 202)
+    try:
+        while model["status"] not in ("succeeded", "failed", "cancelled"):
+            elapsed = time.perf_counter() - t0
+            if elapsed > TRAIN_TIMEOUT_S:
+                raise BenchError(f"model {model['id']} not done after {TRAIN_TIMEOUT_S:.0f} s")
+            progress.update(model, elapsed)
+            time.sleep(POLL_S)
+            model = check(client.get(f"/v1/models/{model['id']}"), 200)
+        train_s = time.perf_counter() - t0
+        progress.update(model, train_s)
+    finally:
+        progress.done()
+    if model["status"] != "succeeded":
+        raise BenchError(
+            f"model {model['id']} {model['status']}: {model.get('failure_message') or '-'}"
+        )
+    return model, train_s
+
+
+def predict_batches(
+    client: httpx.Client, model_id: str, texts: Sequence[str]
+) -> tuple[list[str], float]:
+    """Top-1 label for every text, 64 texts a request; return (labels, seconds)."""
+    out: list[str] = []
+    t0 = time.perf_counter()
+    for i in range(0, len(texts), BATCH):
+        chunk = list(texts[i : i + BATCH])
+        body = check(client.post(f"/v1/models/{model_id}/predict", json={"texts": chunk}), 200)
+        preds = body["predictions"]
+        if len(preds) != len(chunk):
+            raise BenchError(f"sent {len(chunk)} texts, got {len(preds)} prediction lists")
+        out.extend(p[0]["label"] for p in preds)
+    return out, time.perf_counter() - t0
+
+
+def predict_one(client: httpx.Client, model_id: str, text: str) -> None:
+    body = check(client.post(f"/v1/models/{model_id}/predict", json={"text": text}), 200)
+    if not body.get("predictions"):
+        raise BenchError(f"empty predictions for {text!r}: {body}")
+
+
+def measure_latency(
+    client: httpx.Client, model_id: str, texts: Sequence[str], n: int
+) -> list[float]:
+    """Milliseconds of ``n`` sequential single-text calls, after ``WARMUP`` warm-up calls."""
+    for i in range(WARMUP):
+        predict_one(client, model_id, texts[i % len(texts)])
+    samples = []
+    for i in range(n):
+        text = texts[(WARMUP + i) % len(texts)]
+        t0 = time.perf_counter()
+        predict_one(client, model_id, text)
+        samples.append((time.perf_counter() - t0) * 1000)
+    return samples
+
+
+def measure_throughput(
+    url: str,
+    api_key: str,
+    model_id: str,
+    texts: Sequence[str],
+    clients: int,
+    per_client: int,
+    max_seconds: float,
+) -> tuple[int, int, float]:
+    """``clients`` threads each send up to ``per_client`` single-text requests (stopping at
+    ``max_seconds``); return (successful requests, errors, wall seconds)."""
+    start = threading.Barrier(clients + 1)
+    deadline_box: list[float] = []
+
+    def worker(index: int) -> tuple[int, int]:
+        ok = errors = 0
+        headers = {"Authorization": f"Bearer {api_key}"}
+        with httpx.Client(base_url=url, headers=headers, timeout=30.0) as client:
+            try:
+                predict_one(client, model_id, texts[index % len(texts)])  # open the connection
+            except Exception:
+                start.abort()
+                raise
+            start.wait()
+            for i in range(per_client):
+                if time.monotonic() > deadline_box[0]:
+                    break
+                text = texts[(index * per_client + i) % len(texts)]
+                try:
+                    predict_one(client, model_id, text)
+                    ok += 1
+                except (BenchError, httpx.HTTPError):
+                    errors += 1
+        return ok, errors
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=clients) as pool:
+        futures = [pool.submit(worker, i) for i in range(clients)]
+        deadline_box.append(time.monotonic() + max_seconds + 60)  # until the barrier
+        try:
+            start.wait(timeout=120)
+        except threading.BrokenBarrierError as e:
+            for f in futures:
+                if f.done() and f.exception():
+                    raise BenchError(f"throughput client failed: {f.exception()}") from e
+            raise BenchError("throughput clients did not start within 120 s") from e
+        t0 = time.perf_counter()
+        deadline_box[0] = time.monotonic() + max_seconds
+        results = [f.result() for f in futures]
+        wall = time.perf_counter() - t0
+    return sum(r[0] for r in results), sum(r[1] for r in results), wall
+
+
+# --- one split ----------------------------------------------------------------------------
+
+
+def run_split(
+    split: str,
+    url: str,
+    api_key: str,
+    data_dir: Path,
+    workdir: Path,
+    test: tuple[list[str], list[str]],
+    args: argparse.Namespace,
+) -> SplitResult:
+    texts, labels = read_split(data_dir, SPLITS[split])
+    result = SplitResult(split=split, examples=len(texts), labels=len(set(labels)))
+    print(f"\n== {split}: {result.examples} examples, {result.labels} labels")
+    csv_path = workdir / f"banking77-{split}.csv"
+    write_csv(csv_path, texts, labels)
+    headers = {"Authorization": f"Bearer {api_key}"}
+    with httpx.Client(base_url=url, headers=headers, timeout=60.0) as client:
+        t0 = time.perf_counter()
+        dataset = upload_dataset(client, f"banking77-{split}", csv_path)
+        result.dataset_id = dataset["id"]
+        result.extra["upload_s"] = round(time.perf_counter() - t0, 3)
+        print(
+            f"  dataset {dataset['id']}: {dataset['num_examples']} examples, "
+            f"{dataset['num_labels']} labels ({result.extra['upload_s']:.1f} s)"
+        )
+        if dataset["num_examples"] != result.examples:
+            print(f"  note: server kept {dataset['num_examples']} of {result.examples} examples")
+
+        model, result.train_s = train(client, dataset["id"], split)
+        result.model_id = model["id"]
+        started, finished = (
+            parse_time(model.get("started_at")),
+            parse_time(model.get("finished_at")),
+        )
+        if started and finished:
+            result.server_train_s = (finished - started).total_seconds()
+        metrics = model.get("metrics") or {}
+        result.server_accuracy = float(metrics.get("accuracy", math.nan))
+        result.server_macro_f1 = float(metrics.get("macro_f1", math.nan))
+        result.extra["backend"] = f"{model.get('backend')} {model.get('backend_version') or ''}"
+        print(
+            f"  model {model['id']} succeeded: {result.train_s:.1f} s (client), "
+            f"{result.server_train_s:.1f} s (server)"
+        )
+
+        test_texts, test_labels = test
+        predicted, result.batch_predict_s = predict_batches(client, model["id"], test_texts)
+        result.test_examples = len(test_texts)
+        hits = sum(p == t for p, t in zip(predicted, test_labels, strict=True))
+        result.accuracy = hits / len(test_texts)
+        result.macro_f1 = macro_f1(test_labels, predicted)
+        print(
+            f"  test: accuracy {result.accuracy:.4f}, macro-F1 {result.macro_f1:.4f} "
+            f"({result.batch_predict_s:.1f} s for {len(test_texts)} texts in batches of {BATCH})"
+        )
+
+        samples = measure_latency(client, model["id"], test_texts, args.requests)
+    result.latency_n = len(samples)
+    result.p50_ms = percentile(samples, 50)
+    result.p90_ms = percentile(samples, 90)
+    result.p99_ms = percentile(samples, 99)
+    result.mean_ms = statistics.fmean(samples)
+    print(
+        f"  latency ({len(samples)} calls): p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms"
+    )
+
+    ok, errors, wall = measure_throughput(
+        url,
+        api_key,
+        model["id"],
+        test_texts,
+        args.concurrency,
+        args.per_client,
+        args.max_seconds,
+    )
+    result.throughput_requests, result.throughput_errors, result.throughput_s = ok, errors, wall
+    result.throughput_rps = ok / wall if wall > 0 else math.nan
+    print(
+        f"  throughput: {ok} predictions in {wall:.1f} s with {args.concurrency} clients "
+        f"= {result.throughput_rps:.1f}/s ({errors} errors)"
+    )
+    return result
+
+
+# --- report -------------------------------------------------------------------------------
+
+
+def fmt(value: float, spec: str) -> str:
+    return "-" if isinstance(value, float) and math.isnan(value) else format(value, spec)
+
+
+def json_safe(value: Any) -> Any:
+    """NaN becomes null so the file is strict JSON."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def render_table(header: Sequence[str], rows: Sequence[Sequence[str]], align: str = "") -> str:
+    """Fixed-width columns; ``align`` has one ``l``/``r`` a column (default: first left,
+    the rest right)."""
+    align = align or "l" + "r" * (len(header) - 1)
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: Sequence[str]) -> str:
+        parts = [
+            str(c).ljust(w) if a == "l" else str(c).rjust(w)
+            for c, w, a in zip(cells, widths, align, strict=True)
+        ]
+        return "  ".join(parts).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(header), rule, *(line(r) for r in rows)])
+
+
+def results_table(results: Sequence[SplitResult], args: argparse.Namespace) -> str:
+    rows: list[tuple[str, str, str]] = [
+        ("train examples", "examples", "d"),
+        ("labels", "labels", "d"),
+        ("train s (client: POST -> succeeded)", "train_s", ".1f"),
+        ("train s (server: started -> finished)", "server_train_s", ".1f"),
+        ("held-out accuracy (server metrics)", "server_accuracy", ".4f"),
+        ("held-out macro-F1 (server metrics)", "server_macro_f1", ".4f"),
+        ("test examples", "test_examples", "d"),
+        ("test accuracy", "accuracy", ".4f"),
+        ("test macro-F1", "macro_f1", ".4f"),
+        (f"batch predict s (test, {BATCH}/request)", "batch_predict_s", ".1f"),
+        (f"latency p50 ms (n={args.requests})", "p50_ms", ".1f"),
+        ("latency p90 ms", "p90_ms", ".1f"),
+        ("latency p99 ms", "p99_ms", ".1f"),
+        ("latency mean ms", "mean_ms", ".1f"),
+        (f"throughput pred/s ({args.concurrency} clients)", "throughput_rps", ".1f"),
+        ("throughput requests ok / errors", "", ""),
+    ]
+    body = [["backend", *(str(r.extra.get("backend", "-")) for r in results)]]
+    for title, attr, spec in rows:
+        if not attr:
+            body.append(
+                [title, *(f"{r.throughput_requests} / {r.throughput_errors}" for r in results)]
+            )
+            continue
+        body.append([title, *(fmt(getattr(r, attr), spec) for r in results)])
+    return render_table(["metric", *(r.split for r in results)], body)
+
+
+def evaluate_targets(results: Sequence[SplitResult]) -> list[dict[str, Any]]:
+    checks = []
+    for r in results:
+        for split, attr, op, threshold, title in TARGETS:
+            if split not in (None, r.split):
+                continue
+            value = float(getattr(r, attr))
+            ok = not math.isnan(value) and (
+                value <= threshold if op == "<=" else value >= threshold
+            )
+            checks.append(
+                {
+                    "split": r.split,
+                    "check": title,
+                    "value": value,
+                    "shown": fmt(value, ".4f" if attr == "accuracy" else ".1f"),
+                    "target": f"{op} {threshold:g}",
+                    "pass": ok,
+                }
+            )
+    return checks
+
+
+def targets_table(checks: Sequence[dict[str, Any]]) -> str:
+    rows = [
+        [c["split"], c["check"], c["shown"], c["target"], "PASS" if c["pass"] else "FAIL"]
+        for c in checks
+    ]
+    return render_table(["split", "target", "value", "goal", "result"], rows, "llrrl")
+
+
+def machine_facts() -> dict[str, Any]:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count() or 0
+    env_names = [
+        "OMP_NUM_THREADS",
+        "MKL_NUM_THREADS",
+        "TORCH_NUM_THREADS",
+        "PARLEY_SERVING__TORCH_THREADS",
+        "PARLEY_QUEUE__THREADS",
+        "PARLEY_QUEUE__WORKERS",
+    ]
+    return {
+        "host": platform.node(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_model": model,
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": usable,
+        "threads_env": {n: os.environ.get(n, "(unset)") for n in env_names},
+    }
+
+
+def print_header(argv: Sequence[str], facts: dict[str, Any]) -> None:
+    print("Parley intent benchmark (Banking77)")
+    print(f"command : {shlex.join([sys.executable, *argv])}")
+    print(f"machine : {facts['host']}, {facts['platform']}, Python {facts['python']}")
+    print(
+        f"cpus    : {facts['cpu_count']} ({facts['cpus_usable']} usable)"
+        f"{', ' + facts['cpu_model'] if facts['cpu_model'] else ''}"
+    )
+    env = ", ".join(f"{k}={v}" for k, v in facts["threads_env"].items())
+    print(f"threads : {env}")
+    print("          (a server started here runs with PARLEY_QUEUE__THREADS=0: all cores)")
+
+
+# --- main ---------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--split", choices=["full", "train_10", "both"], default="both")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--port", type=int, default=0, help="port for the server (default: free)")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="Banking77 folder")
+    p.add_argument("--url", help="use this running server instead of starting one")
+    p.add_argument("--api-key", help="tenant API key for --url")
+    p.add_argument("--requests", type=int, default=200, help="sequential latency calls")
+    p.add_argument("--concurrency", type=int, default=16, help="throughput clients")
+    p.add_argument("--per-client", type=int, default=30, help="requests per throughput client")
+    p.add_argument("--max-seconds", type=float, default=60.0, help="throughput time bound")
+    p.add_argument("--json", type=Path, help="also write the results here")
+    args = p.parse_args(argv)
+    if args.url and not args.api_key:
+        p.error("--url needs --api-key")
+    if args.api_key and not args.url:
+        p.error("--api-key needs --url")
+    if args.requests < 1 or args.concurrency < 1 or args.per_client < 1:
+        p.error("--requests, --concurrency and --per-client must be at least 1")
+    return args
+
+
+def run(args: argparse.Namespace, workdir: Path) -> list[SplitResult]:
+    splits = ["full", "train_10"] if args.split == "both" else [args.split]
+    test = read_split(args.data, "test")
+    print(f"test split: {len(test[0])} texts, {len(set(test[1]))} labels ({args.data})")
+    if args.url:
+        url = args.url.rstrip("/")
+        return [run_split(s, url, args.api_key, args.data, workdir, test, args) for s in splits]
+    token = secrets.token_urlsafe(24)
+    port = args.port or free_port()
+    with run_server(workdir, port, args.device, token) as (url, _log):
+        api_key = create_tenant(url, token)
+        return [run_split(s, url, api_key, args.data, workdir, test, args) for s in splits]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    facts = machine_facts()
+    print_header([str(Path(sys.argv[0])), *argv], facts)
+    t0 = time.perf_counter()
+    try:
+        with tempfile.TemporaryDirectory(prefix="parley-bench-") as tmp:
+            results = run(args, Path(tmp))
+    except BenchError as e:
+        print(f"\nERROR: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    total = time.perf_counter() - t0
+    checks = evaluate_targets(results)
+    print("\nResults")
+    print(results_table(results, args))
+    print("\nTargets")
+    print(targets_table(checks))
+    passed = sum(c["pass"] for c in checks)
+    print(f"\n{passed}/{len(checks)} targets met; benchmark took {total:.0f} s")
+    if args.json:
+        payload = {
+            "command": shlex.join([sys.executable, *sys.argv]),
+            "machine": facts,
+            "args": {k: str(v) for k, v in vars(args).items() if k != "api_key"},
+            "results": [asdict(r) for r in results],
+            "targets": checks,
+            "total_s": total,
+        }
+        args.json.write_text(json.dumps(json_safe(payload), indent=2, default=str) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,564 @@
+"""The ``parley`` command line.
+
+Operator commands (``serve``, ``db``, ``tenants``, ``keys``) work on the server's own database.
+Everything else talks to the REST API, so it works against a remote server too:
+``PARLEY_URL`` (default http://127.0.0.1:8000) and ``PARLEY_API_KEY``. Every command that
+reads data back accepts ``--json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from parley.client import ParleyAPIError, ParleyClient
+
+app = typer.Typer(help="Parley: datasets, training, models and predictions.", no_args_is_help=True)
+db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
+tenants_app = typer.Typer(
+    help="Tenants (operator; works on the local database).", no_args_is_help=True
+)
+keys_app = typer.Typer(
+    help="API keys (operator; works on the local database).", no_args_is_help=True
+)
+datasets_app = typer.Typer(help="Datasets.", no_args_is_help=True)
+models_app = typer.Typer(help="Models (train jobs).", no_args_is_help=True)
+aliases_app = typer.Typer(help="Aliases such as production.", no_args_is_help=True)
+for sub, name in (
+    (db_app, "db"),
+    (tenants_app, "tenants"),
+    (keys_app, "keys"),
+    (datasets_app, "datasets"),
+    (models_app, "models"),
+    (aliases_app, "aliases"),
+):
+    app.add_typer(sub, name=name)
+
+console = Console()
+err = Console(stderr=True)
+JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def _fail(message: str, code: int = 1) -> None:
+    err.print(f"[red]error:[/red] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _client() -> ParleyClient:
+    api_key = os.environ.get("PARLEY_API_KEY")
+    if not api_key and not os.environ.get("PARLEY_URL"):
+        from core.settings import get_settings
+        from parley.demo import KEY_FILE
+
+        demo_key = get_settings().data_dir / KEY_FILE
+        if demo_key.exists():
+            err.print(f"(PARLEY_API_KEY is not set: using the demo tenant's key from {demo_key})")
+            api_key = demo_key.read_text().strip()
+    return ParleyClient(api_key=api_key)
+
+
+def _api(call: Any, *args: Any, **kwargs: Any) -> Any:
+    try:
+        return call(*args, **kwargs)
+    except ParleyAPIError as e:
+        _fail(f"{e.message} ({e.status} {e.code})")
+
+
+def _operator_db() -> Any:
+    from core.db import ensure_schema, get_engine
+    from core.errors import ParleyError
+    from core.settings import get_settings
+
+    settings = get_settings()
+    try:
+        ensure_schema(settings.database_url)
+    except ParleyError as e:
+        _fail(e.message)
+    return get_engine(settings.database_url)
+
+
+# --- serve and db ------------------------------------------------------------------------
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
+    demo: Annotated[bool, typer.Option(help="create the demo tenant on first start")] = True,
+    workers: Annotated[int | None, typer.Option(help="train worker processes")] = None,
+) -> None:
+    """Run the Parley server (and its train workers). Migrates an embedded SQLite database."""
+    import uvicorn
+
+    from bot_gateway.app import create_app
+    from core.db import ensure_schema, get_engine
+    from core.errors import ParleyError
+    from core.settings import get_settings
+    from core.storage import open_store
+
+    if workers is not None:
+        os.environ["PARLEY_QUEUE__WORKERS"] = str(workers)
+        get_settings.cache_clear()
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        ensure_schema(settings.database_url)
+    except ParleyError as e:
+        _fail(e.message)
+    url = f"http://{host}:{port}"
+    if demo:
+        from parley.demo import ensure_demo
+        from training.datasets.importers import Limits
+
+        lim = settings.limits
+        info = ensure_demo(
+            get_engine(settings.database_url),
+            open_store(settings.artifacts_dir),
+            settings.data_dir,
+            Limits(lim.max_examples, lim.max_labels, lim.max_text_chars),
+        )
+        console.print(f"[bold]Parley[/bold] on {url}  (data in {settings.data_dir.resolve()})")
+        if info.api_key:
+            console.print(f"Demo tenant API key: [bold]{info.api_key}[/bold]", highlight=False)
+            console.print(
+                f"Try:  curl -s {url}/v1/models/production/predict -H 'Authorization: Bearer "
+                f"{info.api_key}' -H 'Content-Type: application/json' "
+                '-d \'{"text": "where is my parcel?"}\'',
+                highlight=False,
+                soft_wrap=True,
+            )
+        if info.created:
+            console.print(
+                "The demo model is training; alias `production` points at it when done "
+                "(a few seconds)."
+            )
+    else:
+        console.print(f"[bold]Parley[/bold] on {url}")
+    sys.stdout.flush()
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", access_log=False)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply database migrations (needed before serving on PostgreSQL)."""
+    from core.db import upgrade
+    from core.settings import get_settings
+
+    upgrade(get_settings().database_url)
+    console.print("database is up to date")
+
+
+@db_app.command("current")
+def db_current(as_json: JsonOpt = False) -> None:
+    """Show the schema revision of the database and the one this Parley needs."""
+    from core.db import current_revision, get_engine, head_revision
+    from core.settings import get_settings
+
+    url = get_settings().database_url
+    data = {"current": current_revision(get_engine(url)), "head": head_revision(url)}
+    if as_json:
+        _print_json(data)
+    else:
+        console.print(f"current: {data['current']}  head: {data['head']}")
+
+
+# --- tenants and keys (operator) ---------------------------------------------------------
+
+
+@tenants_app.command("create")
+def tenants_create(name: str, as_json: JsonOpt = False) -> None:
+    """Create a tenant and its first API key (admin scope; shown once)."""
+    from core.db import session_scope
+    from core.errors import ParleyError
+    from core.tenants import create_tenant
+
+    engine = _operator_db()
+    try:
+        with session_scope(engine) as session:
+            tenant, key = create_tenant(session, name)
+            data = {
+                "tenant_id": tenant.id,
+                "name": tenant.name,
+                "api_key": key.secret,
+                "key_id": key.record.id,
+            }
+    except ParleyError as e:
+        _fail(e.message)
+    if as_json:
+        _print_json(data)
+    else:
+        console.print(
+            f"tenant {data['tenant_id']} ({name})\nAPI key (shown once): "
+            f"[bold]{data['api_key']}[/bold]",
+            highlight=False,
+        )
+
+
+@tenants_app.command("list")
+def tenants_list(as_json: JsonOpt = False) -> None:
+    from sqlalchemy import select
+
+    from core.db import session_scope
+    from core.tables import Tenant
+
+    with session_scope(_operator_db()) as session:
+        rows = [
+            {"tenant_id": t.id, "name": t.name, "created_at": t.created_at.isoformat()}
+            for t in session.scalars(select(Tenant).order_by(Tenant.created_at))
+        ]
+    if as_json:
+        _print_json(rows)
+    else:
+        _table(rows, ["tenant_id", "name", "created_at"])
+
+
+@keys_app.command("create")
+def keys_create(
+    tenant: Annotated[str, typer.Option(help="tenant id or name")],
+    scope: Annotated[list[str], typer.Option(help="admin, train or predict (repeatable)")],
+    name: Annotated[str, typer.Option(help="a note to recognise the key by")] = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """Create an API key for a tenant (shown once)."""
+    from core.db import session_scope
+    from core.errors import ParleyError
+    from core.tenants import create_key, get_tenant
+
+    engine = _operator_db()
+    try:
+        with session_scope(engine) as session:
+            t = get_tenant(session, tenant)
+            key = create_key(session, t.id, scopes=scope, name=name)
+            data = {
+                "key_id": key.record.id,
+                "tenant_id": t.id,
+                "scopes": key.record.scopes,
+                "api_key": key.secret,
+            }
+    except ParleyError as e:
+        _fail(e.message)
+    if as_json:
+        _print_json(data)
+    else:
+        console.print(
+            f"key {data['key_id']} scopes {', '.join(data['scopes'])}\n"
+            f"API key (shown once): [bold]{data['api_key']}[/bold]",
+            highlight=False,
+        )
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str, tenant: Annotated[str, typer.Option()]) -> None:
+    from core.db import session_scope
+    from core.errors import ParleyError
+    from core.tenants import get_tenant, revoke_key
+
+    try:
+        with session_scope(_operator_db()) as session:
+            revoke_key(session, get_tenant(session, tenant).id, key_id)
+    except ParleyError as e:
+        _fail(e.message)
+    console.print(f"revoked {key_id}")
+
+
+# --- datasets ----------------------------------------------------------------------------
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:
+    table = Table(*columns)
+    for row in rows:
+        table.add_row(*["" if row.get(c) is None else str(row.get(c)) for c in columns])
+    console.print(table)
+
+
+DATASET_COLUMNS = ["id", "name", "type", "status", "num_examples", "num_labels", "status_message"]
+
+
+@datasets_app.command("create")
+def datasets_create(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+    type: Annotated[str, typer.Option(help="text-intent, text-entities, image, ...")] = (
+        "text-intent"
+    ),
+    name: Annotated[str | None, typer.Option()] = None,
+    format: Annotated[str | None, typer.Option(help="csv, tsv, json, jsonl, rasa-yaml")] = None,
+    wait: Annotated[bool, typer.Option(help="wait for a large import to finish")] = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """Upload a dataset file (CSV/TSV text,label; JSON/JSONL; Rasa nlu.yml)."""
+    with _client() as client:
+        dataset = _api(client.create_dataset, file, type=type, name=name, format=format)
+        if wait and dataset["status"] == "processing":
+            dataset = _api(client.wait_dataset, dataset["id"])
+    if as_json:
+        _print_json(dataset)
+    else:
+        _table([dataset], DATASET_COLUMNS)
+    if dataset["status"] == "failed":
+        raise typer.Exit(1)
+
+
+@datasets_app.command("list")
+def datasets_list(as_json: JsonOpt = False) -> None:
+    with _client() as client:
+        rows = _api(client.list_datasets)
+    _print_json(rows) if as_json else _table(rows, DATASET_COLUMNS)
+
+
+@datasets_app.command("get")
+def datasets_get(dataset_id: str, as_json: JsonOpt = False) -> None:
+    with _client() as client:
+        dataset = _api(client.get_dataset, dataset_id)
+    if as_json:
+        _print_json(dataset)
+        return
+    _table([dataset], DATASET_COLUMNS)
+    _table(
+        [{"label": lab["name"], "examples": lab["num_examples"]} for lab in dataset["labels"]],
+        ["label", "examples"],
+    )
+
+
+@datasets_app.command("examples")
+def datasets_examples(
+    dataset_id: str,
+    label: Annotated[str | None, typer.Option()] = None,
+    offset: int = 0,
+    limit: int = 20,
+    as_json: JsonOpt = False,
+) -> None:
+    with _client() as client:
+        page = _api(client.list_examples, dataset_id, offset=offset, limit=limit, label=label)
+    if as_json:
+        _print_json(page)
+    else:
+        _table(page["examples"], ["id", "text", "label"])
+        console.print(f"{len(page['examples'])} of {page['total']}")
+
+
+@datasets_app.command("add")
+def datasets_add(
+    dataset_id: str, file: Annotated[Path, typer.Argument(exists=True)], as_json: JsonOpt = False
+) -> None:
+    """Append the examples of a file to a dataset."""
+    with _client() as client:
+        result = _api(client.add_examples_file, dataset_id, file)
+    if as_json:
+        _print_json(result)
+    else:
+        console.print(f"added {result['added']}, skipped {result['duplicates']} duplicates")
+
+
+@datasets_app.command("delete")
+def datasets_delete(dataset_id: str) -> None:
+    with _client() as client:
+        _api(client.delete_dataset, dataset_id)
+    console.print(f"deleted {dataset_id}")
+
+
+# --- training and models -----------------------------------------------------------------
+
+MODEL_COLUMNS = ["id", "name", "status", "progress", "backend", "dataset_id", "failure_message"]
+
+
+def _parse_params(pairs: list[str]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            _fail(f"--param {pair!r}: write KEY=VALUE")
+        try:
+            params[key] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key] = value
+    return params
+
+
+def _watch(client: ParleyClient, model_id: str, quiet: bool) -> dict[str, Any]:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    if quiet:
+        return _api(client.wait, model_id)
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        console=err,
+    ) as bar:
+        task = bar.add_task("queued", total=1.0)
+
+        def show(model: dict[str, Any]) -> None:
+            bar.update(task, completed=model["progress"], description=model["status"])
+
+        return _api(client.wait, model_id, on_progress=show)
+
+
+@app.command()
+def train(
+    dataset_id: str,
+    name: Annotated[str | None, typer.Option()] = None,
+    backend: Annotated[str | None, typer.Option(help="default: the dataset type's")] = None,
+    param: Annotated[list[str] | None, typer.Option(help="KEY=VALUE, e.g. epochs=40")] = None,
+    alias: Annotated[str | None, typer.Option(help="point this alias at it on success")] = None,
+    wait: Annotated[bool, typer.Option(help="watch progress until it ends")] = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train a model on a dataset (and, by default, watch its progress)."""
+    with _client() as client:
+        model = _api(
+            client.train,
+            dataset_id,
+            name=name,
+            backend=backend,
+            params=_parse_params(param or []),
+            alias=alias,
+        )
+        if wait:
+            model = _watch(client, model["id"], quiet=as_json)
+    _show_model(model, as_json)
+    if model["status"] in ("failed", "cancelled"):
+        raise typer.Exit(1)
+
+
+models_app.command("train")(train)
+
+
+def _show_model(model: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        _print_json(model)
+        return
+    _table([model], MODEL_COLUMNS)
+    metrics = model.get("metrics")
+    if metrics and metrics.get("accuracy") is not None:
+        console.print(
+            f"held-out accuracy {metrics['accuracy']:.3f}, macro-F1 "
+            f"{metrics['macro_f1']:.3f} on {metrics['num_evaluated']} examples"
+        )
+
+
+@models_app.command("list")
+def models_list(
+    dataset: Annotated[str | None, typer.Option()] = None, as_json: JsonOpt = False
+) -> None:
+    with _client() as client:
+        rows = _api(client.list_models, dataset)
+    _print_json(rows) if as_json else _table(rows, MODEL_COLUMNS)
+
+
+@models_app.command("get")
+def models_get(model_id: str, as_json: JsonOpt = False) -> None:
+    with _client() as client:
+        _show_model(_api(client.get_model, model_id), as_json)
+
+
+@models_app.command("wait")
+def models_wait(model_id: str, as_json: JsonOpt = False) -> None:
+    """Watch a model's progress until it ends."""
+    with _client() as client:
+        model = _watch(client, model_id, quiet=as_json)
+    _show_model(model, as_json)
+    if model["status"] != "succeeded":
+        raise typer.Exit(1)
+
+
+@models_app.command("metrics")
+def models_metrics(model_id: str, as_json: JsonOpt = False) -> None:
+    """Held-out metrics: accuracy, macro-F1, and per label precision / recall / F1."""
+    with _client() as client:
+        model = _api(client.get_model, model_id)
+    metrics = model.get("metrics")
+    if as_json:
+        _print_json(metrics)
+        return
+    if not metrics:
+        _fail(f"model {model_id} has no metrics (status {model['status']})")
+    console.print(f"accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}")
+    _table(
+        [{"label": k, **v} for k, v in metrics["per_label"].items()],
+        ["label", "precision", "recall", "f1", "support"],
+    )
+
+
+@models_app.command("curve")
+def models_curve(model_id: str, as_json: JsonOpt = False) -> None:
+    """The learning curve: per epoch loss and held-out accuracy."""
+    with _client() as client:
+        curve = _api(client.learning_curve, model_id)
+    _print_json(curve) if as_json else _table(
+        curve["points"], ["epoch", "train_loss", "validation_accuracy", "validation_macro_f1"]
+    )
+
+
+@models_app.command("cancel")
+def models_cancel(model_id: str, as_json: JsonOpt = False) -> None:
+    with _client() as client:
+        _show_model(_api(client.cancel, model_id), as_json)
+
+
+@models_app.command("delete")
+def models_delete(model_id: str) -> None:
+    with _client() as client:
+        _api(client.delete_model, model_id)
+    console.print(f"deleted {model_id}")
+
+
+# --- aliases and predictions -------------------------------------------------------------
+
+
+@aliases_app.command("set")
+def aliases_set(name: str, model_id: str, as_json: JsonOpt = False) -> None:
+    with _client() as client:
+        alias = _api(client.set_alias, name, model_id)
+    _print_json(alias) if as_json else console.print(f"{name} → {model_id}")
+
+
+@aliases_app.command("list")
+def aliases_list(as_json: JsonOpt = False) -> None:
+    with _client() as client:
+        rows = _api(client.list_aliases)
+    _print_json(rows) if as_json else _table(rows, ["name", "model_id", "updated_at"])
+
+
+@aliases_app.command("delete")
+def aliases_delete(name: str) -> None:
+    with _client() as client:
+        _api(client.delete_alias, name)
+    console.print(f"deleted alias {name}")
+
+
+@app.command()
+def predict(
+    model: Annotated[str, typer.Argument(help="model id or alias (e.g. production)")],
+    texts: Annotated[list[str], typer.Argument(help="one or more texts")],
+    top: Annotated[int, typer.Option(help="labels per text")] = 3,
+    as_json: JsonOpt = False,
+) -> None:
+    """Classify texts with a model."""
+    with _client() as client:
+        result = _api(
+            client.predict, model, texts[0] if len(texts) == 1 else texts, num_results=top
+        )
+    if as_json:
+        _print_json(result)
+        return
+    per_text = [result["predictions"]] if len(texts) == 1 else result["predictions"]
+    for text, preds in zip(texts, per_text, strict=True):
+        console.print(f"[bold]{text}[/bold]", highlight=False)
+        for p in preds:
+            console.print(f"  {p['label']:<24} {p['probability']:.3f}", highlight=False)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,195 @@
+"""Training, metrics, prediction and aliases over HTTP, with a real worker and the real encoder."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from tests.bot_gateway.conftest import Api
+from tests.support.data import INTENTS, intent_csv
+
+
+def test_trained_model_has_metrics_and_curve(api: Api, trained: dict[str, Any]) -> None:
+    assert trained["progress"] == 1.0 and trained["queue_position"] is None
+    assert trained["backend"] == "embedding-head" and trained["task"] == "intent"
+    assert trained["labels"] == sorted(INTENTS)
+    assert trained["started_at"] <= trained["finished_at"]
+    m = trained["metrics"]
+    assert 0.5 <= m["accuracy"] <= 1.0 and 0.0 < m["macro_f1"] <= 1.0
+    assert set(m["per_label"]) == set(INTENTS)
+    assert all(set(v) == {"precision", "recall", "f1", "support"} for v in m["per_label"].values())
+    assert sum(v["support"] for v in m["per_label"].values()) == m["num_evaluated"] == 8
+    cm = m["confusion_matrix"]
+    assert cm["labels"] == sorted(INTENTS) and sum(map(sum, cm["matrix"])) == 8
+    assert m["refit_on_all"] is True and m["train_examples"] == 24
+    curve = api.client.get(f"/v1/models/{trained['id']}/learning-curve", headers=api.a).json()
+    assert [p["epoch"] for p in curve["points"]] == list(range(1, 41))
+    assert curve["points"][-1]["train_loss"] < curve["points"][0]["train_loss"]
+    assert curve["points"][-1]["validation_accuracy"] is not None
+
+
+def test_predict_single_and_batch(api: Api, trained: dict[str, Any]) -> None:
+    url = f"/v1/models/{trained['id']}/predict"
+    r = api.client.post(url, json={"text": "where is my parcel?"}, headers=api.a)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model_id"] == trained["id"]
+    preds = body["predictions"]
+    assert len(preds) == 4 and preds[0]["label"] == "track_order"
+    assert abs(sum(p["probability"] for p in preds) - 1) < 1e-3
+    assert preds == sorted(preds, key=lambda p: -p["probability"])
+    r = api.client.post(
+        url,
+        json={"texts": ["hello there!", "i want a refund", "bye now"], "num_results": 1},
+        headers=api.a,
+    )
+    assert [p[0]["label"] for p in r.json()["predictions"]] == ["greet", "refund", "goodbye"]
+
+
+def test_predict_input_errors(api: Api, trained: dict[str, Any]) -> None:
+    url = f"/v1/models/{trained['id']}/predict"
+    cases = [
+        {"text": ""},
+        {"text": "   "},
+        {"texts": []},
+        {"texts": ["hi"] * 65},
+        {},
+        {"text": "a", "texts": ["b"]},
+        {"text": 5},
+        {"text": "x" * 2001},
+    ]
+    for body in cases:
+        r = api.client.post(url, json=body, headers=api.a)
+        assert r.status_code == 422, (body, r.text)
+        assert r.json()["message"]
+    r = api.client.post(url, json={"texts": ["hi"] * 64}, headers=api.a)
+    assert r.status_code == 200 and len(r.json()["predictions"]) == 64
+
+
+def test_cannot_train_one_label_or_unknown_backend_or_params(api: Api) -> None:
+    one = api.upload(b"text,label\nhi,greet\nhello,greet\n").json()
+    r = api.client.post("/v1/models", json={"dataset_id": one["id"]}, headers=api.a)
+    assert r.status_code == 422 and "at least 2 labels" in r.json()["message"]
+    ds = api.upload(intent_csv()).json()
+    r = api.client.post(
+        "/v1/models", json={"dataset_id": ds["id"], "backend": "gpt"}, headers=api.a
+    )
+    assert r.status_code == 422 and "embedding-head" in r.json()["message"]
+    r = api.client.post(
+        "/v1/models", json={"dataset_id": ds["id"], "params": {"epoch": 3}}, headers=api.a
+    )
+    assert r.status_code == 422 and "epochs" in r.json()["message"]
+    r = api.client.post(
+        "/v1/models", json={"dataset_id": ds["id"], "params": {"epochs": -1}}, headers=api.a
+    )
+    assert r.status_code == 422 and "epochs" in r.json()["message"]
+    r = api.client.post(
+        "/v1/models", json={"dataset_id": ds["id"], "params": {"train_split": 1.5}}, headers=api.a
+    )
+    assert r.status_code == 422
+
+
+def test_labels_with_a_single_example_still_train(api: Api) -> None:
+    data = intent_csv() + b"i need to speak to a person,talk_to_human\n"
+    ds = api.upload(data).json()
+    model = api.train(ds["id"], params={"epochs": 5})
+    assert model["status"] == "succeeded", model["failure_message"]
+    assert "talk_to_human" in model["labels"]
+    assert model["metrics"]["per_label"]["talk_to_human"]["support"] == 0
+
+
+def test_refit_on_all_false_keeps_the_split_model(api: Api) -> None:
+    ds = api.upload(intent_csv()).json()
+    model = api.train(ds["id"], params={"epochs": 5, "refit_on_all": False, "seed": 3})
+    assert model["status"] == "succeeded"
+    assert model["metrics"]["refit_on_all"] is False
+
+
+def test_alias_moves_atomically_under_load(api: Api, trained: dict[str, Any]) -> None:
+    ds = api.upload(intent_csv()).json()
+    second = api.train(ds["id"], params={"epochs": 5}, alias="staging")
+    assert second["status"] == "succeeded"
+    aliases = {
+        a["name"]: a["model_id"] for a in api.client.get("/v1/aliases", headers=api.a).json()
+    }
+    assert aliases["staging"] == second["id"]  # set by the job on success
+    r = api.client.put("/v1/aliases/production", json={"model_id": trained["id"]}, headers=api.a)
+    assert r.status_code == 200
+    failures: list[str] = []
+    seen: set[str] = set()
+    stop = threading.Event()
+
+    def hammer() -> None:
+        while not stop.is_set():
+            r = api.client.post("/v1/models/production/predict", json={"text": "hi"}, headers=api.a)
+            if r.status_code != 200:
+                failures.append(r.text)
+            else:
+                seen.add(r.json()["model_id"])
+
+    threads = [threading.Thread(target=hammer) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for i in range(20):
+        target = second["id"] if i % 2 == 0 else trained["id"]
+        assert (
+            api.client.put(
+                "/v1/aliases/production", json={"model_id": target}, headers=api.a
+            ).status_code
+            == 200
+        )
+    stop.set()
+    for t in threads:
+        t.join()
+    assert failures == []
+    assert seen == {trained["id"], second["id"]}
+    r = api.client.get("/v1/models/production", headers=api.a)
+    assert r.json()["id"] == trained["id"]
+
+
+def test_alias_needs_a_succeeded_model_and_blocks_delete(api: Api, trained: dict[str, Any]) -> None:
+    r = api.client.put("/v1/aliases/Bad Name!", json={"model_id": trained["id"]}, headers=api.a)
+    assert r.status_code == 422
+    api.client.put("/v1/aliases/pinned", json={"model_id": trained["id"]}, headers=api.a)
+    r = api.client.delete(f"/v1/models/{trained['id']}", headers=api.a)
+    assert r.status_code == 409 and "pinned" in r.json()["message"]
+    assert api.client.delete("/v1/aliases/pinned", headers=api.a).status_code == 204
+
+
+def test_cancel_a_queued_job_and_not_ready_model(api: Api) -> None:
+    ds = api.upload(intent_csv()).json()
+    # a long job keeps the worker busy; the next one stays queued
+    busy = api.client.post(
+        "/v1/models", json={"dataset_id": ds["id"], "params": {"epochs": 500}}, headers=api.a
+    ).json()
+    queued = api.client.post("/v1/models", json={"dataset_id": ds["id"]}, headers=api.a).json()
+    assert queued["status"] == "queued" and queued["queue_position"] >= 0
+    r = api.client.post(f"/v1/models/{queued['id']}/predict", json={"text": "hi"}, headers=api.a)
+    assert r.status_code == 409 and r.json()["status"] in ("queued", "running")
+    r = api.client.get(f"/v1/models/{queued['id']}/learning-curve", headers=api.a)
+    assert r.status_code == 409
+    r = api.client.post(f"/v1/models/{queued['id']}/cancel", headers=api.a)
+    assert r.status_code == 200 and r.json()["status"] == "cancelled"
+    r = api.client.post(f"/v1/models/{busy['id']}/cancel", headers=api.a)
+    assert r.status_code == 200 and r.json()["status"] == "cancelled"
+    final = api.wait_model(busy["id"])
+    assert final["status"] == "cancelled"
+    r = api.client.post(f"/v1/models/{busy['id']}/cancel", headers=api.a)
+    assert r.status_code == 409
+    assert api.wait_model(queued["id"])["status"] == "cancelled"  # never ran
+    # the worker is free again: a new job runs to the end
+    assert api.train(ds["id"], params={"epochs": 3})["status"] == "succeeded"
+
+
+def test_delete_model_removes_it(api: Api) -> None:
+    ds = api.upload(intent_csv()).json()
+    model = api.train(ds["id"], params={"epochs": 3})
+    assert api.client.delete(f"/v1/models/{model['id']}", headers=api.a).status_code == 204
+    assert api.client.get(f"/v1/models/{model['id']}", headers=api.a).status_code == 404
+    r = api.client.post(f"/v1/models/{model['id']}/predict", json={"text": "hi"}, headers=api.a)
+    assert r.status_code == 404
+
+
+def test_models_list_filters_by_dataset(api: Api, trained: dict[str, Any]) -> None:
+    r = api.client.get("/v1/models", params={"dataset_id": trained["dataset_id"]}, headers=api.a)
+    assert [m["id"] for m in r.json()] == [trained["id"]]
