@@ -5,8 +5,9 @@
     @intent_backends.register("embedding-head")
     class EmbeddingHeadIntentBackend(IntentBackend): ...
 
-Third-party plug-ins register through the ``parley.plugins`` entry point group, read once by
-``load_entry_points()``. A dotted path supplied by a tenant is never imported.
+Parley's own plug-ins and third-party ones register through the ``parley.plugins`` entry point
+group, whose modules are imported once, on the first look-up. A dotted path supplied by a
+tenant is never imported.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class Registry(Generic[T]):
         return decorator
 
     def get(self, name: str) -> T:
+        load_entry_points()
         try:
             return self._items[name]
         except KeyError:
@@ -48,12 +50,15 @@ class Registry(Generic[T]):
             ) from None
 
     def names(self) -> list[str]:
+        load_entry_points()
         return sorted(self._items)
 
     def items(self) -> Iterator[tuple[str, T]]:
+        load_entry_points()
         return iter(sorted(self._items.items()))
 
     def __contains__(self, name: object) -> bool:
+        load_entry_points()
         return name in self._items
 
 

@@ -11,7 +11,7 @@ import hashlib
 import os
 import shutil
 import tempfile
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Protocol
 
 from core.errors import ConfigurationError, InvalidInput, NotFound
@@ -19,13 +19,13 @@ from core.errors import ConfigurationError, InvalidInput, NotFound
 
 def check_key(key: str) -> str:
     """Refuse keys that could escape the store (absolute, ``..``, backslashes, NUL)."""
-    parts = PurePosixPath(key).parts
+    parts = key.rstrip("/").split("/")
     if (
         not key
         or key.startswith("/")
         or "\\" in key
         or "\x00" in key
-        or any(p in ("..", ".") for p in parts)
+        or any(p in ("", ".", "..") for p in parts)
     ):
         raise InvalidInput(f"invalid storage key {key!r}")
     return key
@@ -48,7 +48,10 @@ class LocalStore:
         self.root.mkdir(parents=True, exist_ok=True)
 
     def _path(self, key: str) -> Path:
-        return self.root / check_key(key)
+        path = (self.root / check_key(key)).resolve()
+        if self.root not in path.parents:
+            raise InvalidInput(f"invalid storage key {key!r}")
+        return path
 
     def put_bytes(self, key: str, data: bytes) -> None:
         path = self._path(key)

@@ -113,11 +113,6 @@ def test_csv_multiline_quoted_field_is_one_example_and_later_lines_stay_right() 
     assert reported(exc) == [(4, "empty text")]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="CsvImporter uses csv.reader.line_num, the LAST physical line of a record, so an "
-    "error in a quoted multi-line record that starts on line 2 is reported as line 3",
-)
 def test_csv_error_in_multiline_record_names_the_line_where_the_record_starts() -> None:
     data = 'text,label\n"two\nlines",\n'
 
@@ -205,11 +200,6 @@ def test_binary_file_with_nul_bytes_is_refused_as_binary() -> None:
     assert "NUL" in exc.value.message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="decode_text checks for NUL bytes before trying to decode, so a UTF-16 text file "
-    "(Excel's 'Unicode Text' export) is called binary instead of being told to save as UTF-8",
-)
 def test_utf16_text_is_told_to_save_as_utf8_not_called_binary() -> None:
     data = "text\tlabel\nhi\tgreet\n".encode("utf-16")
 
@@ -391,12 +381,6 @@ def test_jsonl_unexpected_fields() -> None:
     assert reported(exc) == [(1, "unexpected field(s) lang; allowed: entities, label, text")]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="JsonlImporter splits with str.splitlines(), which also breaks on U+2028/U+2029/"
-    "U+0085; those are legal unescaped inside JSON strings (json.dumps(ensure_ascii=False) "
-    "writes them), so a valid line is torn in two and later line numbers shift",
-)
 def test_jsonl_line_separator_inside_a_string_is_not_a_line_break() -> None:
     data = (
         json.dumps({"text": "hi\u2028there", "label": "greet"}, ensure_ascii=False)

@@ -55,6 +55,12 @@ def decode_text(data: bytes) -> str:
     """UTF-8 text of an upload, or a clear error for binary or other encodings."""
     if not data.strip():
         raise ImportValidationError("the file is empty", errors=[])
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise ImportValidationError(
+            "the file is UTF-16 text (Excel's 'Unicode Text' export); save it as UTF-8 "
+            "(CSV UTF-8) and upload again",
+            errors=[],
+        )
     if b"\x00" in data[:8192]:
         raise ImportValidationError(
             "the file looks binary (it contains NUL bytes), not a text file; "
@@ -116,16 +122,16 @@ class CsvImporter:
             )
         ti, li = header.index("text"), header.index("label")
         examples: list[ParsedExample] = []
-        line = 1
+        line = reader.line_num
         try:
             for row in reader:
-                line = reader.line_num
+                line, start = reader.line_num, line + 1  # a quoted field may span lines
                 if not row or all(not c.strip() for c in row):
                     continue
                 if len(row) != len(header):
-                    errors.add(line, f"expected {len(header)} fields, found {len(row)}")
+                    errors.add(start, f"expected {len(header)} fields, found {len(row)}")
                     continue
-                examples.append(ParsedExample(line=line, text=row[ti], label=row[li]))
+                examples.append(ParsedExample(line=start, text=row[ti], label=row[li]))
         except csv.Error as e:
             errors.add(reader.line_num or line, f"malformed row: {e}")
         errors.raise_if_any("the file has bad rows")
@@ -246,7 +252,9 @@ class JsonlImporter:
     def parse(self, text: str, dataset_type: str) -> ParsedDataset:
         errors = _Errors()
         examples = []
-        for i, raw in enumerate(text.splitlines(), start=1):
+        # split on newlines only: JSON strings may hold U+2028 and friends unescaped
+        for i, raw in enumerate(text.split("\n"), start=1):
+            raw = raw.rstrip("\r")
             if not raw.strip():
                 continue
             try:
