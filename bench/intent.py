@@ -644,7 +644,15 @@ def machine_facts() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "cpus_usable": usable,
         "threads_env": {n: os.environ.get(n, "(unset)") for n in env_names},
+        "load_average_start": load_average(),
     }
+
+
+def load_average() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "-"
 
 
 def print_header(argv: Sequence[str], facts: dict[str, Any]) -> None:
@@ -657,6 +665,7 @@ def print_header(argv: Sequence[str], facts: dict[str, Any]) -> None:
     )
     env = ", ".join(f"{k}={v}" for k, v in facts["threads_env"].items())
     print(f"threads : {env}")
+    print(f"load    : {load_average()} (1/5/15 min; other work on this machine skews timings)")
     print("          (a server started here runs with PARLEY_QUEUE__THREADS=0: all cores)")
 
 
@@ -723,6 +732,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(targets_table(checks))
     passed = sum(c["pass"] for c in checks)
     print(f"\n{passed}/{len(checks)} targets met; benchmark took {total:.0f} s")
+    print(f"load average at the end: {load_average()}")
     if args.json:
         payload = {
             "command": shlex.join([sys.executable, *sys.argv]),

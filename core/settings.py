@@ -33,6 +33,10 @@ class QueueSettings(BaseModel):
     poll_interval: float = Field(default=0.2, gt=0)
     max_attempts: int = Field(default=2, ge=1, description="runs of a job interrupted by a crash")
     threads: int = Field(default=0, ge=0, description="threads per worker; 0 = all cores")
+    heartbeat_interval: float = Field(default=5.0, gt=0, description="seconds between beats")
+    stale_after: float = Field(
+        default=60.0, gt=0, description="a running job without a heartbeat this long is re-queued"
+    )
 
 
 class LimitSettings(BaseModel):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 import shutil
 import tempfile
+import threading
 import time
 import traceback
 from collections import defaultdict
@@ -86,15 +87,34 @@ class JobRunner:
                         attempts=Model.attempts + 1,
                         worker=self.worker_name,
                         progress=0.0,
+                        heartbeat_at=utcnow(),
                     )
                 )
                 if claimed.rowcount == 1:  # type: ignore[attr-defined]
                     return model_id
         return None
 
-    def run(self, model_id: str) -> str:
-        """Run a claimed (running) job to its end; the final status."""
+    def heartbeat(self, model_id: str) -> None:
+        """Tell other processes this job's worker is alive (see ``recover_interrupted``)."""
+        with session_scope(self.engine) as session:
+            session.execute(
+                update(Model)
+                .where(Model.id == model_id, Model.status == "running")
+                .values(heartbeat_at=utcnow())
+            )
+
+    def run(self, model_id: str, *, heartbeat_interval: float | None = None) -> str:
+        """Run a claimed (running) job to its end; the final status.
+
+        With ``heartbeat_interval``, a thread beats for the job while it runs, so that a long
+        step (one big epoch) is not mistaken for a dead worker.
+        """
         started = time.monotonic()
+        stop = threading.Event()
+        if heartbeat_interval:
+            threading.Thread(
+                target=self._beat, args=(model_id, heartbeat_interval, stop), daemon=True
+            ).start()
         try:
             self._run(model_id)
         except JobCancelled:
@@ -107,8 +127,17 @@ class JobRunner:
             log_event("job.crashed", model=model_id, error=traceback.format_exc())
             self._fail(model_id, f"internal error while training: {type(e).__name__}: {e}")
             return "failed"
+        finally:
+            stop.set()
         log_event("job.succeeded", model=model_id, seconds=round(time.monotonic() - started, 2))
         return "succeeded"
+
+    def _beat(self, model_id: str, interval: float, stop: threading.Event) -> None:
+        while not stop.wait(interval):
+            try:
+                self.heartbeat(model_id)
+            except Exception as e:  # noqa: BLE001 - a missed beat is logged, the job goes on
+                log_event("job.heartbeat_failed", model=model_id, error=repr(e))
 
     # --- steps --------------------------------------------------------------------------
 
@@ -211,7 +240,7 @@ class JobRunner:
             changed = session.execute(
                 update(Model)
                 .where(Model.id == model_id, Model.status == "running")
-                .values(progress=round(min(max(fraction, 0.0), 1.0), 4))
+                .values(progress=round(min(max(fraction, 0.0), 1.0), 4), heartbeat_at=utcnow())
             )
             if changed.rowcount != 1:  # type: ignore[attr-defined]
                 raise JobCancelled()

@@ -19,6 +19,7 @@ from core.settings import get_settings
 from core.storage import open_store
 from training.backends import BackendContext
 from training.jobs import JobRunner
+from training.queue.base import worker_name
 
 
 def _parent_alive(pid: int | None) -> bool:
@@ -29,7 +30,7 @@ def _parent_alive(pid: int | None) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Parley train worker")
-    parser.add_argument("--name", default=f"worker-{os.getpid()}")
+    parser.add_argument("--name", default=worker_name(os.getpid()))
     parser.add_argument("--parent", type=int, default=None, help="exit when this pid is gone")
     parser.add_argument("--once", action="store_true", help="run queued jobs, then exit")
     args = parser.parse_args(argv)
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(settings.queue.poll_interval)
             continue
         log_event("job.started", model=model_id, worker=args.name)
-        runner.run(model_id)
+        runner.run(model_id, heartbeat_interval=settings.queue.heartbeat_interval)
     return 0
 
 

@@ -7,6 +7,9 @@ elsewhere (Celery on Redis) implements the same three methods.
 
 from __future__ import annotations
 
+import os
+import socket
+from datetime import datetime
 from typing import Protocol
 
 from sqlalchemy import Engine, select, update
@@ -31,17 +34,53 @@ class TrainQueue(Protocol):
 train_queues: Registry[type[TrainQueue]] = Registry("train queue")
 
 
-def recover_interrupted(engine: Engine, *, max_attempts: int, worker: str | None = None) -> int:
+def worker_name(pid: int, index: int = 0) -> str:
+    """``host/pid/index``: the pid whose death means the worker is gone (its parent server's
+    pid for embedded workers, its own for standalone ones)."""
+    return f"{socket.gethostname()}/{pid}/{index}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def is_abandoned(model: Model, *, stale_after: float, now: datetime | None = None) -> bool:
+    """True when no live worker can be running this job.
+
+    On this host, the worker's pid tells; elsewhere, a heartbeat older than ``stale_after``.
+    """
+    host, _, rest = (model.worker or "").partition("/")
+    pid = rest.partition("/")[0]
+    if host == socket.gethostname() and pid.isdigit():
+        return not _pid_alive(int(pid))
+    beat = model.heartbeat_at or model.started_at
+    now = now or utcnow()
+    return beat is None or (now - beat).total_seconds() > stale_after
+
+
+def recover_interrupted(
+    engine: Engine, *, max_attempts: int, worker: str | None = None, stale_after: float = 60.0
+) -> int:
     """Jobs left ``running`` by a dead worker: re-queued, or failed after ``max_attempts``.
 
-    ``worker`` limits recovery to one worker's jobs; None recovers every running job (at the
-    start of an embedded server, when no worker can be alive).
+    ``worker`` recovers that worker's jobs (its process was seen to die); without it, every
+    running job that ``is_abandoned``. Returns how many jobs were recovered.
     """
     with session_scope(engine) as session:
         query = select(Model).where(Model.status == "running")
         if worker is not None:
             query = query.where(Model.worker == worker)
-        stuck = list(session.scalars(query))
+        stuck = [
+            m
+            for m in session.scalars(query)
+            if worker is not None or is_abandoned(m, stale_after=stale_after)
+        ]
         for model in stuck:
             if model.attempts < max_attempts:
                 session.execute(

@@ -16,7 +16,7 @@ from sqlalchemy import Engine
 
 from core.logging import log_event
 from core.settings import Settings
-from training.queue.base import recover_interrupted, train_queues
+from training.queue.base import recover_interrupted, train_queues, worker_name
 
 
 @train_queues.register("local")
@@ -29,9 +29,9 @@ class LocalQueue:
     _watcher: threading.Thread | None = None
 
     def start(self) -> None:
-        recover_interrupted(self.engine, max_attempts=self.settings.queue.max_attempts)
+        self._recover_abandoned()
         for i in range(self.settings.queue.workers):
-            self._spawn(f"local-{os.getpid()}-{i}")
+            self._spawn(worker_name(os.getpid(), i))
         self._watcher = threading.Thread(target=self._watch, name="queue-watcher", daemon=True)
         self._watcher.start()
 
@@ -49,8 +49,19 @@ class LocalQueue:
         self._procs[name] = proc
         log_event("queue.worker_started", worker=name, pid=proc.pid)
 
+    def _recover_abandoned(self) -> None:
+        recover_interrupted(
+            self.engine,
+            max_attempts=self.settings.queue.max_attempts,
+            stale_after=self.settings.queue.stale_after,
+        )
+
     def _watch(self) -> None:
+        ticks = 0
         while not self._stop.wait(1.0):
+            ticks += 1
+            if ticks % 30 == 0:  # jobs of workers on other hosts that stopped beating
+                self._recover_abandoned()
             for name, proc in list(self._procs.items()):
                 code = proc.poll()
                 if code is None or self._stop.is_set():

@@ -88,6 +88,7 @@ def upgrade() -> None:
         sa.Column("artifact_key", sa.String(length=500), nullable=True),
         sa.Column("artifact_sha256", sa.String(length=64), nullable=True),
         sa.Column("worker", sa.String(length=100), nullable=True),
+        sa.Column("heartbeat_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("started_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
