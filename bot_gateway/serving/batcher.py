@@ -35,6 +35,7 @@ class MicroBatcher:
     def __init__(self, *, max_batch: int = 64) -> None:
         self.max_batch = max_batch
         self._queue: queue.Queue[object] = queue.Queue()
+        self._held: _Request | None = None
         self._thread = threading.Thread(target=self._loop, name="inference", daemon=True)
         self._thread.start()
         self.batches = 0
@@ -51,6 +52,8 @@ class MicroBatcher:
         self._thread.join(timeout=5)
 
     def _take_batch(self, first: _Request) -> list[_Request]:
+        """``first`` and whatever waits behind it, up to ``max_batch`` texts in all (a single
+        larger request still runs, alone)."""
         batch, size = [first], len(first.texts)
         while size < self.max_batch:
             try:
@@ -61,13 +64,19 @@ class MicroBatcher:
                 self._queue.put(_STOP)
                 break
             assert isinstance(item, _Request)
+            if size + len(item.texts) > self.max_batch:
+                self._held = item  # first in the next batch
+                break
             batch.append(item)
             size += len(item.texts)
         return batch
 
     def _loop(self) -> None:
         while True:
-            item = self._queue.get()
+            if self._held is not None:
+                item, self._held = self._held, None
+            else:
+                item = self._queue.get()
             if item is _STOP:
                 return
             assert isinstance(item, _Request)

@@ -46,11 +46,15 @@ class ModelCache:
             with self._lock:
                 model = self._items.get(key)
                 if model is not None:
+                    self._items.move_to_end(key)
                     return model
-            model = self._load(ref)
+            try:
+                model = self._load(ref)
+            finally:
+                with self._lock:
+                    self._loading.pop(key, None)
             with self._lock:
                 self._items[key] = model
-                self._loading.pop(key, None)
                 while len(self._items) > self.capacity:
                     self._items.popitem(last=False)
             return model

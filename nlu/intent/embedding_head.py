@@ -160,13 +160,22 @@ class EmbeddingHeadBackend:
         return EmbeddingHeadModel(label_names, weight, bias, self._encode)
 
     def load(self, directory: Path) -> EmbeddingHeadModel:
+        from safetensors import SafetensorError
         from safetensors.numpy import load_file
 
         try:
             meta = json.loads((directory / "head.json").read_text())
             tensors = load_file(str(directory / "head.safetensors"))
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, SafetensorError) as e:
             raise ModelLoadError(f"cannot read the model in {directory.name}: {e}") from e
+        labels = meta.get("labels") if isinstance(meta, dict) else None
+        if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+            raise ModelLoadError(f"the model in {directory.name} has no label list; retrain it")
+        if set(tensors) != {"weight", "bias"}:
+            raise ModelLoadError(
+                f"the model in {directory.name} holds tensors {sorted(tensors)}, not weight and "
+                "bias; the file is corrupt, retrain the model"
+            )
         if meta.get("format_version") != FORMAT_VERSION or meta.get("backend") != self.name:
             raise ModelLoadError(
                 f"model format {meta.get('backend')}/{meta.get('format_version')} is not "
@@ -174,7 +183,6 @@ class EmbeddingHeadBackend:
             )
         if meta.get("encoder_sha256") != ENCODER_SHA256:
             raise ModelLoadError("model was trained on another encoder; retrain it")
-        labels = list(meta["labels"])
         weight, bias = tensors["weight"], tensors["bias"]
         if weight.shape != (len(labels), DIMENSION) or bias.shape != (len(labels),):
             raise ModelLoadError(f"model weights have shape {weight.shape}; the file is corrupt")

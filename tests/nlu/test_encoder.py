@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from tokenizers import Tokenizer
 
 import nlu.encoder
 from core.errors import ConfigurationError, ModelLoadError
@@ -40,14 +41,12 @@ def torch_encoder() -> SentenceEncoder:
     return SentenceEncoder(cache_dir=CACHE_DIR, runtime="torch")
 
 
-def test_long_text_exceeds_the_token_limit(onnx_encoder: SentenceEncoder) -> None:
+def test_long_text_exceeds_the_token_limit() -> None:
     # guards the premise of the truncation tests below
-    tokenizer = onnx_encoder._tokenizer
+    tokenizer = Tokenizer.from_file(str(nlu.encoder._model_dir() / "tokenizer.json"))
     tokenizer.no_truncation()
-    try:
-        assert len(tokenizer.encode(LONG).ids) > MAX_TOKENS + 50
-    finally:
-        tokenizer.enable_truncation(max_length=MAX_TOKENS)
+
+    assert len(tokenizer.encode(LONG).ids) > MAX_TOKENS + 50
 
 
 def test_onnx_and_torch_runtimes_agree(
@@ -61,9 +60,7 @@ def test_onnx_and_torch_runtimes_agree(
 
 
 @pytest.mark.parametrize("runtime", ["onnx", "torch"])
-def test_embeddings_are_normalised_float32(
-    runtime: str, request: pytest.FixtureRequest
-) -> None:
+def test_embeddings_are_normalised_float32(runtime: str, request: pytest.FixtureRequest) -> None:
     encoder: SentenceEncoder = request.getfixturevalue(f"{runtime}_encoder")
 
     out = encoder.encode(TEXTS)
@@ -85,7 +82,7 @@ def test_batching_and_length_sorting_do_not_change_results(
 
     np.testing.assert_allclose(batched, alone, atol=1e-5)
     # and the rows really are different texts, in input order
-    assert (batched @ batched.T)[np.triu_indices(len(TEXTS), 1)].max() < 0.999
+    assert (batched @ batched.T)[np.triu_indices(len(TEXTS), 1)].max() < 0.9
 
 
 def test_text_past_the_token_limit_is_truncated(onnx_encoder: SentenceEncoder) -> None:
