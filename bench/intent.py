@@ -392,8 +392,13 @@ def measure_throughput(
 ) -> tuple[int, int, float]:
     """``clients`` threads each send up to ``per_client`` single-text requests (stopping at
     ``max_seconds``); return (successful requests, errors, wall seconds)."""
-    start = threading.Barrier(clients + 1)
-    deadline_box: list[float] = []
+    clock: dict[str, float] = {}
+
+    def begin() -> None:  # run once, as every client and this thread pass the barrier
+        clock["t0"] = time.perf_counter()
+        clock["deadline"] = time.monotonic() + max_seconds
+
+    start = threading.Barrier(clients + 1, action=begin)
 
     def worker(index: int) -> tuple[int, int]:
         ok = errors = 0
@@ -406,7 +411,7 @@ def measure_throughput(
                 raise
             start.wait()
             for i in range(per_client):
-                if time.monotonic() > deadline_box[0]:
+                if time.monotonic() > clock["deadline"]:
                     break
                 text = texts[(index * per_client + i) % len(texts)]
                 try:
@@ -418,7 +423,6 @@ def measure_throughput(
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=clients) as pool:
         futures = [pool.submit(worker, i) for i in range(clients)]
-        deadline_box.append(time.monotonic() + max_seconds + 60)  # until the barrier
         try:
             start.wait(timeout=120)
         except threading.BrokenBarrierError as e:
@@ -426,10 +430,8 @@ def measure_throughput(
                 if f.done() and f.exception():
                     raise BenchError(f"throughput client failed: {f.exception()}") from e
             raise BenchError("throughput clients did not start within 120 s") from e
-        t0 = time.perf_counter()
-        deadline_box[0] = time.monotonic() + max_seconds
         results = [f.result() for f in futures]
-        wall = time.perf_counter() - t0
+        wall = time.perf_counter() - clock["t0"]
     return sum(r[0] for r in results), sum(r[1] for r in results), wall
 
 
@@ -461,7 +463,10 @@ def run_split(
             f"{dataset['num_labels']} labels ({result.extra['upload_s']:.1f} s)"
         )
         if dataset["num_examples"] != result.examples:
-            print(f"  note: server kept {dataset['num_examples']} of {result.examples} examples")
+            print(
+                f"  note: server kept {dataset['num_examples']} of {result.examples} examples "
+                f"({dataset.get('num_duplicates')} duplicates)"
+            )
 
         model, result.train_s = train(client, dataset["id"], split)
         result.model_id = model["id"]
@@ -709,9 +714,14 @@ def run(args: argparse.Namespace, workdir: Path) -> list[SplitResult]:
         return [run_split(s, url, api_key, args.data, workdir, test, args) for s in splits]
 
 
+def interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, interrupt)  # stop the server on SIGTERM too
     facts = machine_facts()
     print_header([str(Path(sys.argv[0])), *argv], facts)
     t0 = time.perf_counter()
@@ -720,6 +730,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             results = run(args, Path(tmp))
     except BenchError as e:
         print(f"\nERROR: {e}", file=sys.stderr)
+        return 1
+    except httpx.HTTPError as e:
+        where = e.request.url if isinstance(e, httpx.RequestError) else ""
+        print(f"\nERROR: HTTP failure {type(e).__name__}: {e} {where}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
