@@ -99,7 +99,11 @@ class JobRunner:
         with session_scope(self.engine) as session:
             session.execute(
                 update(Model)
-                .where(Model.id == model_id, Model.status == "running")
+                .where(
+                    Model.id == model_id,
+                    Model.status == "running",
+                    Model.worker == self.worker_name,
+                )
                 .values(heartbeat_at=utcnow())
             )
 
@@ -190,7 +194,7 @@ class JobRunner:
                 on_epoch=None,
                 progress=reporter.span(0.78, 0.95),
             )
-        reporter(1.0, force=True)
+        reporter(1.0, force=True)  # raises JobCancelled if the job is no longer ours
 
         key = artifact_key(tenant_id, model_id)
         tmp = Path(tempfile.mkdtemp(prefix="parley-model-"))
@@ -204,7 +208,11 @@ class JobRunner:
         with session_scope(self.engine) as session:
             done = session.execute(
                 update(Model)
-                .where(Model.id == model_id, Model.status == "running")
+                .where(
+                    Model.id == model_id,
+                    Model.status == "running",
+                    Model.worker == self.worker_name,
+                )
                 .values(
                     status="succeeded",
                     progress=1.0,
@@ -218,18 +226,28 @@ class JobRunner:
                     failure_message=None,
                 )
             )
-            if done.rowcount != 1:  # type: ignore[attr-defined]
-                raise JobCancelled()
-            record = session.get(Model, model_id)
-            assert record is not None
-            if record.promote_alias:
-                _point_alias(session, record)
+            taken = done.rowcount != 1  # type: ignore[attr-defined]
+            if not taken:
+                record = session.get(Model, model_id)
+                assert record is not None
+                if record.promote_alias:
+                    _point_alias(session, record)
+        if taken:  # cancelled, deleted or handed to another worker while the files were stored
+            with session_scope(self.engine) as session:
+                now = session.get(Model, model_id)
+                if now is None or now.status == "cancelled":
+                    self.store.delete_prefix(key)
+            raise JobCancelled()
 
     def _fail(self, model_id: str, message: str) -> None:
         with session_scope(self.engine) as session:
             session.execute(
                 update(Model)
-                .where(Model.id == model_id, Model.status == "running")
+                .where(
+                    Model.id == model_id,
+                    Model.status == "running",
+                    Model.worker == self.worker_name,
+                )
                 .values(status="failed", failure_message=message, finished_at=utcnow())
             )
         log_event("job.failed", model=model_id, reason=message)
@@ -239,7 +257,11 @@ class JobRunner:
         with session_scope(self.engine) as session:
             changed = session.execute(
                 update(Model)
-                .where(Model.id == model_id, Model.status == "running")
+                .where(
+                    Model.id == model_id,
+                    Model.status == "running",
+                    Model.worker == self.worker_name,
+                )
                 .values(progress=round(min(max(fraction, 0.0), 1.0), 4), heartbeat_at=utcnow())
             )
             if changed.rowcount != 1:  # type: ignore[attr-defined]

@@ -53,15 +53,20 @@ def _pid_alive(pid: int) -> bool:
 def is_abandoned(model: Model, *, stale_after: float, now: datetime | None = None) -> bool:
     """True when no live worker can be running this job.
 
-    On this host, the worker's pid tells; elsewhere, a heartbeat older than ``stale_after``.
+    On this host a dead pid tells at once; otherwise a heartbeat older than ``stale_after``.
     """
     host, _, rest = (model.worker or "").partition("/")
     pid = rest.partition("/")[0]
-    if host == socket.gethostname() and pid.isdigit():
-        return not _pid_alive(int(pid))
+    if host == socket.gethostname() and pid.isdigit() and not _pid_alive(int(pid)):
+        return True
+    # elsewhere, or a live pid that may be a new process (a restarted container): the heartbeat
     beat = model.heartbeat_at or model.started_at
     now = now or utcnow()
     return beat is None or (now - beat).total_seconds() > stale_after
+
+
+def _times(n: int) -> str:
+    return {1: "once", 2: "twice"}.get(n, f"{n} times")
 
 
 def recover_interrupted(
@@ -97,8 +102,9 @@ def recover_interrupted(
                         status="failed",
                         finished_at=utcnow(),
                         failure_message=(
-                            f"training was interrupted {model.attempts} times (the worker stopped "
-                            "or the server restarted); check the server log, then train again"
+                            f"training was interrupted {_times(model.attempts)} (the worker "
+                            "stopped or the server restarted); check the server log, then train "
+                            "again"
                         ),
                     )
                 )

@@ -75,6 +75,8 @@ class LocalQueue:
 
     def stop(self) -> None:
         self._stop.set()
+        if self._watcher is not None:
+            self._watcher.join(timeout=5)
         for proc in self._procs.values():
             proc.terminate()
         for proc in self._procs.values():
