@@ -14,6 +14,7 @@ from bot_gateway.deps import Gateway
 from bot_gateway.errors import install_error_handlers
 from bot_gateway.serving.batcher import MicroBatcher
 from bot_gateway.serving.cache import ModelCache
+from bot_gateway.serving.lookup import Lookups
 from core.db import ensure_schema, get_engine, session_scope
 from core.logging import configure_logging, log_event
 from core.registry import load_entry_points
@@ -48,6 +49,7 @@ def build_gateway(settings: Settings) -> Gateway:
         cache=ModelCache(store, context, settings.serving.model_cache_size),
         batcher=MicroBatcher(max_batch=settings.serving.max_batch),
         imports=ThreadPoolExecutor(max_workers=1, thread_name_prefix="import"),
+        lookups=Lookups(engine, ttl=settings.serving.lookup_ttl),
     )
 
 

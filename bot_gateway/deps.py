@@ -14,11 +14,12 @@ from sqlalchemy.orm import Session
 
 from bot_gateway.serving.batcher import MicroBatcher
 from bot_gateway.serving.cache import ModelCache
+from bot_gateway.serving.lookup import Lookups
 from core.db import session_scope
 from core.errors import Forbidden, Unauthenticated
 from core.settings import Settings
 from core.storage import ArtifactStore
-from core.tenants import Principal, authenticate
+from core.tenants import Principal
 from training.datasets.importers import Limits
 from training.queue import TrainQueue
 
@@ -34,6 +35,7 @@ class Gateway:
     cache: ModelCache
     batcher: MicroBatcher
     imports: ThreadPoolExecutor
+    lookups: Lookups
 
     @property
     def limits(self) -> Limits:
@@ -45,7 +47,7 @@ class Gateway:
         )
 
 
-def get_gateway(request: Request) -> Gateway:
+async def get_gateway(request: Request) -> Gateway:
     return request.app.state.gateway  # type: ignore[no-any-return]
 
 
@@ -60,7 +62,7 @@ def get_session(gateway: GatewayDep) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
-def _bearer(request: Request) -> str | None:
+def bearer(request: Request) -> str | None:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
@@ -68,8 +70,8 @@ def _bearer(request: Request) -> str | None:
     return token.strip()
 
 
-def get_principal(request: Request, session: SessionDep) -> Principal:
-    return authenticate(session, _bearer(request))
+async def get_principal(request: Request, gateway: GatewayDep) -> Principal:
+    return await gateway.lookups.principal(bearer(request))
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
@@ -78,7 +80,7 @@ PrincipalDep = Annotated[Principal, Depends(get_principal)]
 def scoped(scope: str) -> object:
     """A dependency that yields the principal after checking it holds ``scope``."""
 
-    def dependency(principal: PrincipalDep) -> Principal:
+    async def dependency(principal: PrincipalDep) -> Principal:
         principal.require(scope)
         return principal
 
@@ -90,14 +92,14 @@ TrainDep = Annotated[Principal, scoped("train")]
 PredictDep = Annotated[Principal, scoped("predict")]
 
 
-def require_operator(request: Request, gateway: GatewayDep) -> None:
+async def require_operator(request: Request, gateway: GatewayDep) -> None:
     token = gateway.settings.operator_token
     if token is None or not token.get_secret_value():
         raise Forbidden(
             "operator endpoints are disabled; set PARLEY_OPERATOR_TOKEN on the server to enable "
             "them, or use `parley tenants create` on the server"
         )
-    given = _bearer(request)
+    given = bearer(request)
     if given is None:
         raise Unauthenticated("missing operator token; send `Authorization: Bearer <token>`")
     if not hmac.compare_digest(given.encode(), token.get_secret_value().encode()):

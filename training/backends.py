@@ -2,7 +2,7 @@
 
 A backend turns examples into features, trains a model on features, and loads a saved model:
 
-    features = backend.featurize(texts, progress)          # e.g. sentence embeddings
+    features = backend.featurize(texts, progress, config=config)  # e.g. sentence embeddings
     model = backend.train(features, labels, config, validation=..., on_epoch=..., progress=...)
     model.save(directory); backend.load(directory)          # save and load mirror each other
     model.predict_features(model.featurize(texts))           # class probabilities
@@ -87,7 +87,13 @@ class TextClassifierBackend(Protocol):
 
     def __init__(self, context: BackendContext) -> None: ...
 
-    def featurize(self, texts: Sequence[str], progress: Progress | None = None) -> Any: ...
+    def featurize(
+        self,
+        texts: Sequence[str],
+        progress: Progress | None = None,
+        *,
+        config: BackendConfig | None = None,
+    ) -> Any: ...
 
     def train(
         self,

@@ -157,7 +157,7 @@ class JobRunner:
         backend = backend_cls(self.context)
         reporter = _Reporter(self, model_id)
 
-        features = backend.featurize(data.texts, reporter.span(0.0, 0.6))
+        features = backend.featurize(data.texts, reporter.span(0.0, 0.6), config=config)
         train_idx, held_idx = stratified_split(data.labels, job.train_split, job.seed)
         curve: list[dict[str, Any]] = []
         refit = job.refit_on_all and bool(held_idx)

@@ -80,5 +80,6 @@ def delete_model(
         registry.cancel_model(session, principal.tenant_id, model_id)
     registry.delete_model(session, principal.tenant_id, model_id)
     session.commit()
+    gateway.lookups.forget_models(principal.tenant_id)
     gateway.store.delete_prefix(artifact_key(principal.tenant_id, model_id))
     return Response(status_code=204)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from bot_gateway.deps import AdminDep, OperatorDep, SessionDep
+from bot_gateway.deps import AdminDep, GatewayDep, OperatorDep, SessionDep
 from bot_gateway.schemas import KeyCreate, KeyCreated, KeyPublic, TenantCreate, TenantCreated
 from core import tenants
 
@@ -32,6 +32,11 @@ def list_keys(principal: AdminDep, session: SessionDep) -> list[KeyPublic]:
 
 
 @router.delete("/keys/{key_id}", response_model=KeyPublic)
-def revoke_key(key_id: str, principal: AdminDep, session: SessionDep) -> KeyPublic:
-    """Revoke a key: it stops working at once."""
-    return KeyPublic.of(tenants.revoke_key(session, principal.tenant_id, key_id))
+def revoke_key(
+    key_id: str, principal: AdminDep, session: SessionDep, gateway: GatewayDep
+) -> KeyPublic:
+    """Revoke a key: it stops working at once (on other gateways within the lookup TTL)."""
+    key = tenants.revoke_key(session, principal.tenant_id, key_id)
+    session.commit()
+    gateway.lookups.forget_keys()
+    return KeyPublic.of(key)

@@ -34,6 +34,15 @@ class ModelCache:
         self._loading: dict[tuple[str, str], threading.Lock] = {}
         self.loads = 0
 
+    def peek(self, ref: ModelRef) -> TextClassifier | None:
+        """The loaded model if it is in the cache (no loading, no waiting)."""
+        key = (ref.id, ref.artifact_sha256)
+        with self._lock:
+            model = self._items.get(key)
+            if model is not None:
+                self._items.move_to_end(key)
+            return model
+
     def get(self, ref: ModelRef) -> TextClassifier:
         key = (ref.id, ref.artifact_sha256)
         with self._lock:

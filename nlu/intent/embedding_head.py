@@ -3,6 +3,11 @@
 Fast to train (seconds for thousands of examples, once the texts are encoded) and tiny on disk:
 the head is ``num_labels x 384`` weights in safetensors plus ``head.json``. At serving time many
 tenants' heads share one encoder pass (``feature_key``).
+
+``encoder_precision`` picks the encoder's arithmetic: ``int8`` (CPU default: half the latency,
+Banking77 accuracy 91.9 % instead of 92.7 %), ``fp32`` (PyTorch on a GPU, ONNX on CPU), or
+``auto`` (fp32 where a GPU is present, else int8). A model records the precision it was trained
+with and is always served with the same one.
 """
 
 from __future__ import annotations
@@ -10,13 +15,13 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
 
 from core.errors import ModelLoadError
-from nlu.encoder import DIMENSION, ENCODER_NAME, ENCODER_SHA256, get_encoder
+from nlu.encoder import DIMENSION, ENCODER_NAME, ENCODER_SHA256, get_encoder, resolve_device
 from training.backends import (
     BackendConfig,
     BackendContext,
@@ -34,12 +39,11 @@ class EmbeddingHeadConfig(BackendConfig):
     learning_rate: float = Field(default=0.02, gt=0, le=10)
     batch_size: int = Field(default=64, ge=1, le=4096)
     weight_decay: float = Field(default=1e-4, ge=0, le=1)
+    encoder_precision: Literal["auto", "fp32", "int8"] = "auto"
 
 
 class EmbeddingHeadModel:
     """Softmax(W x + b) over normalised sentence embeddings; numpy at inference."""
-
-    feature_key = f"{ENCODER_NAME}:{ENCODER_SHA256[:16]}"
 
     def __init__(
         self,
@@ -47,8 +51,11 @@ class EmbeddingHeadModel:
         weight: np.ndarray,
         bias: np.ndarray,
         featurizer: Callable[[Sequence[str]], np.ndarray],
+        precision: str,
     ) -> None:
         self.labels = labels
+        self.precision = precision
+        self.feature_key = f"{ENCODER_NAME}:{ENCODER_SHA256[:16]}:{precision}"
         self.weight = np.ascontiguousarray(weight, dtype=np.float32)
         self.bias = np.ascontiguousarray(bias, dtype=np.float32)
         self._featurize = featurizer
@@ -73,6 +80,7 @@ class EmbeddingHeadModel:
             "labels": self.labels,
             "encoder": ENCODER_NAME,
             "encoder_sha256": ENCODER_SHA256,
+            "encoder_precision": self.precision,
         }
         (directory / "head.json").write_text(json.dumps(meta, indent=2))
 
@@ -87,18 +95,35 @@ class EmbeddingHeadBackend:
     def __init__(self, context: BackendContext) -> None:
         self.context = context
 
-    def _encode(self, texts: Sequence[str], progress: Progress | None = None) -> np.ndarray:
-        encoder = get_encoder(
-            cache_dir=self.context.cache_dir,
-            device=self.context.device,
-            threads=self.context.threads,
-        )
-        if progress is None:
-            return encoder.encode(texts)
-        return encoder.encode(texts, progress=lambda done, total: progress(done / total))
+    def precision(self, config: BackendConfig | None) -> str:
+        """The encoder precision a config asks for, with ``auto`` resolved for this machine."""
+        wanted = config.encoder_precision if isinstance(config, EmbeddingHeadConfig) else "auto"
+        if wanted != "auto":
+            return wanted
+        return "fp32" if resolve_device(self.context.device).startswith("cuda") else "int8"
 
-    def featurize(self, texts: Sequence[str], progress: Progress | None = None) -> np.ndarray:
-        return self._encode(texts, progress)
+    def _featurizer(self, precision: str) -> Callable[..., np.ndarray]:
+        def encode(texts: Sequence[str], progress: Progress | None = None) -> np.ndarray:
+            encoder = get_encoder(
+                cache_dir=self.context.cache_dir,
+                device=self.context.device,
+                threads=self.context.threads,
+                precision=precision,
+            )
+            if progress is None:
+                return encoder.encode(texts)
+            return encoder.encode(texts, progress=lambda done, total: progress(done / total))
+
+        return encode
+
+    def featurize(
+        self,
+        texts: Sequence[str],
+        progress: Progress | None = None,
+        *,
+        config: BackendConfig | None = None,
+    ) -> np.ndarray:
+        return self._featurizer(self.precision(config))(texts, progress)
 
     def train(
         self,
@@ -114,6 +139,7 @@ class EmbeddingHeadBackend:
         import torch
 
         assert isinstance(config, EmbeddingHeadConfig)
+        precision = self.precision(config)
         label_names = sorted(set(labels))
         index = {label: i for i, label in enumerate(label_names)}
         x = torch.from_numpy(np.asarray(features, dtype=np.float32))
@@ -144,7 +170,7 @@ class EmbeddingHeadBackend:
             if on_epoch is not None:
                 acc = f1 = None
                 if validation is not None and len(validation[1]):
-                    model = self._model(label_names, head)
+                    model = self._model(label_names, head, precision)
                     probs = model.predict_features(np.asarray(validation[0]))
                     predicted = [label_names[i] for i in probs.argmax(axis=1)]
                     acc, f1 = accuracy_and_macro_f1(
@@ -152,12 +178,12 @@ class EmbeddingHeadBackend:
                     )
                 on_epoch(EpochRecord(epoch, total_loss / n, acc, f1))
             progress(epoch / config.epochs)
-        return self._model(label_names, head)
+        return self._model(label_names, head, precision)
 
-    def _model(self, label_names: list[str], head: object) -> EmbeddingHeadModel:
+    def _model(self, label_names: list[str], head: object, precision: str) -> EmbeddingHeadModel:
         weight = head.weight.detach().numpy().copy()  # type: ignore[attr-defined]
         bias = head.bias.detach().numpy().copy()  # type: ignore[attr-defined]
-        return EmbeddingHeadModel(label_names, weight, bias, self._encode)
+        return EmbeddingHeadModel(label_names, weight, bias, self._featurizer(precision), precision)
 
     def load(self, directory: Path) -> EmbeddingHeadModel:
         from safetensors import SafetensorError
@@ -186,4 +212,7 @@ class EmbeddingHeadBackend:
         weight, bias = tensors["weight"], tensors["bias"]
         if weight.shape != (len(labels), DIMENSION) or bias.shape != (len(labels),):
             raise ModelLoadError(f"model weights have shape {weight.shape}; the file is corrupt")
-        return EmbeddingHeadModel(labels, weight, bias, self._encode)
+        precision = meta.get("encoder_precision")
+        if precision not in ("fp32", "int8"):
+            raise ModelLoadError(f"the model in {directory.name} names no encoder precision")
+        return EmbeddingHeadModel(labels, weight, bias, self._featurizer(precision), precision)

@@ -322,8 +322,12 @@ def test_real_models_share_one_encoder_pass_in_the_batcher(
         encoder_calls.append(list(texts))
         return trained.featurize(texts)
 
-    tenant_a = EmbeddingHeadModel(trained.labels, trained.weight, trained.bias, featurize)
-    tenant_b = EmbeddingHeadModel(trained.labels, trained.weight, -trained.bias, featurize)
+    tenant_a = EmbeddingHeadModel(
+        trained.labels, trained.weight, trained.bias, featurize, trained.precision
+    )
+    tenant_b = EmbeddingHeadModel(
+        trained.labels, trained.weight, -trained.bias, featurize, trained.precision
+    )
     texts_a, texts_b = ["where's my package", "hey there"], ["i'd like a refund please"]
     batcher = MicroBatcher()
     try:

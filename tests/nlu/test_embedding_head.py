@@ -300,3 +300,34 @@ def test_config_refuses_bad_values_and_unknown_keys(values: dict[str, object]) -
 def test_config_defaults_are_valid() -> None:
     assert EmbeddingHeadConfig().epochs >= 1
     assert EmbeddingHeadConfig.model_validate({"epochs": 5}).epochs == 5
+
+
+def test_auto_precision_is_int8_on_cpu_and_is_recorded(
+    backend: EmbeddingHeadBackend, model: EmbeddingHeadModel, saved: Path
+) -> None:
+    assert backend.precision(CONFIG) == "int8"
+    assert backend.precision(EmbeddingHeadConfig(encoder_precision="fp32")) == "fp32"
+    assert model.precision == "int8" and model.feature_key.endswith(":int8")
+    assert json.loads((saved / "head.json").read_text())["encoder_precision"] == "int8"
+    assert backend.load(saved).precision == "int8"
+
+
+def test_an_fp32_model_is_served_with_the_fp32_encoder(
+    backend: EmbeddingHeadBackend, tmp_path: Path
+) -> None:
+    config = EmbeddingHeadConfig(epochs=20, encoder_precision="fp32")
+    texts = [text for text, _ in TRAIN]
+    features = backend.featurize(texts, config=config)
+    model = backend.train(
+        features,
+        [label for _, label in TRAIN],
+        config,
+        seed=0,
+        validation=None,
+        on_epoch=None,
+        progress=lambda f: None,
+    )
+    model.save(tmp_path / "m")
+    loaded = backend.load(tmp_path / "m")
+    assert loaded.precision == "fp32" and loaded.feature_key.endswith(":fp32")
+    np.testing.assert_allclose(loaded.featurize(texts[:3]), features[:3], atol=1e-5)

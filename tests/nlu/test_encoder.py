@@ -137,3 +137,25 @@ def test_get_encoder_is_a_process_singleton(onnx_encoder: SentenceEncoder) -> No
     second = get_encoder(cache_dir=CACHE_DIR, device="cpu")
 
     assert first is second is onnx_encoder
+
+
+def test_int8_embeddings_do_not_depend_on_the_batch_and_track_fp32(
+    onnx_encoder: SentenceEncoder,
+) -> None:
+    int8 = get_encoder(cache_dir=CACHE_DIR, device="cpu", precision="int8")
+    assert int8.precision == "int8" and int8 is not onnx_encoder
+    texts = ["where is my parcel", "a much longer question about a refund for my blender", "hi"]
+    together = int8.encode(texts)
+    for i, text in enumerate(texts):
+        np.testing.assert_array_equal(int8.encode([text])[0], together[i])
+    reference = onnx_encoder.encode(texts)
+    cosine = (reference * together).sum(axis=1)
+    assert cosine.min() > 0.9 and cosine.mean() > 0.95
+    np.testing.assert_allclose(np.linalg.norm(together, axis=1), 1.0, atol=1e-5)
+
+
+def test_int8_needs_the_onnx_runtime() -> None:
+    with pytest.raises(ConfigurationError, match="fp32 only"):
+        SentenceEncoder(cache_dir=CACHE_DIR, runtime="torch", precision="int8")
+    with pytest.raises(ConfigurationError, match="precision"):
+        SentenceEncoder(cache_dir=CACHE_DIR, precision="fp16")

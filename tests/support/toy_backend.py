@@ -103,7 +103,13 @@ class ToyBowBackend:
     def __init__(self, context: BackendContext) -> None:
         self.context = context
 
-    def featurize(self, texts: Sequence[str], progress: Progress | None = None) -> np.ndarray:
+    def featurize(
+        self,
+        texts: Sequence[str],
+        progress: Progress | None = None,
+        *,
+        config: BackendConfig | None = None,
+    ) -> np.ndarray:
         features = bag_of_words(texts)
         if progress is not None:
             progress(1.0)
