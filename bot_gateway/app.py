@@ -21,7 +21,7 @@ from core.registry import load_entry_points
 from core.settings import Settings, get_settings
 from core.storage import open_store
 from core.tables import Dataset
-from training.backends import BackendContext
+from training.backends import BackendContext, backends
 from training.queue import train_queues
 
 API_PREFIX = "/v1"
@@ -77,14 +77,11 @@ def create_app(settings: Settings | None = None, *, warm_encoder: bool = True) -
             torch.set_num_threads(settings.serving.torch_threads)
         except ImportError:  # pragma: no cover
             pass
-        if warm_encoder:
-            from nlu.encoder import get_encoder
-
-            get_encoder(
-                cache_dir=settings.cache_dir,
-                device=settings.serving.device,
-                threads=settings.serving.torch_threads,
-            )
+        if warm_encoder:  # load shared weights now, not on the first prediction
+            for _, backend_cls in backends.items():
+                warm_up = getattr(backend_cls, "warm_up", None)
+                if warm_up is not None:
+                    warm_up(gateway.cache.context)
         gateway.queue.start()
         _resume_imports(gateway)
         log_event("gateway.started", db=gateway.engine.dialect.name)

@@ -109,6 +109,8 @@ class TextClassifierBackend(Protocol):
 
     def load(self, directory: Path) -> TextClassifier: ...
 
+    # Optional: ``warm_up(context)`` (a classmethod) loads shared weights at server start.
+
 
 backends: Registry[type[TextClassifierBackend]] = Registry("model backend")
 

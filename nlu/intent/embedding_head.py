@@ -95,6 +95,12 @@ class EmbeddingHeadBackend:
     def __init__(self, context: BackendContext) -> None:
         self.context = context
 
+    @classmethod
+    def warm_up(cls, context: BackendContext) -> None:
+        """Load the encoder that new models use, so the first prediction is fast."""
+        backend = cls(context)
+        backend._featurizer(backend.precision(None))(["warm up"])
+
     def precision(self, config: BackendConfig | None) -> str:
         """The encoder precision a config asks for, with ``auto`` resolved for this machine."""
         wanted = config.encoder_precision if isinstance(config, EmbeddingHeadConfig) else "auto"
