@@ -22,16 +22,17 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import Engine, select, update
+from sqlalchemy.orm import Session
 
 from core.db import session_scope, utcnow
 from core.errors import ParleyError
 from core.logging import log_event
 from core.storage import ArtifactStore, sha256_dir
-from core.tables import Alias, Model
+from core.tables import Model
 from training.backends import BackendContext, EpochRecord, JobCancelled, Progress, backends
 from training.datasets.service import snapshot
 from training.metrics import classification_metrics
-from training.registry import parse_params
+from training.registry import parse_params, set_alias
 
 __all__ = ["JobRunner", "stratified_split"]
 
@@ -94,18 +95,23 @@ class JobRunner:
                     return model_id
         return None
 
+    def _own(self, session: Session, model_id: str, **values: Any) -> bool:
+        """Update the job if it is still running on this worker; False if it is not."""
+        changed = session.execute(
+            update(Model)
+            .where(
+                Model.id == model_id,
+                Model.status == "running",
+                Model.worker == self.worker_name,
+            )
+            .values(**values)
+        )
+        return changed.rowcount == 1  # type: ignore[attr-defined]
+
     def heartbeat(self, model_id: str) -> None:
         """Tell other processes this job's worker is alive (see ``recover_interrupted``)."""
         with session_scope(self.engine) as session:
-            session.execute(
-                update(Model)
-                .where(
-                    Model.id == model_id,
-                    Model.status == "running",
-                    Model.worker == self.worker_name,
-                )
-                .values(heartbeat_at=utcnow())
-            )
+            self._own(session, model_id, heartbeat_at=utcnow())
 
     def run(self, model_id: str, *, heartbeat_interval: float | None = None) -> str:
         """Run a claimed (running) job to its end; the final status.
@@ -206,32 +212,25 @@ class JobRunner:
             shutil.rmtree(tmp, ignore_errors=True)
 
         with session_scope(self.engine) as session:
-            done = session.execute(
-                update(Model)
-                .where(
-                    Model.id == model_id,
-                    Model.status == "running",
-                    Model.worker == self.worker_name,
-                )
-                .values(
-                    status="succeeded",
-                    progress=1.0,
-                    finished_at=utcnow(),
-                    metrics=metrics,
-                    learning_curve=curve or None,
-                    labels=list(model.labels),
-                    dataset_hash=data.content_hash,
-                    artifact_key=key,
-                    artifact_sha256=digest,
-                    failure_message=None,
-                )
+            taken = not self._own(
+                session,
+                model_id,
+                status="succeeded",
+                progress=1.0,
+                finished_at=utcnow(),
+                metrics=metrics,
+                learning_curve=curve or None,
+                labels=list(model.labels),
+                dataset_hash=data.content_hash,
+                artifact_key=key,
+                artifact_sha256=digest,
+                failure_message=None,
             )
-            taken = done.rowcount != 1  # type: ignore[attr-defined]
             if not taken:
                 record = session.get(Model, model_id)
                 assert record is not None
                 if record.promote_alias:
-                    _point_alias(session, record)
+                    set_alias(session, record.tenant_id, record.promote_alias, record.id)
         if taken:  # cancelled, deleted or handed to another worker while the files were stored
             with session_scope(self.engine) as session:
                 now = session.get(Model, model_id)
@@ -241,42 +240,17 @@ class JobRunner:
 
     def _fail(self, model_id: str, message: str) -> None:
         with session_scope(self.engine) as session:
-            session.execute(
-                update(Model)
-                .where(
-                    Model.id == model_id,
-                    Model.status == "running",
-                    Model.worker == self.worker_name,
-                )
-                .values(status="failed", failure_message=message, finished_at=utcnow())
+            self._own(
+                session, model_id, status="failed", failure_message=message, finished_at=utcnow()
             )
         log_event("job.failed", model=model_id, reason=message)
 
     def report(self, model_id: str, fraction: float) -> None:
         """Store progress; raise ``JobCancelled`` if the job is no longer running."""
+        progress = round(min(max(fraction, 0.0), 1.0), 4)
         with session_scope(self.engine) as session:
-            changed = session.execute(
-                update(Model)
-                .where(
-                    Model.id == model_id,
-                    Model.status == "running",
-                    Model.worker == self.worker_name,
-                )
-                .values(progress=round(min(max(fraction, 0.0), 1.0), 4), heartbeat_at=utcnow())
-            )
-            if changed.rowcount != 1:  # type: ignore[attr-defined]
+            if not self._own(session, model_id, progress=progress, heartbeat_at=utcnow()):
                 raise JobCancelled()
-
-
-def _point_alias(session: Any, record: Model) -> None:
-    alias = session.get(Alias, (record.tenant_id, record.promote_alias))
-    if alias is None:
-        session.add(
-            Alias(tenant_id=record.tenant_id, name=record.promote_alias, model_id=record.id)
-        )
-    else:
-        alias.model_id = record.id
-        alias.updated_at = utcnow()
 
 
 def _take(features: Any, idx: list[int]) -> Any:
