@@ -34,28 +34,30 @@ class ModelCache:
         self._loading: dict[tuple[str, str], threading.Lock] = {}
         self.loads = 0
 
+    def _hit(self, key: tuple[str, str]) -> TextClassifier | None:
+        """A cached model, marked most recently used (call with the lock held)."""
+        model = self._items.get(key)
+        if model is not None:
+            self._items.move_to_end(key)
+        return model
+
     def peek(self, ref: ModelRef) -> TextClassifier | None:
         """The loaded model if it is in the cache (no loading, no waiting)."""
-        key = (ref.id, ref.artifact_sha256)
         with self._lock:
-            model = self._items.get(key)
-            if model is not None:
-                self._items.move_to_end(key)
-            return model
+            return self._hit((ref.id, ref.artifact_sha256))
 
     def get(self, ref: ModelRef) -> TextClassifier:
+        """The loaded model, loading it (once, however many callers wait) if needed."""
         key = (ref.id, ref.artifact_sha256)
         with self._lock:
-            model = self._items.get(key)
+            model = self._hit(key)
             if model is not None:
-                self._items.move_to_end(key)
                 return model
             loading = self._loading.setdefault(key, threading.Lock())
-        with loading:  # one load per model, however many requests wait for it
+        with loading:
             with self._lock:
-                model = self._items.get(key)
+                model = self._hit(key)
                 if model is not None:
-                    self._items.move_to_end(key)
                     return model
             try:
                 model = self._load(ref)
