@@ -41,7 +41,8 @@ for sub, name in (
 ):
     app.add_typer(sub, name=name)
 
-console = Console()
+# Piped output (scripts, logs) gets wide tables instead of rich's 80-column default.
+console = Console(width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 160)
 err = Console(stderr=True)
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
 
@@ -276,9 +277,15 @@ def keys_revoke(key_id: str, tenant: Annotated[str, typer.Option()]) -> None:
 
 
 def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:
-    table = Table(*columns)
-    for row in rows:
-        table.add_row(*["" if row.get(c) is None else str(row.get(c)) for c in columns])
+    """A table whose id columns are never shortened (ids are what users copy)."""
+    cells = [["" if row.get(c) is None else str(row.get(c)) for c in columns] for row in rows]
+    table = Table()
+    for i, column in enumerate(columns):
+        widest = max([len(column)] + [len(r[i]) for r in cells])
+        is_id = column == "id" or column.endswith("_id")
+        table.add_column(column, min_width=widest if is_id else None, no_wrap=is_id)
+    for r in cells:
+        table.add_row(*r)
     console.print(table)
 
 
