@@ -234,3 +234,9 @@ class Prediction(BaseModel):
 class PredictResponse(BaseModel):
     model_id: str
     predictions: list[Prediction] | list[list[Prediction]]
+    out_of_scope: bool | list[bool] | None = Field(
+        default=None,
+        description="intent models: the input matches no intent (explicit out_of_scope label, "
+        "or top probability under the model's calibrated threshold); then the top prediction "
+        "is out_of_scope",
+    )

@@ -492,6 +492,14 @@ def models_metrics(model_id: str, as_json: JsonOpt = False) -> None:
     if not metrics:
         _fail(f"model {model_id} has no metrics (status {model['status']})")
     console.print(f"accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}")
+    oos = metrics.get("out_of_scope")
+    if oos:
+        recall = oos["out_of_scope_recall"]
+        console.print(
+            f"out of scope below {oos['threshold']:.3f} ({oos['method']}): in-scope accuracy "
+            f"{oos['in_scope_accuracy']:.4f}, out-of-scope recall "
+            + ("n/a (no out_of_scope examples)" if recall is None else f"{recall:.4f}")
+        )
     _table(
         [{"label": k, **v} for k, v in metrics["per_label"].items()],
         ["label", "precision", "recall", "f1", "support"],
@@ -561,8 +569,11 @@ def predict(
         _print_json(result)
         return
     per_text = [result["predictions"]] if len(texts) == 1 else result["predictions"]
-    for text, preds in zip(texts, per_text, strict=True):
-        console.print(f"[bold]{text}[/bold]", highlight=False)
+    flags = result.get("out_of_scope")
+    flags = [flags] if len(texts) == 1 else flags or [None] * len(texts)
+    for text, preds, oos in zip(texts, per_text, flags, strict=True):
+        suffix = "  [yellow](out of scope)[/yellow]" if oos else ""
+        console.print(f"[bold]{text}[/bold]{suffix}", highlight=False)
         for p in preds:
             console.print(f"  {p['label']:<24} {p['probability']:.3f}", highlight=False)
 

@@ -31,7 +31,7 @@ from core.storage import ArtifactStore, sha256_dir
 from core.tables import Model
 from training.backends import BackendContext, EpochRecord, JobCancelled, Progress, backends
 from training.datasets.service import snapshot
-from training.metrics import classification_metrics
+from training.metrics import calibrate_out_of_scope, classification_metrics
 from training.registry import parse_params, set_alias
 
 __all__ = ["JobRunner", "stratified_split"]
@@ -157,6 +157,7 @@ class JobRunner:
             if record is None or record.status != "running":
                 raise JobCancelled()
             tenant_id, backend_name, params = record.tenant_id, record.backend, dict(record.params)
+            task = record.task
             data = snapshot(session, tenant_id, record.dataset_id)
         backend_cls = backends.get(backend_name)
         job, config = parse_params(backend_cls, params)
@@ -190,6 +191,10 @@ class JobRunner:
             metrics = classification_metrics(truth, predicted, sorted(set(data.labels)))
             metrics["train_examples"] = len(train_idx)
             metrics["refit_on_all"] = refit
+            if task == "intent":
+                metrics["out_of_scope"] = calibrate_out_of_scope(
+                    truth, probs, model.labels, fixed=job.out_of_scope_threshold
+                )
         if refit:
             model = backend.train(
                 features,

@@ -34,6 +34,12 @@ class JobParams(BaseModel):
     train_split: float = Field(default=0.8, gt=0, lt=1)
     refit_on_all: bool = True
     seed: int = 0
+    out_of_scope_threshold: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="intent models: fixed confidence threshold; default: calibrated; 0: off",
+    )
 
 
 def parse_params(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
+import numpy as np
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 
@@ -15,17 +16,21 @@ from bot_gateway.deps import GatewayDep, PredictDep
 from bot_gateway.schemas import Prediction, PredictRequest, PredictResponse
 from bot_gateway.serving.cache import ModelRef
 from core.errors import InvalidInput, NotReady
+from training.metrics import OUT_OF_SCOPE
 
 router = APIRouter(prefix="/models", tags=["predict"])
 
 TIMEOUT_S = 30.0
 
 
-@router.post("/{model_id}/predict", response_model=PredictResponse)
+@router.post(
+    "/{model_id}/predict", response_model=PredictResponse, response_model_exclude_none=True
+)
 async def predict(
     model_id: str, body: PredictRequest, principal: PredictDep, gateway: GatewayDep
 ) -> PredictResponse:
-    """Top ``num_results`` labels with probabilities, for one text or up to 64."""
+    """Top ``num_results`` labels with probabilities, for one text or up to 64; intent models
+    also say whether each text is ``out_of_scope``."""
     texts = _texts(
         body, gateway.settings.limits.max_batch_texts, gateway.settings.limits.max_text_chars
     )
@@ -45,16 +50,39 @@ async def predict(
     probs = await asyncio.wait_for(
         asyncio.wrap_future(gateway.batcher.submit(loaded, texts)), TIMEOUT_S
     )
-    k = min(body.num_results, len(loaded.labels))
-    results = []
+    results, flags = [], []
     for row in probs:
-        top = row.argsort()[::-1][:k]
-        results.append(
-            [Prediction(label=loaded.labels[i], probability=round(float(row[i]), 6)) for i in top]
-        )
+        predictions, oos = rank(row, loaded.labels, body.num_results, info.out_of_scope_threshold)
+        results.append(predictions)
+        flags.append(oos)
+    single = body.text is not None
     return PredictResponse(
-        model_id=ref.id, predictions=results[0] if body.text is not None else results
+        model_id=ref.id,
+        predictions=results[0] if single else results,
+        out_of_scope=(flags[0] if single else flags) if info.task == "intent" else None,
     )
+
+
+def rank(
+    row: np.ndarray, labels: list[str], k: int, threshold: float | None
+) -> tuple[list[Prediction], bool]:
+    """The top ``k`` labels, and whether the input is out of scope.
+
+    Under the threshold, ``out_of_scope`` goes first with probability 1 - top probability
+    (the intents keep their own probabilities below it).
+    """
+    order = row.argsort()[::-1]
+    top = float(row[order[0]])
+    predictions = [
+        Prediction(label=labels[i], probability=round(float(row[i]), 6)) for i in order[:k]
+    ]
+    if labels[order[0]] == OUT_OF_SCOPE:
+        return predictions, True
+    if threshold is not None and top < threshold:
+        flagged = Prediction(label=OUT_OF_SCOPE, probability=round(1.0 - top, 6))
+        rest = [p for p in predictions if p.label != OUT_OF_SCOPE]
+        return [flagged, *rest][:k], True
+    return predictions, False
 
 
 def _texts(body: PredictRequest, max_texts: int, max_chars: int) -> list[str]:

@@ -27,9 +27,11 @@ class ModelInfo:
     id: str
     tenant_id: str
     status: str
+    task: str
     backend: str
     artifact_key: str
     artifact_sha256: str
+    out_of_scope_threshold: float | None = None
 
 
 class Lookups:
@@ -67,10 +69,13 @@ class Lookups:
     def _resolve(self, tenant_id: str, name: str) -> ModelInfo:
         with session_scope(self.engine) as session:
             m = registry.resolve(session, tenant_id, name)
+            oos = (m.metrics or {}).get("out_of_scope") or {}
             return ModelInfo(
+                out_of_scope_threshold=oos.get("threshold") or None,
                 id=m.id,
                 tenant_id=m.tenant_id,
                 status=m.status,
+                task=m.task,
                 backend=m.backend,
                 artifact_key=m.artifact_key or "",
                 artifact_sha256=m.artifact_sha256 or "",

@@ -193,3 +193,48 @@ def test_delete_model_removes_it(api: Api) -> None:
 def test_models_list_filters_by_dataset(api: Api, trained: dict[str, Any]) -> None:
     r = api.client.get("/v1/models", params={"dataset_id": trained["dataset_id"]}, headers=api.a)
     assert [m["id"] for m in r.json()] == [trained["id"]]
+
+
+def test_out_of_scope_from_examples_and_threshold(api: Api) -> None:
+    from parley.demo import DEMO_DATA
+
+    ds = api.upload(DEMO_DATA.read_bytes(), name="demo").json()
+    model = api.train(ds["id"])
+    oos = model["metrics"]["out_of_scope"]
+    assert oos["method"] == "balanced_on_out_of_scope_examples" and oos["num_out_of_scope"] >= 4
+    assert 0 < oos["threshold"] < 1
+    assert oos["in_scope_accuracy"] > 0.7 and oos["out_of_scope_recall"] > 0.5
+    url = f"/v1/models/{model['id']}/predict"
+    r = api.client.post(
+        url,
+        json={
+            "texts": [
+                "where is my parcel? it is late",
+                "who won the football match last night",
+                "what's the square root of 81",
+            ]
+        },
+        headers=api.a,
+    )
+    body = r.json()
+    assert body["out_of_scope"] == [False, True, True]
+    assert body["predictions"][0][0]["label"] == "track_order"
+    assert body["predictions"][1][0]["label"] == "out_of_scope"
+    single = api.client.post(url, json={"text": "tell me a joke"}, headers=api.a).json()
+    assert single["out_of_scope"] is True and single["predictions"][0]["label"] == "out_of_scope"
+
+
+def test_out_of_scope_threshold_without_examples_and_fixed(
+    api: Api, trained: dict[str, Any]
+) -> None:
+    oos = trained["metrics"]["out_of_scope"]
+    assert oos["method"].startswith("in_scope_quantile") and oos["out_of_scope_recall"] is None
+    assert oos["num_out_of_scope"] == 0 and oos["in_scope_accuracy"] is not None
+    ds = api.upload(intent_csv()).json()
+    fixed = api.train(ds["id"], params={"epochs": 5, "out_of_scope_threshold": 0.99})
+    assert fixed["metrics"]["out_of_scope"]["method"] == "fixed"
+    r = api.client.post(
+        f"/v1/models/{fixed['id']}/predict", json={"text": "hello"}, headers=api.a
+    ).json()
+    assert r["out_of_scope"] is True and r["predictions"][0]["label"] == "out_of_scope"
+    assert {p["label"] for p in r["predictions"][1:]} <= set(INTENTS)
