@@ -46,8 +46,15 @@ def build_gateway(settings: Settings) -> Gateway:
         engine=engine,
         store=store,
         queue=queue,
-        cache=ModelCache(store, context, settings.serving.model_cache_size),
-        batcher=MicroBatcher(max_batch=settings.serving.max_batch),
+        cache=ModelCache(
+            store,
+            context,
+            settings.serving.model_cache_size,
+            budget_bytes=settings.serving.model_cache_bytes,
+        ),
+        batcher=MicroBatcher(
+            max_batch=settings.serving.max_batch, wait_ms=settings.serving.batch_wait_ms
+        ),
         imports=ThreadPoolExecutor(max_workers=1, thread_name_prefix="import"),
         lookups=Lookups(engine, ttl=settings.serving.lookup_ttl),
     )

@@ -49,8 +49,18 @@ class LimitSettings(BaseModel):
 
 
 class ServingSettings(BaseModel):
-    model_cache_size: int = Field(default=256, ge=1, description="models kept loaded (LRU)")
-    max_batch: int = Field(default=64, ge=1, description="texts encoded together at most")
+    model_cache_size: int = Field(
+        default=10_000, ge=1, description="models kept loaded at most (LRU)"
+    )
+    model_cache_bytes: int = Field(
+        default=1024**3, ge=1, description="memory budget of loaded models (LRU eviction)"
+    )
+    max_batch: int = Field(
+        default=64, ge=1, description="texts encoded together at most; 1 turns batching off"
+    )
+    batch_wait_ms: float = Field(
+        default=1.0, ge=0, le=100, description="how long a batch waits for more requests"
+    )
     torch_threads: int = Field(default=1, ge=1)
     device: str = Field(default="auto", description="auto, cpu or cuda")
     lookup_ttl: float = Field(

@@ -1,15 +1,17 @@
 """Micro-batching: concurrent predictions share one encoder pass (dynamic batching).
 
 Requests queue up while the inference thread is busy; it then takes everything waiting (up to
-``max_batch`` texts), featurizes the texts of models that share a ``feature_key`` together
-(many tenants' heads over one encoder), and answers each request's future. Inference runs on
-this one thread, never on the event loop.
+``max_batch`` texts, waiting at most ``wait_ms`` for more to arrive), featurizes the texts of
+models that share a ``feature_key`` together (many tenants' heads over one encoder; identical
+texts once), and answers each request's future. Inference runs on this one thread, never on
+the event loop. ``max_batch=1`` turns batching off.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import Future
@@ -32,8 +34,9 @@ _STOP = object()
 
 
 class MicroBatcher:
-    def __init__(self, *, max_batch: int = 64) -> None:
+    def __init__(self, *, max_batch: int = 64, wait_ms: float = 0.0) -> None:
         self.max_batch = max_batch
+        self.wait_s = wait_ms / 1000
         self._queue: queue.Queue[object] = queue.Queue()
         self._held: _Request | None = None
         self._thread = threading.Thread(target=self._loop, name="inference", daemon=True)
@@ -55,9 +58,11 @@ class MicroBatcher:
         """``first`` and whatever waits behind it, up to ``max_batch`` texts in all (a single
         larger request still runs, alone)."""
         batch, size = [first], len(first.texts)
+        deadline = time.monotonic() + self.wait_s
         while size < self.max_batch:
             try:
-                item = self._queue.get_nowait()
+                left = deadline - time.monotonic()
+                item = self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
             except queue.Empty:
                 break
             if item is _STOP:
@@ -93,7 +98,15 @@ class MicroBatcher:
     def _run_group(group: list[_Request]) -> None:
         try:
             texts = [t for r in group for t in r.texts]
-            features = group[0].model.featurize(texts)
+            unique = list(dict.fromkeys(texts))  # identical texts are encoded once
+            features = group[0].model.featurize(unique)
+            if len(unique) < len(texts):
+                row = {text: i for i, text in enumerate(unique)}
+                index = [row[t] for t in texts]
+                if isinstance(features, np.ndarray):
+                    features = features[index]
+                else:
+                    features = [features[i] for i in index]
         except Exception as e:  # noqa: BLE001 - every waiting request gets the error
             log_event("serving.batch_failed", error=repr(e))
             for r in group:

@@ -60,6 +60,11 @@ class EmbeddingHeadModel:
         self.bias = np.ascontiguousarray(bias, dtype=np.float32)
         self._featurize = featurizer
 
+    @property
+    def nbytes(self) -> int:
+        """Memory the head holds (the shared encoder is not counted)."""
+        return int(self.weight.nbytes + self.bias.nbytes + sum(len(x) + 50 for x in self.labels))
+
     def featurize(self, texts: Sequence[str]) -> np.ndarray:
         return self._featurize(texts)
 

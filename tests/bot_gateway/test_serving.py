@@ -467,3 +467,58 @@ def test_concurrent_gets_load_once(
     assert len(results) == 8
     assert all(model is results[0] for model in results)
     assert cache.loads == 1
+
+
+def test_identical_texts_are_featurized_once_per_batch(
+    batcher: MicroBatcher, gate: threading.Event
+) -> None:
+    encoder = FakeEncoder(gate=gate)
+    held = hold(batcher, encoder)
+    model = FakeModel(encoder, tag=1.0)
+    futures = [batcher.submit(model, ["x-7", "x-8"]), batcher.submit(model, ["x-7"])]
+    gate.set()
+    result(held)
+    assert [result(f)[:, 0].tolist() for f in futures] == [[7.0, 8.0], [7.0]]
+    assert encoder.calls[1] == ["x-7", "x-8"]
+
+
+def test_the_wait_window_gathers_requests_that_arrive_just_after() -> None:
+    encoder = FakeEncoder()
+    batcher = MicroBatcher(wait_ms=200)
+    try:
+        model = FakeModel(encoder)
+        first = batcher.submit(model, ["a-1"])
+        time.sleep(0.05)
+        second = batcher.submit(model, ["a-2"])
+        assert result(first)[0, 0] == 1.0 and result(second)[0, 0] == 2.0
+        assert encoder.calls == [["a-1", "a-2"]]
+    finally:
+        batcher.stop()
+
+
+def test_max_batch_one_turns_batching_off(gate: threading.Event) -> None:
+    encoder = FakeEncoder(gate=gate)
+    batcher = MicroBatcher(max_batch=1)
+    try:
+        held = hold(batcher, encoder)
+        model = FakeModel(encoder)
+        futures = [batcher.submit(model, [f"t-{i}"]) for i in range(3)]
+        gate.set()
+        result(held)
+        assert [result(f)[0, 0] for f in futures] == [0.0, 1.0, 2.0]
+        assert encoder.calls[1:] == [["t-0"], ["t-1"], ["t-2"]]
+    finally:
+        batcher.stop()
+
+
+@pytest.mark.slow
+def test_cache_memory_budget_evicts_least_recently_used(
+    store: LocalStore, context: BackendContext, publish: Publish, trained: EmbeddingHeadModel
+) -> None:
+    refs = [publish(f"mdl_{i}") for i in range(4)]
+    cache = ModelCache(store, context, capacity=100, budget_bytes=int(trained.nbytes * 2.5))
+    for ref in refs:
+        cache.get(ref)
+    assert len(cache) == 2 and cache.evictions == 2
+    assert cache.nbytes <= cache.budget_bytes  # type: ignore[operator]
+    assert cache.peek(refs[0]) is None and cache.peek(refs[3]) is not None
