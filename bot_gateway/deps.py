@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import hmac
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Annotated
+from dataclasses import dataclass, field
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from sqlalchemy import Engine
@@ -20,6 +21,7 @@ from core.errors import Forbidden, Unauthenticated
 from core.settings import Settings
 from core.storage import ArtifactStore
 from core.tenants import Principal
+from training.backends import builtin_models
 from training.datasets.importers import Limits
 from training.queue import TrainQueue
 
@@ -36,6 +38,15 @@ class Gateway:
     batcher: MicroBatcher
     imports: ThreadPoolExecutor
     lookups: Lookups
+    _builtins: dict[str, Any] = field(default_factory=dict)
+    _builtin_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def builtin(self, name: str) -> Any:
+        """A built-in model, loaded once per process."""
+        with self._builtin_lock:
+            if name not in self._builtins:
+                self._builtins[name] = builtin_models.get(name).load(self.cache.context)
+            return self._builtins[name]
 
     @property
     def limits(self) -> Limits:

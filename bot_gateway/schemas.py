@@ -231,9 +231,23 @@ class Prediction(BaseModel):
     probability: float
 
 
+class EntityPublic(BaseModel):
+    entity: str
+    value: str
+    start: int
+    end: int
+    confidence: float
+    extractor: str
+
+
 class PredictResponse(BaseModel):
     model_id: str
-    predictions: list[Prediction] | list[list[Prediction]]
+    predictions: list[Prediction] | list[list[Prediction]] | None = Field(
+        default=None, description="classification models: labels, most probable first"
+    )
+    entities: list[EntityPublic] | list[list[EntityPublic]] | None = Field(
+        default=None, description="entity models: spans with character offsets"
+    )
     out_of_scope: bool | list[bool] | None = Field(
         default=None,
         description="intent models: the input matches no intent (explicit out_of_scope label, "

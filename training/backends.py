@@ -27,6 +27,7 @@ from core.registry import Registry
 
 __all__ = [
     "BackendConfig",
+    "BuiltinModel",
     "BackendContext",
     "EpochRecord",
     "JobCancelled",
@@ -34,6 +35,7 @@ __all__ = [
     "TextClassifier",
     "TextClassifierBackend",
     "backends",
+    "builtin_models",
     "default_backend",
 ]
 
@@ -120,3 +122,21 @@ _DEFAULTS = {"intent": "embedding-head"}
 def default_backend(task: str) -> str | None:
     """The backend used for ``task`` when a train request names none."""
     return _DEFAULTS.get(task)
+
+
+@dataclass(frozen=True)
+class BuiltinModel:
+    """A model every tenant can call by name without training (``prebuilt-entities``).
+
+    ``load(context)`` returns an object with ``labels`` and ``extract(texts)`` (entity models:
+    one list of entities, each with ``to_dict()``, per text); loaded once per process.
+    """
+
+    name: str
+    task: str
+    backend: str
+    description: str
+    load: Callable[[BackendContext], Any]
+
+
+builtin_models: Registry[BuiltinModel] = Registry("built-in model")

@@ -17,7 +17,13 @@ from core.db import utcnow
 from core.errors import Conflict, InvalidInput, NotFound, NotReady
 from core.ids import new_id
 from core.tables import Alias, Dataset, Model
-from training.backends import BackendConfig, TextClassifierBackend, backends, default_backend
+from training.backends import (
+    BackendConfig,
+    TextClassifierBackend,
+    backends,
+    builtin_models,
+    default_backend,
+)
 from training.datasets.service import get_dataset
 from training.datasets.types import get_dataset_type
 
@@ -193,6 +199,8 @@ def check_alias_name(name: str) -> str:
         raise InvalidInput(
             f"alias {name!r}: use 1-100 letters, digits, '_', '-' or '.', starting with a letter"
         )
+    if name in builtin_models:
+        raise InvalidInput(f"alias {name!r} is the name of a built-in model; choose another")
     return name
 
 

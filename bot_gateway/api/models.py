@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from fastapi import APIRouter, Response
 from sqlalchemy.orm import Session
 
@@ -10,7 +12,10 @@ from bot_gateway.schemas import LearningCurve, LearningCurvePoint, ModelCreate, 
 from core.errors import NotReady
 from core.tables import Model
 from training import registry
+from training.backends import builtin_models
 from training.jobs import artifact_key
+
+BUILTIN_EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 
 router = APIRouter(prefix="/models", tags=["models"])
 
@@ -49,7 +54,35 @@ def list_models(
 
 @router.get("/{model_id}", response_model=ModelPublic)
 def get_model(model_id: str, principal: PredictDep, session: SessionDep) -> ModelPublic:
+    """A model by id or alias; built-in models (``prebuilt-entities``) by name."""
+    if model_id in builtin_models:
+        return builtin_public(model_id)
     return public(session, registry.resolve(session, principal.tenant_id, model_id))
+
+
+def builtin_public(name: str) -> ModelPublic:
+    builtin = builtin_models.get(name)
+    return ModelPublic(
+        id=name,
+        dataset_id="",
+        name=builtin.description,
+        backend=builtin.backend,
+        backend_version=None,
+        task=builtin.task,
+        params={},
+        status="succeeded",
+        progress=1.0,
+        queue_position=None,
+        failure_message=None,
+        labels=None,
+        metrics=None,
+        dataset_hash=None,
+        artifact_sha256=None,
+        alias=None,
+        created_at=BUILTIN_EPOCH,
+        started_at=None,
+        finished_at=None,
+    )
 
 
 @router.get("/{model_id}/learning-curve", response_model=LearningCurve)

@@ -13,8 +13,9 @@ from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 
 from bot_gateway.deps import GatewayDep, PredictDep
-from bot_gateway.schemas import Prediction, PredictRequest, PredictResponse
+from bot_gateway.schemas import EntityPublic, Prediction, PredictRequest, PredictResponse
 from bot_gateway.serving.cache import ModelRef
+from bot_gateway.serving.lookup import BUILTIN
 from core.errors import InvalidInput, NotReady
 from training.metrics import OUT_OF_SCOPE
 
@@ -39,6 +40,13 @@ async def predict(
         raise NotReady(
             f"model {info.id} is {info.status}; it can predict once it has succeeded",
             status=info.status,
+        )
+    if info.backend == BUILTIN:
+        extractor = await run_in_threadpool(gateway.builtin, info.id)
+        found = await run_in_threadpool(extractor.extract, texts)
+        entities = [[EntityPublic(**e.to_dict()) for e in row] for row in found]
+        return PredictResponse(
+            model_id=info.id, entities=entities[0] if body.text is not None else entities
         )
     ref = ModelRef(
         id=info.id,

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from bot_gateway.deps import GatewayDep, PredictDep
-from training.backends import backends
+from training.backends import backends, builtin_models
 from training.datasets.types import DATASET_TYPES
 
 router = APIRouter(tags=["system"])
@@ -30,6 +30,10 @@ def list_backends(_: PredictDep) -> dict[str, Any]:
                 "params": cls.Config.model_json_schema().get("properties", {}),
             }
             for name, cls in backends.items()
+        ],
+        "builtin_models": [
+            {"name": b.name, "task": b.task, "backend": b.backend, "description": b.description}
+            for _, b in builtin_models.items()
         ],
         "dataset_types": [
             {"name": t.name, "task": t.task, "description": t.description}

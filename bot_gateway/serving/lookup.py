@@ -18,6 +18,9 @@ from sqlalchemy import Engine
 from core.db import session_scope
 from core.tenants import Principal, authenticate, hash_key
 from training import registry
+from training.backends import builtin_models
+
+BUILTIN = "builtin"
 
 
 @dataclass(frozen=True)
@@ -82,7 +85,19 @@ class Lookups:
             )
 
     async def model(self, tenant_id: str, name: str) -> ModelInfo:
-        """A model by id or alias, for the calling tenant (``NotFound`` otherwise)."""
+        """A model by id or alias, for the calling tenant (``NotFound`` otherwise), or a
+        built-in model by name."""
+        if name in builtin_models:
+            builtin = builtin_models.get(name)
+            return ModelInfo(
+                id=name,
+                tenant_id=tenant_id,
+                status="succeeded",
+                task=builtin.task,
+                backend=BUILTIN,
+                artifact_key="",
+                artifact_sha256="",
+            )
         key = (tenant_id, name)
         hit = self._models.get(key)
         if hit is not None and hit[0] > time.monotonic():

@@ -238,3 +238,30 @@ def test_out_of_scope_threshold_without_examples_and_fixed(
     ).json()
     assert r["out_of_scope"] is True and r["predictions"][0]["label"] == "out_of_scope"
     assert {p["label"] for p in r["predictions"][1:]} <= set(INTENTS)
+
+
+def test_prebuilt_entities_are_addressable_like_any_model(api: Api) -> None:
+    text = "My order #48213 for $1,299.50 hasn't arrived in Berlin, email jo@example.com"
+    r = api.client.post("/v1/models/prebuilt-entities/predict", json={"text": text}, headers=api.a)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model_id"] == "prebuilt-entities" and "predictions" not in body
+    found = {(e["entity"], text[e["start"] : e["end"]]) for e in body["entities"]}
+    assert ("email", "jo@example.com") in found and ("GPE", "Berlin") in found
+    assert ("number", "48213") in found
+    assert all(e["extractor"] in ("pattern", "spacy") for e in body["entities"])
+    batch = api.client.post(
+        "/v1/models/prebuilt-entities/predict",
+        json={"texts": ["call +44 20 7946 0958", "hello"]},
+        headers=api.a,
+    )
+    assert [[e["entity"] for e in row] for row in batch.json()["entities"]] == [
+        ["phone_number"],
+        [],
+    ]
+    info = api.client.get("/v1/models/prebuilt-entities", headers=api.b).json()
+    assert info["status"] == "succeeded" and info["task"] == "entities"
+    r = api.client.put("/v1/aliases/prebuilt-entities", json={"model_id": "mdl_x"}, headers=api.a)
+    assert r.status_code == 422
+    listed = api.client.get("/v1/backends", headers=api.a).json()["builtin_models"]
+    assert [b["name"] for b in listed] == ["prebuilt-entities"]

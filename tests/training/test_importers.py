@@ -13,6 +13,7 @@ from training.datasets.importers import (
     decode_text,
     parse_rasa_example,
     pick_importer,
+    regex_problem,
     validate,
 )
 from training.datasets.types import ParsedDataset, ParsedExample
@@ -344,6 +345,181 @@ def test_json_bad_entity_spans_are_refused(entity: dict[str, object]) -> None:
     assert message.startswith("bad entity")
 
 
+@pytest.mark.parametrize(
+    ("entity", "message"),
+    [
+        (
+            {"start": -1, "end": 2, "entity": "city"},
+            "bad entity 1 (city at -1-2): outside the text, which has 12 characters",
+        ),
+        (
+            {"start": 7, "end": 13, "entity": "city"},
+            "bad entity 1 (city at 7-13): outside the text, which has 12 characters",
+        ),
+        (
+            {"start": 12, "end": 7, "entity": "city"},
+            "bad entity 1 (city at 12-7): start must be less than end",
+        ),
+        (
+            {"start": 7.0, "end": 12, "entity": "city"},
+            "bad entity 1: start and end must be whole-number character offsets, "
+            "found start=7.0, end=12",
+        ),
+        (
+            {"start": True, "end": 12, "entity": "city"},
+            "bad entity 1: start and end must be whole-number character offsets, "
+            "found start=True, end=12",
+        ),
+        (
+            {"start": 7, "end": 12, "entity": "  "},
+            'bad entity 1 at 7-12: needs an entity type, e.g. "entity": "city"',
+        ),
+        (
+            {"start": 7, "end": 12, "entity": "city", "value": ""},
+            "bad entity 1: value must be a non-empty string",
+        ),
+        (
+            {"start": 7, "end": 12, "entity": "city", "confidence": 0.9},
+            "bad entity 1: unexpected field(s) confidence; "
+            "allowed: end, entity, group, role, start, value",
+        ),
+        ("Paris", "bad entity 1: expected an object with start, end and entity, found str"),
+    ],
+    ids=[
+        "negative",
+        "past-end",
+        "reversed",
+        "float",
+        "bool",
+        "blank-type",
+        "empty-value",
+        "unknown-field",
+        "not-object",
+    ],
+)
+def test_json_bad_entity_messages_say_what_is_wrong(entity: object, message: str) -> None:
+    data = json.dumps([{"text": "hi"}, {"text": "fly to Paris", "entities": [entity]}])
+
+    with pytest.raises(ImportValidationError) as exc:
+        load(data, "entities.json", dataset_type="text-entities")
+
+    assert reported(exc) == [(2, message)]
+
+
+def test_overlapping_entities_name_both_spans() -> None:
+    data = json.dumps(
+        {
+            "text": "fly to New York now",
+            "entities": [
+                {"start": 7, "end": 15, "entity": "city"},
+                {"start": 11, "end": 19, "entity": "state"},
+                {"start": 0, "end": 3, "entity": "verb"},
+            ],
+        }
+    )
+
+    with pytest.raises(ImportValidationError) as exc:
+        load(f'{{"text": "hi"}}\n{data}\n', "entities.jsonl", dataset_type="text-entities")
+
+    assert reported(exc) == [
+        (
+            2,
+            "entities overlap: city 'New York' at 7-15 and state 'York now' at 11-19; "
+            "spans in one example must not overlap",
+        )
+    ]
+
+
+def test_a_span_inside_another_is_an_overlap_even_after_a_later_one() -> None:
+    entities = [
+        {"start": 0, "end": 15, "entity": "place"},
+        {"start": 7, "end": 9, "entity": "x"},
+        {"start": 11, "end": 15, "entity": "y"},
+    ]
+    data = json.dumps([{"text": "fly to New York", "entities": entities}])
+
+    with pytest.raises(ImportValidationError) as exc:
+        load(data, "entities.json", dataset_type="text-entities")
+
+    assert [message for _, message in reported(exc)] == [
+        "entities overlap: place 'fly to New York' at 0-15 and x 'Ne' at 7-9; "
+        "spans in one example must not overlap",
+        "entities overlap: place 'fly to New York' at 0-15 and y 'York' at 11-15; "
+        "spans in one example must not overlap",
+    ]
+
+
+def test_adjacent_spans_do_not_overlap_and_keep_roles_groups_and_synonym_values() -> None:
+    entities = [
+        {"start": 0, "end": 3, "entity": "n", "value": 2, "role": "adults", "group": 1},
+        {"start": 3, "end": 9, "entity": "unit"},
+        {"start": 10, "end": 13, "entity": "city", "value": "New York City"},
+    ]
+    data = json.dumps([{"text": "twoadults NYC", "entities": entities}])
+
+    [ex] = load(data, "entities.json", dataset_type="text-entities").examples
+
+    assert ex.annotations == [
+        {"start": 0, "end": 3, "entity": "n", "value": "2", "role": "adults", "group": "1"},
+        {"start": 3, "end": 9, "entity": "unit", "value": "adults"},
+        {"start": 10, "end": 13, "entity": "city", "value": "New York City"},
+    ]
+
+
+def test_a_span_on_whitespace_that_is_stripped_names_the_line() -> None:
+    data = json.dumps(
+        [
+            {"text": "  Paris", "entities": [{"start": 2, "end": 7, "entity": "city"}]},
+            {"text": "  Paris", "entities": [{"start": 0, "end": 7, "entity": "city"}]},
+            {"text": "Rome  ", "entities": [{"start": 0, "end": 5, "entity": "city"}]},
+        ]
+    )
+
+    with pytest.raises(ImportValidationError) as exc:
+        load(data, "entities.json", dataset_type="text-entities")
+
+    whitespace = (
+        "reaches into the whitespace around the text, which is stripped; "
+        "put the span on the words only"
+    )
+    assert reported(exc) == [
+        (2, f"entity city '  Paris' at 0-7 {whitespace}"),
+        (3, f"entity city 'Rome ' at 0-5 {whitespace}"),
+    ]
+
+
+def test_validate_checks_spans_from_any_importer() -> None:
+    parsed = ParsedDataset(
+        examples=[
+            ParsedExample(
+                line=4,
+                text="fly to Paris",
+                annotations=[{"start": 7, "end": 20, "entity": "city", "value": "Paris"}],
+            ),
+            ParsedExample(
+                line=9,
+                text="Paris Rome",
+                annotations=[
+                    {"start": 0, "end": 5, "entity": "city", "value": "Paris"},
+                    {"start": 4, "end": 10, "entity": "city", "value": "s Rome"},
+                ],
+            ),
+        ]
+    )
+
+    with pytest.raises(ImportValidationError) as exc:
+        validate(parsed, dataset_type="text-entities", limits=LIMITS)
+
+    assert reported(exc) == [
+        (4, "bad entity 1 (city at 7-20): outside the text, which has 12 characters"),
+        (
+            9,
+            "entities overlap: city 'Paris' at 0-5 and city 's Rome' at 4-10; "
+            "spans in one example must not overlap",
+        ),
+    ]
+
+
 # --- JSONL ------------------------------------------------------------------------------------
 
 
@@ -512,6 +688,176 @@ def test_rasa_bad_brace_annotation_names_the_example_line() -> None:
     assert line == 5
     assert "bad entity annotation" in message
     assert "needs an entity" in message
+
+
+@pytest.mark.parametrize(
+    ("example", "message"),
+    [
+        (
+            "book [two]( ) seats",
+            "bad entity annotation '[two]( )': needs an entity, e.g. [two](city)",
+        ),
+        (
+            'book [two]{"entity": " "} seats',
+            'bad entity annotation \'[two]{"entity": " "}\': needs an entity, e.g. [two](city)',
+        ),
+        (
+            "book [ ](count)",
+            "entity count ' ' at 5-6 reaches into the whitespace around the text, which is "
+            "stripped; put the span on the words only",
+        ),
+    ],
+    ids=["blank-paren", "blank-brace", "span-on-stripped-space"],
+)
+def test_rasa_bad_annotations_name_the_example_line(example: str, message: str) -> None:
+    data = f"nlu:\n- intent: book\n  examples: |\n    - hi\n    - {example}\n"
+
+    with pytest.raises(ImportValidationError) as exc:
+        load(data, "nlu.yml", dataset_type="text-entities")
+
+    assert reported(exc) == [(5, message)]
+
+
+def test_rasa_invalid_regex_names_the_line_and_the_regex() -> None:
+    data = "nlu:\n- regex: zipcode\n  examples: |\n    - \\d{5}\n    - [0-9\n- intent: hi\n"
+    data += "  examples: |\n    - hello\n"
+
+    with pytest.raises(ImportValidationError) as exc:
+        load(data, "nlu.yml")
+
+    assert reported(exc) == [
+        (
+            5,
+            "invalid regex '[0-9': unterminated character set at position 0; "
+            "fix it (Python `re` syntax)",
+        )
+    ]
+
+
+@pytest.mark.parametrize(
+    ("pattern", "group"),
+    [
+        ("(a+)+", "(a+)+"),
+        ("(a*)*", "(a*)*"),
+        ("^(.*)*$", "(.*)*"),
+        ("x(?:\\w+\\s?)+y", "(?:\\w+\\s?)+"),
+        ("((ab)*)+", "((ab)*)+"),
+        ("(a+){2,}", "(a+){2,}"),
+        ("(?:x|(a+)+)", "(a+)+"),
+        ("(?=(a+)*b)", "(a+)*"),
+        ("(?P<n>[a-z]+)*?", "(?P<n>[a-z]+)*?"),
+    ],
+)
+def test_regex_with_nested_repetition_is_refused(pattern: str, group: str) -> None:
+    problem = regex_problem(pattern)
+
+    assert problem == (
+        f"regex {pattern!r}: {group!r} repeats a group that itself ends in a repetition, "
+        "which may take exponential time; rewrite without nested repetition (e.g. `(a+)+` as "
+        "`a+`)"
+    )
+
+
+def test_regex_repeating_identical_alternatives_is_refused() -> None:
+    assert regex_problem("^(a|a)*$") == (
+        "regex '^(a|a)*$': '(a|a)*' repeats a choice between identical alternatives, which "
+        "may take exponential time; rewrite without nested repetition (e.g. `(a+)+` as `a+`)"
+    )
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        "\\d{5}",
+        "[A-Z]-\\d{4}",
+        "(a|b)+",
+        "(\\d+,)+",
+        "(a+)",
+        "(a+){3}",
+        "(a+)?",
+        "(?>a+)+",
+        "(a++)+",
+        "[(a+)+]",
+        "\\(a+\\)+",
+        "(?i)(?:ab)+",
+        "(?#a comment, (a+ is not read)x",
+        "a{}",
+    ],
+)
+def test_regex_without_nested_repetition_is_accepted(pattern: str) -> None:
+    assert regex_problem(pattern) is None
+
+
+def test_rasa_catastrophic_regex_names_the_line_and_why() -> None:
+    data = "nlu:\n- regex: word\n  examples: |\n    - (\\w+\\s?)+$\n"
+
+    with pytest.raises(ImportValidationError) as exc:
+        load(data, "nlu.yml")
+
+    [(line, message)] = reported(exc)
+    assert line == 4
+    assert "'(\\\\w+\\\\s?)+$'" in message
+    assert "may take exponential time; rewrite without nested repetition" in message
+
+
+def test_rasa_empty_regex_is_refused() -> None:
+    data = "nlu:\n- regex: zip\n  examples:\n  - ''\n"
+
+    with pytest.raises(ImportValidationError) as exc:
+        load(data, "nlu.yml")
+
+    assert reported(exc) == [(4, "empty regex; write a pattern or remove the line")]
+
+
+def test_rasa_synonym_mapped_to_two_canonical_values_names_both() -> None:
+    data = (
+        "nlu:\n"
+        "- synonym: New York City\n"
+        "  examples: |\n"
+        "    - NYC\n"
+        "    - big apple\n"
+        "- synonym: NYC Inc\n"
+        "  examples: |\n"
+        "    - NYC\n"
+        "- intent: fly\n"
+        "  examples: |\n"
+        "    - fly to [big apple](city:Apple Town)\n"
+        "    - fly to [NYC](city:New York City)\n"
+    )
+
+    with pytest.raises(ImportValidationError) as exc:
+        load(data, "nlu.yml", dataset_type="text-entities")
+
+    assert reported(exc) == [
+        (
+            8,
+            "inconsistent synonyms: 'NYC' maps to 'New York City' (line 4) and to 'NYC Inc'; "
+            "keep one of them",
+        ),
+        (
+            11,
+            "inconsistent synonyms: 'big apple' maps to 'New York City' (line 5) and to "
+            "'Apple Town'; keep one of them",
+        ),
+    ]
+
+
+def test_rasa_blocks_for_the_same_name_are_merged_not_replaced() -> None:
+    data = (
+        "nlu:\n"
+        "- synonym: New York City\n  examples: |\n    - NYC\n"
+        "- synonym: New York City\n  examples: |\n    - nyc\n    - NYC\n"
+        "- lookup: city\n  examples: |\n    - Paris\n"
+        "- lookup: city\n  examples: |\n    - Rome\n"
+        "- intent: hi\n  examples: |\n    - hello\n"
+    )
+
+    checked = load(data, "nlu.yml")
+
+    assert checked.extras == {
+        "synonyms": {"New York City": ["NYC", "nyc", "NYC"]},
+        "lookups": {"city": ["Paris", "Rome"]},
+    }
 
 
 def test_rasa_items_without_examples_or_kind_name_their_line() -> None:
@@ -720,7 +1066,8 @@ def test_unknown_extension_says_how_to_fix_it() -> None:
     message = exc.value.message
     assert "'intents.xlsx'" in message
     assert "format=" in message
-    assert "csv, json, jsonl, rasa-yaml, tsv" in message
+    assert "*.conll" in message and "*.csv" in message and "*.yml" in message
+    assert "conll, csv, json, jsonl, rasa-yaml, tsv" in message
 
 
 def test_unknown_format_names_the_known_formats() -> None:
@@ -728,7 +1075,7 @@ def test_unknown_format_names_the_known_formats() -> None:
         pick_importer("intents.csv", "xml", "text-intent")
 
     assert "'xml'" in exc.value.message
-    assert "known: csv, json, jsonl, rasa-yaml, tsv" in exc.value.message
+    assert "known: conll, csv, json, jsonl, rasa-yaml, tsv" in exc.value.message
 
 
 def test_format_that_cannot_hold_the_dataset_type_names_those_that_can() -> None:
@@ -736,7 +1083,8 @@ def test_format_that_cannot_hold_the_dataset_type_names_those_that_can() -> None
         pick_importer("entities.csv", None, "text-entities")
 
     assert exc.value.message == (
-        "format 'csv' cannot hold 'text-entities' datasets; use one of: json, jsonl, rasa-yaml"
+        "format 'csv' cannot hold 'text-entities' datasets; "
+        "use one of: conll, json, jsonl, rasa-yaml"
     )
 
 

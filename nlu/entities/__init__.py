@@ -1,0 +1,1 @@
+"""Entity extraction: the pre-built extractor (patterns + spaCy NER) and trainable backends."""
