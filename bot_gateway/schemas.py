@@ -201,6 +201,7 @@ class LearningCurvePoint(BaseModel):
     train_loss: float
     validation_accuracy: float | None
     validation_macro_f1: float | None
+    validation_entity_f1: float | None = None
 
 
 class LearningCurve(BaseModel):

@@ -59,6 +59,7 @@ class EpochRecord:
     train_loss: float
     validation_accuracy: float | None
     validation_macro_f1: float | None
+    validation_entity_f1: float | None = None  # entity models: micro-F1 of exact spans
 
 
 @dataclass
@@ -116,7 +117,7 @@ class TextClassifierBackend(Protocol):
 
 backends: Registry[type[TextClassifierBackend]] = Registry("model backend")
 
-_DEFAULTS = {"intent": "embedding-head"}
+_DEFAULTS = {"intent": "embedding-head", "entities": "spacy-ner"}
 
 
 def default_backend(task: str) -> str | None:

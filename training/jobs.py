@@ -30,8 +30,8 @@ from core.logging import log_event
 from core.storage import ArtifactStore, sha256_dir
 from core.tables import Model
 from training.backends import BackendContext, EpochRecord, JobCancelled, Progress, backends
-from training.datasets.service import snapshot
-from training.metrics import calibrate_out_of_scope, classification_metrics
+from training.datasets.service import DatasetSnapshot, snapshot
+from training.metrics import calibrate_out_of_scope, classification_metrics, entity_metrics
 from training.registry import parse_params, set_alias
 
 __all__ = ["JobRunner", "stratified_split"]
@@ -166,25 +166,35 @@ class JobRunner:
 
         features = backend.featurize(data.texts, reporter.span(0.0, 0.6), config=config)
         train_idx, held_idx = stratified_split(data.labels, job.train_split, job.seed)
+        targets = _targets(task, data)
         curve: list[dict[str, Any]] = []
         refit = job.refit_on_all and bool(held_idx)
 
         def on_epoch(rec: EpochRecord) -> None:
             curve.append(asdict(rec))
 
+        extra = {"extras": data.extras} if task == "entities" else {}
+
         model = backend.train(
             _take(features, train_idx),
-            [data.labels[i] for i in train_idx],
+            [targets[i] for i in train_idx],
             config,
             seed=job.seed,
-            validation=(_take(features, held_idx), [data.labels[i] for i in held_idx])
+            validation=(_take(features, held_idx), [targets[i] for i in held_idx])
             if held_idx
             else None,
             on_epoch=on_epoch,
             progress=reporter.span(0.6, 0.78 if refit else 0.95),
+            **extra,
         )
         metrics: dict[str, Any] | None = None
-        if held_idx:
+        if held_idx and task == "entities":
+            truth_spans = [targets[i] for i in held_idx]
+            found = model.extract_features(_take(features, held_idx))
+            metrics = entity_metrics(truth_spans, [[e.to_dict() for e in row] for row in found])
+            metrics["train_examples"] = len(train_idx)
+            metrics["refit_on_all"] = refit
+        elif held_idx:
             truth = [data.labels[i] for i in held_idx]
             probs = model.predict_features(_take(features, held_idx))
             predicted = [model.labels[i] for i in probs.argmax(axis=1)]
@@ -198,12 +208,13 @@ class JobRunner:
         if refit:
             model = backend.train(
                 features,
-                data.labels,
+                targets,
                 config,
                 seed=job.seed,
                 validation=None,
                 on_epoch=None,
                 progress=reporter.span(0.78, 0.95),
+                **extra,
             )
         reporter(1.0, force=True)  # raises JobCancelled if the job is no longer ours
 
@@ -256,6 +267,13 @@ class JobRunner:
         with session_scope(self.engine) as session:
             if not self._own(session, model_id, progress=progress, heartbeat_at=utcnow()):
                 raise JobCancelled()
+
+
+def _targets(task: str, data: DatasetSnapshot) -> list[Any]:
+    """What a backend learns to predict: entity spans for entity models, labels otherwise."""
+    if task == "entities":
+        return [list(spans or []) for spans in data.annotations]
+    return list(data.labels)
 
 
 def _take(features: Any, idx: list[int]) -> Any:

@@ -107,3 +107,43 @@ def calibrate_out_of_scope(
         "out_of_scope_recall": oos_recall,
         "num_out_of_scope": sum(t == OUT_OF_SCOPE for t in truth),
     }
+
+
+def entity_metrics(
+    gold: Sequence[Sequence[dict[str, Any]]], predicted: Sequence[Sequence[dict[str, Any]]]
+) -> dict[str, Any]:
+    """Exact-span precision / recall / F1 per entity type and micro-averaged.
+
+    A predicted entity counts only when its start, end and type all match a gold one.
+    """
+    tp: dict[str, int] = {}
+    n_gold: dict[str, int] = {}
+    n_pred: dict[str, int] = {}
+    for g_row, p_row in zip(gold, predicted, strict=True):
+        g = {(e["start"], e["end"], e["entity"]) for e in g_row}
+        p = {(e["start"], e["end"], e["entity"]) for e in p_row}
+        for _, _, t in g:
+            n_gold[t] = n_gold.get(t, 0) + 1
+        for _, _, t in p:
+            n_pred[t] = n_pred.get(t, 0) + 1
+        for _, _, t in g & p:
+            tp[t] = tp.get(t, 0) + 1
+
+    def prf(t: int, np_: int, ng: int) -> dict[str, float]:
+        precision = t / np_ if np_ else 0.0
+        recall = t / ng if ng else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        return {"precision": round(precision, 6), "recall": round(recall, 6), "f1": round(f1, 6)}
+
+    types = sorted(set(n_gold) | set(n_pred))
+    return {
+        "per_entity": {
+            t: {
+                **prf(tp.get(t, 0), n_pred.get(t, 0), n_gold.get(t, 0)),
+                "support": n_gold.get(t, 0),
+            }
+            for t in types
+        },
+        "micro": prf(sum(tp.values()), sum(n_pred.values()), sum(n_gold.values())),
+        "num_evaluated": len(gold),
+    }

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from core.db import utcnow
 from core.errors import Conflict, InvalidInput, NotFound, NotReady
 from core.ids import new_id
-from core.tables import Alias, Dataset, Model
+from core.tables import Alias, Dataset, Example, Model
 from training.backends import (
     BackendConfig,
     TextClassifierBackend,
@@ -104,7 +104,7 @@ def create_model(
             f"{dataset_id} is {dataset.type!r}"
         )
     parse_params(backend_cls, params or {})
-    _check_trainable(dataset)
+    _check_trainable(session, dataset, task)
     if alias is not None:
         check_alias_name(alias)
     model = Model(
@@ -124,7 +124,19 @@ def create_model(
     return model
 
 
-def _check_trainable(dataset: Dataset) -> None:
+def _check_trainable(session: Session, dataset: Dataset, task: str) -> None:
+    if task == "entities":
+        annotated = session.scalar(
+            select(func.count())
+            .select_from(Example)
+            .where(Example.dataset_id == dataset.id, Example.annotations.is_not(None))
+        )
+        if not annotated:
+            raise InvalidInput(
+                f"dataset {dataset.id} has no entity annotations; annotate entities as "
+                "[value](entity) (Rasa), {start, end, entity} (JSON) or BIO tags (CoNLL)"
+            )
+        return
     labels = dataset.label_counts or {}
     if len(labels) < 2:
         only = f" (only {next(iter(labels))!r})" if labels else ""

@@ -42,19 +42,21 @@ async def predict(
             status=info.status,
         )
     if info.backend == BUILTIN:
-        extractor = await run_in_threadpool(gateway.builtin, info.id)
-        found = await run_in_threadpool(extractor.extract, texts)
+        loaded = await run_in_threadpool(gateway.builtin, info.id)
+    else:
+        ref = ModelRef(
+            id=info.id,
+            backend=info.backend,
+            artifact_key=info.artifact_key,
+            artifact_sha256=info.artifact_sha256,
+        )
+        loaded = gateway.cache.peek(ref) or await run_in_threadpool(gateway.cache.get, ref)
+    if info.task == "entities":
+        found = await run_in_threadpool(loaded.extract, texts)
         entities = [[EntityPublic(**e.to_dict()) for e in row] for row in found]
         return PredictResponse(
             model_id=info.id, entities=entities[0] if body.text is not None else entities
         )
-    ref = ModelRef(
-        id=info.id,
-        backend=info.backend,
-        artifact_key=info.artifact_key,
-        artifact_sha256=info.artifact_sha256,
-    )
-    loaded = gateway.cache.peek(ref) or await run_in_threadpool(gateway.cache.get, ref)
     probs = await asyncio.wait_for(
         asyncio.wrap_future(gateway.batcher.submit(loaded, texts)), TIMEOUT_S
     )
@@ -65,7 +67,7 @@ async def predict(
         flags.append(oos)
     single = body.text is not None
     return PredictResponse(
-        model_id=ref.id,
+        model_id=info.id,
         predictions=results[0] if single else results,
         out_of_scope=(flags[0] if single else flags) if info.task == "intent" else None,
     )

@@ -265,3 +265,22 @@ def test_prebuilt_entities_are_addressable_like_any_model(api: Api) -> None:
     assert r.status_code == 422
     listed = api.client.get("/v1/backends", headers=api.a).json()["builtin_models"]
     assert [b["name"] for b in listed] == ["prebuilt-entities"]
+
+
+def test_trainable_entity_model_on_a_text_entities_dataset(api: Api) -> None:
+    from tests.support.entity_data import entity_jsonl
+
+    ds = api.upload(entity_jsonl(), filename="ents.jsonl", type="text-entities").json()
+    assert ds["status"] == "ready" and ds["num_examples"] == 40
+    model = api.train(ds["id"], params={"epochs": 10})
+    assert model["status"] == "succeeded", model["failure_message"]
+    assert model["backend"] == "spacy-ner" and model["task"] == "entities"
+    m = model["metrics"]
+    assert set(m["per_entity"]) == {"city", "product"} and m["micro"]["f1"] > 0.5
+    curve = api.client.get(f"/v1/models/{model['id']}/learning-curve", headers=api.a).json()
+    assert len(curve["points"]) == 10 and curve["points"][-1]["validation_entity_f1"] is not None
+    text = "please ship my kettle to Vienna"
+    r = api.client.post(f"/v1/models/{model['id']}/predict", json={"text": text}, headers=api.a)
+    assert r.status_code == 200, r.text
+    found = {(e["entity"], text[e["start"] : e["end"]]) for e in r.json()["entities"]}
+    assert ("city", "Vienna") in found and ("product", "kettle") in found

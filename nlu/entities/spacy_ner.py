@@ -1,0 +1,230 @@
+"""``spacy-ner``: a per-dataset entity model — spaCy ``blank("en")`` + ``ner`` — plus the
+dataset's Rasa extras: regex patterns and lookup tables find entities without training, and
+synonyms map an extracted value to its canonical value.
+
+Saved as spaCy's own folder (``config.cfg`` + thinc weights, no pickle) and ``entities.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import threading
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import Field
+
+from core.errors import InvalidInput, ModelLoadError
+from nlu.entities.prebuilt import Entity
+from training.backends import BackendConfig, BackendContext, EpochRecord, Progress, backends
+from training.metrics import entity_metrics
+
+FORMAT_VERSION = 1
+NER_CONFIDENCE = 0.9
+"""spaCy's greedy NER scores no entity: one documented constant for all of them."""
+
+
+class SpacyNerConfig(BackendConfig):
+    epochs: int = Field(default=15, ge=1, le=200)
+    dropout: float = Field(default=0.2, ge=0, lt=1)
+    batch_size: int = Field(default=8, ge=1, le=1024)
+
+
+def _spacy() -> Any:
+    try:
+        import spacy
+    except ImportError as e:  # pragma: no cover - spaCy is a dependency
+        raise ModelLoadError("spaCy is not installed; `pip install spacy`") from e
+    return spacy
+
+
+class SpacyNerModel:
+    """Extracts entities: the trained NER, then regexes and lookups where NER found nothing."""
+
+    task = "entities"
+    feature_key = "texts"
+
+    def __init__(self, nlp: Any, labels: list[str], extras: dict[str, Any]) -> None:
+        self.nlp, self.labels = nlp, labels
+        self.extras = extras
+        self.synonyms = {
+            variant: canonical
+            for canonical, variants in (extras.get("synonyms") or {}).items()
+            for variant in variants
+        }
+        self._regexes = [
+            (name, re.compile(p))
+            for name, patterns in (extras.get("regexes") or {}).items()
+            for p in patterns
+        ]
+        self._lookups = [
+            (name, re.compile(r"(?<!\w)" + re.escape(v) + r"(?!\w)", re.IGNORECASE))
+            for name, values in (extras.get("lookups") or {}).items()
+            for v in sorted(values, key=len, reverse=True)
+        ]
+        self._lock = threading.Lock()
+
+    @property
+    def nbytes(self) -> int:
+        return int(sum(len(b) for b in [self.nlp.get_pipe("ner").to_bytes()]))
+
+    def featurize(self, texts: Sequence[str]) -> list[str]:
+        return list(texts)
+
+    def extract(self, texts: Sequence[str]) -> list[list[Entity]]:
+        with self._lock:
+            docs = list(self.nlp.pipe(texts))
+        return [self._entities(text, doc) for text, doc in zip(texts, docs, strict=True)]
+
+    extract_features = extract
+
+    def _entities(self, text: str, doc: Any) -> list[Entity]:
+        found = [
+            self._entity(ent.label_, ent.start_char, ent.end_char, text, "spacy-ner")
+            for ent in doc.ents
+        ]
+        taken = [(e.start, e.end) for e in found]
+        for extractor, table in (("regex", self._regexes), ("lookup", self._lookups)):
+            for name, pattern in table:
+                for m in pattern.finditer(text):
+                    if m.end() > m.start() and not any(
+                        m.start() < e and s < m.end() for s, e in taken
+                    ):
+                        found.append(self._entity(name, m.start(), m.end(), text, extractor))
+                        taken.append((m.start(), m.end()))
+        return sorted(found, key=lambda e: e.start)
+
+    def _entity(self, label: str, start: int, end: int, text: str, extractor: str) -> Entity:
+        raw = text[start:end]
+        confidence = NER_CONFIDENCE if extractor == "spacy-ner" else 1.0
+        return Entity(
+            entity=label,
+            value=self.synonyms.get(raw, raw),
+            start=start,
+            end=end,
+            confidence=confidence,
+            extractor=extractor,
+        )
+
+    def predict_features(self, features: Any) -> Any:  # pragma: no cover - not a classifier
+        raise TypeError("an entity model extracts entities; it has no class probabilities")
+
+    def save(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.nlp.to_disk(directory / "ner")
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "backend": SpacyNerBackend.name,
+            "labels": self.labels,
+            "extras": self.extras,
+        }
+        (directory / "entities.json").write_text(json.dumps(meta, indent=2))
+
+
+@backends.register("spacy-ner")
+class SpacyNerBackend:
+    name: ClassVar[str] = "spacy-ner"
+    version: ClassVar[str] = "1"
+    task: ClassVar[str] = "entities"
+    Config: ClassVar[type[BackendConfig]] = SpacyNerConfig
+
+    def __init__(self, context: BackendContext) -> None:
+        self.context = context
+
+    def featurize(
+        self,
+        texts: Sequence[str],
+        progress: Progress | None = None,
+        *,
+        config: BackendConfig | None = None,
+    ) -> list[str]:
+        if progress is not None:
+            progress(1.0)
+        return list(texts)
+
+    def train(
+        self,
+        features: Sequence[str],
+        labels: Sequence[Sequence[dict[str, Any]]],
+        config: BackendConfig,
+        *,
+        seed: int,
+        validation: tuple[Sequence[str], Sequence[Sequence[dict[str, Any]]]] | None,
+        on_epoch: Callable[[EpochRecord], None] | None,
+        progress: Progress,
+        extras: dict[str, Any] | None = None,
+    ) -> SpacyNerModel:
+        assert isinstance(config, SpacyNerConfig)
+        spacy = _spacy()
+        from spacy.training import Example
+        from spacy.util import filter_spans, fix_random_seed, minibatch
+
+        types = sorted({span["entity"] for spans in labels for span in spans})
+        if not types:
+            raise InvalidInput(
+                "the dataset has no entity annotations to learn from; annotate entities as "
+                "[value](entity) (Rasa), {start, end, entity} (JSON) or BIO tags (CoNLL)"
+            )
+        fix_random_seed(seed)
+        nlp = spacy.blank("en")
+        ner = nlp.add_pipe("ner")
+        for t in types:
+            ner.add_label(t)
+        examples = []
+        for text, spans in zip(features, labels, strict=True):
+            doc = nlp.make_doc(text)
+            ents = [
+                s
+                for span in spans
+                if (
+                    s := doc.char_span(
+                        span["start"], span["end"], label=span["entity"], alignment_mode="expand"
+                    )
+                )
+                is not None
+            ]
+            ents = filter_spans(ents)
+            examples.append(
+                Example.from_dict(
+                    doc, {"entities": [(e.start_char, e.end_char, e.label_) for e in ents]}
+                )
+            )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # spaCy notes about the blank pipeline's settings
+            optimizer = nlp.initialize(lambda: examples)
+        rng = random.Random(seed)
+        model = SpacyNerModel(nlp, types, extras or {})
+        for epoch in range(1, config.epochs + 1):
+            rng.shuffle(examples)
+            losses: dict[str, float] = {}
+            for batch in minibatch(examples, size=config.batch_size):
+                nlp.update(batch, drop=config.dropout, sgd=optimizer, losses=losses)
+            if on_epoch is not None:
+                f1 = None
+                if validation is not None and len(validation[0]):
+                    found = model.extract(validation[0])
+                    f1 = entity_metrics(
+                        validation[1], [[e.to_dict() for e in row] for row in found]
+                    )["micro"]["f1"]
+                on_epoch(
+                    EpochRecord(
+                        epoch, float(losses.get("ner", 0.0)) / max(1, len(examples)), None, None, f1
+                    )
+                )
+            progress(epoch / config.epochs)
+        return model
+
+    def load(self, directory: Path) -> SpacyNerModel:
+        spacy = _spacy()
+        try:
+            meta = json.loads((directory / "entities.json").read_text())
+            nlp = spacy.load(directory / "ner")
+        except (OSError, ValueError) as e:
+            raise ModelLoadError(f"cannot read the entity model in {directory.name}: {e}") from e
+        if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
+            raise ModelLoadError(f"the entity model in {directory.name} has an unknown format")
+        return SpacyNerModel(nlp, list(meta.get("labels") or []), meta.get("extras") or {})
