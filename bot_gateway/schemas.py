@@ -255,3 +255,24 @@ class PredictResponse(BaseModel):
         "or top probability under the model's calibrated threshold); then the top prediction "
         "is out_of_scope",
     )
+
+
+class ParseRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")  # Rasa clients may send message_id and more
+    text: str
+
+
+class IntentPublic(BaseModel):
+    name: str
+    confidence: float
+
+
+class ParseResponse(BaseModel):
+    """Rasa's ``/model/parse`` shape."""
+
+    text: str
+    intent: IntentPublic
+    intent_ranking: list[IntentPublic]
+    entities: list[EntityPublic]
+    out_of_scope: bool
+    model_id: str

@@ -120,6 +120,23 @@ backends: Registry[type[TextClassifierBackend]] = Registry("model backend")
 _DEFAULTS = {"intent": "embedding-head", "entities": "spacy-ner"}
 
 
+JOINT_ENTITIES_DIR = "entities"
+"""Sub-folder of an intent model's artifact holding its entity model (joint models)."""
+
+
+def load_model(name: str, directory: Path, context: BackendContext) -> Any:
+    """A saved model with its backend; a joint intent model gets ``entity_model`` attached."""
+    model = backends.get(name)(context).load(directory)
+    joint = directory / JOINT_ENTITIES_DIR
+    entity_model = None
+    if joint.is_dir():
+        entity_backend = default_backend("entities")
+        assert entity_backend is not None
+        entity_model = backends.get(entity_backend)(context).load(joint)
+    model.entity_model = entity_model
+    return model
+
+
 def default_backend(task: str) -> str | None:
     """The backend used for ``task`` when a train request names none."""
     return _DEFAULTS.get(task)

@@ -29,7 +29,15 @@ from core.errors import ParleyError
 from core.logging import log_event
 from core.storage import ArtifactStore, sha256_dir
 from core.tables import Model
-from training.backends import BackendContext, EpochRecord, JobCancelled, Progress, backends
+from training.backends import (
+    JOINT_ENTITIES_DIR,
+    BackendContext,
+    EpochRecord,
+    JobCancelled,
+    Progress,
+    backends,
+    default_backend,
+)
 from training.datasets.service import DatasetSnapshot, snapshot
 from training.metrics import calibrate_out_of_scope, classification_metrics, entity_metrics
 from training.registry import parse_params, set_alias
@@ -216,12 +224,19 @@ class JobRunner:
                 progress=reporter.span(0.78, 0.95),
                 **extra,
             )
+        entity_model = None
+        if task == "intent" and any(data.annotations):
+            entity_model = self._train_joint_entities(
+                data, train_idx, held_idx, refit, job.seed, metrics, reporter
+            )
         reporter(1.0, force=True)  # raises JobCancelled if the job is no longer ours
 
         key = artifact_key(tenant_id, model_id)
         tmp = Path(tempfile.mkdtemp(prefix="parley-model-"))
         try:
             model.save(tmp)
+            if entity_model is not None:
+                entity_model.save(tmp / JOINT_ENTITIES_DIR)
             digest = sha256_dir(tmp)
             self.store.put_dir(key, tmp)
         finally:
@@ -253,6 +268,49 @@ class JobRunner:
                 if now is None or now.status == "cancelled":
                     self.store.delete_prefix(key)
             raise JobCancelled()
+
+    def _train_joint_entities(
+        self,
+        data: DatasetSnapshot,
+        train_idx: list[int],
+        held_idx: list[int],
+        refit: bool,
+        seed: int,
+        metrics: dict[str, Any] | None,
+        reporter: _Reporter,
+    ) -> Any:
+        """The entity half of a joint intent + entities model (an intent dataset whose
+        examples carry entity spans): trained with the entities task's default backend on the
+        same split, its metrics under ``metrics["entities"]``, then refit like the intents."""
+        name = default_backend("entities")
+        assert name is not None
+        backend = backends.get(name)(self.context)
+        config = backend.Config()
+        spans = _targets("entities", data)
+        texts = backend.featurize(data.texts, config=config)
+
+        def fit(idx: list[int], progress: Progress) -> Any:
+            return backend.train(
+                _take(texts, idx),
+                [spans[i] for i in idx],
+                config,
+                seed=seed,
+                validation=None,
+                on_epoch=None,
+                progress=progress,
+                extras=data.extras,
+            )
+
+        model = fit(train_idx, reporter.span(0.95, 0.97 if refit else 0.99))
+        if held_idx and metrics is not None:
+            found = model.extract_features(_take(texts, held_idx))
+            metrics["entities"] = entity_metrics(
+                [spans[i] for i in held_idx], [[e.to_dict() for e in row] for row in found]
+            )
+            metrics["entities"]["backend"] = name
+        if refit:
+            model = fit(list(range(len(texts))), reporter.span(0.97, 0.99))
+        return model
 
     def _fail(self, model_id: str, message: str) -> None:
         with session_scope(self.engine) as session:

@@ -1,27 +1,83 @@
-"""Prediction: ``POST /v1/models/{id_or_alias}/predict`` with ``text`` or ``texts``.
+"""Prediction: ``POST /v1/models/{id_or_alias}/predict`` (``text`` or ``texts``), and the joint
+intent + entities parse in Rasa's shape: ``POST /v1/models/{id_or_alias}/parse`` and the
+Rasa-compatible ``POST /model/parse`` (the tenant's ``production`` model).
 
 The hot path: a cached principal and model look-up, a cached loaded model, and the
 micro-batcher's future awaited on the event loop — no thread hop when everything is warm.
+Entity extraction runs in the thread pool, never on the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 
-from bot_gateway.deps import GatewayDep, PredictDep
-from bot_gateway.schemas import EntityPublic, Prediction, PredictRequest, PredictResponse
+from bot_gateway.deps import Gateway, GatewayDep, PredictDep
+from bot_gateway.schemas import (
+    EntityPublic,
+    IntentPublic,
+    ParseRequest,
+    ParseResponse,
+    Prediction,
+    PredictRequest,
+    PredictResponse,
+)
 from bot_gateway.serving.cache import ModelRef
-from bot_gateway.serving.lookup import BUILTIN
+from bot_gateway.serving.lookup import BUILTIN, ModelInfo
 from core.errors import InvalidInput, NotReady
+from core.tenants import Principal
 from training.metrics import OUT_OF_SCOPE
 
 router = APIRouter(prefix="/models", tags=["predict"])
+rasa_router = APIRouter(tags=["rasa compatibility"])
 
 TIMEOUT_S = 30.0
+RASA_MODEL_ALIAS = "production"
+
+
+@dataclass
+class Outcome:
+    info: ModelInfo
+    labels: list[str] | None
+    probs: np.ndarray | None  # classifiers: one row per text
+    entities: list[list[EntityPublic]] | None  # entity models and joint intent models
+
+
+async def run_model(
+    gateway: Gateway, principal: Principal, model_id: str, texts: list[str]
+) -> Outcome:
+    info = await gateway.lookups.model(principal.tenant_id, model_id)
+    if info.status != "succeeded":
+        raise NotReady(
+            f"model {info.id} is {info.status}; it can predict once it has succeeded",
+            status=info.status,
+        )
+    if info.backend == BUILTIN:
+        loaded: Any = await run_in_threadpool(gateway.builtin, info.id)
+    else:
+        ref = ModelRef(
+            id=info.id,
+            backend=info.backend,
+            artifact_key=info.artifact_key,
+            artifact_sha256=info.artifact_sha256,
+        )
+        loaded = gateway.cache.peek(ref) or await run_in_threadpool(gateway.cache.get, ref)
+    extractor = loaded if info.task == "entities" else getattr(loaded, "entity_model", None)
+    entities = None
+    if extractor is not None:
+        found = await run_in_threadpool(extractor.extract, texts)
+        entities = [[EntityPublic(**e.to_dict()) for e in row] for row in found]
+    if info.task == "entities":
+        return Outcome(info, None, None, entities)
+    probs = await asyncio.wait_for(
+        asyncio.wrap_future(gateway.batcher.submit(loaded, texts)), TIMEOUT_S
+    )
+    return Outcome(info, list(loaded.labels), probs, entities)
 
 
 @router.post(
@@ -31,46 +87,71 @@ async def predict(
     model_id: str, body: PredictRequest, principal: PredictDep, gateway: GatewayDep
 ) -> PredictResponse:
     """Top ``num_results`` labels with probabilities, for one text or up to 64; intent models
-    also say whether each text is ``out_of_scope``."""
+    also say whether each text is ``out_of_scope``; entity and joint models give ``entities``."""
     texts = _texts(
         body, gateway.settings.limits.max_batch_texts, gateway.settings.limits.max_text_chars
     )
-    info = await gateway.lookups.model(principal.tenant_id, model_id)
-    if info.status != "succeeded":
-        raise NotReady(
-            f"model {info.id} is {info.status}; it can predict once it has succeeded",
-            status=info.status,
-        )
-    if info.backend == BUILTIN:
-        loaded = await run_in_threadpool(gateway.builtin, info.id)
-    else:
-        ref = ModelRef(
-            id=info.id,
-            backend=info.backend,
-            artifact_key=info.artifact_key,
-            artifact_sha256=info.artifact_sha256,
-        )
-        loaded = gateway.cache.peek(ref) or await run_in_threadpool(gateway.cache.get, ref)
-    if info.task == "entities":
-        found = await run_in_threadpool(loaded.extract, texts)
-        entities = [[EntityPublic(**e.to_dict()) for e in row] for row in found]
-        return PredictResponse(
-            model_id=info.id, entities=entities[0] if body.text is not None else entities
-        )
-    probs = await asyncio.wait_for(
-        asyncio.wrap_future(gateway.batcher.submit(loaded, texts)), TIMEOUT_S
-    )
-    results, flags = [], []
-    for row in probs:
-        predictions, oos = rank(row, loaded.labels, body.num_results, info.out_of_scope_threshold)
-        results.append(predictions)
-        flags.append(oos)
+    out = await run_model(gateway, principal, model_id, texts)
     single = body.text is not None
+    entities = None
+    if out.entities is not None:
+        entities = out.entities[0] if single else out.entities
+    if out.probs is None or out.labels is None:
+        return PredictResponse(model_id=out.info.id, entities=entities)
+    ranked = [
+        rank(row, out.labels, body.num_results, out.info.out_of_scope_threshold)
+        for row in out.probs
+    ]
+    results, flags = [r[0] for r in ranked], [r[1] for r in ranked]
     return PredictResponse(
-        model_id=info.id,
+        model_id=out.info.id,
         predictions=results[0] if single else results,
-        out_of_scope=(flags[0] if single else flags) if info.task == "intent" else None,
+        out_of_scope=(flags[0] if single else flags) if out.info.task == "intent" else None,
+        entities=entities,
     )
+
+
+async def _parse(
+    gateway: Gateway, principal: Principal, model_id: str, body: ParseRequest
+) -> ParseResponse:
+    texts = _texts(PredictRequest(text=body.text), 1, gateway.settings.limits.max_text_chars)
+    out = await run_model(gateway, principal, model_id, texts)
+    if out.probs is None or out.labels is None:
+        raise InvalidInput(
+            f"model {out.info.id} extracts entities only; parse needs an intent "
+            "model (train one on a text-intent dataset)"
+        )
+    ranking, oos = rank(out.probs[0], out.labels, 10, out.info.out_of_scope_threshold)
+    intents = [IntentPublic(name=p.label, confidence=p.probability) for p in ranking]
+    return ParseResponse(
+        text=body.text,
+        intent=intents[0],
+        intent_ranking=intents,
+        entities=(out.entities or [[]])[0],
+        out_of_scope=oos,
+        model_id=out.info.id,
+    )
+
+
+@router.post("/{model_id}/parse", response_model=ParseResponse)
+async def parse(
+    model_id: str, body: ParseRequest, principal: PredictDep, gateway: GatewayDep
+) -> ParseResponse:
+    """Intent and entities of one text, in Rasa's ``/model/parse`` shape."""
+    return await _parse(gateway, principal, model_id, body)
+
+
+@rasa_router.post("/model/parse", response_model=ParseResponse)
+async def rasa_parse(request: Request, body: ParseRequest, gateway: GatewayDep) -> ParseResponse:
+    """Rasa's ``POST /model/parse`` on the tenant's ``production`` model. Authenticates with
+    ``Authorization: Bearer <key>`` or, as Rasa's token auth does, ``?token=<key>``."""
+    from bot_gateway.deps import bearer
+
+    principal = await gateway.lookups.principal(
+        bearer(request) or request.query_params.get("token")
+    )
+    principal.require("predict")
+    return await _parse(gateway, principal, RASA_MODEL_ALIAS, body)
 
 
 def rank(

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from core.errors import ModelLoadError, NotFound
 from core.logging import log_event
 from core.storage import ArtifactStore, sha256_dir
-from training.backends import BackendContext, TextClassifier, backends
+from training.backends import BackendContext, TextClassifier, load_model
 
 
 @dataclass(frozen=True)
@@ -100,8 +100,7 @@ class ModelCache:
                 f"model {ref.id}'s files do not match their recorded checksum; refusing to load "
                 "them. Train the model again"
             )
-        backend = backends.get(ref.backend)(self.context)
-        model = backend.load(directory)
+        model = load_model(ref.backend, directory, self.context)
         self.loads += 1
         log_event("serving.model_loaded", model=ref.id)
         return model

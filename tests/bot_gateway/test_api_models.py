@@ -284,3 +284,43 @@ def test_trainable_entity_model_on_a_text_entities_dataset(api: Api) -> None:
     assert r.status_code == 200, r.text
     found = {(e["entity"], text[e["start"] : e["end"]]) for e in r.json()["entities"]}
     assert ("city", "Vienna") in found and ("product", "kettle") in found
+
+
+def test_a_rasa_project_trains_a_joint_model_and_parses_like_rasa(api: Api) -> None:
+    from tests.support.rasa_project import rasa_nlu_yml
+
+    ds = api.upload(rasa_nlu_yml().encode(), filename="nlu.yml", name="rasa").json()
+    assert ds["status"] == "ready" and ds["num_labels"] == 5, ds
+    assert ds["extras"]["synonyms"] == {"headphones": ["earphones", "headset"]}
+    model = api.train(ds["id"], params={"epochs": 40}, alias="production")
+    assert model["status"] == "succeeded", model["failure_message"]
+    ents = model["metrics"]["entities"]
+    assert ents["backend"] == "spacy-ner" and {"order_id", "product", "city"} <= set(
+        ents["per_entity"]
+    )
+    url = f"/v1/models/{model['id']}/parse"
+    r = api.client.post(url, json={"text": "where is order Z-4242?"}, headers=api.a)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["intent"]["name"] == "track_order" and body["text"] == "where is order Z-4242?"
+    assert body["intent_ranking"][0] == body["intent"] and len(body["intent_ranking"]) == 5
+    assert ("order_id", "Z-4242") in {(e["entity"], e["value"]) for e in body["entities"]}
+    # a lookup value nobody annotated, and a synonym mapped to its canonical value
+    r = api.client.post(
+        url, json={"text": "refund the toaster and the earphones"}, headers=api.a
+    ).json()
+    values = {e["value"] for e in r["entities"] if e["entity"] == "product"}
+    assert r["intent"]["name"] == "refund" and {"toaster", "headphones"} <= values
+    # Rasa clients: POST /model/parse with ?token= on the production model
+    key = api.a["Authorization"].split()[1]
+    rasa = api.client.post(
+        f"/model/parse?token={key}", json={"text": "hello there", "message_id": "m1"}
+    )
+    assert rasa.status_code == 200, rasa.text
+    assert rasa.json()["intent"]["name"] == "greet" and rasa.json()["model_id"] == model["id"]
+    assert api.client.post("/model/parse", json={"text": "hi"}).status_code == 401
+    # predict on a joint model gives entities beside the intents
+    pred = api.client.post(
+        f"/v1/models/{model['id']}/predict", json={"text": "track B-2210"}, headers=api.a
+    ).json()
+    assert pred["predictions"][0]["label"] == "track_order" and pred["entities"]
