@@ -1,0 +1,896 @@
+"""Multi-tenant serving benchmark: thousands of tenants' intent models in one Parley server.
+
+Setup (in this process, with Parley's own Python API, on a temporary data directory): every
+HWU64 ``train/`` text (8,954 texts, 64 intents) is encoded once with the real encoder; then for
+each of ``--tenants`` tenants (default 1,000) a tenant and API key are created, a random 10-40
+of the intents with about 8 examples each are drawn (seeded), a real ``embedding-head`` model
+is trained on the cached features (15 epochs), stored like the train worker stores it, and
+recorded as a succeeded model.
+
+Then ``parley serve --no-demo`` is started as a subprocess on that data directory, once with
+micro-batching on (``PARLEY_SERVING__MAX_BATCH=64``) and once off (``=1``), with
+``PARLEY_QUEUE__WORKERS=0`` (no train worker processes). For each server:
+
+* (batching on only) cold load: for the first 200 tenants in turn, one ``predict`` call (the
+  first for that model: it loads the head from storage), then a second one (warm). The cold
+  cost of a model is its first-call latency minus the median warm latency;
+* every model is loaded (one sequential ``predict`` per tenant), and the server's resident
+  memory (``VmRSS`` of the ``parley serve`` process) is read before any model and after all;
+* load: 1, 16 and 64 concurrent clients (threads, one ``httpx.Client`` each) send single-text
+  ``predict`` requests for random tenants (a random tenant's model and one of its texts), a
+  fixed count per client, bounded by ``--max-seconds``; p50 / p99 latency and requests/s.
+
+The results are printed as plain-text tables, followed by the targets with PASS/FAIL: 1,000
+models in <= 1.5 GB server RSS; cold-load p50 <= 50 ms; micro-batching >= 3x the unbatched
+throughput at 64 clients; p99 <= 100 ms at 64 clients (batching on). The load clients run on
+the same machine as the server and compete with it for the CPUs; the table shows the CPU
+seconds each side used. Run it as::
+
+    .venv/bin/python bench/serving.py --tenants 50
+    .venv/bin/python bench/serving.py --json /tmp/serving.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import contextlib
+import json
+import os
+import random
+import shlex
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a script: make ``bench.intent`` importable
+    sys.path.insert(0, str(ROOT))
+
+from bench.intent import (  # noqa: E402
+    BenchError,
+    fmt,
+    free_port,
+    interrupt,
+    json_safe,
+    load_average,
+    machine_facts,
+    percentile,
+    read_split,
+    render_table,
+    stop_server,
+    tail,
+    wait_healthy,
+)
+
+DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "hwu64"
+MIN_INTENTS, MAX_INTENTS = 10, 40
+EXAMPLES_PER_INTENT = 8
+PREDICT_TEXTS = 5  # texts kept per tenant for its predictions
+EPOCHS = 15
+COLD_MODELS = 200
+PER_CLIENT = {1: 300, 16: 40, 64: 15}  # requests per client, by client count
+MB = 1_000_000
+ERROR_SAMPLES = 5
+
+# Targets (checked in ``evaluate_targets``).
+RSS_TARGET_MB = 1500.0
+COLD_TARGET_MS = 50.0
+SPEEDUP_TARGET = 3.0
+P99_TARGET_MS = 100.0
+TARGET_MODELS = 1000
+TARGET_CLIENTS = 64
+
+
+@dataclass
+class TenantModel:
+    tenant_id: str
+    api_key: str
+    model_id: str
+    labels: int
+    examples: int
+    texts: list[str]
+
+
+@dataclass
+class LoadResult:
+    batching: str
+    max_batch: int
+    clients: int
+    per_client: int
+    requests: int = 0
+    errors: int = 0
+    wall_s: float = float("nan")
+    p50_ms: float = float("nan")
+    p90_ms: float = float("nan")
+    p99_ms: float = float("nan")
+    mean_ms: float = float("nan")
+    max_ms: float = float("nan")
+    rps: float = float("nan")
+    server_cpu_s: float = float("nan")
+    bench_cpu_s: float = float("nan")
+    load_1m: str = "-"
+    stopped_early: bool = False
+    error_samples: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ServerResult:
+    batching: str
+    max_batch: int
+    startup_s: float = float("nan")
+    rss_start_mb: float = float("nan")
+    rss_loaded_mb: float = float("nan")
+    rss_end_mb: float = float("nan")
+    rss_peak_mb: float = float("nan")
+    children: int = 0
+    models_loaded: int = -1
+    load_all_s: float = float("nan")
+    load_all_errors: int = 0
+    cold: dict[str, Any] = field(default_factory=dict)
+    load: list[LoadResult] = field(default_factory=list)
+    error_samples: list[str] = field(default_factory=list)
+
+
+# --- setup: tenants and models through Parley's Python API --------------------------------
+
+
+def setup_tenants(
+    args: argparse.Namespace, data_dir: Path, scratch: Path
+) -> tuple[list[TenantModel], dict[str, Any]]:
+    """Create ``args.tenants`` tenants, each with a real trained head; return them and timings."""
+    os.environ["PARLEY_DATA_DIR"] = str(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    from core.db import dispose_engines, get_engine, session_scope, upgrade
+    from core.ids import new_id
+    from core.settings import get_settings
+    from core.storage import open_store, sha256_dir
+    from core.tables import Model
+    from core.tenants import create_tenant
+    from nlu.intent.embedding_head import EmbeddingHeadBackend, EmbeddingHeadConfig
+    from training.backends import BackendContext
+
+    get_settings.cache_clear()
+    settings = get_settings()
+    timings: dict[str, Any] = {}
+    texts, labels = read_split(args.data, "train")
+    by_label: dict[str, list[int]] = {}
+    for i, label in enumerate(labels):
+        by_label.setdefault(label, []).append(i)
+    intents = sorted(by_label)
+    if len(intents) < MIN_INTENTS:
+        raise BenchError(f"{args.data}/train has {len(intents)} intents; need {MIN_INTENTS}+")
+    print(f"data: {len(texts)} texts, {len(intents)} intents ({args.data / 'train'})")
+
+    t0 = time.perf_counter()
+    upgrade(settings.database_url)
+    engine = get_engine(settings.database_url)
+    store = open_store(settings.artifacts_dir)
+    timings["migrate_s"] = time.perf_counter() - t0
+
+    backend = EmbeddingHeadBackend(
+        BackendContext(cache_dir=settings.cache_dir, device=args.device, threads=args.threads)
+    )
+    feat_config = EmbeddingHeadConfig(encoder_precision=args.precision)
+    t0 = time.perf_counter()
+    features = backend.featurize(texts, config=feat_config)
+    timings["featurize_s"] = time.perf_counter() - t0
+    timings["precision"] = backend.precision(feat_config)
+    print(
+        f"featurized {len(texts)} texts in {timings['featurize_s']:.1f} s "
+        f"({timings['precision']} encoder, {args.device}, {args.threads} threads; includes the "
+        "encoder's one-off ONNX export into the temp cache)"
+    )
+
+    config = EmbeddingHeadConfig(epochs=EPOCHS, encoder_precision=args.precision)
+    # A head is a few hundred examples: one thread trains it fastest, and several threads
+    # collapse (10x slower) when other work shares the CPUs.
+    import torch
+
+    torch_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    rng = random.Random(args.seed)
+    tenants: list[TenantModel] = []
+    train_s = save_s = db_s = 0.0
+    t_all = time.perf_counter()
+    chunk = 50
+    for begin in range(0, args.tenants, chunk):
+        with session_scope(engine) as session:
+            for i in range(begin, min(begin + chunk, args.tenants)):
+                chosen = rng.sample(
+                    intents, rng.randint(MIN_INTENTS, min(MAX_INTENTS, len(intents)))
+                )
+                train_idx: list[int] = []
+                rest_idx: list[int] = []
+                for intent in chosen:
+                    pool = by_label[intent]
+                    picked = rng.sample(pool, min(EXAMPLES_PER_INTENT, len(pool)))
+                    train_idx.extend(picked)
+                    rest_idx.extend(sorted(set(pool) - set(picked)))
+                t1 = time.perf_counter()
+                model = backend.train(
+                    features[train_idx],
+                    [labels[j] for j in train_idx],
+                    config,
+                    seed=i,
+                    validation=None,
+                    on_epoch=None,
+                    progress=lambda _f: None,
+                )
+                t2 = time.perf_counter()
+                train_s += t2 - t1
+                tenant, key = create_tenant(session, f"bench-{i:05d}")
+                model_id = new_id("model")
+                tmp = Path(tempfile.mkdtemp(dir=scratch))
+                model.save(tmp)
+                artifact = f"tenants/{tenant.id}/models/{model_id}"
+                store.put_dir(artifact, tmp)
+                shutil.rmtree(tmp, ignore_errors=True)
+                digest = sha256_dir(store.local_dir(artifact))
+                t3 = time.perf_counter()
+                save_s += t3 - t2
+                session.add(
+                    Model(
+                        id=model_id,
+                        tenant_id=tenant.id,
+                        dataset_id="ds_bench",
+                        name=f"bench-{i:05d}",
+                        backend="embedding-head",
+                        backend_version="1",
+                        task="intent",
+                        params={},
+                        status="succeeded",
+                        progress=1.0,
+                        labels=model.labels,
+                        artifact_key=artifact,
+                        artifact_sha256=digest,
+                        metrics=None,
+                    )
+                )
+                held_out = rest_idx or train_idx
+                sample = rng.sample(held_out, min(PREDICT_TEXTS, len(held_out)))
+                tenants.append(
+                    TenantModel(
+                        tenant_id=tenant.id,
+                        api_key=key.secret,
+                        model_id=model_id,
+                        labels=len(model.labels),
+                        examples=len(train_idx),
+                        texts=[texts[j] for j in sample],
+                    )
+                )
+            t_commit = time.perf_counter()
+        db_s += time.perf_counter() - t_commit  # the commit, as the session closes
+        done = len(tenants)
+        if done % 200 == 0 or done == args.tenants:
+            print(
+                f"  {done:5d}/{args.tenants} tenants and models "
+                f"({time.perf_counter() - t_all:.1f} s)",
+                flush=True,
+            )
+    dispose_engines()
+    torch.set_num_threads(torch_threads)
+    timings["heads_total_s"] = time.perf_counter() - t_all
+    timings["heads_train_s"] = train_s
+    timings["heads_save_s"] = save_s
+    timings["commit_s"] = db_s
+    timings["labels_mean"] = statistics.fmean(t.labels for t in tenants)
+    timings["examples_mean"] = statistics.fmean(t.examples for t in tenants)
+    print(
+        f"{len(tenants)} tenants: {timings['heads_total_s']:.1f} s "
+        f"(training {train_s:.1f} s on 1 torch thread, saving {save_s:.1f} s); "
+        f"{timings['labels_mean']:.1f} intents and {timings['examples_mean']:.0f} examples a "
+        "model on average"
+    )
+    return tenants, timings
+
+
+# --- server -------------------------------------------------------------------------------
+
+
+def rss_mb(pid: int) -> tuple[float, float]:
+    """(VmRSS, VmHWM) of a process in MB (10^6 bytes)."""
+    values: dict[str, float] = {}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            name, _, rest = line.partition(":")
+            if name in ("VmRSS", "VmHWM"):
+                values[name] = int(rest.split()[0]) * 1024 / MB
+    except OSError:
+        pass
+    return values.get("VmRSS", float("nan")), values.get("VmHWM", float("nan"))
+
+
+def child_pids(pid: int) -> list[int]:
+    out: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError):
+                out += [int(x) for x in (task / "children").read_text().split()]
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (all its threads)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextlib.contextmanager
+def run_server(
+    data_dir: Path, port: int, max_batch: int, device: str, log_path: Path
+) -> Iterator[tuple[str, subprocess.Popen[bytes], float]]:
+    """Start ``parley serve`` on ``data_dir``; yield (base URL, process, startup s); stop it."""
+    parley = Path(sys.executable).parent / "parley"
+    if not parley.exists():
+        raise BenchError(f"{parley} not found; install the project (pip install -e .)")
+    env = dict(os.environ)
+    env.update(
+        PARLEY_DATA_DIR=str(data_dir),
+        PARLEY_LOG_LEVEL="WARNING",
+        PARLEY_QUEUE__WORKERS="0",
+        PARLEY_SERVING__MAX_BATCH=str(max_batch),
+        PARLEY_SERVING__DEVICE=device,
+    )
+    cmd = [str(parley), "serve", "--host", "127.0.0.1", "--port", str(port), "--no-demo"]
+    url = f"http://127.0.0.1:{port}"
+    with log_path.open("wb") as log:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(
+            cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            wait_healthy(url, proc, log_path)
+            startup = time.perf_counter() - t0
+            print(
+                f"server (max_batch={max_batch}) up on {url} in {startup:.1f} s, pid {proc.pid} "
+                f"(log: {log_path})",
+                flush=True,
+            )
+            yield url, proc, startup
+        finally:
+            stop_server(proc)
+
+
+# --- requests -----------------------------------------------------------------------------
+
+
+def predict(client: httpx.Client, tenant: TenantModel, text: str) -> str | None:
+    """One single-text prediction; ``None`` if it succeeded, else what went wrong."""
+    try:
+        resp = client.post(
+            f"/v1/models/{tenant.model_id}/predict",
+            json={"text": text},
+            headers={"Authorization": f"Bearer {tenant.api_key}"},
+        )
+    except httpx.HTTPError as e:
+        return f"{type(e).__name__}: {e}"
+    if resp.status_code != 200:
+        return f"HTTP {resp.status_code}: {resp.text[:300]}"
+    try:
+        body = resp.json()
+    except ValueError:
+        return f"not JSON: {resp.text[:300]}"
+    if not body.get("predictions"):
+        return f"no predictions: {str(body)[:300]}"
+    return None
+
+
+def timed(client: httpx.Client, tenant: TenantModel, text: str) -> tuple[float, str | None]:
+    t0 = time.perf_counter()
+    error = predict(client, tenant, text)
+    return (time.perf_counter() - t0) * 1000, error
+
+
+def note_error(samples: list[str], error: str) -> None:
+    if len(samples) < ERROR_SAMPLES:
+        samples.append(error)
+
+
+def measure_cold(
+    client: httpx.Client, tenants: Sequence[TenantModel], result: ServerResult
+) -> None:
+    """First (cold) and second (warm) call for each of ``tenants``, in turn."""
+    first: list[float] = []
+    warm: list[float] = []
+    pairs: list[tuple[float, float]] = []
+    errors = 0
+    for t in tenants:
+        ms_first, err_first = timed(client, t, t.texts[0])
+        ms_warm, err_warm = timed(client, t, t.texts[1 % len(t.texts)])
+        for err in (err_first, err_warm):
+            if err is not None:
+                errors += 1
+                note_error(result.error_samples, f"cold-load: {err}")
+        if err_first is None:
+            first.append(ms_first)
+        if err_warm is None:
+            warm.append(ms_warm)
+        if err_first is None and err_warm is None:
+            pairs.append((ms_first, ms_warm))
+    warm_median = statistics.median(warm) if warm else float("nan")
+    cost = [f - warm_median for f, _ in pairs]
+    result.cold = {
+        "models": len(tenants),
+        "errors": errors,
+        "first_p50_ms": percentile(first, 50),
+        "first_p90_ms": percentile(first, 90),
+        "first_p99_ms": percentile(first, 99),
+        "first_max_ms": max(first, default=float("nan")),
+        "warm_p50_ms": warm_median,
+        "warm_p99_ms": percentile(warm, 99),
+        "cost_p50_ms": percentile(cost, 50),
+        "cost_p90_ms": percentile(cost, 90),
+        "cost_p99_ms": percentile(cost, 99),
+    }
+    c = result.cold
+    print(
+        f"  cold load ({len(tenants)} models): first call p50 {c['first_p50_ms']:.1f} ms, "
+        f"p99 {c['first_p99_ms']:.1f} ms; warm p50 {warm_median:.1f} ms; cold cost p50 "
+        f"{c['cost_p50_ms']:.1f} ms, p99 {c['cost_p99_ms']:.1f} ms ({errors} errors)",
+        flush=True,
+    )
+
+
+def load_all(client: httpx.Client, tenants: Sequence[TenantModel], result: ServerResult) -> None:
+    """One sequential prediction per tenant, so that every model is loaded."""
+    t0 = time.perf_counter()
+    for t in tenants:
+        error = predict(client, t, t.texts[0])
+        if error is not None:
+            result.load_all_errors += 1
+            note_error(result.error_samples, f"load-all: {error}")
+    result.load_all_s = time.perf_counter() - t0
+
+
+def run_load(
+    url: str,
+    tenants: Sequence[TenantModel],
+    clients: int,
+    per_client: int,
+    max_seconds: float,
+    seed: int,
+    result: LoadResult,
+    server_pid: int,
+) -> None:
+    """``clients`` threads each send up to ``per_client`` single-text requests for random
+    tenants (stopping at ``max_seconds``); fill ``result``."""
+    clock: dict[str, float] = {}
+
+    def begin() -> None:  # run once, as every client and this thread pass the barrier
+        clock["t0"] = time.perf_counter()
+        clock["deadline"] = time.monotonic() + max_seconds
+        clock["server_cpu"] = cpu_seconds(server_pid)
+        clock["bench_cpu"] = time.process_time()
+
+    start = threading.Barrier(clients + 1, action=begin)
+
+    def worker(index: int) -> tuple[list[float], int, list[str], bool]:
+        rng = random.Random(seed * 1_000_003 + clients * 1_000 + index)
+        samples: list[float] = []
+        errors: list[str] = []
+        failed = 0
+        stopped = False
+        with httpx.Client(base_url=url, timeout=30.0) as client:
+            try:
+                client.get("/v1/health").raise_for_status()  # open the connection
+            except Exception:
+                start.abort()
+                raise
+            start.wait()
+            for _ in range(per_client):
+                if time.monotonic() > clock["deadline"]:
+                    stopped = True
+                    break
+                tenant = rng.choice(tenants)
+                ms, error = timed(client, tenant, rng.choice(tenant.texts))
+                if error is None:
+                    samples.append(ms)
+                else:
+                    failed += 1
+                    note_error(errors, error)
+        return samples, failed, errors, stopped
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=clients) as pool:
+        futures = [pool.submit(worker, i) for i in range(clients)]
+        try:
+            start.wait(timeout=120)
+        except threading.BrokenBarrierError as e:
+            for f in futures:
+                if f.done() and f.exception():
+                    raise BenchError(f"load client failed: {f.exception()}") from e
+            raise BenchError("load clients did not start within 120 s") from e
+        outcomes = [f.result() for f in futures]
+        result.wall_s = time.perf_counter() - clock["t0"]
+    result.server_cpu_s = cpu_seconds(server_pid) - clock["server_cpu"]
+    result.bench_cpu_s = time.process_time() - clock["bench_cpu"]
+    samples = [ms for o in outcomes for ms in o[0]]
+    result.requests = len(samples)
+    result.errors = sum(o[1] for o in outcomes)
+    for o in outcomes:
+        for err in o[2]:
+            note_error(result.error_samples, err)
+    result.stopped_early = any(o[3] for o in outcomes)
+    result.p50_ms = percentile(samples, 50)
+    result.p90_ms = percentile(samples, 90)
+    result.p99_ms = percentile(samples, 99)
+    result.mean_ms = statistics.fmean(samples) if samples else float("nan")
+    result.max_ms = max(samples, default=float("nan"))
+    result.load_1m = load_average().split(" ")[0]
+    result.rps = result.requests / result.wall_s if result.wall_s > 0 else float("nan")
+
+
+def serve_config(
+    batching: bool,
+    tenants: Sequence[TenantModel],
+    data_dir: Path,
+    workdir: Path,
+    args: argparse.Namespace,
+) -> ServerResult:
+    max_batch = args.max_batch if batching else 1
+    label = "on" if batching else "off"
+    result = ServerResult(batching=label, max_batch=max_batch)
+    print(f"\n== batching {label} (PARLEY_SERVING__MAX_BATCH={max_batch})", flush=True)
+    port = args.port or free_port()
+    log_path = workdir / f"server-batching-{label}.log"
+    try:
+        with run_server(data_dir, port, max_batch, args.device, log_path) as (url, proc, up):
+            result.startup_s = up
+            time.sleep(0.5)  # let start-up allocations settle
+            result.rss_start_mb, _ = rss_mb(proc.pid)
+            with httpx.Client(base_url=url, timeout=60.0) as client:
+                client.get("/v1/health").raise_for_status()  # open the connection
+                cold_n = min(args.cold_models, len(tenants)) if batching else 0
+                if cold_n:
+                    if len(tenants) > cold_n:  # warm the server's own code paths first
+                        spare = tenants[-1]
+                        predict(client, spare, spare.texts[0])
+                        predict(client, spare, spare.texts[0])
+                    measure_cold(client, tenants[:cold_n], result)
+                load_all(client, tenants, result)
+                health = client.get("/v1/health").json()
+                result.models_loaded = int(health.get("models_loaded", -1))
+            time.sleep(0.5)
+            result.rss_loaded_mb, _ = rss_mb(proc.pid)
+            result.children = len(child_pids(proc.pid))
+            print(
+                f"  loaded {result.models_loaded} models in {result.load_all_s:.1f} s "
+                f"({result.load_all_errors} errors); RSS {result.rss_start_mb:.0f} MB before, "
+                f"{result.rss_loaded_mb:.0f} MB after ({result.children} child processes)",
+                flush=True,
+            )
+            for clients in args.clients:
+                per_client = args.per_client or PER_CLIENT.get(clients, max(15, 640 // clients))
+                load = LoadResult(
+                    batching=label, max_batch=max_batch, clients=clients, per_client=per_client
+                )
+                run_load(
+                    url,
+                    tenants,
+                    clients,
+                    per_client,
+                    args.max_seconds,
+                    args.seed,
+                    load,
+                    proc.pid,
+                )
+                result.load.append(load)
+                print(
+                    f"  {clients:3d} clients x {per_client}: {load.requests} ok, "
+                    f"{load.errors} errors in {load.wall_s:.1f} s = {load.rps:.1f} req/s; "
+                    f"p50 {load.p50_ms:.1f} ms, p99 {load.p99_ms:.1f} ms"
+                    f"{' (stopped at --max-seconds)' if load.stopped_early else ''}",
+                    flush=True,
+                )
+                for err in load.error_samples:
+                    print(f"    error: {err}")
+            result.rss_end_mb, result.rss_peak_mb = rss_mb(proc.pid)
+            if proc.poll() is not None:
+                raise BenchError(
+                    f"server exited with code {proc.returncode} during the run; log tail:\n"
+                    f"{tail(log_path)}"
+                )
+    finally:
+        for err in result.error_samples:
+            print(f"  error: {err}")
+    return result
+
+
+# --- report -------------------------------------------------------------------------------
+
+
+def load_table(servers: Sequence[ServerResult]) -> str:
+    rows = []
+    for s in servers:
+        for r in s.load:
+            rows.append(
+                [
+                    s.batching,
+                    str(r.max_batch),
+                    str(r.clients),
+                    f"{r.requests}",
+                    f"{r.errors}",
+                    fmt(r.p50_ms, ".1f"),
+                    fmt(r.p90_ms, ".1f"),
+                    fmt(r.p99_ms, ".1f"),
+                    fmt(r.max_ms, ".1f"),
+                    fmt(r.rps, ".1f"),
+                    fmt(r.wall_s, ".1f") + ("*" if r.stopped_early else ""),
+                    fmt(r.server_cpu_s, ".1f"),
+                    fmt(r.bench_cpu_s, ".1f"),
+                    r.load_1m,
+                ]
+            )
+    header = [
+        "batching",
+        "max_batch",
+        "clients",
+        "ok",
+        "errors",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "max ms",
+        "req/s",
+        "wall s",
+        "server cpu s",
+        "client cpu s",
+        "load 1m",
+    ]
+    return render_table(header, rows, "lrrrrrrrrrrrrr")
+
+
+def memory_table(servers: Sequence[ServerResult], n: int) -> str:
+    rows = []
+    for s in servers:
+        per_model_kb = (s.rss_loaded_mb - s.rss_start_mb) * MB / 1000 / n if n else float("nan")
+        rows.append(
+            [
+                s.batching,
+                fmt(s.startup_s, ".1f"),
+                fmt(s.rss_start_mb, ".0f"),
+                fmt(s.rss_loaded_mb, ".0f"),
+                fmt(per_model_kb, ".0f"),
+                fmt(s.rss_end_mb, ".0f"),
+                fmt(s.rss_peak_mb, ".0f"),
+                str(s.models_loaded),
+                fmt(s.load_all_s, ".1f"),
+                str(s.load_all_errors),
+                str(s.children),
+            ]
+        )
+    header = [
+        "batching",
+        "start s",
+        "RSS before MB",
+        f"RSS {n} models MB",
+        "kB/model",
+        "RSS end MB",
+        "peak MB",
+        "loaded",
+        "load-all s",
+        "errors",
+        "children",
+    ]
+    return render_table(header, rows, "lrrrrrrrrrr")
+
+
+def cold_table(cold: dict[str, Any]) -> str:
+    rows = [
+        [
+            "first call (cold: load + key/model look-up)",
+            *(fmt(cold.get(f"first_{p}_ms", float("nan")), ".1f") for p in ("p50", "p90", "p99")),
+        ],
+        [
+            "second call (warm)",
+            fmt(cold.get("warm_p50_ms", float("nan")), ".1f"),
+            "-",
+            fmt(cold.get("warm_p99_ms", float("nan")), ".1f"),
+        ],
+        [
+            "cold cost = first - median warm",
+            *(fmt(cold.get(f"cost_{p}_ms", float("nan")), ".1f") for p in ("p50", "p90", "p99")),
+        ],
+    ]
+    title = f"cold load, {cold.get('models', 0)} models ({cold.get('errors', 0)} errors)"
+    return render_table([title, "p50 ms", "p90 ms", "p99 ms"], rows)
+
+
+def find_load(servers: Sequence[ServerResult], batching: str, clients: int) -> LoadResult | None:
+    for s in servers:
+        if s.batching == batching:
+            for r in s.load:
+                if r.clients == clients:
+                    return r
+    return None
+
+
+def evaluate_targets(
+    servers: Sequence[ServerResult], n: int, clients: Sequence[int]
+) -> list[dict[str, Any]]:
+    on = next((s for s in servers if s.batching == "on"), None)
+    top = TARGET_CLIENTS if TARGET_CLIENTS in clients else max(clients)
+    on_top, off_top = find_load(servers, "on", top), find_load(servers, "off", top)
+    nan = float("nan")
+    rss = on.rss_loaded_mb if on else nan
+    cold = on.cold.get("cost_p50_ms", nan) if on else nan
+    speedup = (
+        on_top.rps / off_top.rps if on_top and off_top and off_top.rps and off_top.rps > 0 else nan
+    )
+    p99 = on_top.p99_ms if on_top else nan
+    models_note = "" if n >= TARGET_MODELS else f" (only {n}; target is for {TARGET_MODELS})"
+    checks = [
+        ("server RSS MB, " + f"{n} models loaded{models_note}", rss, "<=", RSS_TARGET_MB, ".0f"),
+        ("cold-load cost p50 ms", cold, "<=", COLD_TARGET_MS, ".1f"),
+        (f"batching speed-up, req/s on/off at {top} clients", speedup, ">=", SPEEDUP_TARGET, ".2f"),
+        (f"p99 ms at {top} clients (batching on)", p99, "<=", P99_TARGET_MS, ".1f"),
+    ]
+    out = []
+    for title, value, op, threshold, spec in checks:
+        ok = value == value and (value <= threshold if op == "<=" else value >= threshold)
+        out.append(
+            {
+                "check": title,
+                "value": value,
+                "shown": fmt(value, spec),
+                "target": f"{op} {threshold:g}",
+                "pass": bool(ok),
+            }
+        )
+    return out
+
+
+def targets_table(checks: Sequence[dict[str, Any]]) -> str:
+    rows = [[c["check"], c["shown"], c["target"], "PASS" if c["pass"] else "FAIL"] for c in checks]
+    return render_table(["target", "value", "goal", "result"], rows, "lrrl")
+
+
+def print_header(argv: Sequence[str], facts: dict[str, Any], args: argparse.Namespace) -> None:
+    print(f"Parley serving benchmark ({args.tenants} tenants, HWU64)")
+    print(f"command : {shlex.join([sys.executable, *argv])}")
+    print(f"machine : {facts['host']}, {facts['platform']}, Python {facts['python']}")
+    print(
+        f"cpus    : {facts['cpu_count']} ({facts['cpus_usable']} usable)"
+        f"{', ' + facts['cpu_model'] if facts['cpu_model'] else ''}"
+    )
+    env = ", ".join(f"{k}={v}" for k, v in facts["threads_env"].items())
+    print(f"threads : {env}")
+    print(f"load    : {facts['load_average_start']} (1/5/15 min; other work skews timings)")
+    print(
+        "server  : parley serve --no-demo, PARLEY_QUEUE__WORKERS=0, PARLEY_SERVING__MAX_BATCH="
+        f"{args.max_batch} (on) / 1 (off), device {args.device}; load clients run here too"
+    )
+
+
+# --- main ---------------------------------------------------------------------------------
+
+
+def parse_clients(text: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--clients {text!r}: give numbers like 1,16,64") from None
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError("--clients needs positive numbers, like 1,16,64")
+    return values
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--tenants", type=int, default=1000, help="tenants, one model each")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="HWU64 folder (train/)")
+    p.add_argument("--port", type=int, default=0, help="port for the servers (default: free)")
+    p.add_argument("--clients", type=parse_clients, default=[1, 16, 64], help="e.g. 1,16,64")
+    p.add_argument(
+        "--per-client",
+        type=int,
+        default=0,
+        help="requests per client (default: 300 for 1 client, 40 for 16, 15 for 64)",
+    )
+    p.add_argument("--max-seconds", type=float, default=60.0, help="time bound per load level")
+    p.add_argument("--cold-models", type=int, default=COLD_MODELS, help="models timed cold")
+    p.add_argument("--max-batch", type=int, default=64, help="MAX_BATCH of the batching server")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument(
+        "--precision",
+        choices=["auto", "int8", "fp32"],
+        default="auto",
+        help="encoder precision the heads are trained (and so served) with",
+    )
+    p.add_argument("--threads", type=int, default=2, help="encoder threads for the setup")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--only", choices=["on", "off"], help="run one configuration only")
+    p.add_argument("--json", type=Path, help="also write the results here")
+    args = p.parse_args(argv)
+    if args.tenants < 1 or args.cold_models < 0 or args.max_batch < 2 or args.per_client < 0:
+        p.error("--tenants must be >= 1, --max-batch >= 2, --cold-models/--per-client >= 0")
+    return args
+
+
+def run(args: argparse.Namespace, workdir: Path) -> tuple[dict[str, Any], list[ServerResult]]:
+    data_dir = workdir / "data"
+    scratch = workdir / "scratch"
+    scratch.mkdir(parents=True)
+    t0 = time.perf_counter()
+    tenants, timings = setup_tenants(args, data_dir, scratch)
+    timings["setup_s"] = time.perf_counter() - t0
+    print(f"setup took {timings['setup_s']:.1f} s", flush=True)
+    configs = [b for b in (True, False) if args.only in (None, "on" if b else "off")]
+    servers = [serve_config(b, tenants, data_dir, workdir, args) for b in configs]
+    return timings, servers
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, interrupt)  # stop the server on SIGTERM too
+    facts = machine_facts()
+    print_header([str(Path(sys.argv[0])), *argv], facts, args)
+    t0 = time.perf_counter()
+    try:
+        with tempfile.TemporaryDirectory(prefix="parley-bench-serving-") as tmp:
+            timings, servers = run(args, Path(tmp))
+    except BenchError as e:
+        print(f"\nERROR: {e}", file=sys.stderr)
+        return 1
+    except httpx.HTTPError as e:
+        where = e.request.url if isinstance(e, httpx.RequestError) else ""
+        print(f"\nERROR: HTTP failure {type(e).__name__}: {e} {where}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    total = time.perf_counter() - t0
+    checks = evaluate_targets(servers, args.tenants, args.clients)
+    print(
+        f"\nSetup: {args.tenants} tenants in {timings['setup_s']:.1f} s (featurize "
+        f"{timings['featurize_s']:.1f} s with the {timings['precision']} encoder; heads "
+        f"{timings['heads_total_s']:.1f} s, of which training {timings['heads_train_s']:.1f} s)"
+    )
+    print("\nLoad (single-text predict, random tenant per request)")
+    print(load_table(servers))
+    if any(r.stopped_early for s in servers for r in s.load):
+        print("* stopped at --max-seconds before every client sent its requests")
+    print("\nMemory (VmRSS of the parley serve process; MB = 10^6 bytes)")
+    print(memory_table(servers, args.tenants))
+    on = next((s for s in servers if s.batching == "on"), None)
+    if on and on.cold:
+        print()
+        print(cold_table(on.cold))
+    print("\nTargets")
+    print(targets_table(checks))
+    passed = sum(c["pass"] for c in checks)
+    print(f"\n{passed}/{len(checks)} targets met; benchmark took {total:.0f} s")
+    print(f"load average at the start: {facts['load_average_start']}, at the end: {load_average()}")
+    if args.json:
+        payload = {
+            "command": shlex.join([sys.executable, *sys.argv]),
+            "machine": facts,
+            "load_average_end": load_average(),
+            "args": {k: str(v) for k, v in vars(args).items()},
+            "setup": timings,
+            "servers": [asdict(s) for s in servers],
+            "targets": checks,
+            "total_s": total,
+        }
+        args.json.write_text(json.dumps(json_safe(payload), indent=2, default=str) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
