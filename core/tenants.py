@@ -111,9 +111,13 @@ def authenticate(session: Session, secret: str | None) -> Principal:
     """The principal for a bearer secret; ``Unauthenticated`` if missing, wrong or revoked."""
     if not secret:
         raise Unauthenticated("missing API key; send `Authorization: Bearer <api key>`")
-    record = session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(secret)))
-    if record is None:
+    row = session.execute(
+        select(ApiKey.tenant_id, ApiKey.id, ApiKey.scopes, ApiKey.revoked_at).where(
+            ApiKey.key_hash == hash_key(secret)
+        )
+    ).first()
+    if row is None:
         raise Unauthenticated("invalid API key")
-    if record.revoked_at is not None:
+    if row.revoked_at is not None:
         raise Unauthenticated("this API key was revoked; create a new one")
-    return Principal(tenant_id=record.tenant_id, key_id=record.id, scopes=frozenset(record.scopes))
+    return Principal(tenant_id=row.tenant_id, key_id=row.id, scopes=frozenset(row.scopes))
