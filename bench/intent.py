@@ -55,7 +55,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "banking77"
-SPLITS = {"full": "train", "train_10": "train_10"}
+SPLITS = {"full": "train", "train_10": "train_10", "train_5": "train_5"}
 BATCH = 64
 WARMUP = 10
 POLL_S = 0.25
@@ -320,11 +320,14 @@ class Progress:
             print(flush=True)
 
 
-def train(client: httpx.Client, dataset_id: str, label: str) -> tuple[dict[str, Any], float]:
+def train(
+    client: httpx.Client, dataset_id: str, label: str, params: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], float]:
     """Queue a model and poll it to the end; return (final model JSON, client seconds)."""
     progress = Progress(label)
     t0 = time.perf_counter()
-    model: dict[str, Any] = check(client.post("/v1/models", json={"dataset_id": dataset_id}), 202)
+    body = {"dataset_id": dataset_id, "params": params or {}}
+    model: dict[str, Any] = check(client.post("/v1/models", json=body), 202)
     try:
         while model["status"] not in ("succeeded", "failed", "cancelled"):
             elapsed = time.perf_counter() - t0
@@ -450,12 +453,12 @@ def run_split(
     texts, labels = read_split(data_dir, SPLITS[split])
     result = SplitResult(split=split, examples=len(texts), labels=len(set(labels)))
     print(f"\n== {split}: {result.examples} examples, {result.labels} labels")
-    csv_path = workdir / f"banking77-{split}.csv"
+    csv_path = workdir / f"{data_dir.name}-{split}.csv"
     write_csv(csv_path, texts, labels)
     headers = {"Authorization": f"Bearer {api_key}"}
     with httpx.Client(base_url=url, headers=headers, timeout=60.0) as client:
         t0 = time.perf_counter()
-        dataset = upload_dataset(client, f"banking77-{split}", csv_path)
+        dataset = upload_dataset(client, f"{data_dir.name}-{split}", csv_path)
         result.dataset_id = dataset["id"]
         result.extra["upload_s"] = round(time.perf_counter() - t0, 3)
         print(
@@ -468,7 +471,7 @@ def run_split(
                 f"({dataset.get('num_duplicates')} duplicates)"
             )
 
-        model, result.train_s = train(client, dataset["id"], split)
+        model, result.train_s = train(client, dataset["id"], split, args.params)
         result.model_id = model["id"]
         started, finished = (
             parse_time(model.get("started_at")),
@@ -679,10 +682,26 @@ def print_header(argv: Sequence[str], facts: dict[str, Any]) -> None:
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--split", choices=["full", "train_10", "both"], default="both")
+    p.add_argument(
+        "--split",
+        choices=["full", "train_10", "train_5", "both", "all"],
+        default="both",
+        help="both = full + train_10; all = full + train_10 + train_5",
+    )
+    p.add_argument(
+        "--params",
+        type=json.loads,
+        default={},
+        help='train params as JSON, e.g. \'{"encoder_precision": "fp32"}\'',
+    )
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--port", type=int, default=0, help="port for the server (default: free)")
-    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="Banking77 folder")
+    p.add_argument(
+        "--data",
+        type=Path,
+        default=DEFAULT_DATA,
+        help="intent data folder (Banking77 layout: <split>/seq.in + label)",
+    )
     p.add_argument("--url", help="use this running server instead of starting one")
     p.add_argument("--api-key", help="tenant API key for --url")
     p.add_argument("--requests", type=int, default=200, help="sequential latency calls")
@@ -701,7 +720,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace, workdir: Path) -> list[SplitResult]:
-    splits = ["full", "train_10"] if args.split == "both" else [args.split]
+    splits = {"both": ["full", "train_10"], "all": ["full", "train_10", "train_5"]}.get(
+        args.split, [args.split]
+    )
     test = read_split(args.data, "test")
     print(f"test split: {len(test[0])} texts, {len(set(test[1]))} labels ({args.data})")
     if args.url:
