@@ -17,7 +17,7 @@ import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 
-from bot_gateway.deps import Gateway, GatewayDep, PredictDep
+from bot_gateway.deps import Gateway, GatewayDep, PredictDep, bearer
 from bot_gateway.schemas import (
     EntityPublic,
     IntentPublic,
@@ -145,8 +145,6 @@ async def parse(
 async def rasa_parse(request: Request, body: ParseRequest, gateway: GatewayDep) -> ParseResponse:
     """Rasa's ``POST /model/parse`` on the tenant's ``production`` model. Authenticates with
     ``Authorization: Bearer <key>`` or, as Rasa's token auth does, ``?token=<key>``."""
-    from bot_gateway.deps import bearer
-
     principal = await gateway.lookups.principal(
         bearer(request) or request.query_params.get("token")
     )
