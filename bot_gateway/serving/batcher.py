@@ -1,7 +1,8 @@
 """Micro-batching: concurrent predictions share one encoder pass (dynamic batching).
 
 Requests queue up while the inference thread is busy; it then takes everything waiting (up to
-``max_batch`` texts, waiting at most ``wait_ms`` for more to arrive), featurizes the texts of
+``max_batch`` texts, waiting at most ``wait_ms`` for more to arrive — only while requests are
+arriving together: after a batch of one, the next batch does not wait), featurizes the texts of
 models that share a ``feature_key`` together (many tenants' heads over one encoder; identical
 texts once), and answers each request's future. Inference runs on this one thread, never on
 the event loop. ``max_batch=1`` turns batching off.
@@ -39,6 +40,7 @@ class MicroBatcher:
         self.wait_s = wait_ms / 1000
         self._queue: queue.Queue[object] = queue.Queue()
         self._held: _Request | None = None
+        self._last_batch_requests = 2  # assume concurrency until a batch of one says otherwise
         self._thread = threading.Thread(target=self._loop, name="inference", daemon=True)
         self._thread.start()
         self.batches = 0
@@ -58,7 +60,9 @@ class MicroBatcher:
         """``first`` and whatever waits behind it, up to ``max_batch`` texts in all (a single
         larger request still runs, alone)."""
         batch, size = [first], len(first.texts)
-        deadline = time.monotonic() + self.wait_s
+        # A lone request last time means no concurrency: waiting would only add latency.
+        wait = self.wait_s if self._last_batch_requests > 1 else 0.0
+        deadline = time.monotonic() + wait
         while size < self.max_batch:
             try:
                 left = deadline - time.monotonic()
@@ -74,6 +78,7 @@ class MicroBatcher:
                 break
             batch.append(item)
             size += len(item.texts)
+        self._last_batch_requests = len(batch)
         return batch
 
     def _loop(self) -> None:

@@ -522,3 +522,16 @@ def test_cache_memory_budget_evicts_least_recently_used(
     assert len(cache) == 2 and cache.evictions == 2
     assert cache.nbytes <= cache.budget_bytes  # type: ignore[operator]
     assert cache.peek(refs[0]) is None and cache.peek(refs[3]) is not None
+
+
+def test_no_wait_after_a_lone_request() -> None:
+    encoder = FakeEncoder()
+    batcher = MicroBatcher(wait_ms=500)
+    try:
+        model = FakeModel(encoder)
+        result(batcher.submit(model, ["a-1"]))  # first batch: waits, ends up alone
+        started = time.monotonic()
+        assert result(batcher.submit(model, ["a-2"]))[0, 0] == 2.0
+        assert time.monotonic() - started < 0.25  # no 500 ms window for a lone caller
+    finally:
+        batcher.stop()
