@@ -39,9 +39,7 @@ import json
 import math
 import secrets
 import shlex
-import signal
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -62,7 +60,7 @@ from bench.intent import (  # noqa: E402
     create_tenant,
     fmt,
     free_port,
-    interrupt,
+    guarded,
     json_safe,
     load_average,
     machine_facts,
@@ -647,24 +645,11 @@ def run(args: argparse.Namespace, workdir: Path) -> EntityResult:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, interrupt)  # stop the server on SIGTERM too
     facts = machine_facts()
     print_header([str(Path(sys.argv[0])), *argv], facts)
-    t0 = time.perf_counter()
-    try:
-        with tempfile.TemporaryDirectory(prefix="parley-bench-") as tmp:
-            result = run(args, Path(tmp))
-    except BenchError as e:
-        print(f"\nERROR: {e}", file=sys.stderr)
-        return 1
-    except httpx.HTTPError as e:
-        where = e.request.url if isinstance(e, httpx.RequestError) else ""
-        print(f"\nERROR: HTTP failure {type(e).__name__}: {e} {where}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        return 130
-    total = time.perf_counter() - t0
+    result, total, code = guarded(lambda tmp: run(args, tmp))
+    if result is None:
+        return code
     target = target_check(result)
     print("\nResults")
     print(results_table(result))

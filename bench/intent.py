@@ -45,11 +45,11 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -739,27 +739,41 @@ def interrupt(signum: int, _frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = parse_args(argv)
+T = TypeVar("T")
+
+
+def guarded(run: Callable[[Path], T], prefix: str = "parley-bench-") -> tuple[T | None, float, int]:
+    """Run a benchmark body in a temp folder: (result, seconds, exit code).
+
+    SIGTERM and Ctrl-C stop it (its server is stopped by the body's context managers); a
+    ``BenchError`` or HTTP failure prints one ``ERROR:`` line. Exit code 0 means a result.
+    """
     signal.signal(signal.SIGTERM, interrupt)  # stop the server on SIGTERM too
-    facts = machine_facts()
-    print_header([str(Path(sys.argv[0])), *argv], facts)
     t0 = time.perf_counter()
     try:
-        with tempfile.TemporaryDirectory(prefix="parley-bench-") as tmp:
-            results = run(args, Path(tmp))
+        with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+            result = run(Path(tmp))
     except BenchError as e:
         print(f"\nERROR: {e}", file=sys.stderr)
-        return 1
+        return None, time.perf_counter() - t0, 1
     except httpx.HTTPError as e:
         where = e.request.url if isinstance(e, httpx.RequestError) else ""
         print(f"\nERROR: HTTP failure {type(e).__name__}: {e} {where}", file=sys.stderr)
-        return 1
+        return None, time.perf_counter() - t0, 1
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
-        return 130
-    total = time.perf_counter() - t0
+        return None, time.perf_counter() - t0, 130
+    return result, time.perf_counter() - t0, 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    facts = machine_facts()
+    print_header([str(Path(sys.argv[0])), *argv], facts)
+    results, total, code = guarded(lambda tmp: run(args, tmp))
+    if results is None:
+        return code
     checks = evaluate_targets(results)
     print("\nResults")
     print(results_table(results, args))

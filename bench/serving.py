@@ -40,7 +40,6 @@ import os
 import random
 import shlex
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -62,7 +61,7 @@ from bench.intent import (  # noqa: E402
     BenchError,
     fmt,
     free_port,
-    interrupt,
+    guarded,
     json_safe,
     load_average,
     machine_facts,
@@ -837,24 +836,12 @@ def run(args: argparse.Namespace, workdir: Path) -> tuple[dict[str, Any], list[S
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, interrupt)  # stop the server on SIGTERM too
     facts = machine_facts()
     print_header([str(Path(sys.argv[0])), *argv], facts, args)
-    t0 = time.perf_counter()
-    try:
-        with tempfile.TemporaryDirectory(prefix="parley-bench-serving-") as tmp:
-            timings, servers = run(args, Path(tmp))
-    except BenchError as e:
-        print(f"\nERROR: {e}", file=sys.stderr)
-        return 1
-    except httpx.HTTPError as e:
-        where = e.request.url if isinstance(e, httpx.RequestError) else ""
-        print(f"\nERROR: HTTP failure {type(e).__name__}: {e} {where}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        return 130
-    total = time.perf_counter() - t0
+    outcome, total, code = guarded(lambda tmp: run(args, tmp), "parley-bench-serving-")
+    if outcome is None:
+        return code
+    timings, servers = outcome
     checks = evaluate_targets(servers, args.tenants, args.clients)
     print(
         f"\nSetup: {args.tenants} tenants in {timings['setup_s']:.1f} s (featurize "
