@@ -196,3 +196,21 @@ def test_malformed_request_bodies(api: Api) -> None:
     assert r.status_code == 422 and r.json()["error"] == "invalid_request"
     r = api.client.get("/v1/nope", headers=api.a)
     assert r.status_code == 404 and r.json()["error"] == "not_found"
+
+
+def test_conll_upload_and_broken_bio_named_by_line(api: Api) -> None:
+    good = b"ship\tO\nto\tO\nNew\tB-city\nYork\tI-city\n\nhello\tO\n"
+    r = api.upload(good, filename="slots.conll", type="text-entities")
+    assert r.status_code == 201, r.text
+    ds = r.json()
+    assert ds["num_examples"] == 2
+    first = api.client.get(f"/v1/datasets/{ds['id']}/examples", headers=api.a).json()["examples"][0]
+    assert first["text"] == "ship to New York"
+    span = first["entities"][0]
+    assert first["text"][span["start"] : span["end"]] == "New York" and span["entity"] == "city"
+    broken = b"ship\tO\nto\tO\nYork\tI-city\n"
+    r = api.upload(broken, filename="slots.bio", type="text-entities")
+    assert r.status_code == 422 and "line 3" in r.json()["message"]
+    assert "B-city" in r.json()["message"]
+    r = api.upload(good, filename="slots.conll", type="text-intent")
+    assert r.status_code == 422 and "conll" in r.json()["message"]
