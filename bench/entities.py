@@ -38,7 +38,6 @@ import argparse
 import json
 import math
 import secrets
-import shlex
 import sys
 import time
 from collections import Counter
@@ -61,12 +60,13 @@ from bench.intent import (  # noqa: E402
     fmt,
     free_port,
     guarded,
-    json_safe,
     load_average,
     machine_facts,
     parse_time,
+    print_header,
     render_table,
     run_server,
+    write_json,
 )
 
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "snips"
@@ -581,20 +581,6 @@ def target_check(r: EntityResult) -> dict[str, Any]:
     }
 
 
-def print_header(argv: Sequence[str], facts: dict[str, Any]) -> None:
-    print("Parley entity benchmark (SNIPS slots)")
-    print(f"command : {shlex.join([sys.executable, *argv])}")
-    print(f"machine : {facts['host']}, {facts['platform']}, Python {facts['python']}")
-    print(
-        f"cpus    : {facts['cpu_count']} ({facts['cpus_usable']} usable)"
-        f"{', ' + facts['cpu_model'] if facts['cpu_model'] else ''}"
-    )
-    env = ", ".join(f"{k}={v}" for k, v in facts["threads_env"].items())
-    print(f"threads : {env}")
-    print(f"load    : {load_average()} (1/5/15 min; other work on this machine skews timings)")
-    print("          (a server started here runs with PARLEY_QUEUE__THREADS=0: all cores)")
-
-
 # --- main ---------------------------------------------------------------------------------
 
 
@@ -646,7 +632,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     facts = machine_facts()
-    print_header([str(Path(sys.argv[0])), *argv], facts)
+    print_header("Parley entity benchmark (SNIPS slots)", [str(Path(sys.argv[0])), *argv], facts)
     result, total, code = guarded(lambda tmp: run(args, tmp))
     if result is None:
         return code
@@ -675,16 +661,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(f"load average at the end: {load_average()}")
     if args.json:
-        payload = {
-            "command": shlex.join([sys.executable, *sys.argv]),
-            "machine": facts,
-            "args": {k: str(v) for k, v in vars(args).items() if k != "api_key"},
-            "result": asdict(result),
-            "targets": [target],
-            "total_s": total,
-        }
-        args.json.write_text(json.dumps(json_safe(payload), indent=2, default=str) + "\n")
-        print(f"wrote {args.json}")
+        write_json(args.json, args, facts, total, result=asdict(result), targets=[target])
     return 0
 
 

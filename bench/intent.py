@@ -663,8 +663,11 @@ def load_average() -> str:
         return "-"
 
 
-def print_header(argv: Sequence[str], facts: dict[str, Any]) -> None:
-    print("Parley intent benchmark (Banking77)")
+def print_header(
+    title: str, argv: Sequence[str], facts: dict[str, Any], server: str | None = None
+) -> None:
+    """The benchmark's title, command line and the machine facts that skew its timings."""
+    print(title)
     print(f"command : {shlex.join([sys.executable, *argv])}")
     print(f"machine : {facts['host']}, {facts['platform']}, Python {facts['python']}")
     print(
@@ -674,7 +677,23 @@ def print_header(argv: Sequence[str], facts: dict[str, Any]) -> None:
     env = ", ".join(f"{k}={v}" for k, v in facts["threads_env"].items())
     print(f"threads : {env}")
     print(f"load    : {load_average()} (1/5/15 min; other work on this machine skews timings)")
-    print("          (a server started here runs with PARLEY_QUEUE__THREADS=0: all cores)")
+    print(f"server  : {server or 'started here with PARLEY_QUEUE__THREADS=0 (all cores)'}")
+
+
+def write_json(
+    path: Path, args: argparse.Namespace, facts: dict[str, Any], total: float, **sections: Any
+) -> None:
+    """The run's command, machine, arguments (no secrets) and results, as JSON."""
+    payload = {
+        "command": shlex.join([sys.executable, *sys.argv]),
+        "machine": facts,
+        "load_average_end": load_average(),
+        "args": {k: str(v) for k, v in vars(args).items() if k != "api_key"},
+        **sections,
+        "total_s": total,
+    }
+    path.write_text(json.dumps(json_safe(payload), indent=2, default=str) + "\n")
+    print(f"wrote {path}")
 
 
 # --- main ---------------------------------------------------------------------------------
@@ -770,7 +789,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     facts = machine_facts()
-    print_header([str(Path(sys.argv[0])), *argv], facts)
+    print_header("Parley intent benchmark", [str(Path(sys.argv[0])), *argv], facts)
     results, total, code = guarded(lambda tmp: run(args, tmp))
     if results is None:
         return code
@@ -783,16 +802,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"\n{passed}/{len(checks)} targets met; benchmark took {total:.0f} s")
     print(f"load average at the end: {load_average()}")
     if args.json:
-        payload = {
-            "command": shlex.join([sys.executable, *sys.argv]),
-            "machine": facts,
-            "args": {k: str(v) for k, v in vars(args).items() if k != "api_key"},
-            "results": [asdict(r) for r in results],
-            "targets": checks,
-            "total_s": total,
-        }
-        args.json.write_text(json.dumps(json_safe(payload), indent=2, default=str) + "\n")
-        print(f"wrote {args.json}")
+        write_json(
+            args.json, args, facts, total, results=[asdict(r) for r in results], targets=checks
+        )
     return 0
 
 

@@ -35,10 +35,8 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import contextlib
-import json
 import os
 import random
-import shlex
 import shutil
 import statistics
 import subprocess
@@ -62,15 +60,16 @@ from bench.intent import (  # noqa: E402
     fmt,
     free_port,
     guarded,
-    json_safe,
     load_average,
     machine_facts,
     percentile,
+    print_header,
     read_split,
     render_table,
     stop_server,
     tail,
     wait_healthy,
+    write_json,
 )
 
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "hwu64"
@@ -758,23 +757,6 @@ def targets_table(checks: Sequence[dict[str, Any]]) -> str:
     return render_table(["target", "value", "goal", "result"], rows, "lrrl")
 
 
-def print_header(argv: Sequence[str], facts: dict[str, Any], args: argparse.Namespace) -> None:
-    print(f"Parley serving benchmark ({args.tenants} tenants, HWU64)")
-    print(f"command : {shlex.join([sys.executable, *argv])}")
-    print(f"machine : {facts['host']}, {facts['platform']}, Python {facts['python']}")
-    print(
-        f"cpus    : {facts['cpu_count']} ({facts['cpus_usable']} usable)"
-        f"{', ' + facts['cpu_model'] if facts['cpu_model'] else ''}"
-    )
-    env = ", ".join(f"{k}={v}" for k, v in facts["threads_env"].items())
-    print(f"threads : {env}")
-    print(f"load    : {facts['load_average_start']} (1/5/15 min; other work skews timings)")
-    print(
-        "server  : parley serve --no-demo, PARLEY_QUEUE__WORKERS=0, PARLEY_SERVING__MAX_BATCH="
-        f"{args.max_batch} (on) / 1 (off), device {args.device}; load clients run here too"
-    )
-
-
 # --- main ---------------------------------------------------------------------------------
 
 
@@ -837,7 +819,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     facts = machine_facts()
-    print_header([str(Path(sys.argv[0])), *argv], facts, args)
+    print_header(
+        f"Parley serving benchmark ({args.tenants} tenants, HWU64)",
+        [str(Path(sys.argv[0])), *argv],
+        facts,
+        server=f"parley serve --no-demo, PARLEY_QUEUE__WORKERS=0, PARLEY_SERVING__MAX_BATCH="
+        f"{args.max_batch} (on) / 1 (off), device {args.device}; load clients run here too",
+    )
     outcome, total, code = guarded(lambda tmp: run(args, tmp), "parley-bench-serving-")
     if outcome is None:
         return code
@@ -864,18 +852,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"\n{passed}/{len(checks)} targets met; benchmark took {total:.0f} s")
     print(f"load average at the start: {facts['load_average_start']}, at the end: {load_average()}")
     if args.json:
-        payload = {
-            "command": shlex.join([sys.executable, *sys.argv]),
-            "machine": facts,
-            "load_average_end": load_average(),
-            "args": {k: str(v) for k, v in vars(args).items()},
-            "setup": timings,
-            "servers": [asdict(s) for s in servers],
-            "targets": checks,
-            "total_s": total,
-        }
-        args.json.write_text(json.dumps(json_safe(payload), indent=2, default=str) + "\n")
-        print(f"wrote {args.json}")
+        write_json(
+            args.json,
+            args,
+            facts,
+            total,
+            setup=timings,
+            servers=[asdict(s) for s in servers],
+            targets=checks,
+        )
     return 0
 
 
