@@ -299,7 +299,9 @@ def datasets_create(
         "text-intent"
     ),
     name: Annotated[str | None, typer.Option()] = None,
-    format: Annotated[str | None, typer.Option(help="csv, tsv, json, jsonl, rasa-yaml, conll")] = None,
+    format: Annotated[
+        str | None, typer.Option(help="csv, tsv, json, jsonl, rasa-yaml, conll")
+    ] = None,
     wait: Annotated[bool, typer.Option(help="wait for a large import to finish")] = True,
     as_json: JsonOpt = False,
 ) -> None:

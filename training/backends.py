@@ -98,7 +98,7 @@ class TextClassifierBackend(Protocol):
         config: BackendConfig | None = None,
     ) -> Any: ...
 
-    def train(
+    def train(  # ``extras``: the dataset's synonyms, regexes and lookups (Rasa)
         self,
         features: Any,
         labels: Sequence[str],
@@ -108,6 +108,7 @@ class TextClassifierBackend(Protocol):
         validation: tuple[Any, Sequence[str]] | None,
         on_epoch: Callable[[EpochRecord], None] | None,
         progress: Progress,
+        extras: dict[str, Any] | None = None,
     ) -> TextClassifier: ...
 
     def load(self, directory: Path) -> TextClassifier: ...

@@ -181,8 +181,6 @@ class JobRunner:
         def on_epoch(rec: EpochRecord) -> None:
             curve.append(asdict(rec))
 
-        extra = {"extras": data.extras} if task == "entities" else {}
-
         model = backend.train(
             _take(features, train_idx),
             [targets[i] for i in train_idx],
@@ -193,7 +191,7 @@ class JobRunner:
             else None,
             on_epoch=on_epoch,
             progress=reporter.span(0.6, 0.78 if refit else 0.95),
-            **extra,
+            extras=data.extras,
         )
         metrics: dict[str, Any] | None = None
         if held_idx and task == "entities":
@@ -222,7 +220,7 @@ class JobRunner:
                 validation=None,
                 on_epoch=None,
                 progress=reporter.span(0.78, 0.95),
-                **extra,
+                extras=data.extras,
             )
         entity_model = None
         if task == "intent" and any(data.annotations):

@@ -7,6 +7,7 @@ Saved as spaCy's own folder (``config.cfg`` + thinc weights, no pickle) and ``en
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import re
@@ -68,9 +69,10 @@ class SpacyNerModel:
         ]
         self._lock = threading.Lock()
 
-    @property
+    @functools.cached_property
     def nbytes(self) -> int:
-        return int(sum(len(b) for b in [self.nlp.get_pipe("ner").to_bytes()]))
+        """Memory the NER weights hold, measured once (serialising them is not free)."""
+        return len(self.nlp.get_pipe("ner").to_bytes())
 
     def featurize(self, texts: Sequence[str]) -> list[str]:
         return list(texts)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
@@ -146,6 +146,7 @@ class EmbeddingHeadBackend:
         validation: tuple[np.ndarray, Sequence[str]] | None,
         on_epoch: Callable[[EpochRecord], None] | None,
         progress: Progress,
+        extras: dict[str, Any] | None = None,
     ) -> EmbeddingHeadModel:
         import torch
 

@@ -18,7 +18,7 @@ import time
 import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 from pydantic import Field
@@ -125,6 +125,7 @@ class ToyBowBackend:
         validation: tuple[np.ndarray, Sequence[str]] | None,
         on_epoch: Callable[[EpochRecord], None] | None,
         progress: Progress,
+        extras: dict[str, Any] | None = None,
     ) -> ToyBowModel:
         assert isinstance(config, ToyBowConfig)
         if config.fail:
