@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import json
 import random
-import re
 import threading
 import warnings
 from collections.abc import Callable, Sequence
@@ -20,8 +19,10 @@ from typing import Any, ClassVar
 from pydantic import Field
 
 from core.errors import InvalidInput, ModelLoadError
+from nlu.entities.extras import EntityExtras
 from nlu.entities.prebuilt import Entity
-from training.backends import BackendConfig, BackendContext, EpochRecord, Progress, backends
+from nlu.entities.trainable import TextEntityBackend, TextEntityModel
+from training.backends import BackendConfig, EpochRecord, Progress, backends
 from training.metrics import entity_metrics
 
 FORMAT_VERSION = 1
@@ -43,30 +44,12 @@ def _spacy() -> Any:
     return spacy
 
 
-class SpacyNerModel:
+class SpacyNerModel(TextEntityModel):
     """Extracts entities: the trained NER, then regexes and lookups where NER found nothing."""
-
-    task = "entities"
-    feature_key = "texts"
 
     def __init__(self, nlp: Any, labels: list[str], extras: dict[str, Any]) -> None:
         self.nlp, self.labels = nlp, labels
-        self.extras = extras
-        self.synonyms = {
-            variant: canonical
-            for canonical, variants in (extras.get("synonyms") or {}).items()
-            for variant in variants
-        }
-        self._regexes = [
-            (name, re.compile(p))
-            for name, patterns in (extras.get("regexes") or {}).items()
-            for p in patterns
-        ]
-        self._lookups = [
-            (name, re.compile(r"(?<!\w)" + re.escape(v) + r"(?!\w)", re.IGNORECASE))
-            for name, values in (extras.get("lookups") or {}).items()
-            for v in sorted(values, key=len, reverse=True)
-        ]
+        self.extras = EntityExtras(extras)
         self._lock = threading.Lock()
 
     @functools.cached_property
@@ -74,46 +57,24 @@ class SpacyNerModel:
         """Memory the NER weights hold, measured once (serialising them is not free)."""
         return len(self.nlp.get_pipe("ner").to_bytes())
 
-    def featurize(self, texts: Sequence[str]) -> list[str]:
-        return list(texts)
-
     def extract(self, texts: Sequence[str]) -> list[list[Entity]]:
         with self._lock:
             docs = list(self.nlp.pipe(texts))
         return [self._entities(text, doc) for text, doc in zip(texts, docs, strict=True)]
 
-    extract_features = extract
-
     def _entities(self, text: str, doc: Any) -> list[Entity]:
         found = [
-            self._entity(ent.label_, ent.start_char, ent.end_char, text, "spacy-ner")
+            self.extras.entity(
+                ent.label_,
+                ent.start_char,
+                ent.end_char,
+                text,
+                extractor="spacy-ner",
+                confidence=NER_CONFIDENCE,
+            )
             for ent in doc.ents
         ]
-        taken = [(e.start, e.end) for e in found]
-        for extractor, table in (("regex", self._regexes), ("lookup", self._lookups)):
-            for name, pattern in table:
-                for m in pattern.finditer(text):
-                    if m.end() > m.start() and not any(
-                        m.start() < e and s < m.end() for s, e in taken
-                    ):
-                        found.append(self._entity(name, m.start(), m.end(), text, extractor))
-                        taken.append((m.start(), m.end()))
-        return sorted(found, key=lambda e: e.start)
-
-    def _entity(self, label: str, start: int, end: int, text: str, extractor: str) -> Entity:
-        raw = text[start:end]
-        confidence = NER_CONFIDENCE if extractor == "spacy-ner" else 1.0
-        return Entity(
-            entity=label,
-            value=self.synonyms.get(raw, raw),
-            start=start,
-            end=end,
-            confidence=confidence,
-            extractor=extractor,
-        )
-
-    def predict_features(self, features: Any) -> Any:  # pragma: no cover - not a classifier
-        raise TypeError("an entity model extracts entities; it has no class probabilities")
+        return self.extras.complete(text, found)
 
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
@@ -122,31 +83,16 @@ class SpacyNerModel:
             "format_version": FORMAT_VERSION,
             "backend": SpacyNerBackend.name,
             "labels": self.labels,
-            "extras": self.extras,
+            "extras": self.extras.raw,
         }
         (directory / "entities.json").write_text(json.dumps(meta, indent=2))
 
 
 @backends.register("spacy-ner")
-class SpacyNerBackend:
+class SpacyNerBackend(TextEntityBackend):
     name: ClassVar[str] = "spacy-ner"
     version: ClassVar[str] = "1"
-    task: ClassVar[str] = "entities"
     Config: ClassVar[type[BackendConfig]] = SpacyNerConfig
-
-    def __init__(self, context: BackendContext) -> None:
-        self.context = context
-
-    def featurize(
-        self,
-        texts: Sequence[str],
-        progress: Progress | None = None,
-        *,
-        config: BackendConfig | None = None,
-    ) -> list[str]:
-        if progress is not None:
-            progress(1.0)
-        return list(texts)
 
     def train(
         self,
