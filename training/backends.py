@@ -15,6 +15,7 @@ Weights are saved as safetensors or JSON, never pickle.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from core.errors import ModelLoadError, UnknownPluginError
 from core.registry import Registry
 
 __all__ = [
@@ -37,6 +39,8 @@ __all__ = [
     "backends",
     "builtin_models",
     "default_backend",
+    "joint_entity_backend",
+    "load_model",
 ]
 
 Progress = Callable[[float], None]
@@ -126,16 +130,44 @@ JOINT_ENTITIES_DIR = "entities"
 
 
 def load_model(name: str, directory: Path, context: BackendContext) -> Any:
-    """A saved model with its backend; a joint intent model gets ``entity_model`` attached."""
+    """A saved model with its backend; a joint intent model gets ``entity_model`` attached,
+    loaded with the backend its ``entities.json`` names."""
     model = backends.get(name)(context).load(directory)
     joint = directory / JOINT_ENTITIES_DIR
     entity_model = None
     if joint.is_dir():
-        entity_backend = default_backend("entities")
-        assert entity_backend is not None
-        entity_model = backends.get(entity_backend)(context).load(joint)
+        entity_backend = joint_entity_backend(joint)
+        try:
+            backend_cls = backends.get(entity_backend)
+        except UnknownPluginError as e:
+            raise ModelLoadError(
+                f"the joint model's entities were saved by backend {entity_backend!r}, which "
+                f"this server does not have: {e}"
+            ) from e
+        entity_model = backend_cls(context).load(joint)
     model.entity_model = entity_model
     return model
+
+
+LEGACY_ENTITY_BACKEND = "spacy-ner"
+"""The entity backend of joint models saved before ``entities.json`` named its backend."""
+
+
+def joint_entity_backend(directory: Path) -> str:
+    """The backend that saved the entity model in ``directory`` (a joint model's sub-folder):
+    the ``backend`` its ``entities.json`` records, ``spacy-ner`` for older artifacts."""
+    try:
+        meta = json.loads((directory / "entities.json").read_text())
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(
+            f"cannot read the joint model's entity metadata in {directory}: {e}"
+        ) from e
+    name = meta.get("backend") if isinstance(meta, dict) else None
+    if name is None:
+        return LEGACY_ENTITY_BACKEND
+    if not isinstance(name, str):
+        raise ModelLoadError(f"the joint model's entities.json names no backend: {name!r}")
+    return name
 
 
 def default_backend(task: str) -> str | None:
