@@ -40,7 +40,7 @@ from training.backends import (
 )
 from training.datasets.service import DatasetSnapshot, snapshot
 from training.metrics import calibrate_out_of_scope, classification_metrics, entity_metrics
-from training.registry import parse_params, set_alias
+from training.registry import JobParams, parse_params, set_alias
 
 __all__ = ["JobRunner", "stratified_split"]
 
@@ -225,7 +225,7 @@ class JobRunner:
         entity_model = None
         if task == "intent" and any(data.annotations):
             entity_model = self._train_joint_entities(
-                data, train_idx, held_idx, refit, job.seed, metrics, reporter
+                data, train_idx, held_idx, refit, job, metrics, reporter
             )
         reporter(1.0, force=True)  # raises JobCancelled if the job is no longer ours
 
@@ -273,14 +273,15 @@ class JobRunner:
         train_idx: list[int],
         held_idx: list[int],
         refit: bool,
-        seed: int,
+        job: JobParams,
         metrics: dict[str, Any] | None,
         reporter: _Reporter,
     ) -> Any:
         """The entity half of a joint intent + entities model (an intent dataset whose
-        examples carry entity spans): trained with the entities task's default backend on the
-        same split, its metrics under ``metrics["entities"]``, then refit like the intents."""
-        name = default_backend("entities")
+        examples carry entity spans): trained with ``params.entity_backend`` (default: the
+        entities task's default backend, with its default config) on the same split, its
+        metrics under ``metrics["entities"]``, then refit like the intents."""
+        name = job.entity_backend or default_backend("entities")
         assert name is not None
         backend = backends.get(name)(self.context)
         config = backend.Config()
@@ -292,7 +293,7 @@ class JobRunner:
                 _take(texts, idx),
                 [spans[i] for i in idx],
                 config,
-                seed=seed,
+                seed=job.seed,
                 validation=None,
                 on_epoch=None,
                 progress=progress,

@@ -46,6 +46,11 @@ class JobParams(BaseModel):
         le=1,
         description="intent models: fixed confidence threshold; default: calibrated; 0: off",
     )
+    entity_backend: str | None = Field(
+        default=None,
+        description="joint intent + entities models: the entity half's backend; "
+        "default: the entities task's default backend",
+    )
 
 
 def parse_params(
@@ -103,7 +108,19 @@ def create_model(
             f"backend {backend_name!r} trains {backend_cls.task} models, but dataset "
             f"{dataset_id} is {dataset.type!r}"
         )
-    parse_params(backend_cls, params or {})
+    job, _ = parse_params(backend_cls, params or {})
+    if job.entity_backend is not None:
+        if task != "intent":
+            raise InvalidInput(
+                "params.entity_backend chooses the entity half of a joint intent model; "
+                f"to train a {task} model with another backend, name it as the backend"
+            )
+        entity_cls = backends.get(job.entity_backend)
+        if entity_cls.task != "entities":
+            raise InvalidInput(
+                f"params.entity_backend {job.entity_backend!r} trains {entity_cls.task} models;"
+                " name an entities backend"
+            )
     _check_trainable(session, dataset, task)
     if alias is not None:
         check_alias_name(alias)

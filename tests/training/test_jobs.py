@@ -19,12 +19,13 @@ import pytest
 from sqlalchemy import Engine, func, select, update
 
 from core.db import get_engine, session_scope, upgrade, utcnow
+from core.errors import InvalidInput
 from core.storage import LocalStore, sha256_dir
 from core.tables import Alias, Model
 from core.tenants import create_tenant
 from tests.support.data import INTENTS, intent_csv, intent_rows
 from tests.support.toy_backend import ToyBowBackend, ToyBowModel
-from training.backends import BackendContext
+from training.backends import BackendContext, load_model
 from training.datasets.importers import Limits
 from training.datasets.service import create_dataset, delete_dataset, run_import, snapshot
 from training.jobs import JobRunner, artifact_key, stratified_split
@@ -54,7 +55,7 @@ class Env:
             **kwargs,
         )
 
-    def dataset(self, data: bytes, name: str = "more") -> str:
+    def dataset(self, data: bytes, name: str = "more", filename: str = "data.csv") -> str:
         with session_scope(self.engine) as session:
             dataset_id = create_dataset(
                 session,
@@ -62,7 +63,7 @@ class Env:
                 tenant_id=self.tenant_id,
                 name=name,
                 dataset_type="text-intent",
-                filename="data.csv",
+                filename=filename,
                 data=data,
             ).id
         assert run_import(self.engine, self.store, dataset_id, LIMITS).status == "ready"
@@ -538,3 +539,21 @@ def test_a_worker_whose_job_was_taken_over_stops(env: Env) -> None:
 
     assert results == ("cancelled", "succeeded")
     assert env.model(model_id).worker == "host-b.example/2/0"
+
+
+@pytest.mark.slow
+def test_a_joint_model_trains_its_entities_with_params_entity_backend(env: Env) -> None:
+    from nlu.entities.spacy_ner import SpacyNerModel
+    from tests.support.rasa_project import rasa_nlu_yml
+
+    dataset_id = env.dataset(rasa_nlu_yml().encode(), name="rasa", filename="nlu.yml")
+    model_id = env.create({"entity_backend": "spacy-ner"}, dataset_id=dataset_id)
+    assert env.claim_and_run(env.runner(), model_id) == "succeeded"
+    assert env.model(model_id).metrics["entities"]["backend"] == "spacy-ner"
+    directory = env.store.local_dir(artifact_key(env.tenant_id, model_id))
+    loaded = load_model("toy-bow", directory, BackendContext(cache_dir=env.cache_dir))
+    assert isinstance(loaded.entity_model, SpacyNerModel)
+    with pytest.raises(InvalidInput, match="entity_backend 'toy-bow' trains intent models"):
+        env.create({"entity_backend": "toy-bow"}, dataset_id=dataset_id)
+    with pytest.raises(InvalidInput, match="no-such-ner"):
+        env.create({"entity_backend": "no-such-ner"}, dataset_id=dataset_id)
