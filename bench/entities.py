@@ -10,8 +10,9 @@ What it measures:
 * the train split (all 13,084 sentences, or the first ``--train-limit``) is written as a
   CoNLL file (``token<TAB>tag``, blank line between sentences) and uploaded as a
   ``text-entities`` dataset;
-* train time: seconds from ``POST /v1/models`` (backend ``spacy-ner``, ``--epochs``) until the
-  client sees ``status: succeeded`` (polling every 0.25 s), next to the server's own
+* train time: seconds from ``POST /v1/models`` (``--backend``: by default the platform's
+  default entity backend; ``--epochs``, ``--batch-size`` and ``--params``) until the client
+  sees ``status: succeeded`` (polling every 0.25 s), next to the server's own
   ``started_at`` -> ``finished_at``, and seconds per epoch estimated from the progress the
   server reports. By default the server trains twice: on 80 % with the other 20 % held out
   for its metrics, then again on everything (``--no-refit`` skips the second fit);
@@ -28,6 +29,8 @@ a temporary data directory, creates a tenant with a random operator token, and s
 server at the end. Run it as::
 
     .venv/bin/python bench/entities.py --train-limit 1000 --epochs 5
+    .venv/bin/python bench/entities.py --backend spacy-ner --epochs 15 --no-refit
+    .venv/bin/python bench/entities.py --backend encoder-ner --params '{"learning_rate": 1e-4}'
     .venv/bin/python bench/entities.py --json /tmp/entities.json
     .venv/bin/python bench/entities.py --url http://127.0.0.1:8000 --api-key pk_...
 """
@@ -75,7 +78,6 @@ POLL_S = 0.25
 UPLOAD_TIMEOUT_S = 600.0
 TARGET_F1 = 0.93
 REFERENCE = "JointBERT reports slot F1 96.9 on SNIPS"
-EXPECTED_EXTRACTOR = "spacy-ner"
 # The job's progress spans (training/jobs.py): featurize 0 -> 0.6, fit on the split
 # 0.6 -> 0.78 (0.95 without a refit), refit on all 0.78 -> 0.95, save 0.95 -> 1.
 FIT_SPAN = (0.6, 0.78)
@@ -100,9 +102,10 @@ class EntityResult:
     train_sentences: int
     train_entities: int
     entity_types: int
-    epochs: int
+    epochs: int | None
     batch_size: int | None
     refit: bool
+    requested_backend: str | None = None
     dataset_id: str = ""
     dataset_examples: int = 0
     dataset_duplicates: int = 0
@@ -282,14 +285,20 @@ def upload_dataset(client: httpx.Client, name: str, path: Path) -> dict[str, Any
 
 
 def train(
-    client: httpx.Client, dataset_id: str, params: dict[str, Any], timeout_s: float
+    client: httpx.Client,
+    dataset_id: str,
+    backend: str | None,
+    params: dict[str, Any],
+    timeout_s: float,
 ) -> tuple[dict[str, Any], float, list[tuple[float, float]]]:
     """Queue a model and poll it to the end; return (final model JSON, client seconds,
     (client seconds, progress) samples)."""
-    progress = Progress(f"{params['epochs']} epochs")
+    progress = Progress(f"{backend or 'default backend'} {json.dumps(params)}")
     samples: list[tuple[float, float]] = []
     t0 = time.perf_counter()
-    body = {"dataset_id": dataset_id, "params": params}
+    body: dict[str, Any] = {"dataset_id": dataset_id, "params": params}
+    if backend is not None:
+        body["backend"] = backend
     model: dict[str, Any] = check(client.post("/v1/models", json=body), 202)
     try:
         while model["status"] not in ("succeeded", "failed", "cancelled"):
@@ -376,6 +385,7 @@ def run_bench(
         epochs=args.epochs,
         batch_size=args.batch_size,
         refit=not args.no_refit,
+        requested_backend=args.backend,
     )
     result.extra["train_type_counts"] = dict(type_counts.most_common())
     print(
@@ -397,13 +407,17 @@ def run_bench(
             f"{result.dataset_duplicates} duplicates dropped ({result.extra['upload_s']:.1f} s)"
         )
 
-        params: dict[str, Any] = {"epochs": args.epochs}
+        params: dict[str, Any] = dict(args.params)
+        if args.epochs is not None:
+            params["epochs"] = args.epochs
         if args.batch_size is not None:
             params["batch_size"] = args.batch_size
         if args.no_refit:
             params["refit_on_all"] = False
         print(f"  training: POST /v1/models params {json.dumps(params)}")
-        model, result.train_s, samples = train(client, dataset["id"], params, args.train_timeout)
+        model, result.train_s, samples = train(
+            client, dataset["id"], args.backend, params, args.train_timeout
+        )
         result.model_id = model["id"]
         result.backend = f"{model.get('backend')} {model.get('backend_version') or ''}".strip()
         started = parse_time(model.get("started_at"))
@@ -413,17 +427,21 @@ def run_bench(
         metrics = model.get("metrics") or {}
         refit = bool(metrics.get("refit_on_all", not args.no_refit))
         result.refit = refit
+        curve = check(client.get(f"/v1/models/{model['id']}/learning-curve"), 200)
+        result.learning_curve = list(curve.get("points") or [])
+        # the epochs the server ran (a backend may run more than asked on small data)
+        epochs = len(result.learning_curve) or args.epochs
+        result.epochs = epochs
         fit_span = FIT_SPAN if refit else NO_REFIT_SPAN
-        result.fit_epoch_s = epoch_seconds(samples, fit_span, args.epochs, last=not refit)
-        if refit:
-            result.refit_epoch_s = epoch_seconds(samples, REFIT_SPAN, args.epochs, last=True)
+        if epochs:
+            result.fit_epoch_s = epoch_seconds(samples, fit_span, epochs, last=not refit)
+            if refit:
+                result.refit_epoch_s = epoch_seconds(samples, REFIT_SPAN, epochs, last=True)
         micro = metrics.get("micro") or {}
         result.server_examples = int(metrics.get("num_evaluated") or 0)
         result.server_precision = float(micro.get("precision", math.nan))
         result.server_recall = float(micro.get("recall", math.nan))
         result.server_f1 = float(micro.get("f1", math.nan))
-        curve = check(client.get(f"/v1/models/{model['id']}/learning-curve"), 200)
-        result.learning_curve = list(curve.get("points") or [])
         server_per = metrics.get("per_entity") or {}
         print(
             f"  model {model['id']} ({result.backend}) succeeded: {result.train_s:.1f} s "
@@ -482,9 +500,10 @@ def run_bench(
         f"  test: P {result.precision:.4f}  R {result.recall:.4f}  F1 {result.f1:.4f} "
         f"({result.predict_s:.1f} s for {len(texts)} texts in batches of {BATCH})"
     )
-    others = {k: v for k, v in extractors.items() if k != EXPECTED_EXTRACTOR}
+    backend_name = model.get("backend")
+    others = {k: v for k, v in extractors.items() if k != backend_name}
     if others:
-        print(f"  note: entities from extractors other than {EXPECTED_EXTRACTOR}: {others}")
+        print(f"  note: entities from extractors other than {backend_name}: {others}")
     if bad_offsets:
         print(f"  note: {bad_offsets} predicted entities have offsets outside their text")
     return result
@@ -502,7 +521,7 @@ def results_table(r: EntityResult) -> str:
         ["backend", r.backend or "-"],
         ["train sentences (uploaded / kept)", f"{r.train_sentences} / {r.dataset_examples}"],
         ["train entities / types", f"{r.train_entities} / {r.entity_types}"],
-        ["epochs / batch size", f"{r.epochs} / {r.batch_size or 'default'}"],
+        ["epochs / batch size", f"{r.epochs or 'default'} / {r.batch_size or 'default'}"],
         ["refit on all after held-out fit", "yes" if r.refit else "no"],
         ["train s (client: POST -> succeeded)", fmt(r.train_s, ".1f")],
         ["train s (server: started -> finished)", fmt(r.server_train_s, ".1f")],
@@ -588,8 +607,18 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="SNIPS folder")
     p.add_argument("--train-limit", type=int, help="use only the first N train sentences")
-    p.add_argument("--epochs", type=int, default=15, help="spacy-ner epochs (default 15)")
-    p.add_argument("--batch-size", type=int, help="spacy-ner batch size (server default: 8)")
+    p.add_argument(
+        "--backend",
+        help="entity backend to train (default: the platform's default entity backend)",
+    )
+    p.add_argument("--epochs", type=int, help="epochs (default: the backend's default)")
+    p.add_argument("--batch-size", type=int, help="batch size (default: the backend's default)")
+    p.add_argument(
+        "--params",
+        type=json.loads,
+        default={},
+        help="more train params as a JSON object, e.g. '{\"learning_rate\": 1e-4}'",
+    )
     p.add_argument(
         "--no-refit",
         action="store_true",
@@ -608,7 +637,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         p.error("--api-key needs --url")
     if args.train_limit is not None and args.train_limit < 1:
         p.error("--train-limit must be at least 1")
-    if args.epochs < 1 or (args.batch_size is not None and args.batch_size < 1):
+    if not isinstance(args.params, dict):
+        p.error("--params must be a JSON object")
+    if (args.epochs is not None and args.epochs < 1) or (
+        args.batch_size is not None and args.batch_size < 1
+    ):
         p.error("--epochs and --batch-size must be at least 1")
     return args
 
