@@ -122,7 +122,9 @@ class TextClassifierBackend(Protocol):
 
 backends: Registry[type[TextClassifierBackend]] = Registry("model backend")
 
-_DEFAULTS = {"intent": "embedding-head", "entities": "spacy-ner"}
+_DEFAULTS = {"intent": "embedding-head", "entities": "encoder-ner"}
+"""The backend each task trains when a request names none. ``encoder-ner`` for entities:
+SNIPS test slot F1 0.943 against ``spacy-ner``'s 0.902 (``bench/entities.py``)."""
 
 
 JOINT_ENTITIES_DIR = "entities"

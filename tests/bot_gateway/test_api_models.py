@@ -272,7 +272,8 @@ def test_trainable_entity_model_on_a_text_entities_dataset(api: Api) -> None:
 
     ds = api.upload(entity_jsonl(), filename="ents.jsonl", type="text-entities").json()
     assert ds["status"] == "ready" and ds["num_examples"] == 40
-    model = api.train(ds["id"], params={"epochs": 10})
+    # the generic flow, with the fast backend (encoder-ner: tests/nlu/test_encoder_ner.py)
+    model = api.train(ds["id"], backend="spacy-ner", params={"epochs": 10})
     assert model["status"] == "succeeded", model["failure_message"]
     assert model["backend"] == "spacy-ner" and model["task"] == "entities"
     m = model["metrics"]
@@ -292,7 +293,8 @@ def test_a_rasa_project_trains_a_joint_model_and_parses_like_rasa(api: Api) -> N
     ds = api.upload(rasa_nlu_yml().encode(), filename="nlu.yml", name="rasa").json()
     assert ds["status"] == "ready" and ds["num_labels"] == 5, ds
     assert ds["extras"]["synonyms"] == {"headphones": ["earphones", "headset"]}
-    model = api.train(ds["id"], params={"epochs": 40}, alias="production")
+    params = {"epochs": 40, "entity_backend": "spacy-ner"}  # the fast entity backend
+    model = api.train(ds["id"], params=params, alias="production")
     assert model["status"] == "succeeded", model["failure_message"]
     ents = model["metrics"]["entities"]
     assert ents["backend"] == "spacy-ner" and {"order_id", "product", "city"} <= set(
