@@ -11,15 +11,23 @@ entity, ``I-x`` continues an open ``x`` and otherwise opens one (a stray ``I-`` 
 read as ``B-``); an entity's ``confidence`` is the mean probability of its words' tags.
 
 Saved as ``entities.safetensors`` (the weights that training changed: everything but the
-word-embedding table and the unused pooler, about 44 MB in fp32) and ``entities.json``
-(format version, tags, extras, the encoder's sha256). Loading puts them on a copy of the
-shipped encoder whose word-embedding table every loaded model shares (about 47 MB once per
-process and device), so a model holds about 44 MB and a cold load is a file read and a copy.
+word-embedding table and the unused pooler, 43 MB in fp32) and ``entities.json`` (format
+version, backend, tags, extras, the encoder's sha256). Loading puts them on a copy of the
+shipped encoder whose word-embedding table every loaded model shares (47 MB once per process
+and device), so a model holds 44 MB and a cold load is a file read and a copy: 0.07-0.13 s on
+a busy 2-core machine, after the process's first load has read the shipped encoder (seconds).
+Served in PyTorch: about 7 ms a text in batches of 64, 30 ms for a single text there. (An ONNX
+export of encoder + head was measured too: 11 ms for a single text and 5 ms a text in
+batches, but 1.8 s to export at save, 0.45 s to open a session, 90 MB a model on disk.)
+
+SNIPS (``bench/entities.py``, 3 epochs, learning rate 1e-4, no refit): test slot F1 0.943
+(P 0.937, R 0.950) against ``spacy-ner``'s 0.902; about 270 s an epoch on 10k sentences.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import math
 import random
@@ -121,6 +129,12 @@ def _fresh_encoder(device: str) -> Any:
     return copy.deepcopy(base, memo={id(table): table})
 
 
+@functools.lru_cache(maxsize=8)
+def _tokenizer(max_tokens: int) -> Any:
+    """The encoder's tokenizer without padding, one per length limit (read-only, shared)."""
+    return load_tokenizer(max_tokens, padding=False)
+
+
 # --- tags and alignment ---------------------------------------------------------------------
 
 
@@ -219,7 +233,7 @@ class EncoderNerModel(TextEntityModel):
         self.labels = sorted({t[2:] for t in tags if t != "O"})
         self.extras = EntityExtras(extras)
         self.max_tokens, self.device = max_tokens, device
-        self._tokenizer = load_tokenizer(max_tokens, padding=False)
+        self._tokenizer = _tokenizer(max_tokens)
         self._lock = threading.Lock()
 
     @property
@@ -331,8 +345,7 @@ class EncoderNerBackend(TextEntityBackend):
 
         tags = _tag_names(types)
         tag_ids = {t: i for i, t in enumerate(tags)}
-        tokenizer = load_tokenizer(config.max_tokens, padding=False)
-        encodings = tokenizer.encode_batch(list(features))
+        encodings = _tokenizer(config.max_tokens).encode_batch(list(features))
         rows: list[tuple[list[int], list[int]]] = []
         for enc, spans in zip(encodings, labels, strict=True):
             words = _words(enc)
