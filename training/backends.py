@@ -36,6 +36,7 @@ __all__ = [
     "Progress",
     "TextClassifier",
     "TextClassifierBackend",
+    "TextsBackend",
     "backends",
     "builtin_models",
     "default_backend",
@@ -118,6 +119,25 @@ class TextClassifierBackend(Protocol):
     def load(self, directory: Path) -> TextClassifier: ...
 
     # Optional: ``warm_up(context)`` (a classmethod) loads shared weights at server start.
+
+
+class TextsBackend:
+    """Base of backends that learn from the texts themselves (fine-tuning, spaCy): their
+    features are the texts, so featurising is the identity."""
+
+    def __init__(self, context: BackendContext) -> None:
+        self.context = context
+
+    def featurize(
+        self,
+        texts: Sequence[str],
+        progress: Progress | None = None,
+        *,
+        config: BackendConfig | None = None,
+    ) -> list[str]:
+        if progress is not None:
+            progress(1.0)
+        return list(texts)
 
 
 backends: Registry[type[TextClassifierBackend]] = Registry("model backend")

@@ -1,0 +1,321 @@
+"""``setfit``: few-shot intent classification that fine-tunes the encoder contrastively
+(SetFit-style), then trains the ``embedding-head`` softmax head on the tuned embeddings.
+
+Stage 1, contrastive: each batch holds groups of ``per_label`` examples of one intent; a
+supervised contrastive loss (temperature ``temperature``) pulls the embeddings of one intent
+together and pushes the others apart. Every pair in a batch counts, which is SetFit's pair
+generation without materialising pairs. Word embeddings stay frozen (fewer weights to move,
+less over-fitting on a few examples); texts of a batch run through the encoder in length-sorted
+chunks so short texts are not padded to the longest. Stage 2: the softmax head, trained on the
+tuned encoder's embeddings; the learning curve numbers its epochs after the contrastive ones.
+
+Slower to train than ``embedding-head`` (minutes on CPU instead of seconds) and bigger: the
+tuned encoder is part of the model (an ONNX graph of about 90 MB, served fp32 by its own ONNX
+Runtime session, so it does not share the common encoder pass at serving time). Better with
+5-10 examples per intent; uses CUDA for training when present.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from pydantic import Field
+
+from core.errors import InvalidInput, ModelLoadError
+from nlu.encoder import (
+    SentenceEncoder,
+    export_onnx,
+    load_tokenizer,
+    load_torch_encoder,
+    mean_pool,
+    pooled_encoder,
+    resolve_device,
+)
+from nlu.intent.embedding_head import (
+    EmbeddingHeadConfig,
+    EmbeddingHeadModel,
+    read_head,
+    train_head,
+)
+from training.backends import BackendConfig, EpochRecord, Progress, TextsBackend, backends
+
+ENCODER_FILE = "encoder.onnx"
+CHUNK = 16  # texts per forward pass inside a batch (length-sorted)
+
+
+class SetFitConfig(BackendConfig):
+    contrastive_epochs: int = Field(default=10, ge=0, le=200)
+    max_steps: int = Field(
+        default=400, ge=1, le=100_000, description="cap on contrastive steps (large datasets)"
+    )
+    learning_rate: float = Field(default=5e-5, gt=0, le=1e-2)
+    batch_size: int = Field(default=64, ge=4, le=1024)
+    per_label: int = Field(default=4, ge=2, le=256)
+    temperature: float = Field(default=0.05, gt=0, le=10)
+    max_tokens: int = Field(default=64, ge=8, le=256)
+    head_epochs: int = Field(default=30, ge=1, le=500)
+    head_learning_rate: float = Field(default=0.02, gt=0, le=10)
+
+
+class SetFitModel(EmbeddingHeadModel):
+    """The softmax head over this model's own tuned encoder."""
+
+    def __init__(
+        self,
+        labels: list[str],
+        weight: np.ndarray,
+        bias: np.ndarray,
+        featurizer: Callable[[Sequence[str]], np.ndarray],
+        *,
+        max_tokens: int,
+        encoder: Any = None,
+        encoder_bytes: int = 0,
+    ) -> None:
+        super().__init__(
+            labels, weight, bias, featurizer, "fp32", feature_key=f"setfit:{uuid.uuid4().hex}"
+        )
+        self.max_tokens = max_tokens
+        self._torch_encoder = encoder  # set while training; saved as ONNX
+        self._encoder_bytes = encoder_bytes
+
+    @property
+    def nbytes(self) -> int:
+        return super().nbytes + self._encoder_bytes
+
+    def save(self, directory: Path, *, backend: str = "setfit") -> None:
+        import json
+
+        super().save(directory, backend=backend)
+        meta_path = directory / "head.json"
+        meta = json.loads(meta_path.read_text())
+        meta.update(encoder_file=ENCODER_FILE, max_tokens=self.max_tokens, encoder_tuned=True)
+        meta_path.write_text(json.dumps(meta, indent=2))
+        if self._torch_encoder is None:
+            raise RuntimeError("a loaded setfit model is saved by copying its folder")
+        export_onnx(
+            pooled_encoder(self._torch_encoder),
+            directory / ENCODER_FILE,
+            output="embedding",
+            output_axes={0: "batch"},
+        )
+
+
+def supervised_contrastive_loss(embeddings: Any, targets: Any, temperature: float) -> Any:
+    """Khosla et al.'s SupCon loss over L2-normalised embeddings: for each anchor with at least
+    one positive (same label) in the batch, the mean log-probability of its positives."""
+    import torch
+
+    n = len(targets)
+    sim = embeddings @ embeddings.T / temperature
+    self_mask = torch.eye(n, dtype=torch.bool, device=embeddings.device)
+    sim = sim.masked_fill(self_mask, -1e9)
+    log_prob = sim - torch.logsumexp(sim, dim=1, keepdim=True)
+    positives = (targets[:, None] == targets[None, :]) & ~self_mask
+    counts = positives.sum(1)
+    has = counts > 0
+    if not bool(has.any()):
+        return embeddings.sum() * 0.0
+    per_anchor = -(log_prob * positives).sum(1)[has] / counts[has]
+    return per_anchor.mean()
+
+
+def contrastive_batches(
+    targets: Sequence[int], per_label: int, batch_size: int, rng: random.Random
+) -> list[list[int]]:
+    """One epoch's batches: every example once, in groups of ``per_label`` of one label."""
+    by_label: dict[int, list[int]] = defaultdict(list)
+    for i, t in enumerate(targets):
+        by_label[t].append(i)
+    groups = []
+    for members in by_label.values():
+        members = members[:]
+        rng.shuffle(members)
+        groups += [members[s : s + per_label] for s in range(0, len(members), per_label)]
+    rng.shuffle(groups)
+    batches, current = [], []
+    for group in groups:
+        current += group
+        if len(current) >= batch_size:
+            batches.append(current)
+            current = []
+    if current and batches and len(current) < batch_size // 2:
+        batches[-1] += current  # a small remainder joins the last batch
+    elif current:
+        batches.append(current)
+    return batches
+
+
+def _embed(model: Any, ids: Sequence[Sequence[int]], device: str) -> Any:
+    """Pooled embeddings of token-id lists, length-sorted chunks, in the input order."""
+    import torch
+
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    parts, positions = [], []
+    for start in range(0, len(order), CHUNK):
+        idx = order[start : start + CHUNK]
+        width = max(len(ids[i]) for i in idx)
+        tokens = torch.zeros(len(idx), width, dtype=torch.long)
+        mask = torch.zeros(len(idx), width, dtype=torch.long)
+        for row, i in enumerate(idx):
+            tokens[row, : len(ids[i])] = torch.tensor(ids[i])
+            mask[row, : len(ids[i])] = 1
+        tokens, mask = tokens.to(device), mask.to(device)
+        hidden = model(
+            input_ids=tokens, attention_mask=mask, token_type_ids=torch.zeros_like(tokens)
+        ).last_hidden_state
+        parts.append(mean_pool(hidden, mask))
+        positions += idx
+    stacked = torch.cat(parts)
+    inverse = torch.empty(len(positions), dtype=torch.long)
+    inverse[torch.tensor(positions)] = torch.arange(len(positions))
+    return stacked[inverse.to(stacked.device)]
+
+
+@backends.register("setfit")
+class SetFitBackend(TextsBackend):
+    """Features are the texts themselves: fine-tuning needs them, not fixed embeddings."""
+
+    name: ClassVar[str] = "setfit"
+    version: ClassVar[str] = "1"
+    task: ClassVar[str] = "intent"
+    Config: ClassVar[type[BackendConfig]] = SetFitConfig
+
+    def train(
+        self,
+        features: Sequence[str],
+        labels: Sequence[str],
+        config: BackendConfig,
+        *,
+        seed: int,
+        validation: tuple[Sequence[str], Sequence[str]] | None,
+        on_epoch: Callable[[EpochRecord], None] | None,
+        progress: Progress,
+        extras: dict[str, Any] | None = None,
+    ) -> SetFitModel:
+        import torch
+
+        assert isinstance(config, SetFitConfig)
+        texts = list(features)
+        names = sorted(set(labels))
+        if len(names) < 2:
+            raise InvalidInput("setfit needs at least 2 labels")
+        index = {label: i for i, label in enumerate(names)}
+        targets = [index[label] for label in labels]
+        device = resolve_device(self.context.device)
+        if device == "cpu":
+            torch.set_num_threads(max(1, self.context.threads))
+        torch.manual_seed(seed)
+        rng = random.Random(seed)
+        model = load_torch_encoder(device)
+        model.embeddings.word_embeddings.weight.requires_grad_(False)
+        tokenizer = load_tokenizer(config.max_tokens, padding=False)
+        ids = [e.ids for e in tokenizer.encode_batch(texts)]
+        y = torch.tensor(targets, device=device)
+
+        per_epoch = len(contrastive_batches(targets, config.per_label, config.batch_size, rng))
+        total = min(config.max_steps, config.contrastive_epochs * per_epoch)
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=0.01)
+        warmup = max(1, total // 10)
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer,
+            lambda step: min(
+                (step + 1) / warmup, max(0.0, (total - step) / max(1, total - warmup))
+            ),
+        )
+        step, epoch = 0, 0
+        while step < total:
+            epoch += 1
+            model.train()
+            losses = []
+            for batch in contrastive_batches(targets, config.per_label, config.batch_size, rng):
+                if step >= total:
+                    break
+                emb = _embed(model, [ids[i] for i in batch], device)
+                loss = supervised_contrastive_loss(emb, y[batch], config.temperature)
+                optimizer.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                optimizer.step()
+                schedule.step()
+                losses.append(float(loss.item()))
+                step += 1
+                progress(0.85 * step / total)
+            if on_epoch is not None:
+                loss_value = sum(losses) / len(losses) if losses else math.nan
+                on_epoch(EpochRecord(epoch, loss_value, None, None))
+        model.eval()
+
+        def featurize(batch_texts: Sequence[str]) -> np.ndarray:
+            batch_ids = [e.ids for e in tokenizer.encode_batch(list(batch_texts))]
+            out = np.zeros((len(batch_ids), model.config.hidden_size), dtype=np.float32)
+            with torch.inference_mode():
+                for start in range(0, len(batch_ids), 256):
+                    chunk = batch_ids[start : start + 256]
+                    out[start : start + len(chunk)] = _embed(model, chunk, device).float().cpu()
+            return out
+
+        head_config = EmbeddingHeadConfig(
+            epochs=config.head_epochs,
+            learning_rate=config.head_learning_rate,
+            encoder_precision="fp32",
+        )
+        val = None
+        if validation is not None and len(validation[1]):
+            val = (featurize(validation[0]), validation[1])
+        encoder_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+        return train_head(
+            featurize(texts),
+            labels,
+            head_config,
+            seed=seed,
+            validation=val,
+            on_epoch=on_epoch,
+            progress=lambda f: progress(0.85 + 0.15 * f),
+            build=lambda n, w, b: SetFitModel(
+                n,
+                w,
+                b,
+                featurize,
+                max_tokens=config.max_tokens,
+                encoder=model,
+                encoder_bytes=encoder_bytes,
+            ),
+            first_epoch=epoch + 1,
+        )
+
+    def load(self, directory: Path) -> SetFitModel:
+        labels, weight, bias, meta = read_head(directory, self.name)
+        path = directory / str(meta.get("encoder_file") or ENCODER_FILE)
+        max_tokens = meta.get("max_tokens")
+        if not path.is_file() or not isinstance(max_tokens, int):
+            raise ModelLoadError(
+                f"the setfit model in {directory.name} has no tuned encoder ({ENCODER_FILE}); "
+                "the artifact is incomplete, retrain the model"
+            )
+        try:
+            encoder = SentenceEncoder(
+                cache_dir=self.context.cache_dir,
+                threads=self.context.threads,
+                onnx_file=path,
+                max_tokens=max_tokens,
+            )
+        except Exception as e:  # noqa: BLE001 - ONNX Runtime raises its own error types
+            raise ModelLoadError(
+                f"cannot load the tuned encoder of the model in {directory.name}: {e}"
+            ) from e
+        return SetFitModel(
+            labels,
+            weight,
+            bias,
+            encoder.encode,
+            max_tokens=max_tokens,
+            encoder_bytes=path.stat().st_size,
+        )
