@@ -13,8 +13,10 @@ examples per label, 770 texts):
   ``--per-client`` single-text requests in a loop, bounded by ``--max-seconds``.
 
 The results are printed as a plain-text table, followed by the targets with PASS/FAIL:
-full train <= 60 s; accuracy >= 0.90 (full) and >= 0.83 (train_10); p50 <= 15 ms and
-p99 <= 40 ms.
+issue 2 (Banking77, the default backend): full train <= 60 s; accuracy >= 0.90 (full) and
+>= 0.83 (train_10); p50 <= 15 ms and p99 <= 40 ms. Issue 3: accuracy >= 0.93 on full
+Banking77, >= 0.87 at train_10 on Banking77 and on HWU64 (``--data``). ``--backend`` picks
+the intent backend (``embedding-head``, ``setfit``), ``--params`` its settings.
 
 Unless ``--url`` is given, the benchmark starts its own server (``parley serve --no-demo``) on
 a temporary data directory, creates a tenant with a random operator token, and stops the
@@ -22,6 +24,7 @@ server at the end. Run it as::
 
     .venv/bin/python bench/intent.py --split train_10
     .venv/bin/python bench/intent.py --split both --json /tmp/intent.json
+    .venv/bin/python bench/intent.py --backend setfit --split all --data ../shared/datasets/hwu64
     .venv/bin/python bench/intent.py --url http://127.0.0.1:8000 --api-key pk_...
 """
 
@@ -63,13 +66,19 @@ HEALTH_TIMEOUT_S = 120.0
 TRAIN_TIMEOUT_S = 1800.0
 STOP_GRACE_S = 15.0
 
-# Targets: (split or None for every split, result field, comparison, threshold, label).
-TARGETS: list[tuple[str | None, str, str, float, str]] = [
-    ("full", "train_s", "<=", 60.0, "train seconds (client)"),
-    ("full", "accuracy", ">=", 0.90, "test accuracy"),
-    ("train_10", "accuracy", ">=", 0.83, "test accuracy"),
-    (None, "p50_ms", "<=", 15.0, "latency p50 ms"),
-    (None, "p99_ms", "<=", 40.0, "latency p99 ms"),
+# Targets: (dataset folder or None for any, split or None for every split, result field,
+# comparison, threshold, label). Issue 2 set the platform ones (Banking77, the fast default
+# backend); issue 3 the few-shot ones (the best published 10-shot results, CPFT: 87.2 on
+# Banking77 and 87.1 on HWU64) and full Banking77 >= 93 %.
+TARGETS: list[tuple[str | None, str | None, str, str, float, str]] = [
+    ("banking77", "full", "train_s", "<=", 60.0, "train seconds (client), issue 2"),
+    ("banking77", "full", "accuracy", ">=", 0.90, "test accuracy, issue 2"),
+    ("banking77", "train_10", "accuracy", ">=", 0.83, "test accuracy, issue 2"),
+    (None, None, "p50_ms", "<=", 15.0, "latency p50 ms"),
+    (None, None, "p99_ms", "<=", 40.0, "latency p99 ms"),
+    ("banking77", "full", "accuracy", ">=", 0.93, "test accuracy, issue 3"),
+    ("banking77", "train_10", "accuracy", ">=", 0.87, "test accuracy, issue 3"),
+    ("hwu64", "train_10", "accuracy", ">=", 0.87, "test accuracy, issue 3"),
 ]
 
 
@@ -321,12 +330,18 @@ class Progress:
 
 
 def train(
-    client: httpx.Client, dataset_id: str, label: str, params: dict[str, Any] | None = None
+    client: httpx.Client,
+    dataset_id: str,
+    label: str,
+    params: dict[str, Any] | None = None,
+    backend: str | None = None,
 ) -> tuple[dict[str, Any], float]:
     """Queue a model and poll it to the end; return (final model JSON, client seconds)."""
     progress = Progress(label)
     t0 = time.perf_counter()
-    body = {"dataset_id": dataset_id, "params": params or {}}
+    body: dict[str, Any] = {"dataset_id": dataset_id, "params": params or {}}
+    if backend:
+        body["backend"] = backend
     model: dict[str, Any] = check(client.post("/v1/models", json=body), 202)
     try:
         while model["status"] not in ("succeeded", "failed", "cancelled"):
@@ -471,7 +486,7 @@ def run_split(
                 f"({dataset.get('num_duplicates')} duplicates)"
             )
 
-        model, result.train_s = train(client, dataset["id"], split, args.params)
+        model, result.train_s = train(client, dataset["id"], split, args.params, args.backend)
         result.model_id = model["id"]
         started, finished = (
             parse_time(model.get("started_at")),
@@ -592,11 +607,11 @@ def results_table(results: Sequence[SplitResult], args: argparse.Namespace) -> s
     return render_table(["metric", *(r.split for r in results)], body)
 
 
-def evaluate_targets(results: Sequence[SplitResult]) -> list[dict[str, Any]]:
+def evaluate_targets(results: Sequence[SplitResult], dataset: str) -> list[dict[str, Any]]:
     checks = []
     for r in results:
-        for split, attr, op, threshold, title in TARGETS:
-            if split not in (None, r.split):
+        for data, split, attr, op, threshold, title in TARGETS:
+            if split not in (None, r.split) or data not in (None, dataset.lower()):
                 continue
             value = float(getattr(r, attr))
             ok = not math.isnan(value) and (
@@ -713,6 +728,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         default={},
         help='train params as JSON, e.g. \'{"encoder_precision": "fp32"}\'',
     )
+    p.add_argument(
+        "--backend",
+        help="intent backend (embedding-head, setfit); default: the platform's default",
+    )
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--port", type=int, default=0, help="port for the server (default: free)")
     p.add_argument(
@@ -793,7 +812,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results, total, code = guarded(lambda tmp: run(args, tmp))
     if results is None:
         return code
-    checks = evaluate_targets(results)
+    checks = evaluate_targets(results, args.data.name)
     print("\nResults")
     print(results_table(results, args))
     print("\nTargets")

@@ -225,6 +225,11 @@ class PredictRequest(BaseModel):
     text: str | None = None
     texts: list[str] | None = None
     num_results: int = Field(default=5, ge=1, le=1000)
+    entity_labels: list[str] | None = Field(
+        default=None,
+        description="entity and joint models: return only entities of these types "
+        "(each must be a type the model knows)",
+    )
 
 
 class Prediction(BaseModel):
@@ -260,6 +265,7 @@ class PredictResponse(BaseModel):
 class ParseRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")  # Rasa clients may send message_id and more
     text: str
+    entity_labels: list[str] | None = None
 
 
 class IntentPublic(BaseModel):

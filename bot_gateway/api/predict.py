@@ -49,7 +49,11 @@ class Outcome:
 
 
 async def run_model(
-    gateway: Gateway, principal: Principal, model_id: str, texts: list[str]
+    gateway: Gateway,
+    principal: Principal,
+    model_id: str,
+    texts: list[str],
+    entity_labels: list[str] | None = None,
 ) -> Outcome:
     info = await gateway.lookups.model(principal.tenant_id, model_id)
     if info.status != "succeeded":
@@ -68,10 +72,19 @@ async def run_model(
         )
         loaded = gateway.cache.peek(ref) or await run_in_threadpool(gateway.cache.get, ref)
     extractor = loaded if info.task == "entities" else getattr(loaded, "entity_model", None)
+    if entity_labels is not None:
+        _check_entity_labels(info.id, extractor, entity_labels)
     entities = None
     if extractor is not None:
         found = await run_in_threadpool(extractor.extract, texts)
-        entities = [[EntityPublic(**e.to_dict()) for e in row] for row in found]
+        entities = [
+            [
+                EntityPublic(**e.to_dict())
+                for e in row
+                if entity_labels is None or e.entity in entity_labels
+            ]
+            for row in found
+        ]
     if info.task == "entities":
         return Outcome(info, None, None, entities)
     probs = await asyncio.wait_for(
@@ -91,7 +104,7 @@ async def predict(
     texts = _texts(
         body, gateway.settings.limits.max_batch_texts, gateway.settings.limits.max_text_chars
     )
-    out = await run_model(gateway, principal, model_id, texts)
+    out = await run_model(gateway, principal, model_id, texts, body.entity_labels)
     single = body.text is not None
     entities = None
     if out.entities is not None:
@@ -115,7 +128,7 @@ async def _parse(
     gateway: Gateway, principal: Principal, model_id: str, body: ParseRequest
 ) -> ParseResponse:
     texts = _texts(PredictRequest(text=body.text), 1, gateway.settings.limits.max_text_chars)
-    out = await run_model(gateway, principal, model_id, texts)
+    out = await run_model(gateway, principal, model_id, texts, body.entity_labels)
     if out.probs is None or out.labels is None:
         raise InvalidInput(
             f"model {out.info.id} extracts entities only; parse needs an intent "
@@ -172,6 +185,28 @@ def rank(
         rest = [p for p in predictions if p.label != OUT_OF_SCOPE]
         return [flagged, *rest][:k], True
     return predictions, False
+
+
+def known_entity_labels(extractor: Any) -> set[str]:
+    """The entity types a model can return: ``entity_types`` where the model has it (trained
+    labels plus its Rasa regex and lookup names), else its ``labels``."""
+    types = getattr(extractor, "entity_types", None)
+    return set(types if types is not None else extractor.labels)
+
+
+def _check_entity_labels(model_id: str, extractor: Any, wanted: list[str]) -> None:
+    if extractor is None:
+        raise InvalidInput(
+            f"entity_labels: model {model_id} extracts no entities (train it on a dataset "
+            "with entity annotations, or call prebuilt-entities)"
+        )
+    known = known_entity_labels(extractor)
+    unknown = [label for label in wanted if label not in known]
+    if unknown:
+        raise InvalidInput(
+            f"entity_labels: unknown entity type(s) {', '.join(map(repr, unknown))} for model "
+            f"{model_id}; it knows {', '.join(sorted(known)) or 'none'}"
+        )
 
 
 def _texts(body: PredictRequest, max_texts: int, max_chars: int) -> list[str]:

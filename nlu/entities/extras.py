@@ -45,6 +45,11 @@ class EntityExtras:
         ]
         self._tables = (("regex", regexes), ("lookup", lookups))
 
+    @property
+    def names(self) -> set[str]:
+        """The entity types the regexes and lookups extract (each is named by its entity)."""
+        return {name for _, table in self._tables for name, _ in table}
+
     def entity(
         self, label: str, start: int, end: int, text: str, *, extractor: str, confidence: float
     ) -> Entity:

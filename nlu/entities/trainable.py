@@ -9,17 +9,26 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+from nlu.entities.extras import EntityExtras
 from nlu.entities.prebuilt import Entity
-from training.backends import BackendConfig, BackendContext, Progress
+from training.backends import TextsBackend
 
 __all__ = ["TextEntityBackend", "TextEntityModel"]
 
 
 class TextEntityModel:
-    """Base of entity models over raw texts; subclasses implement ``extract``."""
+    """Base of entity models over raw texts; subclasses implement ``extract`` and set
+    ``labels`` (the trained types) and ``extras`` (an ``EntityExtras``)."""
 
     task = "entities"
     feature_key = "texts"
+    labels: list[str]
+    extras: EntityExtras
+
+    @property
+    def entity_types(self) -> list[str]:
+        """Every type ``extract`` can return: the trained ones, the regexes' and lookups'."""
+        return sorted(set(self.labels) | self.extras.names)
 
     def featurize(self, texts: Sequence[str]) -> list[str]:
         return list(texts)
@@ -34,21 +43,7 @@ class TextEntityModel:
         raise TypeError("an entity model extracts entities; it has no class probabilities")
 
 
-class TextEntityBackend:
+class TextEntityBackend(TextsBackend):
     """Base of entity backends over raw texts: featurising is the identity."""
 
     task: ClassVar[str] = "entities"
-
-    def __init__(self, context: BackendContext) -> None:
-        self.context = context
-
-    def featurize(
-        self,
-        texts: Sequence[str],
-        progress: Progress | None = None,
-        *,
-        config: BackendConfig | None = None,
-    ) -> list[str]:
-        if progress is not None:
-            progress(1.0)
-        return list(texts)

@@ -259,6 +259,21 @@ def test_prebuilt_entities_are_addressable_like_any_model(api: Api) -> None:
         ["phone_number"],
         [],
     ]
+    only = api.client.post(
+        "/v1/models/prebuilt-entities/predict",
+        json={"text": text, "entity_labels": ["email", "GPE"]},
+        headers=api.a,
+    )
+    assert only.status_code == 200, only.text
+    assert {e["entity"] for e in only.json()["entities"]} == {"email", "GPE"}
+    unknown = api.client.post(
+        "/v1/models/prebuilt-entities/predict",
+        json={"text": text, "entity_labels": ["email", "order_number"]},
+        headers=api.a,
+    )
+    assert unknown.status_code == 422
+    message = unknown.json()["message"]
+    assert "entity_labels" in message and "'order_number'" in message and "PERSON" in message
     info = api.client.get("/v1/models/prebuilt-entities", headers=api.b).json()
     assert info["status"] == "succeeded" and info["task"] == "entities"
     r = api.client.put("/v1/aliases/prebuilt-entities", json={"model_id": "mdl_x"}, headers=api.a)
@@ -313,6 +328,15 @@ def test_a_rasa_project_trains_a_joint_model_and_parses_like_rasa(api: Api) -> N
     ).json()
     values = {e["value"] for e in r["entities"] if e["entity"] == "product"}
     assert r["intent"]["name"] == "refund" and {"toaster", "headphones"} <= values
+    # entity_labels: only those types; a type the model does not know is a 422 naming it
+    only = api.client.post(
+        url, json={"text": "track Z-4242 to Paris", "entity_labels": ["order_id"]}, headers=api.a
+    )
+    assert only.status_code == 200 and {e["entity"] for e in only.json()["entities"]} <= {
+        "order_id"
+    }
+    bad = api.client.post(url, json={"text": "hi", "entity_labels": ["colour"]}, headers=api.a)
+    assert bad.status_code == 422 and "'colour'" in bad.json()["message"]
     # Rasa clients: POST /model/parse with ?token= on the production model
     key = api.a["Authorization"].split()[1]
     rasa = api.client.post(
@@ -326,3 +350,26 @@ def test_a_rasa_project_trains_a_joint_model_and_parses_like_rasa(api: Api) -> N
         f"/v1/models/{model['id']}/predict", json={"text": "track B-2210"}, headers=api.a
     ).json()
     assert pred["predictions"][0]["label"] == "track_order" and pred["entities"]
+
+
+def test_setfit_backend_is_chosen_with_backend_and_recorded(api: Api) -> None:
+    ds = api.upload(intent_csv(), name="few-shot").json()
+    params = {"contrastive_epochs": 2, "max_steps": 4, "batch_size": 16, "refit_on_all": False}
+    model = api.train(ds["id"], backend="setfit", params=params)
+    assert model["status"] == "succeeded", model["failure_message"]
+    assert model["backend"] == "setfit" and model["task"] == "intent"
+    assert model["metrics"]["accuracy"] is not None and "out_of_scope" in model["metrics"]
+    r = api.client.post(
+        f"/v1/models/{model['id']}/predict", json={"texts": ["hello", "bye"]}, headers=api.a
+    )
+    assert r.status_code == 200, r.text
+    assert [row[0]["label"] for row in r.json()["predictions"]] == ["greet", "goodbye"]
+    curve = api.client.get(f"/v1/models/{model['id']}/learning-curve", headers=api.a).json()
+    assert curve["points"][0]["validation_accuracy"] is None  # contrastive epochs: loss only
+    assert curve["points"][-1]["validation_accuracy"] is not None
+    bad = api.client.post(
+        "/v1/models",
+        json={"dataset_id": ds["id"], "backend": "setfit", "params": {"per_label": 1}},
+        headers=api.a,
+    )
+    assert bad.status_code == 422 and "per_label" in bad.json()["message"]
