@@ -55,7 +55,7 @@ class SetFitConfig(BackendConfig):
     max_steps: int = Field(
         default=400, ge=1, le=100_000, description="cap on contrastive steps (large datasets)"
     )
-    learning_rate: float = Field(default=5e-5, gt=0, le=1e-2)
+    learning_rate: float = Field(default=3e-5, gt=0, le=1e-2)
     batch_size: int = Field(default=64, ge=4, le=1024)
     per_label: int = Field(default=4, ge=2, le=256)
     temperature: float = Field(default=0.05, gt=0, le=10)
