@@ -16,9 +16,11 @@ micro-batching on (``PARLEY_SERVING__MAX_BATCH=64``) and once off (``=1``), with
   cost of a model is its first-call latency minus the median warm latency;
 * every model is loaded (one sequential ``predict`` per tenant), and the server's resident
   memory (``VmRSS`` of the ``parley serve`` process) is read before any model and after all;
-* load: 1, 16 and 64 concurrent clients (threads, one ``httpx.Client`` each) send single-text
-  ``predict`` requests for random tenants (a random tenant's model and one of its texts), a
-  fixed count per client, bounded by ``--max-seconds``; p50 / p99 latency and requests/s.
+* load: 1, 16 and 64 concurrent clients (keep-alive connections driven by one asyncio loop
+  with pre-built raw HTTP/1.1 requests, like ``wrk``, so the load generator takes little of
+  the CPU the server needs) send single-text ``predict`` requests for random tenants (a
+  random tenant's model and one of its texts), a fixed count per client, bounded by
+  ``--max-seconds``; p50 / p99 latency and requests/s.
 
 The results are printed as plain-text tables, followed by the targets with PASS/FAIL: 1,000
 models in <= 1.5 GB server RSS; cold-load p50 <= 50 ms; micro-batching >= 3x the unbatched
@@ -33,16 +35,17 @@ seconds each side used. Run it as::
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
+import asyncio
 import contextlib
+import json
 import os
 import random
+import re
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -81,6 +84,7 @@ COLD_MODELS = 200
 PER_CLIENT = {1: 300, 16: 40, 64: 15}  # requests per client, by client count
 MB = 1_000_000
 ERROR_SAMPLES = 5
+CONTENT_LENGTH = re.compile(rb"(?i)\r\ncontent-length:\s*(\d+)")
 
 # Targets (checked in ``evaluate_targets``).
 RSS_TARGET_MB = 1500.0
@@ -455,6 +459,38 @@ def load_all(client: httpx.Client, tenants: Sequence[TenantModel], result: Serve
     result.load_all_s = time.perf_counter() - t0
 
 
+def predict_request(host: str, tenant: TenantModel, text: str) -> bytes:
+    """The raw HTTP/1.1 bytes of one single-text ``predict`` call (keep-alive)."""
+    body = json.dumps({"text": text}).encode()
+    head = (
+        f"POST /v1/models/{tenant.model_id}/predict HTTP/1.1\r\n"
+        f"Host: {host}\r\n"
+        f"Authorization: Bearer {tenant.api_key}\r\n"
+        "Content-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+async def raw_exchange(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
+) -> str | None:
+    """Send one request on a kept-alive connection and read its whole answer; ``None`` if it
+    was a 200 with predictions, else what went wrong."""
+    writer.write(request)
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    match = CONTENT_LENGTH.search(head)
+    if match is None:
+        return f"HTTP {status} without Content-Length: {head[:200]!r}"
+    body = await reader.readexactly(int(match.group(1)))
+    if status != 200:
+        return f"HTTP {status}: {body[:300].decode(errors='replace')}"
+    if b'"predictions"' not in body:
+        return f"no predictions: {body[:300].decode(errors='replace')}"
+    return None
+
+
 def run_load(
     url: str,
     tenants: Sequence[TenantModel],
@@ -465,55 +501,75 @@ def run_load(
     result: LoadResult,
     server_pid: int,
 ) -> None:
-    """``clients`` threads each send up to ``per_client`` single-text requests for random
-    tenants (stopping at ``max_seconds``); fill ``result``."""
+    """``clients`` concurrent keep-alive connections each send up to ``per_client``
+    single-text requests for random tenants, one at a time (closed loop), stopping at
+    ``max_seconds``; fill ``result``.
+
+    The clients are one asyncio loop writing pre-built HTTP/1.1 requests on raw sockets (like
+    ``wrk``): a few tens of microseconds of client CPU a request, so that on a small machine
+    the load generator takes little CPU from the server it measures.
+    """
+    parsed = httpx.URL(url)
+    host, port = parsed.host, parsed.port or 80
+    plans = []
+    for index in range(clients):
+        rng = random.Random(seed * 1_000_003 + clients * 1_000 + index)
+        plan = []
+        for _ in range(per_client):
+            tenant = rng.choice(tenants)
+            plan.append(predict_request(f"{host}:{port}", tenant, rng.choice(tenant.texts)))
+        plans.append(plan)
     clock: dict[str, float] = {}
 
-    def begin() -> None:  # run once, as every client and this thread pass the barrier
+    async def client(
+        plan: list[bytes], ready: asyncio.Barrier
+    ) -> tuple[list[float], int, list[str], bool]:
+        samples: list[float] = []
+        errors: list[str] = []
+        failed, stopped = 0, False
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            await ready.wait()
+            for request in plan:
+                if time.monotonic() > clock["deadline"]:
+                    stopped = True
+                    break
+                t0 = time.perf_counter()
+                try:
+                    error = await raw_exchange(reader, writer, request)
+                except (OSError, asyncio.IncompleteReadError, ValueError) as e:
+                    error = f"{type(e).__name__}: {e}"
+                    writer.close()
+                    reader, writer = await asyncio.open_connection(host, port)
+                if error is None:
+                    samples.append((time.perf_counter() - t0) * 1000)
+                else:
+                    failed += 1
+                    note_error(errors, error)
+        finally:
+            writer.close()
+        return samples, failed, errors, stopped
+
+    async def main() -> list[tuple[list[float], int, list[str], bool]]:
+        ready = asyncio.Barrier(clients + 1)
+        tasks = [asyncio.create_task(client(plan, ready)) for plan in plans]
+        try:
+            await asyncio.wait_for(ready.wait(), timeout=120)
+        except (TimeoutError, asyncio.BrokenBarrierError) as e:
+            for t in tasks:
+                if t.done() and t.exception():
+                    raise BenchError(f"load client failed: {t.exception()}") from e
+            raise BenchError("load clients did not connect within 120 s") from e
         clock["t0"] = time.perf_counter()
         clock["deadline"] = time.monotonic() + max_seconds
         clock["server_cpu"] = cpu_seconds(server_pid)
         clock["bench_cpu"] = time.process_time()
+        return await asyncio.gather(*tasks)
 
-    start = threading.Barrier(clients + 1, action=begin)
-
-    def worker(index: int) -> tuple[list[float], int, list[str], bool]:
-        rng = random.Random(seed * 1_000_003 + clients * 1_000 + index)
-        samples: list[float] = []
-        errors: list[str] = []
-        failed = 0
-        stopped = False
-        with httpx.Client(base_url=url, timeout=30.0) as client:
-            try:
-                client.get("/v1/health").raise_for_status()  # open the connection
-            except Exception:
-                start.abort()
-                raise
-            start.wait()
-            for _ in range(per_client):
-                if time.monotonic() > clock["deadline"]:
-                    stopped = True
-                    break
-                tenant = rng.choice(tenants)
-                ms, error = timed(client, tenant, rng.choice(tenant.texts))
-                if error is None:
-                    samples.append(ms)
-                else:
-                    failed += 1
-                    note_error(errors, error)
-        return samples, failed, errors, stopped
-
-    with concurrent.futures.ThreadPoolExecutor(max_workers=clients) as pool:
-        futures = [pool.submit(worker, i) for i in range(clients)]
-        try:
-            start.wait(timeout=120)
-        except threading.BrokenBarrierError as e:
-            for f in futures:
-                if f.done() and f.exception():
-                    raise BenchError(f"load client failed: {f.exception()}") from e
-            raise BenchError("load clients did not start within 120 s") from e
-        outcomes = [f.result() for f in futures]
-        result.wall_s = time.perf_counter() - clock["t0"]
+    # the deadline must exist before any client passes the barrier
+    clock["deadline"] = time.monotonic() + max_seconds + 120
+    outcomes = asyncio.run(main())
+    result.wall_s = time.perf_counter() - clock["t0"]
     result.server_cpu_s = cpu_seconds(server_pid) - clock["server_cpu"]
     result.bench_cpu_s = time.process_time() - clock["bench_cpu"]
     samples = [ms for o in outcomes for ms in o[0]]
