@@ -9,6 +9,10 @@ less over-fitting on a few examples); texts of a batch run through the encoder i
 chunks so short texts are not padded to the longest. Stage 2: the softmax head, trained on the
 tuned encoder's embeddings; the learning curve numbers its epochs after the contrastive ones.
 
+``objective: "cross-entropy"`` fine-tunes through a temporary linear layer over the pooled
+embedding instead (plain end-to-end fine-tuning, random batches), for datasets with many
+examples per intent; the head is then trained the same way.
+
 Slower to train than ``embedding-head`` (minutes on CPU instead of seconds) and bigger: the
 tuned encoder is part of the model (an ONNX graph of about 90 MB, served fp32 by its own ONNX
 Runtime session, so it does not share the common encoder pass at serving time). Better with
@@ -23,7 +27,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
@@ -51,9 +55,16 @@ CHUNK = 16  # texts per forward pass inside a batch (length-sorted)
 
 
 class SetFitConfig(BackendConfig):
-    contrastive_epochs: int = Field(default=10, ge=0, le=200)
+    objective: Literal["contrastive", "cross-entropy"] = Field(
+        default="contrastive",
+        description="contrastive (SetFit; few examples per intent) or cross-entropy through a "
+        "temporary linear layer (end-to-end fine-tuning; many examples)",
+    )
+    contrastive_epochs: int = Field(
+        default=10, ge=0, le=200, description="fine-tuning epochs (whichever the objective)"
+    )
     max_steps: int = Field(
-        default=400, ge=1, le=100_000, description="cap on contrastive steps (large datasets)"
+        default=400, ge=1, le=100_000, description="cap on fine-tuning steps (large datasets)"
     )
     learning_rate: float = Field(default=3e-5, gt=0, le=1e-2)
     batch_size: int = Field(default=64, ge=4, le=1024)
@@ -219,10 +230,33 @@ class SetFitBackend(TextsBackend):
         ids = [e.ids for e in tokenizer.encode_batch(texts)]
         y = torch.tensor(targets, device=device)
 
-        per_epoch = len(contrastive_batches(targets, config.per_label, config.batch_size, rng))
+        classifier = None
+        if config.objective == "cross-entropy":
+            classifier = torch.nn.Linear(model.config.hidden_size, len(names)).to(device)
+
+        def epoch_batches() -> list[list[int]]:
+            if classifier is None:
+                return contrastive_batches(targets, config.per_label, config.batch_size, rng)
+            order = list(range(len(targets)))
+            rng.shuffle(order)
+            return [
+                order[s : s + config.batch_size] for s in range(0, len(order), config.batch_size)
+            ]
+
+        def loss_of(emb: Any, batch: list[int]) -> Any:
+            if classifier is None:
+                return supervised_contrastive_loss(emb, y[batch], config.temperature)
+            logits = classifier(emb) / config.temperature
+            return torch.nn.functional.cross_entropy(logits, y[batch])
+
+        per_epoch = len(epoch_batches())
         total = min(config.max_steps, config.contrastive_epochs * per_epoch)
         params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=0.01)
+        groups = [{"params": params, "lr": config.learning_rate}]
+        if classifier is not None:  # a fresh layer learns faster than the pre-trained encoder
+            groups.append({"params": list(classifier.parameters()), "lr": 1e-3})
+            params = params + list(classifier.parameters())
+        optimizer = torch.optim.AdamW(groups, weight_decay=0.01)
         warmup = max(1, total // 10)
         schedule = torch.optim.lr_scheduler.LambdaLR(
             optimizer,
@@ -235,11 +269,11 @@ class SetFitBackend(TextsBackend):
             epoch += 1
             model.train()
             losses = []
-            for batch in contrastive_batches(targets, config.per_label, config.batch_size, rng):
+            for batch in epoch_batches():
                 if step >= total:
                     break
                 emb = _embed(model, [ids[i] for i in batch], device)
-                loss = supervised_contrastive_loss(emb, y[batch], config.temperature)
+                loss = loss_of(emb, batch)
                 optimizer.zero_grad()
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, 1.0)

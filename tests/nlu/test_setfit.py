@@ -160,6 +160,27 @@ def test_a_broken_artifact_is_refused(
         backend.load(tmp_path / "m")
 
 
+@pytest.mark.slow
+def test_the_cross_entropy_objective_fine_tunes_end_to_end(backend: SetFitBackend) -> None:
+    config = SetFitConfig(
+        objective="cross-entropy", contrastive_epochs=3, batch_size=16, head_epochs=20
+    )
+    records: list[EpochRecord] = []
+    model = backend.train(
+        [t for t, _ in TRAIN],
+        [label for _, label in TRAIN],
+        config,
+        seed=0,
+        validation=None,
+        on_epoch=records.append,
+        progress=lambda fraction: None,
+    )
+    assert records[0].train_loss > records[2].train_loss  # the fine-tuning loss falls
+    probs = model.predict_features([t for t, _ in HELD_OUT])
+    predicted = [model.labels[i] for i in probs.argmax(axis=1)]
+    assert sum(p == label for p, (_, label) in zip(predicted, HELD_OUT, strict=True)) >= 7
+
+
 def test_config_is_bounded() -> None:
     import pydantic
 
@@ -167,3 +188,5 @@ def test_config_is_bounded() -> None:
         SetFitConfig(per_label=1)
     with pytest.raises(pydantic.ValidationError):
         SetFitConfig(unknown=1)  # type: ignore[call-arg]
+    with pytest.raises(pydantic.ValidationError):
+        SetFitConfig(objective="triplet")  # type: ignore[arg-type]
