@@ -221,5 +221,9 @@ def _texts(body: PredictRequest, max_texts: int, max_chars: int) -> list[str]:
         if not text.strip():
             raise InvalidInput("empty text" if body.text is not None else f"texts[{i}] is empty")
         if len(text) > max_chars:
-            raise InvalidInput(f"text is longer than {max_chars} characters")
+            field = "text" if body.text is not None else f"texts[{i}]"
+            raise InvalidInput(
+                f"{field} has {len(text)} characters; the limit is {max_chars} "
+                "(PARLEY_LIMITS__MAX_TEXT_CHARS)"
+            )
     return texts

@@ -62,6 +62,8 @@ def test_predict_input_errors(api: Api, trained: dict[str, Any]) -> None:
         r = api.client.post(url, json=body, headers=api.a)
         assert r.status_code == 422, (body, r.text)
         assert r.json()["message"]
+    r = api.client.post(url, json={"texts": ["hi", "x" * 2001]}, headers=api.a)
+    assert r.status_code == 422 and r.json()["message"].startswith("texts[1] has 2001 characters")
     r = api.client.post(url, json={"texts": ["hi"] * 64}, headers=api.a)
     assert r.status_code == 200 and len(r.json()["predictions"]) == 64
 
