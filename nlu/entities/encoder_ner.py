@@ -38,7 +38,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from core.errors import InvalidInput, ModelLoadError
+from core.errors import ModelLoadError
 from core.logging import log_event
 from nlu.encoder import (
     ENCODER_NAME,
@@ -332,12 +332,7 @@ class EncoderNerBackend(TextEntityBackend):
         assert isinstance(config, EncoderNerConfig)
         import torch
 
-        types = sorted({span["entity"] for spans in labels for span in spans})
-        if not types:
-            raise InvalidInput(
-                "the dataset has no entity annotations to learn from; annotate entities as "
-                "[value](entity) (Rasa), {start, end, entity} (JSON) or BIO tags (CoNLL)"
-            )
+        types = self.entity_types(labels)
         device = resolve_device(self.context.device)
         torch.set_num_threads(self.context.threads)
         torch.manual_seed(seed)

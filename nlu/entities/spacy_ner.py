@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from core.errors import InvalidInput, ModelLoadError
+from core.errors import ModelLoadError
 from nlu.entities.extras import EntityExtras
 from nlu.entities.prebuilt import Entity
 from nlu.entities.trainable import TextEntityBackend, TextEntityModel
@@ -111,12 +111,7 @@ class SpacyNerBackend(TextEntityBackend):
         from spacy.training import Example
         from spacy.util import filter_spans, fix_random_seed, minibatch
 
-        types = sorted({span["entity"] for spans in labels for span in spans})
-        if not types:
-            raise InvalidInput(
-                "the dataset has no entity annotations to learn from; annotate entities as "
-                "[value](entity) (Rasa), {start, end, entity} (JSON) or BIO tags (CoNLL)"
-            )
+        types = self.entity_types(labels)
         fix_random_seed(seed)
         nlp = spacy.blank("en")
         ner = nlp.add_pipe("ner")

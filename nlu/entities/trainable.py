@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+from core.errors import InvalidInput
 from nlu.entities.extras import EntityExtras
 from nlu.entities.prebuilt import Entity
 from training.backends import TextsBackend
@@ -47,3 +48,14 @@ class TextEntityBackend(TextsBackend):
     """Base of entity backends over raw texts: featurising is the identity."""
 
     task: ClassVar[str] = "entities"
+
+    @staticmethod
+    def entity_types(labels: Sequence[Sequence[dict[str, Any]]]) -> list[str]:
+        """The entity types of the training spans, sorted; ``InvalidInput`` if there are none."""
+        types = sorted({span["entity"] for spans in labels for span in spans})
+        if not types:
+            raise InvalidInput(
+                "the dataset has no entity annotations to learn from; annotate entities as "
+                "[value](entity) (Rasa), {start, end, entity} (JSON) or BIO tags (CoNLL)"
+            )
+        return types

@@ -71,25 +71,31 @@ class EmbeddingHeadModel:
         return self._featurize(texts)
 
     def predict_features(self, features: np.ndarray) -> np.ndarray:
-        if not isinstance(features, np.ndarray):  # texts (backends whose features are texts)
-            features = self.featurize(features)
         logits = features @ self.weight.T + self.bias
         logits -= logits.max(axis=1, keepdims=True)
         exp = np.exp(logits)
         return exp / exp.sum(axis=1, keepdims=True)
 
-    def save(self, directory: Path, *, backend: str = "embedding-head") -> None:
+    backend = "embedding-head"  # the name ``head.json`` records
+
+    def meta(self) -> dict[str, Any]:
+        """What ``head.json`` records besides the labels; subclasses add their own keys."""
+        return {
+            "encoder": ENCODER_NAME,
+            "encoder_sha256": ENCODER_SHA256,
+            "encoder_precision": self.precision,
+        }
+
+    def save(self, directory: Path) -> None:
         from safetensors.numpy import save_file
 
         directory.mkdir(parents=True, exist_ok=True)
         save_file({"weight": self.weight, "bias": self.bias}, str(directory / "head.safetensors"))
         meta = {
             "format_version": FORMAT_VERSION,
-            "backend": backend,
+            "backend": self.backend,
             "labels": self.labels,
-            "encoder": ENCODER_NAME,
-            "encoder_sha256": ENCODER_SHA256,
-            "encoder_precision": self.precision,
+            **self.meta(),
         }
         (directory / "head.json").write_text(json.dumps(meta, indent=2))
 

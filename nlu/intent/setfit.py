@@ -100,16 +100,27 @@ class SetFitModel(EmbeddingHeadModel):
     def nbytes(self) -> int:
         return super().nbytes + self._encoder_bytes
 
-    def save(self, directory: Path, *, backend: str = "setfit") -> None:
-        import json
+    backend = "setfit"
 
-        super().save(directory, backend=backend)
-        meta_path = directory / "head.json"
-        meta = json.loads(meta_path.read_text())
-        meta.update(encoder_file=ENCODER_FILE, max_tokens=self.max_tokens, encoder_tuned=True)
-        meta_path.write_text(json.dumps(meta, indent=2))
+    def predict_features(self, features: Any) -> np.ndarray:
+        """Probabilities from embeddings, or from texts (what this backend's ``featurize``
+        gives the job runner): those go through the tuned encoder first."""
+        if not isinstance(features, np.ndarray):
+            features = self.featurize(features)
+        return super().predict_features(features)
+
+    def meta(self) -> dict[str, Any]:
+        return {
+            **super().meta(),
+            "encoder_file": ENCODER_FILE,
+            "max_tokens": self.max_tokens,
+            "encoder_tuned": True,
+        }
+
+    def save(self, directory: Path) -> None:
         if self._torch_encoder is None:
             raise RuntimeError("a loaded setfit model is saved by copying its folder")
+        super().save(directory)
         export_onnx(
             pooled_encoder(self._torch_encoder),
             directory / ENCODER_FILE,
