@@ -57,7 +57,6 @@ if str(ROOT) not in sys.path:  # run as a script: make ``bench.intent`` importab
 
 from bench.intent import (  # noqa: E402
     BenchError,
-    Progress,
     check,
     create_tenant,
     fmt,
@@ -69,12 +68,13 @@ from bench.intent import (  # noqa: E402
     print_header,
     render_table,
     run_server,
+    train,
+    upload_dataset,
     write_json,
 )
 
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "snips"
 BATCH = 64
-POLL_S = 0.25
 UPLOAD_TIMEOUT_S = 600.0
 TARGET_F1 = 0.93
 REFERENCE = "JointBERT reports slot F1 96.9 on SNIPS"
@@ -263,64 +263,6 @@ def unreachable_spans(texts: Sequence[str], gold: Sequence[Sequence[Span]]) -> i
 # --- API calls ----------------------------------------------------------------------------
 
 
-def upload_dataset(client: httpx.Client, name: str, path: Path) -> dict[str, Any]:
-    with path.open("rb") as f:
-        resp = client.post(
-            "/v1/datasets",
-            data={"name": name, "type": "text-entities"},
-            files={"file": (path.name, f, "text/plain")},
-        )
-    dataset: dict[str, Any] = check(resp, 201, 202)
-    deadline = time.monotonic() + UPLOAD_TIMEOUT_S
-    while dataset["status"] not in ("ready", "failed"):
-        if time.monotonic() > deadline:
-            raise BenchError(
-                f"dataset {dataset['id']} still {dataset['status']} after {UPLOAD_TIMEOUT_S:.0f} s"
-            )
-        time.sleep(POLL_S)
-        dataset = check(client.get(f"/v1/datasets/{dataset['id']}"), 200)
-    if dataset["status"] != "ready":
-        raise BenchError(f"dataset import failed: {dataset.get('status_message')}")
-    return dataset
-
-
-def train(
-    client: httpx.Client,
-    dataset_id: str,
-    backend: str | None,
-    params: dict[str, Any],
-    timeout_s: float,
-) -> tuple[dict[str, Any], float, list[tuple[float, float]]]:
-    """Queue a model and poll it to the end; return (final model JSON, client seconds,
-    (client seconds, progress) samples)."""
-    progress = Progress(f"{backend or 'default backend'} {json.dumps(params)}")
-    samples: list[tuple[float, float]] = []
-    t0 = time.perf_counter()
-    body: dict[str, Any] = {"dataset_id": dataset_id, "params": params}
-    if backend is not None:
-        body["backend"] = backend
-    model: dict[str, Any] = check(client.post("/v1/models", json=body), 202)
-    try:
-        while model["status"] not in ("succeeded", "failed", "cancelled"):
-            elapsed = time.perf_counter() - t0
-            if elapsed > timeout_s:
-                raise BenchError(f"model {model['id']} not done after {timeout_s:.0f} s")
-            samples.append((elapsed, float(model.get("progress") or 0.0)))
-            progress.update(model, elapsed)
-            time.sleep(POLL_S)
-            model = check(client.get(f"/v1/models/{model['id']}"), 200)
-        train_s = time.perf_counter() - t0
-        samples.append((train_s, float(model.get("progress") or 0.0)))
-        progress.update(model, train_s)
-    finally:
-        progress.done()
-    if model["status"] != "succeeded":
-        raise BenchError(
-            f"model {model['id']} {model['status']}: {model.get('failure_message') or '-'}"
-        )
-    return model, train_s, samples
-
-
 def epoch_seconds(
     samples: Sequence[tuple[float, float]],
     span: tuple[float, float],
@@ -397,7 +339,14 @@ def run_bench(
     headers = {"Authorization": f"Bearer {api_key}"}
     with httpx.Client(base_url=url, headers=headers, timeout=120.0) as client:
         t0 = time.perf_counter()
-        dataset = upload_dataset(client, f"snips-train-{len(train_set)}", conll)
+        dataset = upload_dataset(
+            client,
+            f"snips-train-{len(train_set)}",
+            conll,
+            type="text-entities",
+            content_type="text/plain",
+            timeout_s=UPLOAD_TIMEOUT_S,
+        )
         result.extra["upload_s"] = round(time.perf_counter() - t0, 3)
         result.dataset_id = dataset["id"]
         result.dataset_examples = int(dataset.get("num_examples") or 0)
@@ -415,8 +364,15 @@ def run_bench(
         if args.no_refit:
             params["refit_on_all"] = False
         print(f"  training: POST /v1/models params {json.dumps(params)}")
-        model, result.train_s, samples = train(
-            client, dataset["id"], args.backend, params, args.train_timeout
+        samples: list[tuple[float, float]] = []
+        model, result.train_s = train(
+            client,
+            dataset["id"],
+            f"{args.backend or 'default backend'} {json.dumps(params)}",
+            params,
+            args.backend,
+            timeout_s=args.train_timeout,
+            samples=samples,
         )
         result.model_id = model["id"]
         result.backend = f"{model.get('backend')} {model.get('backend_version') or ''}".strip()

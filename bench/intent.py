@@ -283,18 +283,29 @@ def create_tenant(url: str, operator_token: str) -> str:
     return str(body["api_key"])
 
 
-def upload_dataset(client: httpx.Client, name: str, csv_path: Path) -> dict[str, Any]:
-    with csv_path.open("rb") as f:
+def upload_dataset(
+    client: httpx.Client,
+    name: str,
+    path: Path,
+    *,
+    type: str = "text-intent",
+    content_type: str = "text/csv",
+    timeout_s: float = 600.0,
+) -> dict[str, Any]:
+    """Upload a dataset file and wait until it is ready (large files import in the background)."""
+    with path.open("rb") as f:
         resp = client.post(
             "/v1/datasets",
-            data={"name": name, "type": "text-intent"},
-            files={"file": (csv_path.name, f, "text/csv")},
+            data={"name": name, "type": type},
+            files={"file": (path.name, f, content_type)},
         )
     dataset: dict[str, Any] = check(resp, 201, 202)
-    deadline = time.monotonic() + 600
+    deadline = time.monotonic() + timeout_s
     while dataset["status"] not in ("ready", "failed"):
         if time.monotonic() > deadline:
-            raise BenchError(f"dataset {dataset['id']} still {dataset['status']} after 600 s")
+            raise BenchError(
+                f"dataset {dataset['id']} still {dataset['status']} after {timeout_s:.0f} s"
+            )
         time.sleep(POLL_S)
         dataset = check(client.get(f"/v1/datasets/{dataset['id']}"), 200)
     if dataset["status"] != "ready":
@@ -341,8 +352,13 @@ def train(
     label: str,
     params: dict[str, Any] | None = None,
     backend: str | None = None,
+    *,
+    timeout_s: float = TRAIN_TIMEOUT_S,
+    samples: list[tuple[float, float]] | None = None,
 ) -> tuple[dict[str, Any], float]:
-    """Queue a model and poll it to the end; return (final model JSON, client seconds)."""
+    """Queue a model and poll it to the end; return (final model JSON, client seconds).
+    ``samples`` collects (client seconds, progress) at every poll."""
+    samples = [] if samples is None else samples
     progress = Progress(label)
     t0 = time.perf_counter()
     body: dict[str, Any] = {"dataset_id": dataset_id, "params": params or {}}
@@ -352,12 +368,14 @@ def train(
     try:
         while model["status"] not in ("succeeded", "failed", "cancelled"):
             elapsed = time.perf_counter() - t0
-            if elapsed > TRAIN_TIMEOUT_S:
-                raise BenchError(f"model {model['id']} not done after {TRAIN_TIMEOUT_S:.0f} s")
+            if elapsed > timeout_s:
+                raise BenchError(f"model {model['id']} not done after {timeout_s:.0f} s")
+            samples.append((elapsed, float(model.get("progress") or 0.0)))
             progress.update(model, elapsed)
             time.sleep(POLL_S)
             model = check(client.get(f"/v1/models/{model['id']}"), 200)
         train_s = time.perf_counter() - t0
+        samples.append((train_s, float(model.get("progress") or 0.0)))
         progress.update(model, train_s)
     finally:
         progress.done()
