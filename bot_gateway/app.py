@@ -97,6 +97,7 @@ def create_app(settings: Settings | None = None, *, warm_encoder: bool = True) -
         finally:
             gateway.queue.stop()
             gateway.batcher.stop()
+            gateway.lookups.stop()
             gateway.imports.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(

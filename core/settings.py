@@ -64,7 +64,11 @@ class ServingSettings(BaseModel):
     torch_threads: int = Field(default=1, ge=1)
     device: str = Field(default="auto", description="auto, cpu or cuda")
     lookup_ttl: float = Field(
-        default=2.0, ge=0, description="seconds keys and aliases stay cached per process"
+        default=1.0,
+        ge=0,
+        description="seconds between polls of the look-up change log: a key revoked or an "
+        "alias moved through another gateway process is seen here within this time; 0 turns "
+        "the key and model look-up caches off",
     )
 
 

@@ -107,3 +107,17 @@ class Alias(Base):
     name: Mapped[str] = mapped_column(String(100), primary_key=True)
     model_id: Mapped[str] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class LookupChange(Base):
+    """One change that invalidates cached look-ups (a revoked key, a moved or deleted alias, a
+    deleted model), appended in the same transaction as the change. Each gateway process reads
+    the rows after the last one it saw every ``PARLEY_SERVING__LOOKUP_TTL`` seconds and forgets
+    that tenant's cached keys or models (see ``bot_gateway.serving.lookup``)."""
+
+    __tablename__ = "lookup_changes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(16))  # "keys" or "models"
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

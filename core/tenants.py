@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core import lookup_changes
 from core.db import utcnow
 from core.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
 from core.ids import new_id
@@ -104,6 +105,7 @@ def revoke_key(session: Session, tenant_id: str, key_id: str) -> ApiKey:
         raise NotFound(f"API key {key_id} not found")
     if record.revoked_at is None:
         record.revoked_at = utcnow()
+        lookup_changes.record(session, tenant_id, "keys")
     return record
 
 

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from core import lookup_changes
 from core.db import utcnow
 from core.errors import Conflict, InvalidInput, NotFound, NotReady
 from core.ids import new_id
@@ -220,6 +221,7 @@ def delete_model(session: Session, tenant_id: str, model_id: str) -> Model:
             aliases=pointing,
         )
     session.delete(model)
+    lookup_changes.record(session, tenant_id, "models")
     return model
 
 
@@ -249,6 +251,7 @@ def set_alias(session: Session, tenant_id: str, name: str, model_id: str) -> Ali
     else:
         alias.model_id = model_id
         alias.updated_at = utcnow()
+    lookup_changes.record(session, tenant_id, "models")
     session.flush()
     return alias
 
@@ -264,6 +267,7 @@ def delete_alias(session: Session, tenant_id: str, name: str) -> None:
     if alias is None:
         raise NotFound(f"alias {name!r} not found")
     session.delete(alias)
+    lookup_changes.record(session, tenant_id, "models")
 
 
 def resolve(session: Session, tenant_id: str, id_or_alias: str) -> Model:

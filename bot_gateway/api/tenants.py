@@ -38,5 +38,5 @@ def revoke_key(
     """Revoke a key: it stops working at once (on other gateways within the lookup TTL)."""
     key = tenants.revoke_key(session, principal.tenant_id, key_id)
     session.commit()
-    gateway.lookups.forget_keys()
+    gateway.lookups.forget_keys(principal.tenant_id)
     return KeyPublic.of(key)

@@ -1,9 +1,13 @@
-"""Short-lived caches for the hot path: API key → principal, model id or alias → model.
+"""Caches for the hot path: API key → principal, model id or alias → model.
 
-A prediction should not pay for database round trips it made a second ago. Entries live
-``ttl`` seconds; this process drops them at once when it revokes a key, moves or deletes an
-alias, or deletes a model, and other gateway processes see such changes within ``ttl``.
-Only succeeded models are cached (their artifacts never change); failures are never cached.
+A prediction should not pay for database round trips it made a second ago. Entries stay until
+a change invalidates them (or ``MAX_AGE`` passes): this process forgets a tenant's entries at
+once when it revokes a key, moves or deletes an alias, or deletes a model; every change is also
+appended to the look-up change log (``core.lookup_changes``) in the same transaction, which a
+thread here polls every ``ttl`` seconds — so other gateway processes see a change within
+``ttl``, at the cost of one small query per ``ttl`` instead of one per request. If the poll
+fails, the caches are emptied and not filled until it succeeds again. Only succeeded models
+and valid keys are cached; failures never are.
 """
 
 from __future__ import annotations
@@ -11,12 +15,15 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import Engine, select
 
+from core import lookup_changes
 from core.db import session_scope
 from core.errors import NotFound
+from core.logging import log_event
 from core.tables import Alias
 from core.tenants import Principal, authenticate, hash_key
 from training import registry
@@ -24,9 +31,13 @@ from training.backends import builtin_models
 
 BUILTIN = "builtin"
 MODEL_PREFIX = "mdl_"
-MODEL_TTL = 300.0
-"""Seconds a succeeded model's record stays cached (it never changes; deleting the model
-through this process forgets it at once, through another gateway within this time)."""
+MAX_AGE = 600.0
+"""Seconds an entry lives at most, whatever the change log says (a safety net)."""
+MAX_ENTRIES = 100_000
+"""Entries per table at most; the oldest go first."""
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 
 @dataclass(frozen=True)
@@ -43,13 +54,102 @@ class ModelInfo:
     out_of_scope_threshold: float | None = None
 
 
+class _Table(Generic[K, V]):
+    """A bounded map of ``key -> (expiry, tenant_id, value)`` with per-tenant invalidation.
+
+    ``generation`` grows with every invalidation: a value read from the database before an
+    invalidation is not stored after it (it may predate the change).
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[K, tuple[float, str, V]] = {}
+        self.generation = 0
+
+    def get(self, key: K, now: float) -> V | None:
+        hit = self._entries.get(key)
+        return hit[2] if hit is not None and hit[0] > now else None
+
+    def put(self, key: K, tenant_id: str, value: V, generation: int) -> None:
+        if generation != self.generation:
+            return
+        if len(self._entries) >= MAX_ENTRIES and key not in self._entries:
+            del self._entries[next(iter(self._entries))]
+        self._entries[key] = (time.monotonic() + MAX_AGE, tenant_id, value)
+
+    def forget(self, tenant_id: str | None = None) -> None:
+        self.generation += 1
+        if tenant_id is None:
+            self._entries.clear()
+            return
+        for key in [k for k, v in self._entries.items() if v[1] == tenant_id]:
+            self._entries.pop(key, None)
+
+
 class Lookups:
     def __init__(self, engine: Engine, *, ttl: float) -> None:
         self.engine, self.ttl = engine, ttl
-        self._principals: dict[str, tuple[float, Principal]] = {}
-        self._models: dict[tuple[str, str], tuple[float, ModelInfo]] = {}
-        self._aliases: dict[tuple[str, str], tuple[float, str]] = {}
+        self._principals: _Table[str, Principal] = _Table()
+        self._models: _Table[tuple[str, str], ModelInfo] = _Table()
+        self._aliases: _Table[tuple[str, str], str] = _Table()
         self._lock = threading.Lock()
+        self._poll_lock = threading.Lock()  # one poll at a time
+        self._stop = threading.Event()
+        self._last_change: int | None = None  # None: the change log is not being followed
+        self._poller: threading.Thread | None = None
+        if ttl > 0:
+            self._poller = threading.Thread(target=self._poll_loop, name="lookups", daemon=True)
+            self._poller.start()
+
+    @property
+    def caching(self) -> bool:
+        return self._last_change is not None
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._poller is not None:
+            self._poller.join(timeout=5)
+
+    # --- the change log -----------------------------------------------------------------
+
+    def poll(self) -> None:
+        """Apply the change log's new rows (the poller thread calls this every ``ttl``)."""
+        with self._poll_lock:
+            self._poll()
+
+    def _poll(self) -> None:
+        try:
+            with self.engine.connect() as conn:
+                if self._last_change is None:
+                    last = lookup_changes.latest(conn)
+                    changes = []
+                else:
+                    last = self._last_change
+                    changes = lookup_changes.after(conn, last)
+        except Exception as e:  # noqa: BLE001 - the database may be away for a while
+            if self._last_change is not None:
+                log_event("lookups.poll_failed", error=repr(e))
+            with self._lock:
+                self._last_change = None
+                for table in (self._principals, self._models, self._aliases):
+                    table.forget()
+            return
+        with self._lock:
+            if self._last_change is None:  # (re)starting: nothing cached may be trusted
+                for table in (self._principals, self._models, self._aliases):
+                    table.forget()
+            for change_id, tenant_id, kind in changes:
+                if kind == "keys":
+                    self._principals.forget(tenant_id)
+                else:
+                    self._models.forget(tenant_id)
+                    self._aliases.forget(tenant_id)
+                last = change_id
+            self._last_change = last
+
+    def _poll_loop(self) -> None:
+        self.poll()
+        while not self._stop.wait(self.ttl):
+            self.poll()
 
     # --- API keys -----------------------------------------------------------------------
 
@@ -59,20 +159,22 @@ class Lookups:
 
     async def principal(self, secret: str | None) -> Principal:
         """The principal of a bearer secret (``Unauthenticated`` if bad or revoked)."""
-        if secret and self.ttl > 0:
-            key = hash_key(secret)
-            hit = self._principals.get(key)
-            if hit is not None and hit[0] > time.monotonic():
-                return hit[1]
-            principal = await run_in_threadpool(self._authenticate, secret)
-            with self._lock:
-                self._principals[key] = (time.monotonic() + self.ttl, principal)
-            return principal
-        return await run_in_threadpool(self._authenticate, secret)
-
-    def forget_keys(self) -> None:
+        if not secret or not self.caching:
+            return await run_in_threadpool(self._authenticate, secret)
+        key = hash_key(secret)
+        hit = self._principals.get(key, time.monotonic())
+        if hit is not None:
+            return hit
+        generation = self._principals.generation
+        principal = await run_in_threadpool(self._authenticate, secret)
         with self._lock:
-            self._principals.clear()
+            self._principals.put(key, principal.tenant_id, principal, generation)
+        return principal
+
+    def forget_keys(self, tenant_id: str | None = None) -> None:
+        """Drop cached keys (of one tenant, or all) — after this process revokes one."""
+        with self._lock:
+            self._principals.forget(tenant_id)
 
     # --- models -------------------------------------------------------------------------
 
@@ -102,11 +204,7 @@ class Lookups:
 
     async def model(self, tenant_id: str, name: str) -> ModelInfo:
         """A model by id or alias, for the calling tenant (``NotFound`` otherwise), or a
-        built-in model by name.
-
-        An alias is looked up again after ``ttl``; a succeeded model's record (which never
-        changes) after ``MODEL_TTL`` — this process forgets both at once on changes it makes.
-        """
+        built-in model by name."""
         if name in builtin_models:
             builtin = builtin_models.get(name)
             return ModelInfo(
@@ -119,27 +217,30 @@ class Lookups:
                 artifact_sha256="",
             )
         now = time.monotonic()
+        caching = self.caching
         model_id = name
         if not name.startswith(MODEL_PREFIX):
-            hit_alias = self._aliases.get((tenant_id, name))
-            if hit_alias is not None and hit_alias[0] > now:
-                model_id = hit_alias[1]
+            target = self._aliases.get((tenant_id, name), now) if caching else None
+            if target is not None:
+                model_id = target
             else:
+                generation = self._aliases.generation
                 model_id = await run_in_threadpool(self._alias_target, tenant_id, name)
-                if self.ttl > 0:
+                if caching:
                     with self._lock:
-                        self._aliases[(tenant_id, name)] = (now + self.ttl, model_id)
-        hit = self._models.get((tenant_id, model_id))
-        if hit is not None and hit[0] > now:
-            return hit[1]
+                        self._aliases.put((tenant_id, name), tenant_id, model_id, generation)
+        hit = self._models.get((tenant_id, model_id), now) if caching else None
+        if hit is not None:
+            return hit
+        generation = self._models.generation
         info = await run_in_threadpool(self._resolve, tenant_id, model_id)
-        if info.status == "succeeded" and self.ttl > 0:
+        if info.status == "succeeded" and caching:
             with self._lock:
-                self._models[(tenant_id, model_id)] = (now + max(self.ttl, MODEL_TTL), info)
+                self._models.put((tenant_id, model_id), tenant_id, info, generation)
         return info
 
     def forget_models(self, tenant_id: str) -> None:
+        """Drop a tenant's cached models and aliases — after this process changes one."""
         with self._lock:
-            for table in (self._models, self._aliases):
-                for key in [k for k in table if k[0] == tenant_id]:
-                    del table[key]
+            self._models.forget(tenant_id)
+            self._aliases.forget(tenant_id)
