@@ -1,0 +1,1 @@
+"""Image backends: safe decoding, the Lite0 backbone, classification, detection and OCR."""
