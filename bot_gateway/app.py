@@ -109,5 +109,6 @@ def create_app(settings: Settings | None = None, *, warm_encoder: bool = True) -
     install_error_handlers(app)
     for module in (tenants, datasets, models, predict, aliases, system):
         app.include_router(module.router, prefix=API_PREFIX)
+    app.include_router(predict.ocr_router, prefix=API_PREFIX)
     app.include_router(predict.rasa_router)
     return app

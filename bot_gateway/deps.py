@@ -55,6 +55,7 @@ class Gateway:
             max_examples=lim.max_examples,
             max_labels=lim.max_labels,
             max_text_chars=lim.max_text_chars,
+            max_image_pixels=lim.max_image_pixels,
         )
 
 

@@ -113,16 +113,29 @@ class ExamplePublic(BaseModel):
     labels: list[str] | None
     entities: list[dict[str, Any]] | None
     line: int | None
+    boxes: list[dict[str, Any]] | None = Field(default=None, description="detection examples")
+    image_url: str | None = Field(default=None, description="image examples: the image itself")
+    width: int | None = None
+    height: int | None = None
+    file: str | None = Field(default=None, description="the name the image was uploaded under")
+    source: str = Field(default="import", description="import, api or feedback")
 
     @classmethod
     def of(cls, ex: Example) -> ExamplePublic:
+        image = ex.blob_key is not None
         return cls(
             id=ex.id,
             text=ex.text,
             label=ex.label,
             labels=ex.labels,
-            entities=ex.annotations,
+            entities=None if image else ex.annotations,
+            boxes=ex.annotations if image else None,
             line=ex.line,
+            image_url=f"/v1/datasets/{ex.dataset_id}/examples/{ex.id}/image" if image else None,
+            width=ex.width,
+            height=ex.height,
+            file=ex.file,
+            source=ex.source or "import",
         )
 
 
@@ -224,12 +237,30 @@ class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     text: str | None = None
     texts: list[str] | None = None
+    image: str | None = Field(default=None, description="image models: one image, base64")
+    images: list[str] | None = Field(default=None, description="image models: base64 images")
+    url: str | None = Field(
+        default=None, description="image models: an image URL (only if the operator allows)"
+    )
+    urls: list[str] | None = None
     num_results: int = Field(default=5, ge=1, le=1000)
     entity_labels: list[str] | None = Field(
         default=None,
         description="entity and joint models: return only entities of these types "
         "(each must be a type the model knows)",
     )
+    engine: str | None = Field(default=None, description="prebuilt-ocr: rapidocr or tesseract")
+    task: str | None = Field(default=None, description="prebuilt-ocr: `contact` adds entities")
+    min_score: float | None = Field(
+        default=None, ge=0, le=1, description="detection models: the lowest box probability"
+    )
+
+    def image_count(self) -> int:
+        return sum(
+            len(v) if isinstance(v, list) else 1
+            for v in (self.image, self.images, self.url, self.urls)
+            if v is not None
+        )
 
 
 class Prediction(BaseModel):
@@ -246,6 +277,47 @@ class EntityPublic(BaseModel):
     extractor: str
 
 
+class BoxPublic(BaseModel):
+    x_min: float
+    y_min: float
+    x_max: float
+    y_max: float
+
+
+class ImagePrediction(BaseModel):
+    label: str
+    probability: float
+    box: BoxPublic | None = Field(default=None, description="detection: in input pixels")
+
+
+class ImageInfo(BaseModel):
+    width: int
+    height: int
+    sha256: str
+
+
+class OcrLinePublic(BaseModel):
+    text: str
+    confidence: float
+    box: BoxPublic
+
+
+class ImageResult(BaseModel):
+    image: ImageInfo
+    probabilities: list[ImagePrediction] | None = Field(
+        default=None, description="classification: labels, most probable first; detection: boxes"
+    )
+    labels: list[str] | None = Field(
+        default=None, description="multi-label: the labels over their tuned thresholds"
+    )
+    text: str | None = Field(default=None, description="OCR: the lines joined by newlines")
+    lines: list[OcrLinePublic] | None = Field(default=None, description="OCR: in reading order")
+    engine: str | None = None
+    entities: list[EntityPublic] | None = Field(
+        default=None, description="OCR with task=contact: entities found in `text`"
+    )
+
+
 class PredictResponse(BaseModel):
     model_id: str
     predictions: list[Prediction] | list[list[Prediction]] | None = Field(
@@ -259,6 +331,15 @@ class PredictResponse(BaseModel):
         description="intent models: the input matches no intent (explicit out_of_scope label, "
         "or top probability under the model's calibrated threshold); then the top prediction "
         "is out_of_scope",
+    )
+    image: ImageInfo | None = Field(default=None, description="one image sent: its size")
+    probabilities: list[ImagePrediction] | None = None
+    labels: list[str] | None = None
+    text: str | None = None
+    lines: list[OcrLinePublic] | None = None
+    engine: str | None = None
+    results: list[ImageResult] | None = Field(
+        default=None, description="several images sent: one result each, in order"
     )
 
 

@@ -29,7 +29,7 @@ __all__ = ["DEFAULT_MAX_PIXELS", "FORMATS", "MAX_SIDE", "DecodedImage", "decode_
 DEFAULT_MAX_PIXELS = 40_000_000
 """Pixels an image may have at most (about 7,300 x 5,500); a setting overrides it."""
 MAX_SIDE = 20_000
-FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO"})
+FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"})  # openers (MPO is JPEG)
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ def _open(data: bytes, name: str) -> Image.Image:
     except Image.DecompressionBombError as e:
         raise InvalidInput(f"{name}: {e}") from e
     except (OSError, ValueError, SyntaxError) as e:
-        raise InvalidInput(f"{name}: cannot read the image header ({e})") from e
+        raise InvalidInput(f"{name}: the image is truncated or corrupt (header: {e})") from e
     return img
 
 

@@ -46,6 +46,13 @@ class LimitSettings(BaseModel):
     max_labels: int = 1_000
     max_text_chars: int = 2_000
     max_batch_texts: int = 64
+    max_image_pixels: int = Field(
+        default=40_000_000, ge=1, description="pixels an image may have; checked before decoding"
+    )
+    max_batch_images: int = Field(default=16, ge=1, description="images per predict call")
+    max_image_bytes: int = Field(
+        default=20 * 1024 * 1024, ge=1, description="bytes of one image in a predict call"
+    )
 
 
 class ServingSettings(BaseModel):
@@ -72,6 +79,17 @@ class ServingSettings(BaseModel):
     )
 
 
+class ImageFetchSettings(BaseModel):
+    """Prediction inputs given as URLs: off unless the operator turns them on."""
+
+    enabled: bool = Field(default=False, description="allow `url`/`urls` in predict calls")
+    allow_hosts: list[str] = Field(
+        default_factory=list,
+        description="hosts images may come from (exact, or `.example.com` for subdomains)",
+    )
+    timeout_s: float = Field(default=5.0, gt=0, le=60)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="PARLEY_", env_nested_delimiter="__", extra="ignore", populate_by_name=True
@@ -90,6 +108,7 @@ class Settings(BaseSettings):
     queue: QueueSettings = QueueSettings()
     limits: LimitSettings = LimitSettings()
     serving: ServingSettings = ServingSettings()
+    image_fetch: ImageFetchSettings = ImageFetchSettings()
 
     @property
     def database_url(self) -> str:

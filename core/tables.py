@@ -67,6 +67,11 @@ class Example(Base):
     annotations: Mapped[list[Any] | None] = mapped_column(JSON, default=None)
     blob_key: Mapped[str | None] = mapped_column(String(500), default=None)
     line: Mapped[int | None] = mapped_column(Integer, default=None)
+    # images: the upright size, the name it was uploaded under
+    width: Mapped[int | None] = mapped_column(Integer, default=None)
+    height: Mapped[int | None] = mapped_column(Integer, default=None)
+    file: Mapped[str | None] = mapped_column(String(500), default=None)
+    source: Mapped[str] = mapped_column(String(16), default="import", server_default="import")
 
 
 class Model(Base):

@@ -42,6 +42,7 @@ __all__ = [
     "default_backend",
     "joint_entity_backend",
     "load_model",
+    "read_artifact",
 ]
 
 Progress = Callable[[float], None]
@@ -142,7 +143,13 @@ class TextsBackend:
 
 backends: Registry[type[TextClassifierBackend]] = Registry("model backend")
 
-_DEFAULTS = {"intent": "embedding-head", "entities": "encoder-ner"}
+_DEFAULTS = {
+    "intent": "embedding-head",
+    "entities": "encoder-ner",
+    "image-classification": "lite0-head",
+    "image-multi-label": "lite0-multi-label",
+    "object-detection": "faster-rcnn-lite0",
+}
 """The backend each task trains when a request names none. ``encoder-ner`` for entities:
 SNIPS test slot F1 0.943 against ``spacy-ner``'s 0.902 (``bench/entities.py``)."""
 
@@ -190,6 +197,30 @@ def joint_entity_backend(directory: Path) -> str:
     if not isinstance(name, str):
         raise ModelLoadError(f"the joint model's entities.json names no backend: {name!r}")
     return name
+
+
+def read_artifact(
+    directory: Path, *, meta_file: str, tensors_file: str, backend: str, format_version: int
+) -> tuple[dict[str, Any], list[str], dict[str, np.ndarray]]:
+    """A saved model's JSON metadata, its label list and its safetensors tensors, checked to
+    be readable and written by ``backend`` in ``format_version`` (``ModelLoadError``)."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    try:
+        meta = json.loads((directory / meta_file).read_text())
+        tensors = load_file(str(directory / tensors_file))
+    except (OSError, ValueError, SafetensorError) as e:
+        raise ModelLoadError(f"cannot read the model in {directory.name}: {e}") from e
+    labels = meta.get("labels") if isinstance(meta, dict) else None
+    if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+        raise ModelLoadError(f"the model in {directory.name} has no label list; retrain it")
+    if meta.get("format_version") != format_version or meta.get("backend") != backend:
+        raise ModelLoadError(
+            f"model format {meta.get('backend')}/{meta.get('format_version')} is not "
+            f"{backend}/{format_version}; retrain the model"
+        )
+    return meta, labels, tensors
 
 
 def default_backend(task: str) -> str | None:

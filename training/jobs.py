@@ -38,7 +38,7 @@ from training.backends import (
     backends,
     default_backend,
 )
-from training.datasets.service import DatasetSnapshot, snapshot
+from training.datasets.service import DatasetSnapshot, StoredImages, snapshot
 from training.metrics import calibrate_out_of_scope, classification_metrics, entity_metrics
 from training.registry import JobParams, parse_params, set_alias
 
@@ -166,13 +166,16 @@ class JobRunner:
                 raise JobCancelled()
             tenant_id, backend_name, params = record.tenant_id, record.backend, dict(record.params)
             task = record.task
-            data = snapshot(session, tenant_id, record.dataset_id)
-        backend_cls = backends.get(backend_name)
-        job, config = parse_params(backend_cls, params)
+            backend_cls = backends.get(backend_name)
+            job, config = parse_params(backend_cls, params)
+            data = snapshot(session, tenant_id, record.dataset_id, with_feedback=job.with_feedback)
         backend = backend_cls(self.context)
         reporter = _Reporter(self, model_id)
 
-        features = backend.featurize(data.texts, reporter.span(0.0, 0.6), config=config)
+        inputs: Any = data.texts
+        if any(data.blob_keys):  # an image dataset: the backend gets the decoded images
+            inputs = StoredImages(self.store, [k or "" for k in data.blob_keys])
+        features = backend.featurize(inputs, reporter.span(0.0, 0.6), config=config)
         train_idx, held_idx = stratified_split(data.labels, job.train_split, job.seed)
         targets = _targets(task, data)
         curve: list[dict[str, Any]] = []
@@ -194,7 +197,12 @@ class JobRunner:
             extras=data.extras,
         )
         metrics: dict[str, Any] | None = None
-        if held_idx and task == "entities":
+        evaluate = getattr(model, "evaluate", None)
+        if held_idx and evaluate is not None:  # the model knows its own metrics
+            metrics = evaluate(_take(features, held_idx), [targets[i] for i in held_idx])
+            metrics["train_examples"] = len(train_idx)
+            metrics["refit_on_all"] = refit
+        elif held_idx and task == "entities":
             truth_spans = [targets[i] for i in held_idx]
             found = model.extract_features(_take(features, held_idx))
             metrics = entity_metrics(truth_spans, [[e.to_dict() for e in row] for row in found])
@@ -327,15 +335,20 @@ class JobRunner:
 
 
 def _targets(task: str, data: DatasetSnapshot) -> list[Any]:
-    """What a backend learns to predict: entity spans for entity models, labels otherwise."""
-    if task == "entities":
+    """What a backend learns to predict: entity spans for entity models, boxes for detectors,
+    label lists for multi-label models, one label otherwise."""
+    if task in ("entities", "object-detection"):
         return [list(spans or []) for spans in data.annotations]
+    if task == "image-multi-label":
+        return [list(labels or []) for labels in data.multi_labels]
     return list(data.labels)
 
 
 def _take(features: Any, idx: list[int]) -> Any:
     if isinstance(features, np.ndarray):
         return features[idx]
+    if isinstance(features, StoredImages):
+        return features.take(idx)
     return [features[i] for i in idx]
 
 

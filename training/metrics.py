@@ -147,3 +147,69 @@ def entity_metrics(
         "micro": prf(sum(tp.values()), sum(n_pred.values()), sum(n_gold.values())),
         "num_evaluated": len(gold),
     }
+
+
+def average_precision(scores: np.ndarray, truth: np.ndarray) -> float | None:
+    """Area under the precision-recall curve of one label (all-point interpolation); None
+    when the label has no positive example."""
+    positives = int(truth.sum())
+    if positives == 0:
+        return None
+    order = np.argsort(-scores, kind="stable")
+    hits = truth[order].astype(float)
+    tp = np.cumsum(hits)
+    precision = tp / np.arange(1, len(hits) + 1)
+    recall = tp / positives
+    # precision envelope, then the area under the step curve
+    envelope = np.maximum.accumulate(precision[::-1])[::-1]
+    previous = np.concatenate([[0.0], recall[:-1]])
+    return float(np.sum((recall - previous) * envelope))
+
+
+def multilabel_metrics(
+    truth: Sequence[Sequence[str]],
+    probs: np.ndarray,
+    labels: Sequence[str],
+    thresholds: Sequence[float],
+) -> dict[str, Any]:
+    """Multi-label metrics: per-label precision / recall / F1 at each label's threshold and
+    average precision; ``map`` (mean AP), micro and macro F1, exact-match accuracy."""
+    k = len(labels)
+    index = {label: i for i, label in enumerate(labels)}
+    y = np.zeros((len(truth), k), dtype=bool)
+    for row, names in enumerate(truth):
+        for name in names:
+            if name in index:
+                y[row, index[name]] = True
+    predicted = probs >= np.asarray(thresholds, dtype=float)[None, :]
+    tp = (predicted & y).sum(axis=0).astype(float)
+    fp = (predicted & ~y).sum(axis=0).astype(float)
+    fn = (~predicted & y).sum(axis=0).astype(float)
+    precision = np.divide(tp, tp + fp, out=np.zeros(k), where=(tp + fp) > 0)
+    recall = np.divide(tp, tp + fn, out=np.zeros(k), where=(tp + fn) > 0)
+    denom = precision + recall
+    f1 = np.divide(2 * precision * recall, denom, out=np.zeros(k), where=denom > 0)
+    aps = [average_precision(probs[:, i], y[:, i]) for i in range(k)]
+    present = [i for i in range(k) if y[:, i].any()]
+    micro_p = tp.sum() / max(tp.sum() + fp.sum(), 1)
+    micro_r = tp.sum() / max(tp.sum() + fn.sum(), 1)
+    return {
+        "map": float(np.mean([aps[i] for i in present])) if present else None,
+        "macro_f1": float(f1[present].mean()) if present else None,
+        "micro_f1": float(2 * micro_p * micro_r / (micro_p + micro_r))
+        if micro_p + micro_r > 0
+        else 0.0,
+        "exact_match": float((predicted == y).all(axis=1).mean()) if len(y) else None,
+        "num_evaluated": len(truth),
+        "per_label": {
+            label: {
+                "precision": round(float(precision[i]), 6),
+                "recall": round(float(recall[i]), 6),
+                "f1": round(float(f1[i]), 6),
+                "average_precision": None if aps[i] is None else round(aps[i], 6),
+                "threshold": round(float(thresholds[i]), 6),
+                "support": int(y[:, i].sum()),
+            }
+            for i, label in enumerate(labels)
+        },
+    }

@@ -52,6 +52,10 @@ class JobParams(BaseModel):
         description="joint intent + entities models: the entity half's backend; "
         "default: the entities task's default backend",
     )
+    with_feedback: bool = Field(
+        default=False,
+        description="also train on the dataset's feedback examples (source: feedback)",
+    )
 
 
 def parse_params(
@@ -156,6 +160,11 @@ def _check_trainable(session: Session, dataset: Dataset, task: str) -> None:
             )
         return
     labels = dataset.label_counts or {}
+    if task in ("object-detection", "image-multi-label"):
+        if not labels:
+            what = "boxes" if task == "object-detection" else "labels"
+            raise InvalidInput(f"dataset {dataset.id} has no {what}; add some and train again")
+        return
     if len(labels) < 2:
         only = f" (only {next(iter(labels))!r})" if labels else ""
         raise InvalidInput(

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+import re
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -18,10 +19,12 @@ from bot_gateway.schemas import (
     ExamplesAdded,
 )
 from core.db import session_scope
-from core.errors import InvalidInput, ParleyError, PayloadTooLarge
+from core.errors import InvalidInput, NotFound, ParleyError, PayloadTooLarge
 from core.logging import log_event
 from training.datasets import service
+from training.datasets.image_import import ImageExample, parse_image_archive, single_image
 from training.datasets.importers import decode_text, pick_importer
+from training.datasets.types import get_dataset_type
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 
@@ -174,6 +177,8 @@ async def add_examples(
     with session_scope(gateway.engine) as session:
         dataset = service.get_dataset(session, principal.tenant_id, dataset_id)
         dataset_type = dataset.type
+    if get_dataset_type(dataset_type).modality == "image":
+        return await _add_images(request, principal.tenant_id, dataset_id, dataset_type, gateway)
     if request.headers.get("content-type", "").startswith("application/json"):
         _check_length(request, gateway.settings.limits.max_upload_bytes)
         try:
@@ -198,6 +203,97 @@ async def add_examples(
             return ExamplesAdded(added=added, duplicates=dups, dataset=DatasetPublic.of(ds))
 
     return await run_in_threadpool(append)
+
+
+async def _add_images(
+    request: Request, tenant_id: str, dataset_id: str, dataset_type: str, gateway: Gateway
+) -> ExamplesAdded:
+    """Multipart ``file``: one image with ``label`` (image), ``labels`` (image-multi-label: a
+    JSON list or ``a|b``) or ``boxes`` (image-detection: a JSON list), or a zip of many in the
+    dataset's layout; ``source=feedback`` marks a corrected prediction."""
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise InvalidInput(
+            "image datasets take examples as a multipart form: `file` (an image, or a zip) and "
+            "`label`, `labels` or `boxes`"
+        )
+    fields, data, filename = await _upload(request, gateway)
+    source = fields.get("source", "api").strip() or "api"
+    limits = gateway.limits
+    name = filename or "image"
+
+    def parse() -> list[ImageExample]:
+        if name.lower().endswith(".zip"):
+            return parse_image_archive(data, dataset_type, limits=service.image_limits(limits))
+        return [
+            single_image(
+                name,
+                data,
+                dataset_type,
+                label=fields.get("label"),
+                labels=_json_or_split(fields.get("labels"), "labels"),
+                boxes=_json_or_split(fields.get("boxes"), "boxes", split=False),
+                max_pixels=limits.max_image_pixels,
+            )
+        ]
+
+    images = await run_in_threadpool(parse)
+
+    def append() -> ExamplesAdded:
+        with session_scope(gateway.engine) as session:
+            ds, added, dups = service.append_images(
+                session, gateway.store, tenant_id, dataset_id, images, limits, source=source
+            )
+            return ExamplesAdded(added=added, duplicates=dups, dataset=DatasetPublic.of(ds))
+
+    return await run_in_threadpool(append)
+
+
+def _json_or_split(value: str | None, field: str, *, split: bool = True) -> list[Any] | None:
+    """A form field holding a JSON list, or (``split``) names joined by ``|`` or commas."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    if text.startswith("["):
+        try:
+            parsed = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise InvalidInput(f"`{field}` is not valid JSON: {e}") from e
+        if not isinstance(parsed, list):
+            raise InvalidInput(f"`{field}` must be a JSON list")
+        return parsed
+    if not split:
+        raise InvalidInput(f"`{field}` must be a JSON list")
+    return [p for p in re.split(r"[|,]", text) if p.strip()]
+
+
+MEDIA_TYPES = {
+    ".jpg": "image/jpeg",
+    ".png": "image/png",
+    ".webp": "image/webp",
+    ".gif": "image/gif",
+}
+
+
+@router.get(
+    "/{dataset_id}/examples/{example_id}/image",
+    response_class=Response,
+    responses={200: {"content": {"image/*": {}}, "description": "the image as uploaded"}},
+)
+def example_image(
+    dataset_id: str, example_id: int, principal: TrainDep, gateway: GatewayDep
+) -> Response:
+    """The image of an image example, as it was uploaded."""
+    with session_scope(gateway.engine) as session:
+        example = service.get_example(session, principal.tenant_id, dataset_id, example_id)
+        key = example.blob_key
+    if key is None:
+        raise NotFound(f"example {example_id} has no image (it is a text example)")
+    suffix = "." + key.rsplit(".", 1)[-1] if "." in key.rsplit("/", 1)[-1] else ""
+    return Response(
+        gateway.store.get_bytes(key),
+        media_type=MEDIA_TYPES.get(suffix, "application/octet-stream"),
+        headers={"Cache-Control": "private, max-age=86400", "X-Content-Type-Options": "nosniff"},
+    )
 
 
 @router.delete("/{dataset_id}", status_code=204)

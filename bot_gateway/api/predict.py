@@ -17,6 +17,12 @@ import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 
+from bot_gateway.api.predict_images import (
+    IMAGE_TASKS,
+    load_ready,
+    predict_images,
+    read_predict_request,
+)
 from bot_gateway.deps import Gateway, GatewayDep, PredictDep, bearer
 from bot_gateway.schemas import (
     EntityPublic,
@@ -27,9 +33,8 @@ from bot_gateway.schemas import (
     PredictRequest,
     PredictResponse,
 )
-from bot_gateway.serving.cache import ModelRef
-from bot_gateway.serving.lookup import BUILTIN, ModelInfo
-from core.errors import InvalidInput, NotReady
+from bot_gateway.serving.lookup import ModelInfo
+from core.errors import InvalidInput
 from core.tenants import Principal
 from training.metrics import OUT_OF_SCOPE
 
@@ -55,22 +60,12 @@ async def run_model(
     texts: list[str],
     entity_labels: list[str] | None = None,
 ) -> Outcome:
-    info = await gateway.lookups.model(principal.tenant_id, model_id)
-    if info.status != "succeeded":
-        raise NotReady(
-            f"model {info.id} is {info.status}; it can predict once it has succeeded",
-            status=info.status,
+    info, loaded = await load_ready(gateway, principal, model_id)
+    if info.task in IMAGE_TASKS:
+        raise InvalidInput(
+            f"model {info.id} is a {info.task} model: send images (multipart `file`, base64 "
+            "`image`/`images`), not text"
         )
-    if info.backend == BUILTIN:
-        loaded: Any = await run_in_threadpool(gateway.builtin, info.id)
-    else:
-        ref = ModelRef(
-            id=info.id,
-            backend=info.backend,
-            artifact_key=info.artifact_key,
-            artifact_sha256=info.artifact_sha256,
-        )
-        loaded = gateway.cache.peek(ref) or await run_in_threadpool(gateway.cache.get, ref)
     extractor = loaded if info.task == "entities" else getattr(loaded, "entity_model", None)
     if entity_labels is not None:
         _check_entity_labels(info.id, extractor, entity_labels)
@@ -93,14 +88,49 @@ async def run_model(
     return Outcome(info, list(loaded.labels), probs, entities)
 
 
+PREDICT_BODY: dict[str, Any] = {
+    "requestBody": {
+        "content": {
+            "application/json": {"schema": PredictRequest.model_json_schema()},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "file": {
+                            "type": "array",
+                            "items": {"type": "string", "format": "binary"},
+                        },
+                        "num_results": {"type": "integer"},
+                        "engine": {"type": "string"},
+                        "task": {"type": "string"},
+                        "min_score": {"type": "number"},
+                    },
+                }
+            },
+        },
+        "required": True,
+    }
+}
+"""The request body of predict and /v1/ocr: JSON or multipart (documented by hand, since the
+route reads either)."""
+
+
 @router.post(
-    "/{model_id}/predict", response_model=PredictResponse, response_model_exclude_none=True
+    "/{model_id}/predict",
+    response_model=PredictResponse,
+    response_model_exclude_none=True,
+    openapi_extra=PREDICT_BODY,
 )
 async def predict(
-    model_id: str, body: PredictRequest, principal: PredictDep, gateway: GatewayDep
+    model_id: str, request: Request, principal: PredictDep, gateway: GatewayDep
 ) -> PredictResponse:
-    """Top ``num_results`` labels with probabilities, for one text or up to 64; intent models
-    also say whether each text is ``out_of_scope``; entity and joint models give ``entities``."""
+    """Text models: top ``num_results`` labels with probabilities for ``text`` or up to 64
+    ``texts``; intent models also say whether each text is ``out_of_scope``; entity and joint
+    models give ``entities``. Image models: images as multipart ``file`` fields, base64
+    ``image``/``images``, or ``url``/``urls`` where the operator allows it."""
+    body, files = await read_predict_request(request, gateway)
+    if files or body.image_count():
+        return await predict_images(gateway, principal, model_id, body, files)
     texts = _texts(
         body, gateway.settings.limits.max_batch_texts, gateway.settings.limits.max_text_chars
     )
@@ -227,3 +257,19 @@ def _texts(body: PredictRequest, max_texts: int, max_chars: int) -> list[str]:
                 "(PARLEY_LIMITS__MAX_TEXT_CHARS)"
             )
     return texts
+
+
+ocr_router = APIRouter(tags=["predict"])
+
+
+@ocr_router.post(
+    "/ocr",
+    response_model=PredictResponse,
+    response_model_exclude_none=True,
+    openapi_extra=PREDICT_BODY,
+)
+async def ocr(request: Request, principal: PredictDep, gateway: GatewayDep) -> PredictResponse:
+    """Read the text in images: the shortcut for ``prebuilt-ocr`` (options ``engine``:
+    rapidocr or tesseract; ``task``: contact adds the entities found in the text)."""
+    body, files = await read_predict_request(request, gateway)
+    return await predict_images(gateway, principal, "prebuilt-ocr", body, files)

@@ -17,6 +17,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -27,11 +28,16 @@ from training.backends import TextClassifier
 @dataclass
 class _Request:
     model: TextClassifier
-    texts: Sequence[str]
+    texts: Sequence[Any]  # strings, or decoded images (``core.images.DecodedImage``)
     future: Future[np.ndarray] = field(default_factory=Future)
 
 
 _STOP = object()
+
+
+def _key(item: Any) -> Any:
+    """What makes two inputs identical: the text itself, or an image's content hash."""
+    return item if isinstance(item, str) else item.sha256
 
 
 class MicroBatcher:
@@ -46,7 +52,7 @@ class MicroBatcher:
         self.batches = 0
         self.requests = 0
 
-    def submit(self, model: TextClassifier, texts: Sequence[str]) -> Future[np.ndarray]:
+    def submit(self, model: TextClassifier, texts: Sequence[Any]) -> Future[np.ndarray]:
         """A future of ``len(texts) x len(model.labels)`` probabilities."""
         request = _Request(model, texts)
         self._queue.put(request)
@@ -103,11 +109,13 @@ class MicroBatcher:
     def _run_group(group: list[_Request]) -> None:
         try:
             texts = [t for r in group for t in r.texts]
-            unique = list(dict.fromkeys(texts))  # identical texts are encoded once
+            keys = [_key(t) for t in texts]
+            first = dict(zip(keys, texts, strict=True))  # identical inputs are encoded once
+            unique = list(first.values())
             features = group[0].model.featurize(unique)
             if len(unique) < len(texts):
-                row = {text: i for i, text in enumerate(unique)}
-                index = [row[t] for t in texts]
+                row = {key: i for i, key in enumerate(first)}
+                index = [row[k] for k in keys]
                 if isinstance(features, np.ndarray):
                     features = features[index]
                 else:

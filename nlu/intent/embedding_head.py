@@ -28,6 +28,7 @@ from training.backends import (
     EpochRecord,
     Progress,
     backends,
+    read_artifact,
 )
 from training.metrics import accuracy_and_macro_f1
 
@@ -182,26 +183,17 @@ class EmbeddingHeadBackend:
 
 def read_head(directory: Path, backend: str) -> tuple[list[str], np.ndarray, np.ndarray, dict]:
     """A saved head's labels, weight, bias and ``head.json``, checked (``ModelLoadError``)."""
-    from safetensors import SafetensorError
-    from safetensors.numpy import load_file
-
-    try:
-        meta = json.loads((directory / "head.json").read_text())
-        tensors = load_file(str(directory / "head.safetensors"))
-    except (OSError, ValueError, SafetensorError) as e:
-        raise ModelLoadError(f"cannot read the model in {directory.name}: {e}") from e
-    labels = meta.get("labels") if isinstance(meta, dict) else None
-    if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
-        raise ModelLoadError(f"the model in {directory.name} has no label list; retrain it")
+    meta, labels, tensors = read_artifact(
+        directory,
+        meta_file="head.json",
+        tensors_file="head.safetensors",
+        backend=backend,
+        format_version=FORMAT_VERSION,
+    )
     if set(tensors) != {"weight", "bias"}:
         raise ModelLoadError(
             f"the model in {directory.name} holds tensors {sorted(tensors)}, not weight and "
             "bias; the file is corrupt, retrain the model"
-        )
-    if meta.get("format_version") != FORMAT_VERSION or meta.get("backend") != backend:
-        raise ModelLoadError(
-            f"model format {meta.get('backend')}/{meta.get('format_version')} is not "
-            f"{backend}/{FORMAT_VERSION}; retrain the model"
         )
     if meta.get("encoder_sha256") != ENCODER_SHA256:
         raise ModelLoadError("model was trained on another encoder; retrain it")

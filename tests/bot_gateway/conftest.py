@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -62,15 +64,13 @@ class Api:
         return self.wait_model(r.json()["id"], headers)
 
 
-@pytest.fixture(scope="module", params=DB_KINDS)
-def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
-    tmp = tmp_path_factory.mktemp("gateway")
-    settings = make_settings(
-        tmp,
-        make_db_url(request.param, tmp, request),
-        limits={"max_upload_bytes": 200_000, "sync_import_bytes": 100_000},
-    )
-    with TestClient(create_app(settings)) as client:
+@contextmanager
+def running_api(
+    request: pytest.FixtureRequest, tmp: Path, *, warm_encoder: bool = True, **overrides: Any
+) -> Iterator[Api]:
+    """A gateway on a fresh database of ``request.param``'s kind with two tenants, A and B."""
+    settings = make_settings(tmp, make_db_url(request.param, tmp, request), **overrides)
+    with TestClient(create_app(settings, warm_encoder=warm_encoder)) as client:
         keys = []
         for name in ("tenant-a", "tenant-b"):
             r = client.post("/v1/tenants", json={"name": name}, headers=OPERATOR)
@@ -82,6 +82,13 @@ def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
             {"Authorization": f"Bearer {keys[1]['api_key']}"},
             keys[0]["tenant_id"],
         )
+
+
+@pytest.fixture(scope="module", params=DB_KINDS)
+def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    limits = {"max_upload_bytes": 200_000, "sync_import_bytes": 100_000}
+    with running_api(request, tmp_path_factory.mktemp("gateway"), limits=limits) as api:
+        yield api
 
 
 @pytest.fixture(scope="module")

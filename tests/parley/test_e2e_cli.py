@@ -199,7 +199,7 @@ def test_serve_refuses_an_unmigrated_postgres_until_db_upgrade(
     assert "parley db upgrade" in result.stderr
     assert cli_json(env, "db", "current")["current"] is None
     cli(env, "db", "upgrade")
-    assert cli_json(env, "db", "current")["current"] == "0002"
+    assert cli_json(env, "db", "current")["current"] == "0003"
     server = start_server(env)
     try:
         printed = "".join(server.output)

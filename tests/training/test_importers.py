@@ -1088,6 +1088,9 @@ def test_format_that_cannot_hold_the_dataset_type_names_those_that_can() -> None
     )
 
 
-def test_dataset_type_without_any_importer_says_so() -> None:
-    with pytest.raises(InvalidInput, match="importers for 'image' are not available"):
+def test_image_datasets_come_as_a_zip() -> None:
+    import training.datasets.image_import  # noqa: F401  (registers the zip importer)
+
+    with pytest.raises(InvalidInput, match="format 'csv' cannot hold 'image' datasets; use one"):
         pick_importer("labels.csv", None, "image")
+    assert pick_importer("photos.zip", None, "image-detection").name == "zip"

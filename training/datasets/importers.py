@@ -847,6 +847,7 @@ class Limits:
     max_examples: int
     max_labels: int
     max_text_chars: int
+    max_image_pixels: int = 40_000_000
 
 
 @dataclass

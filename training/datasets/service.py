@@ -7,32 +7,50 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import Any
+from typing import Any, overload
 
+from PIL import Image
 from sqlalchemy import Engine, delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from core.db import session_scope, utcnow
-from core.errors import ImportValidationError, InvalidInput, NotFound, ParleyError
+from core.errors import (
+    ImportValidationError,
+    InvalidInput,
+    LimitExceeded,
+    NotFound,
+    ParleyError,
+)
 from core.ids import new_id
+from core.images import DEFAULT_MAX_PIXELS, decode_image
 from core.logging import log_event
 from core.storage import ArtifactStore
 from core.tables import Dataset, Example
+from training.datasets.image_import import ImageExample, ImageLimits, parse_image_archive
 from training.datasets.importers import (
     Limits,
     ParsedDataset,
     ParsedExample,
+    Validated,
     decode_text,
     pick_importer,
     validate,
 )
 from training.datasets.types import get_dataset_type
 
+IMAGE_SUFFIX = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif"}
+SOURCES = ("import", "api", "feedback")
+
 __all__ = [
     "DatasetSnapshot",
+    "StoredImages",
     "append_examples",
+    "append_images",
+    "get_example",
     "create_dataset",
     "delete_dataset",
     "get_dataset",
@@ -88,8 +106,12 @@ def run_import(engine: Engine, store: ArtifactStore, dataset_id: str, limits: Li
         try:
             data = store.get_bytes(dataset.source_key or "")
             importer = pick_importer(None, dataset.source_format, dataset.type)
-            parsed = importer.parse(decode_text(data), dataset.type)
-            checked = validate(parsed, dataset_type=dataset.type, limits=limits)
+            if get_dataset_type(dataset.type).modality == "image":
+                images = parse_image_archive(data, dataset.type, limits=image_limits(limits))
+                checked = _store_images(store, dataset, images)
+            else:
+                parsed = importer.parse(decode_text(data), dataset.type)
+                checked = validate(parsed, dataset_type=dataset.type, limits=limits)
         except ParleyError as e:
             dataset.status = "failed"
             dataset.status_message = e.message
@@ -123,6 +145,67 @@ def _duplicates_message(count: int, first_line: int | None) -> str | None:
     )
 
 
+def image_limits(limits: Limits) -> ImageLimits:
+    return ImageLimits(
+        max_examples=limits.max_examples,
+        max_labels=limits.max_labels,
+        max_pixels=limits.max_image_pixels,
+    )
+
+
+def image_key(dataset: Dataset, sha256: str, fmt: str) -> str:
+    """Where an image lives: once per dataset, named by its content."""
+    suffix = IMAGE_SUFFIX.get(fmt, "." + fmt.lower())
+    return f"tenants/{dataset.tenant_id}/datasets/{dataset.id}/images/{sha256}{suffix}"
+
+
+def _image_target(ex: ImageExample) -> str:
+    return json.dumps([ex.label, ex.labels, ex.boxes], sort_keys=True)
+
+
+def _store_images(
+    store: ArtifactStore,
+    dataset: Dataset,
+    images: list[ImageExample],
+    *,
+    existing: set[tuple[str, str]] | None = None,
+    source: str = "import",
+) -> Validated:
+    """Store each distinct image once and make its example rows; an image with the same
+    content and the same label(s) or boxes as one already kept is a duplicate."""
+    seen: set[tuple[str, str]] = set(existing or ())
+    kept: list[ParsedExample] = []
+    duplicates, first_dup = 0, None
+    stored: set[str] = set()
+    for ex in images:
+        key = (ex.sha256, _image_target(ex))
+        if key in seen:
+            duplicates += 1
+            first_dup = first_dup or ex.line
+            continue
+        seen.add(key)
+        blob = image_key(dataset, ex.sha256, ex.format)
+        if blob not in stored:
+            store.put_bytes(blob, ex.data)
+            stored.add(blob)
+        kept.append(
+            ParsedExample(
+                line=ex.line,
+                label=ex.label,
+                labels=ex.labels,
+                annotations=ex.boxes,
+                blob_key=blob,
+                width=ex.width,
+                height=ex.height,
+                file=ex.file,
+                source=source,
+            )
+        )
+    return Validated(
+        examples=kept, duplicates=duplicates, first_duplicate_line=first_dup, extras={}
+    )
+
+
 def _insert(session: Session, dataset_id: str, examples: list[ParsedExample]) -> None:
     rows = [
         {
@@ -130,9 +213,15 @@ def _insert(session: Session, dataset_id: str, examples: list[ParsedExample]) ->
             "text": ex.text,
             "label": ex.label,
             "labels": ex.labels,
-            "annotations": ex.annotations or None,
+            "annotations": ex.annotations
+            if ex.annotations is not None and (ex.annotations or ex.blob_key)
+            else None,
             "blob_key": ex.blob_key,
             "line": ex.line,
+            "width": ex.width,
+            "height": ex.height,
+            "file": ex.file,
+            "source": ex.source,
         }
         for ex in examples
     ]
@@ -141,13 +230,22 @@ def _insert(session: Session, dataset_id: str, examples: list[ParsedExample]) ->
 
 
 def _refresh_counts(session: Session, dataset: Dataset) -> None:
-    counts = dict(
-        session.execute(
-            select(Example.label, func.count())
-            .where(Example.dataset_id == dataset.id, Example.label.is_not(None))
-            .group_by(Example.label)
-        ).all()
-    )
+    """Examples per label: the label of each example; each label of a multi-label image; each
+    box of a detection dataset (``label_counts``), and the number of examples."""
+    if dataset.type in ("image-multi-label", "image-detection"):
+        counts: dict[str, int] = defaultdict(int)
+        column = Example.labels if dataset.type == "image-multi-label" else Example.annotations
+        for (value,) in session.execute(select(column).where(Example.dataset_id == dataset.id)):
+            for item in value or []:
+                counts[item if isinstance(item, str) else str(item.get("label"))] += 1
+    else:
+        counts = dict(
+            session.execute(
+                select(Example.label, func.count())
+                .where(Example.dataset_id == dataset.id, Example.label.is_not(None))
+                .group_by(Example.label)
+            ).all()
+        )
     dataset.label_counts = {k: counts[k] for k in sorted(counts)}
     dataset.num_examples = (
         session.scalar(
@@ -220,11 +318,84 @@ def append_examples(
     return dataset, len(checked.examples), checked.duplicates
 
 
+def append_images(
+    session: Session,
+    store: ArtifactStore,
+    tenant_id: str,
+    dataset_id: str,
+    images: list[ImageExample],
+    limits: Limits,
+    *,
+    source: str = "api",
+) -> tuple[Dataset, int, int]:
+    """Append image examples to a ready image dataset: (dataset, added, duplicates skipped).
+    ``source`` is ``api`` or ``feedback`` (a corrected prediction, used in training only with
+    ``params.with_feedback``)."""
+    dataset = get_dataset(session, tenant_id, dataset_id)
+    if dataset.status != "ready":
+        raise InvalidInput(f"dataset {dataset_id} is {dataset.status}; append to a ready dataset")
+    if source not in SOURCES:
+        raise InvalidInput(f"source {source!r}: use one of {', '.join(SOURCES)}")
+    existing = {
+        (str(blob).rsplit("/", 1)[-1].split(".")[0], json.dumps([lab, labs, ann], sort_keys=True))
+        for blob, lab, labs, ann in session.execute(
+            select(Example.blob_key, Example.label, Example.labels, Example.annotations).where(
+                Example.dataset_id == dataset_id
+            )
+        )
+    }
+    if len(existing) + len(images) > limits.max_examples:
+        raise LimitExceeded(
+            f"the dataset would have {len(existing) + len(images)} examples; the limit is "
+            f"{limits.max_examples} (PARLEY_LIMITS__MAX_EXAMPLES)",
+            limit="max_examples",
+        )
+    checked = _store_images(store, dataset, images, existing=existing, source=source)
+    _insert(session, dataset_id, checked.examples)
+    dataset.num_duplicates += checked.duplicates
+    _refresh_counts(session, dataset)
+    return dataset, len(checked.examples), checked.duplicates
+
+
+def get_example(session: Session, tenant_id: str, dataset_id: str, example_id: int) -> Example:
+    get_dataset(session, tenant_id, dataset_id)
+    example = session.get(Example, example_id)
+    if example is None or example.dataset_id != dataset_id:
+        raise NotFound(f"example {example_id} not found in dataset {dataset_id}")
+    return example
+
+
 def delete_dataset(session: Session, store: ArtifactStore, tenant_id: str, dataset_id: str) -> None:
     dataset = get_dataset(session, tenant_id, dataset_id)
     session.execute(delete(Example).where(Example.dataset_id == dataset_id))
     session.delete(dataset)
     store.delete_prefix(f"tenants/{tenant_id}/datasets/{dataset_id}")
+
+
+class StoredImages(Sequence[Image.Image]):
+    """A dataset's images, decoded from the store when read (upright RGB), so that a training
+    run holds compressed bytes, not pixels, for the images it is not using."""
+
+    def __init__(self, store: ArtifactStore, keys: Sequence[str], max_pixels: int = 0) -> None:
+        self.store, self.keys = store, list(keys)
+        self.max_pixels = max_pixels or DEFAULT_MAX_PIXELS
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    @overload
+    def __getitem__(self, index: int) -> Image.Image: ...
+    @overload
+    def __getitem__(self, index: slice) -> StoredImages: ...
+
+    def __getitem__(self, index: int | slice) -> Image.Image | StoredImages:
+        if isinstance(index, slice):
+            return StoredImages(self.store, self.keys[index], self.max_pixels)
+        key = self.keys[index]
+        return decode_image(self.store.get_bytes(key), name=key, max_pixels=self.max_pixels).image
+
+    def take(self, idx: Sequence[int]) -> StoredImages:
+        return StoredImages(self.store, [self.keys[i] for i in idx], self.max_pixels)
 
 
 @dataclass(frozen=True)
@@ -235,23 +406,32 @@ class DatasetSnapshot:
     type: str
     texts: list[str]
     labels: list[str]
-    annotations: list[list[dict[str, Any]] | None]
+    annotations: list[list[dict[str, Any]] | None]  # entity spans, or an image's boxes
     extras: dict[str, Any]
     content_hash: str
+    blob_keys: list[str | None] = field(default_factory=list)  # images
+    multi_labels: list[list[str] | None] = field(default_factory=list)  # image-multi-label
 
 
-def snapshot(session: Session, tenant_id: str, dataset_id: str) -> DatasetSnapshot:
+def snapshot(
+    session: Session, tenant_id: str, dataset_id: str, *, with_feedback: bool = False
+) -> DatasetSnapshot:
+    """The dataset's examples in order; feedback examples only ``with_feedback``."""
     dataset = get_dataset(session, tenant_id, dataset_id)
+    where = [Example.dataset_id == dataset_id]
+    if not with_feedback:
+        where.append(Example.source != "feedback")
     rows = session.execute(
-        select(Example.text, Example.label, Example.annotations)
-        .where(Example.dataset_id == dataset_id)
+        select(Example.text, Example.label, Example.annotations, Example.blob_key, Example.labels)
+        .where(*where)
         .order_by(Example.id)
     ).all()
     texts = [r[0] or "" for r in rows]
     labels = [r[1] or "" for r in rows]
     h = hashlib.sha256()
-    for t, lab, ann in rows:
-        h.update(json.dumps([t, lab, ann], sort_keys=True).encode())
+    for t, lab, ann, blob, multi in rows:
+        row = [t, lab, ann] if blob is None and multi is None else [t, lab, ann, blob, multi]
+        h.update(json.dumps(row, sort_keys=True).encode())
     return DatasetSnapshot(
         dataset_id=dataset_id,
         type=dataset.type,
@@ -260,4 +440,6 @@ def snapshot(session: Session, tenant_id: str, dataset_id: str) -> DatasetSnapsh
         annotations=[r[2] for r in rows],
         extras=dataset.extras or {},
         content_hash=h.hexdigest(),
+        blob_keys=[r[3] for r in rows],
+        multi_labels=[r[4] for r in rows],
     )

@@ -48,8 +48,12 @@ class ParsedExample:
     text: str | None = None
     label: str | None = None
     labels: list[str] | None = None
-    annotations: list[dict[str, Any]] | None = None
+    annotations: list[dict[str, Any]] | None = None  # entity spans, or an image's boxes
     blob_key: str | None = None
+    width: int | None = None
+    height: int | None = None
+    file: str | None = None
+    source: str = "import"
 
 
 @dataclass

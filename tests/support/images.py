@@ -1,0 +1,62 @@
+"""Small generated images for vision tests: shapes of a few colours on noisy backgrounds,
+zipped in Parley's dataset layouts."""
+
+from __future__ import annotations
+
+import io
+import random
+import zipfile
+from typing import Any
+
+from PIL import Image, ImageDraw, ImageFilter
+
+SHAPES = {"circle": (220, 40, 40), "square": (40, 90, 220), "triangle": (30, 170, 60)}
+
+
+def shape_image(kind: str, seed: int, size: tuple[int, int] = (160, 120)) -> Image.Image:
+    """One ``kind`` shape (circle, square, triangle; each its own colour) at a random place
+    and scale on a noisy light background."""
+    rng = random.Random(seed)
+    w, h = size
+    base = tuple(rng.randint(200, 250) for _ in range(3))
+    img = Image.new("RGB", size, base)  # type: ignore[arg-type]
+    draw = ImageDraw.Draw(img)
+    for _ in range(30):  # background clutter
+        x, y = rng.randint(0, w), rng.randint(0, h)
+        shade = tuple(c - rng.randint(0, 40) for c in base)
+        draw.line((x, y, x + rng.randint(-20, 20), y + rng.randint(-20, 20)), fill=shade)
+    s = rng.randint(min(w, h) // 3, min(w, h) // 2)
+    x0, y0 = rng.randint(0, w - s), rng.randint(0, h - s)
+    colour = tuple(max(0, min(255, c + rng.randint(-25, 25))) for c in SHAPES[kind])
+    if kind == "circle":
+        draw.ellipse((x0, y0, x0 + s, y0 + s), fill=colour)
+    elif kind == "square":
+        draw.rectangle((x0, y0, x0 + s, y0 + s), fill=colour)
+    else:
+        draw.polygon([(x0 + s / 2, y0), (x0, y0 + s), (x0 + s, y0 + s)], fill=colour)
+    return img.filter(ImageFilter.GaussianBlur(rng.uniform(0, 0.8)))
+
+
+def encode(img: Image.Image, fmt: str = "JPEG", **kwargs: Any) -> bytes:
+    out = io.BytesIO()
+    img.save(out, format=fmt, **kwargs)
+    return out.getvalue()
+
+
+def zip_bytes(files: dict[str, bytes]) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in files.items():
+            z.writestr(name, data)
+    return out.getvalue()
+
+
+def folder_zip(per_class: int, kinds: tuple[str, ...] = tuple(SHAPES), seed: int = 0) -> bytes:
+    """An ``image`` dataset: one folder per shape."""
+    return zip_bytes(
+        {
+            f"{kind}/{kind}_{i}.jpg": encode(shape_image(kind, seed * 1000 + 10 * i + k))
+            for k, kind in enumerate(kinds)
+            for i in range(per_class)
+        }
+    )
