@@ -122,7 +122,8 @@ def fetch_url(url: str, name: str, settings: ImageFetchSettings, max_bytes: int)
             )
             if parts.scheme == "https":
                 request.extensions["sni_hostname"] = host
-            with client.send(request, stream=True) as response:
+            response = client.send(request, stream=True)
+            try:
                 if response.status_code != 200:
                     raise InvalidInput(f"{name}: {url} answered HTTP {response.status_code}")
                 chunks, size = [], 0
@@ -134,5 +135,7 @@ def fetch_url(url: str, name: str, settings: ImageFetchSettings, max_bytes: int)
                         )
                     chunks.append(chunk)
                 return b"".join(chunks)
+            finally:
+                response.close()
     except httpx.HTTPError as e:
         raise InvalidInput(f"{name}: could not fetch {url} ({type(e).__name__}: {e})") from e

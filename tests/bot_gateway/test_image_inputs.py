@@ -1,0 +1,94 @@
+"""Image inputs: base64, and the rules for fetching by URL (off by default, allow-listed hosts,
+public addresses only, no redirects, size capped while streaming) against a real local server."""
+
+from __future__ import annotations
+
+import base64
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from bot_gateway.serving import image_inputs
+from bot_gateway.serving.image_inputs import decode_base64, fetch_url, host_allowed
+from core.errors import Forbidden, InvalidInput, PayloadTooLarge
+from core.settings import ImageFetchSettings
+from tests.support.images import encode, shape_image
+
+JPEG = encode(shape_image("circle", 3))
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        self.server.hosts.append(self.headers.get("Host"))  # type: ignore[attr-defined]
+        if self.path == "/redirect":
+            self.send_response(302)
+            self.send_header("Location", "http://169.254.169.254/latest/meta-data")
+            self.end_headers()
+            return
+        body = JPEG * (50 if self.path == "/big.jpg" else 1)
+        self.send_response(200)
+        self.send_header("Content-Type", "image/jpeg")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[int, list[str]]]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    httpd.hosts = []  # type: ignore[attr-defined]
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    # pretend images.example.com is a public host that lives at this local server
+    monkeypatch.setattr(image_inputs, "_public_address", lambda host, port: "127.0.0.1")
+    yield httpd.server_address[1], httpd.hosts  # type: ignore[attr-defined]
+    httpd.shutdown()
+
+
+ON = ImageFetchSettings(enabled=True, allow_hosts=["images.example.com", ".cdn.example.net"])
+
+
+def test_fetching_is_off_unless_enabled_and_only_from_allowed_hosts() -> None:
+    with pytest.raises(Forbidden, match="off on this server"):
+        fetch_url("https://images.example.com/a.jpg", "url", ImageFetchSettings(), 10**6)
+    with pytest.raises(Forbidden, match="not in the allow-list"):
+        fetch_url("https://evil.example.org/a.jpg", "url", ON, 10**6)
+    with pytest.raises(InvalidInput, match="not an http"):
+        fetch_url("file:///etc/passwd", "url", ON, 10**6)
+    with pytest.raises(InvalidInput, match="credentials"):
+        fetch_url("https://u:p@images.example.com/a.jpg", "url", ON, 10**6)
+    assert host_allowed("a.cdn.example.net", ON.allow_hosts)
+    assert not host_allowed("cdn.example.net.evil.org", ON.allow_hosts)
+
+
+def test_an_allowed_host_on_a_private_address_is_refused() -> None:
+    local = ImageFetchSettings(enabled=True, allow_hosts=["localhost", "127.0.0.1"])
+    for url in ("http://localhost:9/a.jpg", "http://127.0.0.1:9/a.jpg"):
+        with pytest.raises(Forbidden, match="private or reserved"):
+            fetch_url(url, "url", local, 10**6)
+
+
+def test_a_fetch_keeps_the_host_header_and_caps_size_and_redirects(
+    server: tuple[int, list[str]],
+) -> None:
+    port, hosts = server
+    data = fetch_url(f"http://images.example.com:{port}/a.jpg", "url", ON, 10**6)
+    assert data == JPEG and hosts == [f"images.example.com:{port}"]
+    with pytest.raises(PayloadTooLarge):
+        fetch_url(f"http://images.example.com:{port}/big.jpg", "url", ON, len(JPEG) * 10)
+    with pytest.raises(InvalidInput, match="HTTP 302"):
+        fetch_url(f"http://images.example.com:{port}/redirect", "url", ON, 10**6)
+
+
+def test_base64_inputs() -> None:
+    raw = base64.b64encode(JPEG).decode()
+    assert decode_base64(raw, "image", 10**6) == JPEG
+    assert decode_base64(f"data:image/jpeg;base64,{raw}", "image", 10**6) == JPEG
+    with pytest.raises(InvalidInput, match="images\\[3\\] is not valid base64"):
+        decode_base64("%%%", "images[3]", 10**6)
+    with pytest.raises(PayloadTooLarge):
+        decode_base64(raw, "image", 100)
