@@ -215,5 +215,21 @@ class ParleyClient:
             "POST", f"/models/{model}/predict", json={key: text, "num_results": num_results}
         )
 
+    def predict_images(
+        self, model: str, images: str | Path | list[str | Path], **options: Any
+    ) -> dict[str, Any]:
+        """Image models: one image file or several (``results`` then holds one answer each);
+        ``options``: ``num_results``, ``min_score`` (detection), ``engine`` / ``task`` (OCR)."""
+        paths = [images] if isinstance(images, (str, Path)) else list(images)
+        files = [("file", (Path(p).name, Path(p).read_bytes())) for p in paths]
+        data = {k: str(v) for k, v in options.items() if v is not None}
+        return self._call("POST", f"/models/{model}/predict", files=files, data=data)
+
+    def ocr(
+        self, image: str | Path, *, engine: str | None = None, task: str | None = None
+    ) -> dict[str, Any]:
+        """The text in an image (``prebuilt-ocr``): ``{text, lines, engine[, entities]}``."""
+        return self.predict_images("prebuilt-ocr", image, engine=engine, task=task)
+
     def health(self) -> dict[str, Any]:
         return self._call("GET", "/health")

@@ -9,6 +9,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.bot_gateway.conftest import Api, running_api
@@ -205,3 +206,27 @@ def test_bad_image_requests_get_clear_errors(api: Api, shapes: dict[str, Any]) -
     )
     assert r.status_code == 422 and "prebuilt-ocr" in r.json()["message"]
     assert json.loads(api.client.get("/v1/health").text)["status"] == "ok"
+
+
+def test_the_python_client_sends_image_files(api: Api, shapes: dict[str, Any], tmp_path) -> None:
+    from parley.client import ParleyClient
+
+    paths = []
+    for kind in ("square", "circle"):
+        path = tmp_path / f"{kind}.png"
+        shape_image(kind, 31337).save(path)
+        paths.append(path)
+
+    class ThroughTestClient(httpx.BaseTransport):
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            r = api.client.request(
+                request.method, str(request.url), headers=request.headers, content=request.read()
+            )
+            return httpx.Response(r.status_code, headers=r.headers, content=r.content)
+
+    key = api.a["Authorization"].split()[1]
+    with ParleyClient("http://testserver", key, transport=ThroughTestClient()) as client:
+        one = client.predict_images(shapes["model"]["id"], paths[0], num_results=1)
+        assert [p["label"] for p in one["probabilities"]] == ["square"]
+        both = client.predict_images(shapes["model"]["id"], paths)
+        assert [r["probabilities"][0]["label"] for r in both["results"]] == ["square", "circle"]
