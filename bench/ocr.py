@@ -1,0 +1,280 @@
+"""OCR benchmark: character error rate and latency of the pre-built OCR engines.
+
+What it measures, for each engine (``--engines``) on ``--n`` generated documents (60 % shipping
+labels of 800 x 600 px, 40 % receipts of 600 x 800 px; ``bench/documents.py``), once flat
+(``clean``, PNG) and once photographed badly (``noisy``: warped, rotated up to 5 degrees,
+blurred, noisy, JPEG at quality 30-85), the same documents in both sets:
+
+* CER: the Levenshtein distance between the engine's text and the ground truth, whitespace
+  runs (newlines too) collapsed to one space on both sides, summed over the documents and
+  divided by the ground truth's characters (case and punctuation count);
+* latency: milliseconds of ``engine.read(image)`` alone, per image, p50 and p95, after two
+  warm-up reads of other documents. Images are decoded from their PNG / JPEG files first,
+  outside the timing.
+
+ONNX Runtime and torch run with ``--threads`` threads (1 by default, as served on 2 cores).
+The results are printed as a plain-text table, followed by the targets with PASS/FAIL: CER
+<= 2 % on the noisy set, and p50 <= 500 ms per label-sized image. Run it as::
+
+    .venv/bin/python bench/ocr.py
+    .venv/bin/python bench/ocr.py --n 20 --engines tesseract --json /tmp/ocr.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a script: make ``bench.*`` and the packages importable
+    sys.path.insert(0, str(ROOT))
+
+from bench.documents import Document, generate, normalize_text  # noqa: E402
+from bench.intent import (  # noqa: E402
+    fmt,
+    load_average,
+    machine_facts,
+    percentile,
+    print_header,
+    render_table,
+    write_json,
+)
+
+ENGINES = ("rapidocr", "tesseract")
+SETS = ("clean", "noisy")
+WARMUP = 2
+CER_TARGET = 0.02  # on the noisy set
+P50_TARGET_MS = 500.0
+
+
+@dataclass
+class DocResult:
+    index: int
+    kind: str
+    chars: int  # of the normalised ground truth
+    distance: int
+    ms: float
+    text: str
+
+
+@dataclass
+class SetResult:
+    engine: str
+    set: str
+    docs: list[DocResult] = field(default_factory=list)
+
+    @property
+    def cer(self) -> float:
+        chars = sum(d.chars for d in self.docs)
+        return sum(d.distance for d in self.docs) / chars if chars else float("nan")
+
+    def p(self, q: float) -> float:
+        return percentile([d.ms for d in self.docs], q)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "engine": self.engine,
+            "set": self.set,
+            "documents": len(self.docs),
+            "cer": self.cer,
+            "p50_ms": self.p(50),
+            "p95_ms": self.p(95),
+            "mean_ms": sum(d.ms for d in self.docs) / len(self.docs) if self.docs else None,
+        }
+
+
+def levenshtein(a: str, b: str) -> int:
+    """The edit distance between ``a`` and ``b`` (insertions, deletions, substitutions)."""
+    if len(a) < len(b):
+        a, b = b, a
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        current = [i]
+        for j, cb in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
+        previous = current
+    return previous[-1]
+
+
+def limit_threads(threads: int) -> None:
+    """OpenMP, MKL and torch (when loaded) to ``threads`` threads; ONNX Runtime gets them
+    through the engine."""
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[name] = str(threads)
+
+
+def limit_torch(threads: int) -> None:
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(threads)
+
+
+def run_set(engine: Any, name: str, set_name: str, docs: Sequence[Document]) -> SetResult:
+    result = SetResult(name, set_name)
+    for doc in docs:
+        image = doc.image  # decoded from the PNG / JPEG file the generator wrote
+        began = time.perf_counter()
+        read = engine.read(image)
+        ms = (time.perf_counter() - began) * 1000
+        truth = normalize_text(doc.text)
+        distance = levenshtein(normalize_text(read.text), truth)
+        result.docs.append(DocResult(doc.index, doc.kind, len(truth), distance, ms, read.text))
+    return result
+
+
+def results_table(results: Sequence[SetResult]) -> str:
+    rows = [
+        [
+            r.engine,
+            r.set,
+            str(len(r.docs)),
+            fmt(100 * r.cer, ".2f"),
+            fmt(r.p(50), ".0f"),
+            fmt(r.p(95), ".0f"),
+        ]
+        for r in results
+    ]
+    return render_table(["engine", "set", "documents", "CER %", "p50 ms", "p95 ms"], rows)
+
+
+def kinds_table(results: Sequence[SetResult]) -> str:
+    rows = []
+    for r in results:
+        for kind in sorted({d.kind for d in r.docs}):
+            part = SetResult(r.engine, r.set, [d for d in r.docs if d.kind == kind])
+            rows.append(
+                [
+                    r.engine,
+                    r.set,
+                    kind,
+                    str(len(part.docs)),
+                    fmt(100 * part.cer, ".2f"),
+                    fmt(100 * max(d.distance / d.chars for d in part.docs), ".1f"),
+                    fmt(part.p(50), ".0f"),
+                ]
+            )
+    header = ["engine", "set", "kind", "documents", "CER %", "worst doc CER %", "p50 ms"]
+    return render_table(header, rows, "lllrrrr")
+
+
+def evaluate_targets(results: Sequence[SetResult]) -> list[dict[str, Any]]:
+    checks = []
+    for r in results:
+        if r.set == "noisy":
+            checks.append(
+                {
+                    "engine": r.engine,
+                    "check": "CER on the noisy set",
+                    "value": r.cer,
+                    "shown": fmt(100 * r.cer, ".2f") + " %",
+                    "target": f"<= {100 * CER_TARGET:g} %",
+                    "pass": r.cer <= CER_TARGET,
+                }
+            )
+        p50 = r.p(50)
+        checks.append(
+            {
+                "engine": r.engine,
+                "check": f"p50 ms per image ({r.set})",
+                "value": p50,
+                "shown": fmt(p50, ".0f"),
+                "target": f"<= {P50_TARGET_MS:g}",
+                "pass": p50 <= P50_TARGET_MS,
+            }
+        )
+    return checks
+
+
+def targets_table(checks: Sequence[dict[str, Any]]) -> str:
+    rows = [
+        [c["engine"], c["check"], c["shown"], c["target"], "PASS" if c["pass"] else "FAIL"]
+        for c in checks
+    ]
+    return render_table(["engine", "target", "value", "goal", "result"], rows, "llrrl")
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--n", type=int, default=100, help="documents per set")
+    p.add_argument("--seed", type=int, default=0, help="seed of the generated documents")
+    p.add_argument(
+        "--engines",
+        default=",".join(ENGINES),
+        help=f"comma-separated engines (default: {','.join(ENGINES)})",
+    )
+    p.add_argument("--sets", default=",".join(SETS), help="clean, noisy or both (default)")
+    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime / torch threads")
+    p.add_argument("--json", type=Path, help="also write the results here")
+    args = p.parse_args(argv)
+    args.engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    args.sets = [s.strip() for s in args.sets.split(",") if s.strip()]
+    if args.n < 1 or args.threads < 1:
+        p.error("--n and --threads must be at least 1")
+    if unknown := set(args.sets) - set(SETS):
+        p.error(f"unknown sets {sorted(unknown)}; use {', '.join(SETS)}")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    limit_threads(args.threads)
+    facts = machine_facts()
+    print_header("Parley OCR benchmark", [str(Path(sys.argv[0])), *argv], facts, server="none")
+    from vision.ocr.engines import get_engine
+
+    t0 = time.perf_counter()
+    sets = {s: generate(args.n, noisy=s == "noisy", seed=args.seed) for s in args.sets}
+    labels = sum(d.kind == "label" for d in next(iter(sets.values())))
+    print(
+        f"documents: {args.n} a set ({labels} labels, {args.n - labels} receipts), seed "
+        f"{args.seed}, generated in {time.perf_counter() - t0:.1f} s"
+    )
+    warmup = generate(WARMUP, noisy=True, seed=args.seed + 10_000)
+    results: list[SetResult] = []
+    for name in args.engines:
+        began = time.perf_counter()
+        engine = get_engine(name, threads=args.threads)
+        limit_torch(args.threads)
+        for doc in warmup:
+            engine.read(doc.image)
+        print(f"{name}: loaded and warmed up in {time.perf_counter() - began:.1f} s")
+        for set_name, docs in sets.items():
+            result = run_set(engine, name, set_name, docs)
+            results.append(result)
+            print(
+                f"  {set_name}: CER {100 * result.cer:.2f} %, p50 {result.p(50):.0f} ms "
+                f"(load {load_average()})",
+                flush=True,
+            )
+    total = time.perf_counter() - t0
+    checks = evaluate_targets(results)
+    print("\nResults")
+    print(results_table(results))
+    print("\nBy kind")
+    print(kinds_table(results))
+    print("\nTargets")
+    print(targets_table(checks))
+    passed = sum(c["pass"] for c in checks)
+    print(f"\n{passed}/{len(checks)} targets met; benchmark took {total:.0f} s")
+    print(f"load average at the end: {load_average()}")
+    if args.json:
+        write_json(
+            args.json,
+            args,
+            facts,
+            total,
+            results=[{**r.summary(), "docs": [asdict(d) for d in r.docs]} for r in results],
+            targets=checks,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,283 @@
+"""Pre-built OCR: both engines read rendered text, in reading order, with boxes where the text
+is; ``prebuilt-ocr`` finds contact details; bad names are refused. Real engines, no mocks."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageDraw, ImageFont
+
+from core.errors import ConfigurationError, InvalidInput
+from training.backends import BackendContext, builtin_models
+from vision.ocr import engines
+from vision.ocr.engines import get_engine
+from vision.ocr.prebuilt import OcrModel  # registers prebuilt-ocr
+from vision.ocr.results import Box, OcrLine, OcrResult, reading_order
+
+FONT_DIR = Path("/usr/share/fonts/truetype/dejavu")
+ENGINES = ["rapidocr", "tesseract"]
+
+Placed = tuple[str, tuple[float, float, float, float]]  # text, its rendered box
+
+
+def font(size: int = 26, bold: bool = False) -> ImageFont.FreeTypeFont:
+    return ImageFont.truetype(str(FONT_DIR / f"DejaVuSans{'-Bold' if bold else ''}.ttf"), size)
+
+
+def render(
+    items: Sequence[tuple[float, float, str]], size: tuple[int, int] = (600, 200), px: int = 26
+) -> tuple[Image.Image, list[Placed]]:
+    """Black text on white at the given top-left corners, with each text's drawn box."""
+    image = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(image)
+    placed = []
+    for x, y, text in items:
+        draw.text((x, y), text, font=font(px), fill="black")
+        placed.append((text, draw.textbbox((x, y), text, font=font(px))))
+    return image, placed
+
+
+def levenshtein(a: str, b: str) -> int:
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        current = [i]
+        for j, cb in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
+        previous = current
+    return previous[-1]
+
+
+def norm(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def cer(read: str, truth: str) -> float:
+    return levenshtein(norm(read), norm(truth)) / len(norm(truth))
+
+
+def positions(text: str, words: Sequence[str]) -> list[int]:
+    """Where each word first appears in ``text`` (lower-cased), -1 when it does not."""
+    return [norm(text).find(w.lower()) for w in words]
+
+
+@pytest.fixture(scope="module", params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> engines.OcrEngine:
+    return get_engine(request.param)
+
+
+@pytest.fixture(scope="module")
+def model() -> OcrModel:
+    loaded = builtin_models.get("prebuilt-ocr").load(BackendContext(cache_dir=Path("unused")))
+    assert isinstance(loaded, OcrModel)
+    return loaded
+
+
+# --- reading order and results (no engine) -------------------------------------------------
+
+
+def line(text: str, x: float, y: float, w: float = 120, h: float = 24) -> OcrLine:
+    return OcrLine(text, 0.9, Box(x, y, x + w, y + h))
+
+
+def test_a_value_printed_a_little_higher_still_follows_its_label() -> None:
+    lines = [
+        line("Weight:", 20, 60),
+        line("2.4 kg", 400, 52),  # 8 px higher than its label, same visual line
+        line("Name:", 20, 20),
+        line("Jane Doe", 400, 16),
+        line("Order ORD-2026-48213", 20, 100, w=300),
+    ]
+    ordered = [item.text for item in reading_order(lines)]
+    assert ordered == ["Name:", "Jane Doe", "Weight:", "2.4 kg", "Order ORD-2026-48213"]
+
+
+def test_in_a_photo_turned_by_some_degrees_each_price_pairs_with_its_item() -> None:
+    """Items at x=40 and prices at x=440 on rows 28 px apart, the whole page turned by 4
+    degrees: each price's box sits about a row above its item's."""
+    turn = math.radians(4)
+
+    def turned(text: str, x: float, y: float, w: float) -> tuple[OcrLine, float]:
+        corners = [(x, y), (x + w, y), (x + w, y + 22), (x, y + 22)]
+        pts = [(cx * math.cos(turn) + cy * math.sin(turn),
+                -cx * math.sin(turn) + cy * math.cos(turn) + 60) for cx, cy in corners]  # fmt: skip
+        xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+        return OcrLine(text, 0.9, Box(min(xs), min(ys), max(xs), max(ys))), -4.0
+
+    rows = [("Coffee Beans 250g", "3.50"), ("Blueberry Muffin", "2.25"), ("TOTAL", "5.75")]
+    items = [turned(name, 40, 40 + 28 * i, 200) for i, (name, _) in enumerate(rows)]
+    items += [turned(price, 440, 40 + 28 * i, 60) for i, (_, price) in enumerate(rows)]
+    lines, angles = zip(*items, strict=True)
+
+    def cy(item: OcrLine) -> float:
+        return (item.box.y_min + item.box.y_max) / 2
+
+    # the second price's box is level with the first item rather than the second
+    assert abs(cy(lines[4]) - cy(lines[0])) < abs(cy(lines[4]) - cy(lines[1]))
+    ordered = [item.text for item in reading_order(lines, angles)]
+    assert ordered == [text for row in rows for text in row]
+    # without the angles the rows cannot be told apart from the boxes
+    assert [item.text for item in reading_order(lines)] != ordered
+
+
+def test_result_drops_empty_lines_and_joins_the_rest_with_newlines() -> None:
+    result = OcrResult.from_lines(
+        [line("second", 20, 60), line("  ", 20, 40), line("first", 20, 10)]
+    )
+    assert result.text == "first\nsecond"
+    assert result.to_dict() == {
+        "text": "first\nsecond",
+        "lines": [
+            {
+                "text": "first",
+                "confidence": 0.9,
+                "box": {"x_min": 20.0, "y_min": 10.0, "x_max": 140.0, "y_max": 34.0},
+            },
+            {
+                "text": "second",
+                "confidence": 0.9,
+                "box": {"x_min": 20.0, "y_min": 60.0, "x_max": 140.0, "y_max": 84.0},
+            },
+        ],
+    }
+
+
+# --- errors --------------------------------------------------------------------------------
+
+
+def test_an_unknown_engine_is_refused_naming_the_known_ones(model: OcrModel) -> None:
+    with pytest.raises(InvalidInput, match="rapidocr, tesseract"):
+        get_engine("easyocr")
+    with pytest.raises(InvalidInput, match="rapidocr, tesseract"):
+        model.read([Image.new("RGB", (40, 40), "white")], engine="easyocr")
+
+
+def test_an_unknown_task_is_refused_naming_the_known_ones(model: OcrModel) -> None:
+    with pytest.raises(InvalidInput, match="contact"):
+        model.read([Image.new("RGB", (40, 40), "white")], task="invoice")
+
+
+def test_missing_tesseract_data_says_how_to_install_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(engines, "TESSDATA_DIR", tmp_path)
+    with pytest.raises(ConfigurationError, match="apt-get install tesseract-ocr"):
+        engines.TesseractEngine()
+
+
+def test_prebuilt_ocr_is_a_builtin_model_without_labels(model: OcrModel) -> None:
+    builtin = builtin_models.get("prebuilt-ocr")
+    assert (builtin.name, builtin.task) == ("prebuilt-ocr", "ocr")
+    assert model.labels == []
+    assert model.engines == ENGINES
+
+
+# --- real engines --------------------------------------------------------------------------
+
+LABEL = [
+    (24, 20, "Parcel for Maria Gonzalez"),
+    (24, 80, "Order ORD-2026-48213"),
+    (24, 140, "Weight 2.4 kg, 1 of 2"),
+]
+
+
+@pytest.mark.slow
+def test_engines_read_the_words_with_confidences(engine: engines.OcrEngine) -> None:
+    image, placed = render(LABEL)
+    result = engine.read(image)
+    truth = "\n".join(text for text, _ in placed)
+    assert cer(result.text, truth) <= 0.1, result.text
+    assert result.text == "\n".join(item.text for item in result.lines)
+    assert all(0.0 <= item.confidence <= 1.0 for item in result.lines)
+    assert min(item.confidence for item in result.lines) > 0.5
+
+
+@pytest.mark.slow
+def test_boxes_lie_in_the_image_and_cover_the_drawn_text(engine: engines.OcrEngine) -> None:
+    image, placed = render(LABEL)
+    result = engine.read(image)
+    for item in result.lines:
+        box = item.box
+        assert 0 <= box.x_min < box.x_max <= image.width
+        assert 0 <= box.y_min < box.y_max <= image.height
+    for text, (x0, y0, x1, y1) in placed:
+        best = min(result.lines, key=lambda item: cer(item.text, text))
+        b = best.box
+        inter = max(0.0, min(x1, b.x_max) - max(x0, b.x_min)) * max(
+            0.0, min(y1, b.y_max) - max(y0, b.y_min)
+        )
+        union = (x1 - x0) * (y1 - y0) + b.width * b.height - inter
+        assert inter / union >= 0.5, (text, (x0, y0, x1, y1), b)
+
+
+@pytest.mark.slow
+def test_lines_come_in_reading_order(engine: engines.OcrEngine) -> None:
+    # two columns: labels on the left, values on the right, a value 4 px higher than its label
+    image, _ = render(
+        [
+            (20, 20, "Sender:"),
+            (300, 16, "Acme Widgets"),
+            (20, 80, "Service:"),
+            (300, 76, "Express"),
+            (20, 140, "Tracking:"),
+            (300, 136, "1Z 999 AA1"),
+        ]
+    )
+    text = engine.read(image).text
+    found = positions(text, ["Sender", "Acme", "Service", "Express", "Tracking", "1Z 999"])
+    assert -1 not in found, text
+    assert found == sorted(found), text
+
+
+@pytest.mark.slow
+def test_a_photo_turned_by_four_degrees_keeps_prices_beside_their_items() -> None:
+    """RapidOCR only: its detector reports each line's slant. Tesseract's baselines on
+    such short lines are off by degrees, and it orders this image price first."""
+    engine = get_engine("rapidocr")
+    rows = [("Coffee Beans", "3.50"), ("Muffin", "2.25"), ("Sparkling Water", "1.10")]
+    image = Image.new("RGB", (620, 220), "white")
+    draw = ImageDraw.Draw(image)
+    for i, (name, price) in enumerate(rows):
+        draw.text((30, 40 + 50 * i), name, font=font(26), fill="black")
+        draw.text((590, 40 + 50 * i), price, font=font(26), fill="black", anchor="ra")
+    turned = image.rotate(4, Image.Resampling.BICUBIC, expand=True, fillcolor="white")
+    text = engine.read(turned).text
+    found = positions(text, [word for row in rows for word in row])
+    assert -1 not in found, text
+    assert found == sorted(found), text
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ENGINES)
+def test_a_blank_image_has_no_text_and_is_no_error(model: OcrModel, name: str) -> None:
+    [result] = model.read([Image.new("RGB", (400, 300), "white")], engine=name)
+    assert result == {"text": "", "lines": [], "engine": name}
+
+
+@pytest.mark.slow
+def test_contact_task_finds_the_email_and_phone_in_the_text(model: OcrModel) -> None:
+    image, _ = render(
+        [(24, 20, "Jane Doe"), (24, 80, "jane.doe@example.com"), (24, 140, "+44 20 7946 0958")]
+    )
+    [result] = model.read([image], task="contact")
+    assert result["engine"] == "rapidocr"
+    text = result["text"]
+    by_label = {entity["entity"]: entity for entity in result["entities"]}
+    email, phone = by_label["email"], by_label["phone_number"]
+    assert text[email["start"] : email["end"]] == email["value"] == "jane.doe@example.com"
+    # a phone number's value is its digits (and the +): the slice is the number as written
+    assert re.sub(r"[^0-9+]", "", text[phone["start"] : phone["end"]]) == phone["value"]
+    assert phone["value"] == "+442079460958"
+
+
+@pytest.mark.slow
+def test_reading_without_a_task_adds_no_entities(model: OcrModel) -> None:
+    image, _ = render([(24, 20, "jane.doe@example.com")])
+    [result] = model.read([image], engine="tesseract")
+    assert "entities" not in result
+    assert set(result) == {"text", "lines", "engine"}
+    assert set(result["lines"][0]) == {"text", "confidence", "box"}
+    assert set(result["lines"][0]["box"]) == {"x_min", "y_min", "x_max", "y_max"}

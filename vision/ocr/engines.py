@@ -1,0 +1,342 @@
+"""OCR engines behind one method: ``read(image) -> OcrResult``.
+
+``rapidocr`` (the default)
+    RapidOCR 3.x on ONNX Runtime with the models shipped inside the ``rapidocr`` wheel:
+    PP-OCRv6 small detection and recognition, and the PP-OCR v2.0 mobile direction
+    classifier. Each model is passed by path and its sha256 checked against the value RapidOCR
+    itself records, so RapidOCR never looks for another variant: it downloads only when no
+    ``model_path`` is given (``OrtInferSession``), when a recognition model lacks its
+    character list (the bundled one embeds it), or when asked to draw results (a font; never
+    done here). Other model variants (tiny, medium, PP-OCRv4/v5, other languages) are not in
+    the wheel and are never selected.
+``tesseract``
+    Tesseract 5 through ``tesserocr``, with the English model from Debian's ``tesseract-ocr``
+    package (``/usr/share/tesseract-ocr/5/tessdata/``); lines from its TEXTLINE level.
+
+Both read small images enlarged (``RAPIDOCR_MIN_SIDE``, ``TESSERACT_MIN_SIDE``) and report
+boxes in the input image's pixels, with each line's text direction passed on so that reading
+order survives a photo turned by a few degrees (``vision.ocr.results``).
+
+Each engine is built once per process (``get_engine``) and serialises its callers on a lock:
+RapidOCR keeps per-call settings on the instance and a Tesseract API holds one image at a
+time. ONNX Runtime runs with ``threads`` intra-op threads (1 by default); the Tesseract in the
+``tesserocr`` wheel is built without OpenMP and uses one thread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import threading
+import time
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+from PIL import Image
+
+from core.errors import ConfigurationError, ModelLoadError
+from core.logging import log_event
+from core.registry import Registry
+from vision.ocr.results import Box, OcrLine, OcrResult
+
+__all__ = [
+    "DEFAULT_ENGINE",
+    "RAPIDOCR_MODELS",
+    "TESSDATA_DIR",
+    "OcrEngine",
+    "RapidOcrEngine",
+    "TesseractEngine",
+    "get_engine",
+    "ocr_engines",
+]
+
+DEFAULT_ENGINE = "rapidocr"
+TESSDATA_DIR = Path("/usr/share/tesseract-ocr/5/tessdata/")
+TESSERACT_LANG = "eng"
+
+RAPIDOCR_MODELS: dict[str, tuple[str, str]] = {
+    # RapidOCR config section: (file in rapidocr/models/, sha256 from its default_models.yaml)
+    "Det": (
+        "PP-OCRv6_det_small.onnx",
+        "090f04abcd9d9a7498bc4ebf677e4cb9bdce1fe4197ddb7e529f1ef44e1ff94f",
+    ),
+    "Cls": (
+        "ch_ppocr_mobile_v2.0_cls_mobile.onnx",
+        "e47acedf663230f8863ff1ab0e64dd2d82b838fceb5957146dab185a89d6215c",
+    ),
+    "Rec": (
+        "PP-OCRv6_rec_small.onnx",
+        "6f327246b50388f3c176ae304bd95767ea6dc0c9ae92153ef8cbe210b3c14884",
+    ),
+}
+"""The model files bundled in the ``rapidocr`` 3.10 wheel, the only ones this engine loads."""
+
+RAPIDOCR_PARAMS: dict[str, Any] = {
+    "Global.log_level": "error",
+    # Detection sees the image as it is, shrunk only when its long side is over 1,280 px.
+    # RapidOCR's default (short side enlarged to 736 px) read 20 noisy generated labels and
+    # receipts (800 x 600) at 1.50 % character error against 1.01 % for this, and slower.
+    "Det.limit_type": "max",
+    "Det.limit_side_len": 1280,
+}
+RAPIDOCR_MIN_SIDE = 640
+"""Images whose long side is shorter are enlarged to it (at most 4x) before RapidOCR reads them:
+its text detector misses text only a few pixels high."""
+TESSERACT_MIN_SIDE = 1200
+"""Images whose long side is shorter are enlarged to it (at most 2x) before Tesseract reads
+them: its recogniser wants letters 20 px or more high. Enlarging 800 x 600 photos 1.5x took
+its character error on 20 noisy generated labels and receipts from 22.3 % to 12.2 %
+(``bench/ocr.py``; Tesseract's results on such photos swing widely from one to the next)."""
+TESSERACT_PPI = 300
+"""The resolution Tesseract is told: it has no way to know a photo's, and guessing from the
+96 ppi header of the bitmap ``tesserocr`` hands it lost whole pages."""
+
+
+class OcrEngine(Protocol):
+    """Reads the text lines of one upright image."""
+
+    name: ClassVar[str]
+
+    def read(self, image: Image.Image) -> OcrResult: ...
+
+
+ocr_engines: Registry[type[OcrEngine]] = Registry("OCR engine")
+
+
+def _rgb(image: Image.Image) -> Image.Image:
+    if not isinstance(image, Image.Image):
+        raise TypeError(f"an OCR engine reads a PIL image, got {type(image).__name__}")
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def _enlarged(
+    image: Image.Image,
+    min_side: int,
+    max_factor: float,
+    resample: Image.Resampling = Image.Resampling.BICUBIC,
+) -> tuple[Image.Image, float]:
+    """``image`` scaled up so its long side is ``min_side`` (at most ``max_factor`` times),
+    with the factor; unchanged (factor 1) when it is long enough."""
+    factor = min(max_factor, min_side / max(image.size))
+    if factor <= 1.0:
+        return image, 1.0
+    size = (round(image.width * factor), round(image.height * factor))
+    return image.resize(size, resample), factor
+
+
+def _box(
+    x_min: float, y_min: float, x_max: float, y_max: float, factor: float, rgb: Image.Image
+) -> Box:
+    """A box read on an image enlarged by ``factor``, in ``rgb``'s pixels."""
+    return Box(x_min / factor, y_min / factor, x_max / factor, y_max / factor).clipped(
+        rgb.width, rgb.height
+    )
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _rapidocr_model_paths() -> dict[str, Path]:
+    """The bundled model files by config section, each checked against its sha256."""
+    try:
+        import rapidocr
+    except ImportError as e:
+        raise ConfigurationError(
+            f"RapidOCR is not installed ({e}): pip install rapidocr onnxruntime"
+        ) from e
+    folder = Path(rapidocr.__file__).resolve().parent / "models"
+    paths = {}
+    for section, (filename, expected) in RAPIDOCR_MODELS.items():
+        path = folder / filename
+        if not path.is_file():
+            raise ModelLoadError(
+                f"RapidOCR's bundled model {filename} is missing from {folder}; this engine "
+                "needs the rapidocr 3.10 wheel, which ships it: pip install rapidocr==3.10.0"
+            )
+        actual = _sha256(path)
+        if actual != expected:
+            raise ModelLoadError(
+                f"RapidOCR's bundled model {path} has sha256 {actual}, not {expected}; "
+                "reinstall the rapidocr 3.10 wheel: pip install --force-reinstall rapidocr==3.10.0"
+            )
+        paths[section] = path
+    return paths
+
+
+@ocr_engines.register("rapidocr")
+class RapidOcrEngine:
+    """RapidOCR with its bundled PP-OCR models (see the module docstring)."""
+
+    name: ClassVar[str] = "rapidocr"
+
+    def __init__(self, *, threads: int = 1) -> None:
+        if threads < 1:
+            raise ConfigurationError(f"OCR threads={threads}: use 1 or more")
+        began = time.perf_counter()
+        paths = _rapidocr_model_paths()
+        from rapidocr import RapidOCR
+
+        params: dict[str, Any] = {
+            **RAPIDOCR_PARAMS,
+            **{f"{section}.model_path": str(path) for section, path in paths.items()},
+            "EngineConfig.onnxruntime.intra_op_num_threads": threads,
+            "EngineConfig.onnxruntime.inter_op_num_threads": 1,
+        }
+        self._ocr = RapidOCR(params=params)
+        self._lock = threading.Lock()
+        self.threads = threads
+        log_event(
+            "vision.ocr.engine_loaded",
+            engine=self.name,
+            models=[filename for filename, _ in RAPIDOCR_MODELS.values()],
+            threads=threads,
+            seconds=round(time.perf_counter() - began, 3),
+        )
+
+    def read(self, image: Image.Image) -> OcrResult:
+        """The text lines of ``image``; none for an image without text."""
+        rgb = _rgb(image)
+        scaled, factor = _enlarged(rgb, RAPIDOCR_MIN_SIDE, 4.0)
+        bgr = np.ascontiguousarray(np.asarray(scaled)[:, :, ::-1])
+        with self._lock:
+            output = self._ocr(bgr)
+        boxes, texts, scores = output.boxes, output.txts, output.scores
+        if boxes is None or texts is None or scores is None:
+            return OcrResult.from_lines([])
+        lines, angles = [], []
+        for quad, text, score in zip(boxes, texts, scores, strict=True):
+            points = np.asarray(quad, dtype=float).reshape(-1, 2)
+            angles.append(_quad_angle(points))
+            x_min, y_min = points.min(axis=0)
+            x_max, y_max = points.max(axis=0)
+            box = _box(float(x_min), float(y_min), float(x_max), float(y_max), factor, rgb)
+            lines.append(OcrLine(text=str(text).strip(), confidence=_unit(score), box=box))
+        return OcrResult.from_lines(lines, angles)
+
+
+@ocr_engines.register("tesseract")
+class TesseractEngine:
+    """Tesseract 5 (English) through ``tesserocr``; one API per process."""
+
+    name: ClassVar[str] = "tesseract"
+
+    def __init__(self, *, threads: int = 1) -> None:
+        if threads < 1:
+            raise ConfigurationError(f"OCR threads={threads}: use 1 or more")
+        if not (TESSDATA_DIR / f"{TESSERACT_LANG}.traineddata").is_file():
+            raise ConfigurationError(
+                f"Tesseract's English model is missing ({TESSDATA_DIR}{TESSERACT_LANG}"
+                ".traineddata): apt-get install tesseract-ocr"
+            )
+        try:
+            import tesserocr
+        except ImportError as e:
+            raise ConfigurationError(
+                f"tesserocr is not installed ({e}): pip install tesserocr"
+            ) from e
+        began = time.perf_counter()
+        self._tesserocr = tesserocr
+        try:
+            self._api = tesserocr.PyTessBaseAPI(path=str(TESSDATA_DIR), lang=TESSERACT_LANG)
+        except RuntimeError as e:
+            raise ModelLoadError(
+                f"Tesseract could not load {TESSERACT_LANG!r} from {TESSDATA_DIR} ({e}); "
+                "reinstall it: apt-get install --reinstall tesseract-ocr"
+            ) from e
+        self._lock = threading.Lock()
+        self.threads = 1
+        log_event(
+            "vision.ocr.engine_loaded",
+            engine=self.name,
+            version=tesserocr.tesseract_version().split()[1],
+            threads=1,
+            seconds=round(time.perf_counter() - began, 3),
+        )
+
+    def read(self, image: Image.Image) -> OcrResult:
+        """The text lines of ``image``; none for an image without text."""
+        rgb = _rgb(image)
+        # grey, as Tesseract reads it anyway; Lanczos: 15.2 % character error against 19.4 %
+        # with bicubic on 30 noisy generated documents
+        scaled, factor = _enlarged(
+            rgb.convert("L"), TESSERACT_MIN_SIDE, 2.0, Image.Resampling.LANCZOS
+        )
+        level = self._tesserocr.RIL.TEXTLINE
+        lines: list[OcrLine] = []
+        angles: list[float] = []
+        with self._lock:
+            self._api.SetImage(scaled)
+            self._api.SetSourceResolution(TESSERACT_PPI)
+            self._api.Recognize()
+            iterator = self._api.GetIterator()
+            if iterator is not None:
+                for item in self._tesserocr.iterate_level(iterator, level):
+                    try:
+                        text = (item.GetUTF8Text(level) or "").strip()
+                    except RuntimeError:  # tesserocr's "No text returned" for an empty page
+                        continue
+                    bounds = item.BoundingBox(level)
+                    if not text or bounds is None:
+                        continue
+                    box = _box(*(float(v) for v in bounds), factor, rgb)
+                    lines.append(
+                        OcrLine(text=text, confidence=_unit(item.Confidence(level) / 100), box=box)
+                    )
+                    angles.append(_baseline_angle(item.Baseline(level)))
+            self._api.Clear()
+        return OcrResult.from_lines(lines, angles)
+
+
+def _quad_angle(points: np.ndarray) -> float:
+    """The text direction of a detected quadrilateral (top-left, top-right, bottom-right,
+    bottom-left), in degrees: the mean of its top and bottom edges."""
+    if points.shape != (4, 2):
+        return 0.0
+    dx, dy = (points[1] - points[0]) + (points[2] - points[3])
+    return math.degrees(math.atan2(dy, dx)) if dx or dy else 0.0
+
+
+def _baseline_angle(baseline: Any) -> float:
+    """The direction of a Tesseract baseline ``((x1, y1), (x2, y2))``, in degrees."""
+    if not baseline:
+        return 0.0
+    (x1, y1), (x2, y2) = baseline
+    return math.degrees(math.atan2(y2 - y1, x2 - x1)) if (x1, y1) != (x2, y2) else 0.0
+
+
+def _unit(value: Any) -> float:
+    return min(max(float(value), 0.0), 1.0)
+
+
+_engines: dict[str, OcrEngine] = {}
+_engines_lock = threading.Lock()
+_threads_noted: set[tuple[str, int]] = set()
+
+
+def get_engine(name: str = DEFAULT_ENGINE, *, threads: int = 1) -> OcrEngine:
+    """The process's shared engine ``name`` (built on first use with ``threads``).
+
+    Raises ``UnknownPluginError`` (an ``InvalidInput``) naming the known engines.
+    """
+    engine_cls = ocr_engines.get(name)
+    with _engines_lock:
+        engine = _engines.get(name)
+        if engine is None:
+            engine = _engines[name] = engine_cls(threads=threads)
+        elif (
+            getattr(engine, "threads", threads) != threads and (name, threads) not in _threads_noted
+        ):
+            _threads_noted.add((name, threads))
+            log_event(
+                "vision.ocr.threads_kept",
+                engine=name,
+                requested=threads,
+                running=getattr(engine, "threads", None),
+            )
+        return engine
