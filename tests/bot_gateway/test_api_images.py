@@ -230,3 +230,38 @@ def test_the_python_client_sends_image_files(api: Api, shapes: dict[str, Any], t
         assert [p["label"] for p in one["probabilities"]] == ["square"]
         both = client.predict_images(shapes["model"]["id"], paths)
         assert [r["probabilities"][0]["label"] for r in both["results"]] == ["square", "circle"]
+
+
+def test_ocr_reads_a_label_through_the_shortcut_and_the_model_route(api: Api) -> None:
+    from tests.vision.test_ocr import render
+
+    lines = ["Order ORD-2026-48213", "Contact: ana@example.com", "Phone +44 20 7946 0958"]
+    image, _ = render([(20, 20 + 50 * i, text) for i, text in enumerate(lines)])
+    label = encode(image, "PNG")
+    r = api.client.post(
+        "/v1/ocr",
+        files={"file": ("label.png", label, "image/png")},
+        data={"task": "contact"},
+        headers=api.b,
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model_id"] == "prebuilt-ocr" and body["engine"] == "rapidocr"
+    assert "ORD-2026-48213" in body["text"] and len(body["lines"]) == 3
+    assert body["lines"][0]["box"]["x_min"] < body["lines"][0]["box"]["x_max"]
+    emails = [e for e in body["entities"] if e["entity"] == "email"]
+    assert emails and body["text"][emails[0]["start"] : emails[0]["end"]] == "ana@example.com"
+    r = api.client.post(
+        "/v1/models/prebuilt-ocr/predict",
+        json={"image": base64.b64encode(label).decode(), "engine": "tesseract"},
+        headers=api.a,
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["engine"] == "tesseract" and "48213" in r.json()["text"]
+    r = api.client.post(
+        "/v1/ocr",
+        files={"file": ("l.png", label, "image/png")},
+        data={"engine": "easyocr"},
+        headers=api.a,
+    )
+    assert r.status_code == 422 and "rapidocr" in r.json()["message"]
