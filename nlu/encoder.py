@@ -24,6 +24,7 @@ import numpy as np
 
 from core.errors import ConfigurationError, ModelLoadError
 from core.logging import log_event
+from core.onnx import onnx_session, write_atomically
 
 ENCODER_NAME = "all-MiniLM-L6-v2"
 ENCODER_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
@@ -165,40 +166,28 @@ def export_onnx(module: Any, target: Path, *, output: str, output_axes: dict[int
         torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]]),
         torch.zeros(2, 5, dtype=torch.long),
     )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".onnx.tmp")
-    os.close(fd)
     module = module.to("cpu").eval()
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tracer notes about shapes; the graph is checked in tests
-        torch.onnx.export(
-            module,
-            example,
-            tmp,
-            input_names=["input_ids", "attention_mask", "token_type_ids"],
-            output_names=[output],
-            dynamic_axes={
-                "input_ids": {0: "batch", 1: "tokens"},
-                "attention_mask": {0: "batch", 1: "tokens"},
-                "token_type_ids": {0: "batch", 1: "tokens"},
-                output: output_axes,
-            },
-            opset_version=17,
-            dynamo=False,
-        )
-    os.replace(tmp, target)
 
+    def write(tmp: str) -> None:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer notes about shapes; checked in tests
+            torch.onnx.export(
+                module,
+                example,
+                tmp,
+                input_names=["input_ids", "attention_mask", "token_type_ids"],
+                output_names=[output],
+                dynamic_axes={
+                    "input_ids": {0: "batch", 1: "tokens"},
+                    "attention_mask": {0: "batch", 1: "tokens"},
+                    "token_type_ids": {0: "batch", 1: "tokens"},
+                    output: output_axes,
+                },
+                opset_version=17,
+                dynamo=False,
+            )
 
-def onnx_session(path: Path, threads: int) -> Any:
-    """An ONNX Runtime CPU session for an exported encoder graph."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    write_atomically(target, write)
 
 
 PRECISIONS = ("fp32", "int8")

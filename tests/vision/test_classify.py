@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from core.errors import ModelLoadError
+from tests.conftest import CACHE_DIR
 from tests.support.images import shape_image
 from training.backends import BackendContext
 from training.metrics import average_precision, multilabel_metrics
@@ -23,7 +24,7 @@ from vision.classify.head import (
 )
 
 KINDS = ("circle", "square", "triangle")
-CONTEXT = BackendContext(cache_dir=Path("/tmp"), device="cpu")
+CONTEXT = BackendContext(cache_dir=CACHE_DIR, device="cpu")
 
 
 def shapes(per_kind: int, offset: int = 0) -> tuple[list, list[str]]:
@@ -52,6 +53,24 @@ def test_augmented_views_differ_but_keep_the_size_class() -> None:
     rng = random.Random(0)
     views = [augment(image, rng) for _ in range(3)]
     assert len({v.tobytes() for v in views}) == 3
+
+
+@pytest.mark.slow
+def test_onnx_features_match_the_pytorch_network() -> None:
+    import torch
+
+    from vision.backbone import lite0, to_tensor
+    from vision.classify.features import get_features
+
+    images = [shape_image(k, 7) for k in KINDS]
+    onnx = get_features(CONTEXT, "cpu").features(images)
+    model = lite0()
+    with torch.inference_mode():
+        reference = model.forward_head(model.forward_features(to_tensor(images)), pre_logits=True)
+        expected = model.get_classifier()(reference).numpy()
+    np.testing.assert_allclose(onnx, reference.numpy(), atol=1e-4)
+    logits = get_features(CONTEXT, "cpu").classify_features(onnx)
+    np.testing.assert_allclose(logits, expected, atol=1e-3)
 
 
 @pytest.mark.slow

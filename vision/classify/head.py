@@ -74,6 +74,7 @@ class ImageHeadModel:
         *,
         multi_label: bool,
         thresholds: list[float] | None,
+        context: BackendContext,
         device: str,
     ) -> None:
         self.backend, self.labels, self.multi_label = backend, labels, multi_label
@@ -81,14 +82,14 @@ class ImageHeadModel:
         self.bias = np.ascontiguousarray(bias, dtype=np.float32)
         self.thresholds = thresholds or [0.5] * len(labels)
         self.feature_key = FEATURE_KEY
-        self.device = device
+        self.context, self.device = context, device
 
     @property
     def nbytes(self) -> int:
         return int(self.weight.nbytes + self.bias.nbytes + sum(len(x) + 50 for x in self.labels))
 
     def featurize(self, images: Sequence[Any]) -> np.ndarray:
-        return get_features(self.device).features([as_image(im) for im in images])
+        return get_features(self.context, self.device).features(images)
 
     def predict_features(self, features: np.ndarray) -> np.ndarray:
         logits = _normalise(_first_view(features)) @ self.weight.T + self.bias
@@ -208,7 +209,7 @@ class ImageHeadBackend:
     @classmethod
     def warm_up(cls, context: BackendContext) -> None:
         """Load the backbone at server start, so the first image prediction is fast."""
-        get_features(resolve_device(context.device))
+        get_features(context, resolve_device(context.device))
 
     def featurize(
         self,
@@ -219,7 +220,7 @@ class ImageHeadBackend:
     ) -> np.ndarray:
         """``n x (1 + augment_views) x 1280``: each image, then its augmented views."""
         views = config.augment_views if isinstance(config, ImageHeadConfig) else 0
-        extractor = get_features(self.device)
+        extractor = get_features(self.context, self.device)
         out = np.zeros((len(images), 1 + views, FEATURES), dtype=np.float32)
         for i in range(len(images)):
             image = as_image(images[i])
@@ -240,6 +241,7 @@ class ImageHeadBackend:
             bias,
             multi_label=self.multi_label,
             thresholds=thresholds,
+            context=self.context,
             device=self.device,
         )
 

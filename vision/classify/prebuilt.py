@@ -11,21 +11,21 @@ import numpy as np
 
 from training.backends import BackendContext, BuiltinModel, builtin_models
 from vision.backbone import imagenet_labels
-from vision.classify.features import FEATURE_KEY, as_image, get_features
+from vision.classify.features import FEATURE_KEY, get_features
 from vision.classify.head import resolve_device
 
 
 class ImageNetClassifier:
     multi_label = False
 
-    def __init__(self, device: str) -> None:
-        self.device = device
+    def __init__(self, context: BackendContext) -> None:
+        self.device = resolve_device(context.device)
         self.labels = list(imagenet_labels())
         self.feature_key = FEATURE_KEY
-        self._features = get_features(device)
+        self._features = get_features(context, self.device)
 
     def featurize(self, images: Sequence[Any]) -> np.ndarray:
-        return self._features.features([as_image(im) for im in images])
+        return self._features.features(images)
 
     def predict_features(self, features: np.ndarray) -> np.ndarray:
         logits = self._features.classify_features(features)
@@ -35,7 +35,7 @@ class ImageNetClassifier:
 
 
 def _load(context: BackendContext) -> ImageNetClassifier:
-    return ImageNetClassifier(resolve_device(context.device))
+    return ImageNetClassifier(context)
 
 
 PREBUILT_IMAGE = builtin_models.register("prebuilt-image")(
