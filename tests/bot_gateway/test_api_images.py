@@ -265,3 +265,39 @@ def test_ocr_reads_a_label_through_the_shortcut_and_the_model_route(api: Api) ->
         headers=api.a,
     )
     assert r.status_code == 422 and "rapidocr" in r.json()["message"]
+
+
+def test_a_detection_dataset_trains_a_detector_that_finds_boxes(api: Api) -> None:
+    import numpy as np
+
+    from tests.support.images import detection_scene, detection_zip, draw_object
+
+    r = api.upload(detection_zip(24), name="boxes", type="image-detection", filename="d.zip")
+    assert r.status_code == 201, r.text
+    dataset = r.json()
+    assert dataset["num_examples"] == 24 and set(counts(dataset)) == {"square", "disc"}
+    model = api.train(
+        dataset["id"],
+        params={
+            "epochs": 8,
+            "min_steps": 0,
+            "min_size": 160,
+            "max_size": 192,
+            "refit_on_all": False,
+        },
+    )
+    assert model["status"] == "succeeded", model["failure_message"]
+    assert model["backend"] == "faster-rcnn-lite0" and model["task"] == "object-detection"
+    metrics = model["metrics"]
+    assert {"map50", "map", "per_label"} <= set(metrics) and metrics["train_examples"] > 0
+    image, _ = detection_scene(np.random.default_rng(999), 0)
+    truth = draw_object("square", 70, 40, 60, image)
+    big = image.resize((image.width * 2, image.height * 2))  # boxes come back in input pixels
+    r = predict_files(api, model["id"], encode(big, "PNG"), min_score="0.3")
+    assert r.status_code == 200, r.text
+    found = r.json()["probabilities"]
+    assert found and found[0]["label"] == "square"
+    box = found[0]["box"]
+    assert (
+        abs(box["x_min"] - 2 * truth["x_min"]) < 20 and abs(box["y_max"] - 2 * truth["y_max"]) < 20
+    )

@@ -8,6 +8,7 @@ import random
 import zipfile
 from typing import Any
 
+import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 SHAPES = {"circle": (220, 40, 40), "square": (40, 90, 220), "triangle": (30, 170, 60)}
@@ -60,3 +61,53 @@ def folder_zip(per_class: int, kinds: tuple[str, ...] = tuple(SHAPES), seed: int
             for i in range(per_class)
         }
     )
+
+
+DETECTION_SIZE = (192, 160)
+
+
+def draw_object(kind: str, x: int, y: int, s: int, image: Image.Image) -> dict[str, Any]:
+    """A red square or a blue disc of side ``s`` at (x, y); its box."""
+    d = ImageDraw.Draw(image)
+    if kind == "square":
+        d.rectangle([x, y, x + s - 1, y + s - 1], fill=(220, 40, 40))
+    else:
+        d.ellipse([x, y, x + s - 1, y + s - 1], fill=(40, 60, 220))
+    return {"label": kind, "x_min": x, "y_min": y, "x_max": x + s, "y_max": y + s}
+
+
+def detection_scene(
+    rng: np.random.Generator, n: int, size: tuple[int, int] = DETECTION_SIZE
+) -> tuple[Image.Image, list[dict[str, Any]]]:
+    """Noise with ``n`` squares or discs (40-70 px) that do not overlap, and their boxes."""
+    w, h = size
+    noise = rng.normal(128, 25, (h, w, 3))
+    image = Image.fromarray(np.clip(noise, 0, 255).astype(np.uint8))
+    boxes: list[dict[str, Any]] = []
+    while len(boxes) < n:
+        s = int(rng.integers(40, 70))
+        x, y = int(rng.integers(0, w - s)), int(rng.integers(0, h - s))
+        if any(
+            x < b["x_max"] and b["x_min"] < x + s and y < b["y_max"] and b["y_min"] < y + s
+            for b in boxes
+        ):
+            continue
+        boxes.append(draw_object(("square", "disc")[int(rng.integers(2))], x, y, s, image))
+    return image, boxes
+
+
+def detection_zip(n: int, seed: int = 7) -> bytes:
+    """An ``image-detection`` dataset: ``n`` scenes (1-2 objects; every 10th none) and
+    ``annotations.csv``."""
+    rng = np.random.default_rng(seed)
+    files: dict[str, bytes] = {}
+    rows = ["file,label,x_min,y_min,x_max,y_max"]
+    for i in range(n):
+        image, boxes = detection_scene(rng, 0 if i % 10 == 9 else 1 + i % 2)
+        files[f"images/{i:03d}.png"] = encode(image, "PNG")
+        rows += [
+            f"{i:03d}.png,{b['label']},{b['x_min']},{b['y_min']},{b['x_max']},{b['y_max']}"
+            for b in boxes
+        ]
+    files["annotations.csv"] = "\n".join(rows).encode()
+    return zip_bytes(files)

@@ -12,9 +12,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from core.errors import InvalidInput, ModelLoadError
+from tests.support.images import detection_scene, draw_object
 from training.backends import BackendContext, EpochRecord, JobCancelled, backends
 from vision.detect.backend import (
     META_FILE,
@@ -220,30 +221,11 @@ CONFIG = DetectionConfig(min_size=160, max_size=192, epochs=8, min_steps=0)
 
 
 def draw(kind: str, x: int, y: int, s: int, image: Image.Image) -> dict[str, Any]:
-    d = ImageDraw.Draw(image)
-    if kind == "square":
-        d.rectangle([x, y, x + s - 1, y + s - 1], fill=(220, 40, 40))
-    else:
-        d.ellipse([x, y, x + s - 1, y + s - 1], fill=(40, 60, 220))
-    return truth(kind, x, y, x + s, y + s)
+    return draw_object(kind, x, y, s, image)
 
 
 def scene(rng: np.random.Generator, n: int) -> tuple[Image.Image, list[dict[str, Any]]]:
-    """Noise with ``n`` squares or discs (40-70 px) that do not overlap."""
-    w, h = SIZE
-    noise = rng.normal(128, 25, (h, w, 3))
-    image = Image.fromarray(np.clip(noise, 0, 255).astype(np.uint8))
-    boxes: list[dict[str, Any]] = []
-    while len(boxes) < n:
-        s = int(rng.integers(40, 70))
-        x, y = int(rng.integers(0, w - s)), int(rng.integers(0, h - s))
-        if any(
-            x < b["x_max"] and b["x_min"] < x + s and y < b["y_max"] and b["y_min"] < y + s
-            for b in boxes
-        ):
-            continue
-        boxes.append(draw(("square", "disc")[int(rng.integers(2))], x, y, s, image))
-    return image, boxes
+    return detection_scene(rng, n, SIZE)
 
 
 class Trained:

@@ -281,6 +281,15 @@ class DetectionModel:
             out.extend(self._detect(images[start : start + DETECT_BATCH], min_score))
         return out
 
+    def evaluate(
+        self, images: Sequence[Image.Image], truth: Sequence[list[dict[str, Any]]]
+    ) -> dict[str, Any]:
+        """Held-out metrics (``detection_metrics``) over every candidate box: AP50 per label,
+        ``map50``, ``map`` (IoU 0.50:0.95), precision and recall at probability 0.5."""
+        found = self.detect(images, min_score=self.config.score_threshold)
+        predicted = [[d.to_dict() for d in row] for row in found]
+        return detection_metrics(list(truth), predicted, self.labels)
+
     def _detect(self, images: Sequence[Image.Image], min_score: float) -> list[list[Detection]]:
         import torch
 
