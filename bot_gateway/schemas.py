@@ -215,6 +215,7 @@ class LearningCurvePoint(BaseModel):
     validation_accuracy: float | None
     validation_macro_f1: float | None
     validation_entity_f1: float | None = None
+    validation_map50: float | None = None
 
 
 class LearningCurve(BaseModel):

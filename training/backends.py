@@ -66,6 +66,7 @@ class EpochRecord:
     validation_accuracy: float | None
     validation_macro_f1: float | None
     validation_entity_f1: float | None = None  # entity models: micro-F1 of exact spans
+    validation_map50: float | None = None  # detectors: mean AP at IoU 0.5
 
 
 @dataclass

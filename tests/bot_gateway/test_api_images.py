@@ -290,6 +290,8 @@ def test_a_detection_dataset_trains_a_detector_that_finds_boxes(api: Api) -> Non
     assert model["backend"] == "faster-rcnn-lite0" and model["task"] == "object-detection"
     metrics = model["metrics"]
     assert {"map50", "map", "per_label"} <= set(metrics) and metrics["train_examples"] > 0
+    curve = api.client.get(f"/v1/models/{model['id']}/learning-curve", headers=api.a).json()
+    assert curve["points"] and all(p["validation_map50"] is not None for p in curve["points"])
     image, _ = detection_scene(np.random.default_rng(999), 0)
     truth = draw_object("square", 70, 40, 60, image)
     big = image.resize((image.width * 2, image.height * 2))  # boxes come back in input pixels

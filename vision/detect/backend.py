@@ -27,6 +27,7 @@ checks all of it and raises ``ModelLoadError`` naming what is wrong.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -544,6 +545,7 @@ class DetectionBackend:
                 )
                 key = (scores["map50"] or 0.0, scores["map"] or 0.0)
                 log_event("vision.detect.epoch", epoch=epoch, map50=key[0], map=key[1])
+                record = dataclasses.replace(record, validation_map50=scores["map50"])
                 if best is None or key > best[0]:
                     state = {k: v.detach().clone() for k, v in network.state_dict().items()}
                     best = (key, epoch, state)
