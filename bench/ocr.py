@@ -45,6 +45,7 @@ from bench.intent import (  # noqa: E402
     render_table,
     write_json,
 )
+from training.metrics import levenshtein  # noqa: E402
 
 ENGINES = ("rapidocr", "tesseract")
 SETS = ("clean", "noisy")
@@ -87,19 +88,6 @@ class SetResult:
             "p95_ms": self.p(95),
             "mean_ms": sum(d.ms for d in self.docs) / len(self.docs) if self.docs else None,
         }
-
-
-def levenshtein(a: str, b: str) -> int:
-    """The edit distance between ``a`` and ``b`` (insertions, deletions, substitutions)."""
-    if len(a) < len(b):
-        a, b = b, a
-    previous = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        current = [i]
-        for j, cb in enumerate(b, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
-        previous = current
-    return previous[-1]
 
 
 def limit_threads(threads: int) -> None:

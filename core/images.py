@@ -24,7 +24,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from core.errors import InvalidInput
 
-__all__ = ["DEFAULT_MAX_PIXELS", "FORMATS", "MAX_SIDE", "DecodedImage", "decode_image", "probe"]
+__all__ = ["DEFAULT_MAX_PIXELS", "FORMATS", "MAX_SIDE", "DecodedImage", "decode_image"]
 
 DEFAULT_MAX_PIXELS = 40_000_000
 """Pixels an image may have at most (about 7,300 x 5,500); a setting overrides it."""
@@ -68,15 +68,6 @@ def _check_size(width: int, height: int, name: str, max_pixels: int) -> None:
             f"{name}: {width}x{height} pixels is over the limit of {max_pixels:,} pixels "
             f"({MAX_SIDE:,} per side); send a smaller image"
         )
-
-
-def probe(
-    data: bytes, *, name: str = "image", max_pixels: int = DEFAULT_MAX_PIXELS
-) -> tuple[int, int, str]:
-    """(width, height, format) from the header alone, with the size limits checked."""
-    img = _open(data, name)
-    _check_size(img.width, img.height, name, max_pixels)
-    return img.width, img.height, str(img.format)
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:

@@ -25,6 +25,7 @@ import numpy as np
 from core.errors import ConfigurationError, ModelLoadError
 from core.logging import log_event
 from core.onnx import onnx_session, write_atomically
+from training.backends import resolve_device
 
 ENCODER_NAME = "all-MiniLM-L6-v2"
 ENCODER_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
@@ -349,18 +350,6 @@ class SentenceEncoder:
 
 _encoders: dict[tuple[str, str, str], SentenceEncoder] = {}
 _encoders_lock = threading.Lock()
-
-
-def resolve_device(device: str) -> str:
-    """``auto`` → ``cuda`` where a CUDA device is present, else ``cpu``."""
-    if device != "auto":
-        return device
-    try:
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    except ImportError:  # pragma: no cover - torch is a dependency
-        return "cpu"
 
 
 def get_encoder(

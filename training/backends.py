@@ -43,6 +43,7 @@ __all__ = [
     "joint_entity_backend",
     "load_model",
     "read_artifact",
+    "resolve_device",
 ]
 
 Progress = Callable[[float], None]
@@ -222,6 +223,15 @@ def read_artifact(
             f"{backend}/{format_version}; retrain the model"
         )
     return meta, labels, tensors
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` → ``cuda`` where a CUDA device is present, else ``cpu``; other names as given."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def default_backend(task: str) -> str | None:

@@ -347,8 +347,9 @@ def _targets(task: str, data: DatasetSnapshot) -> list[Any]:
 def _take(features: Any, idx: list[int]) -> Any:
     if isinstance(features, np.ndarray):
         return features[idx]
-    if isinstance(features, StoredImages):
-        return features.take(idx)
+    take = getattr(features, "take", None)  # lazy sequences (stored images) subset lazily
+    if take is not None:
+        return take(idx)
     return [features[i] for i in idx]
 
 

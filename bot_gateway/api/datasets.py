@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import mimetypes
 import re
 from typing import Annotated, Any
 
@@ -266,14 +267,6 @@ def _json_or_split(value: str | None, field: str, *, split: bool = True) -> list
     return [p for p in re.split(r"[|,]", text) if p.strip()]
 
 
-MEDIA_TYPES = {
-    ".jpg": "image/jpeg",
-    ".png": "image/png",
-    ".webp": "image/webp",
-    ".gif": "image/gif",
-}
-
-
 @router.get(
     "/{dataset_id}/examples/{example_id}/image",
     response_class=Response,
@@ -288,10 +281,9 @@ def example_image(
         key = example.blob_key
     if key is None:
         raise NotFound(f"example {example_id} has no image (it is a text example)")
-    suffix = "." + key.rsplit(".", 1)[-1] if "." in key.rsplit("/", 1)[-1] else ""
     return Response(
         gateway.store.get_bytes(key),
-        media_type=MEDIA_TYPES.get(suffix, "application/octet-stream"),
+        media_type=mimetypes.guess_type(key)[0] or "application/octet-stream",
         headers={"Cache-Control": "private, max-age=86400", "X-Content-Type-Options": "nosniff"},
     )
 

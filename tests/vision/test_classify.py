@@ -48,7 +48,7 @@ def test_metrics_for_multi_label() -> None:
     assert tune_thresholds(low, truth) == [0.3, 0.25]
 
 
-def test_augmented_views_differ_but_keep_the_size_class() -> None:
+def test_augmented_views_differ_from_each_other() -> None:
     image = shape_image("circle", 1)
     rng = random.Random(0)
     views = [augment(image, rng) for _ in range(3)]

@@ -13,10 +13,12 @@ from PIL import Image, ImageDraw, ImageFont
 
 from core.errors import ConfigurationError, InvalidInput
 from training.backends import BackendContext, builtin_models
+from training.metrics import levenshtein
+from vision.boxes import Box
 from vision.ocr import engines
 from vision.ocr.engines import get_engine
 from vision.ocr.prebuilt import OcrModel  # registers prebuilt-ocr
-from vision.ocr.results import Box, OcrLine, OcrResult, reading_order
+from vision.ocr.results import OcrLine, OcrResult, reading_order
 
 FONT_DIR = Path("/usr/share/fonts/truetype/dejavu")
 ENGINES = ["rapidocr", "tesseract"]
@@ -39,16 +41,6 @@ def render(
         draw.text((x, y), text, font=font(px), fill="black")
         placed.append((text, draw.textbbox((x, y), text, font=font(px))))
     return image, placed
-
-
-def levenshtein(a: str, b: str) -> int:
-    previous = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        current = [i]
-        for j, cb in enumerate(b, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
-        previous = current
-    return previous[-1]
 
 
 def norm(text: str) -> str:

@@ -8,7 +8,7 @@
   JSON (``images``, ``annotations`` with ``bbox: [x, y, w, h]``, ``categories``). An image with
   no box is a background example.
 
-Every image is decoded (``vision.images.decode_image``: size capped before decoding, EXIF
+Every image is decoded (``core.images.decode_image``: size capped before decoding, EXIF
 orientation applied) so that a corrupt file fails the import, not a later training run. Every
 problem is collected with the file (and CSV line) at fault; any problem fails the whole import.
 """

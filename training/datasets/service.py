@@ -42,7 +42,7 @@ from training.datasets.importers import (
 )
 from training.datasets.types import get_dataset_type
 
-IMAGE_SUFFIX = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif"}
+IMAGE_SUFFIX = {"JPEG": ".jpg", "MPO": ".jpg"}  # other formats: their own name (.png, ...)
 SOURCES = ("import", "api", "feedback")
 
 __all__ = [
@@ -213,9 +213,8 @@ def _insert(session: Session, dataset_id: str, examples: list[ParsedExample]) ->
             "text": ex.text,
             "label": ex.label,
             "labels": ex.labels,
-            "annotations": ex.annotations
-            if ex.annotations is not None and (ex.annotations or ex.blob_key)
-            else None,
+            # an image without boxes keeps [] (a background example); text keeps None
+            "annotations": ex.annotations if ex.annotations or ex.blob_key else None,
             "blob_key": ex.blob_key,
             "line": ex.line,
             "width": ex.width,

@@ -32,11 +32,11 @@ from training.backends import (
     Progress,
     backends,
     read_artifact,
+    resolve_device,
 )
 from training.metrics import accuracy_and_macro_f1, classification_metrics
 from vision.backbone import RESIZE, lite0, prepare
 from vision.classify.features import as_image, augment
-from vision.classify.head import resolve_device
 
 FORMAT_VERSION = 1
 INTERNAL_HOLDOUT = 6  # without validation: a sixth of each label's images is held out

@@ -27,6 +27,7 @@ from training.backends import (
     Progress,
     backends,
     read_artifact,
+    resolve_device,
 )
 from training.metrics import accuracy_and_macro_f1, classification_metrics, multilabel_metrics
 from vision.backbone import WEIGHTS_SHA256
@@ -44,14 +45,6 @@ class ImageHeadConfig(BackendConfig):
     augment_views: int = Field(
         default=4, ge=0, le=32, description="augmented views per training image"
     )
-
-
-def resolve_device(device: str) -> str:
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:

@@ -9,10 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from training.backends import BackendContext, BuiltinModel, builtin_models
+from training.backends import BackendContext, BuiltinModel, builtin_models, resolve_device
 from vision.backbone import imagenet_labels
 from vision.classify.features import FEATURE_KEY, get_features
-from vision.classify.head import resolve_device
 
 
 class ImageNetClassifier:

@@ -45,8 +45,16 @@ from pydantic import Field, ValidationError, model_validator
 
 from core.errors import InvalidInput, ModelLoadError
 from core.logging import log_event
-from training.backends import BackendConfig, BackendContext, EpochRecord, Progress, backends
+from training.backends import (
+    BackendConfig,
+    BackendContext,
+    EpochRecord,
+    Progress,
+    backends,
+    resolve_device,
+)
 from vision.backbone import WEIGHTS_SHA256, lite0
+from vision.boxes import Box
 from vision.detect.metrics import detection_metrics
 
 __all__ = ["Box", "Detection", "DetectionBackend", "DetectionConfig", "DetectionModel"]
@@ -117,17 +125,6 @@ class DetectionConfig(BackendConfig):
 
 
 @dataclass(frozen=True)
-class Box:
-    x_min: float
-    y_min: float
-    x_max: float
-    y_max: float
-
-    def to_dict(self) -> dict[str, float]:
-        return {"x_min": self.x_min, "y_min": self.y_min, "x_max": self.x_max, "y_max": self.y_max}
-
-
-@dataclass(frozen=True)
 class Detection:
     label: str
     probability: float
@@ -162,15 +159,6 @@ def _to_tensor(image: Image.Image) -> Any:
 
 
 # --- torch pieces (torch is imported only when a model is trained or loaded) ---------------
-
-
-def resolve_device(device: str) -> str:
-    """``auto`` → ``cuda`` where a CUDA device is present, else ``cpu``."""
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _backbone(*, pretrained: bool, frozen_stages: int) -> Any:

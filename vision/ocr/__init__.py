@@ -7,8 +7,9 @@
 The built-in model ``prebuilt-ocr`` (``vision.ocr.prebuilt``) serves them to tenants.
 """
 
+from vision.boxes import Box
 from vision.ocr.engines import DEFAULT_ENGINE, OcrEngine, get_engine, ocr_engines
-from vision.ocr.results import Box, OcrLine, OcrResult, reading_order
+from vision.ocr.results import OcrLine, OcrResult, reading_order
 
 __all__ = [
     "DEFAULT_ENGINE",

@@ -38,7 +38,8 @@ from PIL import Image
 from core.errors import ConfigurationError, ModelLoadError
 from core.logging import log_event
 from core.registry import Registry
-from vision.ocr.results import Box, OcrLine, OcrResult
+from vision.boxes import Box
+from vision.ocr.results import OcrLine, OcrResult
 
 __all__ = [
     "DEFAULT_ENGINE",

@@ -16,44 +16,16 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["SAME_LINE_OVERLAP", "Box", "OcrLine", "OcrResult", "reading_order"]
+from vision.boxes import Box
+
+__all__ = ["SAME_LINE_OVERLAP", "OcrLine", "OcrResult", "reading_order"]
 
 SAME_LINE_OVERLAP = 0.5
 """Two lines share a visual line when their vertical overlap is at least this share of the
 smaller of their heights."""
-
-
-@dataclass(frozen=True)
-class Box:
-    """An axis-aligned rectangle in pixels (floats); ``x_min <= x_max``, ``y_min <= y_max``."""
-
-    x_min: float
-    y_min: float
-    x_max: float
-    y_max: float
-
-    @property
-    def height(self) -> float:
-        return self.y_max - self.y_min
-
-    @property
-    def width(self) -> float:
-        return self.x_max - self.x_min
-
-    def clipped(self, width: float, height: float) -> Box:
-        """This box cut to an image of ``width`` x ``height`` pixels."""
-        return Box(
-            x_min=min(max(self.x_min, 0.0), width),
-            y_min=min(max(self.y_min, 0.0), height),
-            x_max=min(max(self.x_max, 0.0), width),
-            y_max=min(max(self.y_max, 0.0), height),
-        )
-
-    def to_dict(self) -> dict[str, float]:
-        return asdict(self)
 
 
 @dataclass(frozen=True)
