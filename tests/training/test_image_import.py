@@ -213,6 +213,9 @@ def test_bad_boxes_are_named_by_row() -> None:
     assert "outside the 160x120 image" in lines[3]
     assert "must be numbers" in lines[4]
     assert "'b.jpg', not in the zip" in lines[5]
+    bomb = b'<?xml version="1.0"?><!DOCTYPE a [<!ENTITY x "xxxxxxxx">]><annotation>&x;</annotation>'
+    with pytest.raises(ImportValidationError, match="DTD or entity"):
+        parse_image_archive(zip_bytes({"a.jpg": JPG, "a.xml": bomb}), "image-detection")
     with pytest.raises(ImportValidationError, match="no boxes found"):
         parse_image_archive(zip_bytes({"a.jpg": JPG}), "image-detection")
 

@@ -205,10 +205,8 @@ def parse_image_archive(
             continue
         try:
             decoded = decode_image(member.data, name=member.name, max_pixels=limits.max_pixels)
-        except Exception as e:  # noqa: BLE001 - InvalidInput with the reason, or worse
-            problems.add(
-                member.name, getattr(e, "message", str(e)).removeprefix(f"{member.name}: ")
-            )
+        except InvalidInput as e:
+            problems.add(member.name, e.message.removeprefix(f"{member.name}: "))
             continue
         images[member.name] = (position, member, decoded)
     if not images and not problems.items:
@@ -353,8 +351,11 @@ def _detection_targets(
 
 
 def _voc(member: Member, images: dict[str, Any], problems: _Problems, raw: dict) -> None:
+    if b"<!DOCTYPE" in member.data or b"<!ENTITY" in member.data:
+        problems.add(member.name, "holds a DTD or entity declarations; VOC files need neither")
+        return
     try:
-        root = ET.fromstring(member.data)  # noqa: S314 - no DTDs or entities are expanded
+        root = ET.fromstring(member.data)  # noqa: S314 - DTDs and entities refused above
     except ET.ParseError as e:
         problems.add(member.name, f"is not valid XML ({e})")
         return
