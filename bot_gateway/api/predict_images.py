@@ -126,23 +126,22 @@ def _gather_images(
             "(PARLEY_LIMITS__MAX_BATCH_IMAGES)"
         )
     items = list(files)
-    for i, value in enumerate(
-        ([body.image] if body.image is not None else []) + (body.images or [])
-    ):
-        name = (
-            "image"
-            if body.image is not None and i == 0
-            else f"images[{i - (body.image is not None)}]"
-        )
+    for name, value in _named(body.image, "image", body.images, "images"):
         items.append((name, decode_base64(value, name, limits.max_image_bytes)))
-    for i, url in enumerate(([body.url] if body.url is not None else []) + (body.urls or [])):
-        name = "url" if body.url is not None and i == 0 else f"urls[{i - (body.url is not None)}]"
-        items.append(
-            (name, fetch_url(url, name, gateway.settings.image_fetch, limits.max_image_bytes))
-        )
+    for name, url in _named(body.url, "url", body.urls, "urls"):
+        fetched = fetch_url(url, name, gateway.settings.image_fetch, limits.max_image_bytes)
+        items.append((name, fetched))
     return decode_inputs(
         items, max_pixels=limits.max_image_pixels, max_bytes=limits.max_image_bytes
     )
+
+
+def _named(
+    one: str | None, one_name: str, many: list[str] | None, many_name: str
+) -> list[tuple[str, str]]:
+    """The single value and the list's values with the field names errors use."""
+    named = [(one_name, one)] if one is not None else []
+    return named + [(f"{many_name}[{i}]", v) for i, v in enumerate(many or [])]
 
 
 def _box(b: dict[str, Any]) -> BoxPublic:
