@@ -580,5 +580,73 @@ def predict(
             console.print(f"  {p['label']:<24} {p['probability']:.3f}", highlight=False)
 
 
+# --- bots --------------------------------------------------------------------------------
+
+
+@app.command("test-bot")
+def test_bot(
+    bot: Annotated[str, typer.Argument(help="the bot's id")],
+    stories: Annotated[
+        Path,
+        typer.Argument(exists=True, dir_okay=False, readable=True, help="a stories YAML file"),
+    ],
+    files: Annotated[
+        Path | None,
+        typer.Option(
+            "--files",
+            exists=True,
+            file_okay=False,
+            help="folder of the images the stories send (default: the stories file's folder)",
+        ),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run story tests (user turns and the bot turns expected) against a bot on the server;
+    exits 1 when a story fails."""
+    import mimetypes
+
+    from rich.markup import escape
+
+    from bot_gateway.conversations.storytest import image_names, load_cases
+    from core.errors import InvalidInput
+
+    text = stories.read_text(encoding="utf-8")
+    try:
+        cases = load_cases(text)  # the server checks again; this fails before any upload
+    except InvalidInput as e:
+        errors = e.details.get("errors") or []
+        lines = [e.message] if len(errors) <= 1 else [f"{len(errors)} problems:", *errors]
+        _fail(f"{stories}: " + "\n  ".join(lines))
+    folder = files or stories.parent
+    missing = [name for name in image_names(cases) if not (folder / name).is_file()]
+    if missing:
+        _fail(
+            f"image(s) not found in {folder}: {', '.join(missing)}; "
+            "put them there or name their folder with --files"
+        )
+    upload: list[tuple[str, tuple[str, bytes, str]]] = [
+        ("stories", (stories.name, text.encode("utf-8"), "application/yaml"))
+    ]
+    for name in image_names(cases):
+        media_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        upload.append(("files", (name, (folder / name).read_bytes(), media_type)))
+    with _client() as client:
+        report = _api(client._call, "POST", f"/bots/{bot}/test", files=upload)
+    if as_json:
+        _print_json(report)
+    else:
+        table = Table()
+        for column in ("case", "result", "first failure"):
+            table.add_column(column)
+        for case in report["cases"]:
+            result = "[green]passed[/green]" if case["passed"] else "[red]failed[/red]"
+            failure = (case.get("failures") or [""])[0]
+            table.add_row(escape(case["name"]), result, escape(failure))
+        console.print(table)
+        console.print(f"{report['passed']} passed, {report['failed']} failed", highlight=False)
+    if report["failed"]:
+        raise typer.Exit(1)
+
+
 if __name__ == "__main__":
     app()
