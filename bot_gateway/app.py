@@ -5,13 +5,31 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from typing import Any
 
+import httpx
 from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 
-from bot_gateway.api import aliases, datasets, models, predict, system, tenants
+from bot_gateway.api import (
+    aliases,
+    bots,
+    chat,
+    conversations,
+    datasets,
+    models,
+    predict,
+    system,
+    tenants,
+)
+from bot_gateway.api.predict_images import predict_images
+from bot_gateway.conversations.actions import Actions
+from bot_gateway.conversations.runtime import ConversationRuntime
+from bot_gateway.conversations.store import SqlTrackerStore
 from bot_gateway.deps import Gateway
 from bot_gateway.errors import install_error_handlers
+from bot_gateway.schemas import ParseRequest, PredictRequest
 from bot_gateway.serving.batcher import MicroBatcher
 from bot_gateway.serving.cache import ModelCache
 from bot_gateway.serving.lookup import Lookups
@@ -21,6 +39,7 @@ from core.registry import load_entry_points
 from core.settings import Settings, get_settings
 from core.storage import open_store
 from core.tables import Dataset
+from core.tenants import Principal
 from training.backends import BackendContext, backends
 from training.queue import train_queues
 
@@ -60,6 +79,33 @@ def build_gateway(settings: Settings) -> Gateway:
     )
 
 
+def conversation_runtime(gateway: Gateway, client: httpx.AsyncClient) -> ConversationRuntime:
+    """The conversation runtime over this gateway's NLU and vision models."""
+
+    async def parse(principal: Principal, model_id: str, text: str) -> dict[str, Any]:
+        body = ParseRequest(text=text)
+        return (await predict.parse_text(gateway, principal, model_id, body)).model_dump()
+
+    async def see(principal: Principal, model_id: str, data: bytes) -> dict[str, Any]:
+        result = await predict_images(
+            gateway, principal, model_id, PredictRequest(), [("image", data)]
+        )
+        return result.model_dump(exclude_none=True)
+
+    async def read_upload(
+        tenant_id: str, bot_id: str, upload_id: str
+    ) -> tuple[bytes, dict[str, Any]]:
+        return await run_in_threadpool(chat.read_upload_sync, gateway, tenant_id, bot_id, upload_id)
+
+    return ConversationRuntime(
+        store=SqlTrackerStore(gateway.engine),
+        actions=Actions(client),
+        parse=parse,
+        see=see,
+        read_upload=read_upload,
+    )
+
+
 def _resume_imports(gateway: Gateway) -> None:
     """Datasets left ``processing`` by a restart are imported again from their stored file."""
     with session_scope(gateway.engine) as session:
@@ -78,6 +124,8 @@ def create_app(settings: Settings | None = None, *, warm_encoder: bool = True) -
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         gateway = build_gateway(settings)
         app.state.gateway = gateway
+        actions_client = httpx.AsyncClient(follow_redirects=False)
+        gateway.conversations = conversation_runtime(gateway, actions_client)
         try:
             import torch
 
@@ -99,16 +147,23 @@ def create_app(settings: Settings | None = None, *, warm_encoder: bool = True) -
             gateway.batcher.stop()
             gateway.lookups.stop()
             gateway.imports.shutdown(wait=False, cancel_futures=True)
+            await actions_client.aclose()
 
     app = FastAPI(
         title="Parley",
         version="0.1.0",
-        description="Datasets, training, model registry and prediction for Parley tenants.",
+        description="Datasets, training, model registry, prediction and bots for Parley tenants.",
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for module in (tenants, datasets, models, predict, aliases, system):
+    for module in (tenants, datasets, models, predict, aliases, bots, conversations, chat, system):
         app.include_router(module.router, prefix=API_PREFIX)
+    app.include_router(chat.public_router)
+    if settings.demo:
+        from parley.demo import ORDERS_API
+        from parley.demo_orders import create_orders_app
+
+        app.mount(ORDERS_API, create_orders_app())
     app.include_router(predict.ocr_router, prefix=API_PREFIX)
     app.include_router(predict.rasa_router)
     return app

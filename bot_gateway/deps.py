@@ -13,6 +13,7 @@ from fastapi import Depends, Request
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from bot_gateway.conversations.runtime import ConversationRuntime
 from bot_gateway.serving.batcher import MicroBatcher
 from bot_gateway.serving.cache import ModelCache
 from bot_gateway.serving.lookup import Lookups
@@ -38,6 +39,7 @@ class Gateway:
     batcher: MicroBatcher
     imports: ThreadPoolExecutor
     lookups: Lookups
+    conversations: ConversationRuntime = field(init=False)  # built in the app's lifespan
     _builtins: dict[str, Any] = field(default_factory=dict)
     _builtin_lock: threading.Lock = field(default_factory=threading.Lock)
 

@@ -15,6 +15,7 @@ from core.logging import log_event
 STATUS: list[tuple[type[e.ParleyError], int]] = [
     # most specific first
     (e.PayloadTooLarge, 413),
+    (e.UnsupportedMediaType, 415),
     (e.LimitExceeded, 422),
     (e.InvalidInput, 422),
     (e.Unauthenticated, 401),
@@ -36,6 +37,22 @@ HTTP_CODES = {
     415: "unsupported_media_type",
     422: "invalid_input",
 }
+
+
+CLOSE_CODES: list[tuple[type[e.ParleyError], int]] = [
+    (e.Unauthenticated, 4401),
+    (e.Forbidden, 4403),
+    (e.NotFound, 4404),
+    (e.Conflict, 4409),
+]
+"""Websocket close codes: 4000 + the HTTP status, as for the REST API."""
+
+
+def close_code_for(error: e.ParleyError) -> int:
+    for cls, code in CLOSE_CODES:
+        if isinstance(error, cls):
+            return code
+    return 1011
 
 
 def status_for(error: e.ParleyError) -> int:

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.tables import ApiKey, Dataset, Example, Model
+from core.tables import ApiKey, Bot, Dataset, Example, Model
 
 
 class TenantCreate(BaseModel):
@@ -364,3 +364,113 @@ class ParseResponse(BaseModel):
     entities: list[EntityPublic]
     out_of_scope: bool
     model_id: str
+
+
+# --- bots and conversations -------------------------------------------------------------------
+
+
+class BotPublic(BaseModel):
+    id: str
+    name: str
+    version: int
+    status: str = Field(description="training (its NLU), ready, or failed")
+    status_message: str | None
+    enabled: bool
+    nlu_model_id: str | None
+    widget_key: str = Field(description="public key of the web chat widget (this bot only)")
+    allowed_origins: list[str]
+    unsupported: list[str] | None = Field(
+        default=None, description="Rasa import: what could not be imported"
+    )
+    definition: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, bot: Bot) -> BotPublic:
+        return cls(
+            id=bot.id,
+            name=bot.name,
+            version=bot.version,
+            status=bot.status,
+            status_message=bot.status_message,
+            enabled=bot.enabled,
+            nlu_model_id=bot.nlu_model_id,
+            widget_key=bot.widget_key,
+            allowed_origins=list(bot.definition.get("allowed_origins") or []),
+            unsupported=bot.unsupported,
+            definition=bot.definition,
+            created_at=bot.created_at,
+            updated_at=bot.updated_at,
+        )
+
+
+class BotPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool
+
+
+class BotVersionPublic(BaseModel):
+    version: int
+    definition: dict[str, Any]
+    created_at: datetime
+
+
+class ConversationPublic(BaseModel):
+    id: str
+    bot_id: str
+    channel: str
+    sender_id: str
+    status: str = Field(description="bot, or waiting_for_agent after a handoff")
+    slots: dict[str, Any]
+    active_flows: list[str]
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, record: Any) -> ConversationPublic:
+        return cls(
+            id=record.id,
+            bot_id=record.bot_id,
+            channel=record.channel,
+            sender_id=record.sender_id,
+            status=record.status,
+            slots=record.state.get("slots") or {},
+            active_flows=[f["flow"] for f in record.state.get("stack") or []],
+            created_at=record.created_at,
+            updated_at=record.updated_at,
+        )
+
+
+class ConversationPage(BaseModel):
+    items: list[ConversationPublic]
+    total: int
+    limit: int
+    offset: int
+
+
+class ConversationDetail(ConversationPublic):
+    events: list[dict[str, Any]]
+
+
+class ConversationTurn(BaseModel):
+    conversation_id: str
+    status: str
+    messages: list[dict[str, Any]]
+
+
+class RestMessage(BaseModel):
+    """Rasa's REST channel body."""
+
+    model_config = ConfigDict(extra="ignore")
+    sender: str = Field(min_length=1, max_length=200)
+    message: str = Field(default="", max_length=4000)
+    attachments: list[str] = Field(default=[], max_length=4, description="upload ids")
+
+
+class UploadPublic(BaseModel):
+    upload_id: str
+    url: str
+    media_type: str
+    width: int
+    height: int

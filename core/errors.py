@@ -6,6 +6,7 @@ responses ``{"error": code, "message": ...}`` in one place.
     ParleyError                      500 internal
     ├── InvalidInput                 422 invalid_input
     │   ├── UnknownPluginError       422 unknown_plugin
+    │   ├── UnsupportedMediaType     415 unsupported_media_type (an upload that is not an image)
     │   └── ImportValidationError    422 invalid_dataset   (row errors: ``line 17: empty text``)
     ├── LimitExceeded                422 limit_exceeded    (a count over a configured limit)
     │   └── PayloadTooLarge          413 payload_too_large (bytes over a configured limit)
@@ -38,6 +39,7 @@ __all__ = [
     "PayloadTooLarge",
     "Unauthenticated",
     "UnknownPluginError",
+    "UnsupportedMediaType",
 ]
 
 
@@ -58,6 +60,10 @@ class InvalidInput(ParleyError):
 
 class UnknownPluginError(InvalidInput):
     code = "unknown_plugin"
+
+
+class UnsupportedMediaType(InvalidInput):
+    code = "unsupported_media_type"
 
 
 class ImportValidationError(InvalidInput):

@@ -10,7 +10,16 @@ ApiKeyId = NewType("ApiKeyId", str)
 DatasetId = NewType("DatasetId", str)
 ModelId = NewType("ModelId", str)
 
-PREFIXES = {"tenant": "ten", "key": "key", "dataset": "ds", "model": "mdl", "example": "ex"}
+PREFIXES = {
+    "tenant": "ten",
+    "key": "key",
+    "dataset": "ds",
+    "model": "mdl",
+    "example": "ex",
+    "bot": "bot",
+    "conversation": "cv",
+    "upload": "up",
+}
 
 
 def new_id(kind: str) -> str:

@@ -102,6 +102,9 @@ class Settings(BaseSettings):
         description="derived files (the encoder's ONNX graph); default: cache/ in the data dir",
     )
     operator_token: SecretStr | None = None
+    demo: bool = Field(
+        default=False, description="serve the demo's sample orders API (set by `parley serve`)"
+    )
     log_level: str = "INFO"
     db: DbSettings = DbSettings()
     storage: StorageSettings = StorageSettings()

@@ -110,7 +110,9 @@ def serve(
 
     if workers is not None:
         os.environ["PARLEY_QUEUE__WORKERS"] = str(workers)
-        get_settings.cache_clear()
+    if demo:
+        os.environ["PARLEY_DEMO"] = "1"
+    get_settings.cache_clear()
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     try:
@@ -119,7 +121,7 @@ def serve(
         _fail(e.message)
     url = f"http://{host}:{port}"
     if demo:
-        from parley.demo import ensure_demo
+        from parley.demo import ensure_demo, ensure_demo_bot
         from training.datasets.importers import Limits
 
         lim = settings.limits
@@ -129,6 +131,7 @@ def serve(
             settings.data_dir,
             Limits(lim.max_examples, lim.max_labels, lim.max_text_chars),
         )
+        ensure_demo_bot(get_engine(settings.database_url), info.tenant_id, url)
         console.print(f"[bold]Parley[/bold] on {url}  (data in {settings.data_dir.resolve()})")
         if info.api_key:
             console.print(f"Demo tenant API key: [bold]{info.api_key}[/bold]", highlight=False)
@@ -139,6 +142,7 @@ def serve(
                 highlight=False,
                 soft_wrap=True,
             )
+        console.print(f"Demo bot: open {url}/demo and chat with it", highlight=False)
         if info.created:
             console.print(
                 "The demo model is training; alias `production` points at it when done "

@@ -1,4 +1,6 @@
-"""The demo tenant: an order-tracking intent dataset, a model trained on it, alias ``production``.
+"""The demo tenant: an order-tracking intent dataset, a model trained on it, alias ``production``,
+and the order-tracking bot (``demo_data/order_bot.yaml``) that uses it and the sample orders
+service (``parley.demo_orders``, mounted at ``/demo/orders-api``).
 
 ``ensure_demo`` is idempotent: the first start creates the tenant, saves its API key to
 ``<data dir>/demo-api-key`` (mode 600) and queues training; later starts only read the key.
@@ -9,13 +11,17 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import yaml
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
+from bot_gateway.conversations.bots import Nlu, create_bot, update_bot
+from bot_gateway.conversations.definition import parse_definition
 from core.db import session_scope
 from core.storage import ArtifactStore
-from core.tables import Alias, Model, Tenant
+from core.tables import Alias, Bot, Model, Tenant
 from core.tenants import create_tenant
 from training import registry
 from training.datasets import service
@@ -23,6 +29,8 @@ from training.datasets.importers import Limits
 
 DEMO_TENANT = "demo"
 DEMO_DATA = Path(__file__).parent / "demo_data" / "order_tracking.csv"
+DEMO_BOT = Path(__file__).parent / "demo_data" / "order_bot.yaml"
+ORDERS_API = "/demo/orders-api"
 KEY_FILE = "demo-api-key"
 
 
@@ -84,3 +92,26 @@ def _ensure_model(session: Session, tenant_id: str) -> str | None:
         alias="production",
     )
     return model.id
+
+
+def demo_bot_definition(base_url: str) -> dict[str, Any]:
+    """The demo bot's definition for a server at ``base_url`` (its orders API and origin)."""
+    text = DEMO_BOT.read_text()
+    text = text.replace("{orders_api}", base_url.rstrip("/") + ORDERS_API)
+    text = text.replace("{origin}", base_url.rstrip("/"))
+    data = yaml.safe_load(text)
+    parse_definition(data)
+    return data
+
+
+def ensure_demo_bot(engine: Engine, tenant_id: str, base_url: str) -> str:
+    """Create the demo bot, or give it a new version when the server's address changed."""
+    data = demo_bot_definition(base_url)
+    nlu = Nlu(model_id="production", training=False)
+    with session_scope(engine) as session:
+        bot = session.scalar(select(Bot).where(Bot.tenant_id == tenant_id).order_by(Bot.created_at))
+        if bot is None:
+            bot = create_bot(session, tenant_id=tenant_id, data=data, nlu=nlu)
+        elif bot.definition != data:
+            update_bot(session, bot, data=data, nlu=nlu)
+        return bot.id

@@ -32,7 +32,7 @@ router = APIRouter(prefix="/datasets", tags=["datasets"])
 CHUNK = 1 << 20
 
 
-async def _read_limited(upload: UploadFile, limit: int) -> bytes:
+async def read_limited(upload: UploadFile, limit: int) -> bytes:
     parts, size = [], 0
     while chunk := await upload.read(CHUNK):
         size += len(chunk)
@@ -46,7 +46,7 @@ async def _read_limited(upload: UploadFile, limit: int) -> bytes:
     return b"".join(parts)
 
 
-def _check_length(request: Request, limit: int) -> None:
+def check_length(request: Request, limit: int) -> None:
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > limit + 64 * 1024:
         raise PayloadTooLarge(
@@ -59,7 +59,7 @@ def _check_length(request: Request, limit: int) -> None:
 async def _upload(request: Request, gateway: Gateway) -> tuple[dict[str, str], bytes, str | None]:
     """(form fields, file bytes, file name) of a multipart upload."""
     limit = gateway.settings.limits.max_upload_bytes
-    _check_length(request, limit)
+    check_length(request, limit)
     try:
         form = await request.form(max_files=1, max_fields=20)
     except Exception as e:  # noqa: BLE001 - starlette raises several kinds for a bad body
@@ -67,7 +67,7 @@ async def _upload(request: Request, gateway: Gateway) -> tuple[dict[str, str], b
     upload = form.get("file")
     if not isinstance(upload, UploadFile):
         raise InvalidInput("send the dataset as a multipart form field named `file`")
-    data = await _read_limited(upload, limit)
+    data = await read_limited(upload, limit)
     fields = {k: v for k, v in form.items() if isinstance(v, str)}
     return fields, data, upload.filename
 
@@ -84,7 +84,7 @@ async def create_dataset(
     """Create a dataset from a file (multipart: ``name``, ``type``, ``file``[, ``format``]) or
     from JSON ``{name, type, examples: [{text, label}]}``."""
     if request.headers.get("content-type", "").startswith("application/json"):
-        _check_length(request, gateway.settings.limits.max_upload_bytes)
+        check_length(request, gateway.settings.limits.max_upload_bytes)
         try:
             body = DatasetCreate.model_validate_json(await request.body())
         except ValueError as e:
@@ -181,7 +181,7 @@ async def add_examples(
     if get_dataset_type(dataset_type).modality == "image":
         return await _add_images(request, principal.tenant_id, dataset_id, dataset_type, gateway)
     if request.headers.get("content-type", "").startswith("application/json"):
-        _check_length(request, gateway.settings.limits.max_upload_bytes)
+        check_length(request, gateway.settings.limits.max_upload_bytes)
         try:
             items = json.loads(await request.body())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:

@@ -154,7 +154,7 @@ async def predict(
     )
 
 
-async def _parse(
+async def parse_text(
     gateway: Gateway, principal: Principal, model_id: str, body: ParseRequest
 ) -> ParseResponse:
     texts = _texts(PredictRequest(text=body.text), 1, gateway.settings.limits.max_text_chars)
@@ -181,7 +181,7 @@ async def parse(
     model_id: str, body: ParseRequest, principal: PredictDep, gateway: GatewayDep
 ) -> ParseResponse:
     """Intent and entities of one text, in Rasa's ``/model/parse`` shape."""
-    return await _parse(gateway, principal, model_id, body)
+    return await parse_text(gateway, principal, model_id, body)
 
 
 @rasa_router.post("/model/parse", response_model=ParseResponse)
@@ -192,7 +192,7 @@ async def rasa_parse(request: Request, body: ParseRequest, gateway: GatewayDep) 
         bearer(request) or request.query_params.get("token")
     )
     principal.require("predict")
-    return await _parse(gateway, principal, RASA_MODEL_ALIAS, body)
+    return await parse_text(gateway, principal, RASA_MODEL_ALIAS, body)
 
 
 def rank(

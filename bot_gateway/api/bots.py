@@ -1,0 +1,237 @@
+"""Bots: create from YAML or JSON (versioned on every change), read, update, enable/disable,
+delete; import a Rasa project; run story tests against a bot."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from sqlalchemy import select
+from starlette.datastructures import UploadFile
+
+from bot_gateway.api.datasets import check_length, read_limited
+from bot_gateway.conversations import bots as service
+from bot_gateway.conversations.definition import (
+    BotDefinition,
+    parse_definition,
+    read_definition_text,
+)
+from bot_gateway.conversations.rasa_import import import_rasa
+from bot_gateway.deps import AdminDep, Gateway, GatewayDep, PredictDep, SessionDep, TrainDep
+from bot_gateway.schemas import BotPatch, BotPublic, BotVersionPublic
+from core.db import session_scope
+from core.errors import InvalidInput
+from core.tables import Bot, BotVersion
+
+router = APIRouter(prefix="/bots", tags=["bots"])
+
+MAX_DEFINITION_BYTES = 1024 * 1024
+YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml", "text/plain")
+
+
+async def read_definition(request: Request) -> dict[str, Any]:
+    """The bot definition in the request: JSON, YAML, or a multipart ``file``."""
+    check_length(request, MAX_DEFINITION_BYTES)
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind == "multipart/form-data":
+        try:
+            form = await request.form(max_files=1, max_fields=10)
+        except Exception as e:  # noqa: BLE001 - starlette raises several kinds for a bad body
+            raise InvalidInput(f"could not read the multipart form: {e}") from e
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise InvalidInput("send the bot definition as a multipart field named `file`")
+        raw = await read_limited(upload, MAX_DEFINITION_BYTES)
+    elif kind == "application/json" or kind in YAML_TYPES or not kind:
+        raw = await request.body()
+    else:
+        raise InvalidInput(
+            f"unsupported content type {kind!r}; send application/json, application/yaml or "
+            "a multipart `file`"
+        )
+    if len(raw) > MAX_DEFINITION_BYTES:
+        raise InvalidInput(f"the bot definition is over {MAX_DEFINITION_BYTES} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InvalidInput("the bot definition is not UTF-8 text") from e
+    data = read_definition_text(text)
+    if not isinstance(data, dict):
+        parse_definition(data)  # raises with a clear message
+    return data
+
+
+def _save_new(
+    gateway: Gateway,
+    tenant_id: str,
+    data: dict[str, Any],
+    *,
+    nlu_yaml: str | None = None,
+    unsupported: list[str] | None = None,
+) -> Bot:
+    definition = parse_definition(data)
+    nlu = service.prepare_nlu(
+        gateway.engine,
+        gateway.store,
+        gateway.limits,
+        tenant_id=tenant_id,
+        bot=definition,
+        nlu_yaml=nlu_yaml,
+    )
+    data = _with_model(data, definition, nlu)
+    with session_scope(gateway.engine) as session:
+        bot = service.create_bot(
+            session, tenant_id=tenant_id, data=data, nlu=nlu, unsupported=unsupported
+        )
+    if nlu.training and nlu.model_id:
+        gateway.queue.submit(nlu.model_id)
+    return bot
+
+
+def _with_model(data: dict[str, Any], bot: BotDefinition, nlu: service.Nlu) -> dict[str, Any]:
+    """The stored definition names the model it parses with (trained from its examples)."""
+    if nlu.model_id is None or bot.nlu.model == nlu.model_id:
+        return data
+    return {**data, "nlu": {**(data.get("nlu") or {}), "model": nlu.model_id, "dataset": None}}
+
+
+@router.post("", status_code=201, response_model=BotPublic)
+async def create_bot(request: Request, principal: TrainDep, gateway: GatewayDep) -> BotPublic:
+    """Create a bot from its definition (YAML or JSON; see the README). Inline NLU examples
+    (``nlu.intents``) or a ``nlu.dataset`` are trained first: ``status`` is ``training`` until
+    the model is ready."""
+    data = await read_definition(request)
+    bot = await run_in_threadpool(_save_new, gateway, principal.tenant_id, data)
+    return BotPublic.of(bot)
+
+
+@router.post("/import/rasa", status_code=201, response_model=BotPublic)
+async def import_rasa_project(
+    request: Request, principal: TrainDep, gateway: GatewayDep
+) -> BotPublic:
+    """A Rasa 3 project as a bot (multipart: ``name``, ``domain``, ``nlu``, optional ``rules``,
+    ``stories``, ``endpoints``). Its NLU trains at once; ``unsupported`` lists what could not
+    be imported."""
+    check_length(request, 8 * MAX_DEFINITION_BYTES)
+    try:
+        form = await request.form(max_files=6, max_fields=10)
+    except Exception as e:  # noqa: BLE001
+        raise InvalidInput(f"could not read the multipart form: {e}") from e
+    files: dict[str, str | None] = {}
+    for field in ("domain", "nlu", "rules", "stories", "endpoints"):
+        value = form.get(field)
+        if isinstance(value, UploadFile):
+            raw = await read_limited(value, 4 * MAX_DEFINITION_BYTES)
+        elif isinstance(value, str) and value:
+            raw = value.encode()
+        else:
+            files[field] = None
+            continue
+        try:
+            files[field] = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise InvalidInput(f"{field}: the file is not UTF-8 text") from e
+    name = form.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidInput("missing form field `name` (the bot's name)")
+    if files["domain"] is None:
+        raise InvalidInput("missing `domain` (domain.yml)")
+    if files["nlu"] is None:
+        raise InvalidInput("missing `nlu` (nlu.yml): the bot needs training data")
+    result = import_rasa(
+        name=name.strip(),
+        domain=files["domain"],
+        nlu=files["nlu"],
+        rules=files["rules"],
+        stories=files["stories"],
+        endpoints=files["endpoints"],
+    )
+    bot = await run_in_threadpool(
+        _save_new,
+        gateway,
+        principal.tenant_id,
+        result.definition,
+        nlu_yaml=result.nlu_yaml,
+        unsupported=result.unsupported,
+    )
+    return BotPublic.of(bot)
+
+
+@router.get("", response_model=list[BotPublic])
+def list_bots(principal: PredictDep, session: SessionDep) -> list[BotPublic]:
+    rows = session.scalars(
+        select(Bot).where(Bot.tenant_id == principal.tenant_id).order_by(Bot.created_at)
+    )
+    out = []
+    for bot in rows:
+        service.refresh_status(session, bot)
+        out.append(BotPublic.of(bot))
+    return out
+
+
+@router.get("/{bot_id}", response_model=BotPublic)
+def get_bot(bot_id: str, principal: PredictDep, session: SessionDep) -> BotPublic:
+    return BotPublic.of(service.get_bot(session, principal.tenant_id, bot_id))
+
+
+@router.put("/{bot_id}", response_model=BotPublic)
+async def update_bot(
+    bot_id: str, request: Request, principal: TrainDep, gateway: GatewayDep
+) -> BotPublic:
+    """Replace the definition: a new version (the old ones stay readable)."""
+    data = await read_definition(request)
+
+    def update() -> Bot:
+        with session_scope(gateway.engine) as session:
+            service.get_bot(session, principal.tenant_id, bot_id)
+        definition = parse_definition(data)
+        nlu = service.prepare_nlu(
+            gateway.engine,
+            gateway.store,
+            gateway.limits,
+            tenant_id=principal.tenant_id,
+            bot=definition,
+        )
+        with session_scope(gateway.engine) as session:
+            bot = service.get_bot(session, principal.tenant_id, bot_id)
+            service.update_bot(session, bot, data=_with_model(data, definition, nlu), nlu=nlu)
+        if nlu.training and nlu.model_id:
+            gateway.queue.submit(nlu.model_id)
+        return bot
+
+    return BotPublic.of(await run_in_threadpool(update))
+
+
+@router.patch("/{bot_id}", response_model=BotPublic)
+def patch_bot(bot_id: str, body: BotPatch, principal: TrainDep, session: SessionDep) -> BotPublic:
+    """Enable or disable a bot: a disabled bot answers no channel."""
+    bot = service.get_bot(session, principal.tenant_id, bot_id)
+    bot.enabled = body.enabled
+    session.flush()
+    return BotPublic.of(bot)
+
+
+@router.get("/{bot_id}/versions", response_model=list[BotVersionPublic])
+def list_versions(
+    bot_id: str, principal: PredictDep, session: SessionDep
+) -> list[BotVersionPublic]:
+    service.get_bot(session, principal.tenant_id, bot_id)
+    rows = session.scalars(
+        select(BotVersion).where(BotVersion.bot_id == bot_id).order_by(BotVersion.version)
+    )
+    return [
+        BotVersionPublic(version=v.version, definition=v.definition, created_at=v.created_at)
+        for v in rows
+    ]
+
+
+@router.delete("/{bot_id}", status_code=204)
+def delete_bot(
+    bot_id: str, principal: AdminDep, session: SessionDep, gateway: GatewayDep
+) -> Response:
+    """Delete a bot with its conversations and uploads."""
+    bot = service.get_bot(session, principal.tenant_id, bot_id)
+    gateway.store.delete_prefix(f"uploads/{bot.tenant_id}/{bot.id}")
+    session.delete(bot)
+    return Response(status_code=204)

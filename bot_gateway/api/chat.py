@@ -1,0 +1,484 @@
+"""Talking to bots: the Rasa-compatible REST channel, the web chat websocket and its image
+uploads, the widget's script and the demo page.
+
+Who may chat: a tenant API key with the ``predict`` scope (``Authorization: Bearer`` or
+``?token=``), or the bot's public widget key (``?key=wk_...``), which reaches that bot only and
+only from the bot's ``allowed_origins``. The websocket protocol is in
+``connectors/webchat/protocol.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import mimetypes
+import re
+import secrets
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request, Response, WebSocket, WebSocketDisconnect
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse
+from sqlalchemy import select
+from starlette.datastructures import UploadFile
+
+from bot_gateway.api.datasets import check_length, read_limited
+from bot_gateway.conversations import bots as bot_service
+from bot_gateway.conversations.runtime import BotInfo, Inbound, TurnOutcome
+from bot_gateway.deps import Gateway, GatewayDep, bearer
+from bot_gateway.errors import close_code_for
+from bot_gateway.schemas import RestMessage, UploadPublic
+from core.db import session_scope
+from core.errors import (
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    ParleyError,
+    PayloadTooLarge,
+    Unauthenticated,
+    UnsupportedMediaType,
+)
+from core.ids import new_id
+from core.images import decode_image
+from core.logging import log_event
+from core.tables import Bot, Tenant, Upload
+
+router = APIRouter(tags=["chat"])
+public_router = APIRouter(include_in_schema=False)
+
+STATIC = Path(__file__).resolve().parents[2] / "connectors" / "webchat" / "static"
+SESSION_ID = re.compile(r"^[A-Za-z0-9_\-]{8,64}$")
+MAX_FRAME_CHARS = 16 * 1024
+MAX_TEXT_CHARS = 4000
+HISTORY = 50
+CHANNEL_WEBCHAT, CHANNEL_REST = "webchat", "rest"
+
+
+# --- who may chat -----------------------------------------------------------------------------
+
+
+def bot_info(bot: Bot) -> BotInfo:
+    return BotInfo(
+        id=bot.id,
+        tenant_id=bot.tenant_id,
+        version=bot.version,
+        status=bot.status,
+        enabled=bot.enabled,
+        nlu_model_id=bot.nlu_model_id,
+        definition=bot.definition,
+    )
+
+
+def origin_allowed(bot: Bot, origin: str | None) -> bool:
+    """A browser page may use the widget key only from the bot's ``allowed_origins``."""
+    if origin is None:
+        return True  # not a browser (a server or a test client)
+    allowed = [o.rstrip("/") for o in bot.definition.get("allowed_origins") or []]
+    return "*" in allowed or origin.rstrip("/") in allowed
+
+
+async def authorize(
+    gateway: Gateway,
+    bot_id: str,
+    *,
+    key: str | None,
+    token: str | None,
+    origin: str | None,
+) -> Bot:
+    """The bot, if this caller may chat with it (see the module docstring)."""
+    if key:
+
+        def by_key() -> Bot | None:
+            with session_scope(gateway.engine) as session:
+                bot = bot_service.bot_by_widget_key(session, key)
+                if bot is not None:
+                    bot_service.refresh_status(session, bot)
+                return bot
+
+        bot = await run_in_threadpool(by_key)
+        if bot is None or bot.id != bot_id:
+            raise Unauthenticated("invalid widget key for this bot; copy it from GET /v1/bots/{id}")
+        if not origin_allowed(bot, origin):
+            log_event("webchat.origin_refused", bot=bot_id, origin=origin)
+            raise Forbidden(
+                f"origin {origin} may not use this bot's widget; add it to the bot's "
+                "`allowed_origins`"
+            )
+        return bot
+    principal = await gateway.lookups.principal(token)
+    principal.require("predict")
+
+    def by_id() -> Bot:
+        with session_scope(gateway.engine) as session:
+            return bot_service.get_bot(session, principal.tenant_id, bot_id)
+
+    return await run_in_threadpool(by_id)
+
+
+def _credentials(request: Request) -> tuple[str | None, str | None]:
+    key = request.query_params.get("key") or request.headers.get("x-parley-widget-key")
+    token = bearer(request) or request.query_params.get("token")
+    return key, token
+
+
+def _cors(response: Response, request: Request, bot: Bot) -> None:
+    origin = request.headers.get("origin")
+    if origin and origin_allowed(bot, origin):
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Vary"] = "Origin"
+
+
+# --- REST channel -----------------------------------------------------------------------------
+
+
+def rest_messages(recipient: str, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Outbound messages in Rasa's REST channel shape (quick replies are buttons there)."""
+    out = []
+    for message in messages:
+        item: dict[str, Any] = {"recipient_id": recipient, **message}
+        if "quick_replies" in item:
+            item["buttons"] = item.get("buttons", []) + item.pop("quick_replies")
+        out.append(item)
+    return out
+
+
+@router.post("/bots/{bot_id}/webhooks/rest")
+async def rest_webhook(
+    bot_id: str, body: RestMessage, request: Request, gateway: GatewayDep
+) -> list[dict[str, Any]]:
+    """Rasa's REST channel: ``{"sender", "message"}`` (optionally ``attachments``: upload ids)
+    → ``[{"recipient_id", "text", "buttons", "image", ...}]``."""
+    key, token = _credentials(request)
+    bot = await authorize(
+        gateway, bot_id, key=key, token=token, origin=request.headers.get("origin")
+    )
+    outcome = await _converse(
+        gateway,
+        bot,
+        CHANNEL_REST,
+        Inbound(sender_id=body.sender, text=body.message, uploads=tuple(body.attachments)),
+    )
+    return rest_messages(body.sender, outcome.messages)
+
+
+async def _converse(gateway: Gateway, bot: Bot, channel: str, message: Inbound) -> TurnOutcome:
+    if len(message.text) > MAX_TEXT_CHARS:
+        raise InvalidInput(
+            f"the message has {len(message.text)} characters; the limit is {MAX_TEXT_CHARS}"
+        )
+    if not message.text.strip() and not message.uploads and not message.payload:
+        raise InvalidInput("the message is empty; send text, a payload or an image")
+    outcome = await gateway.conversations.handle(bot_info(bot), channel, message)
+    hub = gateway.conversations.hub
+    for item in outcome.messages:
+        hub.publish(outcome.conversation_id, {"type": "message", "from": "bot", "message": item})
+    return outcome
+
+
+# --- uploads ----------------------------------------------------------------------------------
+
+
+@router.post("/bots/{bot_id}/uploads", status_code=201, response_model=UploadPublic)
+async def upload_image(
+    bot_id: str, request: Request, response: Response, gateway: GatewayDep
+) -> UploadPublic:
+    """An image for a conversation (multipart ``file``); send its ``upload_id`` in a message."""
+    key, token = _credentials(request)
+    bot = await authorize(
+        gateway, bot_id, key=key, token=token, origin=request.headers.get("origin")
+    )
+    _cors(response, request, bot)
+    limit = gateway.settings.limits.max_image_bytes
+    check_length(request, limit)
+    try:
+        form = await request.form(max_files=1, max_fields=5)
+    except Exception as e:  # noqa: BLE001 - starlette raises several kinds for a bad body
+        raise InvalidInput(f"could not read the multipart form: {e}") from e
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile):
+        raise InvalidInput("send the image as a multipart field named `file`")
+    try:
+        data = await read_limited(upload, limit)
+    except PayloadTooLarge as e:
+        raise PayloadTooLarge(f"the image is over {limit} bytes", limit="max_image_bytes") from e
+    name = upload.filename or "image"
+    try:
+        image = await run_in_threadpool(
+            decode_image, data, name=name, max_pixels=gateway.settings.limits.max_image_pixels
+        )
+    except InvalidInput as e:
+        if "not an image" in e.message or "cannot identify" in e.message:
+            raise UnsupportedMediaType(f"{name}: not an image (send JPEG, PNG, WebP or GIF)") from e
+        raise
+    upload_id = new_id("upload")
+    ext = mimetypes.guess_extension(media_type_of(image.format)) or ".img"
+    blob_key = f"uploads/{bot.tenant_id}/{bot.id}/{upload_id}{ext}"
+
+    def save() -> None:
+        gateway.store.put_bytes(blob_key, data)
+        with session_scope(gateway.engine) as session:
+            session.add(
+                Upload(
+                    id=upload_id,
+                    tenant_id=bot.tenant_id,
+                    bot_id=bot.id,
+                    blob_key=blob_key,
+                    media_type=media_type_of(image.format),
+                    width=image.width,
+                    height=image.height,
+                    sha256=image.sha256,
+                )
+            )
+
+    await run_in_threadpool(save)
+    return UploadPublic(
+        upload_id=upload_id,
+        url=upload_url(bot.id, upload_id),
+        media_type=media_type_of(image.format),
+        width=image.width,
+        height=image.height,
+    )
+
+
+def media_type_of(fmt: str) -> str:
+    """The media type of a decoded image's format (JPEG, PNG, ...)."""
+    if fmt in ("JPEG", "MPO"):
+        return "image/jpeg"
+    return mimetypes.types_map.get(f".{fmt.lower()}", f"image/{fmt.lower()}")
+
+
+def upload_url(bot_id: str, upload_id: str) -> str:
+    return f"/v1/bots/{bot_id}/uploads/{upload_id}"
+
+
+def read_upload_sync(
+    gateway: Gateway, tenant_id: str, bot_id: str, upload_id: str
+) -> tuple[bytes, dict[str, Any]]:
+    with session_scope(gateway.engine) as session:
+        row = session.get(Upload, upload_id)
+        if row is None or row.tenant_id != tenant_id or row.bot_id != bot_id:
+            raise NotFound(f"upload {upload_id} not found; upload the image first")
+        key, media_type = row.blob_key, row.media_type
+    public = {
+        "upload_id": upload_id,
+        "url": upload_url(bot_id, upload_id),
+        "media_type": media_type,
+    }
+    return gateway.store.get_bytes(key), public
+
+
+@router.get("/bots/{bot_id}/uploads/{upload_id}")
+async def get_upload(
+    bot_id: str, upload_id: str, request: Request, gateway: GatewayDep
+) -> Response:
+    key, token = _credentials(request)
+    bot = await authorize(
+        gateway, bot_id, key=key, token=token, origin=request.headers.get("origin")
+    )
+    data, public = await run_in_threadpool(
+        read_upload_sync, gateway, bot.tenant_id, bot.id, upload_id
+    )
+    response = Response(
+        data, media_type=public["media_type"], headers={"Cache-Control": "private, max-age=3600"}
+    )
+    _cors(response, request, bot)
+    return response
+
+
+# --- web chat websocket ----------------------------------------------------------------------
+
+
+def history_item(e: dict[str, Any]) -> dict[str, Any]:
+    kind = e.get("event")
+    if kind == "user":
+        message: dict[str, Any] = {}
+        if e.get("text"):
+            message["text"] = e["text"]
+        if e.get("attachments"):
+            message["attachments"] = [
+                {"upload_id": a.get("upload_id"), "url": a.get("url")} for a in e["attachments"]
+            ]
+        return {"from": "user", "message": message, "timestamp": e.get("timestamp")}
+    message = {k: v for k, v in {"text": e.get("text"), **(e.get("data") or {})}.items() if v}
+    return {"from": kind, "message": message, "timestamp": e.get("timestamp")}
+
+
+class _Frame(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+def read_frame(text: str) -> dict[str, Any]:
+    if len(text) > MAX_FRAME_CHARS:
+        raise _Frame("frame_too_large", f"frames are at most {MAX_FRAME_CHARS} characters")
+    try:
+        frame = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise _Frame("invalid_frame", f"frames are JSON objects: {e.msg}") from e
+    if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
+        raise _Frame("invalid_frame", 'a frame is a JSON object with a "type"')
+    return frame
+
+
+def inbound_of(frame: dict[str, Any], sender_id: str) -> Inbound:
+    text = frame.get("text") or ""
+    payload = frame.get("payload")
+    attachments = frame.get("attachments") or []
+    if not isinstance(text, str) or (payload is not None and not isinstance(payload, str)):
+        raise _Frame("invalid_frame", '"text" and "payload" are strings')
+    if not isinstance(attachments, list) or len(attachments) > 4:
+        raise _Frame("invalid_frame", '"attachments" is a list of at most 4 {"upload_id"}')
+    uploads = []
+    for item in attachments:
+        if not isinstance(item, dict) or not isinstance(item.get("upload_id"), str):
+            raise _Frame("invalid_frame", 'each attachment is {"upload_id": "up_..."}')
+        uploads.append(item["upload_id"])
+    client_id = frame.get("client_id")
+    return Inbound(
+        sender_id=sender_id,
+        text=text,
+        payload=payload,
+        uploads=tuple(uploads),
+        message_id=str(client_id) if client_id is not None else None,
+    )
+
+
+@router.websocket("/bots/{bot_id}/ws")
+async def webchat(websocket: WebSocket, bot_id: str) -> None:
+    """The web chat socket (protocol: ``connectors/webchat/protocol.md``)."""
+    gateway: Gateway = websocket.app.state.gateway
+    params = websocket.query_params
+    await websocket.accept()
+    try:
+        bot = await authorize(
+            gateway,
+            bot_id,
+            key=params.get("key"),
+            token=params.get("token") or bearer(websocket),  # type: ignore[arg-type]
+            origin=websocket.headers.get("origin"),
+        )
+        if not bot.enabled:
+            raise NotFound(f"bot {bot.id} is disabled; enable it with PATCH /v1/bots/{bot.id}")
+    except ParleyError as e:
+        await websocket.send_json({"type": "error", "error": e.code, "message": e.message})
+        await websocket.close(code=close_code_for(e), reason=e.code)
+        return
+    session_id = params.get("session") or ""
+    if not SESSION_ID.match(session_id):
+        session_id = secrets.token_urlsafe(16)
+    runtime = gateway.conversations
+    record, _ = await runtime.store.open(bot.tenant_id, bot.id, CHANNEL_WEBCHAT, session_id)
+    history = await runtime.store.transcript(record.id, HISTORY)
+    queue = runtime.hub.subscribe(record.id)
+    await websocket.send_json(
+        {
+            "type": "welcome",
+            "conversation_id": record.id,
+            "session_id": session_id,
+            "status": record.status,
+            "history": [history_item(e) for e in history],
+        }
+    )
+    writer = asyncio.create_task(_forward(websocket, queue))
+    try:
+        await _read_loop(websocket, gateway, bot, session_id, queue)
+    except WebSocketDisconnect:
+        pass
+    finally:
+        writer.cancel()
+        runtime.hub.unsubscribe(record.id, queue)
+
+
+async def _forward(websocket: WebSocket, queue: asyncio.Queue[dict[str, Any]]) -> None:
+    """Messages published for this conversation by others (another tab, an agent, the API)."""
+    while True:
+        frame = await queue.get()
+        await websocket.send_json(frame)
+
+
+async def _read_loop(
+    websocket: WebSocket,
+    gateway: Gateway,
+    bot: Bot,
+    session_id: str,
+    queue: asyncio.Queue[dict[str, Any]],
+) -> None:
+    runtime = gateway.conversations
+    while True:
+        text = await websocket.receive_text()
+        try:
+            frame = read_frame(text)
+            kind = frame["type"]
+            if kind == "ping":
+                await websocket.send_json({"type": "pong"})
+                continue
+            if kind != "message":
+                raise _Frame(
+                    "invalid_frame", f'unknown frame type "{kind}"; send "message" or "ping"'
+                )
+            inbound = inbound_of(frame, session_id)
+        except _Frame as e:
+            await websocket.send_json({"type": "error", "error": e.code, "message": e.message})
+            continue
+        if frame.get("client_id") is not None:
+            await websocket.send_json({"type": "ack", "client_id": frame["client_id"]})
+        await websocket.send_json({"type": "typing", "on": True})
+        try:
+            outcome = await runtime.handle(bot_info(bot), CHANNEL_WEBCHAT, inbound)
+        except ParleyError as e:
+            await websocket.send_json({"type": "typing", "on": False})
+            await websocket.send_json({"type": "error", "error": e.code, "message": e.message})
+            continue
+        except Exception:  # noqa: BLE001 - the socket must survive a bug in one turn
+            log_event("webchat.turn_failed", bot=bot.id)
+            await websocket.send_json({"type": "typing", "on": False})
+            await websocket.send_json(
+                {"type": "error", "error": "internal", "message": "something went wrong; try again"}
+            )
+            continue
+        for item in outcome.messages:
+            out = {"type": "message", "from": "bot", "message": item}
+            await websocket.send_json(out)
+            runtime.hub.publish(outcome.conversation_id, out, skip=queue)
+        await websocket.send_json({"type": "typing", "on": False})
+        if outcome.status != "bot":
+            await websocket.send_json({"type": "status", "status": outcome.status})
+
+
+# --- the widget and the demo page ------------------------------------------------------------
+
+
+@public_router.get("/widget.js")
+def widget_js() -> Response:
+    return Response(
+        (STATIC / "widget.js").read_bytes(),
+        media_type="application/javascript; charset=utf-8",
+        headers={"Cache-Control": "public, max-age=300"},
+    )
+
+
+@public_router.get("/demo", response_class=HTMLResponse)
+async def demo_page(request: Request, gateway: GatewayDep) -> HTMLResponse:
+    """The demo shop page with the demo bot's widget."""
+
+    def demo_bot() -> Bot | None:
+        with session_scope(gateway.engine) as session:
+            return session.scalar(
+                select(Bot)
+                .join(Tenant, Tenant.id == Bot.tenant_id)
+                .where(Tenant.name == "demo")
+                .order_by(Bot.created_at)
+            )
+
+    bot = await run_in_threadpool(demo_bot)
+    if bot is None:
+        raise NotFound(
+            "the demo is not set up here; start the server with `parley serve` (demo on)"
+        )
+    base = str(request.base_url).rstrip("/")
+    html = (STATIC / "demo.html").read_text()
+    for name, value in {"bot_id": bot.id, "widget_key": bot.widget_key, "base_url": base}.items():
+        html = html.replace("{{" + name + "}}", value)
+    return HTMLResponse(html)

@@ -1,0 +1,258 @@
+"""The conversation runtime: one customer message in, the bot's messages out.
+
+Per message: the bot (cached by id and version), the conversation's lock (messages of one
+conversation are processed in order, one at a time), its tracker from the store, session expiry,
+NLU (skipped for ``/intent`` button payloads), the bot's vision steps for attached images, the
+dialog engine, and the new events and state saved in one transaction. Outbound messages also go
+to the conversation's live listeners (a web chat socket, later the agents' console) through the
+``Hub``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from bot_gateway.conversations.actions import Actions
+from bot_gateway.conversations.definition import BotDefinition, parse_definition
+from bot_gateway.conversations.engine import DialogEngine, UserMessage, VisionResult, parse_payload
+from bot_gateway.conversations.store import ConversationRecord, TrackerStore
+from bot_gateway.conversations.tracker import BOT, Tracker
+from core.errors import Conflict, NotReady, ParleyError
+from core.logging import log_event
+from core.tenants import Principal
+
+__all__ = ["BotInfo", "ConversationRuntime", "Hub", "Inbound", "TurnOutcome"]
+
+Parser = Callable[[Principal, str, str], Awaitable[dict[str, Any]]]
+"""(principal, model id or alias, text) -> Rasa-shaped parse."""
+Seer = Callable[[Principal, str, bytes], Awaitable[dict[str, Any]]]
+"""(principal, model id or alias, image bytes) -> the predict response as a dict."""
+UploadReader = Callable[[str, str, str], Awaitable[tuple[bytes, dict[str, Any]]]]
+"""(tenant id, bot id, upload id) -> image bytes and the attachment's public description."""
+
+
+@dataclass(frozen=True)
+class BotInfo:
+    """What the runtime needs of a bot row."""
+
+    id: str
+    tenant_id: str
+    version: int
+    status: str
+    enabled: bool
+    nlu_model_id: str | None
+    definition: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """A customer message as a channel hands it over."""
+
+    sender_id: str
+    text: str = ""
+    payload: str | None = None  # a button's payload (``/intent{...}``)
+    uploads: tuple[str, ...] = ()
+    message_id: str | None = None
+
+
+@dataclass
+class TurnOutcome:
+    conversation_id: str
+    messages: list[dict[str, Any]]
+    status: str
+
+
+class Hub:
+    """Live listeners of conversations in this process (web chat sockets, agents)."""
+
+    def __init__(self) -> None:
+        self._listeners: dict[str, set[asyncio.Queue[dict[str, Any]]]] = {}
+
+    def subscribe(self, conversation_id: str) -> asyncio.Queue[dict[str, Any]]:
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=1000)
+        self._listeners.setdefault(conversation_id, set()).add(queue)
+        return queue
+
+    def unsubscribe(self, conversation_id: str, queue: asyncio.Queue[dict[str, Any]]) -> None:
+        listeners = self._listeners.get(conversation_id)
+        if listeners is not None:
+            listeners.discard(queue)
+            if not listeners:
+                del self._listeners[conversation_id]
+
+    def publish(self, conversation_id: str, frame: dict[str, Any], *, skip: object = None) -> None:
+        for queue in list(self._listeners.get(conversation_id, ())):
+            if queue is skip:
+                continue
+            try:
+                queue.put_nowait(frame)
+            except asyncio.QueueFull:
+                log_event("hub.listener_full", conversation=conversation_id)
+
+    def listeners(self) -> int:
+        return sum(len(s) for s in self._listeners.values())
+
+
+@dataclass
+class _Lock:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
+
+
+class ConversationRuntime:
+    def __init__(
+        self,
+        *,
+        store: TrackerStore,
+        actions: Actions,
+        parse: Parser,
+        see: Seer,
+        read_upload: UploadReader,
+        engines_cached: int = 1000,
+    ) -> None:
+        self.store = store
+        self.actions = actions
+        self.parse = parse
+        self.see = see
+        self.read_upload = read_upload
+        self.hub = Hub()
+        self._engines: OrderedDict[tuple[str, int], DialogEngine] = OrderedDict()
+        self._engines_cached = engines_cached
+        self._locks: dict[str, _Lock] = {}
+
+    def engine(self, bot: BotInfo) -> DialogEngine:
+        """The dialog engine of this bot version (parsed and compiled once)."""
+        key = (bot.id, bot.version)
+        found = self._engines.get(key)
+        if found is None:
+            found = DialogEngine(parse_definition(bot.definition), self.actions)
+            self._engines[key] = found
+            while len(self._engines) > self._engines_cached:
+                self._engines.popitem(last=False)
+        else:
+            self._engines.move_to_end(key)
+        return found
+
+    @asynccontextmanager
+    async def locked(self, key: str) -> AsyncIterator[None]:
+        """Messages of one conversation run one at a time, in arrival order (asyncio locks are
+        fair: waiters acquire in FIFO order)."""
+        entry = self._locks.get(key)
+        if entry is None:
+            entry = self._locks[key] = _Lock()
+        entry.users += 1
+        try:
+            async with entry.lock:
+                yield
+        finally:
+            entry.users -= 1
+            if entry.users == 0:
+                self._locks.pop(key, None)
+
+    @staticmethod
+    def principal(bot: BotInfo) -> Principal:
+        return Principal(
+            tenant_id=bot.tenant_id, key_id=f"bot:{bot.id}", scopes=frozenset({"predict"})
+        )
+
+    @staticmethod
+    def check_ready(bot: BotInfo) -> None:
+        if not bot.enabled:
+            raise Conflict(f"bot {bot.id} is disabled; enable it with PATCH /v1/bots/{bot.id}")
+        if bot.status == "training":
+            raise NotReady(f"bot {bot.id} is still training its NLU; try again in a minute")
+        if bot.status == "failed":
+            raise NotReady(f"bot {bot.id} failed to train its NLU; see GET /v1/bots/{bot.id}")
+
+    async def open(
+        self, bot: BotInfo, engine: DialogEngine, channel: str, sender_id: str
+    ) -> tuple[ConversationRecord, Tracker]:
+        recent = 50 if engine.bot.action_server is not None else 0
+        record, events = await self.store.open(
+            bot.tenant_id, bot.id, channel, sender_id, recent=recent
+        )
+        tracker = engine.new_tracker(record.id, sender_id, channel)
+        tracker.load_state(record.state)
+        tracker.status = record.status
+        tracker.events = events
+        tracker.new_events = len(events)  # what is loaded; the rest is saved
+        expiry = engine.bot.session.expiry_minutes * 60
+        idle = time.time() - record.updated_at.timestamp()
+        if record.is_new or (expiry and idle > expiry and tracker.status == BOT):
+            engine.start_session(tracker)
+        return record, tracker
+
+    async def handle(self, bot: BotInfo, channel: str, message: Inbound) -> TurnOutcome:
+        """Process one customer message (see the module docstring)."""
+        self.check_ready(bot)
+        engine = self.engine(bot)
+        async with self.locked(f"{bot.id}:{channel}:{message.sender_id}"):
+            record, tracker = await self.open(bot, engine, channel, message.sender_id)
+            loaded = tracker.new_events
+            user = await self._understand(bot, engine.bot, tracker, message)
+            out = await engine.handle(tracker, user)
+            await self.store.save(
+                record,
+                status=tracker.status,
+                state=tracker.state(),
+                events=tracker.events[loaded:],
+                uploads=list(message.uploads),
+            )
+        return TurnOutcome(record.id, out, tracker.status)
+
+    async def _understand(
+        self, bot: BotInfo, definition: BotDefinition, tracker: Tracker, message: Inbound
+    ) -> UserMessage:
+        text = message.text.strip()
+        parse = parse_payload(message.payload or text) if (message.payload or text) else None
+        attachments: list[dict[str, Any]] = []
+        vision: list[VisionResult] = []
+        principal = self.principal(bot)
+        for upload_id in message.uploads:
+            data, public = await self.read_upload(bot.tenant_id, bot.id, upload_id)
+            attachments.append(public)
+            if tracker.status != BOT:
+                continue
+            for step in definition.vision:
+                try:
+                    result = await self.see(principal, step.model, data)
+                except ParleyError as e:
+                    log_event("conversation.vision_failed", step=step.name, error=e.message)
+                    continue
+                vision.append(VisionResult(step.name, step.model, result))
+        if parse is None and text and tracker.status == BOT and bot.nlu_model_id:
+            try:
+                parse = await self.parse(principal, bot.nlu_model_id, text)
+            except NotReady as e:
+                raise NotReady(f"the bot's NLU model is not ready: {e.message}") from e
+            except ParleyError as e:
+                log_event("conversation.nlu_failed", bot=bot.id, error=e.message)
+                parse = None
+        return UserMessage(
+            text=text,
+            parse=parse or {},
+            attachments=attachments,
+            vision=vision,
+            message_id=message.message_id,
+        )
+
+    async def control(self, bot: BotInfo, record: ConversationRecord, what: str) -> TurnOutcome:
+        """``handoff`` or ``release`` a conversation (an API call or an agent)."""
+        engine = self.engine(bot)
+        async with self.locked(f"{bot.id}:{record.channel}:{record.sender_id}"):
+            record, tracker = await self.open(bot, engine, record.channel, record.sender_id)
+            start = tracker.new_events
+            if what == "handoff":
+                out = engine.handoff(tracker, "requested through the API")
+            else:
+                out = engine.release(tracker)
+            await self.store.save(
+                record, status=tracker.status, state=tracker.state(), events=tracker.events[start:]
+            )
+        return TurnOutcome(record.id, out, tracker.status)

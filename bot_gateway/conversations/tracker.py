@@ -1,0 +1,147 @@
+"""A conversation's tracker: its slots, flow stack and events, and what actions return.
+
+Events are plain dicts in Rasa's shapes (so an action server reads them as they are), each with
+a ``timestamp``::
+
+    {"event": "user", "text", "parse_data": {"intent", "entities", "intent_ranking",
+        "out_of_scope"}, "attachments": [{"upload_id", "url", "media_type"}]}
+    {"event": "bot", "text", "data": {"buttons", "quick_replies", "image", "cards", "custom"},
+        "response": "utter_..."}
+    {"event": "slot", "name", "value"}          {"event": "action", "name"}
+    {"event": "session_started"}                {"event": "restart"}
+    {"event": "flow_started", "name"}           {"event": "flow_ended", "name", "reason"}
+    {"event": "handoff", "reason"}              {"event": "release"}
+    {"event": "fallback", "reason"}             {"event": "vision", "name", "model", "result"}
+    {"event": "action_failed", "name", "error"}
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from bot_gateway.conversations.definition import BotDefinition
+
+__all__ = ["ActionResult", "ActionRunner", "FlowFrame", "Tracker", "event"]
+
+BOT = "bot"
+WAITING = "waiting_for_agent"
+
+
+def event(kind: str, **fields: Any) -> dict[str, Any]:
+    """A new event of ``kind``, stamped now."""
+    return {"event": kind, "timestamp": time.time(), **fields}
+
+
+@dataclass
+class FlowFrame:
+    """One flow on the stack: where it is (``pc`` into its compiled steps), the slot it asked
+    for and how many times that answer was rejected."""
+
+    flow: str
+    pc: int = 0
+    asked: str | None = None
+    retries: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"flow": self.flow, "pc": self.pc, "asked": self.asked, "retries": self.retries}
+
+    @classmethod
+    def of(cls, data: dict[str, Any]) -> FlowFrame:
+        return cls(data["flow"], data.get("pc", 0), data.get("asked"), data.get("retries", 0))
+
+
+@dataclass
+class Tracker:
+    """What the engine knows of one conversation. ``events`` holds the events loaded with it
+    (the recent ones) followed by the events of the turn being processed; ``new_events`` is
+    the index where this turn's events begin."""
+
+    conversation_id: str
+    sender_id: str
+    slots: dict[str, Any] = field(default_factory=dict)
+    stack: list[FlowFrame] = field(default_factory=list)
+    status: str = BOT  # "bot" or "waiting_for_agent"
+    fallbacks: int = 0  # consecutive fallbacks
+    history: list[str] = field(default_factory=list)  # "intent:x" / "action:y", for stories
+    events: list[dict[str, Any]] = field(default_factory=list)
+    new_events: int = 0
+    latest_message: dict[str, Any] | None = None
+    last_active: float = 0.0
+    channel: str = ""
+
+    def add(self, item: dict[str, Any]) -> dict[str, Any]:
+        self.events.append(item)
+        return item
+
+    def turn_events(self) -> list[dict[str, Any]]:
+        return self.events[self.new_events :]
+
+    @property
+    def active_flow(self) -> str | None:
+        return self.stack[-1].flow if self.stack else None
+
+    def state(self) -> dict[str, Any]:
+        """What is stored with the conversation row, so a load needs no event replay."""
+        return {
+            "slots": self.slots,
+            "stack": [f.to_dict() for f in self.stack],
+            "fallbacks": self.fallbacks,
+            "history": self.history[-40:],
+            "latest_message": self.latest_message,
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.slots = dict(state.get("slots") or {})
+        self.stack = [FlowFrame.of(f) for f in state.get("stack") or []]
+        self.fallbacks = int(state.get("fallbacks") or 0)
+        self.history = list(state.get("history") or [])
+        self.latest_message = state.get("latest_message")
+
+    def to_rasa(self) -> dict[str, Any]:
+        """The tracker in rasa-sdk's shape (``tracker`` in an action server request)."""
+        latest_action = next(
+            (e["name"] for e in reversed(self.events) if e.get("event") == "action"), None
+        )
+        flow = self.active_flow
+        return {
+            "sender_id": self.sender_id,
+            "slots": dict(self.slots),
+            "latest_message": self.latest_message or {},
+            "events": list(self.events),
+            "paused": self.status != BOT,
+            "followup_action": None,
+            "active_loop": {"name": flow} if flow else {},
+            "latest_action_name": latest_action,
+            "latest_action": {"action_name": latest_action} if latest_action else {},
+            "latest_input_channel": self.channel or None,
+        }
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    """What an action produced: events to apply (Rasa shapes: ``slot``, ``reset_slots``,
+    ``followup``, ``active_loop``, ``restart``, ``bot``, ...), messages to send (rasa-sdk
+    response dicts: ``text``, ``buttons``, ``image``, ``elements``, ``custom``, or
+    ``response``: a response name), and, when it failed, why (the engine then sends the
+    action's ``on_error`` response)."""
+
+    events: list[dict[str, Any]] = field(default_factory=list)
+    responses: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+    error_response: str | None = None  # the response to send for this failure
+
+
+class ActionRunner(Protocol):
+    """Runs the actions a bot declares (HTTP, set_slot) and those of its action server."""
+
+    async def run(
+        self,
+        name: str,
+        *,
+        bot: BotDefinition,
+        tracker: Tracker,
+        extra_events: list[dict[str, Any]] | None = None,
+    ) -> ActionResult: ...
