@@ -61,6 +61,7 @@ DEFAULT_HANDOFF = "I'm connecting you with a person from our team. Please hold o
 DEFAULT_RELEASED = "You're back with the assistant. How can I help?"
 DEFAULT_ERROR = "Sorry, something went wrong on our side. Please try again in a moment."
 DEFAULT_RESTART = "Let's start over. How can I help?"
+MAX_STEPS_PER_TURN = 1000
 RESTART_INTENTS = frozenset({"restart", "session_start"})
 _NUMBER = re.compile(r"-?\d+(?:[.,]\d+)?")
 _YES = frozenset({"yes", "y", "yeah", "yep", "sure", "true", "ok", "okay", "correct", "right"})
@@ -217,10 +218,18 @@ class _Turn:
         self.tracker = tracker
         self.messages: list[dict[str, Any]] = []
         self.budget = budget
+        self.steps = 0
 
     def spend(self) -> None:
+        """One action or flow link (``max_actions_per_turn`` of them per message)."""
         self.budget -= 1
         if self.budget < 0:
+            raise _Budget
+
+    def step(self) -> None:
+        """Any flow step: a hard cap far above what a sane flow needs."""
+        self.steps += 1
+        if self.steps > MAX_STEPS_PER_TURN:
             raise _Budget
 
 
@@ -375,26 +384,31 @@ class DialogEngine:
         await self._run(turn)
 
     async def _reject(self, turn: _Turn, step: AskStep) -> None:
+        """A rejected answer: say so, then ask again, or after ``retries`` do ``on_fail``."""
         tracker = turn.tracker
         frame = tracker.stack[-1]
         frame.retries += 1
-        if frame.retries > step.retries:
+        self._set_slot(tracker, step.ask, None)  # an entity may have filled it this turn
+        exhausted = frame.retries > step.retries
+        if not exhausted or step.on_fail == "end":  # a handoff or a flow speaks for itself
+            default = f"utter_invalid_{step.ask}"
+            invalid = step.invalid or (default if default in self.bot.responses else None)
+            if invalid:
+                self.reply(turn, invalid)
+            else:
+                what = step.ask.replace("_", " ")
+                self.say(
+                    turn, ResponseVariant(text=f"Sorry, that doesn't look like a valid {what}.")
+                )
+        if exhausted:
             frame.asked, frame.retries = None, 0
-            tracker.add(event("flow_ended", name=frame.flow, reason="retries_exhausted"))
-            tracker.stack.pop()
+            self._end_flow(tracker, "retries_exhausted")
             if step.on_fail == "handoff":
                 self._handoff(turn, f"no valid {step.ask} after {step.retries + 1} tries")
             elif step.on_fail != "end":
                 self._start_flow(turn, step.on_fail)
                 await self._run(turn)
             return
-        default = f"utter_invalid_{step.ask}"
-        invalid = step.invalid or (default if default in self.bot.responses else None)
-        if invalid:
-            self.reply(turn, invalid)
-        else:
-            what = step.ask.replace("_", " ")
-            self.say(turn, ResponseVariant(text=f"Sorry, that doesn't look like a valid {what}."))
         frame.asked = None
         await self._run(turn)
 
@@ -422,7 +436,7 @@ class DialogEngine:
             if frame.pc >= len(program):
                 self._end_flow(tracker)
                 continue
-            turn.spend()
+            turn.step()
             step = program[frame.pc]
             if isinstance(step, _Jump):
                 frame.pc = step.target
@@ -436,9 +450,19 @@ class DialogEngine:
                     step.otherwise,
                 )
             elif isinstance(step, AskStep):
-                if tracker.slots.get(step.ask) is not None and not step.always:
-                    frame.pc += 1
-                    continue
+                value = tracker.slots.get(step.ask)
+                if value is not None and not step.always and frame.asked is None:
+                    if step.validate_ is None:
+                        frame.pc += 1
+                        continue
+                    accepted = await self._validate(turn, step, step.ask, value)
+                    if accepted is not None:  # filled earlier (an entity): checked now
+                        self._set_slot(tracker, step.ask, accepted)
+                        frame.pc += 1
+                        continue
+                    frame.asked = step.ask
+                    await self._reject(turn, step)
+                    return
                 self._ask(turn, step)
                 frame.asked = step.ask
                 return
@@ -454,10 +478,12 @@ class DialogEngine:
                     self._set_slot(tracker, name, value)
             elif isinstance(step, ActionStep):
                 frame.pc += 1
+                turn.spend()
                 ok = await self._action(turn, step.action)
                 if not ok and tracker.stack and tracker.stack[-1] is frame:
                     self._end_flow(tracker, "action_failed")
             elif isinstance(step, LinkStep):
+                turn.spend()
                 self._end_flow(tracker, "linked")
                 self._start_flow(turn, step.link)
             elif isinstance(step, HandoffStep):
@@ -779,6 +805,7 @@ class DialogEngine:
         if not history or not history[-1].startswith("intent:"):
             return None
         best: tuple[int, list[str]] | None = None
+        ambiguous = False
         for tokens in self.stories:
             for j, token in enumerate(tokens):
                 if token != history[-1]:
@@ -805,9 +832,13 @@ class DialogEngine:
                     if t.startswith("intent:"):
                         break
                     following.append(t.removeprefix("action:"))
-                if following and (best is None or matched > best[0]):
-                    best = (matched, following)
-        return best[1] if best else None
+                if not following:
+                    continue
+                if best is None or matched > best[0]:
+                    best, ambiguous = (matched, following), False
+                elif matched == best[0] and following != best[1]:
+                    ambiguous = True  # stories disagree here: follow none (as Rasa does)
+        return best[1] if best and not ambiguous else None
 
     async def _follow_story(self, turn: _Turn) -> bool:
         actions = self.story_actions(turn.tracker.history)

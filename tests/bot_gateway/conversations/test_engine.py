@@ -8,7 +8,6 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-import pytest
 import yaml
 
 from bot_gateway.conversations.definition import parse_definition
@@ -30,12 +29,6 @@ from bot_gateway.conversations.storytest import (
     run_cases,
 )
 from bot_gateway.conversations.tracker import ActionResult, Tracker
-
-
-def engine_bug(reason: str) -> pytest.MarkDecorator:
-    """A test of behaviour the engine gets wrong today (reported; the test flips when fixed)."""
-    return pytest.mark.xfail(strict=True, raises=AssertionError, reason=f"engine: {reason}")
-
 
 Fake = ActionResult | Callable[[Tracker, list[dict[str, Any]]], ActionResult]
 
@@ -219,6 +212,7 @@ stories:
         intent: subscribe
       - bot: Which email should we write to?
       - user: not telling
+      - bot: {contains: look like a valid email}
       - status: bot
       - slots: {email: null}
       - user: what are your hours?
@@ -235,7 +229,6 @@ stories:
     )
 
 
-@engine_bug("on_fail: end ends the flow without a word; the customer gets no reply")
 def test_on_fail_end_tells_the_customer_the_answer_was_not_accepted() -> None:
     engine = make_engine(ORDERS)
     converse = engine_converse(engine)
@@ -385,10 +378,6 @@ stories:
     )
 
 
-@engine_bug(
-    "an entity that answers an ask fills the slot before validation "
-    "(_fill_globally), so a rejected value stays set and the flow goes on with it"
-)
 def test_an_entity_that_fails_validation_is_asked_again() -> None:
     assert_stories(
         make_engine(ORDERS),
@@ -409,10 +398,6 @@ stories:
     )
 
 
-@engine_bug(
-    "a slot filled before its ask step (an entity on the message that starts "
-    "the flow) skips the ask and its validation"
-)
 def test_a_prefilled_slot_is_validated_when_the_flow_reaches_it() -> None:
     assert_stories(
         make_engine(ORDERS),
@@ -966,10 +951,6 @@ flows:
 """
 
 
-@engine_bug(
-    "max_actions_per_turn counts every flow step (skipped asks, branches, "
-    "jumps, set), so a straight flow with no action at all is cut off with an apology"
-)
 def test_a_long_flow_without_actions_is_not_cut_off() -> None:
     assert_stories(
         make_engine(LONG_FLOW),
@@ -1363,11 +1344,6 @@ stories:
     )
 
 
-@engine_bug(
-    "memoization picks the first story when stories disagree on what follows "
-    "(an `affirm` with no history answers with sad path 1's utter_happy); an ambiguous match "
-    "should not be followed (Rasa's memoization drops conflicting states)"
-)
 def test_an_intent_whose_stories_disagree_without_context_falls_back() -> None:
     assert_stories(
         make_engine(MOODBOT),
