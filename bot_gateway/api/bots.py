@@ -10,6 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 from starlette.datastructures import UploadFile
 
+from bot_gateway.api.chat import bot_info, store_upload
 from bot_gateway.api.datasets import check_length, read_limited
 from bot_gateway.conversations import bots as service
 from bot_gateway.conversations.definition import (
@@ -18,6 +19,8 @@ from bot_gateway.conversations.definition import (
     read_definition_text,
 )
 from bot_gateway.conversations.rasa_import import import_rasa
+from bot_gateway.conversations.runtime import Inbound
+from bot_gateway.conversations.storytest import TurnReply, UserTurn, load_cases, run_cases
 from bot_gateway.deps import AdminDep, Gateway, GatewayDep, PredictDep, SessionDep, TrainDep
 from bot_gateway.schemas import BotPatch, BotPublic, BotVersionPublic
 from core.db import session_scope
@@ -235,3 +238,81 @@ def delete_bot(
     gateway.store.delete_prefix(f"uploads/{bot.tenant_id}/{bot.id}")
     session.delete(bot)
     return Response(status_code=204)
+
+
+MAX_STORY_BYTES = 512 * 1024
+MAX_STORY_FILES = 20
+
+
+@router.post("/{bot_id}/test")
+async def test_bot(
+    bot_id: str, request: Request, principal: TrainDep, gateway: GatewayDep
+) -> dict[str, Any]:
+    """Run story tests (multipart: ``stories`` = the YAML file, ``files`` = the images it
+    names) against the bot with its real NLU, vision and actions; each story is a fresh
+    conversation on channel ``test``, forgotten afterwards. ``parley test-bot`` calls this."""
+    check_length(
+        request, MAX_STORY_BYTES + MAX_STORY_FILES * gateway.settings.limits.max_image_bytes
+    )
+    try:
+        form = await request.form(max_files=MAX_STORY_FILES + 1, max_fields=5)
+    except Exception as e:  # noqa: BLE001
+        raise InvalidInput(f"could not read the multipart form: {e}") from e
+    stories = form.get("stories")
+    if not isinstance(stories, UploadFile):
+        raise InvalidInput("send the stories YAML as a multipart file field named `stories`")
+    try:
+        text = (await read_limited(stories, MAX_STORY_BYTES)).decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InvalidInput("the stories file is not UTF-8 text") from e
+    files = {
+        f.filename or "": await read_limited(f, gateway.settings.limits.max_image_bytes)
+        for f in form.getlist("files")
+        if isinstance(f, UploadFile)
+    }
+    cases = load_cases(text)
+
+    def load() -> Bot:
+        with session_scope(gateway.engine) as session:
+            return service.get_bot(session, principal.tenant_id, bot_id)
+
+    bot = await run_in_threadpool(load)
+    info = bot_info(bot)
+    runtime = gateway.conversations
+    runtime.check_ready(info)
+    senders: set[str] = set()
+
+    async def converse(sender_id: str, turn: UserTurn) -> TurnReply:
+        senders.add(sender_id)
+        uploads: tuple[str, ...] = ()
+        if turn.image_bytes is not None:
+            stored = await store_upload(gateway, bot, turn.image_bytes, turn.image or "image")
+            uploads = (stored.upload_id,)
+        outcome = await runtime.handle(
+            info,
+            TEST_CHANNEL,
+            Inbound(sender_id=sender_id, text=turn.text, payload=turn.payload, uploads=uploads),
+        )
+        bot_events = [e for e in outcome.events if e.get("event") == "bot"]
+        user = next((e for e in outcome.events if e.get("event") == "user"), {})
+        parse = user.get("parse_data") or {}
+        return TurnReply(
+            messages=outcome.messages,
+            responses=[e.get("response") for e in bot_events],
+            slots=outcome.slots,
+            status=outcome.status,
+            intent=(parse.get("intent") or {}).get("name"),
+            entities=parse.get("entities"),
+        )
+
+    try:
+        report = await run_cases(cases, converse, files=files)
+    finally:
+        for sender in senders:
+            record, _ = await runtime.store.open(bot.tenant_id, bot.id, TEST_CHANNEL, sender)
+            for key in await runtime.store.delete(bot.tenant_id, record.id):
+                await run_in_threadpool(gateway.store.delete_prefix, key)
+    return report.to_dict()
+
+
+TEST_CHANNEL = "test"

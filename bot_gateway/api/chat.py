@@ -202,7 +202,11 @@ async def upload_image(
         data = await read_limited(upload, limit)
     except PayloadTooLarge as e:
         raise PayloadTooLarge(f"the image is over {limit} bytes", limit="max_image_bytes") from e
-    name = upload.filename or "image"
+    return await store_upload(gateway, bot, data, upload.filename or "image")
+
+
+async def store_upload(gateway: Gateway, bot: Bot, data: bytes, name: str) -> UploadPublic:
+    """Check that ``data`` is an image and keep it for the bot's conversations."""
     try:
         image = await run_in_threadpool(
             decode_image, data, name=name, max_pixels=gateway.settings.limits.max_image_pixels
@@ -212,7 +216,8 @@ async def upload_image(
             raise UnsupportedMediaType(f"{name}: not an image (send JPEG, PNG, WebP or GIF)") from e
         raise
     upload_id = new_id("upload")
-    ext = mimetypes.guess_extension(media_type_of(image.format)) or ".img"
+    media_type = media_type_of(image.format)
+    ext = mimetypes.guess_extension(media_type) or ".img"
     blob_key = f"uploads/{bot.tenant_id}/{bot.id}/{upload_id}{ext}"
 
     def save() -> None:
@@ -224,7 +229,7 @@ async def upload_image(
                     tenant_id=bot.tenant_id,
                     bot_id=bot.id,
                     blob_key=blob_key,
-                    media_type=media_type_of(image.format),
+                    media_type=media_type,
                     width=image.width,
                     height=image.height,
                     sha256=image.sha256,
@@ -235,7 +240,7 @@ async def upload_image(
     return UploadPublic(
         upload_id=upload_id,
         url=upload_url(bot.id, upload_id),
-        media_type=media_type_of(image.format),
+        media_type=media_type,
         width=image.width,
         height=image.height,
     )

@@ -66,6 +66,8 @@ class TurnOutcome:
     conversation_id: str
     messages: list[dict[str, Any]]
     status: str
+    events: list[dict[str, Any]] = field(default_factory=list)  # this turn's
+    slots: dict[str, Any] = field(default_factory=dict)
 
 
 class Hub:
@@ -197,14 +199,15 @@ class ConversationRuntime:
             loaded = tracker.new_events
             user = await self._understand(bot, engine.bot, tracker, message)
             out = await engine.handle(tracker, user)
+            new = tracker.events[loaded:]
             await self.store.save(
                 record,
                 status=tracker.status,
                 state=tracker.state(),
-                events=tracker.events[loaded:],
+                events=new,
                 uploads=list(message.uploads),
             )
-        return TurnOutcome(record.id, out, tracker.status)
+        return TurnOutcome(record.id, out, tracker.status, new, dict(tracker.slots))
 
     async def _understand(
         self, bot: BotInfo, definition: BotDefinition, tracker: Tracker, message: Inbound
