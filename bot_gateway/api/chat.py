@@ -346,7 +346,7 @@ def inbound_of(frame: dict[str, Any], sender_id: str) -> Inbound:
         text=text,
         payload=payload,
         uploads=tuple(uploads),
-        message_id=str(client_id) if client_id is not None else None,
+        message_id=str(client_id)[:64] if client_id is not None else None,
     )
 
 

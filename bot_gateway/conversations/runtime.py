@@ -196,6 +196,11 @@ class ConversationRuntime:
         engine = self.engine(bot)
         async with self.locked(f"{bot.id}:{channel}:{message.sender_id}"):
             record, tracker = await self.open(bot, engine, channel, message.sender_id)
+            if message.message_id is not None and message.message_id in tracker.seen:
+                log_event("conversation.duplicate_message", conversation=record.id)
+                return TurnOutcome(record.id, [], tracker.status, [], dict(tracker.slots))
+            if message.message_id is not None:
+                tracker.seen.append(message.message_id)
             loaded = tracker.new_events
             user = await self._understand(bot, engine.bot, tracker, message)
             out = await engine.handle(tracker, user)

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 __all__ = ["ActionResult", "ActionRunner", "FlowFrame", "Tracker", "event"]
 
 BOT = "bot"
+SEEN_IDS = 50  # client message ids remembered, so a message resent after a reconnect runs once
 WAITING = "waiting_for_agent"
 
 
@@ -71,6 +72,7 @@ class Tracker:
     latest_message: dict[str, Any] | None = None
     last_active: float = 0.0
     channel: str = ""
+    seen: list[str] = field(default_factory=list)  # client message ids lately handled
 
     def add(self, item: dict[str, Any]) -> dict[str, Any]:
         self.events.append(item)
@@ -91,6 +93,7 @@ class Tracker:
             "fallbacks": self.fallbacks,
             "history": self.history[-40:],
             "latest_message": self.latest_message,
+            "seen": self.seen[-SEEN_IDS:],
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -99,6 +102,7 @@ class Tracker:
         self.fallbacks = int(state.get("fallbacks") or 0)
         self.history = list(state.get("history") or [])
         self.latest_message = state.get("latest_message")
+        self.seen = list(state.get("seen") or [])
 
     def to_rasa(self) -> dict[str, Any]:
         """The tracker in rasa-sdk's shape (``tracker`` in an action server request)."""

@@ -316,6 +316,10 @@ def test_web_chat_socket_protocol(api: Api, bot: dict[str, Any]) -> None:
         ws.send_json({"type": "message", "text": "Track my order", "payload": "/track_order"})
         frames = [ws.receive_json() for _ in range(3)]
         assert "order number" in frames[1]["message"]["text"]
+        # a message resent after a reconnect (same client_id) is acknowledged, not run again
+        ws.send_json({"type": "message", "text": "hello", "client_id": "c1"})
+        frames = [ws.receive_json() for _ in range(3)]
+        assert [f["type"] for f in frames] == ["ack", "typing", "typing"]
     # reconnecting resumes the session with its history
     with api.client.websocket_connect(url, headers=shop) as ws:
         welcome = ws.receive_json()
@@ -389,3 +393,18 @@ stories:
     assert "Goodbye!" in failing["failures"][0]
     listed = api.client.get(f"/v1/conversations?bot_id={bot['id']}&limit=500", headers=api.a)
     assert all(c["channel"] != "test" for c in listed.json()["items"])  # forgotten afterwards
+
+
+def test_a_session_expires_after_its_silence(api: Api, bot: dict[str, Any]) -> None:
+    brief = {**bot["definition"], "name": "brief", "session": {"expiry_minutes": 0.01}}
+    r = api.client.post("/v1/bots", json=brief, headers=api.a)
+    assert r.status_code == 201 and r.json()["status"] == "ready", r.text
+    bot_id = r.json()["id"]
+    say(api, bot_id, "fay", "where is my order")
+    assert conversation_of(api, bot_id, "fay")["active_flows"] == ["track_order"]
+    time.sleep(1.0)  # 0.6 s of silence ends the session
+    assert "Parcelly assistant" in texts(say(api, bot_id, "fay", "hello"))[0]
+    conv = conversation_of(api, bot_id, "fay")
+    assert conv["active_flows"] == []
+    events = api.client.get(f"/v1/conversations/{conv['id']}", headers=api.a).json()["events"]
+    assert [e["event"] for e in events].count("session_started") == 2
