@@ -219,6 +219,7 @@ class _Turn:
         self.messages: list[dict[str, Any]] = []
         self.budget = budget
         self.steps = 0
+        self.explained = False  # a validation action already told the customer what was wrong
 
     def spend(self) -> None:
         """One action or flow link (``max_actions_per_turn`` of them per message)."""
@@ -395,7 +396,7 @@ class DialogEngine:
             invalid = step.invalid or (default if default in self.bot.responses else None)
             if invalid:
                 self.reply(turn, invalid)
-            else:
+            elif not turn.explained:
                 what = step.ask.replace("_", " ")
                 self.say(
                     turn, ResponseVariant(text=f"Sorry, that doesn't look like a valid {what}.")
@@ -769,6 +770,7 @@ class DialogEngine:
                 return None
             for response in result.responses:
                 self._send_action_response(turn, response)
+                turn.explained = True
             for item in result.events:
                 if item.get("event") == "slot" and item.get("name") == name:
                     coerced = item.get("value")

@@ -84,3 +84,15 @@ class ActionReject(Action):
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> list[dict[str, Any]]:
         raise ActionExecutionRejection(self.name(), "no order to cancel")
+
+
+class ActionSubmitOrder(Action):
+    """Accepts the filled order form (the imported Rasa project's submission action)."""
+
+    def name(self) -> str:
+        return "action_submit_order"
+
+    def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> list[dict[str, Any]]:
+        return [SlotSet("vip", True)]
