@@ -53,58 +53,53 @@ ORDERS: dict[str, dict[str, Any]] = {
 }
 
 
+class _Refused(Exception):
+    def __init__(self, status: int, error: str) -> None:
+        super().__init__(error)
+        self.status, self.error = status, error
+
+
 def create_orders_app() -> Starlette:
     orders = copy.deepcopy(ORDERS)
     claims = itertools.count(5001)
 
-    def find(request: Request) -> tuple[str, dict[str, Any]] | JSONResponse:
-        digits = re.sub(r"\D", "", request.path_params["order_id"])
-        order_id = f"PX-{digits}"
-        order = orders.get(order_id)
-        if order is None:
-            return JSONResponse({"error": f"no order {order_id}"}, 404)
-        return order_id, order
+    def find(request: Request) -> tuple[str, dict[str, Any]]:
+        order_id = "PX-" + re.sub(r"\D", "", request.path_params["order_id"])
+        if order_id not in orders:
+            raise _Refused(404, f"no order {order_id}")
+        return order_id, orders[order_id]
 
     async def get_order(request: Request) -> JSONResponse:
-        found = find(request)
-        if isinstance(found, JSONResponse):
-            return found
-        order_id, order = found
+        order_id, order = find(request)
         return JSONResponse({"id": order_id, **order})
 
     async def cancel(request: Request) -> JSONResponse:
-        found = find(request)
-        if isinstance(found, JSONResponse):
-            return found
-        order_id, order = found
+        order_id, order = find(request)
         if order["status"] not in ("processing", "cancelled"):
-            return JSONResponse({"error": f"order {order_id} is already {order['status']}"}, 409)
+            raise _Refused(409, f"order {order_id} is already {order['status']}")
         order["status"] = "cancelled"
         return JSONResponse({"id": order_id, "status": "cancelled"})
 
     async def address(request: Request) -> JSONResponse:
-        found = find(request)
-        if isinstance(found, JSONResponse):
-            return found
-        order_id, order = found
-        body = await _json(request)
-        new = str(body.get("address") or "").strip()
+        order_id, order = find(request)
+        new = str((await _json(request)).get("address") or "").strip()
         if not new:
-            return JSONResponse({"error": 'send {"address": "..."}'}, 422)
+            raise _Refused(422, 'send {"address": "..."}')
         if order["status"] == "delivered":
-            return JSONResponse({"error": f"order {order_id} was already delivered"}, 409)
+            raise _Refused(409, f"order {order_id} was already delivered")
         order["address"] = new
         return JSONResponse({"id": order_id, "address": new})
 
     async def claim(request: Request) -> JSONResponse:
-        found = find(request)
-        if isinstance(found, JSONResponse):
-            return found
-        order_id, _ = found
-        body = await _json(request)
+        order_id, _ = find(request)
+        photo = (await _json(request)).get("photo")
         return JSONResponse(
-            {"claim_id": f"CL-{next(claims)}", "order_id": order_id, "photo": body.get("photo")}
+            {"claim_id": f"CL-{next(claims)}", "order_id": order_id, "photo": photo}
         )
+
+    async def refused(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, _Refused)
+        return JSONResponse({"error": exc.error}, exc.status)
 
     return Starlette(
         routes=[
@@ -112,7 +107,8 @@ def create_orders_app() -> Starlette:
             Route("/orders/{order_id}/cancel", cancel, methods=["POST"]),
             Route("/orders/{order_id}/address", address, methods=["POST"]),
             Route("/orders/{order_id}/claims", claim, methods=["POST"]),
-        ]
+        ],
+        exception_handlers={_Refused: refused},
     )
 
 

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from starlette.datastructures import UploadFile
 
 from bot_gateway.api.chat import bot_info, store_upload
-from bot_gateway.api.datasets import check_length, read_limited
+from bot_gateway.api.forms import check_length, form_file, read_form, read_limited
 from bot_gateway.conversations import bots as service
 from bot_gateway.conversations.definition import (
     BotDefinition,
@@ -38,13 +38,8 @@ async def read_definition(request: Request) -> dict[str, Any]:
     check_length(request, MAX_DEFINITION_BYTES)
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind == "multipart/form-data":
-        try:
-            form = await request.form(max_files=1, max_fields=10)
-        except Exception as e:  # noqa: BLE001 - starlette raises several kinds for a bad body
-            raise InvalidInput(f"could not read the multipart form: {e}") from e
-        upload = form.get("file")
-        if not isinstance(upload, UploadFile):
-            raise InvalidInput("send the bot definition as a multipart field named `file`")
+        form = await read_form(request, limit=MAX_DEFINITION_BYTES, max_fields=10)
+        upload = form_file(form, "file", "the bot definition")
         raw = await read_limited(upload, MAX_DEFINITION_BYTES)
     elif kind == "application/json" or kind in YAML_TYPES or not kind:
         raw = await request.body()
@@ -116,11 +111,7 @@ async def import_rasa_project(
     """A Rasa 3 project as a bot (multipart: ``name``, ``domain``, ``nlu``, optional ``rules``,
     ``stories``, ``endpoints``). Its NLU trains at once; ``unsupported`` lists what could not
     be imported."""
-    check_length(request, 8 * MAX_DEFINITION_BYTES)
-    try:
-        form = await request.form(max_files=6, max_fields=10)
-    except Exception as e:  # noqa: BLE001
-        raise InvalidInput(f"could not read the multipart form: {e}") from e
+    form = await read_form(request, limit=8 * MAX_DEFINITION_BYTES, max_files=6, max_fields=10)
     files: dict[str, str | None] = {}
     for field in ("domain", "nlu", "rules", "stories", "endpoints"):
         value = form.get(field)
@@ -251,22 +242,20 @@ async def test_bot(
     """Run story tests (multipart: ``stories`` = the YAML file, ``files`` = the images it
     names) against the bot with its real NLU, vision and actions; each story is a fresh
     conversation on channel ``test``, forgotten afterwards. ``parley test-bot`` calls this."""
-    check_length(
-        request, MAX_STORY_BYTES + MAX_STORY_FILES * gateway.settings.limits.max_image_bytes
+    image_limit = gateway.settings.limits.max_image_bytes
+    form = await read_form(
+        request,
+        limit=MAX_STORY_BYTES + MAX_STORY_FILES * image_limit,
+        max_files=MAX_STORY_FILES + 1,
+        max_fields=5,
     )
-    try:
-        form = await request.form(max_files=MAX_STORY_FILES + 1, max_fields=5)
-    except Exception as e:  # noqa: BLE001
-        raise InvalidInput(f"could not read the multipart form: {e}") from e
-    stories = form.get("stories")
-    if not isinstance(stories, UploadFile):
-        raise InvalidInput("send the stories YAML as a multipart file field named `stories`")
+    stories = form_file(form, "stories", "the stories YAML")
     try:
         text = (await read_limited(stories, MAX_STORY_BYTES)).decode("utf-8")
     except UnicodeDecodeError as e:
         raise InvalidInput("the stories file is not UTF-8 text") from e
     files = {
-        f.filename or "": await read_limited(f, gateway.settings.limits.max_image_bytes)
+        f.filename or "": await read_limited(f, image_limit, setting="max_image_bytes")
         for f in form.getlist("files")
         if isinstance(f, UploadFile)
     }

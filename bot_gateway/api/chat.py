@@ -21,9 +21,8 @@ from fastapi import APIRouter, Request, Response, WebSocket, WebSocketDisconnect
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse
 from sqlalchemy import select
-from starlette.datastructures import UploadFile
 
-from bot_gateway.api.datasets import check_length, read_limited
+from bot_gateway.api.forms import form_file, read_form, read_limited
 from bot_gateway.conversations import bots as bot_service
 from bot_gateway.conversations.runtime import BotInfo, Inbound, TurnOutcome
 from bot_gateway.deps import Gateway, GatewayDep, bearer
@@ -35,7 +34,6 @@ from core.errors import (
     InvalidInput,
     NotFound,
     ParleyError,
-    PayloadTooLarge,
     Unauthenticated,
     UnsupportedMediaType,
 )
@@ -116,10 +114,16 @@ async def authorize(
     return await run_in_threadpool(by_id)
 
 
-def _credentials(request: Request) -> tuple[str | None, str | None]:
-    key = request.query_params.get("key") or request.headers.get("x-parley-widget-key")
-    token = bearer(request) or request.query_params.get("token")
-    return key, token
+async def authorize_request(gateway: Gateway, bot_id: str, request: Request) -> Bot:
+    """``authorize`` with the request's widget key (``?key=`` or ``X-Parley-Widget-Key``), API
+    key (``Authorization: Bearer`` or ``?token=``) and ``Origin``."""
+    return await authorize(
+        gateway,
+        bot_id,
+        key=request.query_params.get("key") or request.headers.get("x-parley-widget-key"),
+        token=bearer(request) or request.query_params.get("token"),
+        origin=request.headers.get("origin"),
+    )
 
 
 def _cors(response: Response, request: Request, bot: Bot) -> None:
@@ -149,10 +153,7 @@ async def rest_webhook(
 ) -> list[dict[str, Any]]:
     """Rasa's REST channel: ``{"sender", "message"}`` (optionally ``attachments``: upload ids)
     → ``[{"recipient_id", "text", "buttons", "image", ...}]``."""
-    key, token = _credentials(request)
-    bot = await authorize(
-        gateway, bot_id, key=key, token=token, origin=request.headers.get("origin")
-    )
+    bot = await authorize_request(gateway, bot_id, request)
     outcome = await _converse(
         gateway,
         bot,
@@ -184,24 +185,12 @@ async def upload_image(
     bot_id: str, request: Request, response: Response, gateway: GatewayDep
 ) -> UploadPublic:
     """An image for a conversation (multipart ``file``); send its ``upload_id`` in a message."""
-    key, token = _credentials(request)
-    bot = await authorize(
-        gateway, bot_id, key=key, token=token, origin=request.headers.get("origin")
-    )
+    bot = await authorize_request(gateway, bot_id, request)
     _cors(response, request, bot)
     limit = gateway.settings.limits.max_image_bytes
-    check_length(request, limit)
-    try:
-        form = await request.form(max_files=1, max_fields=5)
-    except Exception as e:  # noqa: BLE001 - starlette raises several kinds for a bad body
-        raise InvalidInput(f"could not read the multipart form: {e}") from e
-    upload = form.get("file")
-    if not isinstance(upload, UploadFile):
-        raise InvalidInput("send the image as a multipart field named `file`")
-    try:
-        data = await read_limited(upload, limit)
-    except PayloadTooLarge as e:
-        raise PayloadTooLarge(f"the image is over {limit} bytes", limit="max_image_bytes") from e
+    form = await read_form(request, limit=limit, max_fields=5, setting="max_image_bytes")
+    upload = form_file(form, "file", "the image")
+    data = await read_limited(upload, limit, setting="max_image_bytes")
     return await store_upload(gateway, bot, data, upload.filename or "image")
 
 
@@ -277,10 +266,7 @@ def read_upload_sync(
 async def get_upload(
     bot_id: str, upload_id: str, request: Request, gateway: GatewayDep
 ) -> Response:
-    key, token = _credentials(request)
-    bot = await authorize(
-        gateway, bot_id, key=key, token=token, origin=request.headers.get("origin")
-    )
+    bot = await authorize_request(gateway, bot_id, request)
     data, public = await run_in_threadpool(
         read_upload_sync, gateway, bot.tenant_id, bot.id, upload_id
     )

@@ -9,8 +9,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
 
+from bot_gateway.api.forms import check_length, form_file, read_form, read_limited
 from bot_gateway.deps import Gateway, GatewayDep, SessionDep, TrainDep
 from bot_gateway.schemas import (
     DatasetCreate,
@@ -20,7 +20,7 @@ from bot_gateway.schemas import (
     ExamplesAdded,
 )
 from core.db import session_scope
-from core.errors import InvalidInput, NotFound, ParleyError, PayloadTooLarge
+from core.errors import InvalidInput, NotFound, ParleyError
 from core.logging import log_event
 from training.datasets import service
 from training.datasets.image_import import ImageExample, parse_image_archive, single_image
@@ -29,44 +29,12 @@ from training.datasets.types import get_dataset_type
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 
-CHUNK = 1 << 20
-
-
-async def read_limited(upload: UploadFile, limit: int) -> bytes:
-    parts, size = [], 0
-    while chunk := await upload.read(CHUNK):
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(
-                f"the file is over the upload limit of {limit} bytes "
-                "(PARLEY_LIMITS__MAX_UPLOAD_BYTES)",
-                limit="max_upload_bytes",
-            )
-        parts.append(chunk)
-    return b"".join(parts)
-
-
-def check_length(request: Request, limit: int) -> None:
-    length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) > limit + 64 * 1024:
-        raise PayloadTooLarge(
-            f"the request is over the upload limit of {limit} bytes "
-            "(PARLEY_LIMITS__MAX_UPLOAD_BYTES)",
-            limit="max_upload_bytes",
-        )
-
 
 async def _upload(request: Request, gateway: Gateway) -> tuple[dict[str, str], bytes, str | None]:
     """(form fields, file bytes, file name) of a multipart upload."""
     limit = gateway.settings.limits.max_upload_bytes
-    check_length(request, limit)
-    try:
-        form = await request.form(max_files=1, max_fields=20)
-    except Exception as e:  # noqa: BLE001 - starlette raises several kinds for a bad body
-        raise InvalidInput(f"could not read the multipart form: {e}") from e
-    upload = form.get("file")
-    if not isinstance(upload, UploadFile):
-        raise InvalidInput("send the dataset as a multipart form field named `file`")
+    form = await read_form(request, limit=limit)
+    upload = form_file(form, "file", "the dataset")
     data = await read_limited(upload, limit)
     fields = {k: v for k, v in form.items() if isinstance(v, str)}
     return fields, data, upload.filename
