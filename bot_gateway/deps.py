@@ -73,7 +73,9 @@ def get_session(gateway: GatewayDep) -> Iterator[Session]:
         yield session
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+"""A session committed when the route returns, before the response is sent (so a client that
+uses what it was just given, such as a new API key, finds it)."""
 
 
 def bearer(request: Request) -> str | None:

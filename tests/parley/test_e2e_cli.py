@@ -208,3 +208,23 @@ def test_serve_refuses_an_unmigrated_postgres_until_db_upgrade(
         assert r.status_code == 200 and r.json()[0]["name"] == "order-tracking"
     finally:
         server.stop()
+
+
+def test_a_key_works_the_moment_it_is_returned(tmp_path: Path) -> None:
+    """Writes commit before the response leaves: a new tenant's key works at once (a real
+    server; TestClient waits for the whole request and cannot show the race)."""
+    env = base_env(tmp_path / "var", PARLEY_OPERATOR_TOKEN="operator-secret-123")
+    server = start_server(env, "--no-demo", "--workers", "0")
+    try:
+        with httpx.Client(base_url=server.url, timeout=10) as client:
+            for i in range(30):
+                r = client.post(
+                    "/v1/tenants",
+                    json={"name": f"tenant-{i}"},
+                    headers={"Authorization": "Bearer operator-secret-123"},
+                )
+                assert r.status_code == 201, r.text
+                key = {"Authorization": f"Bearer {r.json()['api_key']}"}
+                assert client.get("/v1/bots", headers=key).status_code == 200, i
+    finally:
+        server.stop()
