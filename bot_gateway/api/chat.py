@@ -413,22 +413,21 @@ async def _read_loop(
         except _Frame as e:
             await websocket.send_json({"type": "error", "error": e.code, "message": e.message})
             continue
-        if frame.get("client_id") is not None:
-            await websocket.send_json({"type": "ack", "client_id": frame["client_id"]})
+        client_id = {"client_id": inbound.message_id} if inbound.message_id is not None else {}
         await websocket.send_json({"type": "typing", "on": True})
         try:
             outcome = await runtime.handle(bot_info(bot), CHANNEL_WEBCHAT, inbound)
-        except ParleyError as e:
+        except Exception as e:  # noqa: BLE001 - the socket must survive a failed turn
+            if isinstance(e, ParleyError):
+                error = {"error": e.code, "message": e.message}
+            else:
+                log_event("webchat.turn_failed", bot=bot.id, error=repr(e))
+                error = {"error": "internal", "message": "something went wrong; try again"}
             await websocket.send_json({"type": "typing", "on": False})
-            await websocket.send_json({"type": "error", "error": e.code, "message": e.message})
+            await websocket.send_json({"type": "error", **error, **client_id})
             continue
-        except Exception:  # noqa: BLE001 - the socket must survive a bug in one turn
-            log_event("webchat.turn_failed", bot=bot.id)
-            await websocket.send_json({"type": "typing", "on": False})
-            await websocket.send_json(
-                {"type": "error", "error": "internal", "message": "something went wrong; try again"}
-            )
-            continue
+        if client_id:  # stored with the conversation: a resend will not run it twice
+            await websocket.send_json({"type": "ack", **client_id})
         for item in outcome.messages:
             out = {"type": "message", "from": "bot", "message": item}
             await websocket.send_json(out)

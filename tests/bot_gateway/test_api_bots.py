@@ -311,7 +311,7 @@ def test_web_chat_socket_protocol(api: Api, bot: dict[str, Any]) -> None:
         assert ws.receive_json() == {"type": "pong"}
         ws.send_json({"type": "message", "text": "hello", "client_id": "c1"})
         frames = [ws.receive_json() for _ in range(4)]
-        assert [f["type"] for f in frames] == ["ack", "typing", "message", "typing"]
+        assert [f["type"] for f in frames] == ["typing", "ack", "message", "typing"]
         assert frames[2]["message"]["quick_replies"][0]["payload"] == "/track_order"
         ws.send_json({"type": "message", "text": "Track my order", "payload": "/track_order"})
         frames = [ws.receive_json() for _ in range(3)]
@@ -319,7 +319,7 @@ def test_web_chat_socket_protocol(api: Api, bot: dict[str, Any]) -> None:
         # a message resent after a reconnect (same client_id) is acknowledged, not run again
         ws.send_json({"type": "message", "text": "hello", "client_id": "c1"})
         frames = [ws.receive_json() for _ in range(3)]
-        assert [f["type"] for f in frames] == ["ack", "typing", "typing"]
+        assert [f["type"] for f in frames] == ["typing", "ack", "typing"]
     # reconnecting resumes the session with its history
     with api.client.websocket_connect(url, headers=shop) as ws:
         welcome = ws.receive_json()
