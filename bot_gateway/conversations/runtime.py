@@ -186,7 +186,8 @@ class ConversationRuntime:
         tracker.new_events = len(events)  # what is loaded; the rest is saved
         expiry = engine.bot.session.expiry_minutes * 60
         idle = time.time() - record.updated_at.timestamp()
-        if record.is_new or (expiry and idle > expiry and tracker.status == BOT):
+        never_spoke = record.is_new or not record.state  # (a web chat socket opens it first)
+        if never_spoke or (expiry and idle > expiry and tracker.status == BOT):
             engine.start_session(tracker)
         return record, tracker
 

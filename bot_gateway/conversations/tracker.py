@@ -97,7 +97,7 @@ class Tracker:
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
-        self.slots = dict(state.get("slots") or {})
+        self.slots = {**self.slots, **(state.get("slots") or {})}  # new slots keep initial values
         self.stack = [FlowFrame.of(f) for f in state.get("stack") or []]
         self.fallbacks = int(state.get("fallbacks") or 0)
         self.history = list(state.get("history") or [])

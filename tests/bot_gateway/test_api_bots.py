@@ -177,10 +177,17 @@ def test_an_unknown_order_and_a_dead_orders_service_get_their_replies(
     dead["name"] = "dead orders"
     r = api.client.post("/v1/bots", json=dead, headers=api.a)
     assert r.status_code == 201 and r.json()["status"] == "ready", r.text
-    reply = texts(say(api, r.json()["id"], "ben", "track order PX-100234"))
+    dead_id = r.json()["id"]
+    reply = texts(say(api, dead_id, "ben", "track order PX-100234"))
     assert reply == [
         "Our order system isn't answering right now. Please try again in a few minutes."
     ]
+    # deleting a bot deletes its conversations
+    conv = conversation_of(api, dead_id, "ben")
+    assert api.client.delete(f"/v1/bots/{dead_id}", headers=api.b).status_code == 404
+    assert api.client.delete(f"/v1/bots/{dead_id}", headers=api.a).status_code == 204
+    assert api.client.get(f"/v1/bots/{dead_id}", headers=api.a).status_code == 404
+    assert api.client.get(f"/v1/conversations/{conv['id']}", headers=api.a).status_code == 404
 
 
 def test_a_label_photo_is_read_and_answers_with_the_order_status(
@@ -303,6 +310,7 @@ def test_web_chat_socket_protocol(api: Api, bot: dict[str, Any]) -> None:
     with api.client.websocket_connect(url, headers=shop) as ws:
         welcome = ws.receive_json()
         assert welcome["type"] == "welcome" and welcome["session_id"] == "session-0001"
+        assert welcome["history"] == [] and welcome["status"] == "bot"
         ws.send_text("{not json")
         assert ws.receive_json()["error"] == "invalid_frame"
         ws.send_json({"type": "dance"})

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from core.db import head_revision
 from tests.conftest import CACHE_DIR, make_db_url
 from tests.support.data import intent_csv
 
@@ -199,7 +200,7 @@ def test_serve_refuses_an_unmigrated_postgres_until_db_upgrade(
     assert "parley db upgrade" in result.stderr
     assert cli_json(env, "db", "current")["current"] is None
     cli(env, "db", "upgrade")
-    assert cli_json(env, "db", "current")["current"] == "0003"
+    assert cli_json(env, "db", "current")["current"] == head_revision(url)
     server = start_server(env)
     try:
         printed = "".join(server.output)
