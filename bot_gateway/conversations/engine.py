@@ -126,6 +126,7 @@ def parse_payload(text: str) -> dict[str, Any] | None:
         "entities": entities,
         "intent_ranking": [intent],
         "out_of_scope": False,
+        "payload": text.strip(),  # a button: its title is not an answer typed by the customer
     }
 
 
@@ -367,11 +368,16 @@ class DialogEngine:
         assert isinstance(step, AskStep)
         value, from_text = self._extract_for_ask(tracker, message, asked)
         other = self._triggered_flow(message)
-        if other is not None and (value is None or from_text):
+        if from_text and self._fits(step, value):
+            other = None  # "yes" to a yes/no question, a well-formed order number: an answer
+        if other is not None and other != frame.flow and (value is None or from_text):
+            # a digression: run the other flow, then come back and ask again
             frame.asked = None
-            if other != frame.flow:
-                # a digression: run the other flow, then come back and ask again
-                self._start_flow(turn, other)
+            self._start_flow(turn, other)
+            await self._run(turn)
+            return
+        if other == frame.flow and value is None:  # "track my order" again: just ask again
+            frame.asked = None
             await self._run(turn)
             return
         accepted = None if value is None else await self._validate(turn, step, asked, value)
@@ -383,6 +389,15 @@ class DialogEngine:
         frame.asked, frame.retries = None, 0
         frame.pc += 1
         await self._run(turn)
+
+    def _fits(self, step: AskStep, value: Any) -> bool:
+        """Whether bare text is clearly an answer: it reads as the slot's type (a number, a
+        yes/no, one of the values) or matches the ask's regex."""
+        slot = self.bot.slots[step.ask]
+        if slot.type in ("number", "bool", "categorical") and coerce(slot, value) is not None:
+            return True
+        rule = step.validate_
+        return bool(rule and rule.regex and re.fullmatch(rule.regex, str(value).strip()))
 
     async def _reject(self, turn: _Turn, step: AskStep) -> None:
         """A rejected answer: say so, then ask again, or after ``retries`` do ``on_fail``."""
@@ -524,11 +539,11 @@ class DialogEngine:
             self.reply(turn, name)
             return True
         tracker.history.append(f"action:{name}")
-        if name in self.bot.flows:  # Rasa activates a form by running it as an action
-            self._start_flow(turn, name)
-            return True
         if name in BUILTIN_ACTIONS:
             return self._builtin(turn, name)
+        if name in self.bot.flows and name not in self.bot.actions:
+            self._start_flow(turn, name)  # Rasa activates a form by running it as an action
+            return True
         tracker.add(event("action", name=name))
         result = await self.actions.run(name, bot=self.bot, tracker=tracker)
         return await self._apply(turn, name, result)
@@ -700,7 +715,8 @@ class DialogEngine:
         for mapping in self._mappings(asked, slot):
             if not self._mapping_applies(mapping, tracker, message.intent, asked):
                 continue
-            if mapping.type == "from_text" and message.text.strip():
+            typed = message.text.strip() and "payload" not in message.parse
+            if mapping.type == "from_text" and typed:
                 return message.text.strip(), True
             if mapping.type == "from_image" and mapping.vision is None and message.attachments:
                 return message.attachments[0].get("upload_id"), False

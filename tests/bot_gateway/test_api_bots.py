@@ -4,7 +4,6 @@ the web chat websocket, handoff, forgetting a customer, a Rasa import and story 
 
 from __future__ import annotations
 
-import io
 import socket
 import threading
 import time
@@ -16,17 +15,16 @@ from typing import Any
 import pytest
 import uvicorn
 import yaml
-from PIL import Image, ImageDraw, ImageFont
 from starlette.websockets import WebSocketDisconnect
 
 from parley.demo_orders import create_orders_app
 from tests.bot_gateway.conftest import Api, running_api
 from tests.conftest import DB_KINDS
+from tests.support.images import shipping_label_png
 from tests.support.rasa_bots import moodbot
 
 pytestmark = pytest.mark.slow
 
-FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf")
 INTENTS = {
     "greet": ["hi", "hello", "hey there", "good morning", "hello bot", "hiya"],
     "track_order": [
@@ -131,21 +129,6 @@ def conversation_of(api: Api, bot_id: str, sender: str, channel: str = "rest") -
     return found[0]
 
 
-def label_png(order_id: str = "PX-100234") -> bytes:
-    """A clean shipping label that OCR reads."""
-    img = Image.new("RGB", (900, 420), "white")
-    draw = ImageDraw.Draw(img)
-    font, small = ImageFont.truetype(str(FONT), 54), ImageFont.truetype(str(FONT), 34)
-    draw.rectangle((10, 10, 889, 409), outline="black", width=4)
-    draw.text((40, 40), "PARCELLY EXPRESS", font=small, fill="black")
-    draw.text((40, 120), f"ORDER {order_id}", font=font, fill="black")
-    draw.text((40, 240), "SHIP TO: ANNA MEIER", font=small, fill="black")
-    draw.text((40, 300), "BERLIN 10243", font=small, fill="black")
-    out = io.BytesIO()
-    img.save(out, format="PNG")
-    return out.getvalue()
-
-
 def test_a_bot_tracks_an_order_through_the_rest_channel(api: Api, bot: dict[str, Any]) -> None:
     bot_id = bot["id"]
     greeting = say(api, bot_id, "ann", "hello")
@@ -196,7 +179,7 @@ def test_a_label_photo_is_read_and_answers_with_the_order_status(
     bot_id = bot["id"]
     r = api.client.post(
         f"/v1/bots/{bot_id}/uploads",
-        files={"file": ("label.png", label_png(), "image/png")},
+        files={"file": ("label.png", shipping_label_png(), "image/png")},
         headers=api.a,
     )
     assert r.status_code == 201, r.text
@@ -209,7 +192,7 @@ def test_a_label_photo_is_read_and_answers_with_the_order_status(
     vision = [e for e in detail["events"] if e["event"] == "vision"]
     assert vision and "PX-100234" in vision[0]["result"]["text"]
     image = api.client.get(upload["url"], headers=api.a)
-    assert image.status_code == 200 and image.content == label_png()
+    assert image.status_code == 200 and image.content == shipping_label_png()
     # forgetting the customer removes the conversation and the photo
     assert api.client.delete(f"/v1/conversations/{conv['id']}", headers=api.a).status_code == 204
     assert api.client.get(f"/v1/conversations/{conv['id']}", headers=api.a).status_code == 404
@@ -347,7 +330,7 @@ def test_web_chat_socket_protocol(api: Api, bot: dict[str, Any]) -> None:
             assert closed.value.code == code
     r = api.client.post(
         f"/v1/bots/{bot_id}/uploads?key={key}",
-        files={"file": ("l.png", label_png())},
+        files={"file": ("l.png", shipping_label_png())},
         headers={"origin": "http://shop.example"},
     )
     assert r.status_code == 201

@@ -21,11 +21,12 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
 from tests.connectors.test_widget_browser import ARTIFACTS, drive_order_tracking
 from tests.connectors.test_widget_browser import browser as browser  # the Chromium fixture
 from tests.parley.test_e2e_cli import Server, base_env, start_server
+from tests.support.images import shipping_label_png
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (test extra)")
 Browser = sync_api.Browser
@@ -35,7 +36,6 @@ expect = sync_api.expect
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 ORDER = "PX-100234"  # in parley.demo_orders: shipped with DHL
-FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf")
 MODEL_WAIT_S = 180
 WAIT_MS = 30_000  # each step of the conversation
 READ_WAIT_MS = 90_000  # the label photo: the server loads the OCR engine on first use
@@ -46,26 +46,6 @@ HANDOFF = "I'm passing you to a member of our team"
 
 
 # -- the label photo ------------------------------------------------------------------------
-
-
-def shipping_label_png() -> bytes:
-    """A clean, large shipping label whose order number RapidOCR reads reliably."""
-    if not FONT.exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"{FONT} is missing; scripts/install-system-deps fonts-dejavu-core")
-        pytest.skip("DejaVu fonts not installed (scripts/install-system-deps fonts-dejavu-core)")
-    big = ImageFont.truetype(str(FONT), 48)
-    small = ImageFont.truetype(str(FONT.with_name("DejaVuSans.ttf")), 36)
-    image = Image.new("RGB", (900, 500), "white")
-    draw = ImageDraw.Draw(image)
-    draw.rectangle((10, 10, 889, 489), outline="black", width=6)
-    draw.text((50, 40), "PARCELLY EXPRESS", font=big, fill="black")
-    draw.text((50, 140), "SHIP TO: J. DOE", font=small, fill="black")
-    draw.text((50, 195), "12 ELM STREET, SPRINGFIELD", font=small, fill="black")
-    draw.text((50, 330), f"ORDER {ORDER}", font=big, fill="black")
-    out = io.BytesIO()
-    image.save(out, format="PNG")
-    return out.getvalue()
 
 
 # -- the server -----------------------------------------------------------------------------

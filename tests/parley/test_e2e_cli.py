@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -21,6 +22,7 @@ import pytest
 from core.db import head_revision
 from tests.conftest import CACHE_DIR, make_db_url
 from tests.support.data import intent_csv
+from tests.support.images import shape_image, shipping_label_png
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -136,6 +138,17 @@ def test_demo_tenant_then_cli_workflow_then_restart(
     answer = cli_json(client_env, "predict", "production", "where is my parcel? it's late")
     assert answer["predictions"][0]["label"] == "track_order"
 
+    # the demo bot passes its story tests through `parley test-bot`
+    bots = httpx.get(f"{server.url}/v1/bots", headers={"Authorization": f"Bearer {demo_key}"})
+    (demo_bot,) = bots.json()
+    assert demo_bot["status"] == "ready"
+    (tmp_path / "label.png").write_bytes(shipping_label_png())
+    (tmp_path / "damage.png").write_bytes(shape_png())
+    (tmp_path / "stories.yml").write_text(DEMO_STORIES)
+    tested = cli(client_env, "test-bot", demo_bot["id"], str(tmp_path / "stories.yml"), check=False)
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    assert "7 passed, 0 failed" in tested.stdout, tested.stdout
+
     # an operator creates a tenant; its developer uploads, trains, reads metrics, predicts
     tenant = cli_json(env, "tenants", "create", "acme")
     assert tenant["api_key"].startswith("pk_")
@@ -176,6 +189,70 @@ def test_demo_tenant_then_cli_workflow_then_restart(
         assert answer["predictions"][0]["label"] == "cancel_order"
     finally:
         again.stop()
+
+
+DEMO_STORIES = """
+stories:
+  - name: greet, then track an order by its number
+    steps:
+      - user: hello
+      - bot: utter_greet
+      - user: {payload: /track_order, text: Track my order}
+      - bot: utter_ask_order_id
+      - user: PX-100234
+      - bot: {contains: shipped}
+  - name: a shipping label photo
+    steps:
+      - user: {image: label.png}
+      - bot: {contains: PX-100234}
+      - slots: {order_status: shipped}
+  - name: cancel an order that has not shipped
+    steps:
+      - user: {payload: /cancel_order, text: Cancel an order}
+      - bot: utter_ask_order_id
+      - user: PX-100235
+      - bot: utter_ask_confirm
+      - user: {payload: /affirm, text: "Yes, cancel it"}
+      - bot: utter_cancelled
+  - name: a shipped order cannot be cancelled
+    steps:
+      - user: {payload: /cancel_order, text: Cancel an order}
+      - bot: utter_ask_order_id
+      - user: PX-100234
+      - bot: utter_ask_confirm
+      - user: "yes"
+      - bot: utter_cannot_cancel
+  - name: change the address
+    steps:
+      - user: {payload: /change_address, text: Change the address}
+      - bot: utter_ask_order_id
+      - user: PX-100237
+      - bot: utter_ask_new_address
+      - user: 221B Baker Street, London
+      - bot: utter_address_changed
+  - name: a damaged parcel with a photo
+    steps:
+      - user: {payload: /damaged_item, text: My parcel arrived damaged}
+      - bot: utter_sorry_damage
+      - bot: utter_ask_order_id
+      - user: PX-100236
+      - bot: utter_ask_damage_photo
+      - user: {image: damage.png}
+      - bot: utter_claim_filed
+  - name: not understood, then a person
+    steps:
+      - user: {payload: /out_of_scope, text: "?"}
+      - bot: utter_fallback
+      - user: {payload: /talk_to_human, text: Talk to a person}
+      - bot: utter_handoff
+      - status: waiting_for_agent
+"""
+
+
+def shape_png() -> bytes:
+    out = io.BytesIO()
+    shape_image("square", 1, (320, 240)).save(out, format="PNG")
+    return out.getvalue()
 
 
 def test_cli_reports_an_unreachable_server(tmp_path: Path) -> None:

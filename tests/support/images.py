@@ -4,12 +4,15 @@ zipped in Parley's dataset layouts."""
 from __future__ import annotations
 
 import io
+import os
 import random
 import zipfile
+from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
+import pytest
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 SHAPES = {"circle": (220, 40, 40), "square": (40, 90, 220), "triangle": (30, 170, 60)}
 
@@ -111,3 +114,28 @@ def detection_zip(n: int, seed: int = 7) -> bytes:
         ]
     files["annotations.csv"] = "\n".join(rows).encode()
     return zip_bytes(files)
+
+
+LABEL_FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf"
+
+
+def shipping_label_png(order: str = "PX-100234") -> bytes:
+    """A clean, large shipping label whose order number RapidOCR reads reliably (DejaVu fonts
+    come from Debian's fonts-dejavu-core, which scripts/test installs)."""
+    font = Path(LABEL_FONT)
+    if not font.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{font} is missing; scripts/install-system-deps fonts-dejavu-core")
+        pytest.skip("DejaVu fonts not installed (scripts/install-system-deps fonts-dejavu-core)")
+    big = ImageFont.truetype(str(font), 48)
+    small = ImageFont.truetype(str(font.with_name("DejaVuSans.ttf")), 36)
+    image = Image.new("RGB", (900, 500), "white")
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((10, 10, 889, 489), outline="black", width=6)
+    draw.text((50, 40), "PARCELLY EXPRESS", font=big, fill="black")
+    draw.text((50, 140), "SHIP TO: J. DOE", font=small, fill="black")
+    draw.text((50, 195), "12 ELM STREET, SPRINGFIELD", font=small, fill="black")
+    draw.text((50, 330), f"ORDER {order}", font=big, fill="black")
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
