@@ -4,6 +4,7 @@ the web chat websocket, handoff, forgetting a customer, a Rasa import and story 
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -20,7 +21,7 @@ from starlette.websockets import WebSocketDisconnect
 from parley.demo_orders import create_orders_app
 from tests.bot_gateway.conftest import Api, running_api
 from tests.conftest import DB_KINDS
-from tests.support.images import shipping_label_png
+from tests.support.images import encode, folder_zip, shape_image, shipping_label_png
 from tests.support.rasa_bots import moodbot
 
 pytestmark = pytest.mark.slow
@@ -296,6 +297,13 @@ def test_web_chat_socket_protocol(api: Api, bot: dict[str, Any]) -> None:
         assert welcome["history"] == [] and welcome["status"] == "bot"
         ws.send_text("{not json")
         assert ws.receive_json()["error"] == "invalid_frame"
+        ws.send_text(json.dumps({"type": "message", "text": "x" * 20_000}))
+        assert ws.receive_json()["error"] == "frame_too_large"
+        ws.send_json({"type": "message", "attachments": [{"upload_id": 3}]})
+        assert ws.receive_json()["error"] == "invalid_frame"
+        ws.send_json({"type": "message", "attachments": [{"upload_id": "up_nope"}]})
+        assert [f["type"] for f in (ws.receive_json(), ws.receive_json())] == ["typing", "typing"]
+        assert ws.receive_json()["error"] == "not_found"
         ws.send_json({"type": "dance"})
         assert "unknown frame type" in ws.receive_json()["message"]
         ws.send_json({"type": "ping"})
@@ -399,3 +407,66 @@ def test_a_session_expires_after_its_silence(api: Api, bot: dict[str, Any]) -> N
     assert conv["active_flows"] == []
     events = api.client.get(f"/v1/conversations/{conv['id']}", headers=api.a).json()["events"]
     assert [e["event"] for e in events].count("session_started") == 2
+
+
+def test_a_photo_classifier_fills_a_slot_and_starts_its_flow(
+    api: Api, bot: dict[str, Any], request: pytest.FixtureRequest
+) -> None:
+    if request.node.callspec.params.get("api") != "sqlite":
+        pytest.skip("trains an image model: once, on SQLite, is enough")
+    r = api.upload(folder_zip(8), name="parcels", type="image", filename="shapes.zip")
+    assert r.status_code in (201, 202), r.text
+    model = api.train(r.json()["id"], params={"augment_views": 2})
+    assert model["status"] == "succeeded", model["failure_message"]
+    definition = {
+        "name": "damage desk",
+        "nlu": {"model": bot["nlu_model_id"]},
+        "slots": {"damaged": {"type": "bool"}},
+        "responses": {
+            "utter_damaged": [{"text": "That parcel looks damaged; I'm opening a claim."}],
+            "utter_fine": [{"text": "The parcel looks fine to me."}],
+        },
+        "flows": {
+            "inspect": {
+                "intents": ["inspect_photo"],
+                "steps": [
+                    {
+                        "if": [
+                            {
+                                "slot": "damaged",
+                                "equals": True,
+                                "then": [{"reply": "utter_damaged"}],
+                            }
+                        ],
+                        "else": [{"reply": "utter_fine"}],
+                    }
+                ],
+            }
+        },
+        # triangles stand in for damaged parcels
+        "vision": [
+            {
+                "name": "damage",
+                "model": model["id"],
+                "slots": [{"slot": "damaged", "label": "triangle", "min_probability": 0.5}],
+                "intent": "inspect_photo",
+            }
+        ],
+    }
+    r = api.client.post("/v1/bots", json=definition, headers=api.a)
+    assert r.status_code == 201, r.text
+    bot_id = r.json()["id"]
+
+    def send(image: bytes) -> list[str]:
+        up = api.client.post(
+            f"/v1/bots/{bot_id}/uploads", files={"file": ("p.jpg", image)}, headers=api.a
+        )
+        assert up.status_code == 201, up.text
+        return texts(say(api, bot_id, "gus", "", attachments=[up.json()["upload_id"]]))
+
+    assert send(encode(shape_image("triangle", 901))) == [
+        "That parcel looks damaged; I'm opening a claim."
+    ]
+    assert conversation_of(api, bot_id, "gus")["slots"]["damaged"] is True
+    send(encode(shape_image("circle", 902)))  # not damaged: no flow starts
+    assert conversation_of(api, bot_id, "gus")["slots"]["damaged"] is False
