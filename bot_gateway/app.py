@@ -15,6 +15,7 @@ from sqlalchemy import select
 from bot_gateway.api import (
     aliases,
     bots,
+    channels,
     chat,
     conversations,
     datasets,
@@ -115,8 +116,14 @@ def _resume_imports(gateway: Gateway) -> None:
         gateway.imports.submit(datasets.import_in_background, gateway, dataset_id)
 
 
-def create_app(settings: Settings | None = None, *, warm_encoder: bool = True) -> FastAPI:
-    """The Parley gateway. The train queue's workers start with the app and stop with it."""
+def create_app(
+    settings: Settings | None = None,
+    *,
+    warm_encoder: bool = True,
+    http_transport: httpx.AsyncBaseTransport | None = None,
+) -> FastAPI:
+    """The Parley gateway. The train queue's workers start with the app and stop with it.
+    ``http_transport`` replaces the network for calls to channel providers (tests)."""
     settings = settings or get_settings()
     configure_logging(settings.log_level)
 
@@ -126,6 +133,7 @@ def create_app(settings: Settings | None = None, *, warm_encoder: bool = True) -
         app.state.gateway = gateway
         actions_client = httpx.AsyncClient(follow_redirects=False)
         gateway.conversations = conversation_runtime(gateway, actions_client)
+        gateway.http = httpx.AsyncClient(transport=http_transport, timeout=10.0)
         try:
             import torch
 
@@ -147,7 +155,10 @@ def create_app(settings: Settings | None = None, *, warm_encoder: bool = True) -
             gateway.batcher.stop()
             gateway.lookups.stop()
             gateway.imports.shutdown(wait=False, cancel_futures=True)
+            for task in list(gateway.background):
+                task.cancel()
             await actions_client.aclose()
+            await gateway.http.aclose()
 
     app = FastAPI(
         title="Parley",
@@ -156,8 +167,20 @@ def create_app(settings: Settings | None = None, *, warm_encoder: bool = True) -
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for module in (tenants, datasets, models, predict, aliases, bots, conversations, chat, system):
+    for module in (
+        tenants,
+        datasets,
+        models,
+        predict,
+        aliases,
+        bots,
+        channels,
+        conversations,
+        chat,
+        system,
+    ):
         app.include_router(module.router, prefix=API_PREFIX)
+    app.include_router(channels.webhook_router)
     app.include_router(chat.public_router)
     if settings.demo:
         from parley.demo import ORDERS_API

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import threading
 from collections.abc import Iterator
@@ -9,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
+import httpx
 from fastapi import Depends, Request
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
@@ -40,6 +42,8 @@ class Gateway:
     imports: ThreadPoolExecutor
     lookups: Lookups
     conversations: ConversationRuntime = field(init=False)  # built in the app's lifespan
+    http: httpx.AsyncClient = field(init=False)  # channel providers' APIs (the lifespan's)
+    background: set[asyncio.Task[None]] = field(default_factory=set)  # channel turns
     _builtins: dict[str, Any] = field(default_factory=dict)
     _builtin_lock: threading.Lock = field(default_factory=threading.Lock)
 

@@ -23,6 +23,7 @@ STATUS: list[tuple[type[e.ParleyError], int]] = [
     (e.NotFound, 404),
     (e.Conflict, 409),
     (e.ModelLoadError, 500),
+    (e.DeliveryFailed, 502),
     (e.ConfigurationError, 500),
 ]
 

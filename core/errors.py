@@ -16,6 +16,7 @@ responses ``{"error": code, "message": ...}`` in one place.
     ├── Conflict                     409 conflict
     │   └── NotReady                 409 not_ready         (model or dataset in the wrong status)
     ├── ModelLoadError               500 model_load_failed (artifact missing, corrupt, unreadable)
+    ├── DeliveryFailed               502 delivery_failed   (a channel's provider refused a message)
     └── ConfigurationError           500 configuration     (server set up wrongly; says how to fix)
 
 Every message says what went wrong and what to do next.
@@ -28,6 +29,7 @@ from typing import Any
 __all__ = [
     "ConfigurationError",
     "Conflict",
+    "DeliveryFailed",
     "Forbidden",
     "ImportValidationError",
     "InvalidInput",
@@ -102,6 +104,10 @@ class NotReady(Conflict):
 
 class ModelLoadError(ParleyError):
     code = "model_load_failed"
+
+
+class DeliveryFailed(ParleyError):
+    code = "delivery_failed"
 
 
 class ConfigurationError(ParleyError):

@@ -19,6 +19,7 @@ PREFIXES = {
     "bot": "bot",
     "conversation": "cv",
     "upload": "up",
+    "channel": "ch",
 }
 
 

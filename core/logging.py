@@ -17,6 +17,8 @@ def configure_logging(level: str = "INFO") -> None:
         _logger.addHandler(handler)
     _logger.setLevel(level.upper())
     _logger.propagate = False
+    # httpx logs every request URL at INFO; some carry secrets (Telegram's bot token)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def log_event(event: str, *, level: int = logging.INFO, **fields: Any) -> None:

@@ -102,6 +102,11 @@ class Settings(BaseSettings):
         description="derived files (the encoder's ONNX graph); default: cache/ in the data dir",
     )
     operator_token: SecretStr | None = None
+    public_url: str | None = Field(
+        default=None,
+        description="the server's public base URL (https://parley.example.com): channel webhook "
+        "URLs are built on it; default: the URL a request came to",
+    )
     demo: bool = Field(
         default=False, description="serve the demo's sample orders API (set by `parley serve`)"
     )

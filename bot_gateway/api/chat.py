@@ -24,7 +24,7 @@ from sqlalchemy import select
 
 from bot_gateway.api.forms import form_file, read_form, read_limited
 from bot_gateway.conversations import bots as bot_service
-from bot_gateway.conversations.runtime import BotInfo, Inbound, TurnOutcome
+from bot_gateway.conversations.runtime import BotInfo, Inbound, TurnOutcome, message_frame
 from bot_gateway.deps import Gateway, GatewayDep, bearer
 from bot_gateway.errors import close_code_for
 from bot_gateway.schemas import RestMessage, UploadPublic
@@ -173,7 +173,7 @@ async def _converse(gateway: Gateway, bot: Bot, channel: str, message: Inbound) 
     outcome = await gateway.conversations.handle(bot_info(bot), channel, message)
     hub = gateway.conversations.hub
     for item in outcome.messages:
-        hub.publish(outcome.conversation_id, {"type": "message", "from": "bot", "message": item})
+        hub.said(outcome.conversation_id, item)
     return outcome
 
 
@@ -429,7 +429,7 @@ async def _read_loop(
         if client_id:  # stored with the conversation: a resend will not run it twice
             await websocket.send_json({"type": "ack", **client_id})
         for item in outcome.messages:
-            out = {"type": "message", "from": "bot", "message": item}
+            out = message_frame(item)
             await websocket.send_json(out)
             runtime.hub.publish(outcome.conversation_id, out, skip=queue)
         await websocket.send_json({"type": "typing", "on": False})

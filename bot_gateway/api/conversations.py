@@ -82,9 +82,7 @@ async def _control(
     bot = await run_in_threadpool(load_bot)
     outcome = await runtime.control(bot_info(bot), record, what)
     for item in outcome.messages:
-        runtime.hub.publish(
-            outcome.conversation_id, {"type": "message", "from": "bot", "message": item}
-        )
+        runtime.hub.said(outcome.conversation_id, item)
     runtime.hub.publish(outcome.conversation_id, {"type": "status", "status": outcome.status})
     return ConversationTurn(
         conversation_id=outcome.conversation_id, status=outcome.status, messages=outcome.messages

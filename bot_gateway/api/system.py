@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
+from fastapi.responses import PlainTextResponse
 
-from bot_gateway.deps import GatewayDep, PredictDep
+from bot_gateway.deps import GatewayDep, OperatorDep, PredictDep
+from core.metrics import counters
 from training.backends import backends, builtin_models
 from training.datasets.types import DATASET_TYPES
 
@@ -16,6 +18,13 @@ router = APIRouter(tags=["system"])
 @router.get("/health")
 def health(gateway: GatewayDep) -> dict[str, Any]:
     return {"status": "ok", "models_loaded": len(gateway.cache)}
+
+
+@router.get("/metrics", response_class=PlainTextResponse)
+def metrics(_: OperatorDep) -> str:
+    """The process's counters in Prometheus' text format (operator token): webhook signature
+    failures, ignored webhooks, failed deliveries, per channel type."""
+    return counters.prometheus()
 
 
 @router.get("/backends")

@@ -296,6 +296,7 @@ class DialogEngine:
         )
         if tracker.status != BOT:
             return []  # a person has the conversation; the bot stays quiet
+        tracker.options = []
         try:
             await self._respond(turn, message)
         except _Budget:
@@ -940,6 +941,11 @@ class DialogEngine:
             variant, turn.tracker.slots, sender_id=turn.tracker.sender_id, bot_name=self.bot.name
         )
         turn.messages.append(message)
+        offered = [
+            b["payload"] for b in (*message.get("buttons", ()), *message.get("quick_replies", ()))
+        ]
+        if offered:  # "2" on a text-only channel picks the second of these
+            turn.tracker.options = offered
         data = {k: v for k, v in message.items() if k != "text"}
         turn.tracker.add(event("bot", text=message.get("text"), data=data, response=name))
 

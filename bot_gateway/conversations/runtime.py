@@ -70,6 +70,11 @@ class TurnOutcome:
     slots: dict[str, Any] = field(default_factory=dict)
 
 
+def message_frame(message: dict[str, Any], *, by: str = "bot") -> dict[str, Any]:
+    """A message as web chat and console sockets carry it."""
+    return {"type": "message", "from": by, "message": message}
+
+
 class Hub:
     """Live listeners of conversations in this process (web chat sockets, agents)."""
 
@@ -96,6 +101,10 @@ class Hub:
                 queue.put_nowait(frame)
             except asyncio.QueueFull:
                 log_event("hub.listener_full", conversation=conversation_id)
+
+    def said(self, conversation_id: str, message: dict[str, Any], *, by: str = "bot") -> None:
+        """Tell listeners what the bot (or an agent) said."""
+        self.publish(conversation_id, message_frame(message, by=by))
 
     def listeners(self) -> int:
         return sum(len(s) for s in self._listeners.values())
@@ -219,7 +228,10 @@ class ConversationRuntime:
         self, bot: BotInfo, definition: BotDefinition, tracker: Tracker, message: Inbound
     ) -> UserMessage:
         text = message.text.strip()
-        parse = parse_payload(message.payload or text) if (message.payload or text) else None
+        payload = message.payload
+        if payload is None and text.isdigit() and 1 <= int(text) <= len(tracker.options):
+            payload = tracker.options[int(text) - 1]  # "2": the second option offered (SMS)
+        parse = parse_payload(payload or text) if (payload or text) else None
         attachments: list[dict[str, Any]] = []
         vision: list[VisionResult] = []
         principal = self.principal(bot)

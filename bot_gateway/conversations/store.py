@@ -71,6 +71,9 @@ class TrackerStore(Protocol):
     ) -> None:
         """Append ``events`` and store the new state (one transaction)."""
 
+    async def append(self, conversation_id: str, events: list[dict[str, Any]]) -> None:
+        """Add events without touching the state (a delivery failure, an agent's note)."""
+
     async def get(self, tenant_id: str, conversation_id: str) -> ConversationRecord: ...
 
     async def events(
@@ -175,19 +178,7 @@ class SqlTrackerStore:
                 .where(Conversation.id == record.id)
                 .values(status=status, state=state, updated_at=now)
             )
-            if events:
-                session.execute(
-                    ConversationEvent.__table__.insert(),
-                    [
-                        {
-                            "conversation_id": record.id,
-                            "kind": e["event"],
-                            "data": e,
-                            "created_at": now,
-                        }
-                        for e in events
-                    ],
-                )
+            self._insert_events(session, record.id, events, now)
             if uploads:
                 session.execute(
                     update(Upload)
@@ -195,6 +186,31 @@ class SqlTrackerStore:
                     .values(conversation_id=record.id)
                 )
         record.status, record.state, record.updated_at = status, state, now
+
+    async def append(self, conversation_id: str, events: list[dict[str, Any]]) -> None:
+        await asyncio.to_thread(self._append, conversation_id, events)
+
+    def _append(self, conversation_id: str, events: list[dict[str, Any]]) -> None:
+        with session_scope(self.engine) as session:
+            self._insert_events(session, conversation_id, events, utcnow())
+
+    @staticmethod
+    def _insert_events(
+        session: Any, conversation_id: str, events: list[dict[str, Any]], now: datetime
+    ) -> None:
+        if events:
+            session.execute(
+                ConversationEvent.__table__.insert(),
+                [
+                    {
+                        "conversation_id": conversation_id,
+                        "kind": e["event"],
+                        "data": e,
+                        "created_at": now,
+                    }
+                    for e in events
+                ],
+            )
 
     async def get(self, tenant_id: str, conversation_id: str) -> ConversationRecord:
         return await asyncio.to_thread(self._get, tenant_id, conversation_id)

@@ -73,6 +73,7 @@ class Tracker:
     last_active: float = 0.0
     channel: str = ""
     seen: list[str] = field(default_factory=list)  # client message ids lately handled
+    options: list[str] = field(default_factory=list)  # payloads of the buttons last offered
 
     def add(self, item: dict[str, Any]) -> dict[str, Any]:
         self.events.append(item)
@@ -94,6 +95,7 @@ class Tracker:
             "history": self.history[-40:],
             "latest_message": self.latest_message,
             "seen": self.seen[-SEEN_IDS:],
+            "options": self.options,
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -103,6 +105,7 @@ class Tracker:
         self.history = list(state.get("history") or [])
         self.latest_message = state.get("latest_message")
         self.seen = list(state.get("seen") or [])
+        self.options = list(state.get("options") or [])
 
     def to_rasa(self) -> dict[str, Any]:
         """The tracker in rasa-sdk's shape (``tracker`` in an action server request)."""

@@ -1,0 +1,322 @@
+"""Channels: connect a bot to Slack, Telegram, Twilio (SMS/WhatsApp) or Messenger, and the
+webhook route every provider calls.
+
+``POST /v1/bots/{bot_id}/channels`` ``{type, config}`` checks the config against the connector's
+schema and answers the channel's ``id`` and public ``webhook_url``; secrets are write-only.
+``POST /webhooks/{channel_id}`` (and ``GET`` for verification handshakes) is signed by the
+provider, not by an API key: the connector verifies it (a bad signature is a 401 and counted),
+parses it, and the gateway answers at once — the conversation (media download, NLU, vision,
+dialog, replies through the connector) runs in the background, in order per conversation. A
+reply the provider will not take is recorded on the conversation as ``delivery_failed``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from sqlalchemy import select
+
+from bot_gateway.api.chat import bot_info, store_upload
+from bot_gateway.conversations import bots as bot_service
+from bot_gateway.conversations.runtime import Inbound
+from bot_gateway.conversations.tracker import event
+from bot_gateway.deps import Gateway, GatewayDep, PredictDep, SessionDep, TrainDep
+from connectors.base import Connector, InboundMessage, WebhookRequest
+from connectors.registry import connectors
+from core.db import session_scope
+from core.errors import (
+    DeliveryFailed,
+    InvalidInput,
+    NotFound,
+    ParleyError,
+    Unauthenticated,
+)
+from core.ids import new_id
+from core.logging import log_event
+from core.metrics import counters
+from core.tables import Bot, Channel
+
+router = APIRouter(tags=["channels"])
+webhook_router = APIRouter(tags=["channels"])
+
+MAX_WEBHOOK_BYTES = 1024 * 1024
+
+
+class ChannelCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: str = Field(description="slack, telegram, twilio or messenger")
+    config: dict[str, Any]
+
+
+class ChannelPublic(BaseModel):
+    id: str
+    bot_id: str
+    type: str
+    config: dict[str, Any] = Field(description="the settings, without secrets")
+    webhook_url: str = Field(description="give this URL to the provider")
+    capabilities: dict[str, bool]
+    created_at: Any
+
+
+def public_base(gateway: Gateway, request: Request) -> str:
+    """Where providers reach this server: ``PARLEY_PUBLIC_URL``, else the request's own base."""
+    return (gateway.settings.public_url or str(request.base_url)).rstrip("/")
+
+
+def webhook_url(base: str, channel_id: str) -> str:
+    return f"{base}/webhooks/{channel_id}"
+
+
+def _stored_config(config: BaseModel) -> dict[str, Any]:
+    """The config as stored: secrets in clear (the API never returns them)."""
+    out = {}
+    for name in type(config).model_fields:
+        value = getattr(config, name)
+        out[name] = value.get_secret_value() if isinstance(value, SecretStr) else value
+    return out
+
+
+def _public_config(connector_cls: type[Connector[Any]], stored: dict[str, Any]) -> dict[str, Any]:
+    config = connector_cls.Config.model_validate(stored)
+    return {
+        name: getattr(config, name)
+        for name in type(config).model_fields
+        if not isinstance(getattr(config, name), SecretStr)
+    }
+
+
+def _public(channel: Channel, base: str) -> ChannelPublic:
+    cls = connectors.get(channel.type)
+    caps = cls.capabilities
+    return ChannelPublic(
+        id=channel.id,
+        bot_id=channel.bot_id,
+        type=channel.type,
+        config=_public_config(cls, channel.config),
+        webhook_url=webhook_url(base, channel.id),
+        capabilities={k: bool(getattr(caps, k)) for k in caps.__dataclass_fields__},
+        created_at=channel.created_at,
+    )
+
+
+def connector_for(gateway: Gateway, channel: Channel, base: str) -> Connector[Any]:
+    cls = connectors.get(channel.type)
+    config = cls.Config.model_validate(channel.config)
+    return cls(config, gateway.http, webhook_url=webhook_url(base, channel.id))
+
+
+@router.post("/bots/{bot_id}/channels", status_code=201, response_model=ChannelPublic)
+async def create_channel(
+    bot_id: str, body: ChannelCreate, request: Request, principal: TrainDep, gateway: GatewayDep
+) -> ChannelPublic:
+    """Connect the bot to a channel; where the platform has an API for it (Telegram), the
+    webhook is registered there too."""
+    cls = connectors.get(body.type)
+    try:
+        config = cls.Config.model_validate(body.config)
+    except ValidationError as e:
+        problems = "; ".join(
+            f"config.{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()
+        )
+        raise InvalidInput(f"invalid {body.type} config: {problems}") from e
+
+    def save() -> Channel:
+        with session_scope(gateway.engine) as session:
+            bot_service.get_bot(session, principal.tenant_id, bot_id)
+            channel = Channel(
+                id=new_id("channel"),
+                tenant_id=principal.tenant_id,
+                bot_id=bot_id,
+                type=body.type,
+                config=_stored_config(config),
+            )
+            session.add(channel)
+            return channel
+
+    channel = await run_in_threadpool(save)
+    base = public_base(gateway, request)
+    try:
+        await connector_for(gateway, channel, base).register()
+    except DeliveryFailed as e:
+        log_event("channel.register_failed", channel=channel.id, error=e.message)
+        raise DeliveryFailed(
+            f"the channel was saved, but {body.type} refused the webhook: {e.message}"
+        ) from e
+    return _public(channel, base)
+
+
+@router.get("/bots/{bot_id}/channels", response_model=list[ChannelPublic])
+def list_channels(
+    bot_id: str, request: Request, principal: PredictDep, session: SessionDep, gateway: GatewayDep
+) -> list[ChannelPublic]:
+    bot_service.get_bot(session, principal.tenant_id, bot_id)
+    rows = session.scalars(
+        select(Channel).where(Channel.bot_id == bot_id).order_by(Channel.created_at)
+    )
+    return [_public(c, public_base(gateway, request)) for c in rows]
+
+
+def _channel(session: Any, tenant_id: str, bot_id: str, channel_id: str) -> Channel:
+    channel = session.get(Channel, channel_id)
+    if channel is None or channel.tenant_id != tenant_id or channel.bot_id != bot_id:
+        raise NotFound(f"channel {channel_id} not found")
+    return channel
+
+
+@router.get("/bots/{bot_id}/channels/{channel_id}", response_model=ChannelPublic)
+def get_channel(
+    bot_id: str,
+    channel_id: str,
+    request: Request,
+    principal: PredictDep,
+    session: SessionDep,
+    gateway: GatewayDep,
+) -> ChannelPublic:
+    channel = _channel(session, principal.tenant_id, bot_id, channel_id)
+    return _public(channel, public_base(gateway, request))
+
+
+@router.delete("/bots/{bot_id}/channels/{channel_id}", status_code=204)
+def delete_channel(
+    bot_id: str, channel_id: str, principal: TrainDep, session: SessionDep
+) -> Response:
+    session.delete(_channel(session, principal.tenant_id, bot_id, channel_id))
+    return Response(status_code=204)
+
+
+# --- the webhook route ------------------------------------------------------------------------
+
+
+async def _webhook_request(request: Request) -> WebhookRequest:
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > MAX_WEBHOOK_BYTES:
+        raise InvalidInput("the webhook body is too large")
+    body = await request.body()
+    if len(body) > MAX_WEBHOOK_BYTES:
+        raise InvalidInput("the webhook body is too large")
+    return WebhookRequest(
+        method=request.method,
+        url=str(request.url),
+        headers={k.lower(): v for k, v in request.headers.items()},
+        query=dict(request.query_params),
+        body=body,
+    )
+
+
+async def _load(gateway: Gateway, channel_id: str) -> tuple[Channel, Bot]:
+    def load() -> tuple[Channel, Bot]:
+        with session_scope(gateway.engine) as session:
+            channel = session.get(Channel, channel_id)
+            bot = session.get(Bot, channel.bot_id) if channel is not None else None
+            if channel is None or bot is None:
+                raise NotFound(f"no channel {channel_id}")
+            bot_service.refresh_status(session, bot)
+            return channel, bot
+
+    return await run_in_threadpool(load)
+
+
+def _signed_url(gateway: Gateway, request: Request, channel_id: str) -> str:
+    """The URL the provider called (Twilio signs it): the public URL when one is set."""
+    if gateway.settings.public_url is None:
+        return str(request.url)
+    query = f"?{request.url.query}" if request.url.query else ""
+    return webhook_url(gateway.settings.public_url.rstrip("/"), channel_id) + query
+
+
+@webhook_router.api_route("/webhooks/{channel_id}", methods=["GET", "POST"])
+async def webhook(channel_id: str, request: Request, gateway: GatewayDep) -> Response:
+    """A provider's call (see the module docstring)."""
+    channel, bot = await _load(gateway, channel_id)
+    base = public_base(gateway, request)
+    connector = connector_for(gateway, channel, base)
+    raw = await _webhook_request(request)
+    raw = WebhookRequest(
+        method=raw.method,
+        url=_signed_url(gateway, request, channel_id),
+        headers=raw.headers,
+        query=raw.query,
+        body=raw.body,
+        received_at=raw.received_at,
+    )
+    if request.method == "GET":
+        reply = connector.handshake(raw)
+        if reply is None:
+            raise NotFound(f"{channel.type} channels have no GET handshake")
+        return Response(reply.body, reply.status, media_type=reply.media_type)
+    try:
+        connector.verify(raw)
+    except Unauthenticated:
+        counters.incr("webhook.signature_failed", channel=channel.type)
+        log_event("webhook.signature_failed", channel=channel.id, type=channel.type)
+        raise
+    try:
+        result = connector.parse(raw)
+    except InvalidInput as e:  # 200 anyway: the provider would only retry it
+        counters.incr("webhook.ignored", channel=channel.type)
+        log_event("webhook.ignored", channel=channel.id, type=channel.type, reason=e.message)
+        return Response(status_code=200)
+    for message in result.messages:
+        task = asyncio.create_task(converse(gateway, channel, bot, connector, message))
+        gateway.background.add(task)
+        task.add_done_callback(gateway.background.discard)
+    reply = result.reply
+    return Response(reply.body, reply.status, media_type=reply.media_type)
+
+
+async def converse(
+    gateway: Gateway, channel: Channel, bot: Bot, connector: Connector[Any], message: InboundMessage
+) -> None:
+    """One customer message from a channel, answered through the same channel."""
+    runtime = gateway.conversations
+    try:
+        uploads = []
+        for media in message.media:
+            data = await connector.fetch(media, max_bytes=gateway.settings.limits.max_image_bytes)
+            stored = await store_upload(gateway, bot, data, media.url or media.file_id or "image")
+            uploads.append(stored.upload_id)
+        outcome = await runtime.handle(
+            bot_info(bot),
+            channel.id,
+            Inbound(
+                sender_id=message.sender_id,
+                text=message.text,
+                payload=message.payload,
+                uploads=tuple(uploads),
+                message_id=message.message_id,
+            ),
+        )
+    except ParleyError as e:
+        counters.incr("channel.turn_failed", channel=channel.type)
+        log_event("channel.turn_failed", channel=channel.id, error=e.message)
+        return
+    except Exception as e:  # noqa: BLE001 - a background task: log, never crash the loop
+        log_event("channel.turn_crashed", channel=channel.id, error=repr(e))
+        return
+    for item in outcome.messages:
+        runtime.hub.said(outcome.conversation_id, item)
+        await deliver(gateway, connector, outcome.conversation_id, message, item, channel.type)
+
+
+async def deliver(
+    gateway: Gateway,
+    connector: Connector[Any],
+    conversation_id: str,
+    message: InboundMessage,
+    item: dict[str, Any],
+    channel_type: str,
+) -> bool:
+    """Send one message to the customer; a failure is recorded on the conversation."""
+    try:
+        await connector.send(message.sender_id, item, message.metadata)
+        return True
+    except DeliveryFailed as e:
+        counters.incr("channel.delivery_failed", channel=channel_type)
+        log_event("channel.delivery_failed", conversation=conversation_id, error=e.message)
+        failed = event("delivery_failed", channel=channel_type, error=e.message, message=item)
+        await gateway.conversations.store.append(conversation_id, [failed])
+        return False

@@ -1,0 +1,160 @@
+"""What every channel connector is: a config schema, capabilities, and four jobs —
+``verify`` a webhook (signatures, replay window; never optional), ``parse`` it into
+``InboundMessage``s, ``fetch`` the media a message points to, and ``send`` an outbound message.
+
+Connectors know nothing of FastAPI or the database: the gateway owns the routes
+(``POST /webhooks/{channel_id}``, and ``GET`` for platforms with a verification handshake),
+hands a connector a framework-free ``WebhookRequest``, and gives it an ``httpx.AsyncClient``
+(tests pass ``httpx.MockTransport``). Outbound messages are dicts as the dialog engine makes
+them (``text``, ``buttons``, ``quick_replies``, ``image``, ``cards``); kinds a channel cannot
+show degrade to text (``as_text``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Generic, TypeVar
+
+import httpx
+from pydantic import BaseModel, ConfigDict
+
+__all__ = [
+    "Capabilities",
+    "Connector",
+    "ConnectorConfig",
+    "InboundMessage",
+    "Media",
+    "WebhookReply",
+    "WebhookRequest",
+    "WebhookResult",
+    "as_text",
+]
+
+
+class ConnectorConfig(BaseModel):
+    """A connector's settings; secrets are ``SecretStr`` and never returned by the API."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+C = TypeVar("C", bound=ConnectorConfig)
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a channel can show; the rest degrades to text."""
+
+    buttons: bool = False
+    quick_replies: bool = False
+    images: bool = False
+    cards: bool = False
+    inbound_images: bool = False
+
+
+@dataclass(frozen=True)
+class WebhookRequest:
+    """A webhook call as the provider made it."""
+
+    method: str
+    url: str  # the full public URL it was sent to (Twilio signs it)
+    headers: dict[str, str]  # lower-case names
+    query: dict[str, str]
+    body: bytes
+    received_at: float = field(default_factory=time.time)
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name.lower())
+
+
+@dataclass(frozen=True)
+class Media:
+    """An image a customer sent, to be fetched with ``Connector.fetch``."""
+
+    url: str | None = None
+    file_id: str | None = None  # Telegram: resolved through getFile
+    media_type: str | None = None
+    size: int | None = None
+
+
+@dataclass(frozen=True)
+class InboundMessage:
+    """One customer message from a channel."""
+
+    sender_id: str  # who to answer: a chat, a phone number, a page-scoped id, a Slack channel
+    text: str = ""
+    payload: str | None = None  # a button, postback or callback (``/intent``)
+    media: tuple[Media, ...] = ()
+    message_id: str | None = None  # the provider's id: a redelivery is answered once
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class WebhookReply:
+    """What the gateway answers the provider (a challenge, a plain 200)."""
+
+    status: int = 200
+    body: bytes = b""
+    media_type: str = "text/plain"
+
+
+@dataclass(frozen=True)
+class WebhookResult:
+    messages: list[InboundMessage] = field(default_factory=list)
+    reply: WebhookReply = field(default_factory=WebhookReply)
+
+
+class Connector(Generic[C]):
+    """Base of every connector; subclasses set ``type``, ``Config``, ``capabilities`` and
+    implement ``verify``, ``parse``, ``send`` (and ``fetch`` when customers can send images)."""
+
+    type: ClassVar[str]
+    Config: ClassVar[type[ConnectorConfig]]
+    capabilities: ClassVar[Capabilities] = Capabilities()
+    replay_window_s: ClassVar[float] = 300.0
+
+    def __init__(self, config: C, client: httpx.AsyncClient, *, webhook_url: str) -> None:
+        self.config = config
+        self.client = client
+        self.webhook_url = webhook_url
+
+    def verify(self, request: WebhookRequest) -> None:
+        """Raise ``core.errors.Unauthenticated`` unless the provider signed this request
+        (and, where the provider stamps it, it is inside the replay window)."""
+        raise NotImplementedError
+
+    def handshake(self, request: WebhookRequest) -> WebhookReply | None:
+        """The answer to a GET verification handshake (Messenger's ``hub.challenge``), or
+        None when the platform has none."""
+        return None
+
+    def parse(self, request: WebhookRequest) -> WebhookResult:
+        """The messages in a verified webhook. A payload of a shape the connector does not
+        know raises ``core.errors.InvalidInput`` (the gateway still answers 200, so the
+        provider stops retrying, and logs why)."""
+        raise NotImplementedError
+
+    async def fetch(self, media: Media, *, max_bytes: int) -> bytes:
+        """The bytes of an image a customer sent (at most ``max_bytes``)."""
+        raise NotImplementedError
+
+    async def send(self, recipient: str, message: dict[str, Any], metadata: dict[str, Any]) -> None:
+        """Deliver one outbound message; raise ``DeliveryFailed`` when it cannot be."""
+        raise NotImplementedError
+
+    async def register(self) -> None:
+        """Tell the platform where the webhook is, where it has an API for that."""
+        return None
+
+
+def as_text(message: dict[str, Any]) -> str:
+    """A message for a text-only channel: buttons and quick replies become numbered options,
+    cards their titles, images their URLs."""
+    lines = [message["text"]] if message.get("text") else []
+    for card in message.get("cards") or []:
+        lines.append(" - ".join(p for p in (card.get("title"), card.get("subtitle")) if p))
+    if message.get("image"):
+        lines.append(str(message["image"]))
+    options = [*(message.get("buttons") or []), *(message.get("quick_replies") or [])]
+    lines.extend(f"{i}. {b['title']}" for i, b in enumerate(options, 1))
+    return "\n".join(lines)

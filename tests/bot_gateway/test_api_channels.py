@@ -1,0 +1,229 @@
+"""Channels through the real gateway: connect a bot to each channel type, then replay what the
+provider sends (signed as it signs) through ``POST /webhooks/{channel_id}``; replies leave
+through the connector to a fake of the provider's API (``httpx.MockTransport``)."""
+
+from __future__ import annotations
+
+import importlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from bot_gateway.app import create_app
+from connectors.base import Connector, WebhookRequest
+from connectors.registry import connectors
+from tests.bot_gateway.conftest import OPERATOR
+from tests.conftest import make_db_url, make_settings
+from tests.connectors.kits import KITS, Kit
+from tests.support.images import encode, shape_image
+
+pytestmark = pytest.mark.slow
+
+IMAGE = encode(shape_image("triangle", 3))
+BOT = {
+    "name": "channel bot",
+    "nlu": {
+        "intents": {
+            "greet": ["hi", "hello", "hey there", "good morning", "hello bot", "hiya"],
+            "talk_to_human": [
+                "talk to a human",
+                "get me a person",
+                "agent please",
+                "a real person",
+            ],
+        }
+    },
+    "responses": {
+        "utter_greet": [
+            {
+                "text": "Hello from the bot!",
+                "quick_replies": [{"title": "Talk to a person", "payload": "/talk_to_human"}],
+            }
+        ]
+    },
+    "flows": {"greet": {"intents": ["greet"], "steps": [{"reply": "utter_greet"}]}},
+    "handoff": {"intents": ["talk_to_human"]},
+}
+
+for _name in connectors.names():
+    importlib.import_module(f"tests.connectors.{_name}_kit")
+
+
+@dataclass
+class Setup:
+    client: TestClient
+    kit: Kit
+    calls: list[httpx.Request]  # every call to the provider's fake API
+    key: dict[str, str]  # tenant A
+    other: dict[str, str]  # tenant B
+    failing: dict[str, bool] = field(default_factory=lambda: {"sends": False})
+
+    def post(self, request: WebhookRequest, channel_id: str) -> httpx.Response:
+        path = request.url.split("://", 1)[1].split("/", 1)[1]
+        assert path.startswith(f"webhooks/{channel_id}")
+        return self.client.post(
+            "/" + path, content=request.body, headers={k: v for k, v in request.headers.items()}
+        )
+
+    def wait_sent(self, count: int) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + 30
+        while len(sent := self.kit.sent(self.calls)) < count:
+            assert time.monotonic() < deadline, f"sent {sent}, wanted {count}"
+            time.sleep(0.05)
+        return sent
+
+
+@pytest.fixture(scope="module", params=sorted(KITS))
+def setup(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Setup, dict[str, Any], dict[str, Any]]]:
+    kit = KITS[request.param]
+    calls: list[httpx.Request] = []
+    inner = kit.provider(IMAGE, calls)
+    failing = {"sends": False}
+
+    def transport(req: httpx.Request) -> httpx.Response:
+        if failing["sends"]:
+            calls.append(req)
+            return httpx.Response(400, json={"ok": False, "error": "invalid_auth"})
+        return inner.handle_request(req)
+
+    tmp = tmp_path_factory.mktemp(f"channels-{kit.type}")
+    settings = make_settings(tmp, make_db_url("sqlite", tmp, request))
+    app = create_app(settings, http_transport=httpx.MockTransport(transport))
+    with TestClient(app) as client:
+        keys = [
+            client.post("/v1/tenants", json={"name": n}, headers=OPERATOR).json()
+            for n in ("a", "b")
+        ]
+        a, b = ({"Authorization": f"Bearer {k['api_key']}"} for k in keys)
+        s = Setup(client, kit, calls, a, b, failing)
+        bot = client.post("/v1/bots", json=BOT, headers=a).json()
+        deadline = time.monotonic() + 120
+        while client.get(f"/v1/bots/{bot['id']}", headers=a).json()["status"] == "training":
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        r = client.post(
+            f"/v1/bots/{bot['id']}/channels",
+            json={"type": kit.type, "config": kit.config()},
+            headers=a,
+        )
+        assert r.status_code == 201, r.text
+        yield s, bot, r.json()
+
+
+def connector_of(s: Setup, channel: dict[str, Any]) -> Connector[Any]:
+    cls = connectors.get(s.kit.type)
+    return cls(
+        cls.Config.model_validate(s.kit.config()),
+        httpx.AsyncClient(),
+        webhook_url=channel["webhook_url"],
+    )
+
+
+def test_secrets_are_write_only_and_channels_private(setup: tuple[Setup, Any, Any]) -> None:
+    s, bot, channel = setup
+    assert channel["webhook_url"].endswith(f"/webhooks/{channel['id']}")
+    listed = s.client.get(f"/v1/bots/{bot['id']}/channels", headers=s.key).json()
+    one = s.client.get(f"/v1/bots/{bot['id']}/channels/{channel['id']}", headers=s.key).json()
+    for shown in (channel, listed[0], one):
+        for secret in s.kit.secret_fields:
+            assert secret not in shown["config"]
+            assert str(s.kit.config()[secret]) not in str(shown)
+    other = s.other
+    assert s.client.get(f"/v1/bots/{bot['id']}/channels", headers=other).status_code == 404
+    path = f"/v1/bots/{bot['id']}/channels/{channel['id']}"
+    assert s.client.delete(path, headers=other).status_code == 404
+    bad = s.client.post(
+        f"/v1/bots/{bot['id']}/channels", json={"type": s.kit.type, "config": {}}, headers=s.key
+    )
+    assert bad.status_code == 422 and "config." in bad.json()["message"]
+    unknown = s.client.post(
+        f"/v1/bots/{bot['id']}/channels", json={"type": "pigeon", "config": {}}, headers=s.key
+    )
+    assert unknown.status_code == 422 and "pigeon" in unknown.json()["message"]
+
+
+def test_a_message_is_answered_through_its_channel_once(setup: tuple[Setup, Any, Any]) -> None:
+    s, bot, channel = setup
+    connector = connector_of(s, channel)
+    before = len(s.kit.sent(s.calls))
+    hello = s.kit.text_webhook(connector, "hello", sender="cust-1", message_id="msg-1")
+    assert s.post(hello, channel["id"]).status_code == 200
+    sent = s.wait_sent(before + 1)[before:]
+    assert sent[0]["text"].startswith("Hello from the bot!")
+    # the provider delivers it again: answered once
+    assert s.post(hello, channel["id"]).status_code == 200
+    time.sleep(0.5)
+    assert len(s.kit.sent(s.calls)) == before + 1
+    # a click on the offered option (or "1" where the channel has no buttons) hands off
+    click = s.kit.button_webhook(connector, "/talk_to_human", sender="cust-1", message_id="msg-2")
+    assert s.post(click, channel["id"]).status_code == 200
+    s.wait_sent(before + 2)
+    page = s.client.get(
+        f"/v1/conversations?bot_id={bot['id']}&status=waiting_for_agent", headers=s.key
+    ).json()
+    assert [c["channel"] for c in page["items"]] == [channel["id"]]
+
+
+def test_bad_signatures_unknown_shapes_and_failed_deliveries(
+    setup: tuple[Setup, Any, Any],
+) -> None:
+    s, bot, channel = setup
+    connector = connector_of(s, channel)
+    forged = s.kit.tamper(s.kit.text_webhook(connector, "hi", sender="x", message_id="f1"))
+    assert s.post(forged, channel["id"]).status_code == 401
+    metrics = s.client.get("/v1/metrics", headers=OPERATOR).text
+    assert f'parley_webhook_signature_failed{{channel="{s.kit.type}"}}' in metrics
+    assert s.post(s.kit.unknown_webhook(connector), channel["id"]).status_code == 200
+    assert s.client.post("/webhooks/ch_nope", content=b"{}").status_code == 404
+    # the provider refuses the reply: recorded on the conversation, nothing lost silently
+    s.failing["sends"] = True
+    try:
+        hello = s.kit.text_webhook(connector, "hello", sender="cust-2", message_id="msg-9")
+        assert s.post(hello, channel["id"]).status_code == 200
+        found = wait_for(lambda: failed_deliveries(s, bot))
+        assert found[0]["channel"] == s.kit.type and "Hello from the bot!" in str(found[0])
+    finally:
+        s.failing["sends"] = False
+
+
+def failed_deliveries(s: Setup, bot: dict[str, Any]) -> list[dict[str, Any]]:
+    page = s.client.get(f"/v1/conversations?bot_id={bot['id']}", headers=s.key).json()
+    out = []
+    for conv in page["items"]:
+        events = s.client.get(f"/v1/conversations/{conv['id']}", headers=s.key).json()["events"]
+        out += [e for e in events if e["event"] == "delivery_failed"]
+    return out
+
+
+def wait_for(check: Callable[[], list[Any]], timeout: float = 30) -> list[Any]:
+    deadline = time.monotonic() + timeout
+    while not (found := check()):
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+    return found
+
+
+def test_a_customer_photo_reaches_the_conversation(setup: tuple[Setup, Any, Any]) -> None:
+    s, bot, channel = setup
+    connector = connector_of(s, channel)
+    photo = s.kit.image_webhook(connector, sender="cust-3", message_id="img-1")
+    assert s.post(photo, channel["id"]).status_code == 200
+
+    def attachments() -> list[Any]:
+        page = s.client.get(f"/v1/conversations?bot_id={bot['id']}", headers=s.key).json()
+        found = []
+        for conv in page["items"]:
+            events = s.client.get(f"/v1/conversations/{conv['id']}", headers=s.key).json()
+            found += [a for e in events["events"] if e["event"] == "user" for a in e["attachments"]]
+        return found
+
+    (attachment,) = wait_for(attachments)
+    image = s.client.get(attachment["url"], headers=s.key)
+    assert image.status_code == 200 and image.content == IMAGE
