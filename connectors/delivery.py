@@ -19,6 +19,9 @@ from core.logging import log_event
 __all__ = ["DeliveryFailed", "request_with_retries", "retry_after"]
 
 Sleep = Callable[[float], Awaitable[None]]
+WaitHint = Callable[[httpx.Response], float | None]
+"""A provider's own way of saying "retry in N seconds" (a JSON field; throttling sent as a
+400): the seconds to wait, or None for the usual rules."""
 
 
 def retry_after(response: httpx.Response) -> float | None:
@@ -45,6 +48,7 @@ async def request_with_retries(
     base_delay: float = 0.5,
     max_delay: float = 30.0,
     sleep: Sleep = asyncio.sleep,
+    wait_hint: WaitHint | None = None,
     **kwargs: Any,
 ) -> httpx.Response:
     """``client.request`` until it succeeds (2xx) or ``attempts`` run out."""
@@ -59,9 +63,10 @@ async def request_with_retries(
             if response.is_success:
                 return response
             problem = f"{response.status_code} {response.text[:200]}"
-            if response.status_code != 429 and response.status_code < 500:
+            hinted = wait_hint(response) if wait_hint is not None else None
+            if hinted is None and response.status_code != 429 and response.status_code < 500:
                 raise DeliveryFailed(f"{what}: the provider refused it ({problem})")
-            delay = min(max_delay, retry_after(response) or delay)
+            delay = min(max_delay, hinted if hinted is not None else retry_after(response) or delay)
         if attempt < attempts:
             log_event("connector.retry", what=what, attempt=attempt, problem=problem, wait=delay)
             await sleep(delay)

@@ -37,6 +37,7 @@ import hmac
 import json
 from typing import Any, ClassVar
 
+import httpx
 from pydantic import SecretStr
 
 from connectors._common import check_signature, clip, hmac_sha256, public_url, split_text
@@ -181,7 +182,20 @@ class MessengerConnector(Connector[MessengerConfig]):
                     "message": part,
                 },
                 sleep=self._sleep,
+                wait_hint=_throttled,
             )
+
+
+THROTTLING_CODES = frozenset({4, 17, 32, 613})  # Graph API rate limits, sent as HTTP 400
+
+
+def _throttled(response: httpx.Response) -> float | None:
+    """Meta reports throttling as a 400 with an error code: wait and retry."""
+    try:
+        code = response.json().get("error", {}).get("code")
+    except (ValueError, AttributeError):
+        return None
+    return 5.0 if code in THROTTLING_CODES else None
 
 
 def _event(event: dict[str, Any], unread: list[str]) -> InboundMessage | None:

@@ -31,7 +31,7 @@ import hashlib
 import hmac
 import json
 import re
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
@@ -180,24 +180,15 @@ def _chunks(text: str, size: int) -> list[str]:
     return [text[i : i + size] for i in range(0, len(text), size)]
 
 
-class _FloodControl:
-    """A client whose 429 answers carry Telegram's ``parameters.retry_after`` (a JSON body
-    field) as a ``Retry-After`` header too, so ``request_with_retries`` waits as Telegram
-    asks."""
-
-    def __init__(self, client: httpx.AsyncClient) -> None:
-        self._client = client
-
-    async def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        response = await self._client.request(method, url, **kwargs)
-        if response.status_code == 429 and "retry-after" not in response.headers:
-            try:
-                wait = response.json().get("parameters", {}).get("retry_after")
-            except (ValueError, AttributeError):
-                wait = None
-            if isinstance(wait, int) and wait >= 0:
-                response.headers["Retry-After"] = str(wait)
-        return response
+def _flood_wait(response: httpx.Response) -> float | None:
+    """Telegram's ``parameters.retry_after`` (a JSON body field) on a 429."""
+    if response.status_code != 429:
+        return None
+    try:
+        wait = response.json().get("parameters", {}).get("retry_after")
+    except (ValueError, AttributeError):
+        return None
+    return float(wait) if isinstance(wait, int) and wait >= 0 else None
 
 
 @connectors.register("telegram")
@@ -336,11 +327,12 @@ class TelegramConnector(Connector[TelegramConfig]):
         """A Bot API method's ``result``; the token-bearing URL never reaches an error."""
         token = self.config.bot_token.get_secret_value()
         response = await request_with_retries(
-            cast(httpx.AsyncClient, _FloodControl(self.client)),
+            self.client,
             "POST",
             f"{self.api_base}/bot{token}/{method}",
             what=f"telegram {method}",
             sleep=self._sleep,
+            wait_hint=_flood_wait,
             json=body,
         )
         try:
