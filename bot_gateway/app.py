@@ -13,6 +13,7 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 
 from bot_gateway.api import (
+    agents,
     aliases,
     bots,
     channels,
@@ -177,9 +178,11 @@ def create_app(
         channels,
         conversations,
         chat,
+        agents,
         system,
     ):
         app.include_router(module.router, prefix=API_PREFIX)
+    app.include_router(agents.pages)
     app.include_router(channels.webhook_router)
     app.include_router(chat.public_router)
     if settings.demo:

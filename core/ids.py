@@ -20,6 +20,7 @@ PREFIXES = {
     "conversation": "cv",
     "upload": "up",
     "channel": "ch",
+    "agent": "ag",
 }
 
 

@@ -172,8 +172,12 @@ class Conversation(Base):
     bot_id: Mapped[str] = mapped_column(ForeignKey("bots.id", ondelete="CASCADE"))
     channel: Mapped[str] = mapped_column(String(32))
     sender_id: Mapped[str] = mapped_column(String(200))
-    status: Mapped[str] = mapped_column(String(32), default="bot")  # bot, waiting_for_agent
+    # bot, waiting_for_agent, with_agent (claimed), closed
+    status: Mapped[str] = mapped_column(String(32), default="bot")
     state: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    assigned_agent_id: Mapped[str | None] = mapped_column(String(32), default=None, index=True)
+    handoff_reason: Mapped[str | None] = mapped_column(Text, default=None)
+    waiting_since: Mapped[datetime | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
@@ -219,3 +223,29 @@ class Channel(Base):
     type: Mapped[str] = mapped_column(String(32))
     config: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Agent(Base):
+    """A person of a tenant's service team who takes over conversations (role ``agent`` or
+    ``supervisor``); the password is stored as a scrypt hash."""
+
+    __tablename__ = "agents"
+    __table_args__ = (Index("ux_agents_username", "tenant_id", "username", unique=True),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    username: Mapped[str] = mapped_column(String(100))
+    name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(16), default="agent")
+    password_hash: Mapped[str] = mapped_column(String(300))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    disabled_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class AgentSession(Base):
+    __tablename__ = "agent_sessions"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()

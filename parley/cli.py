@@ -31,6 +31,10 @@ keys_app = typer.Typer(
 datasets_app = typer.Typer(help="Datasets.", no_args_is_help=True)
 models_app = typer.Typer(help="Models (train jobs).", no_args_is_help=True)
 aliases_app = typer.Typer(help="Aliases such as production.", no_args_is_help=True)
+agents_app = typer.Typer(
+    help="Agents of the service console (operator; works on the local database).",
+    no_args_is_help=True,
+)
 for sub, name in (
     (db_app, "db"),
     (tenants_app, "tenants"),
@@ -38,6 +42,7 @@ for sub, name in (
     (datasets_app, "datasets"),
     (models_app, "models"),
     (aliases_app, "aliases"),
+    (agents_app, "agents"),
 ):
     app.add_typer(sub, name=name)
 
@@ -179,6 +184,58 @@ def db_current(as_json: JsonOpt = False) -> None:
 
 
 # --- tenants and keys (operator) ---------------------------------------------------------
+
+
+@agents_app.command("create")
+def agents_create(
+    username: Annotated[str, typer.Argument(help="the agent's login name")],
+    tenant: Annotated[str, typer.Option(help="the tenant (name or id)")],
+    role: Annotated[str, typer.Option(help="agent or supervisor")] = "agent",
+    name: Annotated[str | None, typer.Option(help="the name customers and agents see")] = None,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="read the password from standard input")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create an agent who logs in at /console/agents (the password is asked for)."""
+    from core.agents import create_agent
+    from core.db import session_scope
+    from core.errors import ParleyError
+    from core.tenants import get_tenant
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    engine = _operator_db()
+    try:
+        with session_scope(engine) as session:
+            found = get_tenant(session, tenant)
+            agent = create_agent(
+                session,
+                tenant_id=found.id,
+                username=username,
+                password=password,
+                role=role,
+                name=name,
+            )
+            data = {
+                "id": agent.id,
+                "tenant": found.name,
+                "username": agent.username,
+                "name": agent.name,
+                "role": agent.role,
+            }
+    except ParleyError as e:
+        _fail(e.message)
+    if as_json:
+        _print_json(data)
+    else:
+        console.print(
+            f"Agent [bold]{data['username']}[/bold] ({data['role']}) of {data['tenant']}: log in "
+            "at /console/agents",
+            highlight=False,
+        )
 
 
 @tenants_app.command("create")

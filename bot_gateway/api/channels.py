@@ -288,6 +288,7 @@ async def converse(
                 payload=message.payload,
                 uploads=tuple(uploads),
                 message_id=message.message_id,
+                metadata=message.metadata,
             ),
         )
     except ParleyError as e:
@@ -299,24 +300,52 @@ async def converse(
         return
     for item in outcome.messages:
         runtime.hub.said(outcome.conversation_id, item)
-        await deliver(gateway, connector, outcome.conversation_id, message, item, channel.type)
+        await deliver(
+            gateway,
+            connector,
+            outcome.conversation_id,
+            message.sender_id,
+            item,
+            metadata=message.metadata,
+        )
 
 
 async def deliver(
     gateway: Gateway,
     connector: Connector[Any],
     conversation_id: str,
-    message: InboundMessage,
+    recipient: str,
     item: dict[str, Any],
-    channel_type: str,
+    *,
+    metadata: dict[str, Any],
 ) -> bool:
     """Send one message to the customer; a failure is recorded on the conversation."""
     try:
-        await connector.send(message.sender_id, item, message.metadata)
+        await connector.send(recipient, item, metadata)
         return True
     except DeliveryFailed as e:
-        counters.incr("channel.delivery_failed", channel=channel_type)
+        counters.incr("channel.delivery_failed", channel=connector.type)
         log_event("channel.delivery_failed", conversation=conversation_id, error=e.message)
-        failed = event("delivery_failed", channel=channel_type, error=e.message, message=item)
+        failed = event("delivery_failed", channel=connector.type, error=e.message, message=item)
         await gateway.conversations.store.append(conversation_id, [failed])
         return False
+
+
+async def send_to_customer(
+    gateway: Gateway, request: Request, conversation: Any, item: dict[str, Any]
+) -> bool:
+    """An agent's message to the customer, through the conversation's channel when it is a
+    connector's (web chat sockets get it from the hub; the REST channel only keeps it)."""
+
+    def load() -> Channel | None:
+        with session_scope(gateway.engine) as session:
+            return session.get(Channel, conversation.channel)
+
+    channel = await run_in_threadpool(load)
+    if channel is None:
+        return True
+    connector = connector_for(gateway, channel, public_base(gateway, request))
+    metadata = conversation.state.get("reply_metadata") or {}
+    return await deliver(
+        gateway, connector, conversation.id, conversation.sender_id, item, metadata=metadata
+    )

@@ -319,6 +319,10 @@ class DialogEngine:
         self._handoff(turn, reason)
         return turn.messages
 
+    def end_flows(self, tracker: Tracker, reason: str) -> None:
+        """End every running flow (an agent resets the conversation)."""
+        self._end_all(tracker, reason)
+
     def release(self, tracker: Tracker) -> list[dict[str, Any]]:
         """Give the conversation back to the bot."""
         turn = _Turn(tracker, 1)

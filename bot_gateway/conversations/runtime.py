@@ -21,7 +21,7 @@ from typing import Any
 from bot_gateway.conversations.actions import Actions
 from bot_gateway.conversations.definition import BotDefinition, parse_definition
 from bot_gateway.conversations.engine import DialogEngine, UserMessage, VisionResult, parse_payload
-from bot_gateway.conversations.store import ConversationRecord, TrackerStore
+from bot_gateway.conversations.store import CLOSED, ConversationRecord, TrackerStore
 from bot_gateway.conversations.tracker import BOT, Tracker
 from core.errors import Conflict, NotReady, ParleyError
 from core.logging import log_event
@@ -59,6 +59,7 @@ class Inbound:
     payload: str | None = None  # a button's payload (``/intent{...}``)
     uploads: tuple[str, ...] = ()
     message_id: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)  # what a channel needs to reply
 
 
 @dataclass
@@ -196,7 +197,10 @@ class ConversationRuntime:
         expiry = engine.bot.session.expiry_minutes * 60
         idle = time.time() - record.updated_at.timestamp()
         never_spoke = record.is_new or not record.state  # (a web chat socket opens it first)
-        if never_spoke or (expiry and idle > expiry and tracker.status == BOT):
+        if tracker.status == CLOSED:  # an agent closed it: the next message starts afresh
+            tracker.status = BOT
+            engine.start_session(tracker)
+        elif never_spoke or (expiry and idle > expiry and tracker.status == BOT):
             engine.start_session(tracker)
         return record, tracker
 
@@ -214,6 +218,9 @@ class ConversationRuntime:
             loaded = tracker.new_events
             user = await self._understand(bot, engine.bot, tracker, message)
             out = await engine.handle(tracker, user)
+            if message.metadata:
+                tracker.reply_metadata = dict(message.metadata)
+            before = record.status
             new = tracker.events[loaded:]
             await self.store.save(
                 record,
@@ -222,7 +229,26 @@ class ConversationRuntime:
                 events=new,
                 uploads=list(message.uploads),
             )
+        if before != BOT or tracker.status != BOT:
+            self.tell_agents(record, new, changed=before != tracker.status)
         return TurnOutcome(record.id, out, tracker.status, new, dict(tracker.slots))
+
+    def tell_agents(
+        self, record: ConversationRecord, events: list[dict[str, Any]], *, changed: bool
+    ) -> None:
+        """Agents of the tenant see new turns of handed-off conversations, and inbox changes."""
+        topic = agents_topic(record.tenant_id)
+        for item in events:
+            if item.get("event") in TURN_EVENTS:
+                self.hub.publish(
+                    topic, {"type": "turn", "conversation_id": record.id, "event": item}
+                )
+        if changed:
+            self.hub.publish(
+                topic, {"type": "status", "conversation_id": record.id, "status": record.status}
+            )
+        if changed or any(e.get("event") == "user" for e in events):
+            self.hub.publish(topic, {"type": "inbox"})
 
     async def _understand(
         self, bot: BotInfo, definition: BotDefinition, tracker: Tracker, message: Inbound
@@ -263,17 +289,45 @@ class ConversationRuntime:
             message_id=message.message_id,
         )
 
-    async def control(self, bot: BotInfo, record: ConversationRecord, what: str) -> TurnOutcome:
-        """``handoff`` or ``release`` a conversation (an API call or an agent)."""
+    async def control(
+        self, bot: BotInfo, record: ConversationRecord, what: str, *, reset_flow: bool = False
+    ) -> TurnOutcome:
+        """``handoff`` or ``release`` a conversation (an API call or an agent); a release with
+        ``reset_flow`` also ends the flows that were running."""
         engine = self.engine(bot)
         async with self.locked(f"{bot.id}:{record.channel}:{record.sender_id}"):
             record, tracker = await self.open(bot, engine, record.channel, record.sender_id)
-            start = tracker.new_events
+            before, start = record.status, tracker.new_events
             if what == "handoff":
                 out = engine.handoff(tracker, "requested through the API")
             else:
+                if reset_flow:
+                    engine.end_flows(tracker, "reset by an agent")
                 out = engine.release(tracker)
-            await self.store.save(
-                record, status=tracker.status, state=tracker.state(), events=tracker.events[start:]
-            )
-        return TurnOutcome(record.id, out, tracker.status)
+            new = tracker.events[start:]
+            await self.store.save(record, status=tracker.status, state=tracker.state(), events=new)
+        self.tell_agents(record, new, changed=before != tracker.status)
+        return TurnOutcome(record.id, out, tracker.status, new)
+
+    async def record(self, record: ConversationRecord, item: dict[str, Any]) -> None:
+        """Add an event from outside the dialog (an agent's message or note, a claim), under
+        the conversation's lock; agents see it."""
+        async with self.locked(f"{record.bot_id}:{record.channel}:{record.sender_id}"):
+            await self.store.append(record.id, [item])
+        self.tell_agents(record, [item], changed=False)
+        if item.get("event") == "agent":
+            message = {k: v for k, v in (item.get("data") or {}).items() if v}
+            if item.get("text"):
+                message["text"] = item["text"]
+            self.hub.said(record.id, message, by="agent")
+
+    def locked_conversation(self, record: ConversationRecord) -> Any:
+        return self.locked(f"{record.bot_id}:{record.channel}:{record.sender_id}")
+
+
+TURN_EVENTS = frozenset({"user", "bot", "agent", "note", "handoff", "release", "claim", "closed"})
+
+
+def agents_topic(tenant_id: str) -> str:
+    """The hub topic the tenant's agents listen to."""
+    return f"agents:{tenant_id}"

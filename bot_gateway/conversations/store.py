@@ -16,13 +16,23 @@ from sqlalchemy import Engine, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from core.db import session_scope, utcnow
-from core.errors import NotFound
+from core.errors import Conflict, NotFound
 from core.ids import new_id
 from core.tables import Conversation, ConversationEvent, Upload
 
-__all__ = ["MESSAGE_EVENTS", "ConversationRecord", "SqlTrackerStore", "TrackerStore"]
+__all__ = [
+    "CLOSED",
+    "MESSAGE_EVENTS",
+    "WAITING",
+    "WITH_AGENT",
+    "AgentDesk",
+    "ConversationRecord",
+    "SqlTrackerStore",
+    "TrackerStore",
+]
 
 MESSAGE_EVENTS = ("user", "bot", "agent")
+WAITING, WITH_AGENT, CLOSED = "waiting_for_agent", "with_agent", "closed"
 
 
 @dataclass
@@ -37,6 +47,9 @@ class ConversationRecord:
     created_at: datetime
     updated_at: datetime
     is_new: bool = False
+    assigned_agent_id: str | None = None
+    handoff_reason: str | None = None
+    waiting_since: datetime | None = None
 
     @classmethod
     def of(cls, row: Conversation, *, is_new: bool = False) -> ConversationRecord:
@@ -51,6 +64,9 @@ class ConversationRecord:
             row.created_at,
             row.updated_at,
             is_new,
+            row.assigned_agent_id,
+            row.handoff_reason,
+            row.waiting_since,
         )
 
 
@@ -172,11 +188,15 @@ class SqlTrackerStore:
         uploads: list[str],
     ) -> None:
         now = utcnow()
+        values: dict[str, Any] = {"status": status, "state": state, "updated_at": now}
+        if status == WAITING and record.status != WAITING:
+            reasons = [e.get("reason") for e in events if e.get("event") == "handoff"]
+            values.update(waiting_since=now, handoff_reason=reasons[-1] if reasons else None)
+        elif status == "bot" and record.status != "bot":
+            values.update(waiting_since=None, handoff_reason=None, assigned_agent_id=None)
         with session_scope(self.engine) as session:
             session.execute(
-                update(Conversation)
-                .where(Conversation.id == record.id)
-                .values(status=status, state=state, updated_at=now)
+                update(Conversation).where(Conversation.id == record.id).values(**values)
             )
             self._insert_events(session, record.id, events, now)
             if uploads:
@@ -185,7 +205,8 @@ class SqlTrackerStore:
                     .where(Upload.id.in_(uploads), Upload.tenant_id == record.tenant_id)
                     .values(conversation_id=record.id)
                 )
-        record.status, record.state, record.updated_at = status, state, now
+        for key, value in values.items():
+            setattr(record, key, value)
 
     async def append(self, conversation_id: str, events: list[dict[str, Any]]) -> None:
         await asyncio.to_thread(self._append, conversation_id, events)
@@ -310,3 +331,117 @@ class SqlTrackerStore:
             )
             session.execute(delete(Conversation).where(Conversation.id == conversation_id))
         return keys
+
+
+class AgentDesk:
+    """What the agents' console reads and changes of conversations: the inbox, claims,
+    assignments, closing (SQL; the distributed release keeps this interface)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    async def claim(
+        self, tenant_id: str, conversation_id: str, agent_id: str, *, take_over: bool
+    ) -> ConversationRecord:
+        """Give a handed-off conversation to ``agent_id``; ``Conflict`` if another agent holds
+        it (unless ``take_over``: a supervisor)."""
+        return await asyncio.to_thread(self._claim, tenant_id, conversation_id, agent_id, take_over)
+
+    def _claim(
+        self, tenant_id: str, conversation_id: str, agent_id: str, take_over: bool
+    ) -> ConversationRecord:
+        where = [
+            Conversation.id == conversation_id,
+            Conversation.tenant_id == tenant_id,
+            Conversation.status.in_((WAITING, WITH_AGENT)),
+        ]
+        if not take_over:
+            where.append(
+                (Conversation.assigned_agent_id.is_(None))
+                | (Conversation.assigned_agent_id == agent_id)
+            )
+        with session_scope(self.engine) as session:
+            done = session.execute(
+                update(Conversation)
+                .where(*where)
+                .values(status=WITH_AGENT, assigned_agent_id=agent_id, updated_at=utcnow())
+            )
+            row = session.get(Conversation, conversation_id)
+            if row is None or row.tenant_id != tenant_id:
+                raise NotFound(f"conversation {conversation_id} not found")
+            if done.rowcount == 0:  # type: ignore[attr-defined]
+                if row.status not in (WAITING, WITH_AGENT):
+                    raise Conflict(
+                        f"conversation {conversation_id} is {row.status}: only handed-off "
+                        "conversations can be claimed"
+                    )
+                raise Conflict(
+                    f"conversation {conversation_id} is held by another agent",
+                    assigned_agent_id=row.assigned_agent_id,
+                )
+            return ConversationRecord.of(row)
+
+    async def close(self, tenant_id: str, conversation_id: str) -> ConversationRecord:
+        return await asyncio.to_thread(self._close, tenant_id, conversation_id)
+
+    def _close(self, tenant_id: str, conversation_id: str) -> ConversationRecord:
+        with session_scope(self.engine) as session:
+            row = session.get(Conversation, conversation_id)
+            if row is None or row.tenant_id != tenant_id:
+                raise NotFound(f"conversation {conversation_id} not found")
+            row.status, row.assigned_agent_id, row.updated_at = CLOSED, None, utcnow()
+            row.waiting_since = None
+            session.flush()
+            return ConversationRecord.of(row)
+
+    async def inbox(self, tenant_id: str) -> list[ConversationRecord]:
+        """Conversations waiting for or held by an agent, longest waiting first."""
+        return await asyncio.to_thread(self._inbox, tenant_id)
+
+    def _inbox(self, tenant_id: str) -> list[ConversationRecord]:
+        with session_scope(self.engine) as session:
+            rows = session.scalars(
+                select(Conversation)
+                .where(
+                    Conversation.tenant_id == tenant_id,
+                    Conversation.status.in_((WAITING, WITH_AGENT)),
+                )
+                .order_by(Conversation.waiting_since, Conversation.updated_at)
+            )
+            return [ConversationRecord.of(r) for r in rows]
+
+    async def last_texts(self, conversation_ids: list[str]) -> dict[str, str]:
+        """The last thing each customer wrote."""
+        return await asyncio.to_thread(self._last_texts, conversation_ids)
+
+    def _last_texts(self, conversation_ids: list[str]) -> dict[str, str]:
+        if not conversation_ids:
+            return {}
+        with session_scope(self.engine) as session:
+            latest = (
+                select(func.max(ConversationEvent.id))
+                .where(
+                    ConversationEvent.conversation_id.in_(conversation_ids),
+                    ConversationEvent.kind == "user",
+                )
+                .group_by(ConversationEvent.conversation_id)
+            )
+            rows = session.execute(
+                select(ConversationEvent.conversation_id, ConversationEvent.data).where(
+                    ConversationEvent.id.in_(latest)
+                )
+            )
+            return {cid: (data.get("text") or "(image)") for cid, data in rows}
+
+    async def load(self, tenant_id: str) -> dict[str, int]:
+        """Conversations each agent holds."""
+        return await asyncio.to_thread(self._load, tenant_id)
+
+    def _load(self, tenant_id: str) -> dict[str, int]:
+        with session_scope(self.engine) as session:
+            rows = session.execute(
+                select(Conversation.assigned_agent_id, func.count())
+                .where(Conversation.tenant_id == tenant_id, Conversation.status == WITH_AGENT)
+                .group_by(Conversation.assigned_agent_id)
+            )
+            return {agent: int(n) for agent, n in rows if agent}

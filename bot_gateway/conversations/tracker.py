@@ -74,6 +74,7 @@ class Tracker:
     channel: str = ""
     seen: list[str] = field(default_factory=list)  # client message ids lately handled
     options: list[str] = field(default_factory=list)  # payloads of the buttons last offered
+    reply_metadata: dict[str, Any] = field(default_factory=dict)  # a channel's reply address
 
     def add(self, item: dict[str, Any]) -> dict[str, Any]:
         self.events.append(item)
@@ -96,6 +97,7 @@ class Tracker:
             "latest_message": self.latest_message,
             "seen": self.seen[-SEEN_IDS:],
             "options": self.options,
+            "reply_metadata": self.reply_metadata,
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -106,6 +108,7 @@ class Tracker:
         self.latest_message = state.get("latest_message")
         self.seen = list(state.get("seen") or [])
         self.options = list(state.get("options") or [])
+        self.reply_metadata = dict(state.get("reply_metadata") or {})
 
     def to_rasa(self) -> dict[str, Any]:
         """The tracker in rasa-sdk's shape (``tracker`` in an action server request)."""

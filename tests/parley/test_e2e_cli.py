@@ -170,6 +170,22 @@ def test_demo_tenant_then_cli_workflow_then_restart(
     # the CLI reports API errors clearly and exits non-zero
     bad = cli(acme, "predict", "production", "hi", check=False)
     assert bad.returncode == 1 and "404 not_found" in bad.stderr
+    created = subprocess.run(
+        [PARLEY, "agents", "create", "ana", "--tenant", "acme", "--role", "supervisor"]
+        + ["--password-stdin", "--json"],
+        env=env,
+        input="a long passphrase\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert created.returncode == 0, created.stderr
+    assert json.loads(created.stdout)["role"] == "supervisor"
+    login = httpx.post(
+        f"{server.url}/v1/agent/login",
+        json={"tenant": "acme", "username": "ana", "password": "a long passphrase"},
+    )
+    assert login.status_code == 200 and login.json()["agent"]["username"] == "ana"
     scoped = cli_json(env, "keys", "create", "--tenant", "acme", "--scope", "predict")
     assert scoped["scopes"] == ["predict"]
     refused = cli({**acme, "PARLEY_API_KEY": scoped["api_key"]}, "datasets", "list", check=False)

@@ -1,0 +1,157 @@
+"""Agents of a tenant's service team: accounts (scrypt password hashes), login sessions
+(random tokens, stored hashed, 12 hours)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core.db import utcnow
+from core.errors import Conflict, InvalidInput, NotFound, Unauthenticated
+from core.ids import new_id
+from core.tables import Agent, AgentSession, Tenant
+
+__all__ = [
+    "AgentPrincipal",
+    "ROLES",
+    "authenticate",
+    "create_agent",
+    "login",
+    "logout",
+    "session_agent",
+]
+
+ROLES = ("agent", "supervisor")
+SESSION_TTL = timedelta(hours=12)
+_SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+
+
+@dataclass(frozen=True)
+class AgentPrincipal:
+    id: str
+    tenant_id: str
+    username: str
+    name: str
+    role: str
+
+    @property
+    def supervisor(self) -> bool:
+        return self.role == "supervisor"
+
+    @classmethod
+    def of(cls, agent: Agent) -> AgentPrincipal:
+        return cls(agent.id, agent.tenant_id, agent.username, agent.name, agent.role)
+
+
+def hash_password(password: str) -> str:
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, **_SCRYPT)
+    return "scrypt$" + base64.b64encode(salt).decode() + "$" + base64.b64encode(digest).decode()
+
+
+def check_password(password: str, stored: str) -> bool:
+    try:
+        _, salt, digest = stored.split("$")
+        expected = base64.b64decode(digest)
+        got = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt), **_SCRYPT)
+    except ValueError:
+        return False
+    return hmac.compare_digest(got, expected)
+
+
+def create_agent(
+    session: Session,
+    *,
+    tenant_id: str,
+    username: str,
+    password: str,
+    role: str = "agent",
+    name: str | None = None,
+) -> Agent:
+    username = username.strip()
+    if not username or len(username) > 100:
+        raise InvalidInput("a username is 1-100 characters")
+    if role not in ROLES:
+        raise InvalidInput(f"unknown role {role!r}; roles: {', '.join(ROLES)}")
+    if len(password) < 8:
+        raise InvalidInput("a password has at least 8 characters")
+    taken = session.scalar(
+        select(Agent.id).where(Agent.tenant_id == tenant_id, Agent.username == username)
+    )
+    if taken is not None:
+        raise Conflict(f"this tenant already has an agent named {username!r}")
+    agent = Agent(
+        id=new_id("agent"),
+        tenant_id=tenant_id,
+        username=username,
+        name=(name or username).strip(),
+        role=role,
+        password_hash=hash_password(password),
+    )
+    session.add(agent)
+    session.flush()
+    return agent
+
+
+def authenticate(session: Session, *, tenant: str, username: str, password: str) -> Agent:
+    """The agent for these credentials; one message for every failure (no user enumeration)."""
+    row = session.execute(
+        select(Agent)
+        .join(Tenant, Tenant.id == Agent.tenant_id)
+        .where((Tenant.name == tenant) | (Tenant.id == tenant), Agent.username == username.strip())
+    ).scalar_one_or_none()
+    if (
+        row is None
+        or row.disabled_at is not None
+        or not check_password(password, row.password_hash)
+    ):
+        raise Unauthenticated("wrong tenant, username or password")
+    return row
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def login(session: Session, agent: Agent) -> str:
+    """A new session token for ``agent`` (returned once; stored hashed)."""
+    token = secrets.token_urlsafe(32)
+    session.add(
+        AgentSession(
+            token_hash=_token_hash(token), agent_id=agent.id, expires_at=utcnow() + SESSION_TTL
+        )
+    )
+    return token
+
+
+def logout(session: Session, token: str) -> None:
+    row = session.get(AgentSession, _token_hash(token))
+    if row is not None:
+        session.delete(row)
+
+
+def session_agent(session: Session, token: str | None) -> AgentPrincipal:
+    """The logged-in agent of a session token, or ``Unauthenticated``."""
+    if not token:
+        raise Unauthenticated("log in to the agents' console first")
+    row = session.get(AgentSession, _token_hash(token))
+    if row is None or row.expires_at < utcnow():
+        raise Unauthenticated("your session expired; log in again")
+    agent = session.get(Agent, row.agent_id)
+    if agent is None or agent.disabled_at is not None:
+        raise Unauthenticated("this agent account is disabled")
+    return AgentPrincipal.of(agent)
+
+
+def get_agent(session: Session, tenant_id: str, agent_id: str) -> Agent:
+    agent = session.get(Agent, agent_id)
+    if agent is None or agent.tenant_id != tenant_id:
+        raise NotFound(f"agent {agent_id} not found")
+    return agent
