@@ -21,27 +21,12 @@ from core.db import get_engine, session_scope
 from tests.bot_gateway.conftest import OPERATOR
 from tests.conftest import make_db_url, make_settings
 from tests.connectors.telegram_kit import KIT
+from tests.support.bots import handoff_bot
 from tests.support.images import encode, shape_image
 
 pytestmark = pytest.mark.slow
 
-BOT = {
-    "name": "support",
-    "nlu": {
-        "intents": {
-            "greet": ["hi", "hello", "hey there", "good morning", "hello bot", "hiya"],
-            "talk_to_human": [
-                "talk to a human",
-                "get me a person",
-                "agent please",
-                "a real person please",
-            ],
-        }
-    },
-    "responses": {"utter_greet": [{"text": "Hello from the bot!"}]},
-    "flows": {"greet": {"intents": ["greet"], "steps": [{"reply": "utter_greet"}]}},
-    "handoff": {"intents": ["talk_to_human"]},
-}
+BOT = handoff_bot()
 PASSWORD = "correct horse battery"
 IMAGE = encode(shape_image("circle", 5))
 

@@ -20,35 +20,15 @@ from connectors.registry import connectors
 from tests.bot_gateway.conftest import OPERATOR
 from tests.conftest import make_db_url, make_settings
 from tests.connectors.kits import KITS, Kit
+from tests.support.bots import handoff_bot
 from tests.support.images import encode, shape_image
 
 pytestmark = pytest.mark.slow
 
 IMAGE = encode(shape_image("triangle", 3))
-BOT = {
-    "name": "channel bot",
-    "nlu": {
-        "intents": {
-            "greet": ["hi", "hello", "hey there", "good morning", "hello bot", "hiya"],
-            "talk_to_human": [
-                "talk to a human",
-                "get me a person",
-                "agent please",
-                "a real person",
-            ],
-        }
-    },
-    "responses": {
-        "utter_greet": [
-            {
-                "text": "Hello from the bot!",
-                "quick_replies": [{"title": "Talk to a person", "payload": "/talk_to_human"}],
-            }
-        ]
-    },
-    "flows": {"greet": {"intents": ["greet"], "steps": [{"reply": "utter_greet"}]}},
-    "handoff": {"intents": ["talk_to_human"]},
-}
+BOT = handoff_bot(
+    "channel bot", quick_replies=[{"title": "Talk to a person", "payload": "/talk_to_human"}]
+)
 
 for _name in connectors.names():
     importlib.import_module(f"tests.connectors.{_name}_kit")
