@@ -13,6 +13,7 @@ reply the provider will not take is recorded on the conversation as ``delivery_f
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -31,6 +32,7 @@ from core.db import session_scope
 from core.errors import (
     DeliveryFailed,
     InvalidInput,
+    LimitExceeded,
     NotFound,
     ParleyError,
     Unauthenticated,
@@ -44,6 +46,9 @@ router = APIRouter(tags=["channels"])
 webhook_router = APIRouter(tags=["channels"])
 
 MAX_WEBHOOK_BYTES = 1024 * 1024
+MEDIA_REFUSED = (
+    "Sorry, I couldn't open that image: please send a photo (JPEG or PNG) of at most {limit} MB."
+)
 
 
 class ChannelCreate(BaseModel):
@@ -276,8 +281,21 @@ async def converse(
     try:
         uploads = []
         for media in message.media:
-            data = await connector.fetch(media, max_bytes=gateway.settings.limits.max_image_bytes)
-            stored = await store_upload(gateway, bot, data, media.url or media.file_id or "image")
+            try:
+                data = await connector.fetch(
+                    media, max_bytes=gateway.settings.limits.max_image_bytes
+                )
+                stored = await store_upload(gateway, bot, data, media.file_id or "image")
+            except (InvalidInput, LimitExceeded, DeliveryFailed) as e:  # too big, expired, …
+                log_event("channel.media_refused", channel=channel.id, error=e.message)
+                counters.incr("channel.media_refused", channel=channel.type)
+                limit_mb = gateway.settings.limits.max_image_bytes / 1024 / 1024
+                refusal = {"text": MEDIA_REFUSED.format(limit=f"{limit_mb:g}")}
+                with contextlib.suppress(DeliveryFailed):
+                    await connector.send(message.sender_id, refusal, message.metadata)
+                if not message.text and not message.payload:
+                    return
+                continue
             uploads.append(stored.upload_id)
         outcome = await runtime.handle(
             bot_info(bot),

@@ -207,3 +207,18 @@ def test_a_customer_photo_reaches_the_conversation(setup: tuple[Setup, Any, Any]
     (attachment,) = wait_for(attachments)
     image = s.client.get(attachment["url"], headers=s.key)
     assert image.status_code == 200 and image.content == IMAGE
+
+
+def test_an_oversized_photo_gets_a_clear_answer(setup: tuple[Setup, Any, Any]) -> None:
+    s, bot, channel = setup
+    connector = connector_of(s, channel)
+    limits = s.client.app.state.gateway.settings.limits  # type: ignore[attr-defined]
+    before, limits.max_image_bytes = limits.max_image_bytes, 100
+    try:
+        count = len(s.kit.sent(s.calls))
+        photo = s.kit.image_webhook(connector, sender="cust-4", message_id="big-1")
+        assert s.post(photo, channel["id"]).status_code == 200
+        sent = s.wait_sent(count + 1)[count:]
+        assert "couldn't open that image" in sent[0]["text"]
+    finally:
+        limits.max_image_bytes = before
