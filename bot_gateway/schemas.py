@@ -474,3 +474,4 @@ class UploadPublic(BaseModel):
     media_type: str
     width: int
     height: int
+    public_url: str | None = Field(default=None, description="agents' images only")

@@ -209,6 +209,8 @@ class Upload(Base):
     height: Mapped[int] = mapped_column(Integer)
     sha256: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # set for images an agent sends: the channel's provider fetches them without credentials
+    public_token: Mapped[str | None] = mapped_column(String(64), default=None)
 
 
 class Channel(Base):

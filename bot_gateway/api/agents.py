@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from starlette.datastructures import UploadFile
 
-from bot_gateway.api.channels import send_to_customer
+from bot_gateway.api.channels import public_base, send_to_customer
 from bot_gateway.api.chat import bot_info, read_upload_sync, store_upload
 from bot_gateway.api.forms import form_file, read_form, read_limited
 from bot_gateway.conversations import bots as bot_service
@@ -351,8 +351,9 @@ async def send_message(
             data = await read_limited(
                 form_file(form, "file", "the image"), limit, setting="max_image_bytes"
             )
-            stored = await store_upload(gateway, await _bot(gateway, record), data, "agent image")
-            message["image"] = str(request.base_url).rstrip("/") + stored.url
+            bot = await _bot(gateway, record)
+            stored = await store_upload(gateway, bot, data, "agent image", public=True)
+            message["image"] = public_base(gateway, request) + str(stored.public_url)
     else:
         try:
             body = AgentMessage.model_validate_json(await request.body())

@@ -194,8 +194,11 @@ async def upload_image(
     return await store_upload(gateway, bot, data, upload.filename or "image")
 
 
-async def store_upload(gateway: Gateway, bot: Bot, data: bytes, name: str) -> UploadPublic:
-    """Check that ``data`` is an image and keep it for the bot's conversations."""
+async def store_upload(
+    gateway: Gateway, bot: Bot, data: bytes, name: str, *, public: bool = False
+) -> UploadPublic:
+    """Check that ``data`` is an image and keep it for the bot's conversations; a ``public``
+    one (an agent's image) can also be fetched without credentials at ``public_url``."""
     try:
         image = await run_in_threadpool(
             decode_image, data, name=name, max_pixels=gateway.settings.limits.max_image_pixels
@@ -222,9 +225,11 @@ async def store_upload(gateway: Gateway, bot: Bot, data: bytes, name: str) -> Up
                     width=image.width,
                     height=image.height,
                     sha256=image.sha256,
+                    public_token=token,
                 )
             )
 
+    token = secrets.token_urlsafe(24) if public else None
     await run_in_threadpool(save)
     return UploadPublic(
         upload_id=upload_id,
@@ -232,6 +237,7 @@ async def store_upload(gateway: Gateway, bot: Bot, data: bytes, name: str) -> Up
         media_type=media_type,
         width=image.width,
         height=image.height,
+        public_url=f"/files/{upload_id}/{token}" if token else None,
     )
 
 
@@ -260,6 +266,26 @@ def read_upload_sync(
         "media_type": media_type,
     }
     return gateway.store.get_bytes(key), public
+
+
+@public_router.get("/files/{upload_id}/{token}")
+async def public_file(upload_id: str, token: str, gateway: GatewayDep) -> Response:
+    """An image an agent sent, for the channel's provider to fetch (the token is the key)."""
+
+    def load() -> tuple[bytes, str]:
+        with session_scope(gateway.engine) as session:
+            row = session.get(Upload, upload_id)
+            if (
+                row is None
+                or not row.public_token
+                or not secrets.compare_digest(row.public_token, token)
+            ):
+                raise NotFound("no such file")
+            key, media_type = row.blob_key, row.media_type
+        return gateway.store.get_bytes(key), media_type
+
+    data, media_type = await run_in_threadpool(load)
+    return Response(data, media_type=media_type, headers={"Cache-Control": "private"})
 
 
 @router.get("/bots/{bot_id}/uploads/{upload_id}")

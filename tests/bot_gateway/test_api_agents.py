@@ -5,6 +5,7 @@ bot or is closed. Other tenants' agents see nothing."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -199,6 +200,16 @@ def test_a_closed_conversation_starts_afresh(desk: Desk) -> None:
     cid = waiting[0]["id"]
     at = f"/v1/agent/conversations/{cid}"
     desk.as_agent(ana, "POST", f"{at}/claim")
+    # an image from the agent reaches Telegram as a link the provider can fetch
+    sent = desk.as_agent(
+        ana, "POST", f"{at}/messages", files={"file": ("p.png", IMAGE)}, data={"text": "Like this?"}
+    )
+    assert sent.status_code == 200, sent.text
+    photo = next(json.loads(c.content) for c in desk.calls if c.url.path.endswith("/sendPhoto"))
+    assert photo["caption"] == "Like this?"
+    link = httpx.URL(photo["photo"])
+    assert desk.client.get(link.path).content == IMAGE  # no credentials: the token is the key
+    assert desk.client.get(link.path[:-3] + "xyz").status_code == 404
     closed = desk.as_agent(ana, "POST", f"{at}/close").json()
     assert closed["status"] == "closed"
     assert desk.as_agent(ana, "POST", f"{at}/claim").status_code == 409

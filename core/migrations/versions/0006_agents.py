@@ -1,4 +1,4 @@
-"""agents, their sessions, and who holds a handed-off conversation
+"""agents, their sessions, who holds a handed-off conversation, public links of agents' images
 
 Revision ID: 0006
 Revises: 0005
@@ -47,9 +47,13 @@ def upgrade() -> None:
         batch.add_column(sa.Column("handoff_reason", sa.Text(), nullable=True))
         batch.add_column(sa.Column("waiting_since", TZ, nullable=True))
         batch.create_index("ix_conversations_assigned_agent_id", ["assigned_agent_id"])
+    with op.batch_alter_table("uploads") as batch:
+        batch.add_column(sa.Column("public_token", sa.String(64), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("uploads") as batch:
+        batch.drop_column("public_token")
     with op.batch_alter_table("conversations") as batch:
         batch.drop_index("ix_conversations_assigned_agent_id")
         batch.drop_column("waiting_since")
