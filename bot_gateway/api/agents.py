@@ -175,6 +175,7 @@ def _item(
         "bot_name": bots.get(record.bot_id),
         "channel": channels.get(record.channel, record.channel),
         "sender_id": record.sender_id,
+        "customer_name": (record.state.get("reply_metadata") or {}).get("name"),
         "status": record.status,
         "handoff_reason": record.handoff_reason,
         "waiting_since": record.waiting_since.timestamp() if record.waiting_since else None,
@@ -263,8 +264,10 @@ async def conversation(
     events = await store.events(agent.tenant_id, conversation_id, limit=TRANSCRIPT_EVENTS)
     names = await run_in_threadpool(_names, gateway, agent.tenant_id)
     transcript = [t for e in events if (t := turn_of(conversation_id, e)) is not None]
-    parses = [
-        e.get("parse_data") for e in events if e.get("event") == "user" and e.get("parse_data")
+    parses = [  # the last message the bot read (not those written to an agent)
+        e["parse_data"]
+        for e in events
+        if e.get("event") == "user" and (e.get("parse_data") or {}).get("intent")
     ]
     last = parses[-1] if parses else None
     return {
