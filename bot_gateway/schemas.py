@@ -421,7 +421,10 @@ class ConversationPublic(BaseModel):
     bot_id: str
     channel: str
     sender_id: str
-    status: str = Field(description="bot, or waiting_for_agent after a handoff")
+    status: str = Field(
+        description="bot; waiting_for_agent after a handoff; with_agent once an agent claims "
+        "it; closed by an agent (the next message starts a new session with the bot)"
+    )
     slots: dict[str, Any]
     active_flows: list[str]
     created_at: datetime
