@@ -19,6 +19,7 @@ STATUS: list[tuple[type[e.ParleyError], int]] = [
     (e.LimitExceeded, 422),
     (e.InvalidInput, 422),
     (e.Unauthenticated, 401),
+    (e.TooManyRequests, 429),
     (e.Forbidden, 403),
     (e.NotFound, 404),
     (e.Conflict, 409),

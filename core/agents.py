@@ -7,6 +7,7 @@ import base64
 import hashlib
 import hmac
 import secrets
+import threading
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -14,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.db import utcnow
-from core.errors import Conflict, InvalidInput, NotFound, Unauthenticated
+from core.errors import Conflict, InvalidInput, NotFound, TooManyRequests, Unauthenticated
 from core.ids import new_id
 from core.tables import Agent, AgentSession, Tenant
 
@@ -29,6 +30,8 @@ __all__ = [
 ]
 
 ROLES = ("agent", "supervisor")
+MAX_FAILED_LOGINS = 5  # per tenant and username, within LOCKOUT
+LOCKOUT = timedelta(minutes=5)
 SESSION_TTL = timedelta(hours=12)
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 
@@ -114,6 +117,39 @@ def authenticate(session: Session, *, tenant: str, username: str, password: str)
     ):
         raise Unauthenticated("wrong tenant, username or password")
     return row
+
+
+class LoginThrottle:
+    """Failed logins per (tenant, username) in this process: after ``MAX_FAILED_LOGINS`` within
+    ``LOCKOUT`` the account refuses logins (even correct ones) until the window passes."""
+
+    def __init__(self) -> None:
+        self._failures: dict[tuple[str, str], list[float]] = {}
+        self._lock = threading.Lock()
+
+    def check(self, tenant: str, username: str, now: float) -> None:
+        with self._lock:
+            recent = self._recent((tenant, username.strip()), now)
+        if len(recent) >= MAX_FAILED_LOGINS:
+            wait = int(recent[0] + LOCKOUT.total_seconds() - now) + 1
+            raise TooManyRequests(
+                f"too many failed logins for this account; try again in {wait} s", retry_after=wait
+            )
+
+    def failed(self, tenant: str, username: str, now: float) -> None:
+        with self._lock:
+            key = (tenant, username.strip())
+            self._failures[key] = [*self._recent(key, now), now]
+
+    def succeeded(self, tenant: str, username: str) -> None:
+        with self._lock:
+            self._failures.pop((tenant, username.strip()), None)
+
+    def _recent(self, key: tuple[str, str], now: float) -> list[float]:
+        return [t for t in self._failures.get(key, []) if now - t < LOCKOUT.total_seconds()]
+
+
+throttle = LoginThrottle()
 
 
 def _token_hash(token: str) -> str:

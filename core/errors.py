@@ -11,6 +11,7 @@ responses ``{"error": code, "message": ...}`` in one place.
     ├── LimitExceeded                422 limit_exceeded    (a count over a configured limit)
     │   └── PayloadTooLarge          413 payload_too_large (bytes over a configured limit)
     ├── Unauthenticated              401 unauthenticated   (missing, wrong or revoked key)
+    ├── TooManyRequests              429 too_many_requests (e.g. repeated failed logins)
     ├── Forbidden                    403 forbidden         (key lacks a scope; operator token)
     ├── NotFound                     404 not_found         (also for another tenant's ids)
     ├── Conflict                     409 conflict
@@ -39,6 +40,7 @@ __all__ = [
     "NotReady",
     "ParleyError",
     "PayloadTooLarge",
+    "TooManyRequests",
     "Unauthenticated",
     "UnknownPluginError",
     "UnsupportedMediaType",
@@ -84,6 +86,10 @@ class PayloadTooLarge(LimitExceeded):
 
 class Unauthenticated(ParleyError):
     code = "unauthenticated"
+
+
+class TooManyRequests(ParleyError):
+    code = "too_many_requests"
 
 
 class Forbidden(ParleyError):

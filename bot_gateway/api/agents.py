@@ -10,6 +10,7 @@ Agents authenticate with a session cookie (``parley_agent``: HttpOnly, SameSite=
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -32,7 +33,14 @@ from bot_gateway.errors import close_code_for
 from core import agents as agent_service
 from core.agents import AgentPrincipal
 from core.db import session_scope
-from core.errors import Conflict, Forbidden, InvalidInput, NotFound, ParleyError
+from core.errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    ParleyError,
+    Unauthenticated,
+)
 from core.tables import Agent, Bot, Channel
 
 router = APIRouter(prefix="/agent", tags=["agents' console"])
@@ -99,6 +107,9 @@ class AgentPublic(BaseModel):
 
 @router.post("/login")
 async def login(body: Login, request: Request, gateway: GatewayDep) -> Response:
+    throttle, now = agent_service.throttle, time.time()
+    throttle.check(body.tenant, body.username, now)
+
     def check() -> tuple[AgentPrincipal, str]:
         with session_scope(gateway.engine) as session:
             agent = agent_service.authenticate(
@@ -106,7 +117,12 @@ async def login(body: Login, request: Request, gateway: GatewayDep) -> Response:
             )
             return AgentPrincipal.of(agent), agent_service.login(session, agent)
 
-    agent, token = await run_in_threadpool(check)
+    try:
+        agent, token = await run_in_threadpool(check)
+    except Unauthenticated:
+        throttle.failed(body.tenant, body.username, now)
+        raise
+    throttle.succeeded(body.tenant, body.username)
     response = JSONResponse({"agent": AgentPublic.of(agent).model_dump()})
     response.set_cookie(
         COOKIE,

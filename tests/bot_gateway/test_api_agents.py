@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 
 from bot_gateway.app import create_app
 from connectors.registry import connectors
+from core import agents as agent_service
 from core.agents import create_agent
 from core.db import get_engine, session_scope
 from tests.bot_gateway.conftest import OPERATOR
@@ -126,6 +127,15 @@ def test_logins_are_checked(desk: Desk) -> None:
     me = desk.as_agent(ana, "GET", "/v1/agent/me").json()["agent"]
     assert me["username"] == "ana" and me["role"] == "agent"
     assert desk.as_agent(ana, "GET", "/v1/agent/agents").status_code == 403
+    # guessing a password is throttled: after 5 failures even the right one waits
+    wrong = {"tenant": "shop", "username": "bo", "password": "guess-guess"}
+    codes = [desk.client.post("/v1/agent/login", json=wrong).status_code for _ in range(6)]
+    assert codes == [401] * 5 + [429]
+    right = {**wrong, "password": PASSWORD}
+    locked = desk.client.post("/v1/agent/login", json=right)
+    assert locked.status_code == 429 and "try again in" in locked.json()["message"]
+    agent_service.throttle.succeeded("shop", "bo")  # the window is 5 minutes: end it for the test
+    assert desk.client.post("/v1/agent/login", json=right).status_code == 200
 
 
 def test_a_handed_off_customer_is_claimed_answered_and_handed_back(desk: Desk) -> None:
