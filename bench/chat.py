@@ -74,12 +74,11 @@ from bench.intent import (  # noqa: E402
     guarded,
     load_average,
     machine_facts,
+    parley_server,
     percentile,
     print_header,
     render_table,
-    stop_server,
     tail,
-    wait_healthy,
     write_json,
 )
 from bench.serving import cpu_seconds, rss_mb  # noqa: E402
@@ -88,7 +87,6 @@ FD_TARGET = 4096  # soft open-files limit wanted for the server and for this pro
 FD_SLACK = 200  # descriptors besides the sockets (database, logs, libraries)
 READY_TIMEOUT_S = 600.0
 POLL_S = 0.5
-KEY_WAIT_S = 10.0
 WELCOME_TIMEOUT_S = 30.0
 GIVE_UP_S = 60.0  # a reply this late: the conversation is abandoned (its socket closed)
 ERROR_GRACE_S = 1.0  # a failed turn sends its error frame right after ``typing off``
@@ -362,58 +360,24 @@ def run_server(
     workdir: Path, port: int, device: str, operator_token: str, nofile: int
 ) -> Iterator[Server]:
     """Start ``parley serve --no-demo`` on a fresh data dir; yield it; stop it."""
-    parley = Path(sys.executable).parent / "parley"
-    if not parley.exists():
-        raise BenchError(f"{parley} not found; install the project (pip install -e .)")
     log_path = workdir / "server.log"
-    env = dict(os.environ)
-    env.update(
-        PARLEY_DATA_DIR=str(workdir / "data"),
-        PARLEY_OPERATOR_TOKEN=operator_token,
-        PARLEY_QUEUE__THREADS="1",
-        PARLEY_LOG_LEVEL="WARNING",
-        PARLEY_SERVING__DEVICE=device,
-    )
-    cmd = [str(parley), "serve", "--host", "127.0.0.1", "--port", str(port), "--no-demo"]
-    url = f"http://127.0.0.1:{port}"
-    with log_path.open("wb") as log:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(
-            cmd,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=functools.partial(_raise_nofile, nofile),
+    env = {
+        "PARLEY_OPERATOR_TOKEN": operator_token,
+        "PARLEY_QUEUE__THREADS": "1",
+        "PARLEY_SERVING__DEVICE": device,
+    }
+    raise_nofile = functools.partial(_raise_nofile, nofile)
+    with parley_server(workdir / "data", port, log_path, env, preexec_fn=raise_nofile) as (
+        url,
+        proc,
+        startup,
+    ):
+        print(
+            f"server up on {url} in {startup:.1f} s, pid {proc.pid}, "
+            f"open-files limit {process_nofile(proc.pid)} (log: {log_path})",
+            flush=True,
         )
-        try:
-            wait_healthy(url, proc, log_path)
-            print(
-                f"server up on {url} in {time.perf_counter() - t0:.1f} s, pid {proc.pid}, "
-                f"open-files limit {process_nofile(proc.pid)} (log: {log_path})",
-                flush=True,
-            )
-            yield Server(url, proc, log_path)
-        finally:
-            stop_server(proc)
-
-
-def wait_for_key(url: str, api_key: str) -> int:
-    """Wait until a new key is accepted; returns how many times it was refused first.
-
-    ``POST /v1/tenants`` commits its session in a ``yield`` dependency, which can finish after
-    the response is sent: a key used at once is then sometimes refused (401).
-    """
-    refused = 0
-    deadline = time.monotonic() + KEY_WAIT_S
-    with httpx.Client(base_url=url, timeout=30.0) as client:
-        while True:
-            resp = client.get("/v1/bots", headers={"Authorization": f"Bearer {api_key}"})
-            if resp.status_code != 401 or time.monotonic() > deadline:
-                check(resp, 200)
-                return refused
-            refused += 1
-            time.sleep(0.05)
+        yield Server(url, proc, log_path)
 
 
 def create_bot(url: str, api_key: str) -> tuple[str, float]:
@@ -915,13 +879,6 @@ def run(args: argparse.Namespace, workdir: Path, nofile: int) -> dict[str, Any]:
     port = args.port or free_port()
     with run_server(workdir, port, args.device, token, nofile) as server:
         api_key = create_tenant(server.url, token)
-        refused = wait_for_key(server.url, api_key)
-        if refused:
-            print(
-                f"NOTE: the new tenant's API key was refused (401) {refused} time(s) before the "
-                "server accepted it (POST /v1/tenants answers before its commit)",
-                flush=True,
-            )
         bot_id, ready_s = create_bot(server.url, api_key)
         print(f"bot {bot_id} ready in {ready_s:.1f} s (create + NLU training)", flush=True)
         chat = Chat(
@@ -947,7 +904,6 @@ def run(args: argparse.Namespace, workdir: Path, nofile: int) -> dict[str, Any]:
         log_tail = tail(server.log_path, 20)
     return {
         "bot_ready_s": ready_s,
-        "key_refused": refused,
         "levels": levels,
         "server_log_tail": log_tail,
     }
@@ -1002,7 +958,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             facts,
             total,
             bot_ready_s=outcome["bot_ready_s"],
-            key_refused_before_accepted=outcome["key_refused"],
             levels=[asdict(r) for r in levels],
             targets=checks,
         )

@@ -204,36 +204,58 @@ def stop_server(proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def run_server(
-    workdir: Path, port: int, device: str, operator_token: str
-) -> Iterator[tuple[str, Path]]:
-    """Start ``parley serve`` on a fresh data dir; yield (base URL, log path); stop it."""
+def parley_server(
+    data_dir: Path,
+    port: int,
+    log_path: Path,
+    env: dict[str, str],
+    *,
+    preexec_fn: Callable[[], None] | None = None,
+) -> Iterator[tuple[str, subprocess.Popen[bytes], float]]:
+    """Start ``parley serve --no-demo`` on ``data_dir`` with ``env`` added (log level WARNING);
+    yield (base URL, process, startup seconds); stop it. Every bench starts its server here."""
     parley = Path(sys.executable).parent / "parley"
     if not parley.exists():
         raise BenchError(f"{parley} not found; install the project (pip install -e .)")
-    data_dir = workdir / "data"
-    log_path = workdir / "server.log"
-    env = dict(os.environ)
-    env.update(
-        PARLEY_DATA_DIR=str(data_dir),
-        PARLEY_OPERATOR_TOKEN=operator_token,
-        PARLEY_SERVING__DEVICE=device,
-        PARLEY_QUEUE__THREADS="0",
-        PARLEY_LOG_LEVEL="WARNING",
-    )
+    full_env = {
+        **os.environ,
+        "PARLEY_DATA_DIR": str(data_dir),
+        "PARLEY_LOG_LEVEL": "WARNING",
+        **env,
+    }
     cmd = [str(parley), "serve", "--host", "127.0.0.1", "--port", str(port), "--no-demo"]
     url = f"http://127.0.0.1:{port}"
     with log_path.open("wb") as log:
         t0 = time.perf_counter()
         proc = subprocess.Popen(
-            cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            cmd,
+            env=full_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=preexec_fn,
         )
         try:
             wait_healthy(url, proc, log_path)
-            print(f"server up on {url} in {time.perf_counter() - t0:.1f} s (log: {log_path})")
-            yield url, log_path
+            yield url, proc, time.perf_counter() - t0
         finally:
             stop_server(proc)
+
+
+@contextlib.contextmanager
+def run_server(
+    workdir: Path, port: int, device: str, operator_token: str
+) -> Iterator[tuple[str, Path]]:
+    """Start ``parley serve`` on a fresh data dir; yield (base URL, log path); stop it."""
+    log_path = workdir / "server.log"
+    env = {
+        "PARLEY_OPERATOR_TOKEN": operator_token,
+        "PARLEY_SERVING__DEVICE": device,
+        "PARLEY_QUEUE__THREADS": "0",
+    }
+    with parley_server(workdir / "data", port, log_path, env) as (url, _proc, startup):
+        print(f"server up on {url} in {startup:.1f} s (log: {log_path})")
+        yield url, log_path
 
 
 def wait_healthy(url: str, proc: subprocess.Popen[bytes], log_path: Path) -> None:

@@ -65,13 +65,12 @@ from bench.intent import (  # noqa: E402
     guarded,
     load_average,
     machine_facts,
+    parley_server,
     percentile,
     print_header,
     read_split,
     render_table,
-    stop_server,
     tail,
-    wait_healthy,
     write_json,
 )
 
@@ -337,35 +336,18 @@ def run_server(
     data_dir: Path, port: int, max_batch: int, device: str, log_path: Path
 ) -> Iterator[tuple[str, subprocess.Popen[bytes], float]]:
     """Start ``parley serve`` on ``data_dir``; yield (base URL, process, startup s); stop it."""
-    parley = Path(sys.executable).parent / "parley"
-    if not parley.exists():
-        raise BenchError(f"{parley} not found; install the project (pip install -e .)")
-    env = dict(os.environ)
-    env.update(
-        PARLEY_DATA_DIR=str(data_dir),
-        PARLEY_LOG_LEVEL="WARNING",
-        PARLEY_QUEUE__WORKERS="0",
-        PARLEY_SERVING__MAX_BATCH=str(max_batch),
-        PARLEY_SERVING__DEVICE=device,
-    )
-    cmd = [str(parley), "serve", "--host", "127.0.0.1", "--port", str(port), "--no-demo"]
-    url = f"http://127.0.0.1:{port}"
-    with log_path.open("wb") as log:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(
-            cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    env = {
+        "PARLEY_QUEUE__WORKERS": "0",
+        "PARLEY_SERVING__MAX_BATCH": str(max_batch),
+        "PARLEY_SERVING__DEVICE": device,
+    }
+    with parley_server(data_dir, port, log_path, env) as (url, proc, startup):
+        print(
+            f"server (max_batch={max_batch}) up on {url} in {startup:.1f} s, pid {proc.pid} "
+            f"(log: {log_path})",
+            flush=True,
         )
-        try:
-            wait_healthy(url, proc, log_path)
-            startup = time.perf_counter() - t0
-            print(
-                f"server (max_batch={max_batch}) up on {url} in {startup:.1f} s, pid {proc.pid} "
-                f"(log: {log_path})",
-                flush=True,
-            )
-            yield url, proc, startup
-        finally:
-            stop_server(proc)
+        yield url, proc, startup
 
 
 # --- requests -----------------------------------------------------------------------------
