@@ -12,6 +12,7 @@ show degrade to text (``as_text``).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar
@@ -112,6 +113,7 @@ class Connector(Generic[C]):
     Config: ClassVar[type[ConnectorConfig]]
     capabilities: ClassVar[Capabilities] = Capabilities()
     replay_window_s: ClassVar[float] = 300.0
+    _sleep = staticmethod(asyncio.sleep)  # the waits between retries (tests replace it)
 
     def __init__(self, config: C, client: httpx.AsyncClient, *, webhook_url: str) -> None:
         self.config = config

@@ -32,7 +32,6 @@ Outbound (``POST https://graph.facebook.com/v19.0/me/messages?access_token=…``
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import json
 from typing import Any, ClassVar
@@ -89,7 +88,6 @@ class MessengerConnector(Connector[MessengerConfig]):
         buttons=True, quick_replies=True, images=True, cards=True, inbound_images=True
     )
     api_url: ClassVar[str] = "https://graph.facebook.com/v19.0"
-    _sleep = staticmethod(asyncio.sleep)
 
     def handshake(self, request: WebhookRequest) -> WebhookReply | None:
         query = request.query

@@ -34,7 +34,6 @@ Outbound: one ``chat.postMessage`` per message with Block Kit blocks (text secti
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from collections.abc import Generator
@@ -100,7 +99,6 @@ class SlackConnector(Connector[SlackConfig]):
         buttons=True, quick_replies=True, images=True, cards=True, inbound_images=True
     )
     api_url: ClassVar[str] = "https://slack.com/api"
-    _sleep = staticmethod(asyncio.sleep)
 
     def verify(self, request: WebhookRequest) -> None:
         stamp = request.header("x-slack-request-timestamp")

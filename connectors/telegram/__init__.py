@@ -25,7 +25,6 @@ Outbound
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import hmac
@@ -201,7 +200,6 @@ class TelegramConnector(Connector[TelegramConfig]):
         buttons=True, quick_replies=True, images=True, cards=True, inbound_images=True
     )
     api_base: ClassVar[str] = "https://api.telegram.org"
-    _sleep = staticmethod(asyncio.sleep)
 
     # -- inbound --
 

@@ -27,7 +27,6 @@ Media
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import hmac
@@ -103,7 +102,6 @@ class TwilioConnector(Connector[TwilioConfig]):
     Config: ClassVar[type[ConnectorConfig]] = TwilioConfig
     capabilities: ClassVar[Capabilities] = Capabilities(images=True, inbound_images=True)
     api_base: ClassVar[str] = "https://api.twilio.com"
-    _sleep = staticmethod(asyncio.sleep)
 
     @property
     def whatsapp(self) -> bool:

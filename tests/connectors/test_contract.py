@@ -43,7 +43,7 @@ def make(kit: Kit, transport: httpx.AsyncBaseTransport) -> Connector[Any]:
         httpx.AsyncClient(transport=transport),
         webhook_url=URL,
     )
-    connector._sleep = _no_wait  # type: ignore[attr-defined]
+    connector._sleep = _no_wait  # type: ignore[method-assign]
     return connector
 
 
