@@ -14,6 +14,7 @@ import json
 import mimetypes
 import re
 import secrets
+import time
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,7 @@ SESSION_ID = re.compile(r"^[A-Za-z0-9_\-]{8,64}$")
 MAX_FRAME_CHARS = 16 * 1024
 MAX_TEXT_CHARS = 4000
 HISTORY = 50
+BOT_REFRESH_S = 2.0  # an open socket re-reads its bot (version, enabled) at most this often
 CHANNEL_WEBCHAT, CHANNEL_REST = "webchat", "rest"
 
 
@@ -403,6 +405,9 @@ async def webchat(websocket: WebSocket, bot_id: str) -> None:
         await _read_loop(websocket, gateway, bot, session_id, queue)
     except WebSocketDisconnect:
         pass
+    except ParleyError as e:  # the bot was deleted while the socket was open
+        await websocket.send_json({"type": "error", "error": e.code, "message": e.message})
+        await websocket.close(code=close_code_for(e), reason=e.code)
     finally:
         writer.cancel()
         runtime.hub.unsubscribe(record.id, queue)
@@ -415,6 +420,14 @@ async def _forward(websocket: WebSocket, queue: asyncio.Queue[dict[str, Any]]) -
         await websocket.send_json(frame)
 
 
+async def _reload(gateway: Gateway, bot: Bot) -> Bot:
+    def load() -> Bot:
+        with session_scope(gateway.engine) as session:
+            return bot_service.get_bot(session, bot.tenant_id, bot.id)
+
+    return await run_in_threadpool(load)
+
+
 async def _read_loop(
     websocket: WebSocket,
     gateway: Gateway,
@@ -423,8 +436,11 @@ async def _read_loop(
     queue: asyncio.Queue[dict[str, Any]],
 ) -> None:
     runtime = gateway.conversations
+    loaded = time.monotonic()
     while True:
         text = await websocket.receive_text()
+        if time.monotonic() - loaded > BOT_REFRESH_S:  # a new version, or disabled meanwhile
+            bot, loaded = await _reload(gateway, bot), time.monotonic()
         try:
             frame = read_frame(text)
             kind = frame["type"]

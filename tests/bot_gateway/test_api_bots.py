@@ -319,6 +319,16 @@ def test_web_chat_socket_protocol(api: Api, bot: dict[str, Any]) -> None:
         ws.send_json({"type": "message", "text": "hello", "client_id": "c1"})
         frames = [ws.receive_json() for _ in range(3)]
         assert [f["type"] for f in frames] == ["typing", "ack", "typing"]
+        # an open socket notices when its bot is disabled
+        patch = api.client.patch(f"/v1/bots/{bot_id}", json={"enabled": False}, headers=api.a)
+        assert patch.status_code == 200
+        try:
+            time.sleep(2.2)  # BOT_REFRESH_S
+            ws.send_json({"type": "message", "text": "hello"})
+            frames = [ws.receive_json() for _ in range(3)]
+            assert frames[2]["error"] == "conflict" and "disabled" in frames[2]["message"]
+        finally:
+            api.client.patch(f"/v1/bots/{bot_id}", json={"enabled": True}, headers=api.a)
     # reconnecting resumes the session with its history
     with api.client.websocket_connect(url, headers=shop) as ws:
         welcome = ws.receive_json()
