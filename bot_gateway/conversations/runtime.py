@@ -25,6 +25,7 @@ from bot_gateway.conversations.store import CLOSED, ConversationRecord, TrackerS
 from bot_gateway.conversations.tracker import BOT, Tracker
 from core.errors import Conflict, NotReady, ParleyError
 from core.logging import log_event
+from core.metrics import counters
 from core.tenants import Principal
 
 __all__ = ["BotInfo", "ConversationRuntime", "Hub", "Inbound", "TurnOutcome"]
@@ -271,6 +272,7 @@ class ConversationRuntime:
                     result = await self.see(principal, step.model, data)
                 except ParleyError as e:
                     log_event("conversation.vision_failed", step=step.name, error=e.message)
+                    counters.incr("conversation.vision_failed", bot=bot.id)
                     continue
                 vision.append(VisionResult(step.name, step.model, result))
         if parse is None and text and tracker.status == BOT and bot.nlu_model_id:
@@ -280,6 +282,7 @@ class ConversationRuntime:
                 raise NotReady(f"the bot's NLU model is not ready: {e.message}") from e
             except ParleyError as e:
                 log_event("conversation.nlu_failed", bot=bot.id, error=e.message)
+                counters.incr("conversation.nlu_failed", bot=bot.id)
                 parse = None
         return UserMessage(
             text=text,
