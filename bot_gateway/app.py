@@ -35,6 +35,7 @@ from bot_gateway.schemas import ParseRequest, PredictRequest
 from bot_gateway.serving.batcher import MicroBatcher
 from bot_gateway.serving.cache import ModelCache
 from bot_gateway.serving.lookup import Lookups
+from core.counters import counter_stores
 from core.db import ensure_schema, get_engine, session_scope
 from core.logging import configure_logging, log_event
 from core.registry import load_entry_points
@@ -78,6 +79,7 @@ def build_gateway(settings: Settings) -> Gateway:
         ),
         imports=ThreadPoolExecutor(max_workers=1, thread_name_prefix="import"),
         lookups=Lookups(engine, ttl=settings.serving.lookup_ttl),
+        counter_store=counter_stores.get(settings.rate_limits.backend)(),
     )
 
 

@@ -19,6 +19,7 @@ from bot_gateway.conversations.runtime import ConversationRuntime
 from bot_gateway.serving.batcher import MicroBatcher
 from bot_gateway.serving.cache import ModelCache
 from bot_gateway.serving.lookup import Lookups
+from core.counters import CounterStore
 from core.db import session_scope
 from core.errors import Forbidden, Unauthenticated
 from core.settings import Settings
@@ -41,6 +42,7 @@ class Gateway:
     batcher: MicroBatcher
     imports: ThreadPoolExecutor
     lookups: Lookups
+    counter_store: CounterStore  # rate-limit buckets, lockouts (settings.rate_limits.backend)
     conversations: ConversationRuntime = field(init=False)  # built in the app's lifespan
     http: httpx.AsyncClient = field(init=False)  # channel providers' APIs (the lifespan's)
     background: set[asyncio.Task[None]] = field(default_factory=set)  # channel turns
@@ -91,7 +93,11 @@ def bearer(request: Request) -> str | None:
 
 
 async def get_principal(request: Request, gateway: GatewayDep) -> Principal:
-    return await gateway.lookups.principal(bearer(request))
+    """The calling key's principal; also left on ``request.state.principal`` for the
+    middleware that meters, limits and audits the request."""
+    principal = await gateway.lookups.principal(bearer(request))
+    request.state.principal = principal
+    return principal
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

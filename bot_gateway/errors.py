@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import traceback
 
 from fastapi import FastAPI, Request
@@ -38,6 +39,7 @@ HTTP_CODES = {
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "invalid_input",
+    429: "too_many_requests",
 }
 
 
@@ -65,9 +67,12 @@ def status_for(error: e.ParleyError) -> int:
 
 
 def problem(http_status: int, code: str, message: str, /, **details: object) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if http_status == 401 else None
+    headers = {"WWW-Authenticate": "Bearer"} if http_status == 401 else {}
+    retry_after = details.get("retry_after")
+    if isinstance(retry_after, int | float) and retry_after >= 0:
+        headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
     body = {**details, "error": code, "message": message}
-    return JSONResponse(body, http_status, headers=headers)
+    return JSONResponse(body, http_status, headers=headers or None)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -12,6 +12,8 @@ responses ``{"error": code, "message": ...}`` in one place.
     │   └── PayloadTooLarge          413 payload_too_large (bytes over a configured limit)
     ├── Unauthenticated              401 unauthenticated   (missing, wrong or revoked key)
     ├── TooManyRequests              429 too_many_requests (e.g. repeated failed logins)
+    │   ├── RateLimited              429 rate_limited      (a rate limit; Retry-After, RateLimit-*)
+    │   └── QuotaExceeded            429 quota_exceeded    (a tenant's quota; ``details["quota"]``)
     ├── Forbidden                    403 forbidden         (key lacks a scope; operator token)
     ├── NotFound                     404 not_found         (also for another tenant's ids)
     ├── Conflict                     409 conflict
@@ -20,7 +22,8 @@ responses ``{"error": code, "message": ...}`` in one place.
     ├── DeliveryFailed               502 delivery_failed   (a channel's provider refused a message)
     └── ConfigurationError           500 configuration     (server set up wrongly; says how to fix)
 
-Every message says what went wrong and what to do next.
+Every message says what went wrong and what to do next. A ``retry_after`` detail (seconds)
+becomes a ``Retry-After`` header.
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ __all__ = [
     "NotReady",
     "ParleyError",
     "PayloadTooLarge",
+    "QuotaExceeded",
+    "RateLimited",
     "TooManyRequests",
     "Unauthenticated",
     "UnknownPluginError",
@@ -90,6 +95,16 @@ class Unauthenticated(ParleyError):
 
 class TooManyRequests(ParleyError):
     code = "too_many_requests"
+
+
+class RateLimited(TooManyRequests):
+    code = "rate_limited"
+
+
+class QuotaExceeded(TooManyRequests):
+    """A tenant's quota is used up; ``details["quota"]`` names it."""
+
+    code = "quota_exceeded"
 
 
 class Forbidden(ParleyError):

@@ -37,6 +37,10 @@ class QueueSettings(BaseModel):
     stale_after: float = Field(
         default=60.0, gt=0, description="a running job without a heartbeat this long is re-queued"
     )
+    per_tenant_concurrency: int = Field(
+        default=1, ge=1, description="jobs of one tenant that run at once; the queue takes "
+        "tenants in turn (round-robin), so one tenant's backlog never holds another's job"
+    )
 
 
 class LimitSettings(BaseModel):
@@ -52,6 +56,21 @@ class LimitSettings(BaseModel):
     max_batch_images: int = Field(default=16, ge=1, description="images per predict call")
     max_image_bytes: int = Field(
         default=20 * 1024 * 1024, ge=1, description="bytes of one image in a predict call"
+    )
+    max_json_bytes: int = Field(
+        default=1024 * 1024, ge=1, description="bytes of a JSON (or YAML/text) request body"
+    )
+    max_webhook_bytes: int = Field(
+        default=1024 * 1024, ge=1, description="bytes of a channel provider's webhook body"
+    )
+    max_document_depth: int = Field(
+        default=32, ge=2, description="nesting depth of a parsed JSON/YAML document"
+    )
+    max_document_nodes: int = Field(
+        default=200_000, ge=1, description="values (after YAML alias expansion) in a document"
+    )
+    max_yaml_aliases: int = Field(
+        default=100, ge=0, description="alias uses (*name) a YAML document may hold"
     )
 
 
@@ -79,6 +98,45 @@ class ServingSettings(BaseModel):
     )
 
 
+class Rate(BaseModel):
+    """A token bucket: ``per_second`` tokens refill, up to ``burst`` held at once."""
+
+    per_second: float = Field(gt=0)
+    burst: int = Field(ge=1)
+
+
+class RateLimitSettings(BaseModel):
+    """Request rates per API key and per tenant, by class of route; ``429`` past them.
+    Operators override them per tenant (``parley tenants update T --rate predict=50/100``)."""
+
+    enabled: bool = True
+    backend: str = Field(default="memory", description="counter store: memory (one process)")
+    predict_key: Rate = Rate(per_second=100, burst=200)
+    predict_tenant: Rate = Rate(per_second=200, burst=400)
+    train_key: Rate = Rate(per_second=1, burst=10)
+    train_tenant: Rate = Rate(per_second=2, burst=20)
+    upload_key: Rate = Rate(per_second=5, burst=20)
+    upload_tenant: Rate = Rate(per_second=10, burst=40)
+    webhook_tenant: Rate = Rate(per_second=50, burst=200)
+    api_key: Rate = Rate(per_second=50, burst=100)
+    api_tenant: Rate = Rate(per_second=100, burst=200)
+    auth_failures_per_address: Rate = Rate(per_second=0.5, burst=20)
+
+
+class AuditSettings(BaseModel):
+    retention_days: int = Field(default=90, ge=1, description="days audit entries are kept")
+
+
+class OutboundSettings(BaseModel):
+    """Calls Parley makes for tenants (HTTP actions, action servers, image URLs)."""
+
+    allow_hosts: list[str] = Field(
+        default_factory=list,
+        description="private or loopback hosts/networks outbound calls may reach "
+        "(`10.0.0.5`, `10.0.0.0/8`, `orders.internal`); everything private is refused otherwise",
+    )
+
+
 class ImageFetchSettings(BaseModel):
     """Prediction inputs given as URLs: off unless the operator turns them on."""
 
@@ -102,6 +160,12 @@ class Settings(BaseSettings):
         description="derived files (the encoder's ONNX graph); default: cache/ in the data dir",
     )
     operator_token: SecretStr | None = None
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description="key that encrypts channel secrets and action-server tokens at rest; "
+        "comma-separated to rotate: the first encrypts, the others still decrypt until "
+        "`parley secrets rotate`",
+    )
     public_url: str | None = Field(
         default=None,
         description="the server's public base URL (https://parley.example.com): channel webhook "
@@ -117,6 +181,9 @@ class Settings(BaseSettings):
     limits: LimitSettings = LimitSettings()
     serving: ServingSettings = ServingSettings()
     image_fetch: ImageFetchSettings = ImageFetchSettings()
+    rate_limits: RateLimitSettings = RateLimitSettings()
+    audit: AuditSettings = AuditSettings()
+    outbound: OutboundSettings = OutboundSettings()
 
     @property
     def database_url(self) -> str:

@@ -20,6 +20,10 @@ class Tenant(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # set by the operator: {"predictions_per_month": 100000, "models": 50, ...}; absent = none
+    quotas: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # operator overrides of the rate limit settings: {"predict_tenant": {"per_second":..}}
+    rate_limits: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
 class ApiKey(Base):
@@ -178,6 +182,8 @@ class Conversation(Base):
     assigned_agent_id: Mapped[str | None] = mapped_column(String(32), default=None, index=True)
     handoff_reason: Mapped[str | None] = mapped_column(Text, default=None)
     waiting_since: Mapped[datetime | None] = mapped_column(default=None)
+    # sha256 of the session token the web chat widget got when it opened this conversation
+    widget_token_hash: Mapped[str | None] = mapped_column(String(64), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
@@ -225,6 +231,8 @@ class Channel(Base):
     type: Mapped[str] = mapped_column(String(32))
     config: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # the provider's webhook registration: {"status": "registered"|"failed"|..., "message": ...}
+    registration: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
 
 
 class Agent(Base):
@@ -251,3 +259,38 @@ class AgentSession(Base):
     agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime] = mapped_column()
+
+
+class UsageRecord(Base):
+    """Metered usage of a tenant in one UTC hour: ``metric`` (``predictions``, ``ocr_pages``,
+    ``train_seconds``, ``conversations``, ``messages``) split by ``dimension`` (a model and kind,
+    a device, a channel; ``""`` when none), summed in ``value``."""
+
+    __tablename__ = "usage_records"
+    __table_args__ = (
+        Index("ux_usage_records_key", "tenant_id", "hour", "metric", "dimension", unique=True),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(String(32))
+    hour: Mapped[datetime] = mapped_column()
+    metric: Mapped[str] = mapped_column(String(64))
+    dimension: Mapped[str] = mapped_column(String(200), default="")
+    value: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class AuditEntry(Base):
+    """One write: who (``actor``: ``key:<id>``, ``agent:<id>``, ``operator``) did what
+    (``action``: method and route template) to which id, when, from which address."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_tenant_time", "tenant_id", "created_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    actor: Mapped[str] = mapped_column(String(100))
+    action: Mapped[str] = mapped_column(String(200))
+    target_id: Mapped[str | None] = mapped_column(String(100), default=None)
+    status: Mapped[int] = mapped_column(Integer)
+    address: Mapped[str | None] = mapped_column(String(64), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
