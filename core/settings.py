@@ -38,8 +38,10 @@ class QueueSettings(BaseModel):
         default=60.0, gt=0, description="a running job without a heartbeat this long is re-queued"
     )
     per_tenant_concurrency: int = Field(
-        default=1, ge=1, description="jobs of one tenant that run at once; the queue takes "
-        "tenants in turn (round-robin), so one tenant's backlog never holds another's job"
+        default=1,
+        ge=1,
+        description="jobs of one tenant that run at once; the queue takes "
+        "tenants in turn (round-robin), so one tenant's backlog never holds another's job",
     )
 
 
