@@ -15,6 +15,7 @@ from fastapi import Depends, Request
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from bot_gateway import auth_failures
 from bot_gateway.conversations.runtime import ConversationRuntime
 from bot_gateway.serving.batcher import MicroBatcher
 from bot_gateway.serving.cache import ModelCache
@@ -95,7 +96,8 @@ def bearer(request: Request) -> str | None:
 async def get_principal(request: Request, gateway: GatewayDep) -> Principal:
     """The calling key's principal; also left on ``request.state.principal`` for the
     middleware that meters, limits and audits the request."""
-    principal = await gateway.lookups.principal(bearer(request))
+    with auth_failures.guarded(gateway, request):
+        principal = await gateway.lookups.principal(bearer(request))
     request.state.principal = principal
     return principal
 
@@ -125,11 +127,12 @@ async def require_operator(request: Request, gateway: GatewayDep) -> None:
             "operator endpoints are disabled; set PARLEY_OPERATOR_TOKEN on the server to enable "
             "them, or use `parley tenants create` on the server"
         )
-    given = bearer(request)
-    if given is None:
-        raise Unauthenticated("missing operator token; send `Authorization: Bearer <token>`")
-    if not hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
-        raise Unauthenticated("invalid operator token")
+    with auth_failures.guarded(gateway, request):
+        given = bearer(request)
+        if given is None:
+            raise Unauthenticated("missing operator token; send `Authorization: Bearer <token>`")
+        if not hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
+            raise Unauthenticated("invalid operator token")
 
 
 OperatorDep = Annotated[None, Depends(require_operator)]

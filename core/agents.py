@@ -6,14 +6,15 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import math
 import secrets
-import threading
 from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core.counters import CounterStore
 from core.db import utcnow
 from core.errors import Conflict, InvalidInput, NotFound, TooManyRequests, Unauthenticated
 from core.ids import new_id
@@ -27,13 +28,18 @@ __all__ = [
     "login",
     "logout",
     "session_agent",
+    "unlock",
 ]
 
 ROLES = ("agent", "supervisor")
-MAX_FAILED_LOGINS = 5  # per tenant and username, within LOCKOUT
+MAX_FAILED_LOGINS = 5  # per account (tenant id and username), within LOCKOUT
 LOCKOUT = timedelta(minutes=5)
 SESSION_TTL = timedelta(hours=12)
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+_DUMMY_HASH = (  # checked for unknown or disabled accounts, so they take as long as real ones
+    "scrypt$QxlNetMDWbwbgxcUyAEOSA==$OTmajGXHXNyGNEOOrIXfHBMQNqo4jqi9ydBW03ygjvWEH7w2GvjsZkM8vn6Z"
+    "/mU+3ZuihkTCKQ7up2M9G8NIkg=="
+)  # (of a random password nobody knows)
 
 
 @dataclass(frozen=True)
@@ -103,53 +109,52 @@ def create_agent(
     return agent
 
 
-def authenticate(session: Session, *, tenant: str, username: str, password: str) -> Agent:
-    """The agent for these credentials; one message for every failure (no user enumeration)."""
-    row = session.execute(
-        select(Agent)
-        .join(Tenant, Tenant.id == Agent.tenant_id)
-        .where((Tenant.name == tenant) | (Tenant.id == tenant), Agent.username == username.strip())
-    ).scalar_one_or_none()
-    if (
-        row is None
-        or row.disabled_at is not None
-        or not check_password(password, row.password_hash)
-    ):
+def _account(session: Session, tenant: str, username: str) -> tuple[str, str | None]:
+    """The lockout key of the account these credentials name, and the tenant's id. The key is
+    the tenant's id (whether it was given by name or by id) and the username; for an unknown
+    tenant it is the normalised names, so guesses there are throttled too."""
+    name, user = tenant.strip(), username.strip()
+    tenant_id = session.scalar(select(Tenant.id).where((Tenant.name == name) | (Tenant.id == name)))
+    if tenant_id is None:
+        return f"agent_login:?{name.lower()}:{user.lower()}", None
+    return f"agent_login:{tenant_id}:{user}", tenant_id
+
+
+def authenticate(
+    session: Session, counters: CounterStore, *, tenant: str, username: str, password: str
+) -> Agent:
+    """The agent for these credentials; one message for every failure (no user enumeration),
+    in the same time whether the account exists or not.
+
+    ``MAX_FAILED_LOGINS`` failures within ``LOCKOUT`` lock the account (tenant id and
+    username, however the tenant was named): until the oldest of them leaves the window every
+    login fails with ``TooManyRequests`` (``retry_after`` seconds), even the right password.
+    """
+    key, tenant_id = _account(session, tenant, username)
+    window = counters.events(key, window_s=LOCKOUT.total_seconds())
+    if window.count >= MAX_FAILED_LOGINS:
+        wait = max(1, math.ceil(window.oldest_leaves_in))
+        raise TooManyRequests(
+            f"too many failed logins for this account; try again in {wait} s", retry_after=wait
+        )
+    row = None
+    if tenant_id is not None:
+        row = session.scalar(
+            select(Agent).where(Agent.tenant_id == tenant_id, Agent.username == username.strip())
+        )
+    if row is not None and row.disabled_at is not None:
+        row = None
+    matches = check_password(password, row.password_hash if row is not None else _DUMMY_HASH)
+    if row is None or not matches:
+        counters.add_event(key, window_s=LOCKOUT.total_seconds())
         raise Unauthenticated("wrong tenant, username or password")
+    counters.clear(key)
     return row
 
 
-class LoginThrottle:
-    """Failed logins per (tenant, username) in this process: after ``MAX_FAILED_LOGINS`` within
-    ``LOCKOUT`` the account refuses logins (even correct ones) until the window passes."""
-
-    def __init__(self) -> None:
-        self._failures: dict[tuple[str, str], list[float]] = {}
-        self._lock = threading.Lock()
-
-    def check(self, tenant: str, username: str, now: float) -> None:
-        with self._lock:
-            recent = self._recent((tenant, username.strip()), now)
-        if len(recent) >= MAX_FAILED_LOGINS:
-            wait = int(recent[0] + LOCKOUT.total_seconds() - now) + 1
-            raise TooManyRequests(
-                f"too many failed logins for this account; try again in {wait} s", retry_after=wait
-            )
-
-    def failed(self, tenant: str, username: str, now: float) -> None:
-        with self._lock:
-            key = (tenant, username.strip())
-            self._failures[key] = [*self._recent(key, now), now]
-
-    def succeeded(self, tenant: str, username: str) -> None:
-        with self._lock:
-            self._failures.pop((tenant, username.strip()), None)
-
-    def _recent(self, key: tuple[str, str], now: float) -> list[float]:
-        return [t for t in self._failures.get(key, []) if now - t < LOCKOUT.total_seconds()]
-
-
-throttle = LoginThrottle()
+def unlock(session: Session, counters: CounterStore, *, tenant: str, username: str) -> None:
+    """Forget an account's failed logins (ends its lockout)."""
+    counters.clear(_account(session, tenant, username)[0])
 
 
 def _token_hash(token: str) -> str:

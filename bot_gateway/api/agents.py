@@ -10,9 +10,9 @@ Agents authenticate with a session cookie (``parley_agent``: HttpOnly, SameSite=
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, Request, Response, WebSocket, WebSocketDisconnect
 from fastapi.concurrency import run_in_threadpool
@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from starlette.datastructures import UploadFile
 
+from bot_gateway import auth_failures
 from bot_gateway.api.channels import public_base, send_to_customer
 from bot_gateway.api.chat import bot_info, read_upload_sync, store_upload
 from bot_gateway.api.forms import form_file, read_form, read_limited
@@ -39,8 +40,8 @@ from core.errors import (
     InvalidInput,
     NotFound,
     ParleyError,
-    Unauthenticated,
 )
+from core.logging import log_event
 from core.tables import Agent, Bot, Channel
 
 router = APIRouter(prefix="/agent", tags=["agents' console"])
@@ -107,33 +108,38 @@ class AgentPublic(BaseModel):
 
 @router.post("/login")
 async def login(body: Login, request: Request, gateway: GatewayDep) -> Response:
-    throttle, now = agent_service.throttle, time.time()
-    throttle.check(body.tenant, body.username, now)
+    """A session cookie for an agent. Five failures lock the account for up to five minutes
+    (``429`` with ``Retry-After``; the right password too), and failures count against the
+    caller's address as every failed authentication does."""
 
     def check() -> tuple[AgentPrincipal, str]:
         with session_scope(gateway.engine) as session:
             agent = agent_service.authenticate(
-                session, tenant=body.tenant, username=body.username, password=body.password
+                session,
+                gateway.counter_store,
+                tenant=body.tenant,
+                username=body.username,
+                password=body.password,
             )
             return AgentPrincipal.of(agent), agent_service.login(session, agent)
 
-    try:
+    with auth_failures.guarded(gateway, request):
         agent, token = await run_in_threadpool(check)
-    except Unauthenticated:
-        throttle.failed(body.tenant, body.username, now)
-        raise
-    throttle.succeeded(body.tenant, body.username)
     response = JSONResponse({"agent": AgentPublic.of(agent).model_dump()})
     response.set_cookie(
         COOKIE,
         token,
         httponly=True,
         samesite="strict",
-        secure=request.url.scheme == "https",
+        secure=request.url.scheme == "https" or _served_over_https(gateway),
         max_age=int(agent_service.SESSION_TTL.total_seconds()),
         path="/",
     )
     return response
+
+
+def _served_over_https(gateway: Gateway) -> bool:
+    return (gateway.settings.public_url or "").lower().startswith("https://")
 
 
 @router.post("/logout", status_code=204)
@@ -534,6 +540,13 @@ async def live(websocket: WebSocket) -> None:
             return agent_service.session_agent(session, token)
 
     try:
+        origin = websocket.headers.get("origin")
+        if origin is not None and not _console_origin(gateway, websocket, origin):
+            log_event("agents.origin_refused", origin=origin)
+            raise Forbidden(
+                f"origin {origin} may not open the agents' socket; open the console at this "
+                "server's public URL (PARLEY_PUBLIC_URL)"
+            )
         agent = await run_in_threadpool(load)
     except ParleyError as e:
         await websocket.send_json({"type": "error", "error": e.code, "message": e.message})
@@ -564,6 +577,19 @@ async def live(websocket: WebSocket) -> None:
     finally:
         writer.cancel()
         hub.unsubscribe(topic, queue)
+
+
+def _console_origin(gateway: Gateway, websocket: WebSocket, origin: str) -> bool:
+    """Whether a browser's ``Origin`` is the console's own: ``PARLEY_PUBLIC_URL``'s scheme and
+    host, else (no public URL set) the host this request came to. A client without an
+    ``Origin`` is not a browser page, which only this check would stop from riding on an
+    agent's cookie."""
+    given = urlsplit(origin.strip().lower())
+    public = gateway.settings.public_url
+    if public:
+        own = urlsplit(public.strip().lower())
+        return (given.scheme, given.netloc) == (own.scheme, own.netloc)
+    return bool(given.netloc) and given.netloc == websocket.headers.get("host", "").lower()
 
 
 # --- the pages --------------------------------------------------------------------------------

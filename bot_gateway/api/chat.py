@@ -2,8 +2,14 @@
 uploads, the widget's script and the demo page.
 
 Who may chat: a tenant API key with the ``predict`` scope (``Authorization: Bearer`` or
-``?token=``), or the bot's public widget key (``?key=wk_...``), which reaches that bot only and
-only from the bot's ``allowed_origins``. The websocket protocol is in
+``?token=``), or the bot's public widget key (``?key=wk_...``), which reaches that bot only,
+only from the bot's ``allowed_origins`` (a websocket without an ``Origin`` is refused when
+they are set), and only for the web chat session it opened: the socket's welcome frame hands
+the widget a session token for a new conversation, and every later use of the widget key
+(resuming over the socket, the REST channel, uploads) presents it as ``?session_token=`` or
+``X-Parley-Session-Token`` (``bot_gateway.conversations.widget_sessions``). Without it the
+REST channel and uploads answer ``401``; with a token of another conversation or sender,
+``403``; an upload of another conversation is ``404``. The websocket protocol is in
 ``connectors/webchat/protocol.md``.
 """
 
@@ -15,6 +21,7 @@ import mimetypes
 import re
 import secrets
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,15 +29,20 @@ from fastapi import APIRouter, Request, Response, WebSocket, WebSocketDisconnect
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse
 from sqlalchemy import select
+from starlette.requests import HTTPConnection
 
+from bot_gateway import auth_failures
 from bot_gateway.api.forms import form_file, read_form, read_limited
 from bot_gateway.conversations import bots as bot_service
+from bot_gateway.conversations import widget_sessions
 from bot_gateway.conversations.runtime import BotInfo, Inbound, TurnOutcome, message_frame
+from bot_gateway.conversations.widget_sessions import WidgetSession
 from bot_gateway.deps import Gateway, GatewayDep, bearer
 from bot_gateway.errors import close_code_for
 from bot_gateway.schemas import RestMessage, UploadPublic
 from core.db import session_scope
 from core.errors import (
+    Conflict,
     Forbidden,
     InvalidInput,
     NotFound,
@@ -53,6 +65,7 @@ MAX_TEXT_CHARS = 4000
 HISTORY = 50
 BOT_REFRESH_S = 2.0  # an open socket re-reads its bot (version, enabled) at most this often
 CHANNEL_WEBCHAT, CHANNEL_REST = "webchat", "rest"
+SESSION_TOKEN_HEADER = "x-parley-session-token"
 
 
 # --- who may chat -----------------------------------------------------------------------------
@@ -70,62 +83,100 @@ def bot_info(bot: Bot) -> BotInfo:
     )
 
 
-def origin_allowed(bot: Bot, origin: str | None) -> bool:
-    """A browser page may use the widget key only from the bot's ``allowed_origins``."""
-    if origin is None:
-        return True  # not a browser (a server or a test client)
+def origin_allowed(bot: Bot, origin: str | None, *, required: bool = False) -> bool:
+    """A browser page may use the widget key only from the bot's ``allowed_origins``; a
+    caller without an ``Origin`` (not a browser) is refused only where it is ``required`` (a
+    websocket) and the bot names its origins (other than ``*``)."""
     allowed = [o.rstrip("/") for o in bot.definition.get("allowed_origins") or []]
+    if origin is None:
+        return not (required and allowed and "*" not in allowed)
     return "*" in allowed or origin.rstrip("/") in allowed
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who may chat with ``bot``: with its public widget key (``widget``: then only for the
+    web chat session it opened), or with a tenant API key."""
+
+    bot: Bot
+    widget: bool
 
 
 async def authorize(
     gateway: Gateway,
+    connection: HTTPConnection,
     bot_id: str,
     *,
     key: str | None,
     token: str | None,
     origin: str | None,
-) -> Bot:
-    """The bot, if this caller may chat with it (see the module docstring)."""
-    if key:
+    socket: bool = False,
+) -> Caller:
+    """The bot, if this caller may chat with it (see the module docstring); a wrong key
+    counts as a failed authentication of the caller's address."""
+    with auth_failures.guarded(gateway, connection):
+        if key:
 
-        def by_key() -> Bot | None:
-            with session_scope(gateway.engine) as session:
-                bot = bot_service.bot_by_widget_key(session, key)
-                if bot is not None:
-                    bot_service.refresh_status(session, bot)
-                return bot
+            def by_key() -> Bot | None:
+                with session_scope(gateway.engine) as session:
+                    bot = bot_service.bot_by_widget_key(session, key)
+                    if bot is not None:
+                        bot_service.refresh_status(session, bot)
+                    return bot
 
-        bot = await run_in_threadpool(by_key)
-        if bot is None or bot.id != bot_id:
-            raise Unauthenticated("invalid widget key for this bot; copy it from GET /v1/bots/{id}")
-        if not origin_allowed(bot, origin):
-            log_event("webchat.origin_refused", bot=bot_id, origin=origin)
-            raise Forbidden(
-                f"origin {origin} may not use this bot's widget; add it to the bot's "
-                "`allowed_origins`"
-            )
-        return bot
-    principal = await gateway.lookups.principal(token)
+            found = await run_in_threadpool(by_key)
+            if found is None or found.id != bot_id:
+                raise Unauthenticated(
+                    "invalid widget key for this bot; copy it from GET /v1/bots/{id}"
+                )
+            if not origin_allowed(found, origin, required=socket):
+                log_event("webchat.origin_refused", bot=bot_id, origin=origin)
+                raise Forbidden(
+                    f"origin {origin or '(none)'} may not use this bot's widget; add it to the "
+                    "bot's `allowed_origins`"
+                )
+            return Caller(found, widget=True)
+        principal = await gateway.lookups.principal(token)
     principal.require("predict")
 
     def by_id() -> Bot:
         with session_scope(gateway.engine) as session:
             return bot_service.get_bot(session, principal.tenant_id, bot_id)
 
-    return await run_in_threadpool(by_id)
+    return Caller(await run_in_threadpool(by_id), widget=False)
 
 
-async def authorize_request(gateway: Gateway, bot_id: str, request: Request) -> Bot:
+async def authorize_request(gateway: Gateway, bot_id: str, request: Request) -> Caller:
     """``authorize`` with the request's widget key (``?key=`` or ``X-Parley-Widget-Key``), API
     key (``Authorization: Bearer`` or ``?token=``) and ``Origin``."""
     return await authorize(
         gateway,
+        request,
         bot_id,
         key=request.query_params.get("key") or request.headers.get("x-parley-widget-key"),
         token=bearer(request) or request.query_params.get("token"),
         origin=request.headers.get("origin"),
     )
+
+
+async def widget_session(gateway: Gateway, bot: Bot, connection: HTTPConnection) -> WidgetSession:
+    """The web chat session whose token the caller presents (``?session_token=`` or
+    ``X-Parley-Session-Token``)."""
+    token = connection.query_params.get("session_token") or connection.headers.get(
+        SESSION_TOKEN_HEADER
+    )
+    if not token:
+        raise Unauthenticated(
+            "the widget key acts only for its web chat session: send the session_token of the "
+            "web chat socket's welcome frame (?session_token= or X-Parley-Session-Token)"
+        )
+    found = await run_in_threadpool(widget_sessions.session_of, gateway.engine, bot.id, token)
+    if found is None:
+        raise Forbidden(
+            "this session token is not one of this bot's web chat sessions; open the web chat "
+            "socket for a new one"
+        )
+    return found
 
 
 def _cors(response: Response, request: Request, bot: Bot) -> None:
@@ -155,12 +206,24 @@ async def rest_webhook(
 ) -> list[dict[str, Any]]:
     """Rasa's REST channel: ``{"sender", "message"}`` (optionally ``attachments``: upload ids)
     → ``[{"recipient_id", "text", "buttons", "image", ...}]``."""
-    bot = await authorize_request(gateway, bot_id, request)
+    caller = await authorize_request(gateway, bot_id, request)
+    channel, uploads = CHANNEL_REST, tuple(body.attachments)
+    if caller.widget:  # the widget's own conversation, as its sender, with its own images
+        session = await widget_session(gateway, caller.bot, request)
+        if session.sender_id != body.sender:
+            raise Forbidden(
+                "this session token belongs to another sender; send the session_id of its "
+                "welcome frame as `sender`"
+            )
+        await run_in_threadpool(
+            widget_sessions.check_uploads, gateway.engine, session.conversation_id, uploads
+        )
+        channel = session.channel
     outcome = await _converse(
         gateway,
-        bot,
-        CHANNEL_REST,
-        Inbound(sender_id=body.sender, text=body.message, uploads=tuple(body.attachments)),
+        caller.bot,
+        channel,
+        Inbound(sender_id=body.sender, text=body.message, uploads=uploads),
     )
     return rest_messages(body.sender, outcome.messages)
 
@@ -186,21 +249,34 @@ async def _converse(gateway: Gateway, bot: Bot, channel: str, message: Inbound) 
 async def upload_image(
     bot_id: str, request: Request, response: Response, gateway: GatewayDep
 ) -> UploadPublic:
-    """An image for a conversation (multipart ``file``); send its ``upload_id`` in a message."""
-    bot = await authorize_request(gateway, bot_id, request)
-    _cors(response, request, bot)
+    """An image for a conversation (multipart ``file``); send its ``upload_id`` in a message.
+    With the widget key it belongs to the session's conversation, which alone can read it."""
+    caller = await authorize_request(gateway, bot_id, request)
+    _cors(response, request, caller.bot)
+    conversation_id = None
+    if caller.widget:
+        conversation_id = (await widget_session(gateway, caller.bot, request)).conversation_id
     limit = gateway.settings.limits.max_image_bytes
     form = await read_form(request, limit=limit, max_fields=5, setting="max_image_bytes")
     upload = form_file(form, "file", "the image")
     data = await read_limited(upload, limit, setting="max_image_bytes")
-    return await store_upload(gateway, bot, data, upload.filename or "image")
+    return await store_upload(
+        gateway, caller.bot, data, upload.filename or "image", conversation_id=conversation_id
+    )
 
 
 async def store_upload(
-    gateway: Gateway, bot: Bot, data: bytes, name: str, *, public: bool = False
+    gateway: Gateway,
+    bot: Bot,
+    data: bytes,
+    name: str,
+    *,
+    public: bool = False,
+    conversation_id: str | None = None,
 ) -> UploadPublic:
-    """Check that ``data`` is an image and keep it for the bot's conversations; a ``public``
-    one (an agent's image) can also be fetched without credentials at ``public_url``."""
+    """Check that ``data`` is an image and keep it for the bot's conversations (for one of
+    them when ``conversation_id`` is given); a ``public`` one (an agent's image) can also be
+    fetched without credentials at ``public_url``."""
     try:
         image = await run_in_threadpool(
             decode_image, data, name=name, max_pixels=gateway.settings.limits.max_image_pixels
@@ -222,6 +298,7 @@ async def store_upload(
                     id=upload_id,
                     tenant_id=bot.tenant_id,
                     bot_id=bot.id,
+                    conversation_id=conversation_id,
                     blob_key=blob_key,
                     media_type=media_type,
                     width=image.width,
@@ -255,11 +332,22 @@ def upload_url(bot_id: str, upload_id: str) -> str:
 
 
 def read_upload_sync(
-    gateway: Gateway, tenant_id: str, bot_id: str, upload_id: str
+    gateway: Gateway,
+    tenant_id: str,
+    bot_id: str,
+    upload_id: str,
+    *,
+    conversation_id: str | None = None,
 ) -> tuple[bytes, dict[str, Any]]:
+    """An upload of the bot (and of that conversation, when ``conversation_id`` is given)."""
     with session_scope(gateway.engine) as session:
         row = session.get(Upload, upload_id)
-        if row is None or row.tenant_id != tenant_id or row.bot_id != bot_id:
+        if (
+            row is None
+            or row.tenant_id != tenant_id
+            or row.bot_id != bot_id
+            or (conversation_id is not None and row.conversation_id != conversation_id)
+        ):
             raise NotFound(f"upload {upload_id} not found; upload the image first")
         key, media_type = row.blob_key, row.media_type
     public = {
@@ -294,9 +382,13 @@ async def public_file(upload_id: str, token: str, gateway: GatewayDep) -> Respon
 async def get_upload(
     bot_id: str, upload_id: str, request: Request, gateway: GatewayDep
 ) -> Response:
-    bot = await authorize_request(gateway, bot_id, request)
+    """An image sent to the bot; with the widget key, only one of the session's own."""
+    caller = await authorize_request(gateway, bot_id, request)
+    bot, conversation_id = caller.bot, None
+    if caller.widget:
+        conversation_id = (await widget_session(gateway, bot, request)).conversation_id
     data, public = await run_in_threadpool(
-        read_upload_sync, gateway, bot.tenant_id, bot.id, upload_id
+        read_upload_sync, gateway, bot.tenant_id, bot.id, upload_id, conversation_id=conversation_id
     )
     response = Response(
         data, media_type=public["media_type"], headers={"Cache-Control": "private, max-age=3600"}
@@ -369,40 +461,60 @@ async def webchat(websocket: WebSocket, bot_id: str) -> None:
     """The web chat socket (protocol: ``connectors/webchat/protocol.md``)."""
     gateway: Gateway = websocket.app.state.gateway
     params = websocket.query_params
+    runtime = gateway.conversations
     await websocket.accept()
     try:
-        bot = await authorize(
+        caller = await authorize(
             gateway,
+            websocket,
             bot_id,
             key=params.get("key"),
             token=params.get("token") or bearer(websocket),  # type: ignore[arg-type]
             origin=websocket.headers.get("origin"),
+            socket=True,
         )
+        bot = caller.bot
         if not bot.enabled:
             raise NotFound(f"bot {bot.id} is disabled; enable it with PATCH /v1/bots/{bot.id}")
+        session_id = params.get("session") or ""
+        if not SESSION_ID.match(session_id):
+            session_id = secrets.token_urlsafe(16)
+        record, _ = await runtime.store.open(bot.tenant_id, bot.id, CHANNEL_WEBCHAT, session_id)
+        issued = None
+        if caller.widget:
+            held = await run_in_threadpool(
+                widget_sessions.session_of, gateway.engine, bot.id, params.get("session_token")
+            )
+            if held is None or held.conversation_id != record.id:
+                if not record.is_new:  # not this caller's: a conversation of its own instead
+                    log_event("webchat.session_refused", bot=bot.id, conversation=record.id)
+                    session_id = secrets.token_urlsafe(16)
+                    record, _ = await runtime.store.open(
+                        bot.tenant_id, bot.id, CHANNEL_WEBCHAT, session_id
+                    )
+                issued = await run_in_threadpool(widget_sessions.issue, gateway.engine, record.id)
+                if issued is None:
+                    raise Conflict("this web chat session was just opened elsewhere; reconnect")
     except ParleyError as e:
         await websocket.send_json({"type": "error", "error": e.code, "message": e.message})
         await websocket.close(code=close_code_for(e), reason=e.code)
         return
-    session_id = params.get("session") or ""
-    if not SESSION_ID.match(session_id):
-        session_id = secrets.token_urlsafe(16)
-    runtime = gateway.conversations
-    record, _ = await runtime.store.open(bot.tenant_id, bot.id, CHANNEL_WEBCHAT, session_id)
     history = await runtime.store.transcript(record.id, HISTORY)
     queue = runtime.hub.subscribe(record.id)
-    await websocket.send_json(
-        {
-            "type": "welcome",
-            "conversation_id": record.id,
-            "session_id": session_id,
-            "status": record.status,
-            "history": [history_item(e) for e in history],
-        }
-    )
+    welcome: dict[str, Any] = {
+        "type": "welcome",
+        "conversation_id": record.id,
+        "session_id": session_id,
+        "status": record.status,
+        "history": [history_item(e) for e in history],
+    }
+    if issued is not None:  # keep it to resume this conversation (and for uploads)
+        welcome["session_token"] = issued
+    await websocket.send_json(welcome)
     writer = asyncio.create_task(_forward(websocket, queue))
+    own = record.id if caller.widget else None
     try:
-        await _read_loop(websocket, gateway, bot, session_id, queue)
+        await _read_loop(websocket, gateway, bot, session_id, queue, widget_conversation=own)
     except WebSocketDisconnect:
         pass
     except ParleyError as e:  # the bot was deleted while the socket was open
@@ -434,7 +546,11 @@ async def _read_loop(
     bot: Bot,
     session_id: str,
     queue: asyncio.Queue[dict[str, Any]],
+    *,
+    widget_conversation: str | None,
 ) -> None:
+    """Turns of the socket's conversation; a widget session (``widget_conversation``) may
+    attach only images it uploaded itself."""
     runtime = gateway.conversations
     loaded = time.monotonic()
     while True:
@@ -458,6 +574,13 @@ async def _read_loop(
         client_id = {"client_id": inbound.message_id} if inbound.message_id is not None else {}
         await websocket.send_json({"type": "typing", "on": True})
         try:
+            if widget_conversation is not None:
+                await run_in_threadpool(
+                    widget_sessions.check_uploads,
+                    gateway.engine,
+                    widget_conversation,
+                    inbound.uploads,
+                )
             outcome = await runtime.handle(bot_info(bot), CHANNEL_WEBCHAT, inbound)
         except Exception as e:  # noqa: BLE001 - the socket must survive a failed turn
             if isinstance(e, ParleyError):

@@ -295,6 +295,7 @@ def test_web_chat_socket_protocol(api: Api, bot: dict[str, Any]) -> None:
         welcome = ws.receive_json()
         assert welcome["type"] == "welcome" and welcome["session_id"] == "session-0001"
         assert welcome["history"] == [] and welcome["status"] == "bot"
+        session_token = welcome["session_token"]
         ws.send_text("{not json")
         assert ws.receive_json()["error"] == "invalid_frame"
         ws.send_text(json.dumps({"type": "message", "text": "x" * 20_000}))
@@ -329,8 +330,8 @@ def test_web_chat_socket_protocol(api: Api, bot: dict[str, Any]) -> None:
             assert frames[2]["error"] == "conflict" and "disabled" in frames[2]["message"]
         finally:
             api.client.patch(f"/v1/bots/{bot_id}", json={"enabled": True}, headers=api.a)
-    # reconnecting resumes the session with its history
-    with api.client.websocket_connect(url, headers=shop) as ws:
+    # reconnecting with the session's token resumes the session with its history
+    with api.client.websocket_connect(f"{url}&session_token={session_token}", headers=shop) as ws:
         welcome = ws.receive_json()
         history = [(h["from"], h["message"].get("text", "")) for h in welcome["history"]]
         assert history[0] == ("user", "hello") and history[-1][0] == "bot"
@@ -347,7 +348,7 @@ def test_web_chat_socket_protocol(api: Api, bot: dict[str, Any]) -> None:
                 ws.receive_json()
             assert closed.value.code == code
     r = api.client.post(
-        f"/v1/bots/{bot_id}/uploads?key={key}",
+        f"/v1/bots/{bot_id}/uploads?key={key}&session_token={session_token}",
         files={"file": ("l.png", shipping_label_png())},
         headers={"origin": "http://shop.example"},
     )

@@ -302,9 +302,11 @@ def test_widget_against_protocol_server(
     assert upload.data == png and (upload.width, upload.height) == (96, 64)
     assert user_frames(chat_server)[-1]["attachments"] == [{"upload_id": upload_id}]
     bot_image = w.log.locator(".msg.bot img.media")
+    session_token = page.evaluate("() => localStorage.getItem('parley:bot_parcelly:session_token')")
+    assert upload.session_token == session_token  # the session's own image
     upload_url = (
         f"{chat_server.widget_url}/v1/bots/{chat_server.bot_id}/uploads/{upload_id}"
-        f"?key={chat_server.widget_key}"
+        f"?key={chat_server.widget_key}&session_token={session_token}"
     )
     expect(bot_image).to_have_attribute("src", upload_url)  # relative URL, resolved to the server
     expect(bot_image).to_have_attribute("alt", "Image from Parcelly help")

@@ -1,6 +1,8 @@
 """A small server that speaks the web chat protocol (connectors/webchat/protocol.md), for the
 widget's fast browser test. It is a test double of the gateway's web chat endpoints, not the
-gateway: a scripted "Parcelly" bot, in-memory sessions and uploads.
+gateway: a scripted "Parcelly" bot, in-memory sessions and uploads. As the gateway, a new
+session gets a session token in its welcome frame; resuming it, uploading and reading its
+uploads with the widget key need that token.
 
 It listens on two loopback ports that share one app, so a test can load the shop page from one
 origin (``page_url``) and the widget, websocket and uploads from another (``widget_url``) — the
@@ -46,6 +48,7 @@ def _choice(title: str, payload: str) -> Json:
 @dataclass
 class Conversation:
     conversation_id: str
+    token: str = field(default_factory=lambda: secrets.token_urlsafe(16))
     status: str = "bot"
     history: list[Json] = field(default_factory=list)
 
@@ -56,6 +59,7 @@ class StoredUpload:
     media_type: str
     width: int
     height: int
+    session_token: str
 
 
 class FakeChatServer:
@@ -175,6 +179,9 @@ class FakeChatServer:
             return self._problem(request, 404, "not_found", "No such bot.")
         if request.query_params.get("key") != self.widget_key:
             return self._problem(request, 401, "bad_widget_key", "The widget key was refused.")
+        token = request.query_params.get("session_token", "")
+        if not any(c.token == token for c in self.conversations.values()):
+            return self._problem(request, 403, "forbidden", "Open a chat session first.")
         origin = request.headers.get("origin")
         if origin is not None and origin not in self.allowed_origins:
             return self._problem(request, 403, "origin_not_allowed", "Origin not allowed.")
@@ -196,7 +203,7 @@ class FakeChatServer:
             return self._problem(request, 422, "bad_image", "That file is not a readable image.")
         upload_id = f"up_{secrets.token_hex(8)}"
         media_type = file.content_type or "image/png"
-        self.uploads[upload_id] = StoredUpload(data, media_type, width, height)
+        self.uploads[upload_id] = StoredUpload(data, media_type, width, height, token)
         body = {
             "upload_id": upload_id,
             "url": f"/v1/bots/{self.bot_id}/uploads/{upload_id}",  # relative on purpose
@@ -210,7 +217,7 @@ class FakeChatServer:
         if request.query_params.get("key") != self.widget_key:  # as the gateway: key or token
             return self._problem(request, 401, "bad_widget_key", "The widget key was refused.")
         upload = self.uploads.get(request.path_params["upload_id"])
-        if upload is None:
+        if upload is None or upload.session_token != request.query_params.get("session_token"):
             return self._problem(request, 404, "not_found", "No such upload.")
         return Response(upload.data, media_type=upload.media_type)
 
@@ -236,18 +243,21 @@ class FakeChatServer:
         session = ws.query_params.get("session", "")
         if not SESSION_RE.match(session):
             session = secrets.token_urlsafe(16)
-        convo = self.conversations.setdefault(
-            session, Conversation(conversation_id=f"cv_{secrets.token_hex(6)}")
+        convo = self.conversations.get(session)
+        welcome: Json = {"type": "welcome"}
+        if convo is None or convo.token != ws.query_params.get("session_token"):
+            if convo is not None:  # not this visitor's session: a new one of its own
+                session = secrets.token_urlsafe(16)
+            convo = Conversation(conversation_id=f"cv_{secrets.token_hex(6)}")
+            self.conversations[session] = convo
+            welcome["session_token"] = convo.token
+        welcome.update(
+            conversation_id=convo.conversation_id,
+            session_id=session,
+            status=convo.status,
+            history=convo.history,
         )
-        await ws.send_json(
-            {
-                "type": "welcome",
-                "conversation_id": convo.conversation_id,
-                "session_id": session,
-                "status": convo.status,
-                "history": convo.history,
-            }
-        )
+        await ws.send_json(welcome)
         self._connections.add(ws)
         try:
             while True:

@@ -80,6 +80,8 @@
     return;
   }
   var SESSION_KEY = "parley:" + cfg.bot + ":session";
+  // The session token the server gave for that session: the widget key acts only for it.
+  var TOKEN_KEY = "parley:" + cfg.bot + ":session_token";
   var OPEN_KEY = "parley:" + cfg.bot + ":open";
 
   // ---------------------------------------------------------------- small helpers
@@ -144,13 +146,15 @@
     return null;
   }
 
-  /** Uploads on the Parley server need the widget key, and an <img> cannot send a header. */
+  /** Uploads on the Parley server need the widget key and the session's token, and an <img>
+   * cannot send a header. */
   function withKey(url) {
     var base = new URL(cfg.base + "/");
     var uploads = base.pathname + "v1/bots/" + encodeURIComponent(cfg.bot) + "/uploads/";
     if (url.origin === base.origin && url.pathname.indexOf(uploads) === 0 &&
         !url.searchParams.has("key") && !url.searchParams.has("token")) {
       url.searchParams.set("key", cfg.key);
+      if (sessionToken()) url.searchParams.set("session_token", sessionToken());
     }
     return url.href;
   }
@@ -362,6 +366,7 @@
     seq: 0,
     clientPrefix: randomId().replace(/-/g, "").slice(0, 8),
     sessionId: null,
+    sessionToken: null, // the server's token for sessionId ("" until it gave one)
     open: false,
     unread: 0,
     quickReplies: null,
@@ -380,6 +385,11 @@
   function setConnection(value) {
     state.connection = value;
     updateHostState();
+  }
+
+  function sessionToken() {
+    if (state.sessionToken === null) state.sessionToken = storageGet("localStorage", TOKEN_KEY) || "";
+    return state.sessionToken;
   }
 
   function sessionId() {
@@ -666,7 +676,8 @@
     state.retryTimer = 0;
     var url =
       cfg.wsBase + "/v1/bots/" + encodeURIComponent(cfg.bot) + "/ws?key=" + encodeURIComponent(cfg.key) +
-      "&session=" + encodeURIComponent(sessionId());
+      "&session=" + encodeURIComponent(sessionId()) +
+      (sessionToken() ? "&session_token=" + encodeURIComponent(sessionToken()) : "");
     setConnection(state.attempt ? "reconnecting" : "connecting");
     var ws;
     try {
@@ -767,6 +778,11 @@
       state.sessionId = f.session_id;
       storageSet("localStorage", SESSION_KEY, f.session_id);
     }
+    if (typeof f.session_token === "string" && f.session_token) {
+      // a new conversation: its token resumes it later and opens its images
+      state.sessionToken = f.session_token;
+      storageSet("localStorage", TOKEN_KEY, f.session_token);
+    }
     var history = Array.isArray(f.history) ? f.history : [];
     renderHistory(history, f.status);
     reconcileOutbox(history);
@@ -845,7 +861,8 @@
     bubble.classList.add("pending");
     var body = new FormData();
     body.append("file", file, file.name || "image");
-    var url = cfg.base + "/v1/bots/" + encodeURIComponent(cfg.bot) + "/uploads?key=" + encodeURIComponent(cfg.key);
+    var url = cfg.base + "/v1/bots/" + encodeURIComponent(cfg.bot) + "/uploads?key=" + encodeURIComponent(cfg.key) +
+      "&session_token=" + encodeURIComponent(sessionToken());
     var status = 0;
     fetch(url, { method: "POST", body: body, mode: "cors", credentials: "omit" })
       .then(function (res) {

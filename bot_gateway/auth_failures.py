@@ -1,0 +1,72 @@
+"""Failed authentications per client address: wrong or missing API keys, widget keys and
+operator tokens, and failed agent logins.
+
+Each failure is an event in the gateway's counter store under the caller's address. The
+setting ``rate_limits.auth_failures_per_address`` (``Rate(per_second, burst)``) allows
+``burst`` failures within ``burst / per_second`` seconds (20 in 40 s by default, 0.5 a second
+in the long run); past that, every request from the address is answered ``429`` with
+``Retry-After`` (until the oldest failure leaves the window) before any authentication work is
+done. Successful requests record nothing and are never slowed while the address is under the
+limit.
+
+The address is the connection's peer (``request.client.host``); behind a reverse proxy run
+uvicorn with ``--proxy-headers --forwarded-allow-ips <proxy>`` so it is the client's.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from starlette.requests import HTTPConnection
+
+from core.errors import TooManyRequests, Unauthenticated
+
+if TYPE_CHECKING:
+    from bot_gateway.deps import Gateway
+
+__all__ = ["address_of", "check", "failed", "guarded"]
+
+
+def address_of(connection: HTTPConnection) -> str:
+    return connection.client.host if connection.client is not None else "unknown"
+
+
+def _key(address: str) -> str:
+    return f"auth_failures:{address}"
+
+
+def _window_s(gateway: Gateway) -> float:
+    rate = gateway.settings.rate_limits.auth_failures_per_address
+    return rate.burst / rate.per_second
+
+
+def check(gateway: Gateway, connection: HTTPConnection) -> None:
+    """``TooManyRequests`` if the caller's address failed to authenticate too often lately."""
+    rate = gateway.settings.rate_limits.auth_failures_per_address
+    window = gateway.counter_store.events(_key(address_of(connection)), window_s=_window_s(gateway))
+    if window.count >= rate.burst:
+        wait = max(1, math.ceil(window.oldest_leaves_in))
+        raise TooManyRequests(
+            f"too many failed authentications from your address; try again in {wait} s",
+            retry_after=wait,
+        )
+
+
+def failed(gateway: Gateway, connection: HTTPConnection) -> None:
+    """Count one failed authentication of the caller's address."""
+    gateway.counter_store.add_event(_key(address_of(connection)), window_s=_window_s(gateway))
+
+
+@contextmanager
+def guarded(gateway: Gateway, connection: HTTPConnection) -> Iterator[None]:
+    """Refuse the caller while its address is over the limit; count an ``Unauthenticated``
+    raised inside as a failure."""
+    check(gateway, connection)
+    try:
+        yield
+    except Unauthenticated:
+        failed(gateway, connection)
+        raise
