@@ -25,7 +25,9 @@ from bot_gateway.api import (
     system,
     tenants,
 )
+from bot_gateway.api import audit as audit_api
 from bot_gateway.api.predict_images import predict_images
+from bot_gateway.audit import AuditMiddleware, AuditWriter
 from bot_gateway.conversations.actions import Actions
 from bot_gateway.conversations.runtime import ConversationRuntime
 from bot_gateway.conversations.store import SqlTrackerStore
@@ -39,6 +41,7 @@ from core.counters import counter_stores
 from core.db import ensure_schema, get_engine, session_scope
 from core.logging import configure_logging, log_event
 from core.registry import load_entry_points
+from core.secrets import open_box
 from core.settings import Settings, get_settings
 from core.storage import open_store
 from core.tables import Dataset
@@ -56,6 +59,7 @@ def build_gateway(settings: Settings) -> Gateway:
 
     engine = get_engine(settings.database_url, echo=settings.db.echo)
     ensure_schema(settings.database_url)
+    secret_box = open_box(settings, engine)  # refuses a missing or wrong PARLEY_SECRET_KEY
     store = open_store(settings.artifacts_dir)
     context = BackendContext(
         cache_dir=settings.cache_dir,
@@ -80,6 +84,8 @@ def build_gateway(settings: Settings) -> Gateway:
         imports=ThreadPoolExecutor(max_workers=1, thread_name_prefix="import"),
         lookups=Lookups(engine, ttl=settings.serving.lookup_ttl),
         counter_store=counter_stores.get(settings.rate_limits.backend)(),
+        audit=AuditWriter(engine, retention_days=settings.audit.retention_days),
+        secrets=secret_box,
     )
 
 
@@ -103,7 +109,7 @@ def conversation_runtime(gateway: Gateway, client: httpx.AsyncClient) -> Convers
 
     return ConversationRuntime(
         store=SqlTrackerStore(gateway.engine),
-        actions=Actions(client),
+        actions=Actions(client, secrets=gateway.secrets),
         parse=parse,
         see=see,
         read_upload=read_upload,
@@ -149,12 +155,14 @@ def create_app(
                 if warm_up is not None:
                     warm_up(gateway.cache.context)
         gateway.queue.start()
+        gateway.audit.start()
         _resume_imports(gateway)
         log_event("gateway.started", db=gateway.engine.dialect.name)
         try:
             yield
         finally:
             gateway.queue.stop()
+            gateway.audit.stop()
             gateway.batcher.stop()
             gateway.lookups.stop()
             gateway.imports.shutdown(wait=False, cancel_futures=True)
@@ -170,6 +178,7 @@ def create_app(
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.add_middleware(AuditMiddleware)  # after the answer: every write to /v1 (bot_gateway.audit)
     for module in (
         tenants,
         datasets,
@@ -184,6 +193,7 @@ def create_app(
         system,
     ):
         app.include_router(module.router, prefix=API_PREFIX)
+    app.include_router(audit_api.router, prefix=API_PREFIX)
     app.include_router(agents.pages)
     app.include_router(channels.webhook_router)
     app.include_router(chat.public_router)

@@ -16,6 +16,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from bot_gateway import auth_failures
+from bot_gateway.audit import AuditWriter
 from bot_gateway.conversations.runtime import ConversationRuntime
 from bot_gateway.serving.batcher import MicroBatcher
 from bot_gateway.serving.cache import ModelCache
@@ -23,6 +24,7 @@ from bot_gateway.serving.lookup import Lookups
 from core.counters import CounterStore
 from core.db import session_scope
 from core.errors import Forbidden, Unauthenticated
+from core.secrets import SecretBox
 from core.settings import Settings
 from core.storage import ArtifactStore
 from core.tenants import Principal
@@ -44,6 +46,8 @@ class Gateway:
     imports: ThreadPoolExecutor
     lookups: Lookups
     counter_store: CounterStore  # rate-limit buckets, lockouts (settings.rate_limits.backend)
+    audit: AuditWriter  # stores the audit log off the event loop (bot_gateway.audit)
+    secrets: SecretBox  # channel secrets, action headers at rest (core.secrets)
     conversations: ConversationRuntime = field(init=False)  # built in the app's lifespan
     http: httpx.AsyncClient = field(init=False)  # channel providers' APIs (the lifespan's)
     background: set[asyncio.Task[None]] = field(default_factory=set)  # channel turns
@@ -133,6 +137,7 @@ async def require_operator(request: Request, gateway: GatewayDep) -> None:
             raise Unauthenticated("missing operator token; send `Authorization: Bearer <token>`")
         if not hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
             raise Unauthenticated("invalid operator token")
+    request.state.operator = True  # for the audit log
 
 
 OperatorDep = Annotated[None, Depends(require_operator)]

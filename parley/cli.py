@@ -35,6 +35,9 @@ agents_app = typer.Typer(
     help="Agents of the service console (operator; works on the local database).",
     no_args_is_help=True,
 )
+secrets_app = typer.Typer(
+    help="Secrets at rest (operator; works on the local database).", no_args_is_help=True
+)
 for sub, name in (
     (db_app, "db"),
     (tenants_app, "tenants"),
@@ -43,6 +46,7 @@ for sub, name in (
     (models_app, "models"),
     (aliases_app, "aliases"),
     (agents_app, "agents"),
+    (secrets_app, "secrets"),
 ):
     app.add_typer(sub, name=name)
 
@@ -332,6 +336,108 @@ def keys_revoke(key_id: str, tenant: Annotated[str, typer.Option()]) -> None:
     except ParleyError as e:
         _fail(e.message)
     console.print(f"revoked {key_id}")
+
+
+# --- audit log and secrets at rest (operator) ----------------------------------------------
+
+
+def _when(value: str | None, option: str) -> Any:
+    from datetime import UTC, datetime
+
+    if value is None:
+        return None
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        _fail(f"{option} {value!r} is not an ISO 8601 time (2026-12-03 or 2026-12-03T08:00)")
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+@app.command()
+def audit(
+    tenant: Annotated[
+        str | None,
+        typer.Option(help="tenant id or name; default: all, with refused anonymous writes"),
+    ] = None,
+    since: Annotated[str | None, typer.Option("--from", help="from this time (UTC)")] = None,
+    until: Annotated[str | None, typer.Option("--to", help="before this time (UTC)")] = None,
+    actor: Annotated[str | None, typer.Option(help="key:<id>, agent:<id>, operator, ...")] = None,
+    action: Annotated[str | None, typer.Option(help="e.g. 'DELETE /v1/bots/{bot_id}'")] = None,
+    target: Annotated[str | None, typer.Option(help="an id the write touched")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 100,
+    before: Annotated[int | None, typer.Option(help="entries older than this entry id")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The audit log: who wrote what to which id, when, from where, with which status."""
+    from core import audit as audit_log
+    from core.db import session_scope
+    from core.errors import ParleyError
+    from core.tenants import get_tenant
+
+    start, end = _when(since, "--from"), _when(until, "--to")
+    try:
+        with session_scope(_operator_db()) as session:
+            tenant_id = get_tenant(session, tenant).id if tenant else None
+            rows = [
+                {
+                    "id": e.id,
+                    "created_at": e.created_at.isoformat(),
+                    "tenant_id": e.tenant_id,
+                    "actor": e.actor,
+                    "action": e.action,
+                    "target_id": e.target_id,
+                    "status": e.status,
+                    "address": e.address,
+                }
+                for e in audit_log.query(
+                    session,
+                    tenant_id=tenant_id,
+                    all_tenants=tenant is None,
+                    start=start,
+                    end=end,
+                    actor=actor,
+                    action=action,
+                    target_id=target,
+                    before=before,
+                    limit=limit,
+                )
+            ]
+    except ParleyError as e:
+        _fail(e.message)
+    if as_json:
+        _print_json(rows)
+    else:
+        columns = ["id", "created_at", "actor", "action", "target_id", "status", "address"]
+        _table(rows, columns if tenant else ["tenant_id", *columns])
+
+
+@secrets_app.command("rotate")
+def secrets_rotate() -> None:
+    """Encrypt every channel secret and action header with the first key in
+    PARLEY_SECRET_KEY (those under an older key, and those stored in clear). Afterwards the
+    older keys can be removed from PARLEY_SECRET_KEY."""
+    from connectors.registry import connectors
+    from core import secrets
+    from core.db import session_scope
+    from core.errors import ParleyError, UnknownPluginError
+    from core.registry import load_entry_points
+    from core.settings import get_settings
+
+    load_entry_points()
+
+    def channel_secrets(channel_type: str) -> frozenset[str]:
+        try:
+            return secrets.secret_fields(connectors.get(channel_type).Config)
+        except UnknownPluginError:  # its plug-in is gone: only its encrypted values rotate
+            return frozenset()
+
+    try:
+        box = secrets.SecretBox.from_settings(get_settings())
+        with session_scope(_operator_db()) as session:
+            count = secrets.rotate(session, box, channel_secrets=channel_secrets)
+    except ParleyError as e:
+        _fail(e.message)
+    console.print(f"{count} secret values now encrypted with the first key of PARLEY_SECRET_KEY")
 
 
 # --- datasets ----------------------------------------------------------------------------

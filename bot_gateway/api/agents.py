@@ -71,7 +71,9 @@ async def current_agent(request: Request, gateway: GatewayDep) -> AgentPrincipal
         with session_scope(gateway.engine) as session:
             return agent_service.session_agent(session, token)
 
-    return await run_in_threadpool(load)
+    agent = await run_in_threadpool(load)
+    request.state.agent = agent  # for the audit log
+    return agent
 
 
 AgentDep = Annotated[AgentPrincipal, Depends(current_agent)]
@@ -125,6 +127,7 @@ async def login(body: Login, request: Request, gateway: GatewayDep) -> Response:
 
     with auth_failures.guarded(gateway, request):
         agent, token = await run_in_threadpool(check)
+    request.state.agent = agent  # for the audit log
     response = JSONResponse({"agent": AgentPublic.of(agent).model_dump()})
     response.set_cookie(
         COOKIE,

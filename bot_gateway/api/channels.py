@@ -40,6 +40,7 @@ from core.errors import (
 from core.ids import new_id
 from core.logging import log_event
 from core.metrics import counters
+from core.secrets import SecretBox, open_config, seal_config, secret_fields
 from core.tables import Bot, Channel
 
 router = APIRouter(tags=["channels"])
@@ -76,22 +77,19 @@ def webhook_url(base: str, channel_id: str) -> str:
     return f"{base}/webhooks/{channel_id}"
 
 
-def _stored_config(config: BaseModel) -> dict[str, Any]:
-    """The config as stored: secrets in clear (the API never returns them)."""
+def _stored_config(config: BaseModel, box: SecretBox) -> dict[str, Any]:
+    """The config as stored: secrets encrypted with PARLEY_SECRET_KEY (``core.secrets``; in
+    clear without a key); the API never returns them."""
     out = {}
     for name in type(config).model_fields:
         value = getattr(config, name)
         out[name] = value.get_secret_value() if isinstance(value, SecretStr) else value
-    return out
+    return seal_config(box, out, secret_fields(type(config)))
 
 
 def _public_config(connector_cls: type[Connector[Any]], stored: dict[str, Any]) -> dict[str, Any]:
-    config = connector_cls.Config.model_validate(stored)
-    return {
-        name: getattr(config, name)
-        for name in type(config).model_fields
-        if not isinstance(getattr(config, name), SecretStr)
-    }
+    secrets = secret_fields(connector_cls.Config)
+    return {name: value for name, value in stored.items() if name not in secrets}
 
 
 def _public(channel: Channel, base: str) -> ChannelPublic:
@@ -110,7 +108,7 @@ def _public(channel: Channel, base: str) -> ChannelPublic:
 
 def connector_for(gateway: Gateway, channel: Channel, base: str) -> Connector[Any]:
     cls = connectors.get(channel.type)
-    config = cls.Config.model_validate(channel.config)
+    config = cls.Config.model_validate(open_config(gateway.secrets, channel.config))
     return cls(config, gateway.http, webhook_url=webhook_url(base, channel.id))
 
 
@@ -137,7 +135,7 @@ async def create_channel(
                 tenant_id=principal.tenant_id,
                 bot_id=bot_id,
                 type=body.type,
-                config=_stored_config(config),
+                config=_stored_config(config, gateway.secrets),
             )
             session.add(channel)
             return channel

@@ -36,6 +36,7 @@ from bot_gateway.conversations.definition import (
 )
 from bot_gateway.conversations.tracker import ActionResult, Tracker, event
 from core.logging import log_event
+from core.secrets import SecretBox, decrypt_value
 
 __all__ = ["RASA_VERSION", "Actions", "domain_of"]
 
@@ -66,8 +67,12 @@ class _SlotNotSet(Exception):
 class Actions:
     """The ``ActionRunner`` that calls out over ``client`` (an injected ``httpx.AsyncClient``)."""
 
-    def __init__(self, client: httpx.AsyncClient) -> None:
+    def __init__(self, client: httpx.AsyncClient, *, secrets: SecretBox | None = None) -> None:
         self._client = client
+        self._secrets = secrets or SecretBox()  # header values are stored encrypted
+
+    def _headers(self, headers: dict[str, str]) -> dict[str, str]:
+        return {key: decrypt_value(self._secrets, value) for key, value in headers.items()}
 
     async def run(
         self,
@@ -97,7 +102,8 @@ class Actions:
         values = _template_values(bot, tracker)
         try:
             url = _fill_url(action.url, values)
-            headers = {key: str(v) for key, v in _fill(action.headers, values).items()}
+            filled = _fill(self._headers(action.headers), values)
+            headers = {key: str(v) for key, v in filled.items()}
             body = _fill(action.body, values)
         except _SlotNotSet as e:
             error = f"slot {e.slot} is not set, so action '{name}' cannot build its request"
@@ -143,7 +149,13 @@ class Actions:
             "version": RASA_VERSION,
         }
         try:
-            response = await self._send("POST", server.url, timeout_s=server.timeout_s, json=call)
+            response = await self._send(
+                "POST",
+                server.url,
+                timeout_s=server.timeout_s,
+                headers=self._headers(server.headers),
+                json=call,
+            )
             if not response.is_success:
                 raise _Failed(_server_error(response))
             return _checked_answer(name, _json(response))

@@ -295,6 +295,7 @@ Action = Annotated[HttpAction | SetSlotAction, Field(discriminator="type")]
 
 class ActionServer(_Model):
     url: str
+    headers: dict[str, str] = {}  # sent with every call (a token); stored encrypted
     timeout_s: float = Field(default=5.0, gt=0, le=60)
     on_error: str | None = None
     actions: list[str] = []  # names served there; empty: any unknown action
