@@ -40,6 +40,7 @@ from bot_gateway.serving.lookup import Lookups
 from core.counters import counter_stores
 from core.db import ensure_schema, get_engine, session_scope
 from core.logging import configure_logging, log_event
+from core.outbound import OutboundGuard, OutboundTransport
 from core.registry import load_entry_points
 from core.secrets import open_box
 from core.settings import Settings, get_settings
@@ -140,7 +141,11 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         gateway = build_gateway(settings)
         app.state.gateway = gateway
-        actions_client = httpx.AsyncClient(follow_redirects=False)
+        actions_client = httpx.AsyncClient(  # HTTP actions, action servers: core.outbound
+            transport=OutboundTransport(OutboundGuard.from_settings(settings)),
+            follow_redirects=False,
+            trust_env=False,
+        )
         gateway.conversations = conversation_runtime(gateway, actions_client)
         gateway.http = httpx.AsyncClient(transport=http_transport, timeout=10.0)
         try:

@@ -7,7 +7,8 @@ responses ``{"error": code, "message": ...}`` in one place.
     ├── InvalidInput                 422 invalid_input
     │   ├── UnknownPluginError       422 unknown_plugin
     │   ├── UnsupportedMediaType     415 unsupported_media_type (an upload that is not an image)
-    │   └── ImportValidationError    422 invalid_dataset   (row errors: ``line 17: empty text``)
+    │   ├── ImportValidationError    422 invalid_dataset   (row errors: ``line 17: empty text``)
+    │   └── OutboundRefused          422 outbound_refused  (a private address; core.outbound)
     ├── LimitExceeded                422 limit_exceeded    (a count over a configured limit)
     │   └── PayloadTooLarge          413 payload_too_large (bytes over a configured limit)
     ├── Unauthenticated              401 unauthenticated   (missing, wrong or revoked key)
@@ -41,6 +42,7 @@ __all__ = [
     "ModelLoadError",
     "NotFound",
     "NotReady",
+    "OutboundRefused",
     "ParleyError",
     "PayloadTooLarge",
     "QuotaExceeded",
@@ -79,6 +81,13 @@ class ImportValidationError(InvalidInput):
     """A dataset file with bad rows; ``details["errors"]`` lists ``{line, message}``."""
 
     code = "invalid_dataset"
+
+
+class OutboundRefused(InvalidInput):
+    """A call for a tenant (HTTP action, action server, image URL) to an address that is not
+    public and not allowed by ``PARLEY_OUTBOUND__ALLOW_HOSTS``; ``details["url"]``."""
+
+    code = "outbound_refused"
 
 
 class LimitExceeded(ParleyError):

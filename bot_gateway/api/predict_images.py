@@ -32,6 +32,7 @@ from bot_gateway.serving.image_inputs import decode_base64, decode_inputs, fetch
 from bot_gateway.serving.lookup import BUILTIN, ModelInfo
 from core.errors import InvalidInput, NotReady, PayloadTooLarge
 from core.images import DecodedImage
+from core.outbound import OutboundGuard
 from core.tenants import Principal
 
 __all__ = ["IMAGE_TASKS", "load_ready", "predict_images", "read_predict_request"]
@@ -129,7 +130,13 @@ def _gather_images(
     for name, value in _named(body.image, "image", body.images, "images"):
         items.append((name, decode_base64(value, name, limits.max_image_bytes)))
     for name, url in _named(body.url, "url", body.urls, "urls"):
-        fetched = fetch_url(url, name, gateway.settings.image_fetch, limits.max_image_bytes)
+        fetched = fetch_url(
+            url,
+            name,
+            gateway.settings.image_fetch,
+            limits.max_image_bytes,
+            guard=OutboundGuard.from_settings(gateway.settings),
+        )
         items.append((name, fetched))
     return decode_inputs(
         items, max_pixels=limits.max_image_pixels, max_bytes=limits.max_image_bytes

@@ -4,7 +4,10 @@ rasa-sdk action server. ``domain_of(bot)`` is the Rasa domain that server is sen
 ``Actions(client).run(name, bot=..., tracker=...)`` never raises for a remote failure and
 never waits longer than the action's ``timeout_s``: a failure comes back as
 ``ActionResult(error="<what went wrong>", error_response="<response to send, or None>")``
-with no events and no responses.
+with no events and no responses. The gateway's ``client`` goes through ``core.outbound``'s
+``OutboundTransport``: a call to a private or loopback address that the operator has not
+allowed is such a failure too (the action's ``on_error``, logged and counted as
+``outbound.refused``), sent nowhere.
 
 Templates: ``{slot}`` (and ``{sender_id}``, ``{bot_name}``) in an HTTP action's ``url``,
 ``headers`` and ``body`` strings, and in ``set_slot`` values. Values put into a URL are
@@ -35,6 +38,7 @@ from bot_gateway.conversations.definition import (
     Slot,
 )
 from bot_gateway.conversations.tracker import ActionResult, Tracker, event
+from core.errors import OutboundRefused
 from core.logging import log_event
 from core.secrets import SecretBox, decrypt_value
 
@@ -173,6 +177,8 @@ class Actions:
                 return await self._client.request(method, url, timeout=timeout_s, **kwargs)
         except (TimeoutError, httpx.TimeoutException) as e:
             raise _Failed(f"did not answer within {timeout_s:g} s") from e
+        except OutboundRefused as e:
+            raise _Failed(f"was not called: {e.details.get('reason', e.message)}") from e
         except (httpx.HTTPError, httpx.InvalidURL) as e:
             raise _Failed(f"could not be reached ({type(e).__name__}: {e})") from e
 

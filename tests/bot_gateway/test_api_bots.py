@@ -81,7 +81,9 @@ def order_bot(orders_url: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module", params=DB_KINDS)
 def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
-    with running_api(request, tmp_path_factory.mktemp("bots")) as api:
+    # the orders service runs on loopback, which outbound calls may reach only when allowed
+    outbound = {"allow_hosts": ["127.0.0.1"]}
+    with running_api(request, tmp_path_factory.mktemp("bots"), outbound=outbound) as api:
         yield api
 
 

@@ -1,5 +1,6 @@
 """Image inputs: base64, and the rules for fetching by URL (off by default, allow-listed hosts,
-public addresses only, no redirects, size capped while streaming) against a real local server."""
+public addresses only through core.outbound, no redirects, size capped while streaming) against a
+real local server."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from bot_gateway.serving import image_inputs
-from bot_gateway.serving.image_inputs import decode_base64, fetch_url, host_allowed
-from core.errors import Forbidden, InvalidInput, PayloadTooLarge
+from bot_gateway.serving.image_inputs import decode_base64, fetch_url
+from core.errors import Forbidden, InvalidInput, OutboundRefused, PayloadTooLarge
+from core.outbound import OutboundGuard, host_matches
 from core.settings import ImageFetchSettings
 from tests.support.images import encode, shape_image
 
@@ -38,15 +39,18 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[int, list[str]]]:
+def server() -> Iterator[tuple[int, list[str]]]:
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     httpd.hosts = []  # type: ignore[attr-defined]
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
-    # pretend images.example.com is a public host that lives at this local server
-    monkeypatch.setattr(image_inputs, "_public_address", lambda host, port: "127.0.0.1")
     yield httpd.server_address[1], httpd.hosts  # type: ignore[attr-defined]
     httpd.shutdown()
+
+
+# images.example.com lives at the local server (a fake resolver), which the operator allowed
+AT_LOCAL = OutboundGuard(("127.0.0.0/8",), resolver=lambda host, port: ["127.0.0.1"])
+STRICT = OutboundGuard(resolver=lambda host, port: ["127.0.0.1"])
 
 
 ON = ImageFetchSettings(enabled=True, allow_hosts=["images.example.com", ".cdn.example.net"])
@@ -54,34 +58,38 @@ ON = ImageFetchSettings(enabled=True, allow_hosts=["images.example.com", ".cdn.e
 
 def test_fetching_is_off_unless_enabled_and_only_from_allowed_hosts() -> None:
     with pytest.raises(Forbidden, match="off on this server"):
-        fetch_url("https://images.example.com/a.jpg", "url", ImageFetchSettings(), 10**6)
+        fetch_url(
+            "https://images.example.com/a.jpg", "url", ImageFetchSettings(), 10**6, guard=STRICT
+        )
     with pytest.raises(Forbidden, match="not in the allow-list"):
-        fetch_url("https://evil.example.org/a.jpg", "url", ON, 10**6)
+        fetch_url("https://evil.example.org/a.jpg", "url", ON, 10**6, guard=STRICT)
     with pytest.raises(InvalidInput, match="not an http"):
-        fetch_url("file:///etc/passwd", "url", ON, 10**6)
+        fetch_url("file:///etc/passwd", "url", ON, 10**6, guard=STRICT)
     with pytest.raises(InvalidInput, match="credentials"):
-        fetch_url("https://u:p@images.example.com/a.jpg", "url", ON, 10**6)
-    assert host_allowed("a.cdn.example.net", ON.allow_hosts)
-    assert not host_allowed("cdn.example.net.evil.org", ON.allow_hosts)
+        fetch_url("https://u:p@images.example.com/a.jpg", "url", ON, 10**6, guard=STRICT)
+    assert host_matches("a.cdn.example.net", ON.allow_hosts)
+    assert not host_matches("cdn.example.net.evil.org", ON.allow_hosts)
 
 
-def test_an_allowed_host_on_a_private_address_is_refused() -> None:
+def test_an_allowed_host_on_a_private_address_is_refused_naming_the_url() -> None:
     local = ImageFetchSettings(enabled=True, allow_hosts=["localhost", "127.0.0.1"])
     for url in ("http://localhost:9/a.jpg", "http://127.0.0.1:9/a.jpg"):
-        with pytest.raises(Forbidden, match="private or reserved"):
-            fetch_url(url, "url", local, 10**6)
+        with pytest.raises(OutboundRefused, match="loopback address") as refused:
+            fetch_url(url, "urls[1]", local, 10**6, guard=STRICT)
+        assert refused.value.message.startswith(f"urls[1]: {url} refused")
 
 
 def test_a_fetch_keeps_the_host_header_and_caps_size_and_redirects(
     server: tuple[int, list[str]],
 ) -> None:
     port, hosts = server
-    data = fetch_url(f"http://images.example.com:{port}/a.jpg", "url", ON, 10**6)
+    data = fetch_url(f"http://images.example.com:{port}/a.jpg", "url", ON, 10**6, guard=AT_LOCAL)
     assert data == JPEG and hosts == [f"images.example.com:{port}"]
     with pytest.raises(PayloadTooLarge):
-        fetch_url(f"http://images.example.com:{port}/big.jpg", "url", ON, len(JPEG) * 10)
+        big = f"http://images.example.com:{port}/big.jpg"
+        fetch_url(big, "url", ON, len(JPEG) * 10, guard=AT_LOCAL)
     with pytest.raises(InvalidInput, match="HTTP 302"):
-        fetch_url(f"http://images.example.com:{port}/redirect", "url", ON, 10**6)
+        fetch_url(f"http://images.example.com:{port}/redirect", "url", ON, 10**6, guard=AT_LOCAL)
 
 
 def test_base64_inputs() -> None:

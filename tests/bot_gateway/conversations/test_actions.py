@@ -20,6 +20,8 @@ import pytest
 from bot_gateway.conversations.actions import RASA_VERSION, Actions, domain_of
 from bot_gateway.conversations.definition import BotDefinition, parse_definition
 from bot_gateway.conversations.tracker import ActionResult, FlowFrame, Tracker, event
+from core.metrics import counters
+from core.outbound import OutboundGuard, OutboundTransport
 from tests.support.postgres import free_port
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -439,6 +441,90 @@ def test_an_action_server_that_is_down_or_slow_is_an_error() -> None:
     result = run_action("action_lookup_order", handler=hang, bot=bot)
     assert result == ActionResult(
         error="action server did not answer within 0.2 s" + SERVER_ERROR_SUFFIX
+    )
+
+
+# --- calls to private addresses (core.outbound) -----------------------------------------------
+
+
+def guarded_action(
+    name: str,
+    *,
+    guard: OutboundGuard,
+    handler: Handler,
+    bot: BotDefinition = BOT,
+    slots: dict[str, Any] | None = None,
+) -> ActionResult:
+    """Run ``name`` over the gateway's guarded transport, with ``handler`` as the network."""
+
+    async def go() -> ActionResult:
+        transport = OutboundTransport(guard, httpx.MockTransport(handler))
+        async with httpx.AsyncClient(transport=transport, trust_env=False) as client:
+            return await Actions(client).run(name, bot=bot, tracker=tracker(**(slots or {})))
+
+    return asyncio.run(go())
+
+
+def test_an_http_action_to_a_private_address_takes_its_error_path(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    internal = OutboundGuard(resolver=lambda host, port: ["10.0.0.8"])
+    before = counters.get("outbound.refused")
+    with caplog.at_level(logging.WARNING, logger="parley"):
+        result = guarded_action(
+            "lookup_order", guard=internal, handler=must_not_send, slots={"order_id": "A-1"}
+        )
+    assert result.events == [] and result.error_response == "utter_lookup_failed"
+    assert result.error is not None and result.error.startswith(
+        "action 'lookup_order': GET https://shop.test/orders/A-1 was not called: shop.test "
+        "resolves to 10.0.0.8, a private address"
+    )
+    assert counters.get("outbound.refused") == before + 1
+    assert "outbound.refused" in caplog.text and "action.http_failed" in caplog.text
+    # the operator allows that network: the call is made, to the checked address
+    handler, seen = recording(httpx.Response(200, json=ORDER))
+    allowed = OutboundGuard(("10.0.0.0/24",), resolver=lambda host, port: ["10.0.0.8"])
+    result = guarded_action("lookup_order", guard=allowed, handler=handler, slots={"order_id": "A"})
+    assert result.error is None and seen[0].headers["host"] == "shop.test"
+
+
+def test_an_action_server_on_loopback_is_refused_unless_allowed() -> None:
+    bot = make_bot(
+        action_server={"url": "http://127.0.0.1:5055/webhook", "on_error": "utter_server_down"}
+    )
+    result = guarded_action(
+        "action_lookup_order", guard=OutboundGuard(), handler=must_not_send, bot=bot
+    )
+    assert result.error_response == "utter_server_down"
+    assert result.error is not None and "was not called: 127.0.0.1 is a loopback address" in (
+        result.error
+    )
+    handler, seen = recording(httpx.Response(200, json={"events": [], "responses": []}))
+    allowed = OutboundGuard(("127.0.0.1",))
+    result = guarded_action("action_lookup_order", guard=allowed, handler=handler, bot=bot)
+    assert result.error is None and str(seen[0].url) == "http://127.0.0.1:5055/webhook"
+
+
+def test_a_resolver_that_hangs_is_bounded_by_the_actions_timeout() -> None:
+    def slow(host: str, port: int) -> list[str]:
+        time.sleep(1.5)
+        return ["93.184.216.34"]
+
+    bot = make_bot(actions={"slow": {"url": "https://shop.test/slow", "timeout_s": 0.2}})
+
+    async def go() -> tuple[float, ActionResult]:
+        transport = OutboundTransport(
+            OutboundGuard(resolver=slow), httpx.MockTransport(must_not_send)
+        )
+        async with httpx.AsyncClient(transport=transport, trust_env=False) as client:
+            started = time.monotonic()
+            result = await Actions(client).run("slow", bot=bot, tracker=tracker())
+            return time.monotonic() - started, result
+
+    took, result = asyncio.run(go())  # (waits for the look-up thread to end on its own)
+    assert took < 1.0
+    assert result == ActionResult(
+        error="action 'slow': GET https://shop.test/slow did not answer within 0.2 s"
     )
 
 
