@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from core.secrets import MARKER, SecretBox, decrypt_value, encrypt_value, open_c
 from core.settings import Settings
 from core.tables import Channel
 from tests.bot_gateway.conftest import OPERATOR
-from tests.conftest import make_settings
+from tests.conftest import DB_KINDS, make_db_url, make_settings
 
 OLD, NEW = "old key that is long enough", "new key that is long enough"
 SLACK = {"signing_secret": "slack-signing-0123456789", "bot_token": "xoxb-bot-token-0123456789"}
@@ -42,15 +43,21 @@ BOT = {
 PLAINTEXTS = [*SLACK.values(), ACTION_TOKEN, HTTP_TOKEN]
 
 
-def settings_for(tmp: Path, key: str | None) -> Settings:
-    url = f"sqlite:///{tmp / 'parley.db'}"
-    return make_settings(tmp, url, secret_key=key, queue={"workers": 0})
+@dataclass(frozen=True)
+class Db:
+    tmp: Path
+    url: str
 
 
-@pytest.fixture
-def stored(tmp_path: Path) -> Iterator[dict[str, Any]]:
+def settings_for(db: Db, key: str | None) -> Settings:
+    return make_settings(db.tmp, db.url, secret_key=key, queue={"workers": 0})
+
+
+@pytest.fixture(params=DB_KINDS)
+def stored(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, Any]]:
     """A database holding a Slack channel and a bot with headers, written with key OLD."""
-    with TestClient(create_app(settings_for(tmp_path, OLD), warm_encoder=False)) as client:
+    db = Db(tmp_path, make_db_url(request.param, tmp_path, request))
+    with TestClient(create_app(settings_for(db, OLD), warm_encoder=False)) as client:
         tenant = client.post("/v1/tenants", json={"name": "t"}, headers=OPERATOR).json()
         key = {"Authorization": f"Bearer {tenant['api_key']}"}
         bot = client.post("/v1/bots", json=BOT, headers=key)
@@ -61,7 +68,7 @@ def stored(tmp_path: Path) -> Iterator[dict[str, Any]]:
             headers=key,
         )
         assert channel.status_code == 201, channel.text
-        yield {"tmp": tmp_path, "bot": bot.json(), "channel": channel.json()}
+        yield {"db": db, "bot": bot.json(), "channel": channel.json()}
 
 
 def start(settings: Settings) -> Gateway:
@@ -73,9 +80,9 @@ def start(settings: Settings) -> Gateway:
     return gateway
 
 
-def raw_rows(tmp: Path) -> str:
+def raw_rows(db: Db) -> str:
     """Every stored channel config and bot definition, read with plain SQL."""
-    engine = get_engine(f"sqlite:///{tmp / 'parley.db'}")
+    engine = get_engine(db.url)
     with engine.connect() as conn:
         rows = [
             *conn.execute(text("SELECT config FROM channels")).scalars(),
@@ -83,6 +90,10 @@ def raw_rows(tmp: Path) -> str:
             *conn.execute(text("SELECT definition FROM bot_versions")).scalars(),
         ]
     return "\n".join(r if isinstance(r, str) else json.dumps(r) for r in rows)
+
+
+def sqlite(tmp: Path) -> Db:
+    return Db(tmp, f"sqlite:///{tmp / 'parley.db'}")
 
 
 def test_round_trip_and_a_wrong_key_is_an_error_not_garbage() -> None:
@@ -101,7 +112,7 @@ def test_round_trip_and_a_wrong_key_is_an_error_not_garbage() -> None:
 
 
 def test_the_database_holds_no_plaintext_and_the_api_no_secrets(stored: dict[str, Any]) -> None:
-    raw = raw_rows(stored["tmp"])
+    raw = raw_rows(stored["db"])
     assert raw.count(MARKER) == 2 + 2 * 2  # channel: 2; bot and its version: 2 each
     for secret in PLAINTEXTS:
         assert secret not in raw
@@ -111,31 +122,32 @@ def test_the_database_holds_no_plaintext_and_the_api_no_secrets(stored: dict[str
 
 
 def test_refuses_to_start_without_the_key_or_with_a_wrong_one(stored: dict[str, Any]) -> None:
-    tmp = stored["tmp"]
+    db = stored["db"]
     with pytest.raises(ConfigurationError, match="PARLEY_SECRET_KEY") as missing:
-        start(settings_for(tmp, None))
+        start(settings_for(db, None))
     assert "encrypted" in missing.value.message
     with pytest.raises(ConfigurationError, match="does not decrypt with any key"):
-        start(settings_for(tmp, NEW))
-    start(settings_for(tmp, OLD))  # the right key starts
+        start(settings_for(db, NEW))
+    start(settings_for(db, OLD))  # the right key starts
 
 
 def test_rotation_to_a_new_key(stored: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     from parley.cli import app
 
-    tmp = stored["tmp"]
-    before = raw_rows(tmp)
-    start(settings_for(tmp, f"{NEW},{OLD}"))  # the new key first, the old one still reads
-    monkeypatch.setenv("PARLEY_DATA_DIR", str(tmp))
+    db = stored["db"]
+    before = raw_rows(db)
+    start(settings_for(db, f"{NEW},{OLD}"))  # the new key first, the old one still reads
+    monkeypatch.setenv("PARLEY_DATA_DIR", str(db.tmp))
+    monkeypatch.setenv("PARLEY_DB__URL", db.url)
     monkeypatch.setenv("PARLEY_SECRET_KEY", f"{NEW},{OLD}")
     out = CliRunner().invoke(app, ["secrets", "rotate"])
     assert out.exit_code == 0, out.output
     assert "6 secret values" in out.output
-    after = raw_rows(tmp)
+    after = raw_rows(db)
     assert after != before and all(s not in after for s in PLAINTEXTS)
     with pytest.raises(ConfigurationError):
-        start(settings_for(tmp, OLD))  # the old key alone no longer reads them
-    gateway = start(settings_for(tmp, NEW))  # the new key alone does
+        start(settings_for(db, OLD))  # the old key alone no longer reads them
+    gateway = start(settings_for(db, NEW))  # the new key alone does
     with session_scope(gateway.engine) as session:
         row = session.get(Channel, stored["channel"]["id"])
         assert row is not None
@@ -146,7 +158,7 @@ def test_rotation_to_a_new_key(stored: dict[str, Any], monkeypatch: pytest.Monke
 def test_without_a_key_secrets_are_stored_in_clear_and_the_marker_is_reserved(
     tmp_path: Path,
 ) -> None:
-    with TestClient(create_app(settings_for(tmp_path, None), warm_encoder=False)) as client:
+    with TestClient(create_app(settings_for(sqlite(tmp_path), None), warm_encoder=False)) as client:
         tenant = client.post("/v1/tenants", json={"name": "t"}, headers=OPERATOR).json()
         key = {"Authorization": f"Bearer {tenant['api_key']}"}
         assert client.post("/v1/bots", json=BOT, headers=key).status_code == 201
@@ -156,8 +168,8 @@ def test_without_a_key_secrets_are_stored_in_clear_and_the_marker_is_reserved(
         r = client.post("/v1/bots", json=forged, headers=key)
         assert r.status_code == 422
         assert "action_server.headers.Authorization" in r.json()["message"]
-    assert ACTION_TOKEN in raw_rows(tmp_path)
-    start(settings_for(tmp_path, None))  # nothing encrypted: starts without a key
+    assert ACTION_TOKEN in raw_rows(sqlite(tmp_path))
+    start(settings_for(sqlite(tmp_path), None))  # nothing encrypted: starts without a key
 
 
 def test_an_action_server_receives_its_decrypted_headers() -> None:
