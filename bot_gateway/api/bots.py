@@ -68,7 +68,9 @@ def _save_new(
     nlu_yaml: str | None = None,
     unsupported: list[str] | None = None,
 ) -> Bot:
-    definition = parse_definition(data)
+    definition = service.check_definition(
+        gateway.engine, gateway.settings, tenant_id=tenant_id, data=data
+    )
     nlu = service.prepare_nlu(
         gateway.engine,
         gateway.store,
@@ -179,7 +181,9 @@ async def update_bot(
     def update() -> Bot:
         with session_scope(gateway.engine) as session:
             service.get_bot(session, principal.tenant_id, bot_id)
-        definition = parse_definition(data)
+        definition = service.check_definition(
+            gateway.engine, gateway.settings, tenant_id=principal.tenant_id, data=data
+        )
         nlu = service.prepare_nlu(
             gateway.engine,
             gateway.store,

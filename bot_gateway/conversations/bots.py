@@ -1,5 +1,7 @@
-"""Bots as tenant data: create (with NLU training when the definition brings examples),
-version on every change, look up by id or widget key, enable/disable, delete."""
+"""Bots as tenant data: check a definition against the tenant (the models, aliases and
+datasets it names) and the server (action URLs), create (with NLU training when the definition
+brings examples), version on every change, look up by id or widget key, enable/disable,
+delete."""
 
 from __future__ import annotations
 
@@ -12,20 +14,150 @@ from typing import Any
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from bot_gateway.conversations.definition import BotDefinition, parse_definition
+from bot_gateway.conversations.definition import (
+    BotDefinition,
+    HttpAction,
+    InvalidBotDefinition,
+    parse_definition,
+)
 from core.db import session_scope
 from core.errors import InvalidInput, NotFound
 from core.ids import new_id
+from core.outbound import OutboundGuard
+from core.settings import Settings
 from core.storage import ArtifactStore
-from core.tables import Bot, BotVersion, Model
+from core.tables import Alias, Bot, BotVersion, Dataset, Model
 from training import registry
+from training.backends import builtin_models
 from training.datasets import service
 from training.datasets.importers import Limits
+from training.datasets.types import DATASET_TYPES
 
-__all__ = ["Nlu", "create_bot", "get_bot", "prepare_nlu", "refresh_status", "update_bot"]
+__all__ = [
+    "Nlu",
+    "check_definition",
+    "create_bot",
+    "get_bot",
+    "prepare_nlu",
+    "refresh_status",
+    "update_bot",
+]
 
 WIDGET_KEY_PREFIX = "wk_"
 RASA_PLACEHOLDER = "__rasa_import__"
+
+
+VISION_TASKS = frozenset(
+    {*(t.task for t in DATASET_TYPES.values() if t.modality == "image"), "ocr"}
+)
+"""The tasks a vision step can run: the image dataset types' and the built-in OCR."""
+
+
+def check_definition(
+    engine: Engine, settings: Settings, *, tenant_id: str, data: dict[str, Any]
+) -> BotDefinition:
+    """``parse_definition`` and what depends on the tenant and the server: every model (id or
+    alias), built-in model and dataset the bot names is the tenant's own and fits where it is
+    used, and no action URL has a refused IP address for its host. ``InvalidBotDefinition``
+    lists each problem with its path; another tenant's ids are "not found" like unknown ones."""
+    bot = parse_definition(data)
+    with session_scope(engine) as session:
+        errors = _reference_problems(session, tenant_id, bot)
+    errors += _url_problems(bot, OutboundGuard.from_settings(settings))
+    if errors:
+        raise InvalidBotDefinition(errors)
+    return bot
+
+
+def _reference_problems(session: Session, tenant_id: str, bot: BotDefinition) -> list[str]:
+    problems: list[str] = []
+    nlu = bot.nlu
+    if nlu.model is not None:
+        problems += _model_problem(
+            session,
+            tenant_id,
+            path="nlu.model",
+            name=nlu.model,
+            tasks={"intent"},
+            hint="the bot's NLU needs an intent model (train one on a text-intent dataset)",
+        )
+    if nlu.entities_model is not None:
+        problems += _model_problem(
+            session,
+            tenant_id,
+            path="nlu.entities_model",
+            name=nlu.entities_model,
+            tasks={"entities"},
+            hint="give prebuilt-entities or a model trained on a text-entities dataset",
+        )
+    if nlu.dataset not in (None, RASA_PLACEHOLDER):
+        dataset = session.get(Dataset, nlu.dataset)
+        if dataset is None or dataset.tenant_id != tenant_id:
+            problems.append(f'nlu.dataset: no dataset "{nlu.dataset}" in this tenant')
+        elif DATASET_TYPES[dataset.type].task != "intent":
+            problems.append(
+                f'nlu.dataset: dataset "{nlu.dataset}" is of type {dataset.type}; the bot\'s '
+                "NLU trains on a text-intent dataset"
+            )
+    for i, step in enumerate(bot.vision):
+        problems += _model_problem(
+            session,
+            tenant_id,
+            path=f"vision[{i}].model",
+            name=step.model,
+            tasks=VISION_TASKS,
+            hint="a vision step runs an image model (classification, detection) or prebuilt-ocr",
+        )
+    return problems
+
+
+def _model_problem(
+    session: Session,
+    tenant_id: str,
+    *,
+    path: str,
+    name: str,
+    tasks: set[str] | frozenset[str],
+    hint: str,
+) -> list[str]:
+    """The problem with the model ``name`` (an id, an alias or a built-in) at ``path``."""
+    if name in builtin_models:
+        task = builtin_models.get(name).task
+        model = None
+    else:
+        model_id = name
+        if not name.startswith("mdl_"):
+            alias = session.get(Alias, (tenant_id, name))
+            model_id = alias.model_id if alias is not None else ""
+        model = session.get(Model, model_id) if model_id else None
+        if model is None or model.tenant_id != tenant_id:
+            return [f'{path}: no model "{name}" (or alias) in this tenant']
+        task = model.task
+    if task not in tasks:
+        article = "an" if task[0] in "aeiou" else "a"
+        return [f'{path}: model "{name}" is {article} {task} model; {hint}']
+    if model is not None and model.status in ("failed", "cancelled"):
+        return [
+            f'{path}: model "{name}" {model.status}; point at a model that trained (or train '
+            "it again)"
+        ]
+    return []
+
+
+def _url_problems(bot: BotDefinition, guard: OutboundGuard) -> list[str]:
+    """Action URLs whose host is an IP address the server will not call."""
+    urls = [
+        (f"actions.{name}.url", action.url)
+        for name, action in bot.actions.items()
+        if isinstance(action, HttpAction)
+    ]
+    if bot.action_server is not None:
+        urls.append(("action_server.url", bot.action_server.url))
+    return [
+        f"{path}: {problem}"
+        for path, url in urls
+        if (problem := guard.literal_refusal(url)) is not None
+    ]
 
 
 @dataclass(frozen=True)
