@@ -3,6 +3,10 @@ webhook route every provider calls.
 
 ``POST /v1/bots/{bot_id}/channels`` ``{type, config}`` checks the config against the connector's
 schema and answers the channel's ``id`` and public ``webhook_url``; secrets are write-only.
+Where the provider has an API for the webhook (Telegram), the channel is registered there: the
+channel is created (201) whether that works or not, and its ``registration`` says how it went
+(``registered``, ``failed`` with the provider's message, or ``not_needed``);
+``POST /v1/bots/{bot_id}/channels/{channel_id}/register`` tries again.
 ``POST /webhooks/{channel_id}`` (and ``GET`` for verification handshakes) is signed by the
 provider, not by an API key: the connector verifies it (a bad signature is a 401 and counted),
 parses it, and the gateway answers at once — the conversation (media download, NLU, vision,
@@ -14,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -58,6 +62,16 @@ class ChannelCreate(BaseModel):
     config: dict[str, Any]
 
 
+class ChannelRegistration(BaseModel):
+    """How telling the provider about the webhook went (``Channel.registration``)."""
+
+    status: Literal["registered", "failed", "not_needed"] = Field(
+        description="registered; failed (see message; retry with POST .../register); "
+        "not_needed (the provider is given webhook_url by hand)"
+    )
+    message: str | None = Field(default=None, description="why it failed")
+
+
 class ChannelPublic(BaseModel):
     id: str
     bot_id: str
@@ -65,6 +79,9 @@ class ChannelPublic(BaseModel):
     config: dict[str, Any] = Field(description="the settings, without secrets")
     webhook_url: str = Field(description="give this URL to the provider")
     capabilities: dict[str, bool]
+    registration: ChannelRegistration | None = Field(
+        default=None, description="the webhook's registration with the provider (null: unknown)"
+    )
     created_at: Any
 
 
@@ -102,6 +119,11 @@ def _public(channel: Channel, base: str) -> ChannelPublic:
         config=_public_config(cls, channel.config),
         webhook_url=webhook_url(base, channel.id),
         capabilities={k: bool(getattr(caps, k)) for k in caps.__dataclass_fields__},
+        registration=(
+            ChannelRegistration.model_validate(channel.registration)
+            if channel.registration
+            else None
+        ),
         created_at=channel.created_at,
     )
 
@@ -112,12 +134,44 @@ def connector_for(gateway: Gateway, channel: Channel, base: str) -> Connector[An
     return cls(config, gateway.http, webhook_url=webhook_url(base, channel.id))
 
 
+async def register(gateway: Gateway, channel: Channel, base: str) -> Channel:
+    """Tell the provider where the channel's webhook is, and keep how it went on the channel
+    (``registration``); a provider that cannot be reached or refuses is ``failed``, logged and
+    counted, never an error of the caller's request."""
+    connector = connector_for(gateway, channel, base)
+    if type(connector).register is Connector.register:
+        outcome = ChannelRegistration(status="not_needed")
+    else:
+        try:
+            await connector.register()
+            outcome = ChannelRegistration(status="registered")
+        except ParleyError as e:
+            counters.incr("channel.register_failed", channel=channel.type)
+            log_event("channel.register_failed", channel=channel.id, error=e.message)
+            outcome = ChannelRegistration(
+                status="failed",
+                message=f"{channel.type} did not take the webhook: {e.message}; retry with "
+                f"POST /v1/bots/{channel.bot_id}/channels/{channel.id}/register",
+            )
+
+    def save() -> Channel:
+        with session_scope(gateway.engine) as session:
+            row = session.get(Channel, channel.id)
+            if row is None:
+                raise NotFound(f"channel {channel.id} not found")
+            row.registration = outcome.model_dump()
+            return row
+
+    return await run_in_threadpool(save)
+
+
 @router.post("/bots/{bot_id}/channels", status_code=201, response_model=ChannelPublic)
 async def create_channel(
     bot_id: str, body: ChannelCreate, request: Request, principal: TrainDep, gateway: GatewayDep
 ) -> ChannelPublic:
     """Connect the bot to a channel; where the platform has an API for it (Telegram), the
-    webhook is registered there too."""
+    webhook is registered there too. The channel is created even when that fails:
+    ``registration`` says how it went, and ``POST .../register`` tries again."""
     cls = connectors.get(body.type)
     try:
         config = cls.Config.model_validate(body.config)
@@ -142,14 +196,7 @@ async def create_channel(
 
     channel = await run_in_threadpool(save)
     base = public_base(gateway, request)
-    try:
-        await connector_for(gateway, channel, base).register()
-    except DeliveryFailed as e:
-        log_event("channel.register_failed", channel=channel.id, error=e.message)
-        raise DeliveryFailed(
-            f"the channel was saved, but {body.type} refused the webhook: {e.message}"
-        ) from e
-    return _public(channel, base)
+    return _public(await register(gateway, channel, base), base)
 
 
 @router.get("/bots/{bot_id}/channels", response_model=list[ChannelPublic])
@@ -181,6 +228,23 @@ def get_channel(
 ) -> ChannelPublic:
     channel = _channel(session, principal.tenant_id, bot_id, channel_id)
     return _public(channel, public_base(gateway, request))
+
+
+@router.post("/bots/{bot_id}/channels/{channel_id}/register", response_model=ChannelPublic)
+async def register_channel(
+    bot_id: str, channel_id: str, request: Request, principal: TrainDep, gateway: GatewayDep
+) -> ChannelPublic:
+    """Register the channel's webhook with the provider again (after ``registration`` said
+    ``failed``, or after ``PARLEY_PUBLIC_URL`` changed); answers the channel with its new
+    ``registration``."""
+
+    def load() -> Channel:
+        with session_scope(gateway.engine) as session:
+            return _channel(session, principal.tenant_id, bot_id, channel_id)
+
+    channel = await run_in_threadpool(load)
+    base = public_base(gateway, request)
+    return _public(await register(gateway, channel, base), base)
 
 
 @router.delete("/bots/{bot_id}/channels/{channel_id}", status_code=204)

@@ -5,6 +5,7 @@ through the connector to a fake of the provider's API (``httpx.MockTransport``).
 from __future__ import annotations
 
 import importlib
+import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -109,6 +110,8 @@ def connector_of(s: Setup, channel: dict[str, Any]) -> Connector[Any]:
 def test_secrets_are_write_only_and_channels_private(setup: tuple[Setup, Any, Any]) -> None:
     s, bot, channel = setup
     assert channel["webhook_url"].endswith(f"/webhooks/{channel['id']}")
+    registered = "registered" if s.kit.type == "telegram" else "not_needed"
+    assert channel["registration"] == {"status": registered, "message": None}
     listed = s.client.get(f"/v1/bots/{bot['id']}/channels", headers=s.key).json()
     one = s.client.get(f"/v1/bots/{bot['id']}/channels/{channel['id']}", headers=s.key).json()
     for shown in (channel, listed[0], one):
@@ -222,3 +225,118 @@ def test_an_oversized_photo_gets_a_clear_answer(setup: tuple[Setup, Any, Any]) -
         assert "couldn't open that image" in sent[0]["text"]
     finally:
         limits.max_image_bytes = before
+
+
+# --- registering the webhook with the provider ------------------------------------------------
+
+
+@dataclass
+class Registering:
+    client: TestClient
+    key: dict[str, str]  # tenant A
+    other: dict[str, str]  # tenant B
+    bot_id: str
+    other_bot_id: str  # tenant B's
+    calls: list[httpx.Request]
+    reachable: dict[str, bool]
+
+
+@pytest.fixture(scope="module")
+def registering(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Registering]:
+    """A gateway whose Telegram is unreachable until ``reachable["telegram"]`` is set."""
+    kit = KITS["telegram"]
+    calls: list[httpx.Request] = []
+    inner = kit.provider(IMAGE, calls)
+    reachable = {"telegram": False}
+
+    def transport(req: httpx.Request) -> httpx.Response:
+        if not reachable["telegram"]:
+            calls.append(req)
+            raise httpx.ConnectError("[Errno 101] Network is unreachable", request=req)
+        return inner.handle_request(req)
+
+    async def no_wait(seconds: float) -> None:
+        return None
+
+    tmp = tmp_path_factory.mktemp("channels-registration")
+    settings = make_settings(tmp, make_db_url("sqlite", tmp, request))
+    app = create_app(settings, warm_encoder=False, http_transport=httpx.MockTransport(transport))
+    with pytest.MonkeyPatch.context() as patch, TestClient(app) as client:
+        patch.setattr(connectors.get("telegram"), "_sleep", staticmethod(no_wait))
+        keys = [
+            client.post("/v1/tenants", json={"name": n}, headers=OPERATOR).json()
+            for n in ("a", "b")
+        ]
+        a, b = ({"Authorization": f"Bearer {k['api_key']}"} for k in keys)
+        bots = [client.post("/v1/bots", json={"name": "r"}, headers=h).json() for h in (a, b)]
+        yield Registering(client, a, b, bots[0]["id"], bots[1]["id"], calls, reachable)
+
+
+def test_a_channel_whose_provider_cannot_be_reached_is_created_and_says_so(
+    registering: Registering,
+) -> None:
+    r = registering
+    created = r.client.post(
+        f"/v1/bots/{r.bot_id}/channels",
+        json={"type": "telegram", "config": KITS["telegram"].config()},
+        headers=r.key,
+    )
+    assert created.status_code == 201, created.text
+    channel = created.json()
+    registration = channel["registration"]
+    assert registration["status"] == "failed"
+    assert "Network is unreachable" in registration["message"]
+    assert f"/channels/{channel['id']}/register" in registration["message"]
+    assert KITS["telegram"].config()["bot_token"] not in str(channel)  # not even in the message
+    shown = r.client.get(f"/v1/bots/{r.bot_id}/channels/{channel['id']}", headers=r.key).json()
+    assert shown["registration"] == registration
+    listed = r.client.get(f"/v1/bots/{r.bot_id}/channels", headers=r.key).json()
+    assert [c["registration"]["status"] for c in listed] == ["failed"]
+    metrics = r.client.get("/v1/metrics", headers=OPERATOR).text
+    assert 'parley_channel_register_failed{channel="telegram"}' in metrics
+
+    # Telegram is back: the retry registers the webhook and the channel remembers it
+    r.reachable["telegram"] = True
+    try:
+        path = f"/v1/bots/{r.bot_id}/channels/{channel['id']}/register"
+        retried = r.client.post(path, headers=r.key)
+        assert retried.status_code == 200, retried.text
+        assert retried.json()["registration"] == {"status": "registered", "message": None}
+        set_webhook = [c for c in r.calls if c.url.path.endswith("/setWebhook")][-1]
+        assert json.loads(set_webhook.content)["url"] == channel["webhook_url"]
+        shown = r.client.get(f"/v1/bots/{r.bot_id}/channels/{channel['id']}", headers=r.key)
+        assert shown.json()["registration"]["status"] == "registered"
+    finally:
+        r.reachable["telegram"] = False
+
+
+def test_another_tenant_cannot_register_a_channel(registering: Registering) -> None:
+    r = registering
+    channel = r.client.post(
+        f"/v1/bots/{r.bot_id}/channels",
+        json={"type": "telegram", "config": KITS["telegram"].config()},
+        headers=r.key,
+    ).json()
+    before = len(r.calls)
+    for bot_id in (r.bot_id, r.other_bot_id):  # A's ids, and B's bot with A's channel
+        path = f"/v1/bots/{bot_id}/channels/{channel['id']}/register"
+        refused = r.client.post(path, headers=r.other)
+        assert refused.status_code == 404 and refused.json()["error"] == "not_found"
+    assert (
+        r.client.post(f"/v1/bots/{r.bot_id}/channels/ch_0000/register", headers=r.key).status_code
+        == 404
+    )
+    assert len(r.calls) == before  # nothing was sent to Telegram
+
+
+def test_a_channel_with_nothing_to_register_says_not_needed(registering: Registering) -> None:
+    r = registering
+    created = r.client.post(
+        f"/v1/bots/{r.bot_id}/channels",
+        json={"type": "slack", "config": KITS["slack"].config()},
+        headers=r.key,
+    )
+    assert created.status_code == 201, created.text
+    assert created.json()["registration"] == {"status": "not_needed", "message": None}
