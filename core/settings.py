@@ -208,6 +208,7 @@ class Settings(BaseSettings):
             "PARLEY_STORAGE__URL": str(self.artifacts_dir.resolve()),
             "PARLEY_QUEUE__THREADS": str(self.queue.threads),
             "PARLEY_QUEUE__POLL_INTERVAL": str(self.queue.poll_interval),
+            "PARLEY_QUEUE__PER_TENANT_CONCURRENCY": str(self.queue.per_tenant_concurrency),
             "PARLEY_SERVING__DEVICE": self.serving.device,
             "PARLEY_LOG_LEVEL": self.log_level,
         }

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, update
 from sqlalchemy.orm import Session
 
 from core.db import session_scope, utcnow
@@ -40,6 +40,7 @@ from training.backends import (
 )
 from training.datasets.service import DatasetSnapshot, StoredImages, snapshot
 from training.metrics import calibrate_out_of_scope, classification_metrics, entity_metrics
+from training.queue.fair import claim_next_job
 from training.registry import JobParams, parse_params, set_alias
 
 __all__ = ["JobRunner", "stratified_split"]
@@ -79,29 +80,15 @@ class JobRunner:
     context: BackendContext
     worker_name: str = "worker"
     report_interval: float = 0.5
+    # Jobs of one tenant running at once across all workers (``settings.queue``); None: no limit.
+    per_tenant_concurrency: int | None = None
 
     def claim_next(self) -> str | None:
-        """Take the oldest queued job (atomically); its id, or None."""
-        with session_scope(self.engine) as session:
-            candidates = session.scalars(
-                select(Model.id).where(Model.status == "queued").order_by(Model.created_at).limit(5)
-            ).all()
-            for model_id in candidates:
-                claimed = session.execute(
-                    update(Model)
-                    .where(Model.id == model_id, Model.status == "queued")
-                    .values(
-                        status="running",
-                        started_at=utcnow(),
-                        attempts=Model.attempts + 1,
-                        worker=self.worker_name,
-                        progress=0.0,
-                        heartbeat_at=utcnow(),
-                    )
-                )
-                if claimed.rowcount == 1:  # type: ignore[attr-defined]
-                    return model_id
-        return None
+        """Take the next queued job (atomically; tenants in turn, see ``training.queue.fair``);
+        its id, or None."""
+        return claim_next_job(
+            self.engine, worker=self.worker_name, per_tenant_concurrency=self.per_tenant_concurrency
+        )
 
     def _own(self, session: Session, model_id: str, **values: Any) -> bool:
         """Update the job if it is still running on this worker; False if it is not."""

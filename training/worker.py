@@ -1,7 +1,7 @@
 """A train worker process: ``python -m training.worker --name NAME``.
 
-Loops: claim the oldest queued job, run it, repeat. Exits when its parent process (the
-embedded server) is gone, so no worker outlives the server that started it.
+Loops: claim the next queued job (tenants in turn), run it, repeat. Exits when its parent
+process (the embedded server) is gone, so no worker outlives the server that started it.
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
             threads=threads,
         ),
         worker_name=args.name,
+        per_tenant_concurrency=settings.queue.per_tenant_concurrency,
     )
     stopping = False
 

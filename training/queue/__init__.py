@@ -1,5 +1,8 @@
-"""Train queues behind one interface: ``local`` (embedded worker processes) and, later, Celery."""
+"""Train queues behind one interface: ``local`` (embedded worker processes) and, later, Celery.
+
+Every queue picks the next job with ``claim_next_job`` (tenants in turn, see ``fair``)."""
 
 from training.queue.base import TrainQueue, recover_interrupted, train_queues
+from training.queue.fair import claim_next_job
 
-__all__ = ["TrainQueue", "recover_interrupted", "train_queues"]
+__all__ = ["TrainQueue", "claim_next_job", "recover_interrupted", "train_queues"]

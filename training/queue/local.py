@@ -1,7 +1,8 @@
 """The embedded train queue: worker subprocesses started and watched by the server.
 
-Each worker (``python -m training.worker``) polls the database for the oldest queued job, so
-the database is the queue. A worker that dies is restarted, and its job re-queued or failed.
+Each worker (``python -m training.worker``) polls the database for the next queued job
+(``claim_next_job``: tenants in turn), so the database is the queue. A worker that dies is
+restarted, and its job re-queued or failed.
 """
 
 from __future__ import annotations
