@@ -48,6 +48,7 @@ CLOSE_CODES: list[tuple[type[e.ParleyError], int]] = [
     (e.Forbidden, 4403),
     (e.NotFound, 4404),
     (e.Conflict, 4409),
+    (e.TooManyRequests, 4429),
 ]
 """Websocket close codes: 4000 + the HTTP status, as for the REST API."""
 
