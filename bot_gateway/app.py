@@ -33,6 +33,7 @@ from bot_gateway.conversations.runtime import ConversationRuntime
 from bot_gateway.conversations.store import SqlTrackerStore
 from bot_gateway.deps import Gateway
 from bot_gateway.errors import install_error_handlers
+from bot_gateway.json_depth import JsonDepthLimit
 from bot_gateway.schemas import ParseRequest, PredictRequest
 from bot_gateway.serving.batcher import MicroBatcher
 from bot_gateway.serving.cache import ModelCache
@@ -183,6 +184,7 @@ def create_app(
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.add_middleware(JsonDepthLimit, max_depth=settings.limits.max_document_depth)
     app.add_middleware(AuditMiddleware)  # after the answer: every write to /v1 (bot_gateway.audit)
     for module in (
         tenants,

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from core.tables import ApiKey, Bot, Dataset, Example, Model
+
+MAX_ROW = 2**31 - 1
+"""The largest offset or row id the API takes: ids are 32-bit INTEGER columns (PostgreSQL)."""
+
+RowNumber = Annotated[int, Field(ge=0, le=MAX_ROW)]
+"""An offset, ``after`` cursor or integer id in a path or query: larger ones answer 422
+naming the parameter (they cannot exist, and SQLite/PostgreSQL would overflow on them)."""
 
 
 class TenantCreate(BaseModel):

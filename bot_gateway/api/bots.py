@@ -24,17 +24,21 @@ from bot_gateway.conversations.storytest import TurnReply, UserTurn, load_cases,
 from bot_gateway.deps import AdminDep, Gateway, GatewayDep, PredictDep, SessionDep, TrainDep
 from bot_gateway.schemas import BotPatch, BotPublic, BotVersionPublic
 from core.db import session_scope
+from core.documents import document_limits
 from core.errors import InvalidInput
+from core.settings import LimitSettings
 from core.tables import Bot, BotVersion
 
 router = APIRouter(prefix="/bots", tags=["bots"])
 
 MAX_DEFINITION_BYTES = 1024 * 1024
+UPLOADS = "max_upload_bytes"  # files of a form: bounded like uploads (definitions: max_json_bytes)
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml", "text/plain")
 
 
-async def read_definition(request: Request) -> dict[str, Any]:
-    """The bot definition in the request: JSON, YAML, or a multipart ``file``."""
+async def read_definition(request: Request, limits: LimitSettings) -> dict[str, Any]:
+    """The bot definition in the request: JSON, YAML, or a multipart ``file``, read within
+    the document limits."""
     check_length(request, MAX_DEFINITION_BYTES)
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind == "multipart/form-data":
@@ -54,7 +58,7 @@ async def read_definition(request: Request) -> dict[str, Any]:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise InvalidInput("the bot definition is not UTF-8 text") from e
-    data = read_definition_text(text)
+    data = read_definition_text(text, document_limits(limits))
     if not isinstance(data, dict):
         parse_definition(data)  # raises with a clear message
     return data
@@ -101,7 +105,7 @@ async def create_bot(request: Request, principal: TrainDep, gateway: GatewayDep)
     """Create a bot from its definition (YAML or JSON; see the README). Inline NLU examples
     (``nlu.intents``) or a ``nlu.dataset`` are trained first: ``status`` is ``training`` until
     the model is ready."""
-    data = await read_definition(request)
+    data = await read_definition(request, gateway.settings.limits)
     bot = await run_in_threadpool(_save_new, gateway, principal.tenant_id, data)
     return BotPublic.of(bot)
 
@@ -142,6 +146,7 @@ async def import_rasa_project(
         rules=files["rules"],
         stories=files["stories"],
         endpoints=files["endpoints"],
+        limits=document_limits(gateway.settings.limits, bytes_setting=UPLOADS),
     )
     bot = await run_in_threadpool(
         _save_new,
@@ -176,7 +181,7 @@ async def update_bot(
     bot_id: str, request: Request, principal: TrainDep, gateway: GatewayDep
 ) -> BotPublic:
     """Replace the definition: a new version (the old ones stay readable)."""
-    data = await read_definition(request)
+    data = await read_definition(request, gateway.settings.limits)
 
     def update() -> Bot:
         with session_scope(gateway.engine) as session:
@@ -263,7 +268,7 @@ async def test_bot(
         for f in form.getlist("files")
         if isinstance(f, UploadFile)
     }
-    cases = load_cases(text)
+    cases = load_cases(text, document_limits(gateway.settings.limits, bytes_setting=UPLOADS))
 
     def load() -> Bot:
         with session_scope(gateway.engine) as session:

@@ -16,6 +16,7 @@ from bot_gateway.schemas import (
     ConversationPage,
     ConversationPublic,
     ConversationTurn,
+    RowNumber,
 )
 from core.db import session_scope
 from core.tables import Bot
@@ -31,7 +32,7 @@ async def list_conversations(
     bot_id: str | None = None,
     status: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: RowNumber = 0,
 ) -> ConversationPage:
     """Most recently active first; ``status=waiting_for_agent`` lists handed-off ones."""
     items, total = await gateway.conversations.store.list(
@@ -47,7 +48,7 @@ async def get_conversation(
     conversation_id: str,
     principal: PredictDep,
     gateway: GatewayDep,
-    after: Annotated[int, Query(ge=0, description="only events with a larger id")] = 0,
+    after: Annotated[RowNumber, Query(description="only events with a larger id")] = 0,
     limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
 ) -> ConversationDetail:
     """The conversation and its events (user messages with their parse, bot messages, slots,

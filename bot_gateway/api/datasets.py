@@ -18,8 +18,10 @@ from bot_gateway.schemas import (
     ExamplePage,
     ExamplePublic,
     ExamplesAdded,
+    RowNumber,
 )
 from core.db import session_scope
+from core.documents import check_json_depth
 from core.errors import InvalidInput, NotFound, ParleyError
 from core.logging import log_event
 from training.datasets import service
@@ -126,7 +128,7 @@ def list_examples(
     dataset_id: str,
     principal: TrainDep,
     session: SessionDep,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: RowNumber = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     label: str | None = None,
 ) -> ExamplePage:
@@ -150,9 +152,11 @@ async def add_examples(
         return await _add_images(request, principal.tenant_id, dataset_id, dataset_type, gateway)
     if request.headers.get("content-type", "").startswith("application/json"):
         check_length(request, gateway.settings.limits.max_upload_bytes)
+        raw = await request.body()
+        check_json_depth(raw, gateway.settings.limits.max_document_depth, what="the JSON body")
         try:
-            items = json.loads(await request.body())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            items = json.loads(raw)
+        except ValueError as e:  # malformed, not UTF-8, or an integer of over 4300 digits
             raise InvalidInput(f"malformed JSON: {e}") from e
         if isinstance(items, dict) and "examples" in items:
             items = items["examples"]
@@ -188,6 +192,7 @@ async def _add_images(
     fields, data, filename = await _upload(request, gateway)
     source = fields.get("source", "api").strip() or "api"
     limits = gateway.limits
+    depth = gateway.settings.limits.max_document_depth
     name = filename or "image"
 
     def parse() -> list[ImageExample]:
@@ -199,8 +204,8 @@ async def _add_images(
                 data,
                 dataset_type,
                 label=fields.get("label"),
-                labels=_json_or_split(fields.get("labels"), "labels"),
-                boxes=_json_or_split(fields.get("boxes"), "boxes", split=False),
+                labels=_json_or_split(fields.get("labels"), "labels", max_depth=depth),
+                boxes=_json_or_split(fields.get("boxes"), "boxes", max_depth=depth, split=False),
                 max_pixels=limits.max_image_pixels,
             )
         ]
@@ -217,15 +222,18 @@ async def _add_images(
     return await run_in_threadpool(append)
 
 
-def _json_or_split(value: str | None, field: str, *, split: bool = True) -> list[Any] | None:
+def _json_or_split(
+    value: str | None, field: str, *, max_depth: int, split: bool = True
+) -> list[Any] | None:
     """A form field holding a JSON list, or (``split``) names joined by ``|`` or commas."""
     if value is None or not value.strip():
         return None
     text = value.strip()
     if text.startswith("["):
+        check_json_depth(text, max_depth, what=f"`{field}`")
         try:
             parsed = json.loads(text)
-        except json.JSONDecodeError as e:
+        except ValueError as e:  # malformed, or an integer of over 4300 digits
             raise InvalidInput(f"`{field}` is not valid JSON: {e}") from e
         if not isinstance(parsed, list):
             raise InvalidInput(f"`{field}` must be a JSON list")
@@ -241,7 +249,7 @@ def _json_or_split(value: str | None, field: str, *, split: bool = True) -> list
     responses={200: {"content": {"image/*": {}}, "description": "the image as uploaded"}},
 )
 def example_image(
-    dataset_id: str, example_id: int, principal: TrainDep, gateway: GatewayDep
+    dataset_id: str, example_id: RowNumber, principal: TrainDep, gateway: GatewayDep
 ) -> Response:
     """The image of an image example, as it was uploaded."""
     with session_scope(gateway.engine) as session:

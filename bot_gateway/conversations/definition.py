@@ -34,6 +34,7 @@ from pydantic import (
     field_validator,
 )
 
+from core.documents import DocumentLimits, load_yaml
 from core.errors import InvalidInput
 from training.datasets.importers import regex_problem
 
@@ -404,10 +405,11 @@ class BotDefinition(_Model):
 # --- reading and checking --------------------------------------------------------------------
 
 
-def read_definition_text(text: str) -> Any:
-    """YAML or JSON text (JSON is YAML) to plain data; ``InvalidBotDefinition`` on bad syntax."""
+def read_definition_text(text: str, limits: DocumentLimits | None = None) -> Any:
+    """YAML or JSON text (JSON is YAML) to plain data within the document ``limits`` (size,
+    depth, aliases); ``InvalidBotDefinition`` on bad syntax."""
     try:
-        return yaml.safe_load(text)
+        return load_yaml(text, what="the bot definition", limits=limits)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""

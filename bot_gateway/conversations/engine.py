@@ -52,6 +52,8 @@ from bot_gateway.conversations.tracker import (
     Tracker,
     event,
 )
+from core.documents import check_json_depth
+from core.errors import LimitExceeded
 from core.logging import log_event
 
 __all__ = ["DialogEngine", "UserMessage", "VisionResult", "parse_payload"]
@@ -66,6 +68,7 @@ RESTART_INTENTS = frozenset({"restart", "session_start"})
 _NUMBER = re.compile(r"-?\d+(?:[.,]\d+)?")
 _YES = frozenset({"yes", "y", "yeah", "yep", "sure", "true", "ok", "okay", "correct", "right"})
 _NO = frozenset({"no", "n", "nope", "nah", "false", "wrong", "not really"})
+MAX_PAYLOAD_DEPTH = 4  # entity values are text, numbers or lists: deeper is not a payload
 _PAYLOAD = re.compile(r"^/(?P<intent>[A-Za-z_][\w\-]*)(?P<entities>\{.*\})?$", re.S)
 
 
@@ -112,8 +115,9 @@ def parse_payload(text: str) -> dict[str, Any] | None:
     entities: list[dict[str, Any]] = []
     if m.group("entities"):
         try:
+            check_json_depth(m.group("entities"), MAX_PAYLOAD_DEPTH, what="the payload")
             values = json.loads(m.group("entities"))
-        except json.JSONDecodeError:
+        except (LimitExceeded, ValueError):  # malformed, too deep, or a number too long
             return None
         if not isinstance(values, dict):
             return None

@@ -16,11 +16,10 @@ from typing import Any
 import yaml
 
 from bot_gateway.conversations.definition import BUILTIN_ACTIONS, NAME
+from core.documents import BoundedLoader, DocumentLimits, read_yaml_document
 from core.errors import InvalidInput
 
 __all__ = ["Domain", "InvalidRasaProject", "RasaFile", "Report", "read_domain", "read_yaml"]
-
-MAX_NODES = 200_000  # YAML nodes per file, aliases counted each time they are used
 
 Path = tuple[str | int, ...]
 
@@ -80,7 +79,7 @@ class InvalidRasaProject(InvalidInput):
 # --- YAML with lines -------------------------------------------------------------------------
 
 
-class _Loader(yaml.SafeLoader):
+class _Loader(BoundedLoader):
     """YAML as Rasa reads it (1.2 booleans): only true/false are booleans; yes, no, on, off
     stay text (``values: [yes, no]`` is a categorical slot, not two booleans)."""
 
@@ -130,25 +129,23 @@ class RasaFile:
         return line
 
 
-def read_yaml(text: str | None, file: str, *, required: bool = False) -> RasaFile:
-    """``file``'s text as a mapping; no text is an empty file unless ``required``."""
+def read_yaml(
+    text: str | None, file: str, *, required: bool = False, limits: DocumentLimits | None = None
+) -> RasaFile:
+    """``file``'s text as a mapping, read within the document ``limits`` (size, depth,
+    aliases); no text is an empty file unless ``required``."""
     if text is None or not text.strip():
         if required:
             raise InvalidRasaProject([problem(file, None, (), "the file is empty")])
         return RasaFile(file, {})
-    loader = _Loader(text)
     try:
-        root = loader.get_single_node()
-        if root is not None:
-            _check_size(root, file)
-        data = loader.construct_document(root) if root is not None else None
+        document = read_yaml_document(text, what=file, limits=limits, loader=_Loader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         what = getattr(e, "problem", None) or str(e)
         raise InvalidRasaProject([problem(file, line, (), f"invalid YAML: {what}")]) from e
-    finally:
-        loader.dispose()
+    root, data = document.root, document.data
     if data is None and not required:
         return RasaFile(file, {}, root)
     if not isinstance(data, dict):
@@ -156,25 +153,6 @@ def read_yaml(text: str | None, file: str, *, required: bool = False) -> RasaFil
         message = f"a Rasa {file} is a mapping of sections (version, ...), found {found}"
         raise InvalidRasaProject([problem(file, 1, (), message)])
     return RasaFile(file, data, root)
-
-
-def _check_size(root: yaml.Node, file: str) -> None:
-    """Refuse a file whose nodes (aliases expanded) pass ``MAX_NODES`` before building it."""
-    count, stack = 0, [root]
-    while stack:
-        node = stack.pop()
-        count += 1
-        if count > MAX_NODES:
-            message = (
-                f"the file has more than {MAX_NODES} YAML nodes (aliases counted each time "
-                "they are used); split it or drop the aliases"
-            )
-            raise InvalidRasaProject([problem(file, None, (), message)])
-        if isinstance(node, yaml.SequenceNode):
-            stack.extend(node.value)
-        elif isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                stack += [key, value]
 
 
 # --- the report --------------------------------------------------------------------------------

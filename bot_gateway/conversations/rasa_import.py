@@ -56,6 +56,7 @@ from bot_gateway.conversations.rasa_domain import (
     read_yaml,
     show,
 )
+from core.documents import DocumentLimits
 from core.errors import InvalidInput
 from core.logging import log_event
 from training.datasets.importers import RasaNluImporter
@@ -98,6 +99,7 @@ def import_rasa(
     rules: str | None = None,
     stories: str | None = None,
     endpoints: str | None = None,
+    limits: DocumentLimits | None = None,
 ) -> RasaImport:
     """Turn the texts of a Rasa 3 project's files into a Parley bot definition.
 
@@ -105,19 +107,21 @@ def import_rasa(
     (``NLU_PLACEHOLDER``): ``parse_definition`` needs an NLU source once there are flows, and
     the real one exists only after the caller has trained ``nlu_yaml``; replace
     ``definition["nlu"]`` with ``{"dataset": id}`` or ``{"model": id}`` before saving the bot.
-    Rules and stories may sit in any of the three data files, as in Rasa.
+    Rules and stories may sit in any of the three data files, as in Rasa. Each file is read
+    within the document ``limits`` (the settings' when not given).
     """
     if not name.strip():
         raise InvalidRasaProject([problem("name", None, (), "give the bot a name")])
     report = Report()
     parsed = read_domain(
-        read_yaml(domain, "domain.yml", required=True),
-        read_yaml(endpoints, "endpoints.yml"),
+        read_yaml(domain, "domain.yml", required=True, limits=limits),
+        read_yaml(endpoints, "endpoints.yml", limits=limits),
         report,
     )
     _check_nlu(nlu, parsed, report)
-    data_files = [read_yaml(rules, "rules.yml"), read_yaml(stories, "stories.yml")]
-    data_files.append(read_yaml(nlu, "nlu.yml"))
+    data_files = [read_yaml(rules, "rules.yml", limits=limits)]
+    data_files.append(read_yaml(stories, "stories.yml", limits=limits))
+    data_files.append(read_yaml(nlu, "nlu.yml", limits=limits))
     definition = _Dialogue(parsed, report).run(name.strip(), data_files)
     log_event(
         "bot.rasa_imported",

@@ -46,6 +46,7 @@ import yaml
 
 from bot_gateway.conversations.engine import DialogEngine, UserMessage, VisionResult, parse_payload
 from bot_gateway.conversations.tracker import BOT, WAITING, Tracker
+from core.documents import DocumentLimits, read_yaml_document
 from core.errors import InvalidInput, ParleyError
 from core.logging import log_event
 
@@ -167,17 +168,17 @@ Converse = Callable[[str, UserTurn], Awaitable[TurnReply]]
 # --- loading ---------------------------------------------------------------------------------
 
 
-def load_cases(text: str) -> list[StoryCase]:
-    """The cases of a stories file; ``InvalidInput`` lists every problem with its story, step
-    and line (``errors`` in its details)."""
+def load_cases(text: str, limits: DocumentLimits | None = None) -> list[StoryCase]:
+    """The cases of a stories file, read within the document ``limits`` (the settings' when
+    not given); ``InvalidInput`` lists every problem with its story, step and line (``errors``
+    in its details)."""
     try:
         if any(isinstance(t, yaml.AliasToken) for t in yaml.scan(text, Loader=yaml.SafeLoader)):
             raise InvalidInput(
                 "the stories file uses YAML aliases (*name); write the steps out in full",
                 errors=["aliases are not supported"],
             )
-        data = yaml.safe_load(text)
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        document = read_yaml_document(text, what="the stories file", limits=limits)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark else ""
@@ -185,8 +186,8 @@ def load_cases(text: str) -> list[StoryCase]:
         raise InvalidInput(
             f"the stories file is not valid YAML: {where}{problem}", errors=[problem]
         ) from e
-    loader = _Loader(root)
-    cases = loader.cases(data)
+    loader = _Loader(document.root)
+    cases = loader.cases(document.data)
     if loader.errors:
         errors = loader.errors
         shown = "; ".join(errors[:5]) + (f"; and {len(errors) - 5} more" if len(errors) > 5 else "")

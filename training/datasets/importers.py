@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Protocol
 
 import yaml
 
+from core.documents import DocumentLimits, check_json_depth, compose_yaml, document_limits
 from core.errors import ImportValidationError, InvalidInput, LimitExceeded
 from core.registry import Registry
 from training.datasets.types import ParsedDataset, ParsedExample
@@ -33,6 +34,11 @@ class Importer(Protocol):
 
 
 importers: Registry[type[Importer]] = Registry("dataset format")
+
+
+def _document_limits() -> DocumentLimits:
+    """Dataset files are documents as large as an upload may be (the process settings)."""
+    return document_limits(bytes_setting="max_upload_bytes")
 
 
 class _Errors:
@@ -294,6 +300,7 @@ class JsonImporter:
     dataset_types: ClassVar[tuple[str, ...]] = ("text-intent", "text-entities")
 
     def parse(self, text: str, dataset_type: str) -> ParsedDataset:
+        check_json_depth(text, _document_limits().max_depth, what="the file")
         try:
             data = json.loads(text)
         except json.JSONDecodeError as e:
@@ -301,6 +308,8 @@ class JsonImporter:
                 f"line {e.lineno}: malformed JSON: {e.msg}",
                 errors=[{"line": e.lineno, "message": e.msg}],
             ) from e
+        except ValueError as e:  # e.g. an integer of more than 4300 digits
+            raise ImportValidationError(f"unreadable JSON: {e}", errors=[]) from e
         if isinstance(data, dict) and isinstance(data.get("examples"), list):
             data = data["examples"]
         if not isinstance(data, list):
@@ -329,15 +338,20 @@ class JsonlImporter:
     def parse(self, text: str, dataset_type: str) -> ParsedDataset:
         errors = _Errors()
         examples = []
+        max_depth = _document_limits().max_depth
         # split on newlines only: JSON strings may hold U+2028 and friends unescaped
         for i, raw in enumerate(text.split("\n"), start=1):
             raw = raw.rstrip("\r")
             if not raw.strip():
                 continue
             try:
+                check_json_depth(raw, max_depth, what="the line")
                 obj = json.loads(raw)
-            except json.JSONDecodeError as e:
-                errors.add(i, f"malformed JSON: {e.msg}")
+            except LimitExceeded as e:
+                errors.add(i, e.message)
+                continue
+            except ValueError as e:  # malformed, or an integer of more than 4300 digits
+                errors.add(i, f"malformed JSON: {getattr(e, 'msg', e)}")
                 continue
             ex = _example_from_object(obj, i, dataset_type, errors)
             if ex is not None:
@@ -513,10 +527,13 @@ def parse_rasa_example(raw: str) -> tuple[str, list[dict[str, Any]]]:
             if synonym:
                 meta["value"] = synonym.strip()
         else:
+            brace = m.group("brace")
+            check_json_depth(brace, _document_limits().max_depth, what="an annotation")
             try:
-                meta = json.loads(m.group("brace"))
-            except json.JSONDecodeError as e:
-                raise InvalidInput(f"bad entity annotation {m.group(0)!r}: {e.msg}") from e
+                meta = json.loads(brace)
+            except ValueError as e:  # malformed, or an integer of more than 4300 digits
+                problem = getattr(e, "msg", e)
+                raise InvalidInput(f"bad entity annotation {m.group(0)!r}: {problem}") from e
             if not isinstance(meta, dict) or not isinstance(meta.get("entity"), str):
                 raise InvalidInput(f"bad entity annotation {m.group(0)!r}: needs an entity")
             meta["entity"] = meta["entity"].strip()
@@ -741,7 +758,7 @@ class RasaNluImporter:
 
     def parse(self, text: str, dataset_type: str) -> ParsedDataset:
         try:
-            root = yaml.compose(text, Loader=yaml.SafeLoader)
+            root = compose_yaml(text, what="the Rasa NLU file", limits=_document_limits())
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             line = mark.line + 1 if mark else 1

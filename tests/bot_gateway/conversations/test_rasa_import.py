@@ -14,7 +14,7 @@ from bot_gateway.conversations.rasa_import import (
     RasaImport,
     import_rasa,
 )
-from core.errors import InvalidInput
+from core.errors import InvalidInput, LimitExceeded
 from tests.support.rasa_bots import (
     MOODBOT_DOMAIN,
     MOODBOT_NLU,
@@ -592,5 +592,5 @@ def test_yaml_aliases_that_expand_too_far_are_refused() -> None:
     for level in "bcdefg":
         bomb += f"{level}: &{level} [{','.join([f'*{chr(ord(level) - 1)}'] * 10)}]\n"
 
-    with pytest.raises(InvalidRasaProject, match="more than 200000 YAML nodes"):
+    with pytest.raises(LimitExceeded, match="domain.yml holds more than 200000 values"):
         import_rasa(name="x", domain=bomb)
