@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from bot_gateway.audit import AuditWriter, Pending
 from core import audit
+from core.agents import create_agent
 from core.db import ensure_schema, get_engine, session_scope, utcnow
 from core.tables import AuditEntry
 from tests.bot_gateway.conftest import Api, running_api
@@ -79,6 +80,25 @@ def test_widget_and_operator_writes_name_their_actor(api: Api) -> None:
     assert upload["status"] == r.status_code
     (made,) = entries(api, api.a, actor="operator")
     assert made["action"] == "POST /v1/tenants" and made["target_id"] == api.a_tenant
+
+
+def test_an_agents_writes_name_the_agent(api: Api) -> None:
+    gateway = api.client.app.state.gateway  # type: ignore[attr-defined]
+    with session_scope(gateway.engine) as session:
+        agent = create_agent(
+            session, tenant_id=api.a_tenant, username="ana", password="correct horse 1"
+        )
+        agent_id = agent.id
+    login = {"tenant": api.a_tenant, "username": "ana", "password": "correct horse 1"}
+    assert api.client.post("/v1/agent/login", json=login).status_code == 200
+    r = api.client.post("/v1/agent/conversations/conv_missing/claim")
+    assert r.status_code == 404
+    api.client.cookies.clear()
+    log = entries(api, api.a, actor=f"agent:{agent_id}")
+    assert [(e["action"], e["status"], e["target_id"]) for e in log] == [
+        ("POST /v1/agent/conversations/{conversation_id}/claim", 404, "conv_missing"),
+        ("POST /v1/agent/login", 200, None),
+    ]
 
 
 def test_refused_anonymous_writes_belong_to_no_tenant(api: Api) -> None:
