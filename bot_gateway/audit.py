@@ -1,19 +1,20 @@
 """Every write to ``/v1`` goes into the audit log (``core.audit``), without slowing it down.
 
 What is recorded: each ``POST``, ``PUT``, ``PATCH`` and ``DELETE`` request under ``/v1`` that
-matched a route, whatever its outcome (a refused attempt — 401, 403, 404, 413, 422, 429 — is
-recorded with its status, and an unhandled error as 500), with
+matches a route, whatever its outcome (a refused attempt — 401, 403, 404, 413, 422, 429 — is
+recorded with its status, and an unhandled error as 500; one a middleware answered before
+routing is matched to its route template by path), with
 
-- who: the API key that authenticated it (``key:<id>``, from ``request.state.principal``,
-  left there by ``deps.get_principal``), else the agent's console session
-  (``agent:<id>``, ``request.state.agent``), else the operator token (``operator``,
-  ``request.state.operator``), else a bot's widget key (``widget:<bot id>``, when the
-  request carried one for the path's ``bot_id``), else ``anonymous``;
+- who: the API key that authenticated it (``key:<id>``: ``request.state.principal``, left
+  there by ``deps.get_principal``, else the request's bearer key if it is valid), else the
+  agent's console session (``agent:<id>``, ``request.state.agent``), else the operator token
+  (``operator``, ``request.state.operator``), else a bot's widget key (``widget:<bot id>``,
+  when the request carried one for the path's ``bot_id``), else ``anonymous``;
 - the tenant: the key's or agent's; a widget's bot's; for the operator, the tenant in the
   path or the one the request created; none for ``anonymous``;
 - what: the method and the route template (``DELETE /v1/bots/{bot_id}``);
-- which: the path parameters in order, then the ``id`` (or ``tenant_id``) of the JSON body of
-  a ``201``/``202`` answer to a ``POST``, joined by ``/``;
+- which: the path parameters in order, then the ``id`` of the JSON body of a ``201``/``202``
+  answer to a ``POST`` (a new tenant's ``tenant_id`` for the operator), joined by ``/``;
 - when (the request's arrival), from where (the client address), and the status.
 
 Not recorded, being reads in effect or per-message chat traffic: predict, parse and OCR
@@ -31,6 +32,7 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import re
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -39,6 +41,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from sqlalchemy import Engine, select
+from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core import audit
@@ -198,7 +201,9 @@ class AuditWriter:
 
     @staticmethod
     def _finish(session: Any, p: Pending) -> audit.Entry:
-        created = _created_id(p.body)
+        created = _body_field(p.body, "id")
+        if created is None and p.actor == "operator":  # a new tenant: {"tenant_id", ...}
+            created = _body_field(p.body, "tenant_id")
         ids = list(p.path_ids)
         if created is not None and (not ids or ids[-1] != created):
             ids.append(created)
@@ -229,10 +234,6 @@ def _body_field(body: bytes | None, name: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _created_id(body: bytes | None) -> str | None:
-    return _body_field(body, "id") or _body_field(body, "tenant_id")
-
-
 def _tenant_of(session: Any, tenant: str | None) -> str | None:
     if not tenant:
         return None
@@ -248,6 +249,7 @@ class AuditMiddleware:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self.templates = _Templates()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -288,21 +290,57 @@ class AuditMiddleware:
             try:
                 if seen.get("capture"):
                     seen["body"] = b"".join(chunks)
-                await _queue_entry(scope, arrived, seen["status"], seen["body"])
+                await _queue_entry(scope, arrived, seen["status"], seen["body"], self.templates)
             except Exception as e:  # noqa: BLE001 - auditing must never break the answer
                 log_event("audit.queue_failed", error=repr(e), level=logging.ERROR)
 
 
-async def _queue_entry(scope: Scope, arrived: datetime, status: int, body: bytes | None) -> None:
-    route = scope.get("route")
-    gateway = getattr(getattr(scope.get("app"), "state", None), "gateway", None)
+class _Templates:
+    """The app's route templates (from its OpenAPI paths), for requests answered before
+    routing (a body refused by a middleware): the most literal template that matches."""
+
+    def __init__(self) -> None:
+        self._routes: list[tuple[int, re.Pattern[str], str, frozenset[str]]] | None = None
+
+    def match(self, app: Any, method: str, path: str) -> tuple[str, dict[str, Any]] | None:
+        if self._routes is None:
+            try:
+                paths = app.openapi().get("paths", {})
+            except Exception as e:  # noqa: BLE001 - then such requests go unrecorded
+                log_event("audit.templates_failed", error=repr(e), level=logging.ERROR)
+                paths = {}
+            self._routes = sorted(
+                (
+                    (template.count("{"), compile_path(template)[0], template, frozenset(ops))
+                    for template, ops in paths.items()
+                ),
+                key=lambda r: r[0],
+            )
+        for _, regex, template, methods in self._routes:
+            if method.lower() in methods and (found := regex.match(path)):
+                return template, found.groupdict()
+        return None
+
+
+async def _queue_entry(
+    scope: Scope, arrived: datetime, status: int, body: bytes | None, templates: _Templates
+) -> None:
+    app = scope.get("app")
+    gateway = getattr(getattr(app, "state", None), "gateway", None)
     writer = getattr(gateway, "audit", None)
-    if route is None or writer is None:
+    if writer is None:
         return
-    action = f"{scope['method']} {_template(scope['path'], getattr(route, 'path', ''))}"
+    route = scope.get("route")
+    params: dict[str, Any] = scope.get("path_params") or {}
+    if route is not None:
+        template = _template(scope["path"], getattr(route, "path", ""))
+    elif (matched := templates.match(app, scope["method"], scope["path"])) is not None:
+        template, params = matched
+    else:
+        return  # no route: nothing was written
+    action = f"{scope['method']} {template}"
     if action in SKIPPED:
         return
-    params: dict[str, Any] = scope.get("path_params") or {}
     state: dict[str, Any] = scope.get("state") or {}
     client = scope.get("client")
     pending = Pending(
@@ -316,8 +354,8 @@ async def _queue_entry(scope: Scope, arrived: datetime, status: int, body: bytes
         body=body,
     )
     principal = state.get("principal")
-    if principal is None and status < 400:
-        principal = await _key_principal(gateway, scope)  # a route that checked the key itself
+    if principal is None:  # a route that checks the key itself, or an answer before routing
+        principal = await _key_principal(gateway, scope)
     agent = state.get("agent")
     if principal is not None:
         pending = replace(pending, actor=f"key:{principal.key_id}", tenant_id=principal.tenant_id)

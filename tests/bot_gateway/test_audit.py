@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from bot_gateway.audit import AuditWriter, Pending
+from bot_gateway.audit import AuditMiddleware, AuditWriter, Pending
 from core import audit
 from core.agents import create_agent
 from core.db import ensure_schema, get_engine, session_scope, utcnow
@@ -161,6 +161,50 @@ def test_operator_cli_shows_a_tenants_log(api: Api, monkeypatch: pytest.MonkeyPa
     rows = json.loads(out.output)
     assert any(r["action"] == "POST /v1/bots" for r in rows)
     assert {r["tenant_id"] for r in rows} == {api.a_tenant}
+
+
+def test_an_answer_before_routing_is_recorded_under_its_route() -> None:
+    """A middleware that refuses a body before routing (size, depth) is still audited."""
+    from types import SimpleNamespace
+
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+    from starlette.responses import JSONResponse
+    from starlette.types import ASGIApp, Receive, Scope, Send
+
+    class Refuse:
+        def __init__(self, app: ASGIApp) -> None:
+            self.app = app
+
+        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] == "http" and scope["method"] == "POST":
+                await JSONResponse({"error": "payload_too_large"}, 413)(scope, receive, send)
+                return
+            await self.app(scope, receive, send)
+
+    class Collect:
+        def __init__(self) -> None:
+            self.pending: list[Pending] = []
+
+        def submit(self, entry: Pending) -> None:
+            self.pending.append(entry)
+
+    app = FastAPI()
+
+    @app.post("/v1/things/{thing_id}/parts")
+    def add_part(thing_id: str) -> dict[str, str]:
+        return {"id": "part_1"}
+
+    app.add_middleware(Refuse)
+    app.add_middleware(AuditMiddleware)
+    writer = Collect()
+    app.state.gateway = SimpleNamespace(audit=writer)
+    with TestClient(app) as client:
+        assert client.post("/v1/things/t_1/parts", json={}).status_code == 413
+        assert client.post("/v1/nowhere", json={}).status_code == 413  # no route: not recorded
+    (entry,) = writer.pending
+    assert entry.action == "POST /v1/things/{thing_id}/parts"
+    assert entry.path_ids == ("t_1",) and entry.status == 413 and entry.actor == "anonymous"
 
 
 # --- retention ------------------------------------------------------------------------------
