@@ -7,7 +7,8 @@ Teredo, NAT64 ``64:ff9b::/96``) are refused unless ``settings.outbound.allow_hos
 (``PARLEY_OUTBOUND__ALLOW_HOSTS``) names the host (``orders.internal``, ``.corp.example`` for
 its subdomains) or a network holding the address (``10.0.0.5``, ``10.0.0.0/8``, ``fd00::/8``).
 With the demo on (``settings.demo``), the demo's orders API, which the gateway itself serves,
-may be called on a loopback address, and nothing else there.
+may be called on a loopback address (or ``0.0.0.0``, as ``parley serve --host 0.0.0.0`` names
+it), and nothing else there; a demo served on another address needs that address allowed.
 
 Use::
 
@@ -65,6 +66,7 @@ Resolver = Callable[[str, int], Sequence[str]]
 DEMO_ORDERS_API = "/demo/orders-api"  # where the gateway serves the demo's orders API (parley.demo)
 SETTING = "PARLEY_OUTBOUND__ALLOW_HOSTS"
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
+THIS_HOST = ("a loopback address", "the unspecified address")  # 0.0.0.0 connects here too
 
 
 def host_matches(host: str, entries: Sequence[str]) -> bool:
@@ -168,7 +170,7 @@ class OutboundGuard:
         kind = address_kind(ip)
         if kind is None or self.allowed_address(ip) or host_matches(host, self.allow_hosts):
             return None
-        if kind == "a loopback address" and self._demo_path(url):
+        if kind in THIS_HOST and self._demo_path(url):
             return None
         named = f"{host} is" if str(ip) == host.strip("[]") else f"{host} resolves to {ip},"
         return (

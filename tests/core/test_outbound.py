@@ -110,6 +110,8 @@ def test_settings_build_the_guard_and_the_demo_allows_only_its_orders_api(tmp_pa
     orders = "http://127.0.0.1:8000/demo/orders-api/orders/PX-1"
     assert plain.refusal(orders, "127.0.0.1", loop) is not None
     assert demo.refusal(orders, "127.0.0.1", loop) is None
+    everywhere = ipaddress.ip_address("0.0.0.0")  # parley serve --host 0.0.0.0
+    assert demo.refusal(orders.replace("127.0.0.1", "0.0.0.0"), "0.0.0.0", everywhere) is None
     for other in (
         "http://127.0.0.1:8000/v1/tenants",
         "http://127.0.0.1:6379/",
