@@ -145,7 +145,9 @@ class Connector(Generic[C]):
         raise NotImplementedError
 
     async def register(self) -> None:
-        """Tell the platform where the webhook is, where it has an API for that."""
+        """Tell the platform where the webhook is, where it has an API for that; raise
+        ``DeliveryFailed`` when it cannot be told. Connectors of platforms without such an API
+        do not override this (the gateway then reports the registration ``not_needed``)."""
         return None
 
 
