@@ -48,6 +48,7 @@ from core import audit
 from core.db import session_scope, utcnow
 from core.errors import ParleyError
 from core.logging import log_event
+from core.metrics import counters
 from core.tables import Bot, Tenant
 
 __all__ = ["SKIPPED", "AuditMiddleware", "AuditWriter", "Pending"]
@@ -103,12 +104,14 @@ class AuditWriter:
         retention_days: int,
         flush_interval: float = 0.5,
         batch_size: int = 500,
+        max_backlog: int = 100_000,
     ) -> None:
         self.engine = engine
         self.retention_days = retention_days
         self.flush_interval = flush_interval
         self.batch_size = batch_size
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_backlog)
+        self._dropped_logged = 0.0
         self._thread: threading.Thread | None = None
         self._next_purge = 0.0
 
@@ -125,7 +128,16 @@ class AuditWriter:
             self._thread = None
 
     def submit(self, entry: Pending) -> None:
-        self._queue.put(entry)
+        """Queue ``entry``; past ``max_backlog`` unwritten entries (the database is down or
+        too slow) it is dropped, counted as ``audit.dropped`` and logged once a minute."""
+        try:
+            self._queue.put_nowait(entry)
+        except queue.Full:
+            counters.incr("audit.dropped")
+            now = time.monotonic()
+            if now - self._dropped_logged > 60:
+                self._dropped_logged = now
+                log_event("audit.dropped", backlog=self._queue.qsize(), level=logging.ERROR)
 
     def flush(self, timeout: float = 10.0) -> None:
         """Wait until every entry submitted before this call is stored."""

@@ -250,3 +250,28 @@ def test_retention_purge_removes_old_entries(tmp_path: Path) -> None:
     assert rows[-1].actor == "operator" and rows[-1].target_id == "tenant_x"
     with session_scope(engine) as session:
         assert audit.purge(session, retention_days=1) == 1
+
+
+def test_a_backlog_past_its_bound_is_dropped_and_counted(tmp_path: Path) -> None:
+    from core.metrics import counters
+
+    url = f"sqlite:///{tmp_path / 'parley.db'}"
+    ensure_schema(url)
+    writer = AuditWriter(get_engine(url), retention_days=3, max_backlog=2)  # not started
+    before = counters.get("audit.dropped")
+    pending = Pending(
+        actor="key:k",
+        tenant_id="tenant_x",
+        action="DELETE /v1/bots/{bot_id}",
+        path_ids=("bot_1",),
+        status=204,
+        address=None,
+        created_at=utcnow(),
+    )
+    for _ in range(3):
+        writer.submit(pending)  # never blocks
+    assert counters.get("audit.dropped") == before + 1
+    writer.start()
+    writer.stop()
+    with session_scope(get_engine(url)) as session:
+        assert len(list(session.scalars(select(AuditEntry)))) == 2
