@@ -212,8 +212,9 @@ def parley_server(
     *,
     preexec_fn: Callable[[], None] | None = None,
 ) -> Iterator[tuple[str, subprocess.Popen[bytes], float]]:
-    """Start ``parley serve --no-demo`` on ``data_dir`` with ``env`` added (log level WARNING);
-    yield (base URL, process, startup seconds); stop it. Every bench starts its server here."""
+    """Start ``parley serve --no-demo`` on ``data_dir`` with ``env`` added (log level WARNING;
+    rate limits off unless ``env`` turns them on); yield (base URL, process, startup seconds);
+    stop it. Every bench starts its server here."""
     parley = Path(sys.executable).parent / "parley"
     if not parley.exists():
         raise BenchError(f"{parley} not found; install the project (pip install -e .)")
@@ -221,6 +222,7 @@ def parley_server(
         **os.environ,
         "PARLEY_DATA_DIR": str(data_dir),
         "PARLEY_LOG_LEVEL": "WARNING",
+        "PARLEY_RATE_LIMITS__ENABLED": "false",  # benches measure throughput, not the limits
         **env,
     }
     cmd = [str(parley), "serve", "--host", "127.0.0.1", "--port", str(port), "--no-demo"]

@@ -26,14 +26,16 @@ from bot_gateway.api import (
     tenants,
 )
 from bot_gateway.api import audit as audit_api
+from bot_gateway.api import usage as usage_api
 from bot_gateway.api.predict_images import predict_images
 from bot_gateway.audit import AuditMiddleware, AuditWriter
 from bot_gateway.conversations.actions import Actions
 from bot_gateway.conversations.runtime import ConversationRuntime
-from bot_gateway.conversations.store import SqlTrackerStore
 from bot_gateway.deps import Gateway
 from bot_gateway.errors import install_error_handlers
 from bot_gateway.json_depth import JsonDepthLimit
+from bot_gateway.metering import MeteredTrackerStore
+from bot_gateway.ratelimit import Admission, RateLimitHeaders
 from bot_gateway.schemas import ParseRequest, PredictRequest
 from bot_gateway.serving.batcher import MicroBatcher
 from bot_gateway.serving.cache import ModelCache
@@ -48,6 +50,7 @@ from core.settings import Settings, get_settings
 from core.storage import open_store
 from core.tables import Dataset
 from core.tenants import Principal
+from core.usage import UsageRecorder
 from training.backends import BackendContext, backends
 from training.queue import train_queues
 
@@ -110,7 +113,7 @@ def conversation_runtime(gateway: Gateway, client: httpx.AsyncClient) -> Convers
         return await run_in_threadpool(chat.read_upload_sync, gateway, tenant_id, bot_id, upload_id)
 
     return ConversationRuntime(
-        store=SqlTrackerStore(gateway.engine),
+        store=MeteredTrackerStore(gateway.engine, gateway.usage),
         actions=Actions(client, secrets=gateway.secrets),
         parse=parse,
         see=see,
@@ -142,6 +145,8 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         gateway = build_gateway(settings)
         app.state.gateway = gateway
+        gateway.usage = UsageRecorder(gateway.engine)
+        gateway.admission = Admission(gateway, gateway.usage)
         actions_client = httpx.AsyncClient(  # HTTP actions, action servers: core.outbound
             transport=OutboundTransport(OutboundGuard.from_settings(settings)),
             follow_redirects=False,
@@ -161,6 +166,7 @@ def create_app(
                 if warm_up is not None:
                     warm_up(gateway.cache.context)
         gateway.queue.start()
+        gateway.usage.start()
         gateway.audit.start()
         _resume_imports(gateway)
         log_event("gateway.started", db=gateway.engine.dialect.name)
@@ -168,6 +174,7 @@ def create_app(
             yield
         finally:
             gateway.queue.stop()
+            gateway.usage.stop()
             gateway.audit.stop()
             gateway.batcher.stop()
             gateway.lookups.stop()
@@ -185,6 +192,7 @@ def create_app(
     )
     install_error_handlers(app)
     app.add_middleware(JsonDepthLimit, max_depth=settings.limits.max_document_depth)
+    app.add_middleware(RateLimitHeaders)  # RateLimit-* on every answer of a limited route
     app.add_middleware(AuditMiddleware)  # after the answer: every write to /v1 (bot_gateway.audit)
     for module in (
         tenants,
@@ -201,6 +209,7 @@ def create_app(
     ):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(audit_api.router, prefix=API_PREFIX)
+    app.include_router(usage_api.router, prefix=API_PREFIX)
     app.include_router(agents.pages)
     app.include_router(channels.webhook_router)
     app.include_router(chat.public_router)

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from bot_gateway import auth_failures
 from bot_gateway.audit import AuditWriter
 from bot_gateway.conversations.runtime import ConversationRuntime
+from bot_gateway.ratelimit import Admission
 from bot_gateway.serving.batcher import MicroBatcher
 from bot_gateway.serving.cache import ModelCache
 from bot_gateway.serving.lookup import Lookups
@@ -28,6 +29,7 @@ from core.secrets import SecretBox
 from core.settings import Settings
 from core.storage import ArtifactStore
 from core.tenants import Principal
+from core.usage import UsageRecorder
 from training.backends import builtin_models
 from training.datasets.importers import Limits
 from training.queue import TrainQueue
@@ -50,6 +52,8 @@ class Gateway:
     secrets: SecretBox  # channel secrets, action headers at rest (core.secrets)
     conversations: ConversationRuntime = field(init=False)  # built in the app's lifespan
     http: httpx.AsyncClient = field(init=False)  # channel providers' APIs (the lifespan's)
+    usage: UsageRecorder = field(init=False)  # metered usage (core.usage; the lifespan's)
+    admission: Admission = field(init=False)  # rate limits and quotas (bot_gateway.ratelimit)
     background: set[asyncio.Task[None]] = field(default_factory=set)  # channel turns
     _builtins: dict[str, Any] = field(default_factory=dict)
     _builtin_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -99,10 +103,12 @@ def bearer(request: Request) -> str | None:
 
 async def get_principal(request: Request, gateway: GatewayDep) -> Principal:
     """The calling key's principal; also left on ``request.state.principal`` for the
-    middleware that meters, limits and audits the request."""
+    middleware that meters, limits and audits the request. Rate limits and quotas are
+    checked here (``bot_gateway.ratelimit``)."""
     with auth_failures.guarded(gateway, request):
         principal = await gateway.lookups.principal(bearer(request))
     request.state.principal = principal
+    await gateway.admission.admit(request, principal)
     return principal
 
 

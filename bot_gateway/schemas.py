@@ -7,7 +7,10 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from core.quotas import QuotaName, RateName
+from core.settings import Rate
 from core.tables import ApiKey, Bot, Dataset, Example, Model
+from core.usage import Granularity, Metric
 
 MAX_ROW = 2**31 - 1
 """The largest offset or row id the API takes: ids are 32-bit INTEGER columns (PostgreSQL)."""
@@ -27,6 +30,29 @@ class TenantCreated(BaseModel):
     name: str
     api_key: str
     key_id: str
+
+
+class TenantLimitsUpdate(BaseModel):
+    """Operator: quotas and rate-limit overrides to set; ``null`` clears one (see core.quotas)."""
+
+    model_config = ConfigDict(extra="forbid")
+    quotas: dict[QuotaName, Annotated[int, Field(ge=0)] | None] = Field(
+        default_factory=dict,
+        description="predictions_per_month and train_minutes_per_day (429 when used up), "
+        "models and storage_bytes (403 when full)",
+    )
+    rate_limits: dict[RateName, Rate | None] = Field(
+        default_factory=dict,
+        description="token buckets by class: {per_second, burst}; they replace the server's "
+        "PARLEY_RATE_LIMITS__<NAME> for this tenant",
+    )
+
+
+class TenantLimitsPublic(BaseModel):
+    tenant_id: str
+    name: str
+    quotas: dict[str, int]
+    rate_limits: dict[str, Rate]
 
 
 class KeyCreate(BaseModel):
@@ -485,3 +511,31 @@ class UploadPublic(BaseModel):
     width: int
     height: int
     public_url: str | None = Field(default=None, description="agents' images only")
+
+
+class UsageEntryPublic(BaseModel):
+    """One metric of one hour or day; the dimension split into its parts."""
+
+    start: datetime = Field(description="the hour or day (UTC) the entry covers")
+    metric: Metric
+    value: float = Field(description="a count; seconds for train_seconds")
+    model_id: str | None = Field(default=None, description="predictions")
+    kind: str | None = Field(
+        default=None, description="predictions: intent, entities, image, detect or builtin"
+    )
+    device: str | None = Field(default=None, description="train_seconds: cpu or cuda")
+    channel: str | None = Field(
+        default=None, description="conversations, messages: webchat, rest, test or a channel id"
+    )
+
+
+class UsagePublic(BaseModel):
+    tenant_id: str
+    start: datetime = Field(alias="from", description="the first hour or day included")
+    end: datetime = Field(alias="to", description="the end of the range (exclusive)")
+    granularity: Granularity
+    entries: list[UsageEntryPublic]
+    totals: dict[str, float] = Field(description="per metric, over the range")
+    storage_bytes: int = Field(description="stored datasets, models and uploads, now")
+
+    model_config = ConfigDict(populate_by_name=True)

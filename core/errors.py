@@ -16,6 +16,7 @@ responses ``{"error": code, "message": ...}`` in one place.
     │   ├── RateLimited              429 rate_limited      (a rate limit; Retry-After, RateLimit-*)
     │   └── QuotaExceeded            429 quota_exceeded    (a tenant's quota; ``details["quota"]``)
     ├── Forbidden                    403 forbidden         (key lacks a scope; operator token)
+    │   └── QuotaFull                403 quota_exceeded    (a count or size quota: models, storage)
     ├── NotFound                     404 not_found         (also for another tenant's ids)
     ├── Conflict                     409 conflict
     │   └── NotReady                 409 not_ready         (model or dataset in the wrong status)
@@ -46,6 +47,7 @@ __all__ = [
     "ParleyError",
     "PayloadTooLarge",
     "QuotaExceeded",
+    "QuotaFull",
     "RateLimited",
     "TooManyRequests",
     "Unauthenticated",
@@ -118,6 +120,13 @@ class QuotaExceeded(TooManyRequests):
 
 class Forbidden(ParleyError):
     code = "forbidden"
+
+
+class QuotaFull(Forbidden):
+    """A tenant's count or size quota is full (waiting does not help, deleting does);
+    ``details["quota"]`` names it."""
+
+    code = "quota_exceeded"
 
 
 class NotFound(ParleyError):

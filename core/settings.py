@@ -108,20 +108,22 @@ class Rate(BaseModel):
 
 
 class RateLimitSettings(BaseModel):
-    """Request rates per API key and per tenant, by class of route; ``429`` past them.
-    Operators override them per tenant (``parley tenants update T --rate predict=50/100``)."""
+    """Request rates per API key and per tenant, by class of route (``bot_gateway.ratelimit``:
+    predict = predict/parse/OCR, train, upload = datasets and chat uploads, webhook = channel
+    webhooks, api = everything else); ``429`` past them. Operators override them per tenant
+    (``parley tenants update T --rate predict_tenant=50/100``)."""
 
     enabled: bool = True
     backend: str = Field(default="memory", description="counter store: memory (one process)")
-    predict_key: Rate = Rate(per_second=100, burst=200)
-    predict_tenant: Rate = Rate(per_second=200, burst=400)
-    train_key: Rate = Rate(per_second=1, burst=10)
-    train_tenant: Rate = Rate(per_second=2, burst=20)
-    upload_key: Rate = Rate(per_second=5, burst=20)
-    upload_tenant: Rate = Rate(per_second=10, burst=40)
+    predict_key: Rate = Rate(per_second=200, burst=400)
+    predict_tenant: Rate = Rate(per_second=400, burst=800)
+    train_key: Rate = Rate(per_second=2, burst=20)
+    train_tenant: Rate = Rate(per_second=4, burst=40)
+    upload_key: Rate = Rate(per_second=10, burst=50)
+    upload_tenant: Rate = Rate(per_second=20, burst=100)
     webhook_tenant: Rate = Rate(per_second=50, burst=200)
-    api_key: Rate = Rate(per_second=50, burst=100)
-    api_tenant: Rate = Rate(per_second=100, burst=200)
+    api_key: Rate = Rate(per_second=100, burst=300)
+    api_tenant: Rate = Rate(per_second=200, burst=600)
     auth_failures_per_address: Rate = Rate(per_second=0.5, burst=20)
 
 

@@ -289,6 +289,162 @@ def tenants_list(as_json: JsonOpt = False) -> None:
         _table(rows, ["tenant_id", "name", "created_at"])
 
 
+def _pairs(values: list[str], option: str) -> dict[str, str]:
+    pairs = {}
+    for item in values:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip() or not value.strip():
+            _fail(f"{option} {item!r}: write NAME=VALUE")
+        pairs[name.strip()] = value.strip()
+    return pairs
+
+
+def _quota_values(values: list[str]) -> dict[str, int | None]:
+    out: dict[str, int | None] = {}
+    for name, value in _pairs(values, "--quota").items():
+        if value.lower() == "none":
+            out[name] = None
+        elif value.isdigit():
+            out[name] = int(value)
+        else:
+            _fail(f"--quota {name}={value}: give a whole number, or none to clear it")
+    return out
+
+
+def _rate_values(values: list[str]) -> dict[str, dict[str, float] | None]:
+    out: dict[str, dict[str, float] | None] = {}
+    for name, value in _pairs(values, "--rate").items():
+        per_second, sep, burst = value.partition("/")
+        if value.lower() == "none":
+            out[name] = None
+            continue
+        try:
+            out[name] = {"per_second": float(per_second), "burst": int(burst)}
+        except ValueError:
+            _fail(f"--rate {name}={value}: write PER_SECOND/BURST (50/100), or none to clear it")
+    return out
+
+
+@tenants_app.command("update")
+def tenants_update(
+    tenant: Annotated[str, typer.Argument(help="tenant id or name")],
+    quota: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="NAME=N or NAME=none (repeatable): predictions_per_month, "
+            "train_minutes_per_day, models, storage_bytes"
+        ),
+    ] = None,
+    rate: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="NAME=PER_SECOND/BURST or NAME=none (repeatable): predict_key, "
+            "predict_tenant, train_*, upload_*, api_*, webhook_tenant"
+        ),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Set a tenant's quotas and rate-limit overrides (running gateways apply them within
+    10 s); without options, show them."""
+    from core.db import session_scope
+    from core.errors import ParleyError
+    from core.quotas import TenantLimits, update_limits
+
+    quotas, rates = _quota_values(quota or []), _rate_values(rate or [])
+    try:
+        with session_scope(_operator_db()) as session:
+            row = update_limits(session, tenant, quotas=quotas, rates=rates)
+            limits_quotas, limits_rates = TenantLimits.of(row).public()
+            data = {
+                "tenant_id": row.id,
+                "name": row.name,
+                "quotas": limits_quotas,
+                "rate_limits": limits_rates,
+            }
+    except ParleyError as e:
+        _fail(e.message)
+    if as_json:
+        _print_json(data)
+        return
+    console.print(f"tenant {data['tenant_id']} ({data['name']})", highlight=False)
+    rows = [{"limit": k, "value": v} for k, v in sorted(data["quotas"].items())]
+    rows += [
+        {"limit": k, "value": f"{r['per_second']:g}/s, burst {r['burst']}"}
+        for k, r in sorted(data["rate_limits"].items())
+    ]
+    if rows:
+        _table(rows, ["limit", "value"])
+    else:
+        console.print("no quotas; the server's default rate limits")
+
+
+@app.command()
+def usage(
+    tenant: Annotated[str, typer.Option(help="tenant id or name")],
+    start: Annotated[
+        str | None, typer.Option("--from", help="first hour or day, ISO 8601 (UTC)")
+    ] = None,
+    end: Annotated[str | None, typer.Option("--to", help="end, exclusive (default now)")] = None,
+    granularity: Annotated[str, typer.Option(help="day or hour")] = "day",
+    as_json: JsonOpt = False,
+) -> None:
+    """A tenant's usage (operator; the local database): predictions by model and kind, OCR
+    pages, training seconds by device, conversations and messages by channel, storage."""
+    from core.db import session_scope
+    from core.errors import ParleyError
+    from core.settings import get_settings
+    from core.storage import open_store
+    from core.tenants import get_tenant
+    from core.usage import entries_as_dicts, stored_bytes, usage_report
+
+    if granularity not in ("day", "hour"):
+        _fail(f"--granularity {granularity!r}: use day or hour")
+    try:
+        with session_scope(_operator_db()) as session:
+            tenant_id = get_tenant(session, tenant).id
+            report = usage_report(
+                session,
+                tenant_id,
+                start=_when(start, "--from"),
+                end=_when(end, "--to"),
+                granularity=granularity,  # type: ignore[arg-type]
+            )
+        storage = stored_bytes(open_store(get_settings().artifacts_dir), tenant_id)
+    except ParleyError as e:
+        _fail(e.message)
+    entries = entries_as_dicts(report.entries)
+    if as_json:
+        _print_json(
+            {
+                "tenant_id": report.tenant_id,
+                "from": report.start,
+                "to": report.end,
+                "granularity": report.granularity,
+                "entries": entries,
+                "totals": report.totals,
+                "storage_bytes": storage,
+            }
+        )
+        return
+    console.print(
+        f"usage of {report.tenant_id} from {report.start.isoformat()} to "
+        f"{report.end.isoformat()} by {report.granularity}",
+        highlight=False,
+    )
+    fmt = "%Y-%m-%d %H:00" if report.granularity == "hour" else "%Y-%m-%d"
+    rows = [
+        {
+            **e,
+            "start": e["start"].strftime(fmt),
+            "value": f"{e['value']:g}",
+        }
+        for e in entries
+    ]
+    _table(rows, ["start", "metric", "model_id", "kind", "device", "channel", "value"])
+    totals = ", ".join(f"{k} {v:g}" for k, v in sorted(report.totals.items())) or "nothing"
+    console.print(f"totals: {totals}; storage_bytes now: {storage}", highlight=False)
+
+
 @keys_app.command("create")
 def keys_create(
     tenant: Annotated[str, typer.Option(help="tenant id or name")],

@@ -29,6 +29,7 @@ from core.errors import ParleyError
 from core.logging import log_event
 from core.storage import ArtifactStore, sha256_dir
 from core.tables import Model
+from core.usage import record_job_time
 from training.backends import (
     JOINT_ENTITIES_DIR,
     BackendContext,
@@ -37,6 +38,7 @@ from training.backends import (
     Progress,
     backends,
     default_backend,
+    resolve_device,
 )
 from training.datasets.service import DatasetSnapshot, StoredImages, snapshot
 from training.metrics import calibrate_out_of_scope, classification_metrics, entity_metrics
@@ -134,8 +136,16 @@ class JobRunner:
             return "failed"
         finally:
             stop.set()
+            self._meter(model_id, time.monotonic() - started)
         log_event("job.succeeded", model=model_id, seconds=round(time.monotonic() - started, 2))
         return "succeeded"
+
+    def _meter(self, model_id: str, seconds: float) -> None:
+        """The tenant's ``train_seconds`` usage (by device), whatever the job's end."""
+        try:
+            record_job_time(self.engine, model_id, seconds, resolve_device(self.context.device))
+        except Exception as e:  # noqa: BLE001 - the job's outcome stands; the loss is logged
+            log_event("job.usage_not_recorded", model=model_id, seconds=seconds, error=repr(e))
 
     def _beat(self, model_id: str, interval: float, stop: threading.Event) -> None:
         while not stop.wait(interval):

@@ -299,6 +299,7 @@ def _signed_url(gateway: Gateway, request: Request, channel_id: str) -> str:
 async def webhook(channel_id: str, request: Request, gateway: GatewayDep) -> Response:
     """A provider's call (see the module docstring)."""
     channel, bot = await _load(gateway, channel_id)
+    await gateway.admission.admit_tenant(request, channel.tenant_id)  # webhook_tenant bucket
     base = public_base(gateway, request)
     connector = connector_for(gateway, channel, base)
     raw = await _webhook_request(request)

@@ -148,8 +148,9 @@ async def authorize(
 
 async def authorize_request(gateway: Gateway, bot_id: str, request: Request) -> Caller:
     """``authorize`` with the request's widget key (``?key=`` or ``X-Parley-Widget-Key``), API
-    key (``Authorization: Bearer`` or ``?token=``) and ``Origin``."""
-    return await authorize(
+    key (``Authorization: Bearer`` or ``?token=``) and ``Origin``; then the tenant's rate
+    limits and quotas (``bot_gateway.ratelimit``)."""
+    caller = await authorize(
         gateway,
         request,
         bot_id,
@@ -157,6 +158,8 @@ async def authorize_request(gateway: Gateway, bot_id: str, request: Request) -> 
         token=bearer(request) or request.query_params.get("token"),
         origin=request.headers.get("origin"),
     )
+    await gateway.admission.admit_tenant(request, caller.bot.tenant_id)
+    return caller
 
 
 async def widget_session(gateway: Gateway, bot: Bot, connection: HTTPConnection) -> WidgetSession:

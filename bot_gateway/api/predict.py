@@ -80,12 +80,15 @@ async def run_model(
             ]
             for row in found
         ]
-    if info.task == "entities":
-        return Outcome(info, None, None, entities)
-    probs = await asyncio.wait_for(
-        asyncio.wrap_future(gateway.batcher.submit(loaded, texts)), TIMEOUT_S
+    probs = None
+    if info.task != "entities":
+        probs = await asyncio.wait_for(
+            asyncio.wrap_future(gateway.batcher.submit(loaded, texts)), TIMEOUT_S
+        )
+    gateway.usage.predicted(
+        principal.tenant_id, info.id, task=info.task, backend=info.backend, count=len(texts)
     )
-    return Outcome(info, list(loaded.labels), probs, entities)
+    return Outcome(info, None if probs is None else list(loaded.labels), probs, entities)
 
 
 PREDICT_BODY: dict[str, Any] = {
@@ -191,6 +194,7 @@ async def rasa_parse(request: Request, body: ParseRequest, gateway: GatewayDep) 
     principal = await gateway.lookups.principal(
         bearer(request) or request.query_params.get("token")
     )
+    await gateway.admission.admit(request, principal)
     principal.require("predict")
     return await parse_text(gateway, principal, RASA_MODEL_ALIAS, body)
 

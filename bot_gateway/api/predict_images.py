@@ -224,6 +224,9 @@ async def predict_images(
                     for label, p, t in zip(loaded.labels, row, loaded.thresholds, strict=True)
                     if p >= t
                 ]
+    gateway.usage.predicted(
+        principal.tenant_id, info.id, task=info.task, backend=info.backend, count=len(images)
+    )
     if len(results) > 1:
         return PredictResponse(model_id=info.id, results=results)
     one = results[0]

@@ -5,8 +5,16 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from bot_gateway.deps import AdminDep, GatewayDep, OperatorDep, SessionDep
-from bot_gateway.schemas import KeyCreate, KeyCreated, KeyPublic, TenantCreate, TenantCreated
-from core import tenants
+from bot_gateway.schemas import (
+    KeyCreate,
+    KeyCreated,
+    KeyPublic,
+    TenantCreate,
+    TenantCreated,
+    TenantLimitsPublic,
+    TenantLimitsUpdate,
+)
+from core import quotas, tenants
 
 router = APIRouter(tags=["tenants and keys"])
 
@@ -17,6 +25,35 @@ def create_tenant(body: TenantCreate, _: OperatorDep, session: SessionDep) -> Te
     tenant, key = tenants.create_tenant(session, body.name)
     return TenantCreated(
         tenant_id=tenant.id, name=tenant.name, api_key=key.secret, key_id=key.record.id
+    )
+
+
+@router.patch("/tenants/{tenant_id}", response_model=TenantLimitsPublic)
+def update_tenant_limits(
+    tenant_id: str,
+    body: TenantLimitsUpdate,
+    _: OperatorDep,
+    session: SessionDep,
+    gateway: GatewayDep,
+) -> TenantLimitsPublic:
+    """Operator: set or clear (``null``) the tenant's quotas and rate-limit overrides; this
+    gateway applies them at once, others within 10 s. Quotas over a period (predictions per
+    month, train minutes per day) answer 429 when used up, the others (models, storage
+    bytes) 403; both ``{"error": "quota_exceeded", "quota", "limit", "used"}``."""
+    tenant = quotas.update_limits(
+        session,
+        tenant_id,
+        quotas=body.quotas,
+        rates={k: v.model_dump() if v is not None else None for k, v in body.rate_limits.items()},
+    )
+    session.commit()
+    gateway.admission.forget(tenant.id)
+    limits = quotas.TenantLimits.of(tenant)
+    return TenantLimitsPublic(
+        tenant_id=tenant.id,
+        name=tenant.name,
+        quotas=dict(limits.quotas),
+        rate_limits=dict(limits.rates),
     )
 
 
