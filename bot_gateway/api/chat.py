@@ -41,10 +41,12 @@ from bot_gateway.deps import Gateway, GatewayDep, bearer
 from bot_gateway.errors import close_code_for
 from bot_gateway.schemas import RestMessage, UploadPublic
 from core.db import session_scope
+from core.documents import check_json_depth
 from core.errors import (
     Conflict,
     Forbidden,
     InvalidInput,
+    LimitExceeded,
     NotFound,
     ParleyError,
     Unauthenticated,
@@ -61,6 +63,7 @@ public_router = APIRouter(include_in_schema=False)
 STATIC = Path(__file__).resolve().parents[2] / "connectors" / "webchat" / "static"
 SESSION_ID = re.compile(r"^[A-Za-z0-9_\-]{8,64}$")
 MAX_FRAME_CHARS = 16 * 1024
+MAX_FRAME_DEPTH = 16  # frames are flat objects; deeper is refused before parsing
 MAX_TEXT_CHARS = 4000
 HISTORY = 50
 BOT_REFRESH_S = 2.0  # an open socket re-reads its bot (version, enabled) at most this often
@@ -428,7 +431,11 @@ def read_frame(text: str) -> dict[str, Any]:
     if len(text) > MAX_FRAME_CHARS:
         raise _Frame("frame_too_large", f"frames are at most {MAX_FRAME_CHARS} characters")
     try:
+        check_json_depth(text, MAX_FRAME_DEPTH, what="the frame")
         frame = json.loads(text)
+    except LimitExceeded as e:  # before json.loads recurses into it
+        message = f"frames are JSON objects nested at most {MAX_FRAME_DEPTH} levels deep"
+        raise _Frame("invalid_frame", message) from e
     except json.JSONDecodeError as e:
         raise _Frame("invalid_frame", f"frames are JSON objects: {e.msg}") from e
     if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):

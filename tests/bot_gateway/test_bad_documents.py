@@ -14,6 +14,7 @@ import yaml
 from fastapi import FastAPI
 
 from bot_gateway.api import conversations, datasets
+from bot_gateway.conversations.engine import parse_payload
 from bot_gateway.json_depth import is_json
 from tests.bot_gateway.conftest import Api, running_api
 from tests.conftest import DB_KINDS
@@ -26,7 +27,13 @@ DEEP = 5_000  # levels: past the recursion limit of json.loads, pydantic and PyY
 DEEP_JSON = "[" * DEEP + "]" * DEEP
 DEEP_YAML = "[" * DEEP
 HUGE = 2**63  # past SQLite's and PostgreSQL's integers
-BOT = "name: plain\nresponses:\n  utter_hi:\n    - text: Hello!\n"
+BOT = """\
+name: plain
+allowed_origins: [http://shop.example]
+responses:
+  utter_hi:
+    - text: Hi
+"""
 
 
 def billion_laughs() -> str:
@@ -218,6 +225,26 @@ def test_deep_rasa_projects_and_stories_are_refused(api: Api, bot: dict[str, Any
         f"/v1/bots/{bot['id']}/test", files={"stories": ("stories.yml", stories)}, headers=api.a
     )
     assert refused(r, "max_document_depth")["document"] == "the stories file"
+
+
+def test_a_deep_web_chat_frame_is_answered_and_the_socket_lives(
+    api: Api, bot: dict[str, Any]
+) -> None:
+    url = f"/v1/bots/{bot['id']}/ws?key={bot['widget_key']}&session=session-deep-01"
+    with api.client.websocket_connect(url, headers={"origin": "http://shop.example"}) as ws:
+        welcome = ws.receive_json()
+        assert welcome["type"] == "welcome", welcome
+        ws.send_text('{"type": "message", "text": ' + "[" * 10_000 + "}")
+        reply = ws.receive_json()
+        assert reply["error"] == "invalid_frame", reply
+        assert "levels deep" in reply["message"]
+        ws.send_json({"type": "ping"})
+        assert ws.receive_json() == {"type": "pong"}
+
+
+def test_a_deep_button_payload_is_ordinary_text_not_a_crash() -> None:
+    assert parse_payload('/choose{"size": ["s"]}')["entities"][0]["value"] == "s"  # type: ignore[index]
+    assert parse_payload('/choose{"size": ' + "[" * 3000 + "]" * 3000 + "}") is None
 
 
 def test_image_example_labels_that_nest_too_deep_are_refused(api: Api) -> None:
