@@ -44,6 +44,7 @@ from sqlalchemy import Engine, select
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from bot_gateway.ratelimit import route_template
 from core import audit
 from core.db import session_scope, utcnow
 from core.errors import ParleyError
@@ -345,7 +346,7 @@ async def _queue_entry(
     route = scope.get("route")
     params: dict[str, Any] = scope.get("path_params") or {}
     if route is not None:
-        template = _template(scope["path"], getattr(route, "path", ""))
+        template = route_template(scope)
     elif (matched := templates.match(app, scope["method"], scope["path"])) is not None:
         template, params = matched
     else:
@@ -380,15 +381,6 @@ async def _queue_entry(
         bot_id = str(params["bot_id"])
         pending = replace(pending, actor=f"widget:{bot_id}", widget_bot=bot_id)
     writer.submit(pending)
-
-
-def _template(path: str, route_path: str) -> str:
-    """The full route template: the route's own path (relative to the router it was included
-    from) after the request path's leading segments (the prefix, ``/v1``)."""
-    own = route_path.strip("/").split("/") if route_path.strip("/") else []
-    segments = path.strip("/").split("/")
-    prefix = segments[: max(0, len(segments) - len(own))]
-    return "/" + "/".join([*prefix, *own])
 
 
 def _headers(scope: Scope) -> dict[bytes, bytes]:
