@@ -4,10 +4,12 @@ operator tokens, and failed agent logins.
 Each failure is an event in the gateway's counter store under the caller's address. The
 setting ``rate_limits.auth_failures_per_address`` (``Rate(per_second, burst)``) allows
 ``burst`` failures within ``burst / per_second`` seconds (20 in 40 s by default, 0.5 a second
-in the long run); past that, every request from the address is answered ``429`` with
-``Retry-After`` (until the oldest failure leaves the window) before any authentication work is
-done. Successful requests record nothing and are never slowed while the address is under the
-limit.
+in the long run); past that, a failed authentication from the address is answered ``429``
+with ``Retry-After`` (until the oldest failure leaves the window) instead of ``401``, so a
+guesser learns nothing more. Requests with valid credentials are never refused: many clients
+can share one address (a NAT, a proxy), and one of them guessing must not lock the others out.
+Only where checking is itself expensive (an agent's password: scrypt) is an address over the
+limit refused before the work is done (``expensive=True``).
 
 The address is the connection's peer (``request.client.host``); behind a reverse proxy run
 uvicorn with ``--proxy-headers --forwarded-allow-ips <proxy>`` so it is the client's.
@@ -43,11 +45,12 @@ def _window_s(gateway: Gateway) -> float:
     return rate.burst / rate.per_second
 
 
-def check(gateway: Gateway, connection: HTTPConnection) -> None:
-    """``TooManyRequests`` if the caller's address failed to authenticate too often lately."""
+def check(gateway: Gateway, connection: HTTPConnection, *, allowed: int | None = None) -> None:
+    """``TooManyRequests`` if the caller's address failed to authenticate more than
+    ``allowed`` times lately (default: the setting's burst, less one)."""
     rate = gateway.settings.rate_limits.auth_failures_per_address
     window = gateway.counter_store.events(_key(address_of(connection)), window_s=_window_s(gateway))
-    if window.count >= rate.burst:
+    if window.count > (rate.burst - 1 if allowed is None else allowed):
         wait = max(1, math.ceil(window.oldest_leaves_in))
         raise TooManyRequests(
             f"too many failed authentications from your address; try again in {wait} s",
@@ -61,12 +64,21 @@ def failed(gateway: Gateway, connection: HTTPConnection) -> None:
 
 
 @contextmanager
-def guarded(gateway: Gateway, connection: HTTPConnection) -> Iterator[None]:
-    """Refuse the caller while its address is over the limit; count an ``Unauthenticated``
-    raised inside as a failure."""
-    check(gateway, connection)
+def guarded(
+    gateway: Gateway, connection: HTTPConnection, *, expensive: bool = False
+) -> Iterator[None]:
+    """Count an ``Unauthenticated`` raised inside as a failure of the caller's address, and
+    answer it with ``429`` once the address is over the limit. With ``expensive`` the address
+    is refused before the block runs."""
+    if expensive:
+        check(gateway, connection)
     try:
         yield
     except Unauthenticated:
         failed(gateway, connection)
+        check(
+            gateway,
+            connection,
+            allowed=gateway.settings.rate_limits.auth_failures_per_address.burst,
+        )
         raise

@@ -125,7 +125,7 @@ async def login(body: Login, request: Request, gateway: GatewayDep) -> Response:
             )
             return AgentPrincipal.of(agent), agent_service.login(session, agent)
 
-    with auth_failures.guarded(gateway, request):
+    with auth_failures.guarded(gateway, request, expensive=True):
         agent, token = await run_in_threadpool(check)
     request.state.agent = agent  # for the audit log
     response = JSONResponse({"agent": AgentPublic.of(agent).model_dump()})
