@@ -63,6 +63,7 @@ PARAMETERS: dict[str, str] = {
     "name": "an alias of that model",
     "key_id": "a second API key",
     "agent_id": "an agent account",
+    "tenant_id": "the tenant itself",
 }
 """Each name is a key of ``Estate.ids``; ``build_estate`` makes one of each per tenant."""
 
@@ -325,6 +326,7 @@ def build_estate(gateway: LiveGateway, tenant: ProbeTenant, tag: str) -> Estate:
         "name": alias,
         "key_id": key["id"],
         "agent_id": agent_id,
+        "tenant_id": tenant.id,
     }
     assert set(ids) == set(PARAMETERS)
     marks = {
