@@ -11,10 +11,14 @@ percentiles):
 * ``--sockets`` web chat websockets (default 1,000) are held open, each sending the protocol's
   ``ping`` every 5 s and waiting for its ``pong`` (``bench.chat.hold_idle``);
 * ``--rate`` predictions a second (default 200) go to ``POST /v1/models/{id}/predict`` (one
-  text each) on an open-loop schedule: a request is started when it is due, whether or not
-  the earlier ones have been answered (at most 64 connections; a request waiting for one is
-  still timed). Latency: from just before the request is handed to the client to the parsed
-  answer. "lag" is how late the sender started its requests (the client's own CPU starvation).
+  text each) on an open-loop schedule: a request is due at ``start + i / rate`` whether or not
+  the earlier ones have been answered, and is written on the first free one of
+  ``--connections`` keep-alive HTTP/1.1 connections (a small client on asyncio streams:
+  httpx's pool spent more CPU than the gateway at this rate on 2 cores, and its queue of
+  waiting requests made the client, not the gateway, the bottleneck). Latency: from writing
+  the request to reading the whole answer. "wait p99": from when it was due to when it was
+  written (a busy gateway, or a starved client, shows here). A request that waited longer
+  than ``--timeout`` is dropped, not sent: the "sent / planned" target catches it.
 
 Every minute a row is printed: predictions sent, errors, p50/p95/p99/max latency of the
 predictions answered that minute, open sockets, the gateway's RSS and its growth since the end
@@ -38,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import random
 import secrets
 import sys
@@ -87,8 +92,7 @@ from bench.intent import (  # noqa: E402
 from bench.serving import cpu_seconds, rss_mb  # noqa: E402
 
 MINUTE_S = 60.0
-POOL = 64  # HTTP connections for the predictions
-MAX_IN_FLIGHT = 5000  # predictions started and not answered; past it, due ones are not sent
+HOST = "127.0.0.1"
 MAX_SOCKETS, MAX_RATE, MAX_MINUTES = 5000, 2000.0, 120.0
 ERROR_SAMPLES = 8
 RSS_GROWTH_TARGET_PCT = 10.0
@@ -100,14 +104,14 @@ class Predictions:
     """What the prediction sender saw; the per-minute fields are reset by ``Soak.row``."""
 
     latencies_ms: list[float] = field(default_factory=list)  # this minute's answers
+    waits_ms: list[float] = field(default_factory=list)  # this minute's due -> written
     all_ms: list[float] = field(default_factory=list)  # counted minutes' answers
     sent: int = 0
     errors: int = 0
-    not_sent: int = 0  # due while MAX_IN_FLIGHT were unanswered
-    lag_ms: float = 0.0  # the sender's worst lateness this minute
     total_sent: int = 0
     total_errors: int = 0
-    total_not_sent: int = 0
+    total_not_sent: int = 0  # waited past --timeout for a connection: dropped
+    reconnects: int = 0  # keep-alive connections the gateway had closed, opened again
     samples: list[str] = field(default_factory=list)
 
     def error(self, text: str) -> None:
@@ -128,7 +132,7 @@ class Row:
     p95_ms: float
     p99_ms: float
     max_ms: float
-    lag_ms: float
+    wait_p99_ms: float
     open_sockets: int
     rss_mb: float
     rss_growth_pct: float
@@ -136,6 +140,80 @@ class Row:
     server_cpu_s: float
     client_cpu_s: float
     load_1m: str
+
+
+class KeepAlive:
+    """One keep-alive HTTP/1.1 connection, one request at a time (opened on first use)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+        self.reconnects = 0
+
+    async def post(self, raw: bytes) -> tuple[int, bytes]:
+        """Send ``raw``; (status, body). A reused connection that the server closed before
+        answering (its keep-alive timeout) is opened again and the request sent once more."""
+        reused = self.writer is not None
+        try:
+            return await self._exchange(raw)
+        except (ConnectionError, EOFError) as e:
+            if not (reused and isinstance(e, _ClosedBeforeAnswer | ConnectionResetError)):
+                raise
+        self.close()
+        self.reconnects += 1
+        return await self._exchange(raw)
+
+    async def _exchange(self, raw: bytes) -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        assert self.reader is not None
+        self.writer.write(raw)
+        await self.writer.drain()
+        status_line = await self.reader.readline()
+        if not status_line:
+            raise _ClosedBeforeAnswer("the server closed the connection before answering")
+        status = int(status_line.split()[1])
+        length, chunked, close = None, False, False
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode("latin-1").partition(":")
+            name, value = name.strip().lower(), value.strip().lower()
+            if name == "content-length":
+                length = int(value)
+            elif name == "transfer-encoding":
+                chunked = "chunked" in value
+            elif name == "connection":
+                close = value == "close"
+        if chunked:
+            body = b""
+            while size := int((await self.reader.readline()).split(b";")[0], 16):
+                body += await self.reader.readexactly(size + 2)
+                body = body[:-2]
+            await self.reader.readline()
+        elif length is not None:
+            body = await self.reader.readexactly(length)
+        else:
+            raise ValueError(f"HTTP {status} answer without a length")
+        if close:
+            self.close()
+        return status, body
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+
+class _ClosedBeforeAnswer(EOFError):
+    pass
+
+
+def answered(body: bytes) -> bool:
+    """Whether a 200 body holds predictions."""
+    try:
+        return bool(json.loads(body).get("predictions"))
+    except (ValueError, AttributeError):
+        return False
 
 
 def socket_errors(tally: Tally) -> int:
@@ -180,7 +258,7 @@ class Soak:
             p95_ms=percentile(p.latencies_ms, 95),
             p99_ms=percentile(p.latencies_ms, 99),
             max_ms=max(p.latencies_ms, default=float("nan")),
-            lag_ms=p.lag_ms,
+            wait_p99_ms=percentile(p.waits_ms, 99),
             open_sockets=sum(ws.state is State.OPEN for ws in self.sockets),
             rss_mb=rss,
             rss_growth_pct=growth,
@@ -192,13 +270,13 @@ class Soak:
         self._cpu = (server_cpu, client_cpu)
         if label != "warm-up":
             p.all_ms.extend(p.latencies_ms)
-        p.latencies_ms, p.sent, p.errors, p.lag_ms = [], 0, 0, 0.0
+        p.latencies_ms, p.waits_ms, p.sent, p.errors = [], [], 0, 0
         print(
             f"  {label:>7}: sent {row.sent}, errors {row.errors} "
             f"({row.predict_errors} predict, {row.socket_errors} socket); predict ms p50 "
             f"{fmt(row.p50_ms, '.1f')} p95 {fmt(row.p95_ms, '.1f')} p99 {fmt(row.p99_ms, '.1f')} "
-            f"max {fmt(row.max_ms, '.0f')}; lag {row.lag_ms:.0f} ms; {row.open_sockets} sockets "
-            f"open; RSS {rss:.0f} MB ({growth:+.1f} %)",
+            f"max {fmt(row.max_ms, '.0f')}, wait p99 {fmt(row.wait_p99_ms, '.0f')}; "
+            f"{row.open_sockets} sockets open; RSS {rss:.0f} MB ({growth:+.1f} %)",
             flush=True,
         )
         if self.server.proc.poll() is not None:
@@ -209,51 +287,72 @@ class Soak:
         self.rows.append(row)
         return row
 
-    async def predict(self, client: httpx.AsyncClient, text: str) -> None:
-        p = self.predictions
-        t0 = time.perf_counter()
-        try:
-            resp = await client.post(f"/v1/models/{self.model_id}/predict", json={"text": text})
-        except httpx.HTTPError as e:
-            p.error(f"{type(e).__name__}: {e}")
-            return
-        ms = (time.perf_counter() - t0) * 1000
-        if resp.status_code != 200:
-            p.error(f"HTTP {resp.status_code}: {resp.text[:200]}")
-            return
-        try:
-            answered = bool(resp.json().get("predictions"))
-        except ValueError:
-            answered = False
-        if answered:
-            p.latencies_ms.append(ms)
-        else:
-            p.error(f"200 without predictions: {resp.text[:200]}")
+    def requests(self, port: int) -> list[bytes]:
+        """The raw prediction requests, one a text of the chat bench."""
+        out = []
+        for text in TEXTS:
+            body = json.dumps({"text": text}).encode()
+            head = (
+                f"POST /v1/models/{self.model_id}/predict HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
+                f"Authorization: Bearer {self.args.api_key}\r\nContent-Type: application/json"
+                f"\r\nContent-Length: {len(body)}\r\n\r\n"
+            )
+            out.append(head.encode() + body)
+        return out
 
-    async def send_predictions(self, client: httpx.AsyncClient, start: float, end: float) -> None:
-        """Open loop: request i is due at ``start + i / rate``; stop at ``end``; then wait for
-        the requests still in flight."""
-        p, interval = self.predictions, 1.0 / self.args.rate
-        in_flight: set[asyncio.Task[None]] = set()
+    async def schedule(
+        self, queue: asyncio.Queue[tuple[float, bytes] | None], requests: list[bytes],
+        start: float, end: float, connections: int,
+    ) -> None:  # fmt: skip
+        """Open loop: request i is due at ``start + i / rate`` until ``end``; then one ``None``
+        a connection, so they stop once the queue is drained."""
+        interval = 1.0 / self.args.rate
         i = 0
         while (due := start + i * interval) < end:
             now = time.monotonic()
             if due > now:
                 await asyncio.sleep(due - now)
-                continue
-            p.lag_ms = max(p.lag_ms, (now - due) * 1000)
-            if len(in_flight) >= MAX_IN_FLIGHT:
-                p.not_sent += 1
-                p.total_not_sent += 1
-            else:
-                task = asyncio.create_task(self.predict(client, TEXTS[i % len(TEXTS)]))
-                in_flight.add(task)
-                task.add_done_callback(in_flight.discard)
+            queue.put_nowait((due, requests[i % len(requests)]))
+            i += 1
+        for _ in range(connections):
+            queue.put_nowait(None)
+
+    async def connection(self, queue: asyncio.Queue[tuple[float, bytes] | None], port: int) -> None:
+        """One keep-alive connection taking due requests from ``queue`` until a ``None``."""
+        p, timeout = self.predictions, self.args.timeout
+        conn = KeepAlive(HOST, port)
+        try:
+            while (item := await queue.get()) is not None:
+                due, raw = item
+                waited = time.monotonic() - due
+                if waited > timeout:
+                    p.total_not_sent += 1
+                    continue
+                p.waits_ms.append(waited * 1000)
                 p.sent += 1
                 p.total_sent += 1
-            i += 1
-        if in_flight:
-            await asyncio.wait(in_flight, timeout=self.args.timeout + 5)
+                t0 = time.perf_counter()
+                try:
+                    async with asyncio.timeout(timeout):
+                        status, body = await conn.post(raw)
+                except TimeoutError:
+                    conn.close()
+                    p.error(f"no answer within {timeout:g} s")
+                    continue
+                except (OSError, EOFError, ValueError) as e:
+                    conn.close()
+                    p.error(f"{type(e).__name__}: {e}")
+                    continue
+                ms = (time.perf_counter() - t0) * 1000
+                if status != 200:
+                    p.error(f"HTTP {status}: {body[:200]!r}")
+                elif not answered(body):
+                    p.error(f"200 without predictions: {body[:200]!r}")
+                else:
+                    p.latencies_ms.append(ms)
+        finally:
+            p.reconnects += conn.reconnects
+            conn.close()
 
     async def run(self, chat: Chat) -> None:
         args = self.args
@@ -271,40 +370,40 @@ class Soak:
         start = time.monotonic()
         counted_from = start + args.warmup
         end = counted_from + args.minutes * MINUTE_S
-        headers = {"Authorization": f"Bearer {args.api_key}"}
-        limits = httpx.Limits(max_connections=POOL, max_keepalive_connections=POOL)
+        port = int(self.server.url.rsplit(":", 1)[1])
         self._cpu = (cpu_seconds(self.server.proc.pid), cpu_self())
-        async with httpx.AsyncClient(
-            base_url=self.server.url, headers=headers, timeout=args.timeout, limits=limits
-        ) as client:
-            rng = random.Random(args.seed)
-            holders = [
-                asyncio.create_task(
-                    hold_idle(ws, end, args.timeout, self.tally, random.Random(rng.random()))
-                )
-                for ws in self.sockets
-            ]
-            sender = asyncio.create_task(self.send_predictions(client, start, end))
-            try:
-                print(
-                    f"warm-up {args.warmup:g} s, then {args.minutes:g} minute(s) counted",
-                    flush=True,
-                )
-                await asyncio.sleep(max(0.0, counted_from - time.monotonic()))
-                self.row("warm-up")
-                minute = 1
-                while (boundary := counted_from + minute * MINUTE_S) < end - 1.0:
-                    await asyncio.sleep(max(0.0, boundary - time.monotonic()))
-                    self.row(f"min {minute}")
-                    minute += 1
-                await sender  # the last requests are answered (or time out) into the last row
-                await asyncio.gather(*holders)
+        rng = random.Random(args.seed)
+        holders = [
+            asyncio.create_task(
+                hold_idle(ws, end, args.timeout, self.tally, random.Random(rng.random()))
+            )
+            for ws in self.sockets
+        ]
+        queue: asyncio.Queue[tuple[float, bytes] | None] = asyncio.Queue()
+        senders = [
+            asyncio.create_task(self.connection(queue, port)) for _ in range(args.connections)
+        ]
+        scheduler = asyncio.create_task(
+            self.schedule(queue, self.requests(port), start, end, args.connections)
+        )
+        tasks = [scheduler, *senders, *holders]
+        try:
+            print(f"warm-up {args.warmup:g} s, then {args.minutes:g} minute(s) counted", flush=True)
+            await asyncio.sleep(max(0.0, counted_from - time.monotonic()))
+            self.row("warm-up")
+            minute = 1
+            while (boundary := counted_from + minute * MINUTE_S) < end - 1.0:
+                await asyncio.sleep(max(0.0, boundary - time.monotonic()))
                 self.row(f"min {minute}")
-            finally:
-                for task in (sender, *holders):
-                    task.cancel()
-                await asyncio.gather(sender, *holders, return_exceptions=True)
-                await asyncio.gather(*(ws.close() for ws in self.sockets), return_exceptions=True)
+                minute += 1
+            # the last requests are answered (or time out) into the last row
+            await asyncio.gather(*tasks)
+            self.row(f"min {minute}")
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*(ws.close() for ws in self.sockets), return_exceptions=True)
 
 
 # --- report ---------------------------------------------------------------------------------
@@ -319,7 +418,7 @@ def rows_table(rows: list[Row]) -> str:
         "p95 ms",
         "p99 ms",
         "max ms",
-        "lag ms",
+        "wait p99",
         "open sockets",
         "RSS MB",
         "RSS growth",
@@ -337,7 +436,7 @@ def rows_table(rows: list[Row]) -> str:
             fmt(r.p95_ms, ".1f"),
             fmt(r.p99_ms, ".1f"),
             fmt(r.max_ms, ".0f"),
-            f"{r.lag_ms:.0f}",
+            fmt(r.wait_p99_ms, ".0f"),
             str(r.open_sockets),
             fmt(r.rss_mb, ".0f"),
             f"{r.rss_growth_pct:+.1f} %",
@@ -421,6 +520,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--warmup", type=float, default=20.0, help="seconds before counting")
     p.add_argument("--timeout", type=float, default=10.0, help="a slower answer is an error")
     p.add_argument("--connect-concurrency", type=int, default=50, help="handshakes at a time")
+    p.add_argument("--connections", type=int, default=32, help="HTTP connections for predict")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--port", type=int, default=0, help="port for the server (default: free)")
     p.add_argument("--seed", type=int, default=0)
@@ -432,8 +532,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         p.error(f"--rate must be > 0 and <= {MAX_RATE:g}")
     if not 0 < args.minutes <= MAX_MINUTES:
         p.error(f"--minutes must be > 0 and <= {MAX_MINUTES:g}")
-    if args.warmup < 0 or args.timeout <= 0 or args.connect_concurrency < 1:
-        p.error("--warmup must be >= 0, --timeout > 0, --connect-concurrency >= 1")
+    if args.warmup < 0 or args.timeout <= 0 or min(args.connect_concurrency, args.connections) < 1:
+        p.error(
+            "--warmup must be >= 0, --timeout > 0, --connect-concurrency and --connections >= 1"
+        )
     return args
 
 
@@ -477,7 +579,7 @@ def main(argv: list[str] | None = None) -> int:
         server="parley serve --no-demo, PARLEY_QUEUE__THREADS=1, rate limits off, device "
         f"{args.device}; clients run here too",
     )
-    nofile = fd_limit(args.sockets + POOL + FD_SLACK)
+    nofile = fd_limit(args.sockets + args.connections + FD_SLACK)
     print(f"open-files soft limit here: {nofile}")
     soak, total, code = guarded(lambda tmp: run(args, tmp, nofile), "parley-bench-soak-")
     if soak is None:
@@ -495,7 +597,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  socket: {sample}")
     if soak.predictions.total_not_sent:
         not_sent = soak.predictions.total_not_sent
-        print(f"  {not_sent} predictions not sent: {MAX_IN_FLIGHT} were in flight")
+        print(
+            f"  {not_sent} predictions not sent: no connection was free within {args.timeout:g} s"
+        )
+    print(
+        f"keep-alive connections the gateway closed and the client opened again: "
+        f"{soak.predictions.reconnects}"
+    )
     if any(r.errors for r in soak.rows):
         print("server log, last lines:")
         print(soak.log_tail or "(empty)")
