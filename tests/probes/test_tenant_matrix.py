@@ -20,6 +20,11 @@ A's channel, A's bot with B's conversation, ...) — and asserts:
 
 A's own reads of the same routes answer 2xx (so the table's ids are real), and at the end
 A's resources are exactly as they were before B's requests (nothing changed or deleted).
+
+Ids inside bodies the schema does not describe (a bot definition naming a model, a REST
+message attaching an upload) are probed from ``BODY_REFERENCES``: B's request on B's own
+things with one of A's ids inside must answer 404 or 422, as for an id that exists nowhere.
+B's agents' socket must hear nothing while A's agent writes in A's conversation.
 """
 
 from __future__ import annotations
@@ -584,6 +589,110 @@ def test_another_tenant_gets_nothing(world: World, case: Case) -> None:
     replaced_real = {v: "<id>" for v in a_sent}
     replaced_fake = {fakes[v]: "<id>" for v in a_sent}
     assert normal(real, replaced_real) == normal(fake, replaced_fake), (
+        f"{where}: B can tell A's ids from ids that exist nowhere: {real.status} "
+        f"{real.text[:200]!r} vs {fake.status} {fake.text[:200]!r}"
+    )
+
+
+# --- ids inside bodies that the schema does not describe (bot definitions, REST messages) ----
+
+
+@dataclass(frozen=True)
+class BodyReference:
+    """B's request on B's own things, with one of A's ids inside the body."""
+
+    id: str
+    method: str
+    path: str  # formatted with B's ids
+    body: Any  # formatted with A's ids: str values "{model_id}" etc.
+
+
+BODY_REFERENCES = [
+    BodyReference(
+        "a bot whose NLU is A's model",
+        "POST",
+        "/v1/bots",
+        {"name": "b-borrows-model", "nlu": {"model": "{model_id}"}},
+    ),
+    BodyReference(
+        "a bot whose NLU is A's alias",
+        "POST",
+        "/v1/bots",
+        {"name": "b-borrows-alias", "nlu": {"model": "{name}"}},
+    ),
+    BodyReference(
+        "a bot trained on A's dataset",
+        "POST",
+        "/v1/bots",
+        {"name": "b-borrows-dataset", "nlu": {"dataset": "{dataset_id}"}},
+    ),
+    BodyReference(
+        "a bot whose vision step is A's model",
+        "POST",
+        "/v1/bots",
+        {
+            "name": "b-borrows-vision",
+            "nlu": {"model": "B:{model_id}"},
+            "vision": [{"name": "look", "model": "{model_id}"}],
+        },
+    ),
+    BodyReference(
+        "B's bot's new version on A's model",
+        "PUT",
+        "/v1/bots/{bot_id}",
+        {"name": "b-bot", "nlu": {"model": "{model_id}"}},
+    ),
+    BodyReference(
+        "B's alias pointing at A's model",
+        "PUT",
+        "/v1/aliases/b-borrowed",
+        {"model_id": "{model_id}"},
+    ),
+    BodyReference(
+        "a message to B's bot attaching A's upload",
+        "POST",
+        "/v1/bots/{bot_id}/webhooks/rest",
+        {"sender": "b-prober", "message": "look", "attachments": ["{upload_id}"]},
+    ),
+]
+
+
+def _format(value: Any, ids: dict[str, str], own: dict[str, str]) -> Any:
+    if isinstance(value, str):
+        if value.startswith("B:"):
+            return value[2:].format(**own)
+        return value.format(**ids)
+    if isinstance(value, dict):
+        return {k: _format(v, ids, own) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_format(v, ids, own) for v in value]
+    return value
+
+
+@pytest.mark.parametrize("ref", BODY_REFERENCES, ids=[r.id for r in BODY_REFERENCES])
+def test_another_tenant_cannot_refer_to_a_in_a_body(world: World, ref: BodyReference) -> None:
+    a, b = world.a, world.b
+    path = ref.path.format(**b.ids)
+    headers = {**b.tenant.headers, "Cookie": f"parley_agent={b.agent_cookie}"}
+    fakes = {k: fake_of(v) for k, v in a.ids.items()}
+    answers = []
+    with world.gateway.client(timeout=60) as c:
+        for ids in (a.ids, fakes):
+            body = _format(ref.body, ids, b.ids)
+            r = c.request(ref.method, path, json=body, headers=headers)
+            answers.append(Sent(r.status_code, r.json() if r.content else None, r.text))
+    real, fake = answers
+    sent = [v for v in a.ids.values() if v in json.dumps(_format(ref.body, a.ids, b.ids))]
+    where = f"{ref.method} {path} with {sent} in the body, B's admin key"
+    assert real.status < 500, f"{where}: {real.status} {real.text[:300]}"
+    assert real.status in {404, 422}, (
+        f"{where}: {real.status} — A's things must not be usable by B: {real.text[:300]}"
+    )
+    echoed = [m for m in a.secrets if any(m in v for v in sent)]
+    leaked = sorted(m for m in a.secrets - set(echoed) if m in real.text)
+    assert not leaked, f"{where}: the answer holds A's {leaked}: {real.text[:300]}"
+    replaced = {v: "<id>" for v in sent} | {fakes[k]: "<id>" for k, v in a.ids.items() if v in sent}
+    assert normal(real, replaced)[:2] == normal(fake, replaced)[:2], (
         f"{where}: B can tell A's ids from ids that exist nowhere: {real.status} "
         f"{real.text[:200]!r} vs {fake.status} {fake.text[:200]!r}"
     )
