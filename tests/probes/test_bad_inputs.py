@@ -13,7 +13,9 @@ UTF-8 and NUL bytes. Each case asserts what a user of the server would notice:
 * nothing of the refused request was stored (row counts of every tenant-data table);
 * after each heavy case, another tenant's (C's) prediction latency stays within
   max(5x its baseline p50, baseline + 200 ms), and the server's resident memory, sampled
-  while the request ran, grew by at most ``MAX_PEAK_GROWTH_MB``.
+  while the request ran, grew by at most ``MAX_PEAK_GROWTH_MB`` (memory the allocator kept
+  from an earlier case is reused without growing again, so a later bomb of the same shape
+  can pass this check; each case's own time is in its failure message).
 
 Tenant M (mallory) sends the corpus; tenant C is the bystander.
 """
