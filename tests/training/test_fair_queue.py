@@ -18,10 +18,11 @@ from sqlalchemy import Engine, event, func, select
 
 import tests.support.toy_backend  # noqa: F401 - registers ``toy-bow``
 from core.db import get_engine, session_scope
+from core.settings import Settings
 from core.storage import LocalStore
 from core.tables import Model
 from core.tenants import create_tenant
-from tests.conftest import DB_KINDS, make_db_url
+from tests.conftest import DB_KINDS, make_db_url, make_settings
 from tests.support.data import intent_csv
 from training.backends import BackendContext
 from training.datasets.importers import Limits
@@ -255,3 +256,15 @@ def test_a_claim_not_yet_committed_holds_the_tenants_slot(queue: Queue) -> None:
     assert results == {"slow": first, "fast": other}
     assert queue.count("running", "acme") == 1 and queue.count("queued", "acme") == 1
     assert second not in results.values()
+
+
+def test_workers_started_by_the_server_get_the_per_tenant_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``LocalQueue`` starts workers with ``settings.worker_env()``; a worker builds its settings
+    from that environment, so an operator's limit reaches every worker."""
+    server = make_settings(tmp_path, "sqlite://", queue={"per_tenant_concurrency": 3})
+    for name, value in server.worker_env().items():
+        monkeypatch.setenv(name, value)
+
+    assert Settings().queue.per_tenant_concurrency == 3
