@@ -212,6 +212,7 @@ class Estate:
     ids: dict[str, str]  # by PARAMETERS name
     widget_key: str
     agent_cookie: str
+    sender: str  # the REST channel customer of the conversation
     secrets: set[str] = field(default_factory=set)  # everything of this tenant another must not see
 
 
@@ -347,7 +348,7 @@ def build_estate(gateway: LiveGateway, tenant: ProbeTenant, tag: str) -> Estate:
         sender,
         *(v for v in ids.values() if not v.isdigit()),  # a small number is in any text
     }
-    return Estate(tenant, ids, bot["widget_key"], cookie, marks)
+    return Estate(tenant, ids, bot["widget_key"], cookie, sender, marks)
 
 
 def snapshot(gateway: LiveGateway, estate: Estate) -> dict[str, Any]:
@@ -750,3 +751,63 @@ def test_b_agents_socket_hears_nothing_of_a(world: World) -> None:
             pass
     leaked = [f for f in heard_b if any(m in f for m in a.secrets | {note})]
     assert not leaked, f"B's agents' socket heard A's conversation: {leaked}"
+
+
+def test_the_public_widget_key_reaches_no_other_customer(world: World) -> None:
+    """Anyone can read a bot's widget key from the page that embeds it: with it alone, a
+    stranger opens a conversation of their own, and reaches neither another customer's web
+    chat (its history, its images) nor the REST conversation of another sender."""
+    a = world.a
+    bot, key = a.ids["bot_id"], a.widget_key
+    socket_url = world.gateway.url.replace("http://", "ws://") + f"/v1/bots/{bot}/ws"
+    secret, session = f"customer-one-{secrets.token_hex(4)}", "s" + secrets.token_hex(8)
+    with connect(f"{socket_url}?key={key}&session={session}", open_timeout=20) as ws:
+        welcome = json.loads(ws.recv(timeout=20))
+        assert welcome["type"] == "welcome", welcome
+        ws.send(json.dumps({"type": "message", "text": f"hello {secret}"}))
+        while json.loads(ws.recv(timeout=30))["type"] != "message":
+            pass
+    first = {"key": key}
+    if welcome.get("session_token"):
+        first["session_token"] = welcome["session_token"]
+    photo = {"file": ("photo.png", encode(shape_image("square", 2), "PNG"))}
+    with world.gateway.client() as c:
+        r = c.post(f"/v1/bots/{bot}/uploads", params=first, files=photo)
+        assert r.status_code == 201, r.text
+        their_upload = r.json()["upload_id"]
+
+    # the stranger: the widget key, customer one's session id, no session token
+    with connect(f"{socket_url}?key={key}&session={session}", open_timeout=20) as ws:
+        frame = json.loads(ws.recv(timeout=20))
+    seen = json.dumps(frame)
+    assert frame.get("conversation_id") != welcome["conversation_id"] and secret not in seen, (
+        f"a stranger with the widget key resumed customer one's web chat: {seen[:300]}"
+    )
+    stranger = {"key": key}
+    if frame.get("session_token"):
+        stranger["session_token"] = frame["session_token"]
+    attempts = {
+        "customer one's image, widget key alone": ("GET", their_upload, {"key": key}, None),
+        "customer one's image, the stranger's token": ("GET", their_upload, stranger, None),
+        "the agent's image in A's REST conversation": ("GET", a.ids["upload_id"], stranger, None),
+        "writing as A's REST customer, widget key alone": (
+            "POST", None, {"key": key}, {"sender": a.sender, "message": f"it is me {secret}"}
+        ),
+        "writing as A's REST customer, the stranger's token": (
+            "POST", None, stranger, {"sender": a.sender, "message": f"it is me {secret}"}
+        ),
+    }  # fmt: skip
+    got = {}
+    with world.gateway.client() as c:
+        for name, (method, upload, params, body) in attempts.items():
+            if method == "GET":
+                r = c.get(f"/v1/bots/{bot}/uploads/{upload}", params=params)
+            else:
+                r = c.post(f"/v1/bots/{bot}/webhooks/rest", params=params, json=body)
+            got[name] = (r.status_code, r.text[:160])
+        transcript = c.get(
+            f"/v1/conversations/{a.ids['conversation_id']}", headers=a.tenant.headers
+        ).text
+    reached = {k: v for k, v in got.items() if v[0] < 400 or v[0] >= 500}
+    assert not reached, f"the public widget key reached another customer: {reached}"
+    assert f"it is me {secret}" not in transcript, "the stranger wrote into A's conversation"
