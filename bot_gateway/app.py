@@ -29,12 +29,14 @@ from bot_gateway.api import audit as audit_api
 from bot_gateway.api import usage as usage_api
 from bot_gateway.api.predict_images import predict_images
 from bot_gateway.audit import AuditMiddleware, AuditWriter
+from bot_gateway.body_limits import BodyLimits
 from bot_gateway.conversations.actions import Actions
 from bot_gateway.conversations.runtime import ConversationRuntime
 from bot_gateway.deps import Gateway
 from bot_gateway.errors import install_error_handlers
 from bot_gateway.json_depth import JsonDepthLimit
 from bot_gateway.metering import MeteredTrackerStore
+from bot_gateway.openapi import install_openapi
 from bot_gateway.ratelimit import Admission, RateLimitHeaders
 from bot_gateway.schemas import ParseRequest, PredictRequest
 from bot_gateway.serving.batcher import MicroBatcher
@@ -193,6 +195,9 @@ def create_app(
     install_error_handlers(app)
     app.add_middleware(JsonDepthLimit, max_depth=settings.limits.max_document_depth)
     app.add_middleware(RateLimitHeaders)  # RateLimit-* on every answer of a limited route
+    # bodies capped by route class (413) and unread content types refused (415) as they
+    # arrive, before anything reads or authenticates; inside the audit log, which records them
+    app.add_middleware(BodyLimits, limits=settings.limits)
     app.add_middleware(AuditMiddleware)  # after the answer: every write to /v1 (bot_gateway.audit)
     for module in (
         tenants,
@@ -220,4 +225,5 @@ def create_app(
         app.mount(ORDERS_API, create_orders_app())
     app.include_router(predict.ocr_router, prefix=API_PREFIX)
     app.include_router(predict.rasa_router)
+    install_openapi(app)  # error answers, hand-read bodies, operation ids (bot_gateway.openapi)
     return app

@@ -76,6 +76,16 @@ def problem(http_status: int, code: str, message: str, /, **details: object) -> 
     return JSONResponse(body, http_status, headers=headers or None)
 
 
+def allowed_methods(request: Request, exc: StarletteHTTPException) -> list[str]:
+    """The methods answered at the request's path (the ``Allow`` of a 405): the documented
+    operations' and those of the route that refused the method."""
+    from bot_gateway.openapi import documented_methods  # it imports the routers, which import us
+
+    refused_by = (exc.headers or {}).get("Allow", "")
+    methods = {m.strip() for m in refused_by.split(",") if m.strip()}
+    return sorted(methods | set(documented_methods(request.app, request.scope["path"])))
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(e.ParleyError)
     async def _domain(request: Request, exc: e.ParleyError) -> JSONResponse:
@@ -101,6 +111,13 @@ def install_error_handlers(app: FastAPI) -> None:
         message = exc.detail if isinstance(exc.detail, str) else code
         if exc.status_code == 404 and message == "Not Found":
             message = f"no route {request.method} {request.url.path}; see /docs for the API"
+        if exc.status_code == 405:
+            allowed = allowed_methods(request, exc)
+            response = problem(
+                405, code, f"{request.url.path} answers {', '.join(allowed)}, not {request.method}"
+            )
+            response.headers["Allow"] = ", ".join(allowed)
+            return response
         return problem(exc.status_code, code, message)
 
     @app.exception_handler(Exception)
