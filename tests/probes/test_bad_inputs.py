@@ -54,7 +54,9 @@ from tests.support.images import encode, shape_image, zip_bytes
 pytestmark = pytest.mark.slow
 
 TIMEOUT_S = 60.0  # per request: longer is a hang
-HUGE = 64 * 1024 * 1024  # a huge body (the JSON cap is 1 MB)
+HUGE = 64 * 1024 * 1024  # a huge body (the JSON and webhook caps are 1 MB)
+GIANT = 100 * 1024 * 1024  # a giant one (uploads are capped at 50 MB)
+IN_FLIGHT = 16 * 1024 * 1024  # more than loopback socket buffers hold
 DEEP = 50_000  # nesting levels (Python's recursion limit is 1,000)
 BIG = str(2**63)
 MAX_PEAK_GROWTH_MB = 1024
@@ -189,7 +191,7 @@ def _unchunk(data: bytes) -> bytes:
     return out
 
 
-def json_filler(prefix: bytes, total: int, suffix: bytes = b'"}') -> Iterator[bytes]:
+def filler(prefix: bytes, total: int, suffix: bytes = b'"}') -> Iterator[bytes]:
     """``prefix`` + "aaaa..." + ``suffix``, ``total`` bytes, in 256 KB pieces."""
     yield prefix
     left = total - len(prefix) - len(suffix)
@@ -333,7 +335,21 @@ def ctx(live_gateway: LiveGateway) -> Ctx:
             headers=m.headers,
         )
         assert images.status_code == 201, images.text
+        channel = client.post(
+            f"/v1/bots/{bot_id}/channels",
+            json={
+                "type": "twilio",
+                "config": {
+                    "account_sid": "AC" + "0" * 32,
+                    "auth_token": "m-twilio-token",
+                    "from_number": "+15550002222",
+                },
+            },
+            headers=m.headers,
+        )
+        assert channel.status_code == 201, channel.text
     ids = {
+        "channel": channel.json()["id"],
         "bot": bot_id,
         "dataset": m_ds,
         "image_dataset": images.json()["id"],
@@ -357,16 +373,14 @@ class Probe:
     send: Callable[[Ctx], Answer]
     expect: frozenset[int] | None = None  # None: any 4xx
     heavy: bool = False
-    reads_all: bool = True  # False: the server must answer before the whole body is sent
+    streamed: int = 0  # a streamed body's size: the server must answer before it is all sent
 
 
 def probe(
-    id: str, expect: Iterable[int] | None = None, *, heavy: bool = False, streams: bool = False
+    id: str, expect: Iterable[int] | None = None, *, heavy: bool = False, streams: int = 0
 ) -> Callable[[Callable[[Ctx], Answer]], Callable[[Ctx], Answer]]:
     def register(fn: Callable[[Ctx], Answer]) -> Callable[[Ctx], Answer]:
-        CORPUS.append(
-            Probe(id, fn, frozenset(expect) if expect else None, heavy, reads_all=not streams)
-        )
+        CORPUS.append(Probe(id, fn, frozenset(expect) if expect else None, heavy, streams))
         return fn
 
     return register
@@ -644,14 +658,14 @@ def _huge_case(route: str, path: Callable[[Ctx], str], prefix: bytes, auth: bool
             return streamed(
                 ctx,
                 path(ctx),
-                json_filler(prefix, HUGE),
+                filler(prefix, HUGE),
                 total=HUGE,
                 chunked=chunked,
                 headers=ctx.mh if auth else None,
             )
 
         CORPUS.append(
-            Probe(f"64 MB body ({framing}): POST {route}", send, frozenset({413}), True, False)
+            Probe(f"64 MB body ({framing}): POST {route}", send, frozenset({413}), True, HUGE)
         )
 
 
@@ -675,12 +689,57 @@ _huge_case(
 _huge_case("/v1/ocr", lambda ctx: "/v1/ocr", b'{"image": "', True)
 
 
-@probe("100 MB text field (chunked): POST /v1/models/{id}/predict", {413}, heavy=True, streams=True)
+@probe(
+    "100 MB text field (chunked): POST /v1/models/{id}/predict", {413}, heavy=True, streams=GIANT
+)
 def _(ctx: Ctx) -> Answer:
-    size = 100 * 1024 * 1024
     path = f"/v1/models/{ctx.ids['model']}/predict"
     return streamed(
-        ctx, path, json_filler(b'{"text": "', size), total=size, chunked=True, headers=ctx.mh
+        ctx, path, filler(b'{"text": "', GIANT), total=GIANT, chunked=True, headers=ctx.mh
+    )
+
+
+BOUNDARY = "probe-boundary-7f3a"
+UPLOAD_HEAD = (
+    f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="name"\r\n\r\nbig\r\n'
+    f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="type"\r\n\r\ntext-intent\r\n'
+    f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="big.csv"\r\n'
+    "Content-Type: text/csv\r\n\r\ntext,label\r\n"
+).encode()
+
+
+def _upload_case(chunked: bool) -> None:
+    framing = "chunked, no Content-Length" if chunked else "Content-Length"
+
+    def send(ctx: Ctx) -> Answer:
+        return streamed(
+            ctx,
+            "/v1/datasets",
+            filler(UPLOAD_HEAD, GIANT, f"\r\n--{BOUNDARY}--\r\n".encode()),
+            total=GIANT,
+            chunked=chunked,
+            headers=ctx.mh,
+            content_type=f"multipart/form-data; boundary={BOUNDARY}",
+        )
+
+    CORPUS.append(
+        Probe(f"100 MB upload ({framing}): POST /v1/datasets", send, frozenset({413}), True, GIANT)
+    )
+
+
+_upload_case(chunked=False)
+_upload_case(chunked=True)
+
+
+@probe("64 MB webhook body (chunked): POST /webhooks/{channel_id}", {413}, heavy=True, streams=HUGE)
+def _(ctx: Ctx) -> Answer:
+    return streamed(
+        ctx,
+        f"/webhooks/{ctx.ids['channel']}",
+        filler(b"From=%2B15550001111&Body=", HUGE, b""),
+        total=HUGE,
+        chunked=True,
+        content_type="application/x-www-form-urlencoded",
     )
 
 
@@ -878,8 +937,8 @@ def test_a_bad_input_is_refused_and_hurts_no_one(ctx: Ctx, case: Probe) -> None:
     assert isinstance(error, dict) and {"error", "message"} <= set(error), (
         f"{where}: the answer is not a JSON error {{error, message}}: {answer.text}"
     )
-    if not case.reads_all:
-        assert answer.sent < HUGE // 2, (
+    if case.streamed:
+        assert answer.sent <= case.streamed - IN_FLIGHT, (
             f"{where}: the server read {answer.sent / 2**20:.0f} MB before refusing; it must "
             "stop reading at the limit"
         )
