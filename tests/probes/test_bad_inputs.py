@@ -38,6 +38,8 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 from tests.probes.conftest import LiveGateway, ProbeTenant, wait_for
 from tests.support.bombs import (
@@ -357,6 +359,9 @@ def ctx(live_gateway: LiveGateway) -> Ctx:
         "conversation": conversation,
     }
     out = Ctx(live_gateway, m, ids, c, c_model, 0.0, live_gateway.pid)
+    socket_url = live_gateway.url.replace("http://", "ws://") + f"/v1/bots/{bot_id}/ws"
+    with connect(f"{socket_url}?token={m.key}&session={SOCKET_SESSION}", open_timeout=20) as ws:
+        assert json.loads(ws.recv(timeout=20))["type"] == "welcome"  # the socket cases' one
     victim_p50_ms(out, 5)  # warm
     out.baseline_ms = victim_p50_ms(out, 15)
     return out
@@ -815,6 +820,62 @@ def _(ctx: Ctx) -> Answer:
     return via_httpx(ctx, "POST", "/v1/datasets", files=files, data=data, headers=ctx.mh)
 
 
+# the web chat socket: a bad frame gets an error frame, and the socket still answers a ping
+
+
+SOCKET_SESSION = "m-probe-socket-session"  # one conversation for every socket case
+
+
+def via_socket(ctx: Ctx, frame: str | bytes) -> Answer:
+    """Send ``frame`` on M's web chat socket: an error frame counts as a 422 whose body is the
+    frame's ``{error, message}``, provided the socket then still answers a ping; a socket
+    that closes or goes silent is no answer (status 0)."""
+    url = ctx.gateway.url.replace("http://", "ws://") + f"/v1/bots/{ctx.ids['bot']}/ws"
+    t0 = time.perf_counter()
+    error: dict[str, Any] | None = None
+    try:
+        with connect(
+            f"{url}?token={ctx.m.key}&session={SOCKET_SESSION}",
+            open_timeout=20,
+            max_size=None,
+            close_timeout=5,
+        ) as ws:
+            assert json.loads(ws.recv(timeout=20))["type"] == "welcome"
+            ws.send(frame)
+            while error is None:
+                got = json.loads(ws.recv(timeout=TIMEOUT_S))
+                if got.get("type") == "error":
+                    error = {"error": got.get("error"), "message": got.get("message")}
+            ws.send(json.dumps({"type": "ping"}))
+            while json.loads(ws.recv(timeout=20)).get("type") != "pong":
+                pass
+    except (ConnectionClosed, TimeoutError) as e:
+        return Answer(0, f"(socket closed or silent: {e!r}; {error})".encode(), 0, 0.0)
+    body = json.dumps(error).encode()
+    return Answer(422, body, len(frame), time.perf_counter() - t0)
+
+
+@probe("web chat socket: a 1 MB text frame")
+def _(ctx: Ctx) -> Answer:
+    return via_socket(ctx, json.dumps({"type": "message", "text": "a" * 1024 * 1024}))
+
+
+@probe("web chat socket: a frame nested 50,000 deep")
+def _(ctx: Ctx) -> Answer:
+    return via_socket(ctx, '{"type": "message", "text": "hi", "payload": ' + deep_json(DEEP) + "}")
+
+
+@probe("web chat socket: a binary frame of invalid UTF-8")
+def _(ctx: Ctx) -> Answer:
+    return via_socket(ctx, b'{"type": "message", "text": "caf\xe9 \xff"}')
+
+
+@probe("web chat socket: a 2^63 client_id and NUL in the text")
+def _(ctx: Ctx) -> Answer:
+    frame = '{"type": "message", "text": "hi\\u0000", "client_id": ' + BIG + ', "attachments": 7}'
+    return via_socket(ctx, frame)
+
+
 # invalid UTF-8, NUL bytes
 
 
@@ -922,8 +983,10 @@ def test_a_bad_input_is_refused_and_hurts_no_one(ctx: Ctx, case: Probe) -> None:
     with MemoryWatch(ctx.pid) as memory:
         answer = case.send(ctx)
     where = f"{case.id}: {answer.status} after {answer.seconds:.1f} s"
-    assert answer.status != 0, f"{where}: no HTTP answer ({answer.text})"
-    assert answer.status < 500, f"{where}: {answer.text}"
+    assert answer.status != 0, (
+        f"{where}: no answer ({answer.text}); server log:\n{gateway.log_tail(12)}"
+    )
+    assert answer.status < 500, f"{where}: {answer.text}; server log:\n{gateway.log_tail(12)}"
     if case.expect is not None:
         assert answer.status in case.expect, (
             f"{where}, expected {sorted(case.expect)}: {answer.text}"
