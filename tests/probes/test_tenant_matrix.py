@@ -3,16 +3,19 @@
 The routes come from the app itself, never from a list here: every operation of the OpenAPI
 document with a path parameter, or with a query parameter or JSON body field that names an id
 (``*_id``), plus the websocket routes and the routes left out of the schema (``/files/...``).
-Path parameters are filled by NAME from ``PARAMETERS``; a route with a parameter missing there
-fails (add the name, and make ``build_estate`` create one such thing per tenant), so coverage
-cannot shrink silently when a route is added.
+Path parameters (and ``*_id`` query parameters and JSON fields) are filled by NAME from
+``PARAMETERS``; a route with a parameter missing there fails (add the name, and make
+``build_estate`` create one such thing per tenant), so coverage cannot shrink silently when a
+route is added.
 
 Each case sends B's request (B's admin key and B's agent session cookie, or B's public widget
 key) with A's ids — and, for routes with several ids, every mix of A's and B's (B's bot with
 A's channel, A's bot with B's conversation, ...) — and asserts:
 
-* the answer is 404 (or 401/403/405): never 2xx, never 5xx. A write may answer 422 only if
-  the same request with ids that exist nowhere answers the same (validation came first);
+* the answer is 404 (or 401/403/405): never 2xx, never 5xx. A write may answer 415 or 422
+  only if the same request with ids that exist nowhere answers the same (validation came
+  first); writes send a body of a documented kind (JSON, else multipart), sampled from the
+  schema;
 * B cannot tell A's ids from ids that exist nowhere: the same request with A's ids replaced by
   random ones of the same shape gets the same status, error code and message (except on the
   provider-signed webhook routes, see ``PROVIDER_SIGNED``);
@@ -69,6 +72,7 @@ PARAMETERS: dict[str, str] = {
     "key_id": "a second API key",
     "agent_id": "an agent account",
     "tenant_id": "the tenant itself",
+    "target_id": "an id the tenant's audit log names (its bot)",
 }
 """Each name is a key of ``Estate.ids``; ``build_estate`` makes one of each per tenant."""
 
@@ -97,6 +101,7 @@ class Operation:
     path_params: tuple[str, ...]
     query_ids: tuple[str, ...] = ()
     body: dict[str, Any] | None = None  # the JSON schema of a JSON body (refs resolved)
+    form: dict[str, Any] | None = None  # the schema of a multipart body, when it has no JSON
 
     @property
     def id(self) -> str:
@@ -154,11 +159,13 @@ def discover() -> tuple[list[Operation], dict[str, Any]]:
                 p["name"] for p in params if p["in"] == "query" and p["name"].endswith("_id")
             )
             content = (op.get("requestBody") or {}).get("content") or {}
-            body = None
+            body = form = None
             if "application/json" in content:
                 body = _resolve(content["application/json"].get("schema", {}), components)
+            elif "multipart/form-data" in content:
+                form = _resolve(content["multipart/form-data"].get("schema", {}), components)
             if path_params or query_ids or (body and _id_fields(body)):
-                found.append(Operation(method.upper(), path, path_params, query_ids, body))
+                found.append(Operation(method.upper(), path, path_params, query_ids, body, form))
     documented = set(schema["paths"])
     for path, route in _flat_routes(app.routes):
         params = tuple(re.findall(r"{(\w+)(?::\w+)?}", path))
@@ -333,6 +340,7 @@ def build_estate(gateway: LiveGateway, tenant: ProbeTenant, tag: str) -> Estate:
         "key_id": key["id"],
         "agent_id": agent_id,
         "tenant_id": tenant.id,
+        "target_id": bot["id"],
     }
     assert set(ids) == set(PARAMETERS)
     marks = {
@@ -444,6 +452,23 @@ def sample(schema: dict[str, Any], ids: dict[str, str], name: str = "") -> Any:
     return "probe text" if "password" not in name else "probe-password"
 
 
+PNG = encode(shape_image("triangle", 3, (32, 32)), "PNG")
+
+
+def form_sample(schema: dict[str, Any], ids: dict[str, str]) -> dict[str, Any]:
+    """A multipart body for ``schema``: a small PNG for each file, a sample for each field."""
+    data, files = {}, []
+    for name, prop in (schema.get("properties") or {}).items():
+        if name not in set(schema.get("required") or []) and not name.endswith("_id"):
+            continue
+        binary = prop.get("format") == "binary" or (prop.get("items") or {}).get("format")
+        if binary:
+            files.append((name, (f"{name}.png", PNG, "image/png")))
+        else:
+            data[name] = str(sample(prop, ids, name))
+    return {"data": data, "files": files or None}
+
+
 @dataclass
 class Sent:
     status: int
@@ -473,11 +498,14 @@ def send(
     params.update({q: body_ids[q] for q in op.query_ids if q in body_ids})
     if op.method == "WS":
         return send_ws(world, path, params, headers)
-    json_body = None
+    kwargs: dict[str, Any] = {}
     if op.method in WRITES - {"DELETE"}:
-        json_body = sample(op.body, body_ids) if op.body else {}
+        if op.form:
+            kwargs = form_sample(op.form, body_ids)
+        else:
+            kwargs = {"json": sample(op.body, body_ids) if op.body else {}}
     with world.gateway.client(timeout=60) as c:
-        r = c.request(op.method, path, params=params, headers=headers, json=json_body)
+        r = c.request(op.method, path, params=params, headers=headers, **kwargs)
     try:
         parsed: Any = r.json()
     except ValueError:
@@ -530,9 +558,14 @@ def repro(case: Case, values: dict[str, str], credential: str) -> str:
 
 
 def test_every_path_parameter_is_in_the_table() -> None:
-    missing = sorted({p for op in OPERATIONS for p in op.path_params} - set(PARAMETERS))
+    named = {
+        p
+        for op in OPERATIONS
+        for p in (*op.path_params, *op.query_ids, *(_id_fields(op.body) if op.body else ()))
+    }
+    missing = sorted(named - set(PARAMETERS))
     assert not missing, (
-        f"routes take path parameters the tenant matrix does not know: {missing}; add each to "
+        f"routes take ids the tenant matrix does not know: {missing}; add each to "
         "PARAMETERS in tests/probes/test_tenant_matrix.py and make build_estate create one "
         "such thing per tenant, so another tenant's is probed"
     )
@@ -550,10 +583,11 @@ def test_the_matrix_covers_the_served_schema(world: World) -> None:
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_another_tenant_gets_nothing(world: World, case: Case) -> None:
     op = case.op
-    missing = [p for p in op.path_params if p not in PARAMETERS]
+    named = (*op.path_params, *op.query_ids, *(_id_fields(op.body) if op.body else ()))
+    missing = [p for p in named if p not in PARAMETERS]
     if missing:
         pytest.fail(
-            f"{op.id}: no value for path parameter(s) {missing}; add them to PARAMETERS "
+            f"{op.id}: no value for id parameter(s) {missing}; add them to PARAMETERS "
             "in tests/probes/test_tenant_matrix.py (and build_estate)"
         )
     a, b = world.a, world.b
@@ -577,7 +611,7 @@ def test_another_tenant_gets_nothing(world: World, case: Case) -> None:
     assert real.status < 500, f"{where}: {real.status} {real.text[:300]}"
     a_in_path = any(o == "A" for o in case.owners)
     if a_in_path or op.method in WRITES:
-        allowed = REFUSED | ({422} if op.method in WRITES else set())
+        allowed = REFUSED | ({415, 422} if op.method in WRITES else set())
         assert real.status in allowed, (
             f"{where}: {real.status} — another tenant's id must answer 404 (or 401/403/405); "
             f"body: {real.text[:300]}"
