@@ -6,8 +6,9 @@ This module adds, once, when ``/openapi.json`` is first built:
 - the error answers every operation can give, each a problem ``{"error", "message"}``
   (``Problem``): ``401``/``403``/``429`` where a caller is authenticated (a key, the operator
   token, an agent's session, a widget key, a provider's signature), ``404`` where an id is
-  looked up, ``409`` on writes, ``413``/``415`` where a body is read, ``422`` where a parameter
-  or body is validated (replacing FastAPI's ``HTTPValidationError``, which Parley never sends);
+  looked up, ``409`` on writes, ``413``/``415`` where a body is read, ``400`` where FastAPI
+  parses it (bytes that are not JSON), ``422`` where a parameter or body is validated
+  (replacing FastAPI's ``HTTPValidationError``, which Parley never sends);
 - the request bodies of the routes that read them by hand (``READ_BY_HAND``): bot definitions
   as JSON, YAML or a multipart file, dataset files, Rasa projects, story tests, chat uploads,
   agents' images, provider webhooks;
@@ -60,6 +61,7 @@ PROBLEM_SCHEMA: dict[str, Any] = {
 }
 
 ERRORS: dict[int, str] = {
+    400: "The body could not be parsed (JSON that is not UTF-8 or not JSON)",
     401: "Not authenticated: a missing, wrong or revoked key, token or session",
     403: "Forbidden: the key lacks a scope, or a quota is full",
     404: "Not found (another tenant's ids are not found either)",
@@ -292,6 +294,8 @@ def _errors(path: str, route: APIRoute, method: str, operation: dict[str, Any]) 
         statuses.append(404)
     if authenticated and method in ("POST", "PUT", "PATCH", "DELETE"):
         statuses.append(409)
+    if route.body_field is not None:  # FastAPI parses the body: 400 when it cannot
+        statuses.append(400)
     if has_body:
         statuses.append(413)
         if "*/*" not in operation["requestBody"].get("content", {}):
