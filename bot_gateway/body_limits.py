@@ -1,17 +1,17 @@
 """Request bodies capped by route class while they stream in, before any other work.
 
 ``BodyLimits`` is a pure ASGI middleware that sits outside everything that reads a body or
-authenticates a caller. For each HTTP request it picks a class from ``ROUTE_CLASSES`` (path and
-content type) and its cap from ``settings.limits``:
+authenticates a caller (only the audit log, which reads nothing before the answer, is outside
+it, so refused writes are recorded). For each HTTP request it picks a class from
+``ROUTE_CLASSES`` (path and content type) and its cap from ``settings.limits``:
 
-==========  ==========================================================  =====================
-class       requests                                                    cap
-==========  ==========================================================  =====================
-webhook     channel webhooks (``/webhooks/...``, ``/v1/bots/{id}/webhooks/...``)  max_webhook_bytes
-upload      multipart forms (dataset files, bot files, chat uploads,    max_upload_bytes
-            images to predict and OCR); dataset examples sent as JSON
-json        everything else: JSON, YAML and text bodies                 max_json_bytes
-==========  ==========================================================  =====================
+- ``webhook`` (``max_webhook_bytes``): channel webhooks, ``/webhooks/...`` and
+  ``/v1/bots/{id}/webhooks/...`` (the REST channel);
+- ``upload`` (``max_upload_bytes``): multipart forms (dataset files, bot files, chat uploads,
+  images to predict and OCR) and dataset examples sent as JSON (``/v1/datasets``,
+  ``/v1/datasets/{id}/examples``);
+- ``json`` (``max_json_bytes``): everything else, JSON, YAML and text bodies (predict and OCR
+  with base64 images included: larger images go as multipart files).
 
 A declared ``Content-Length`` over the cap is answered ``413`` at once, unread. A body without
 one (``Transfer-Encoding: chunked``) is counted as the app receives it: past the cap, the
@@ -34,9 +34,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bot_gateway.errors import problem
@@ -151,7 +151,7 @@ class BodyLimits:
         if exceeded and not started and not answered:
             await self._too_large(cls, limit)(scope, receive, send)
 
-    def _too_large(self, cls: BodyClass, limit: int) -> Any:
+    def _too_large(self, cls: BodyClass, limit: int) -> JSONResponse:
         setting = cls.setting
         return problem(
             413,
