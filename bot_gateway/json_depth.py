@@ -6,7 +6,9 @@ middleware: for a request whose content type is JSON (``application/json`` or
 ``application/*+json``) it reads the body, scans it with ``core.documents.check_json_depth``
 (no parsing, strings skipped), answers ``422 {"error": "limit_exceeded", "limit":
 "max_document_depth", ...}`` when it is nested deeper than ``limits.max_document_depth``, and
-otherwise hands the same body on to the app.
+otherwise hands the same body on to the app. A body whose text holds an escaped NUL
+character (``\u0000``, which PostgreSQL cannot store) is refused the same way (``422
+invalid_input``).
 
 It caps no sizes: the body-size middleware (``bot_gateway.body_limits``) runs outside it, so
 the body it reads is already within the route's limit.
@@ -17,8 +19,8 @@ from __future__ import annotations
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bot_gateway.errors import problem
-from core.documents import check_json_depth
-from core.errors import LimitExceeded
+from core.documents import check_json_depth, check_json_nul
+from core.errors import InvalidInput, LimitExceeded
 
 __all__ = ["JsonDepthLimit", "is_json"]
 
@@ -51,9 +53,11 @@ class JsonDepthLimit:
             chunks.append(message.get("body", b""))
             if not message.get("more_body", False):
                 break
+        body = b"".join(chunks)
         try:
-            check_json_depth(b"".join(chunks), self.max_depth, what="the JSON body")
-        except LimitExceeded as e:
+            check_json_depth(body, self.max_depth, what="the JSON body")
+            check_json_nul(body, what="the JSON body")
+        except (LimitExceeded, InvalidInput) as e:
             await problem(422, e.code, e.message, **e.details)(scope, receive, send)
             return
 

@@ -377,6 +377,8 @@ def check_document(obj: Any, *, what: str, limits: DocumentLimits | None = None)
                 if not isinstance(key, _SCALARS):
                     raise _not_json(what, path, key, "a key")
                 size += len(key) if isinstance(key, str) else 8
+                if isinstance(key, str) and "\x00" in key:
+                    raise _nul(what, path)
                 nodes += 1
                 stack.append((item, depth + 1, (*path, str(key))))
         elif isinstance(value, list | tuple):
@@ -385,6 +387,8 @@ def check_document(obj: Any, *, what: str, limits: DocumentLimits | None = None)
             stack.extend((item, depth + 1, (*path, i)) for i, item in enumerate(value))
         elif isinstance(value, str):
             size += len(value)
+            if "\x00" in value:
+                raise _nul(what, path)
         elif isinstance(value, float) and not math.isfinite(value):
             raise _not_json(what, path, value, "a value")
         elif isinstance(value, _SCALARS):
@@ -400,6 +404,29 @@ def _show(path: tuple[str | int, ...]) -> str:
     for part in path:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
     return out or "(top)"
+
+
+def _nul(what: str, path: tuple[str | int, ...]) -> InvalidInput:
+    return InvalidInput(
+        f"{what} has a NUL character (\\u0000) at {_show(path)}; no text in Parley may hold "
+        "one (databases cannot store it): remove it",
+        document=what,
+        field=_show(path),
+    )
+
+
+_ESCAPED_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000", re.I)
+
+
+def check_json_nul(raw: bytes, *, what: str = "the JSON document") -> None:
+    """Refuse JSON whose text holds an escaped NUL character (``\\u0000``), before parsing."""
+    found = _ESCAPED_NUL.search(raw)
+    if found is not None:
+        raise InvalidInput(
+            f"{what} has a NUL character (\\u0000) at byte {found.end() - 6}; no text in "
+            "Parley may hold one (databases cannot store it): remove it",
+            document=what,
+        )
 
 
 def _not_json(what: str, path: tuple[str | int, ...], value: Any, role: str) -> InvalidInput:

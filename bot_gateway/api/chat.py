@@ -30,6 +30,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse
 from sqlalchemy import select
 from starlette.requests import HTTPConnection
+from starlette.types import Message
 
 from bot_gateway import auth_failures
 from bot_gateway.api.forms import form_file, read_form, read_limited
@@ -427,6 +428,16 @@ class _Frame(Exception):
         self.code, self.message = code, message
 
 
+def frame_text(message: Message) -> str:
+    """The text of a websocket message; a binary frame must hold UTF-8 JSON."""
+    if message.get("text") is not None:
+        return str(message["text"])
+    try:
+        return bytes(message.get("bytes") or b"").decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise _Frame("invalid_frame", "frames are JSON text in UTF-8") from e
+
+
 def read_frame(text: str) -> dict[str, Any]:
     if len(text) > MAX_FRAME_CHARS:
         raise _Frame("frame_too_large", f"frames are at most {MAX_FRAME_CHARS} characters")
@@ -564,11 +575,13 @@ async def _read_loop(
     runtime = gateway.conversations
     loaded = time.monotonic()
     while True:
-        text = await websocket.receive_text()
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            raise WebSocketDisconnect(message.get("code", 1000), message.get("reason"))
         if time.monotonic() - loaded > BOT_REFRESH_S:  # a new version, or disabled meanwhile
             bot, loaded = await _reload(gateway, bot), time.monotonic()
         try:
-            frame = read_frame(text)
+            frame = read_frame(frame_text(message))
             kind = frame["type"]
             if kind == "ping":
                 await websocket.send_json({"type": "pong"})

@@ -209,6 +209,11 @@ class ConversationRuntime:
         """Process one customer message (see the module docstring)."""
         self.check_ready(bot)
         engine = self.engine(bot)
+        # images first: an unknown upload id is refused before a conversation is opened
+        uploaded = [
+            await self.read_upload(bot.tenant_id, bot.id, upload_id)
+            for upload_id in message.uploads
+        ]
         async with self.locked(f"{bot.id}:{channel}:{message.sender_id}"):
             record, tracker = await self.open(bot, engine, channel, message.sender_id)
             if message.message_id is not None and message.message_id in tracker.seen:
@@ -217,7 +222,7 @@ class ConversationRuntime:
             if message.message_id is not None:
                 tracker.seen.append(message.message_id)
             loaded = tracker.new_events
-            user = await self._understand(bot, engine.bot, tracker, message)
+            user = await self._understand(bot, engine.bot, tracker, message, uploaded)
             out = await engine.handle(tracker, user)
             if message.metadata:
                 tracker.reply_metadata = dict(message.metadata)
@@ -252,7 +257,12 @@ class ConversationRuntime:
             self.hub.publish(topic, {"type": "inbox"})
 
     async def _understand(
-        self, bot: BotInfo, definition: BotDefinition, tracker: Tracker, message: Inbound
+        self,
+        bot: BotInfo,
+        definition: BotDefinition,
+        tracker: Tracker,
+        message: Inbound,
+        uploaded: list[tuple[bytes, dict[str, Any]]],
     ) -> UserMessage:
         text = message.text.strip()
         payload = message.payload
@@ -262,8 +272,7 @@ class ConversationRuntime:
         attachments: list[dict[str, Any]] = []
         vision: list[VisionResult] = []
         principal = self.principal(bot)
-        for upload_id in message.uploads:
-            data, public = await self.read_upload(bot.tenant_id, bot.id, upload_id)
+        for data, public in uploaded:
             attachments.append(public)
             if tracker.status != BOT:
                 continue

@@ -209,7 +209,9 @@ def test_uploads_refuse_what_is_not_an_image_or_too_big(api: Api, bot: dict[str,
     big = b"\x89PNG" + b"0" * (21 * 1024 * 1024)
     r = api.client.post(url, files={"file": ("big.png", big)}, headers=api.a)
     assert r.status_code == 413, r.text
-    r = api.client.post(url, data={"x": "1"}, headers=api.a)
+    r = api.client.post(url, data={"x": "1"}, headers=api.a)  # a URL-encoded form
+    assert r.status_code == 415 and "multipart/form-data" in r.json()["message"], r.text
+    r = api.client.post(url, files={"x": ("x.txt", b"1")}, headers=api.a)  # no `file` field
     assert r.status_code == 422 and "`file`" in r.json()["message"]
     unknown = api.client.post(
         "/v1/bots/bot_0000/webhooks/rest", json={"sender": "x", "message": "hi"}, headers=api.a
@@ -219,6 +221,13 @@ def test_uploads_refuse_what_is_not_an_image_or_too_big(api: Api, bot: dict[str,
     assert r.status_code == 422
     r = say_raw(api, bot["id"], {"sender": "x", "message": "  "})
     assert r.status_code == 422 and "empty" in r.json()["message"]
+    # an unknown image is refused before a conversation is opened: nothing is stored
+    r = say_raw(api, bot["id"], {"sender": "ghost", "message": "hi", "attachments": ["upl_0"]})
+    assert r.status_code == 404, r.text
+    page = api.client.get(f"/v1/conversations?bot_id={bot['id']}&limit=500", headers=api.a)
+    assert "ghost" not in [c["sender_id"] for c in page.json()["items"]]
+    r = say_raw(api, bot["id"], {"sender": "nul", "message": "a\u0000b"})
+    assert r.status_code == 422 and "NUL" in r.json()["message"], r.text
 
 
 def say_raw(api: Api, bot_id: str, body: dict[str, Any]) -> Any:

@@ -295,3 +295,15 @@ def test_check_document_refuses_what_json_cannot_store() -> None:
         check_document({(1, 2): "x"}, what="x", limits=LIMITS)
     with pytest.raises(InvalidInput, match="NaN"):
         check_document([float("inf")], what="x", limits=LIMITS)
+
+
+def test_nul_characters_are_refused_in_documents_and_json_bodies() -> None:
+    from core.documents import check_document, check_json_nul
+
+    with pytest.raises(InvalidInput, match=r"NUL character .* at flows\[0\]"):
+        check_document({"flows": ["a\x00b"]}, what="the bot")
+    with pytest.raises(InvalidInput, match="NUL"):
+        check_document({"na\x00me": "x"}, what="the bot")
+    with pytest.raises(InvalidInput, match="NUL"):
+        check_json_nul(rb'{"name": "a\u0000b"}')
+    check_json_nul(rb'{"name": "a\\u0000b"}')  # an escaped backslash, then text "u0000"

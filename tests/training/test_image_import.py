@@ -61,11 +61,24 @@ def test_symlinks_are_refused() -> None:
 def test_a_zip_bomb_is_refused_by_ratio_and_total_size() -> None:
     bomb = raw_zip([("cats/zeros.jpg", b"\0" * (20 * 1024 * 1024))])
     assert len(bomb) < 100_000
-    with pytest.raises(ImportValidationError, match="zip bomb"):
+    with pytest.raises(ImportValidationError, match="zip bomb"):  # by its own ratio
+        read_zip(bomb, ArchiveLimits(min_expansion=10**9))
+    with pytest.raises(PayloadTooLarge, match="zip bomb"):  # by the archive's (first)
         read_zip(bomb)
     many = raw_zip([(f"c/{i}.bin", bytes(range(256)) * 400) for i in range(5)])
     with pytest.raises(PayloadTooLarge, match="expands to over"):
         read_zip(many, ArchiveLimits(max_total_bytes=300_000))
+
+
+def test_many_small_compressed_members_are_refused_before_reading() -> None:
+    # 1 MB members stay under the per-member ratio check; together they expand far past what
+    # a zip of this size may (the bad-input probe: 2,200 of them grew the server by 2 GB)
+    bomb = raw_zip([(f"zeros/{i}.jpg", b"\0" * 1024 * 1024) for i in range(40)])
+    with pytest.raises(PayloadTooLarge, match="zip bomb") as e:
+        read_zip(bomb, ArchiveLimits(min_expansion=1024 * 1024))
+    assert e.value.details["limit"] == "max_total_bytes"
+    photos = raw_zip([(f"cats/{i}.jpg", bytes(range(256)) * 400) for i in range(3)])
+    assert len(read_zip(photos)) == 3  # within the default allowance
 
 
 def test_clutter_and_folders_are_skipped_and_garbage_is_not_a_zip() -> None:

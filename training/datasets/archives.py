@@ -5,6 +5,9 @@ components, backslashes and NUL bytes are refused, as are symbolic links and enc
 members. Sizes are capped while reading, not only from the (forgeable) headers: the total
 uncompressed size, the size of each member and its compression ratio (zip bombs). Folders and
 the usual clutter (``__MACOSX/``, ``.DS_Store``, ``Thumbs.db``, ``._*`` files) are skipped.
+The whole archive may expand to ``max_total_ratio`` times its own size (at least
+``min_expansion`` bytes): a small zip of many highly compressed members is refused before its
+members are read, whatever each member's ratio.
 """
 
 from __future__ import annotations
@@ -28,7 +31,11 @@ class ArchiveLimits:
     max_members: int = 200_000
     max_total_bytes: int = 2 * 1024**3
     max_member_bytes: int = 100 * 1024**2
-    max_ratio: float = 200.0  # uncompressed / compressed, per member (above 1 MB)
+    max_ratio: float = 200.0  # uncompressed / compressed, per member (above 64 KiB)
+    # the whole archive expands to at most this many times its size (or ``min_expansion``):
+    # images barely compress, so a zip of images expands about 1:1
+    max_total_ratio: float = 10.0
+    min_expansion: int = 16 * 1024**2
 
 
 @dataclass(frozen=True)
@@ -82,6 +89,18 @@ def read_zip(data: bytes, limits: ArchiveLimits | None = None) -> list[Member]:
                 f"the zip has {len(infos)} entries; the limit is {limits.max_members}",
                 limit="max_members",
             )
+        budget = min(
+            limits.max_total_bytes,
+            max(limits.min_expansion, int(limits.max_total_ratio * len(data))),
+        )
+        declared_total = sum(max(info.file_size, 0) for info in infos)
+        if declared_total > budget:
+            raise PayloadTooLarge(
+                f"the zip of {len(data)} bytes expands to over {budget} bytes, the most allowed "
+                f"for it (at most {limits.max_total_ratio:.0f} times its size; its members "
+                f"declare {declared_total}) — refused as a possible zip bomb",
+                limit="max_total_bytes",
+            )
         for info in infos:
             name = _check_name(info)
             if name is None:
@@ -92,11 +111,11 @@ def read_zip(data: bytes, limits: ArchiveLimits | None = None) -> list[Member]:
             declared = info.file_size
             if declared > limits.max_member_bytes:
                 raise _refuse(name, f"{declared} bytes is over {limits.max_member_bytes} per file")
-            if declared > 1024**2 and declared > limits.max_ratio * max(info.compress_size, 1):
+            compressed = max(info.compress_size, 1)
+            if declared > 64 * 1024 and declared > limits.max_ratio * compressed:
                 raise _refuse(
                     name,
-                    f"compressed {declared / max(info.compress_size, 1):.0f}:1 — refused as a "
-                    "possible zip bomb",
+                    f"compressed {declared / compressed:.0f}:1 — refused as a possible zip bomb",
                 )
             parts, size = [], 0
             try:
@@ -106,9 +125,9 @@ def read_zip(data: bytes, limits: ArchiveLimits | None = None) -> list[Member]:
                         total += len(chunk)
                         if size > max(declared, 0) or size > limits.max_member_bytes:
                             raise _refuse(name, "the member is larger than its header says")
-                        if total > limits.max_total_bytes:
+                        if total > budget:
                             raise PayloadTooLarge(
-                                f"the zip expands to over {limits.max_total_bytes} bytes",
+                                f"the zip expands to over {budget} bytes",
                                 limit="max_total_bytes",
                             )
                         parts.append(chunk)
