@@ -572,8 +572,10 @@ async def live(websocket: WebSocket) -> None:
     writer = asyncio.create_task(forward())
     try:
         while True:
-            text = await websocket.receive_text()
-            if '"ping"' in text:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                break
+            if '"ping"' in (message.get("text") or ""):  # anything else (binary too) is ignored
                 await websocket.send_json({"type": "pong"})
     except WebSocketDisconnect:
         pass

@@ -142,6 +142,7 @@ def test_the_agents_socket_takes_only_the_consoles_origin(
     cookies = login(c, "shop", "ana", PASSWORD).cookies
     # no public URL: the host the request came to
     with c.websocket_connect("/v1/agent/ws", cookies=cookies) as live:  # not a browser
+        live.send_bytes(b"\xff\xfe not text")  # ignored; the socket stays up
         live.send_text('{"type": "ping"}')
         assert live.receive_json() == {"type": "pong"}
     with c.websocket_connect(
