@@ -30,15 +30,7 @@ class AuditEntryPublic(BaseModel):
 
     @classmethod
     def of(cls, row: AuditEntry) -> AuditEntryPublic:
-        return cls(
-            id=row.id,
-            actor=row.actor,
-            action=row.action,
-            target_id=row.target_id,
-            status=row.status,
-            address=row.address,
-            created_at=row.created_at,
-        )
+        return cls.model_validate(row, from_attributes=True)
 
 
 class AuditPage(BaseModel):

@@ -5,9 +5,8 @@ real local server."""
 from __future__ import annotations
 
 import base64
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
@@ -15,6 +14,7 @@ from bot_gateway.serving.image_inputs import decode_base64, fetch_url
 from core.errors import Forbidden, InvalidInput, OutboundRefused, PayloadTooLarge
 from core.outbound import OutboundGuard, host_matches
 from core.settings import ImageFetchSettings
+from tests.support.http_server import loopback_server
 from tests.support.images import encode, shape_image
 
 JPEG = encode(shape_image("circle", 3))
@@ -40,12 +40,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server() -> Iterator[tuple[int, list[str]]]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    httpd.hosts = []  # type: ignore[attr-defined]
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield httpd.server_address[1], httpd.hosts  # type: ignore[attr-defined]
-    httpd.shutdown()
+    with loopback_server(_Handler) as running:
+        yield running
 
 
 # images.example.com lives at the local server (a fake resolver), which the operator allowed

@@ -7,9 +7,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import httpx
@@ -26,6 +25,7 @@ from core.outbound import (
     literal_address,
 )
 from tests.conftest import make_settings
+from tests.support.http_server import loopback_server
 
 PUBLIC = "93.184.216.34"
 
@@ -214,12 +214,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server() -> Iterator[tuple[int, list[str]]]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    httpd.hosts = []  # type: ignore[attr-defined]
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield httpd.server_address[1], httpd.hosts  # type: ignore[attr-defined]
-    httpd.shutdown()
+    with loopback_server(_Handler) as running:
+        yield running
 
 
 def test_loopback_is_refused_by_default_and_reached_once_allowed(
