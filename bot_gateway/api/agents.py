@@ -22,8 +22,6 @@ from sqlalchemy import select
 from starlette.datastructures import UploadFile
 
 from bot_gateway import auth_failures
-from bot_gateway.api.channels import public_base, send_to_customer
-from bot_gateway.api.chat import bot_info, read_upload_sync, store_upload
 from bot_gateway.api.forms import form_file, read_form, read_limited
 from bot_gateway.conversations import bots as bot_service
 from bot_gateway.conversations.runtime import agents_topic
@@ -31,6 +29,8 @@ from bot_gateway.conversations.store import WAITING, WITH_AGENT, AgentDesk, Conv
 from bot_gateway.conversations.tracker import event
 from bot_gateway.deps import Gateway, GatewayDep
 from bot_gateway.errors import close_code_for
+from bot_gateway.services.delivery import public_base, send_to_customer
+from bot_gateway.services.uploads import read_upload_sync, store_upload
 from core import agents as agent_service
 from core.agents import AgentPrincipal
 from core.db import session_scope
@@ -444,7 +444,7 @@ async def handback(
     _check_holder(agent, record)
     bot = await _bot(gateway, record)
     outcome = await gateway.conversations.control(
-        bot_info(bot), record, "release", reset_flow=body.reset_flow
+        bot_service.bot_info(bot), record, "release", reset_flow=body.reset_flow
     )
     for item in outcome.messages:
         gateway.conversations.hub.said(record.id, item)

@@ -10,7 +10,6 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 from starlette.datastructures import UploadFile
 
-from bot_gateway.api.chat import bot_info, store_upload
 from bot_gateway.api.forms import check_length, form_file, read_form, read_limited
 from bot_gateway.conversations import bots as service
 from bot_gateway.conversations.definition import (
@@ -23,6 +22,7 @@ from bot_gateway.conversations.runtime import Inbound
 from bot_gateway.conversations.storytest import TurnReply, UserTurn, load_cases, run_cases
 from bot_gateway.deps import AdminDep, Gateway, GatewayDep, PredictDep, SessionDep, TrainDep
 from bot_gateway.schemas import BotPatch, BotPublic, BotVersionPublic
+from bot_gateway.services.uploads import store_upload
 from core.db import session_scope
 from core.documents import document_limits
 from core.errors import InvalidInput
@@ -275,7 +275,7 @@ async def test_bot(
             return service.get_bot(session, principal.tenant_id, bot_id)
 
     bot = await run_in_threadpool(load)
-    info = bot_info(bot)
+    info = service.bot_info(bot)
     runtime = gateway.conversations
     runtime.check_ready(info)
     senders: set[str] = set()

@@ -25,11 +25,11 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from sqlalchemy import select
 
-from bot_gateway.api.chat import bot_info, store_upload
 from bot_gateway.conversations import bots as bot_service
 from bot_gateway.conversations.runtime import Inbound
-from bot_gateway.conversations.tracker import event
 from bot_gateway.deps import Gateway, GatewayDep, PredictDep, SessionDep, TrainDep
+from bot_gateway.services.delivery import connector_for, deliver, public_base, webhook_url
+from bot_gateway.services.uploads import store_upload
 from connectors.base import Connector, InboundMessage, WebhookRequest
 from connectors.registry import connectors
 from core.db import session_scope
@@ -44,7 +44,7 @@ from core.errors import (
 from core.ids import new_id
 from core.logging import log_event
 from core.metrics import counters
-from core.secrets import SecretBox, open_config, seal_config, secret_fields
+from core.secrets import SecretBox, seal_config, secret_fields
 from core.tables import Bot, Channel
 
 router = APIRouter(tags=["channels"])
@@ -85,15 +85,6 @@ class ChannelPublic(BaseModel):
     created_at: Any
 
 
-def public_base(gateway: Gateway, request: Request) -> str:
-    """Where providers reach this server: ``PARLEY_PUBLIC_URL``, else the request's own base."""
-    return (gateway.settings.public_url or str(request.base_url)).rstrip("/")
-
-
-def webhook_url(base: str, channel_id: str) -> str:
-    return f"{base}/webhooks/{channel_id}"
-
-
 def _stored_config(config: BaseModel, box: SecretBox) -> dict[str, Any]:
     """The config as stored: secrets encrypted with PARLEY_SECRET_KEY (``core.secrets``; in
     clear without a key); the API never returns them."""
@@ -126,12 +117,6 @@ def _public(channel: Channel, base: str) -> ChannelPublic:
         ),
         created_at=channel.created_at,
     )
-
-
-def connector_for(gateway: Gateway, channel: Channel, base: str) -> Connector[Any]:
-    cls = connectors.get(channel.type)
-    config = cls.Config.model_validate(open_config(gateway.secrets, channel.config))
-    return cls(config, gateway.http, webhook_url=webhook_url(base, channel.id))
 
 
 async def register(gateway: Gateway, channel: Channel, base: str) -> Channel:
@@ -361,7 +346,7 @@ async def converse(
                 continue
             uploads.append(stored.upload_id)
         outcome = await runtime.handle(
-            bot_info(bot),
+            bot_service.bot_info(bot),
             channel.id,
             Inbound(
                 sender_id=message.sender_id,
@@ -389,44 +374,3 @@ async def converse(
             item,
             metadata=message.metadata,
         )
-
-
-async def deliver(
-    gateway: Gateway,
-    connector: Connector[Any],
-    conversation_id: str,
-    recipient: str,
-    item: dict[str, Any],
-    *,
-    metadata: dict[str, Any],
-) -> bool:
-    """Send one message to the customer; a failure is recorded on the conversation."""
-    try:
-        await connector.send(recipient, item, metadata)
-        return True
-    except DeliveryFailed as e:
-        counters.incr("channel.delivery_failed", channel=connector.type)
-        log_event("channel.delivery_failed", conversation=conversation_id, error=e.message)
-        failed = event("delivery_failed", channel=connector.type, error=e.message, message=item)
-        await gateway.conversations.store.append(conversation_id, [failed])
-        return False
-
-
-async def send_to_customer(
-    gateway: Gateway, request: Request, conversation: Any, item: dict[str, Any]
-) -> bool:
-    """An agent's message to the customer, through the conversation's channel when it is a
-    connector's (web chat sockets get it from the hub; the REST channel only keeps it)."""
-
-    def load() -> Channel | None:
-        with session_scope(gateway.engine) as session:
-            return session.get(Channel, conversation.channel)
-
-    channel = await run_in_threadpool(load)
-    if channel is None:
-        return True
-    connector = connector_for(gateway, channel, public_base(gateway, request))
-    metadata = conversation.state.get("reply_metadata") or {}
-    return await deliver(
-        gateway, connector, conversation.id, conversation.sender_id, item, metadata=metadata
-    )

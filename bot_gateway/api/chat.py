@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import mimetypes
 import re
 import secrets
 import time
@@ -36,11 +35,12 @@ from bot_gateway import auth_failures
 from bot_gateway.api.forms import form_file, read_form, read_limited
 from bot_gateway.conversations import bots as bot_service
 from bot_gateway.conversations import widget_sessions
-from bot_gateway.conversations.runtime import BotInfo, Inbound, TurnOutcome, message_frame
+from bot_gateway.conversations.runtime import Inbound, TurnOutcome, message_frame
 from bot_gateway.conversations.widget_sessions import WidgetSession
 from bot_gateway.deps import Gateway, GatewayDep, bearer
 from bot_gateway.errors import close_code_for
 from bot_gateway.schemas import RestMessage, UploadPublic
+from bot_gateway.services.uploads import read_upload_sync, store_upload
 from core.db import session_scope
 from core.documents import check_json_depth
 from core.errors import (
@@ -51,10 +51,7 @@ from core.errors import (
     NotFound,
     ParleyError,
     Unauthenticated,
-    UnsupportedMediaType,
 )
-from core.ids import new_id
-from core.images import decode_image
 from core.logging import log_event
 from core.tables import Bot, Tenant, Upload
 
@@ -73,18 +70,6 @@ SESSION_TOKEN_HEADER = "x-parley-session-token"
 
 
 # --- who may chat -----------------------------------------------------------------------------
-
-
-def bot_info(bot: Bot) -> BotInfo:
-    return BotInfo(
-        id=bot.id,
-        tenant_id=bot.tenant_id,
-        version=bot.version,
-        status=bot.status,
-        enabled=bot.enabled,
-        nlu_model_id=bot.nlu_model_id,
-        definition=bot.definition,
-    )
 
 
 def origin_allowed(bot: Bot, origin: str | None, *, required: bool = False) -> bool:
@@ -242,7 +227,7 @@ async def _converse(gateway: Gateway, bot: Bot, channel: str, message: Inbound) 
         )
     if not message.text.strip() and not message.uploads and not message.payload:
         raise InvalidInput("the message is empty; send text, a payload or an image")
-    outcome = await gateway.conversations.handle(bot_info(bot), channel, message)
+    outcome = await gateway.conversations.handle(bot_service.bot_info(bot), channel, message)
     hub = gateway.conversations.hub
     for item in outcome.messages:
         hub.said(outcome.conversation_id, item)
@@ -270,99 +255,6 @@ async def upload_image(
     return await store_upload(
         gateway, caller.bot, data, upload.filename or "image", conversation_id=conversation_id
     )
-
-
-async def store_upload(
-    gateway: Gateway,
-    bot: Bot,
-    data: bytes,
-    name: str,
-    *,
-    public: bool = False,
-    conversation_id: str | None = None,
-) -> UploadPublic:
-    """Check that ``data`` is an image and keep it for the bot's conversations (for one of
-    them when ``conversation_id`` is given); a ``public`` one (an agent's image) can also be
-    fetched without credentials at ``public_url``."""
-    try:
-        image = await run_in_threadpool(
-            decode_image, data, name=name, max_pixels=gateway.settings.limits.max_image_pixels
-        )
-    except InvalidInput as e:
-        if "not an image" in e.message or "cannot identify" in e.message:
-            raise UnsupportedMediaType(f"{name}: not an image (send JPEG, PNG, WebP or GIF)") from e
-        raise
-    upload_id = new_id("upload")
-    media_type = media_type_of(image.format)
-    ext = mimetypes.guess_extension(media_type) or ".img"
-    blob_key = f"uploads/{bot.tenant_id}/{bot.id}/{upload_id}{ext}"
-
-    def save() -> None:
-        gateway.store.put_bytes(blob_key, data)
-        with session_scope(gateway.engine) as session:
-            session.add(
-                Upload(
-                    id=upload_id,
-                    tenant_id=bot.tenant_id,
-                    bot_id=bot.id,
-                    conversation_id=conversation_id,
-                    blob_key=blob_key,
-                    media_type=media_type,
-                    width=image.width,
-                    height=image.height,
-                    sha256=image.sha256,
-                    public_token=token,
-                )
-            )
-
-    token = secrets.token_urlsafe(24) if public else None
-    await run_in_threadpool(save)
-    return UploadPublic(
-        upload_id=upload_id,
-        url=upload_url(bot.id, upload_id),
-        media_type=media_type,
-        width=image.width,
-        height=image.height,
-        public_url=f"/files/{upload_id}/{token}" if token else None,
-    )
-
-
-def media_type_of(fmt: str) -> str:
-    """The media type of a decoded image's format (JPEG, PNG, ...)."""
-    if fmt in ("JPEG", "MPO"):
-        return "image/jpeg"
-    return mimetypes.types_map.get(f".{fmt.lower()}", f"image/{fmt.lower()}")
-
-
-def upload_url(bot_id: str, upload_id: str) -> str:
-    return f"/v1/bots/{bot_id}/uploads/{upload_id}"
-
-
-def read_upload_sync(
-    gateway: Gateway,
-    tenant_id: str,
-    bot_id: str,
-    upload_id: str,
-    *,
-    conversation_id: str | None = None,
-) -> tuple[bytes, dict[str, Any]]:
-    """An upload of the bot (and of that conversation, when ``conversation_id`` is given)."""
-    with session_scope(gateway.engine) as session:
-        row = session.get(Upload, upload_id)
-        if (
-            row is None
-            or row.tenant_id != tenant_id
-            or row.bot_id != bot_id
-            or (conversation_id is not None and row.conversation_id != conversation_id)
-        ):
-            raise NotFound(f"upload {upload_id} not found; upload the image first")
-        key, media_type = row.blob_key, row.media_type
-    public = {
-        "upload_id": upload_id,
-        "url": upload_url(bot_id, upload_id),
-        "media_type": media_type,
-    }
-    return gateway.store.get_bytes(key), public
 
 
 @public_router.get("/files/{upload_id}/{token}")
@@ -604,7 +496,7 @@ async def _read_loop(
                     widget_conversation,
                     inbound.uploads,
                 )
-            outcome = await runtime.handle(bot_info(bot), CHANNEL_WEBCHAT, inbound)
+            outcome = await runtime.handle(bot_service.bot_info(bot), CHANNEL_WEBCHAT, inbound)
         except Exception as e:  # noqa: BLE001 - the socket must survive a failed turn
             if isinstance(e, ParleyError):
                 error = {"error": e.code, "message": e.message}

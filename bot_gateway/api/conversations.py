@@ -8,7 +8,6 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 from fastapi.concurrency import run_in_threadpool
 
-from bot_gateway.api.chat import bot_info
 from bot_gateway.conversations import bots as bot_service
 from bot_gateway.deps import AdminDep, Gateway, GatewayDep, PredictDep
 from bot_gateway.schemas import (
@@ -81,7 +80,7 @@ async def _control(
             return bot_service.get_bot(session, principal.tenant_id, record.bot_id)
 
     bot = await run_in_threadpool(load_bot)
-    outcome = await runtime.control(bot_info(bot), record, what)
+    outcome = await runtime.control(bot_service.bot_info(bot), record, what)
     for item in outcome.messages:
         runtime.hub.said(outcome.conversation_id, item)
     runtime.hub.publish(outcome.conversation_id, {"type": "status", "status": outcome.status})

@@ -20,6 +20,7 @@ from bot_gateway.conversations.definition import (
     InvalidBotDefinition,
     parse_definition,
 )
+from bot_gateway.conversations.runtime import BotInfo
 from core.db import session_scope
 from core.errors import InvalidInput, NotFound
 from core.ids import new_id
@@ -294,3 +295,15 @@ def refresh_status(session: Session, bot: Bot) -> None:
 
 def definition_of(bot: Bot) -> BotDefinition:
     return parse_definition(bot.definition)
+
+
+def bot_info(bot: Bot) -> BotInfo:
+    return BotInfo(
+        id=bot.id,
+        tenant_id=bot.tenant_id,
+        version=bot.version,
+        status=bot.status,
+        enabled=bot.enabled,
+        nlu_model_id=bot.nlu_model_id,
+        definition=bot.definition,
+    )

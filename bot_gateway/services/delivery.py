@@ -1,0 +1,78 @@
+"""Messages leaving through a channel's connector: which connector serves a stored channel,
+where providers reach this server, and delivery with failures recorded on the conversation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Request
+from fastapi.concurrency import run_in_threadpool
+
+from bot_gateway.conversations.tracker import event
+from bot_gateway.deps import Gateway
+from connectors.base import Connector
+from connectors.registry import connectors
+from core.db import session_scope
+from core.errors import DeliveryFailed
+from core.logging import log_event
+from core.metrics import counters
+from core.secrets import open_config
+from core.tables import Channel
+
+__all__ = ["connector_for", "deliver", "public_base", "send_to_customer", "webhook_url"]
+
+
+def public_base(gateway: Gateway, request: Request) -> str:
+    """Where providers reach this server: ``PARLEY_PUBLIC_URL``, else the request's own base."""
+    return (gateway.settings.public_url or str(request.base_url)).rstrip("/")
+
+
+def webhook_url(base: str, channel_id: str) -> str:
+    return f"{base}/webhooks/{channel_id}"
+
+
+def connector_for(gateway: Gateway, channel: Channel, base: str) -> Connector[Any]:
+    cls = connectors.get(channel.type)
+    config = cls.Config.model_validate(open_config(gateway.secrets, channel.config))
+    return cls(config, gateway.http, webhook_url=webhook_url(base, channel.id))
+
+
+async def deliver(
+    gateway: Gateway,
+    connector: Connector[Any],
+    conversation_id: str,
+    recipient: str,
+    item: dict[str, Any],
+    *,
+    metadata: dict[str, Any],
+) -> bool:
+    """Send one message to the customer; a failure is recorded on the conversation."""
+    try:
+        await connector.send(recipient, item, metadata)
+        return True
+    except DeliveryFailed as e:
+        counters.incr("channel.delivery_failed", channel=connector.type)
+        log_event("channel.delivery_failed", conversation=conversation_id, error=e.message)
+        failed = event("delivery_failed", channel=connector.type, error=e.message, message=item)
+        await gateway.conversations.store.append(conversation_id, [failed])
+        return False
+
+
+async def send_to_customer(
+    gateway: Gateway, request: Request, conversation: Any, item: dict[str, Any]
+) -> bool:
+    """An agent's message to the customer, through the conversation's channel when it is a
+    connector's (web chat sockets get it from the hub; the REST channel only keeps it)."""
+
+    def load() -> Channel | None:
+        with session_scope(gateway.engine) as session:
+            return session.get(Channel, conversation.channel)
+
+    channel = await run_in_threadpool(load)
+    if channel is None:
+        return True
+    connector = connector_for(gateway, channel, public_base(gateway, request))
+    metadata = conversation.state.get("reply_metadata") or {}
+    return await deliver(
+        gateway, connector, conversation.id, conversation.sender_id, item, metadata=metadata
+    )
