@@ -86,6 +86,7 @@ class InboundMessage:
     text: str = ""
     payload: str | None = None  # a button, postback or callback (``/intent``)
     media: tuple[Media, ...] = ()
+    uploads: tuple[str, ...] = ()  # images already kept by the gateway (web chat, REST): ids
     message_id: str | None = None  # the provider's id: a redelivery is answered once
     metadata: dict[str, Any] = field(default_factory=dict)
 
