@@ -36,7 +36,7 @@ from pydantic import (
 
 from core.documents import DocumentLimits, load_yaml
 from core.errors import InvalidInput
-from training.datasets.importers import regex_problem
+from core.regex_safety import regex_problem
 
 __all__ = [
     "BUILTIN_ACTIONS",

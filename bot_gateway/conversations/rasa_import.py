@@ -59,7 +59,7 @@ from bot_gateway.conversations.rasa_domain import (
 from core.documents import DocumentLimits
 from core.errors import InvalidInput
 from core.logging import log_event
-from training.datasets.importers import RasaNluImporter
+from training.datasets.formats.rasa_nlu import RasaNluImporter
 
 __all__ = ["NLU_PLACEHOLDER", "InvalidRasaProject", "RasaImport", "import_rasa"]
 

@@ -7,13 +7,12 @@ import json
 import pytest
 
 from core.errors import ImportValidationError, InvalidInput, LimitExceeded, UnknownPluginError
+from training.datasets.formats.rasa_nlu import parse_rasa_example
 from training.datasets.importers import (
     Limits,
     Validated,
     decode_text,
-    parse_rasa_example,
     pick_importer,
-    regex_problem,
     validate,
 )
 from training.datasets.types import ParsedDataset, ParsedExample
@@ -732,60 +731,6 @@ def test_rasa_invalid_regex_names_the_line_and_the_regex() -> None:
             "fix it (Python `re` syntax)",
         )
     ]
-
-
-@pytest.mark.parametrize(
-    ("pattern", "group"),
-    [
-        ("(a+)+", "(a+)+"),
-        ("(a*)*", "(a*)*"),
-        ("^(.*)*$", "(.*)*"),
-        ("x(?:\\w+\\s?)+y", "(?:\\w+\\s?)+"),
-        ("((ab)*)+", "((ab)*)+"),
-        ("(a+){2,}", "(a+){2,}"),
-        ("(?:x|(a+)+)", "(a+)+"),
-        ("(?=(a+)*b)", "(a+)*"),
-        ("(?P<n>[a-z]+)*?", "(?P<n>[a-z]+)*?"),
-    ],
-)
-def test_regex_with_nested_repetition_is_refused(pattern: str, group: str) -> None:
-    problem = regex_problem(pattern)
-
-    assert problem == (
-        f"regex {pattern!r}: {group!r} repeats a group that itself ends in a repetition, "
-        "which may take exponential time; rewrite without nested repetition (e.g. `(a+)+` as "
-        "`a+`)"
-    )
-
-
-def test_regex_repeating_identical_alternatives_is_refused() -> None:
-    assert regex_problem("^(a|a)*$") == (
-        "regex '^(a|a)*$': '(a|a)*' repeats a choice between identical alternatives, which "
-        "may take exponential time; rewrite without nested repetition (e.g. `(a+)+` as `a+`)"
-    )
-
-
-@pytest.mark.parametrize(
-    "pattern",
-    [
-        "\\d{5}",
-        "[A-Z]-\\d{4}",
-        "(a|b)+",
-        "(\\d+,)+",
-        "(a+)",
-        "(a+){3}",
-        "(a+)?",
-        "(?>a+)+",
-        "(a++)+",
-        "[(a+)+]",
-        "\\(a+\\)+",
-        "(?i)(?:ab)+",
-        "(?#a comment, (a+ is not read)x",
-        "a{}",
-    ],
-)
-def test_regex_without_nested_repetition_is_accepted(pattern: str) -> None:
-    assert regex_problem(pattern) is None
 
 
 def test_rasa_catastrophic_regex_names_the_line_and_why() -> None:

@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 from core.errors import ImportValidationError, InvalidInput, LimitExceeded
 from core.images import DEFAULT_MAX_PIXELS, decode_image
 from training.datasets.archives import ArchiveLimits, Member, read_zip
-from training.datasets.importers import importers
+from training.datasets.formats.base import importers
 from training.datasets.types import DATASET_TYPES
 
 __all__ = [

@@ -33,14 +33,12 @@ from core.tables import Dataset, Example
 from training.datasets.image_import import ImageExample, ImageLimits, parse_image_archive
 from training.datasets.importers import (
     Limits,
-    ParsedDataset,
-    ParsedExample,
     Validated,
     decode_text,
     pick_importer,
     validate,
 )
-from training.datasets.types import get_dataset_type
+from training.datasets.types import ParsedDataset, ParsedExample, get_dataset_type
 
 IMAGE_SUFFIX = {"JPEG": ".jpg", "MPO": ".jpg"}  # other formats: their own name (.png, ...)
 SOURCES = ("import", "api", "feedback")
