@@ -93,7 +93,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    from training.backends import BackendContext
+    from core.backends import BackendContext
     from vision.detect.backend import DetectionBackend, DetectionConfig
     from vision.detect.metrics import detection_metrics
 

@@ -153,6 +153,7 @@ def setup_tenants(
     """Create ``args.tenants`` tenants, each with a real trained head; return them and timings."""
     os.environ["PARLEY_DATA_DIR"] = str(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
+    from core.backends import BackendContext
     from core.db import dispose_engines, get_engine, session_scope, upgrade
     from core.ids import new_id
     from core.settings import get_settings
@@ -160,7 +161,6 @@ def setup_tenants(
     from core.tables import Model
     from core.tenants import create_tenant
     from nlu.intent.embedding_head import EmbeddingHeadBackend, EmbeddingHeadConfig
-    from training.backends import BackendContext
 
     get_settings.cache_clear()
     settings = get_settings()

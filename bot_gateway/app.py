@@ -42,6 +42,7 @@ from bot_gateway.schemas import ParseRequest, PredictRequest
 from bot_gateway.serving.batcher import MicroBatcher
 from bot_gateway.serving.cache import ModelCache
 from bot_gateway.serving.lookup import Lookups
+from core.backends import BackendContext, backends
 from core.counters import counter_stores
 from core.db import ensure_schema, get_engine, session_scope
 from core.logging import configure_logging, log_event
@@ -53,7 +54,6 @@ from core.storage import open_store
 from core.tables import Dataset
 from core.tenants import Principal
 from core.usage import UsageRecorder
-from training.backends import BackendContext, backends
 from training.queue import train_queues
 
 API_PREFIX = "/v1"

@@ -22,6 +22,7 @@ from bot_gateway.ratelimit import Admission
 from bot_gateway.serving.batcher import MicroBatcher
 from bot_gateway.serving.cache import ModelCache
 from bot_gateway.serving.lookup import Lookups
+from core.backends import builtin_models
 from core.counters import CounterStore
 from core.db import session_scope
 from core.errors import Forbidden, Unauthenticated
@@ -30,7 +31,6 @@ from core.settings import Settings
 from core.storage import ArtifactStore
 from core.tenants import Principal
 from core.usage import UsageRecorder
-from training.backends import builtin_models
 from training.datasets.importers import Limits
 from training.queue import TrainQueue
 

@@ -22,10 +22,10 @@ from typing import Any
 
 import numpy as np
 
+from core.backends import resolve_device
 from core.errors import ConfigurationError, ModelLoadError
 from core.logging import log_event
 from core.onnx import onnx_session, write_atomically
-from training.backends import resolve_device
 
 ENCODER_NAME = "all-MiniLM-L6-v2"
 ENCODER_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"

@@ -24,13 +24,7 @@ import numpy as np
 from sqlalchemy import Engine, update
 from sqlalchemy.orm import Session
 
-from core.db import session_scope, utcnow
-from core.errors import ParleyError
-from core.logging import log_event
-from core.storage import ArtifactStore, sha256_dir
-from core.tables import Model
-from core.usage import record_job_time
-from training.backends import (
+from core.backends import (
     JOINT_ENTITIES_DIR,
     BackendContext,
     EpochRecord,
@@ -40,6 +34,12 @@ from training.backends import (
     default_backend,
     resolve_device,
 )
+from core.db import session_scope, utcnow
+from core.errors import ParleyError
+from core.logging import log_event
+from core.storage import ArtifactStore, sha256_dir
+from core.tables import Model
+from core.usage import record_job_time
 from training.datasets.service import DatasetSnapshot, StoredImages, snapshot
 from training.metrics import calibrate_out_of_scope, classification_metrics, entity_metrics
 from training.queue.fair import claim_next_job

@@ -14,17 +14,17 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from core import lookup_changes
-from core.db import utcnow
-from core.errors import Conflict, InvalidInput, NotFound, NotReady
-from core.ids import new_id
-from core.tables import Alias, Dataset, Example, Model
-from training.backends import (
+from core.backends import (
     BackendConfig,
     TextClassifierBackend,
     backends,
     builtin_models,
     default_backend,
 )
+from core.db import utcnow
+from core.errors import Conflict, InvalidInput, NotFound, NotReady
+from core.ids import new_id
+from core.tables import Alias, Dataset, Example, Model
 from training.datasets.service import get_dataset
 from training.datasets.types import get_dataset_type
 

@@ -12,12 +12,12 @@ import signal
 import sys
 import time
 
+from core.backends import BackendContext
 from core.db import ensure_schema, get_engine
 from core.logging import configure_logging, log_event
 from core.registry import load_entry_points
 from core.settings import get_settings
 from core.storage import open_store
-from training.backends import BackendContext
 from training.jobs import JobRunner
 from training.queue.base import worker_name
 

@@ -9,10 +9,10 @@ from sqlalchemy.orm import Session
 
 from bot_gateway.deps import GatewayDep, PredictDep, SessionDep, TrainDep
 from bot_gateway.schemas import LearningCurve, LearningCurvePoint, ModelCreate, ModelPublic
+from core.backends import builtin_models
 from core.errors import NotReady
 from core.tables import Model
 from training import registry
-from training.backends import builtin_models
 from training.jobs import artifact_key
 
 BUILTIN_EPOCH = datetime(2026, 1, 1, tzinfo=UTC)

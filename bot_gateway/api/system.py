@@ -8,8 +8,8 @@ from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse
 
 from bot_gateway.deps import GatewayDep, OperatorDep, PredictDep
+from core.backends import backends, builtin_models
 from core.metrics import counters
-from training.backends import backends, builtin_models
 from training.datasets.types import DATASET_TYPES
 
 router = APIRouter(tags=["system"])

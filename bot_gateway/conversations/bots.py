@@ -21,6 +21,7 @@ from bot_gateway.conversations.definition import (
     parse_definition,
 )
 from bot_gateway.conversations.runtime import BotInfo
+from core.backends import builtin_models
 from core.db import session_scope
 from core.errors import InvalidInput, NotFound
 from core.ids import new_id
@@ -29,7 +30,6 @@ from core.settings import Settings
 from core.storage import ArtifactStore
 from core.tables import Alias, Bot, BotVersion, Dataset, Model
 from training import registry
-from training.backends import builtin_models
 from training.datasets import service
 from training.datasets.importers import Limits
 from training.datasets.types import DATASET_TYPES

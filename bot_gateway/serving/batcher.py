@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from core.backends import TextClassifier
 from core.logging import log_event
-from training.backends import TextClassifier
 
 
 @dataclass

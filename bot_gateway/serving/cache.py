@@ -12,10 +12,10 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from core.backends import BackendContext, TextClassifier, load_model
 from core.errors import ModelLoadError, NotFound
 from core.logging import log_event
 from core.storage import ArtifactStore, sha256_dir
-from training.backends import BackendContext, TextClassifier, load_model
 
 
 @dataclass(frozen=True)

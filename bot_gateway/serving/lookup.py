@@ -21,13 +21,13 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import Engine, select
 
 from core import lookup_changes
+from core.backends import builtin_models
 from core.db import session_scope
 from core.errors import NotFound
 from core.logging import log_event
 from core.tables import Alias
 from core.tenants import Principal, authenticate, hash_key
 from training import registry
-from training.backends import builtin_models
 
 BUILTIN = "builtin"
 MODEL_PREFIX = "mdl_"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from core.backends import BackendContext, BuiltinModel, builtin_models
 from nlu.entities.prebuilt import get_prebuilt_extractor
-from training.backends import BackendContext, BuiltinModel, builtin_models
 
 
 def _load(context: BackendContext) -> Any:

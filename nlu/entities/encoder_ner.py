@@ -38,6 +38,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
+from core.backends import BackendConfig, EpochRecord, Progress, backends
 from core.errors import ModelLoadError
 from core.logging import log_event
 from nlu.encoder import (
@@ -50,7 +51,6 @@ from nlu.encoder import (
 from nlu.entities.extras import EntityExtras
 from nlu.entities.prebuilt import Entity
 from nlu.entities.trainable import TextEntityBackend, TextEntityModel
-from training.backends import BackendConfig, EpochRecord, Progress, backends
 from training.metrics import entity_metrics
 
 __all__ = ["EncoderNerBackend", "EncoderNerConfig", "EncoderNerModel"]

@@ -18,11 +18,11 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
+from core.backends import BackendConfig, EpochRecord, Progress, backends
 from core.errors import ModelLoadError
 from nlu.entities.extras import EntityExtras
 from nlu.entities.prebuilt import Entity
 from nlu.entities.trainable import TextEntityBackend, TextEntityModel
-from training.backends import BackendConfig, EpochRecord, Progress, backends
 from training.metrics import entity_metrics
 
 FORMAT_VERSION = 1

@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+from core.backends import TextsBackend
 from core.errors import InvalidInput
 from nlu.entities.extras import EntityExtras
 from nlu.entities.prebuilt import Entity
-from training.backends import TextsBackend
 
 __all__ = ["TextEntityBackend", "TextEntityModel"]
 

@@ -20,9 +20,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
-from core.errors import ModelLoadError
-from nlu.encoder import DIMENSION, ENCODER_NAME, ENCODER_SHA256, get_encoder, resolve_device
-from training.backends import (
+from core.backends import (
     BackendConfig,
     BackendContext,
     EpochRecord,
@@ -30,6 +28,8 @@ from training.backends import (
     backends,
     read_artifact,
 )
+from core.errors import ModelLoadError
+from nlu.encoder import DIMENSION, ENCODER_NAME, ENCODER_SHA256, get_encoder, resolve_device
 from training.metrics import accuracy_and_macro_f1
 
 FORMAT_VERSION = 1

@@ -32,6 +32,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
+from core.backends import BackendConfig, EpochRecord, Progress, TextsBackend, backends
 from core.errors import InvalidInput, ModelLoadError
 from nlu.encoder import (
     SentenceEncoder,
@@ -48,7 +49,6 @@ from nlu.intent.embedding_head import (
     read_head,
     train_head,
 )
-from training.backends import BackendConfig, EpochRecord, Progress, TextsBackend, backends
 
 ENCODER_FILE = "encoder.onnx"
 CHUNK = 16  # texts per forward pass inside a batch (length-sorted)

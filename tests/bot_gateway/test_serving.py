@@ -16,6 +16,7 @@ import pytest
 
 from bot_gateway.serving.batcher import MicroBatcher
 from bot_gateway.serving.cache import ModelCache, ModelRef
+from core.backends import BackendContext, TextClassifier
 from core.errors import ModelLoadError
 from core.storage import LocalStore, sha256_dir
 from nlu.intent.embedding_head import (
@@ -25,7 +26,6 @@ from nlu.intent.embedding_head import (
 )
 from tests.conftest import CACHE_DIR
 from tests.support.data import INTENTS
-from training.backends import BackendContext, TextClassifier
 
 WAIT = 5.0  # seconds; a future not answered by then means the batcher is stuck
 

@@ -173,7 +173,7 @@ def page(browser: Browser) -> Iterator[Page]:
 def test_the_label_photo_reads_back_with_prebuilt_ocr() -> None:
     """The photo the browser test sends is one the OCR model reads (else that test proves
     nothing about the bot)."""
-    from training.backends import BackendContext, builtin_models
+    from core.backends import BackendContext, builtin_models
     from vision.ocr import prebuilt  # noqa: F401 - registers prebuilt-ocr
 
     model = builtin_models.get("prebuilt-ocr").load(BackendContext(cache_dir=Path("unused")))

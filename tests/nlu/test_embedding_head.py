@@ -11,6 +11,7 @@ import pydantic
 import pytest
 from safetensors.numpy import load_file, save_file
 
+from core.backends import BackendContext, EpochRecord, backends
 from core.errors import ModelLoadError
 from nlu.intent.embedding_head import (
     EmbeddingHeadBackend,
@@ -19,7 +20,6 @@ from nlu.intent.embedding_head import (
 )
 from tests.conftest import CACHE_DIR
 from tests.support.data import INTENTS
-from training.backends import BackendContext, EpochRecord, backends
 
 pytestmark = pytest.mark.slow
 

@@ -14,6 +14,13 @@ from typing import Any
 import pydantic
 import pytest
 
+from core.backends import (
+    JOINT_ENTITIES_DIR,
+    BackendContext,
+    EpochRecord,
+    backends,
+    load_model,
+)
 from core.errors import ModelLoadError
 from nlu.entities.encoder_ner import (
     EncoderNerBackend,
@@ -25,13 +32,6 @@ from nlu.entities.spacy_ner import SpacyNerBackend, SpacyNerConfig, SpacyNerMode
 from tests.conftest import CACHE_DIR
 from tests.support.entity_data import entity_rows
 from tests.support.toy_backend import ToyBowBackend, ToyBowConfig
-from training.backends import (
-    JOINT_ENTITIES_DIR,
-    BackendContext,
-    EpochRecord,
-    backends,
-    load_model,
-)
 
 pytestmark = pytest.mark.slow
 

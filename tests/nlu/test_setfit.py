@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from core.backends import BackendContext, EpochRecord, backends
 from core.errors import ModelLoadError
 from nlu.intent.setfit import (
     ENCODER_FILE,
@@ -23,7 +24,6 @@ from nlu.intent.setfit import (
 )
 from tests.conftest import CACHE_DIR
 from tests.nlu.test_embedding_head import HELD_OUT, TRAIN
-from training.backends import BackendContext, EpochRecord, backends
 
 CONFIG = SetFitConfig(contrastive_epochs=3, batch_size=16, per_label=4, head_epochs=20)
 

@@ -23,8 +23,8 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import Field
 
+from core.backends import BackendConfig, BackendContext, EpochRecord, Progress, backends
 from core.errors import ModelLoadError
-from training.backends import BackendConfig, BackendContext, EpochRecord, Progress, backends
 from training.metrics import accuracy_and_macro_f1
 
 __all__ = ["BUCKETS", "ToyBowBackend", "ToyBowConfig", "ToyBowModel", "bag_of_words"]

@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy import Engine, event, func, select
 
 import tests.support.toy_backend  # noqa: F401 - registers ``toy-bow``
+from core.backends import BackendContext
 from core.db import get_engine, session_scope
 from core.settings import Settings
 from core.storage import LocalStore
@@ -24,7 +25,6 @@ from core.tables import Model
 from core.tenants import create_tenant
 from tests.conftest import DB_KINDS, make_db_url, make_settings
 from tests.support.data import intent_csv
-from training.backends import BackendContext
 from training.datasets.importers import Limits
 from training.datasets.service import create_dataset, run_import
 from training.jobs import JobRunner

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, func, select, update
 
+from core.backends import BackendContext, load_model
 from core.db import get_engine, session_scope, upgrade, utcnow
 from core.errors import InvalidInput
 from core.storage import LocalStore, sha256_dir
@@ -25,7 +26,6 @@ from core.tables import Alias, Model
 from core.tenants import create_tenant
 from tests.support.data import INTENTS, intent_csv, intent_rows
 from tests.support.toy_backend import ToyBowBackend, ToyBowModel
-from training.backends import BackendContext, load_model
 from training.datasets.importers import Limits
 from training.datasets.service import create_dataset, delete_dataset, run_import, snapshot
 from training.jobs import JobRunner, artifact_key, stratified_split

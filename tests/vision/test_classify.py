@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.backends import BackendContext
 from core.errors import ModelLoadError
 from tests.conftest import CACHE_DIR
 from tests.support.images import shape_image
-from training.backends import BackendContext
 from training.metrics import average_precision, multilabel_metrics
 from vision.classify.features import FEATURE_KEY, augment
 from vision.classify.finetune import FineTuneBackend, FineTuneConfig

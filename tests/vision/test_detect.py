@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from core.backends import BackendContext, EpochRecord, JobCancelled, backends
 from core.errors import InvalidInput, ModelLoadError
 from tests.support.images import detection_scene, draw_object
-from training.backends import BackendContext, EpochRecord, JobCancelled, backends
 from vision.detect.backend import (
     META_FILE,
     WEIGHTS_FILE,

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
+from core.backends import BackendContext, builtin_models
 from core.errors import ConfigurationError, InvalidInput
-from training.backends import BackendContext, builtin_models
 from training.metrics import levenshtein
 from vision.boxes import Box
 from vision.ocr import engines

@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
 
+from core.backends import BackendContext
 from core.logging import log_event
 from core.onnx import onnx_session, write_atomically
-from training.backends import BackendContext
 from vision.backbone import FEATURES, IMAGE_SIZE, WEIGHTS_SHA256, lite0, prepare
 
 __all__ = ["FEATURES", "FEATURE_KEY", "LiteFeatures", "as_image", "augment", "get_features"]

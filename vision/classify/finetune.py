@@ -24,8 +24,7 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import Field
 
-from core.errors import ModelLoadError
-from training.backends import (
+from core.backends import (
     BackendConfig,
     BackendContext,
     EpochRecord,
@@ -34,6 +33,7 @@ from training.backends import (
     read_artifact,
     resolve_device,
 )
+from core.errors import ModelLoadError
 from training.metrics import accuracy_and_macro_f1, classification_metrics
 from vision.backbone import RESIZE, lite0, prepare
 from vision.classify.features import as_image, augment

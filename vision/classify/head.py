@@ -19,8 +19,7 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import Field
 
-from core.errors import ModelLoadError
-from training.backends import (
+from core.backends import (
     BackendConfig,
     BackendContext,
     EpochRecord,
@@ -29,6 +28,7 @@ from training.backends import (
     read_artifact,
     resolve_device,
 )
+from core.errors import ModelLoadError
 from training.metrics import accuracy_and_macro_f1, classification_metrics, multilabel_metrics
 from vision.backbone import WEIGHTS_SHA256
 from vision.classify.features import FEATURE_KEY, FEATURES, as_image, augment, get_features

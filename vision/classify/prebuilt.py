@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from training.backends import BackendContext, BuiltinModel, builtin_models, resolve_device
+from core.backends import BackendContext, BuiltinModel, builtin_models, resolve_device
 from vision.backbone import imagenet_labels
 from vision.classify.features import FEATURE_KEY, get_features
 

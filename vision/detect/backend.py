@@ -43,9 +43,7 @@ from typing import Any, ClassVar
 from PIL import Image
 from pydantic import Field, ValidationError, model_validator
 
-from core.errors import InvalidInput, ModelLoadError
-from core.logging import log_event
-from training.backends import (
+from core.backends import (
     BackendConfig,
     BackendContext,
     EpochRecord,
@@ -53,6 +51,8 @@ from training.backends import (
     backends,
     resolve_device,
 )
+from core.errors import InvalidInput, ModelLoadError
+from core.logging import log_event
 from vision.backbone import WEIGHTS_SHA256, lite0
 from vision.boxes import Box
 from vision.detect.metrics import detection_metrics

@@ -21,8 +21,8 @@ from typing import Any
 
 from PIL import Image
 
+from core.backends import BackendContext, BuiltinModel, builtin_models
 from core.errors import InvalidInput
-from training.backends import BackendContext, BuiltinModel, builtin_models
 from vision.ocr.engines import DEFAULT_ENGINE, get_engine, ocr_engines
 
 __all__ = ["PREBUILT_OCR", "TASKS", "OcrModel"]
