@@ -36,12 +36,13 @@ from core.backends import (
 )
 from core.db import session_scope, utcnow
 from core.errors import ParleyError
+from core.evaluation import classification_metrics, entity_metrics
 from core.logging import log_event
 from core.storage import ArtifactStore, sha256_dir
 from core.tables import Model
 from core.usage import record_job_time
 from training.datasets.service import DatasetSnapshot, StoredImages, snapshot
-from training.metrics import calibrate_out_of_scope, classification_metrics, entity_metrics
+from training.metrics import calibrate_out_of_scope
 from training.queue.fair import claim_next_job
 from training.registry import JobParams, parse_params, set_alias
 

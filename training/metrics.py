@@ -1,4 +1,5 @@
-"""Classification metrics on a held-out split: accuracy, macro-F1, per-label P/R/F1, confusion."""
+"""Job-level evaluation: the out-of-scope threshold an intent job calibrates on its held-out
+split, and OCR's edit distance. The metrics backends share live in ``core.evaluation``."""
 
 from __future__ import annotations
 
@@ -7,50 +8,9 @@ from typing import Any
 
 import numpy as np
 
+from core.evaluation import OUT_OF_SCOPE
 
-def classification_metrics(
-    y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str]
-) -> dict[str, Any]:
-    """Metrics in the shape the API returns (``labels`` fixes the order)."""
-    index = {label: i for i, label in enumerate(labels)}
-    k = len(labels)
-    matrix = np.zeros((k, k), dtype=np.int64)
-    for t, p in zip(y_true, y_pred, strict=True):
-        matrix[index[t], index[p]] += 1
-    tp = np.diag(matrix).astype(float)
-    support = matrix.sum(axis=1)
-    predicted = matrix.sum(axis=0)
-    precision = np.divide(tp, predicted, out=np.zeros(k), where=predicted > 0)
-    recall = np.divide(tp, support, out=np.zeros(k), where=support > 0)
-    denom = precision + recall
-    f1 = np.divide(2 * precision * recall, denom, out=np.zeros(k), where=denom > 0)
-    present = support > 0  # macro over labels that occur in the held-out split
-    total = int(support.sum())
-    return {
-        "accuracy": float(tp.sum() / total) if total else None,
-        "macro_f1": float(f1[present].mean()) if present.any() else None,
-        "num_evaluated": total,
-        "per_label": {
-            label: {
-                "precision": round(float(precision[i]), 6),
-                "recall": round(float(recall[i]), 6),
-                "f1": round(float(f1[i]), 6),
-                "support": int(support[i]),
-            }
-            for i, label in enumerate(labels)
-        },
-        "confusion_matrix": {"labels": list(labels), "matrix": matrix.tolist()},
-    }
-
-
-def accuracy_and_macro_f1(
-    y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str]
-) -> tuple[float | None, float | None]:
-    m = classification_metrics(y_true, y_pred, labels)
-    return m["accuracy"], m["macro_f1"]
-
-
-OUT_OF_SCOPE = "out_of_scope"
+__all__ = ["calibrate_out_of_scope", "levenshtein"]
 
 
 def calibrate_out_of_scope(
@@ -106,112 +66,6 @@ def calibrate_out_of_scope(
         "in_scope_accuracy": in_acc,
         "out_of_scope_recall": oos_recall,
         "num_out_of_scope": sum(t == OUT_OF_SCOPE for t in truth),
-    }
-
-
-def entity_metrics(
-    gold: Sequence[Sequence[dict[str, Any]]], predicted: Sequence[Sequence[dict[str, Any]]]
-) -> dict[str, Any]:
-    """Exact-span precision / recall / F1 per entity type and micro-averaged.
-
-    A predicted entity counts only when its start, end and type all match a gold one.
-    """
-    tp: dict[str, int] = {}
-    n_gold: dict[str, int] = {}
-    n_pred: dict[str, int] = {}
-    for g_row, p_row in zip(gold, predicted, strict=True):
-        g = {(e["start"], e["end"], e["entity"]) for e in g_row}
-        p = {(e["start"], e["end"], e["entity"]) for e in p_row}
-        for _, _, t in g:
-            n_gold[t] = n_gold.get(t, 0) + 1
-        for _, _, t in p:
-            n_pred[t] = n_pred.get(t, 0) + 1
-        for _, _, t in g & p:
-            tp[t] = tp.get(t, 0) + 1
-
-    def prf(t: int, np_: int, ng: int) -> dict[str, float]:
-        precision = t / np_ if np_ else 0.0
-        recall = t / ng if ng else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        return {"precision": round(precision, 6), "recall": round(recall, 6), "f1": round(f1, 6)}
-
-    types = sorted(set(n_gold) | set(n_pred))
-    return {
-        "per_entity": {
-            t: {
-                **prf(tp.get(t, 0), n_pred.get(t, 0), n_gold.get(t, 0)),
-                "support": n_gold.get(t, 0),
-            }
-            for t in types
-        },
-        "micro": prf(sum(tp.values()), sum(n_pred.values()), sum(n_gold.values())),
-        "num_evaluated": len(gold),
-    }
-
-
-def average_precision(scores: np.ndarray, truth: np.ndarray) -> float | None:
-    """Area under the precision-recall curve of one label (all-point interpolation); None
-    when the label has no positive example."""
-    positives = int(truth.sum())
-    if positives == 0:
-        return None
-    order = np.argsort(-scores, kind="stable")
-    hits = truth[order].astype(float)
-    tp = np.cumsum(hits)
-    precision = tp / np.arange(1, len(hits) + 1)
-    recall = tp / positives
-    # precision envelope, then the area under the step curve
-    envelope = np.maximum.accumulate(precision[::-1])[::-1]
-    previous = np.concatenate([[0.0], recall[:-1]])
-    return float(np.sum((recall - previous) * envelope))
-
-
-def multilabel_metrics(
-    truth: Sequence[Sequence[str]],
-    probs: np.ndarray,
-    labels: Sequence[str],
-    thresholds: Sequence[float],
-) -> dict[str, Any]:
-    """Multi-label metrics: per-label precision / recall / F1 at each label's threshold and
-    average precision; ``map`` (mean AP), micro and macro F1, exact-match accuracy."""
-    k = len(labels)
-    index = {label: i for i, label in enumerate(labels)}
-    y = np.zeros((len(truth), k), dtype=bool)
-    for row, names in enumerate(truth):
-        for name in names:
-            if name in index:
-                y[row, index[name]] = True
-    predicted = probs >= np.asarray(thresholds, dtype=float)[None, :]
-    tp = (predicted & y).sum(axis=0).astype(float)
-    fp = (predicted & ~y).sum(axis=0).astype(float)
-    fn = (~predicted & y).sum(axis=0).astype(float)
-    precision = np.divide(tp, tp + fp, out=np.zeros(k), where=(tp + fp) > 0)
-    recall = np.divide(tp, tp + fn, out=np.zeros(k), where=(tp + fn) > 0)
-    denom = precision + recall
-    f1 = np.divide(2 * precision * recall, denom, out=np.zeros(k), where=denom > 0)
-    aps = [average_precision(probs[:, i], y[:, i]) for i in range(k)]
-    present = [i for i in range(k) if y[:, i].any()]
-    micro_p = tp.sum() / max(tp.sum() + fp.sum(), 1)
-    micro_r = tp.sum() / max(tp.sum() + fn.sum(), 1)
-    return {
-        "map": float(np.mean([aps[i] for i in present])) if present else None,
-        "macro_f1": float(f1[present].mean()) if present else None,
-        "micro_f1": float(2 * micro_p * micro_r / (micro_p + micro_r))
-        if micro_p + micro_r > 0
-        else 0.0,
-        "exact_match": float((predicted == y).all(axis=1).mean()) if len(y) else None,
-        "num_evaluated": len(truth),
-        "per_label": {
-            label: {
-                "precision": round(float(precision[i]), 6),
-                "recall": round(float(recall[i]), 6),
-                "f1": round(float(f1[i]), 6),
-                "average_precision": None if aps[i] is None else round(aps[i], 6),
-                "threshold": round(float(thresholds[i]), 6),
-                "support": int(y[:, i].sum()),
-            }
-            for i, label in enumerate(labels)
-        },
     }
 
 

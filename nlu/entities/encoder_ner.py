@@ -40,6 +40,7 @@ from pydantic import Field
 
 from core.backends import BackendConfig, EpochRecord, Progress, backends
 from core.errors import ModelLoadError
+from core.evaluation import entity_metrics
 from core.logging import log_event
 from nlu.encoder import (
     ENCODER_NAME,
@@ -51,7 +52,6 @@ from nlu.encoder import (
 from nlu.entities.extras import EntityExtras
 from nlu.entities.prebuilt import Entity
 from nlu.entities.trainable import TextEntityBackend, TextEntityModel
-from training.metrics import entity_metrics
 
 __all__ = ["EncoderNerBackend", "EncoderNerConfig", "EncoderNerModel"]
 

@@ -20,10 +20,10 @@ from pydantic import Field
 
 from core.backends import BackendConfig, EpochRecord, Progress, backends
 from core.errors import ModelLoadError
+from core.evaluation import entity_metrics
 from nlu.entities.extras import EntityExtras
 from nlu.entities.prebuilt import Entity
 from nlu.entities.trainable import TextEntityBackend, TextEntityModel
-from training.metrics import entity_metrics
 
 FORMAT_VERSION = 1
 NER_CONFIDENCE = 0.9

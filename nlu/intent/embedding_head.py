@@ -29,8 +29,8 @@ from core.backends import (
     read_artifact,
 )
 from core.errors import ModelLoadError
+from core.evaluation import accuracy_and_macro_f1
 from nlu.encoder import DIMENSION, ENCODER_NAME, ENCODER_SHA256, get_encoder, resolve_device
-from training.metrics import accuracy_and_macro_f1
 
 FORMAT_VERSION = 1
 

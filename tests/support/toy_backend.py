@@ -25,7 +25,7 @@ from pydantic import Field
 
 from core.backends import BackendConfig, BackendContext, EpochRecord, Progress, backends
 from core.errors import ModelLoadError
-from training.metrics import accuracy_and_macro_f1
+from core.evaluation import accuracy_and_macro_f1
 
 __all__ = ["BUCKETS", "ToyBowBackend", "ToyBowConfig", "ToyBowModel", "bag_of_words"]
 

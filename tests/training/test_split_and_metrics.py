@@ -6,8 +6,8 @@ from collections import Counter
 
 import pytest
 
+from core.evaluation import classification_metrics
 from training.jobs import stratified_split
-from training.metrics import classification_metrics
 
 LABELS = ["a"] * 10 + ["b"] * 5 + ["c"] + ["d"] * 2 + ["a", "b", "e", "e", "e"]
 

@@ -11,9 +11,9 @@ import pytest
 
 from core.backends import BackendContext
 from core.errors import ModelLoadError
+from core.evaluation import average_precision, multilabel_metrics
 from tests.conftest import CACHE_DIR
 from tests.support.images import shape_image
-from training.metrics import average_precision, multilabel_metrics
 from vision.classify.features import FEATURE_KEY, augment
 from vision.classify.finetune import FineTuneBackend, FineTuneConfig
 from vision.classify.head import (

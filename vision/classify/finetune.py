@@ -34,7 +34,7 @@ from core.backends import (
     resolve_device,
 )
 from core.errors import ModelLoadError
-from training.metrics import accuracy_and_macro_f1, classification_metrics
+from core.evaluation import accuracy_and_macro_f1, classification_metrics
 from vision.backbone import RESIZE, lite0, prepare
 from vision.classify.features import as_image, augment
 

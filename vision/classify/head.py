@@ -29,7 +29,7 @@ from core.backends import (
     resolve_device,
 )
 from core.errors import ModelLoadError
-from training.metrics import accuracy_and_macro_f1, classification_metrics, multilabel_metrics
+from core.evaluation import accuracy_and_macro_f1, classification_metrics, multilabel_metrics
 from vision.backbone import WEIGHTS_SHA256
 from vision.classify.features import FEATURE_KEY, FEATURES, as_image, augment, get_features
 

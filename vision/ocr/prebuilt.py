@@ -27,6 +27,9 @@ from vision.ocr.engines import DEFAULT_ENGINE, get_engine, ocr_engines
 
 __all__ = ["PREBUILT_OCR", "TASKS", "OcrModel"]
 
+CONTACT_ENTITIES = "prebuilt-entities"
+"""The built-in entity model that ``task="contact"`` runs over the text read."""
+
 TASKS = ("contact",)
 """What ``read`` can do beyond reading: ``contact`` finds emails, phones, names, ... in the text."""
 
@@ -36,6 +39,7 @@ class OcrModel:
 
     def __init__(self, context: BackendContext) -> None:
         self.labels: list[str] = []
+        self.context = context
         self.threads = context.threads
         self._entities: Any = None
         self._entities_lock = threading.Lock()
@@ -73,9 +77,8 @@ class OcrModel:
     def _entity_extractor(self) -> Any:
         with self._entities_lock:
             if self._entities is None:
-                from nlu.entities.prebuilt import get_prebuilt_extractor
-
-                self._entities = get_prebuilt_extractor()
+                # through the registry: vision does not import nlu
+                self._entities = builtin_models.get(CONTACT_ENTITIES).load(self.context)
             return self._entities
 
 
