@@ -5,9 +5,9 @@
 Connectors know nothing of FastAPI or the database: the gateway owns the routes
 (``POST /webhooks/{channel_id}``, and ``GET`` for platforms with a verification handshake),
 hands a connector a framework-free ``WebhookRequest``, and gives it an ``httpx.AsyncClient``
-(tests pass ``httpx.MockTransport``). Outbound messages are dicts as the dialog engine makes
-them (``text``, ``buttons``, ``quick_replies``, ``image``, ``cards``); kinds a channel cannot
-show degrade to text (``as_text``).
+(tests pass ``httpx.MockTransport``). Outbound messages are ``core.messages.OutboundMessage``
+(``text``, ``buttons``, ``quick_replies``, ``image``, ``cards``, ``custom``; re-exported here);
+kinds a channel cannot show degrade to text (``as_text``).
 """
 
 from __future__ import annotations
@@ -20,12 +20,17 @@ from typing import Any, ClassVar, Generic, TypeVar
 import httpx
 from pydantic import BaseModel, ConfigDict
 
+from core.messages import Button, Card, OutboundMessage
+
 __all__ = [
+    "Button",
     "Capabilities",
+    "Card",
     "Connector",
     "ConnectorConfig",
     "InboundMessage",
     "Media",
+    "OutboundMessage",
     "WebhookReply",
     "WebhookRequest",
     "WebhookResult",
@@ -141,8 +146,11 @@ class Connector(Generic[C]):
         """The bytes of an image a customer sent (at most ``max_bytes``)."""
         raise NotImplementedError
 
-    async def send(self, recipient: str, message: dict[str, Any], metadata: dict[str, Any]) -> None:
-        """Deliver one outbound message; raise ``DeliveryFailed`` when it cannot be."""
+    async def send(
+        self, recipient: str, message: OutboundMessage, metadata: dict[str, Any]
+    ) -> None:
+        """Deliver one outbound message; raise ``DeliveryFailed`` when it cannot be.
+        ``metadata`` is the reply address ``parse`` put on the customer's message."""
         raise NotImplementedError
 
     async def register(self) -> None:
@@ -152,14 +160,14 @@ class Connector(Generic[C]):
         return None
 
 
-def as_text(message: dict[str, Any]) -> str:
-    """A message for a text-only channel: buttons and quick replies become numbered options,
-    cards their titles, images their URLs."""
-    lines = [message["text"]] if message.get("text") else []
-    for card in message.get("cards") or []:
-        lines.append(" - ".join(p for p in (card.get("title"), card.get("subtitle")) if p))
-    if message.get("image"):
-        lines.append(str(message["image"]))
-    options = [*(message.get("buttons") or []), *(message.get("quick_replies") or [])]
-    lines.extend(f"{i}. {b['title']}" for i, b in enumerate(options, 1))
+def as_text(message: OutboundMessage) -> str:
+    """A message for a text-only channel: its text, then each card's title (and subtitle), the
+    image URL, and the buttons and quick replies as numbered options (the customer answers
+    with the number)."""
+    lines = [message.text] if message.text else []
+    for card in message.cards:
+        lines.append(" - ".join(p for p in (card.title, card.subtitle) if p))
+    if message.image:
+        lines.append(message.image)
+    lines.extend(f"{i}. {b.title}" for i, b in enumerate(message.options(), 1))
     return "\n".join(lines)

@@ -20,10 +20,12 @@ class _Part(BaseModel):
 
 
 class Button(_Part):
-    """A button or quick reply: what the customer sees and the payload sent back when tapped."""
+    """A button or quick reply: what the customer sees and the payload sent back when tapped;
+    a link button (``url``) opens a page instead, on channels that have them (Telegram)."""
 
     title: str
     payload: str = ""
+    url: str | None = None
 
 
 class Card(_Part):

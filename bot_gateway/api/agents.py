@@ -42,6 +42,7 @@ from core.errors import (
     ParleyError,
 )
 from core.logging import log_event
+from core.messages import OutboundMessage
 from core.tables import Agent, Bot, Channel
 
 router = APIRouter(prefix="/agent", tags=["agents' console"])
@@ -409,7 +410,7 @@ async def send_message(
         agent_name=agent.name,
     )
     await gateway.conversations.record(record, item)
-    delivered = await send_to_customer(gateway, request, record, message)
+    delivered = await send_to_customer(gateway, request, record, OutboundMessage.of(message))
     turn = turn_of(conversation_id, item) or {}
     return {"turn": turn, "delivered": delivered}
 

@@ -85,7 +85,9 @@ async def _control(
         runtime.hub.said(outcome.conversation_id, item)
     runtime.hub.publish(outcome.conversation_id, {"type": "status", "status": outcome.status})
     return ConversationTurn(
-        conversation_id=outcome.conversation_id, status=outcome.status, messages=outcome.messages
+        conversation_id=outcome.conversation_id,
+        status=outcome.status,
+        messages=[m.to_wire() for m in outcome.messages],
     )
 
 

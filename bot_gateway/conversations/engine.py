@@ -55,6 +55,7 @@ from bot_gateway.conversations.tracker import (
 from core.documents import check_json_depth
 from core.errors import LimitExceeded
 from core.logging import log_event
+from core.messages import Button, Card, OutboundMessage
 
 __all__ = ["DialogEngine", "UserMessage", "VisionResult", "parse_payload"]
 
@@ -221,7 +222,7 @@ class _Turn:
 
     def __init__(self, tracker: Tracker, budget: int) -> None:
         self.tracker = tracker
-        self.messages: list[dict[str, Any]] = []
+        self.messages: list[OutboundMessage] = []
         self.budget = budget
         self.steps = 0
         self.explained = False  # a validation action already told the customer what was wrong
@@ -281,7 +282,7 @@ class DialogEngine:
         if not self.bot.session.carry_over_slots:
             tracker.slots = self.initial_slots()
 
-    async def handle(self, tracker: Tracker, message: UserMessage) -> list[dict[str, Any]]:
+    async def handle(self, tracker: Tracker, message: UserMessage) -> list[OutboundMessage]:
         """Process one customer message; returns the messages the bot sends (also recorded as
         ``bot`` events in the tracker)."""
         turn = _Turn(tracker, self.bot.max_actions_per_turn)
@@ -317,7 +318,7 @@ class DialogEngine:
             self.say(turn, ResponseVariant(text=DEFAULT_ERROR))
         return turn.messages
 
-    def handoff(self, tracker: Tracker, reason: str) -> list[dict[str, Any]]:
+    def handoff(self, tracker: Tracker, reason: str) -> list[OutboundMessage]:
         """Hand the conversation to a person (an API call or an agent)."""
         turn = _Turn(tracker, 1)
         self._handoff(turn, reason)
@@ -327,7 +328,7 @@ class DialogEngine:
         """End every running flow (an agent resets the conversation)."""
         self._end_all(tracker, reason)
 
-    def release(self, tracker: Tracker) -> list[dict[str, Any]]:
+    def release(self, tracker: Tracker) -> list[OutboundMessage]:
         """Give the conversation back to the bot."""
         turn = _Turn(tracker, 1)
         if tracker.status == BOT:
@@ -949,16 +950,14 @@ class DialogEngine:
             variant, turn.tracker.slots, sender_id=turn.tracker.sender_id, bot_name=self.bot.name
         )
         turn.messages.append(message)
-        offered = [
-            b["payload"] for b in (*message.get("buttons", ()), *message.get("quick_replies", ()))
-        ]
+        offered = [b.payload for b in message.options()]
         if offered:  # "2" on a text-only channel picks the second of these
             turn.tracker.options = offered
-        data = {k: v for k, v in message.items() if k != "text"}
-        turn.tracker.add(event("bot", text=message.get("text"), data=data, response=name))
+        data = message.model_copy(update={"text": None}).to_wire()
+        turn.tracker.add(event("bot", text=message.text, data=data, response=name))
 
 
-def render(variant: ResponseVariant, slots: dict[str, Any], **extra: Any) -> dict[str, Any]:
+def render(variant: ResponseVariant, slots: dict[str, Any], **extra: Any) -> OutboundMessage:
     """An outbound message from a response variant, with ``{slot}`` filled in."""
     values = {**{k: _show(v) for k, v in slots.items()}, **{k: str(v) for k, v in extra.items()}}
 
@@ -969,35 +968,27 @@ def render(variant: ResponseVariant, slots: dict[str, Any], **extra: Any) -> dic
             r"\{([A-Za-z_][A-Za-z0-9_]*)\}", lambda m: values.get(m.group(1), m.group(0)), text
         )
 
-    def buttons(items: Iterable[Any]) -> list[dict[str, str]]:
-        return [{"title": fill(b.title) or "", "payload": fill(b.payload) or ""} for b in items]
+    def buttons(items: Iterable[Any]) -> tuple[Button, ...]:
+        return tuple(
+            Button(title=fill(b.title) or "", payload=fill(b.payload) or "") for b in items
+        )
 
-    out: dict[str, Any] = {}
-    if variant.text:
-        out["text"] = fill(variant.text)
-    if variant.buttons:
-        out["buttons"] = buttons(variant.buttons)
-    if variant.quick_replies:
-        out["quick_replies"] = buttons(variant.quick_replies)
-    if variant.image:
-        out["image"] = fill(variant.image)
-    if variant.cards:
-        out["cards"] = [
-            {
-                k: v
-                for k, v in {
-                    "title": fill(c.title),
-                    "subtitle": fill(c.subtitle),
-                    "image": fill(c.image),
-                    "buttons": buttons(c.buttons) or None,
-                }.items()
-                if v
-            }
+    return OutboundMessage(
+        text=fill(variant.text) if variant.text else None,
+        buttons=buttons(variant.buttons),
+        quick_replies=buttons(variant.quick_replies),
+        image=fill(variant.image) or None,
+        cards=tuple(
+            Card(
+                title=fill(c.title) or None,
+                subtitle=fill(c.subtitle) or None,
+                image=fill(c.image) or None,
+                buttons=buttons(c.buttons),
+            )
             for c in variant.cards
-        ]
-    if variant.custom:
-        out["custom"] = variant.custom
-    return out
+        ),
+        custom=variant.custom or None,
+    )
 
 
 def _show(value: Any) -> str:

@@ -26,6 +26,7 @@ from bot_gateway.conversations.tracker import BOT, Tracker
 from core.errors import Conflict, NotReady, ParleyError
 from core.logging import log_event
 from core.metrics import counters
+from core.messages import OutboundMessage
 from core.tenants import Principal
 
 __all__ = ["BotInfo", "ConversationRuntime", "Hub", "Inbound", "TurnOutcome"]
@@ -66,7 +67,10 @@ class Inbound:
 @dataclass
 class TurnOutcome:
     conversation_id: str
-    messages: list[dict[str, Any]]
+    """What one turn did: the bot's messages (wire dicts only at the edges: ``to_wire()``),
+    the conversation's status, this turn's events and the slots after it."""
+
+    messages: list[OutboundMessage]
     status: str
     events: list[dict[str, Any]] = field(default_factory=list)  # this turn's
     slots: dict[str, Any] = field(default_factory=dict)
@@ -104,8 +108,8 @@ class Hub:
             except asyncio.QueueFull:
                 log_event("hub.listener_full", conversation=conversation_id)
 
-    def said(self, conversation_id: str, message: dict[str, Any], *, by: str = "bot") -> None:
-        """Tell listeners what the bot (or an agent) said."""
+    def said(self, conversation_id: str, message: OutboundMessage, *, by: str = "bot") -> None:
+        """Tell listeners what the bot (or an agent) said (a ``message`` frame)."""
         self.publish(conversation_id, message_frame(message, by=by))
 
     def listeners(self) -> int:
@@ -331,7 +335,7 @@ class ConversationRuntime:
             message = {k: v for k, v in (item.get("data") or {}).items() if v}
             if item.get("text"):
                 message["text"] = item["text"]
-            self.hub.said(record.id, message, by="agent")
+            self.hub.said(record.id, OutboundMessage.of(message), by="agent")
 
     def locked_conversation(self, record: ConversationRecord) -> Any:
         return self.locked(f"{record.bot_id}:{record.channel}:{record.sender_id}")

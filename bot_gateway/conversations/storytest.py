@@ -49,6 +49,7 @@ from bot_gateway.conversations.tracker import BOT, WAITING, Tracker
 from core.documents import DocumentLimits, read_yaml_document
 from core.errors import InvalidInput, ParleyError
 from core.logging import log_event
+from core.messages import OutboundMessage
 
 __all__ = [
     "BotExpectation",
@@ -100,8 +101,8 @@ class BotExpectation:
     buttons: list[str] | None = None
     image: str | bool | None = None
 
-    def matches(self, message: dict[str, Any], response: str | None) -> bool:
-        text = message.get("text")
+    def matches(self, message: OutboundMessage, response: str | None) -> bool:
+        text = message.text
         if self.name_or_text is not None and self.name_or_text not in (text, response):
             return False
         if self.text is not None and text != self.text:
@@ -112,7 +113,7 @@ class BotExpectation:
             return False
         if self.buttons is not None and _button_titles(message) != self.buttons:
             return False
-        image = message.get("image")
+        image = message.image
         if self.image is True and not image:
             return False
         return not (isinstance(self.image, str) and image != self.image)
@@ -150,11 +151,11 @@ class StoryCase:
 
 @dataclass(frozen=True)
 class TurnReply:
-    """What the bot did in one turn: its messages (outbound dicts: text, buttons,
-    quick_replies, image, cards), the response name of each (None for inline text), the slots
-    and status after the turn, and what NLU understood (``entities`` None: not reported)."""
+    """What the bot did in one turn: its messages, the response name of each (None for inline
+    text), the slots and status after the turn, and what NLU understood (``entities`` None: not
+    reported)."""
 
-    messages: list[dict[str, Any]]
+    messages: list[OutboundMessage]
     responses: list[str | None]
     slots: dict[str, Any]
     status: str
@@ -569,21 +570,20 @@ def _response_at(reply: TurnReply, i: int) -> str | None:
     return reply.responses[i] if i < len(reply.responses) else None
 
 
-def _button_titles(message: dict[str, Any]) -> list[str]:
-    buttons = message.get("buttons") or message.get("quick_replies") or []
-    return [str(b.get("title", "")) for b in buttons if isinstance(b, dict)]
+def _button_titles(message: OutboundMessage) -> list[str]:
+    return [b.title for b in message.buttons or message.quick_replies]
 
 
-def _describe_message(message: dict[str, Any], response: str | None) -> str:
-    text = message.get("text")
+def _describe_message(message: OutboundMessage, response: str | None) -> str:
+    text = message.text
     out = repr(text) if text else ""
     titles = _button_titles(message)
     if titles:
         out += f" buttons {titles!r}"
-    if message.get("image"):
-        out += f" image {message['image']!r}"
-    if message.get("cards"):
-        out += f" {len(message['cards'])} card(s)"
+    if message.image:
+        out += f" image {message.image!r}"
+    if message.cards:
+        out += f" {len(message.cards)} card(s)"
     out = out.strip() or "an empty message"
     return f"{out} ({response})" if response else out
 
@@ -674,7 +674,7 @@ def reply_of(
     tracker: Tracker, *, intent: str | None, entities: list[dict[str, Any]] | None = None
 ) -> TurnReply:
     """A ``TurnReply`` from the ``bot`` events of the tracker's current turn."""
-    messages: list[dict[str, Any]] = []
+    messages: list[OutboundMessage] = []
     responses: list[str | None] = []
     for item in tracker.turn_events():
         if item.get("event") != "bot":
@@ -682,7 +682,7 @@ def reply_of(
         message = {k: v for k, v in (item.get("data") or {}).items() if v}
         if item.get("text"):
             message = {"text": item["text"], **message}
-        messages.append(message)
+        messages.append(OutboundMessage.of(message))
         responses.append(item.get("response"))
     return TurnReply(
         messages=messages,

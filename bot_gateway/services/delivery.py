@@ -15,6 +15,7 @@ from connectors.registry import connectors
 from core.db import session_scope
 from core.errors import DeliveryFailed
 from core.logging import log_event
+from core.messages import OutboundMessage
 from core.metrics import counters
 from core.secrets import open_config
 from core.tables import Channel
@@ -42,7 +43,7 @@ async def deliver(
     connector: Connector[Any],
     conversation_id: str,
     recipient: str,
-    item: dict[str, Any],
+    item: OutboundMessage,
     *,
     metadata: dict[str, Any],
 ) -> bool:
@@ -53,13 +54,15 @@ async def deliver(
     except DeliveryFailed as e:
         counters.incr("channel.delivery_failed", channel=connector.type)
         log_event("channel.delivery_failed", conversation=conversation_id, error=e.message)
-        failed = event("delivery_failed", channel=connector.type, error=e.message, message=item)
+        failed = event(
+            "delivery_failed", channel=connector.type, error=e.message, message=item.to_wire()
+        )
         await gateway.conversations.store.append(conversation_id, [failed])
         return False
 
 
 async def send_to_customer(
-    gateway: Gateway, request: Request, conversation: Any, item: dict[str, Any]
+    gateway: Gateway, request: Request, conversation: Any, item: OutboundMessage
 ) -> bool:
     """An agent's message to the customer, through the conversation's channel when it is a
     connector's (web chat sockets get it from the hub; the REST channel only keeps it)."""

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import hmac
 import json
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import httpx
@@ -42,11 +43,14 @@ from pydantic import SecretStr
 from connectors._common import check_signature, clip, hmac_sha256, public_url, split_text
 from connectors._download import download
 from connectors.base import (
+    Button,
     Capabilities,
+    Card,
     Connector,
     ConnectorConfig,
     InboundMessage,
     Media,
+    OutboundMessage,
     WebhookReply,
     WebhookRequest,
     WebhookResult,
@@ -154,12 +158,14 @@ class MessengerConnector(Connector[MessengerConfig]):
             follow_redirects=True,
         )
 
-    async def send(self, recipient: str, message: dict[str, Any], metadata: dict[str, Any]) -> None:
-        if message.get("custom") is not None:
+    async def send(
+        self, recipient: str, message: OutboundMessage, metadata: dict[str, Any]
+    ) -> None:
+        if message.custom is not None:
             log_event("connector.messenger.custom_left_out", reason="custom payloads not sent")
         parts = _messages(message, self.webhook_url)
         if not parts:
-            log_event("connector.messenger.nothing_to_send", keys=sorted(message))
+            log_event("connector.messenger.nothing_to_send", keys=sorted(message.to_wire()))
         token = self.config.page_access_token.get_secret_value()
         params = {
             "access_token": token,
@@ -255,28 +261,28 @@ def _images(attachments: list[Any], unread: list[str]) -> tuple[Media, ...]:
     return tuple(images)
 
 
-def _options(items: list[dict[str, Any]], *, button: bool) -> list[dict[str, Any]]:
+def _options(items: Sequence[Button], *, button: bool) -> list[dict[str, Any]]:
     if button:
         return [
-            {"type": "postback", "title": clip(b["title"], TITLE_CHARS), "payload": b["payload"]}
+            {"type": "postback", "title": clip(b.title, TITLE_CHARS), "payload": b.payload}
             for b in items
         ]
     return [
-        {"content_type": "text", "title": clip(b["title"], TITLE_CHARS), "payload": b["payload"]}
+        {"content_type": "text", "title": clip(b.title, TITLE_CHARS), "payload": b.payload}
         for b in items
     ]
 
 
-def _prompt(options: list[dict[str, Any]]) -> str:
+def _prompt(options: Sequence[Button]) -> str:
     """The text a template or quick replies need when the bot's message has none."""
-    return " / ".join(o["title"] for o in options)
+    return " / ".join(o.title for o in options)
 
 
-def _messages(message: dict[str, Any], base: str) -> list[dict[str, Any]]:
+def _messages(message: OutboundMessage, base: str) -> list[dict[str, Any]]:
     """The Send API ``message`` objects for one outbound message, in order."""
-    text = str(message.get("text") or "")
-    buttons = list(message.get("buttons") or [])
-    quick = list(message.get("quick_replies") or [])
+    text = message.text or ""
+    buttons = list(message.buttons)
+    quick = list(message.quick_replies)
     parts: list[dict[str, Any]] = []
     if buttons and len(buttons) <= TEMPLATE_BUTTONS and len(text) <= TEMPLATE_TEXT_CHARS:
         template = {
@@ -291,13 +297,13 @@ def _messages(message: dict[str, Any], base: str) -> list[dict[str, Any]]:
         quick = [*buttons, *quick]
     if len(quick) > QUICK_REPLIES:
         log_event("connector.messenger.degraded", reason=f"{len(quick)} options sent as text")
-        text, quick = as_text({"text": text, "quick_replies": quick}), []
+        text, quick = as_text(OutboundMessage(text=text or None, quick_replies=tuple(quick))), []
     if not parts and text:
         parts.extend({"text": piece} for piece in split_text(text, TEXT_CHARS))
-    image = public_url(message.get("image"), base, channel="messenger")
+    image = public_url(message.image, base, channel="messenger")
     if image:
         parts.append({"attachment": {"type": "image", "payload": {"url": image}}})
-    cards = _cards(message.get("cards") or [], base)
+    cards = _cards(message.cards, base)
     if cards:
         template = {"template_type": "generic", "elements": cards}
         parts.append({"attachment": {"type": "template", "payload": template}})
@@ -308,18 +314,18 @@ def _messages(message: dict[str, Any], base: str) -> list[dict[str, Any]]:
     return parts
 
 
-def _cards(cards: list[dict[str, Any]], base: str) -> list[dict[str, Any]]:
-    if len(cards) > CARDS or any(len(c.get("buttons") or []) > TEMPLATE_BUTTONS for c in cards):
+def _cards(cards: Sequence[Card], base: str) -> list[dict[str, Any]]:
+    if len(cards) > CARDS or any(len(c.buttons) > TEMPLATE_BUTTONS for c in cards):
         log_event("connector.messenger.cards_cut", cards=len(cards))
     elements = []
     for card in cards[:CARDS]:
-        element: dict[str, Any] = {"title": clip(card["title"], CARD_CHARS)}
-        if card.get("subtitle"):
-            element["subtitle"] = clip(card["subtitle"], CARD_CHARS)
-        image = public_url(card.get("image"), base, channel="messenger")
+        element: dict[str, Any] = {"title": clip(card.title or "", CARD_CHARS)}
+        if card.subtitle:
+            element["subtitle"] = clip(card.subtitle, CARD_CHARS)
+        image = public_url(card.image, base, channel="messenger")
         if image:
             element["image_url"] = image
-        if card.get("buttons"):
-            element["buttons"] = _options(card["buttons"][:TEMPLATE_BUTTONS], button=True)
+        if card.buttons:
+            element["buttons"] = _options(card.buttons[:TEMPLATE_BUTTONS], button=True)
         elements.append(element)
     return elements

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
@@ -46,11 +46,13 @@ from pydantic import SecretStr
 from connectors._common import check_signature, clip, hmac_sha256, public_url, split_text
 from connectors._download import download, refuse_oversized
 from connectors.base import (
+    Button,
     Capabilities,
     Connector,
     ConnectorConfig,
     InboundMessage,
     Media,
+    OutboundMessage,
     WebhookReply,
     WebhookRequest,
     WebhookResult,
@@ -172,14 +174,16 @@ class SlackConnector(Connector[SlackConfig]):
             )
         return data
 
-    async def send(self, recipient: str, message: dict[str, Any], metadata: dict[str, Any]) -> None:
+    async def send(
+        self, recipient: str, message: OutboundMessage, metadata: dict[str, Any]
+    ) -> None:
         body: dict[str, Any] = {"channel": recipient, **_content(message, self.webhook_url)}
         if metadata.get("thread_ts"):
             body["thread_ts"] = metadata["thread_ts"]
-        if message.get("custom") is not None:
+        if message.custom is not None:
             log_event("connector.slack.custom_left_out", reason="custom payloads are not sent")
         if not body.get("text") and not body.get("blocks"):
-            log_event("connector.slack.nothing_to_send", keys=sorted(message))
+            log_event("connector.slack.nothing_to_send", keys=sorted(message.to_wire()))
             return
         await self._call("chat.postMessage", body)
 
@@ -373,51 +377,53 @@ def _escaped_len(text: str) -> int:
     return len(_escape(text))
 
 
-def _content(message: dict[str, Any], base: str) -> dict[str, Any]:
+def _content(message: OutboundMessage, base: str) -> dict[str, Any]:
     """``text`` and ``blocks`` of a ``chat.postMessage`` for an outbound message."""
     blocks: list[dict[str, Any]] = []
     counter = iter(range(1, 10_000))
 
-    def actions(options: list[dict[str, Any]]) -> None:
+    def actions(options: Sequence[Button]) -> None:
         for start in range(0, len(options), BUTTONS_PER_BLOCK):
             elements = [
                 {
                     "type": "button",
-                    "text": {"type": "plain_text", "text": clip(o["title"], BUTTON_CHARS)},
-                    "value": o["payload"],
+                    "text": {"type": "plain_text", "text": clip(o.title, BUTTON_CHARS)},
+                    "value": o.payload,
                     "action_id": f"parley-{next(counter)}",
                 }
                 for o in options[start : start + BUTTONS_PER_BLOCK]
             ]
             blocks.append({"type": "actions", "elements": elements})
 
-    text = message.get("text") or ""
+    text = message.text or ""
     if text:
         for piece in split_text(text, SECTION_CHARS, cost=_escaped_len):
             blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _escape(piece)}})
-    image = public_url(message.get("image"), base, channel="slack")
+    image = public_url(message.image, base, channel="slack")
     if image:
         blocks.append({"type": "image", "image_url": image, "alt_text": "image"})
-    for card in message.get("cards") or []:
-        lines = [f"*{_escape(clip(card['title'], 500))}*"]
-        if card.get("subtitle"):
-            lines.append(_escape(clip(card["subtitle"], 2000)))
+    for card in message.cards:
+        title = card.title or ""
+        lines = [f"*{_escape(clip(title, 500))}*"]
+        if card.subtitle:
+            lines.append(_escape(clip(card.subtitle, 2000)))
         section: dict[str, Any] = {
             "type": "section",
             "text": {"type": "mrkdwn", "text": "\n".join(lines)},
         }
-        card_image = public_url(card.get("image"), base, channel="slack")
+        card_image = public_url(card.image, base, channel="slack")
         if card_image:
             section["accessory"] = {
                 "type": "image",
                 "image_url": card_image,
-                "alt_text": card["title"],
+                "alt_text": title,
             }
         blocks.append(section)
-        if card.get("buttons"):
-            actions(list(card["buttons"]))
-    actions([*(message.get("buttons") or []), *(message.get("quick_replies") or [])])
-    fallback = _escape(text or as_text({**message, "image": image}))  # for notifications
+        if card.buttons:
+            actions(card.buttons)
+    actions(message.options())
+    plain = as_text(message.model_copy(update={"image": image}))
+    fallback = _escape(text or plain)  # for notifications
     if len(blocks) > MAX_BLOCKS:
         log_event("connector.slack.degraded", reason=f"{len(blocks)} blocks, over {MAX_BLOCKS}")
         return {"text": _escape(as_text(message))}

@@ -30,6 +30,7 @@ import hashlib
 import hmac
 import json
 import re
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import httpx
@@ -37,11 +38,14 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from connectors._download import download, refuse_oversized
 from connectors.base import (
+    Button,
     Capabilities,
+    Card,
     Connector,
     ConnectorConfig,
     InboundMessage,
     Media,
+    OutboundMessage,
     WebhookReply,
     WebhookRequest,
     WebhookResult,
@@ -306,7 +310,9 @@ class TelegramConnector(Connector[TelegramConfig]):
 
     # -- outbound --
 
-    async def send(self, recipient: str, message: dict[str, Any], metadata: dict[str, Any]) -> None:
+    async def send(
+        self, recipient: str, message: OutboundMessage, metadata: dict[str, Any]
+    ) -> None:
         chat = _chat_id(recipient)
         for method, body in _requests(chat, message):
             await self._call(method, body)
@@ -366,14 +372,14 @@ def _title_of(message: _Message | None, data: str) -> str | None:
     return None
 
 
-def _keyboard(buttons: list[dict[str, Any]]) -> dict[str, Any] | None:
+def _keyboard(buttons: Sequence[Button]) -> dict[str, Any] | None:
     rows = []
     for button in buttons:
-        title = str(button.get("title") or button.get("payload") or "")
-        if button.get("url"):
-            rows.append([{"text": title, "url": str(button["url"])}])
+        title = button.title or button.payload
+        if button.url:
+            rows.append([{"text": title, "url": button.url}])
             continue
-        payload = str(button.get("payload") or title)
+        payload = button.payload or title
         data = callback_data(payload)
         if data != payload:
             log_event("connector.telegram.degraded", reason="long_callback_payload", title=title)
@@ -381,12 +387,12 @@ def _keyboard(buttons: list[dict[str, Any]]) -> dict[str, Any] | None:
     return {"inline_keyboard": rows} if rows else None
 
 
-def _requests(chat: int | str, message: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+def _requests(chat: int | str, message: OutboundMessage) -> list[tuple[str, dict[str, Any]]]:
     """The Bot API calls that show ``message``: its image and text (with the keyboard of its
     buttons and quick replies on the last of them), then one per card."""
-    options = [*(message.get("buttons") or []), *(message.get("quick_replies") or [])]
-    text = str(message.get("text") or "")
-    image = message.get("image")
+    options = message.options()
+    text = message.text or ""
+    image = message.image
     calls: list[tuple[str, dict[str, Any]]] = []
     if image:
         photo: dict[str, Any] = {"chat_id": chat, "photo": str(image)}
@@ -394,24 +400,24 @@ def _requests(chat: int | str, message: dict[str, Any]) -> list[tuple[str, dict[
             photo["caption"], text = text, ""
         calls.append(("sendPhoto", photo))
     if not text and not image and options:
-        text = as_text({"buttons": options})  # Telegram needs some text above a keyboard
+        text = as_text(OutboundMessage(buttons=tuple(options)))  # some text above a keyboard
     if text:
         calls.extend(("sendMessage", {"chat_id": chat, "text": t}) for t in _chunks(text, TEXT_MAX))
     if keyboard := _keyboard(options):
         calls[-1][1]["reply_markup"] = keyboard
-    for card in message.get("cards") or []:
+    for card in message.cards:
         calls.append(_card(chat, card))
     if not calls:
-        log_event("connector.telegram.nothing_to_send", kinds=sorted(message))
+        log_event("connector.telegram.nothing_to_send", kinds=sorted(message.to_wire()))
     return calls
 
 
-def _card(chat: int | str, card: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    caption = "\n".join(str(p) for p in (card.get("title"), card.get("subtitle")) if p)
+def _card(chat: int | str, card: Card) -> tuple[str, dict[str, Any]]:
+    caption = "\n".join(p for p in (card.title, card.subtitle) if p)
     body: dict[str, Any] = {"chat_id": chat}
-    if keyboard := _keyboard(list(card.get("buttons") or [])):
+    if keyboard := _keyboard(card.buttons):
         body["reply_markup"] = keyboard
-    if card.get("image") and len(caption) <= CAPTION_MAX:
-        return "sendPhoto", {**body, "photo": str(card["image"]), "caption": caption}
-    text = as_text({"text": caption, "image": card.get("image")}) or "\u2022"
+    if card.image and len(caption) <= CAPTION_MAX:
+        return "sendPhoto", {**body, "photo": card.image, "caption": caption}
+    text = as_text(OutboundMessage(text=caption or None, image=card.image)) or "\u2022"
     return "sendMessage", {**body, "text": text[:TEXT_MAX]}

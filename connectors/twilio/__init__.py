@@ -43,6 +43,7 @@ from connectors.base import (
     ConnectorConfig,
     InboundMessage,
     Media,
+    OutboundMessage,
     WebhookReply,
     WebhookRequest,
     WebhookResult,
@@ -210,14 +211,16 @@ class TwilioConnector(Connector[TwilioConfig]):
 
     # -- outbound --
 
-    async def send(self, recipient: str, message: dict[str, Any], metadata: dict[str, Any]) -> None:
+    async def send(
+        self, recipient: str, message: OutboundMessage, metadata: dict[str, Any]
+    ) -> None:
         to = recipient
         if self.whatsapp and not to.startswith("whatsapp:"):
             to = "whatsapp:" + to
-        image = message.get("image")
-        text = as_text({k: v for k, v in message.items() if k != "image"})
+        image = message.image
+        text = as_text(message.model_copy(update={"image": None}))
         if not text and not image:
-            log_event("connector.twilio.nothing_to_send", kinds=sorted(message))
+            log_event("connector.twilio.nothing_to_send", kinds=sorted(message.to_wire()))
             return
         parts = [text[i : i + BODY_MAX] for i in range(0, len(text), BODY_MAX)] or [""]
         url = f"{self.api_base}/2010-04-01/Accounts/{self.config.account_sid}/Messages.json"

@@ -15,6 +15,7 @@ from pydantic import SecretStr
 from connectors.base import Connector
 from connectors.registry import connectors
 from core.errors import DeliveryFailed, InvalidInput, Unauthenticated
+from core.messages import OutboundMessage
 from tests.connectors.kits import KITS, Kit
 from tests.support.images import encode, shape_image
 
@@ -113,7 +114,9 @@ def test_replies_are_sent_and_degrade(kit: Kit) -> None:
     (message,) = connector.parse(
         kit.text_webhook(connector, "hi", sender="u1", message_id="m1")
     ).messages
-    asyncio.run(connector.send(message.sender_id, {"text": "Hello!"}, message.metadata))
+    asyncio.run(
+        connector.send(message.sender_id, OutboundMessage.of({"text": "Hello!"}), message.metadata)
+    )
     rich = {
         "text": "Pick one",
         "quick_replies": [
@@ -121,7 +124,7 @@ def test_replies_are_sent_and_degrade(kit: Kit) -> None:
             {"title": "Talk to a person", "payload": "/talk_to_human"},
         ],
     }
-    asyncio.run(connector.send(message.sender_id, rich, message.metadata))
+    asyncio.run(connector.send(message.sender_id, OutboundMessage.of(rich), message.metadata))
     sent = kit.sent(calls)
     assert sent[0]["text"] == "Hello!" and sent[0]["to"] == message.sender_id
     offered = sent[1]
@@ -145,9 +148,17 @@ def test_a_busy_provider_is_retried_and_a_refusal_fails(kit: Kit) -> None:
     (message,) = connector.parse(
         kit.text_webhook(connector, "hi", sender="u1", message_id="m1")
     ).messages
-    asyncio.run(connector.send(message.sender_id, {"text": "after a wait"}, message.metadata))
+    asyncio.run(
+        connector.send(
+            message.sender_id, OutboundMessage.of({"text": "after a wait"}), message.metadata
+        )
+    )
     assert [m["text"] for m in kit.sent(calls)] == ["after a wait"]
 
     refusing = make(kit, httpx.MockTransport(lambda r: httpx.Response(400, json={"error": "no"})))
     with pytest.raises(DeliveryFailed):
-        asyncio.run(refusing.send(message.sender_id, {"text": "lost?"}, message.metadata))
+        asyncio.run(
+            refusing.send(
+                message.sender_id, OutboundMessage.of({"text": "lost?"}), message.metadata
+            )
+        )

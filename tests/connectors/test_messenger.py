@@ -16,6 +16,7 @@ import pytest
 from connectors.base import Media, WebhookRequest
 from connectors.messenger import MessengerConnector
 from core.errors import DeliveryFailed, InvalidInput, PayloadTooLarge, Unauthenticated
+from core.messages import OutboundMessage
 from tests.connectors._harness import Waits, build
 from tests.connectors.messenger_kit import APP_SECRET, IMAGE_URL, KIT, PAGE_ID, PAGE_TOKEN
 
@@ -38,7 +39,7 @@ def sent_messages(calls: list[httpx.Request]) -> list[dict[str, Any]]:
 
 def send(message: dict[str, Any]) -> list[dict[str, Any]]:
     connector, calls, _ = make()
-    asyncio.run(connector.send("PSID1", message, {}))
+    asyncio.run(connector.send("PSID1", OutboundMessage.of(message), {}))
     return sent_messages(calls)
 
 
@@ -178,7 +179,7 @@ def test_a_redelivered_message_keeps_its_mid() -> None:
 
 def test_text_goes_to_the_send_api_with_the_page_token() -> None:
     connector, calls, _ = make()
-    asyncio.run(connector.send("PSID1", {"text": "Hello!"}, {}))
+    asyncio.run(connector.send("PSID1", OutboundMessage.of({"text": "Hello!"}), {}))
     (call,) = calls
     assert call.method == "POST"
     assert call.url.copy_with(query=None) == SEND_URL
@@ -300,7 +301,7 @@ def test_a_busy_send_api_is_retried_and_a_refusal_fails() -> None:
         httpx.Response(200, json={"recipient_id": "PSID1", "message_id": "m_1"}),
     ]
     connector, _, waits = make(lambda request: answers.pop(0))
-    asyncio.run(connector.send("PSID1", {"text": "after a wait"}, {}))
+    asyncio.run(connector.send("PSID1", OutboundMessage.of({"text": "after a wait"}), {}))
     assert waits == [2.0]
 
     def refuse(request: httpx.Request) -> httpx.Response:
@@ -314,5 +315,5 @@ def test_a_busy_send_api_is_retried_and_a_refusal_fails() -> None:
 
     refusing, _, _ = make(refuse)
     with pytest.raises(DeliveryFailed, match="allowed window") as caught:
-        asyncio.run(refusing.send("PSID1", {"text": "too late"}, {}))
+        asyncio.run(refusing.send("PSID1", OutboundMessage.of({"text": "too late"}), {}))
     assert PAGE_TOKEN not in caught.value.message

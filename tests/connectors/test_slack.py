@@ -14,6 +14,7 @@ import pytest
 from connectors.base import Media, WebhookRequest
 from connectors.slack import SlackConnector
 from core.errors import DeliveryFailed, InvalidInput, PayloadTooLarge, Unauthenticated
+from core.messages import OutboundMessage
 from tests.connectors._harness import Waits, build
 from tests.connectors.slack_kit import BOT_TOKEN, FILE_URL, KIT, SIGNING_SECRET
 
@@ -162,7 +163,9 @@ def test_a_message_in_a_thread_is_answered_in_the_thread() -> None:
         KIT.signed(connector, KIT.event_body(event, event_id="Ev1"))
     ).messages
     assert message.metadata["thread_ts"] == "1355517520.000001"
-    asyncio.run(connector.send(message.sender_id, {"text": "Hello"}, message.metadata))
+    asyncio.run(
+        connector.send(message.sender_id, OutboundMessage.of({"text": "Hello"}), message.metadata)
+    )
     assert posted(calls)[0]["thread_ts"] == "1355517520.000001"
 
 
@@ -285,7 +288,7 @@ def test_fetch_refuses_big_files_foreign_hosts_and_login_pages() -> None:
 
 def test_text_is_posted_with_the_bot_token() -> None:
     connector, calls, _ = make()
-    asyncio.run(connector.send("D1", {"text": "Parcel <PX-1> & co"}, {}))
+    asyncio.run(connector.send("D1", OutboundMessage.of({"text": "Parcel <PX-1> & co"}), {}))
     (call,) = calls
     assert call.method == "POST"
     assert str(call.url) == "https://slack.com/api/chat.postMessage"
@@ -307,7 +310,7 @@ def test_buttons_and_quick_replies_are_an_actions_block() -> None:
         "buttons": [{"title": "Track my order", "payload": "/track_order"}],
         "quick_replies": [{"title": "Talk to a person", "payload": "/talk_to_human"}],
     }
-    asyncio.run(connector.send("D1", message, {}))
+    asyncio.run(connector.send("D1", OutboundMessage.of(message), {}))
     body = posted(calls)[0]
     assert body["text"] == "Pick one"
     assert body["blocks"][1] == {
@@ -328,7 +331,7 @@ def test_buttons_and_quick_replies_are_an_actions_block() -> None:
         ],
     }
     many = {"text": "x", "buttons": [{"title": f"b{i}", "payload": f"/p{i}"} for i in range(30)]}
-    asyncio.run(connector.send("D1", many, {}))
+    asyncio.run(connector.send("D1", OutboundMessage.of(many), {}))
     actions = [b for b in posted(calls)[1]["blocks"] if b["type"] == "actions"]
     assert [len(a["elements"]) for a in actions] == [25, 5]  # Slack's limit per block
 
@@ -346,7 +349,7 @@ def test_images_and_cards_are_blocks() -> None:
             }
         ],
     }
-    asyncio.run(connector.send("D1", message, {}))
+    asyncio.run(connector.send("D1", OutboundMessage.of(message), {}))
     body = posted(calls)[0]
     assert body["blocks"] == [
         {
@@ -383,7 +386,11 @@ def test_images_and_cards_are_blocks() -> None:
 def test_long_text_is_split_into_sections_and_data_images_left_out() -> None:
     connector, calls, _ = make()
     text = ("word " * 700).strip()  # 3499 characters
-    asyncio.run(connector.send("D1", {"text": text, "image": "data:image/png;base64,AAAA"}, {}))
+    asyncio.run(
+        connector.send(
+            "D1", OutboundMessage.of({"text": text, "image": "data:image/png;base64,AAAA"}), {}
+        )
+    )
     blocks = posted(calls)[0]["blocks"]
     assert [b["type"] for b in blocks] == ["section", "section"]
     assert all(len(b["text"]["text"]) <= 3000 for b in blocks)
@@ -405,7 +412,7 @@ def test_a_busy_slack_is_retried_then_delivers() -> None:
         return answers.pop(0)
 
     connector, _, waits = make(handler)
-    asyncio.run(connector.send("D1", {"text": "after a wait"}, {}))
+    asyncio.run(connector.send("D1", OutboundMessage.of({"text": "after a wait"}), {}))
     assert len(seen) == 3 and waits == [7.0, 3.0]
 
 
@@ -422,11 +429,11 @@ def test_a_busy_slack_is_retried_then_delivers() -> None:
 def test_refusals_are_delivery_failures(status: int, answer: dict[str, Any], hint: str) -> None:
     connector, _, _ = make(lambda request: httpx.Response(status, **answer))
     with pytest.raises(DeliveryFailed, match=hint) as caught:
-        asyncio.run(connector.send("D1", {"text": "lost?"}, {}))
+        asyncio.run(connector.send("D1", OutboundMessage.of({"text": "lost?"}), {}))
     assert BOT_TOKEN not in caught.value.message
 
 
 def test_an_empty_message_sends_nothing() -> None:
     connector, calls, _ = make()
-    asyncio.run(connector.send("D1", {"custom": {"blocks": []}}, {}))
+    asyncio.run(connector.send("D1", OutboundMessage.of({"custom": {"blocks": []}}), {}))
     assert calls == []

@@ -12,6 +12,7 @@ import pytest
 from connectors.base import Media
 from connectors.telegram import TelegramConfig, TelegramConnector, callback_data
 from core.errors import DeliveryFailed, InvalidInput, PayloadTooLarge, Unauthenticated
+from core.messages import OutboundMessage
 from tests.connectors.telegram_kit import (
     BOT_TOKEN,
     FILE_PATH,
@@ -164,7 +165,9 @@ def test_a_payload_over_64_bytes_survives_as_the_buttons_title() -> None:
     asyncio.run(
         connector.send(
             "42",
-            {"text": "Which?", "buttons": [{"title": "Blue box", "payload": long_payload}]},
+            OutboundMessage.of(
+                {"text": "Which?", "buttons": [{"title": "Blue box", "payload": long_payload}]}
+            ),
             {},
         )
     )
@@ -221,7 +224,7 @@ def test_a_body_that_is_not_json_is_invalid_input() -> None:
 
 def test_text_goes_out_with_send_message() -> None:
     connector, calls = recording()
-    asyncio.run(connector.send("42", {"text": "Hello!"}, {}))
+    asyncio.run(connector.send("42", OutboundMessage.of({"text": "Hello!"}), {}))
     assert [(r.method, str(r.url)) for r in calls] == [("POST", f"{API}/sendMessage")]
     assert calls[0].headers["content-type"] == "application/json"
     assert json.loads(calls[0].content) == {"chat_id": 42, "text": "Hello!"}
@@ -237,7 +240,7 @@ def test_buttons_and_quick_replies_are_an_inline_keyboard() -> None:
         ],
         "quick_replies": [{"title": "Talk to a person", "payload": "/talk_to_human"}],
     }
-    asyncio.run(connector.send("42", message_, {}))
+    asyncio.run(connector.send("42", OutboundMessage.of(message_), {}))
     assert bodies(calls) == [
         (
             f"{API}/sendMessage",
@@ -258,7 +261,11 @@ def test_buttons_and_quick_replies_are_an_inline_keyboard() -> None:
 
 def test_buttons_without_text_still_get_text_above_them() -> None:
     connector, calls = recording()
-    asyncio.run(connector.send("42", {"buttons": [{"title": "Yes", "payload": "/yes"}]}, {}))
+    asyncio.run(
+        connector.send(
+            "42", OutboundMessage.of({"buttons": [{"title": "Yes", "payload": "/yes"}]}), {}
+        )
+    )
     ((_, sent),) = bodies(calls)
     assert sent["text"] == "1. Yes" and sent["reply_markup"]["inline_keyboard"]
 
@@ -270,7 +277,7 @@ def test_an_image_is_a_photo_with_the_text_as_caption() -> None:
         "image": "https://cdn.example/label.png",
         "quick_replies": [{"title": "Thanks", "payload": "/thanks"}],
     }
-    asyncio.run(connector.send("42", reply, {}))
+    asyncio.run(connector.send("42", OutboundMessage.of(reply), {}))
     assert bodies(calls) == [
         (
             f"{API}/sendPhoto",
@@ -290,7 +297,7 @@ def test_text_too_long_for_a_caption_or_a_message_is_split() -> None:
     connector, calls = recording()
     text = "x" * 5000
     reply = {"text": text, "image": "https://cdn.example/a.png", "buttons": [{"title": "Ok"}]}
-    asyncio.run(connector.send("42", reply, {}))
+    asyncio.run(connector.send("42", OutboundMessage.of(reply), {}))
     sent = bodies(calls)
     assert [url.rsplit("/", 1)[1] for url, _ in sent] == ["sendPhoto", "sendMessage", "sendMessage"]
     assert "caption" not in sent[0][1]
@@ -315,7 +322,7 @@ def test_cards_are_photos_with_their_own_buttons() -> None:
             {"title": "Envelope", "subtitle": "Delivered"},
         ],
     }
-    asyncio.run(connector.send("42", reply, {}))
+    asyncio.run(connector.send("42", OutboundMessage.of(reply), {}))
     assert bodies(calls) == [
         (f"{API}/sendMessage", {"chat_id": 42, "text": "Your parcels"}),
         (
@@ -335,8 +342,8 @@ def test_cards_are_photos_with_their_own_buttons() -> None:
 
 def test_a_channel_name_is_sent_as_is_and_an_empty_message_sends_nothing() -> None:
     connector, calls = recording()
-    asyncio.run(connector.send("@parcelly_news", {"text": "News"}, {}))
-    asyncio.run(connector.send("42", {"custom": {"anything": 1}}, {}))
+    asyncio.run(connector.send("@parcelly_news", OutboundMessage.of({"text": "News"}), {}))
+    asyncio.run(connector.send("42", OutboundMessage.of({"custom": {"anything": 1}}), {}))
     assert bodies(calls) == [(f"{API}/sendMessage", {"chat_id": "@parcelly_news", "text": "News"})]
 
 
@@ -366,7 +373,7 @@ def test_flood_control_waits_as_long_as_telegram_asks() -> None:
         waits.append(seconds)
 
     connector._sleep = sleep  # type: ignore[method-assign]
-    asyncio.run(connector.send("42", {"text": "after a wait"}, {}))
+    asyncio.run(connector.send("42", OutboundMessage.of({"text": "after a wait"}), {}))
     assert waits == [7.0]
     assert [body["text"] for _, body in bodies(calls)] == ["after a wait"]
 
@@ -379,12 +386,12 @@ def test_a_refusal_fails_without_showing_the_token() -> None:
     }
     connector = make(httpx.MockTransport(lambda r: httpx.Response(403, json=refusal)))
     with pytest.raises(DeliveryFailed, match="blocked by the user") as failed:
-        asyncio.run(connector.send("42", {"text": "hello?"}, {}))
+        asyncio.run(connector.send("42", OutboundMessage.of({"text": "hello?"}), {}))
     assert BOT_TOKEN not in failed.value.message
     not_ok = {"ok": False, "description": "Bad Request: chat not found"}
     connector = make(httpx.MockTransport(lambda r: httpx.Response(200, json=not_ok)))
     with pytest.raises(DeliveryFailed, match="chat not found"):
-        asyncio.run(connector.send("42", {"text": "hello?"}, {}))
+        asyncio.run(connector.send("42", OutboundMessage.of({"text": "hello?"}), {}))
 
 
 # -- fetch --

@@ -16,6 +16,7 @@ import pytest
 from connectors.base import Media
 from connectors.twilio import EMPTY_TWIML, TwilioConfig, TwilioConnector, signature
 from core.errors import DeliveryFailed, InvalidInput, PayloadTooLarge, Unauthenticated
+from core.messages import OutboundMessage
 from tests.connectors.twilio_kit import (
     ACCOUNT_SID,
     AUTH_TOKEN,
@@ -219,7 +220,7 @@ def test_a_body_that_is_not_a_form_is_invalid_input() -> None:
 
 def test_text_goes_through_the_messages_api() -> None:
     connector, calls = recording()
-    asyncio.run(connector.send("+15558675310", {"text": "Hello!"}, {}))
+    asyncio.run(connector.send("+15558675310", OutboundMessage.of({"text": "Hello!"}), {}))
     assert forms(calls) == [[("To", "+15558675310"), ("From", FROM_NUMBER), ("Body", "Hello!")]]
 
 
@@ -231,7 +232,7 @@ def test_buttons_quick_replies_and_cards_degrade_to_numbered_text() -> None:
         "buttons": [{"title": "Track my order", "payload": "/track_order"}],
         "quick_replies": [{"title": "Talk to a person", "payload": "/talk_to_human"}],
     }
-    asyncio.run(connector.send("+15558675310", reply, {}))
+    asyncio.run(connector.send("+15558675310", OutboundMessage.of(reply), {}))
     ((_, _, body),) = forms(calls)
     assert body == (
         "Body",
@@ -242,8 +243,12 @@ def test_buttons_quick_replies_and_cards_degrade_to_numbered_text() -> None:
 def test_an_image_is_a_media_url_and_whatsapp_numbers_get_their_prefix() -> None:
     connector, calls = recording(from_number="whatsapp:+14155238886")
     reply = {"text": "Your label", "image": "https://cdn.example/label.png"}
-    asyncio.run(connector.send("+15558675310", reply, {}))
-    asyncio.run(connector.send("whatsapp:+15558675310", {"image": "https://cdn.example/b.png"}, {}))
+    asyncio.run(connector.send("+15558675310", OutboundMessage.of(reply), {}))
+    asyncio.run(
+        connector.send(
+            "whatsapp:+15558675310", OutboundMessage.of({"image": "https://cdn.example/b.png"}), {}
+        )
+    )
     assert forms(calls) == [
         [
             ("To", "whatsapp:+15558675310"),
@@ -262,8 +267,12 @@ def test_an_image_is_a_media_url_and_whatsapp_numbers_get_their_prefix() -> None
 def test_a_long_text_goes_in_several_messages_and_empty_ones_not_at_all() -> None:
     connector, calls = recording()
     text = "y" * 3500
-    asyncio.run(connector.send("+15558675310", {"text": text, "image": "https://c/i.png"}, {}))
-    asyncio.run(connector.send("+15558675310", {"custom": {"x": 1}}, {}))
+    asyncio.run(
+        connector.send(
+            "+15558675310", OutboundMessage.of({"text": text, "image": "https://c/i.png"}), {}
+        )
+    )
+    asyncio.run(connector.send("+15558675310", OutboundMessage.of({"custom": {"x": 1}}), {}))
     sent = [dict(f) for f in forms(calls)]
     assert [len(f["Body"]) for f in sent] == [1600, 1600, 300]
     assert [f.get("MediaUrl") for f in sent] == ["https://c/i.png", None, None]
@@ -287,7 +296,7 @@ def test_a_busy_api_is_retried_after_its_retry_after() -> None:
 
     connector = make(httpx.MockTransport(flaky))
     connector._sleep = sleep  # type: ignore[method-assign]
-    asyncio.run(connector.send("+15558675310", {"text": "after a wait"}, {}))
+    asyncio.run(connector.send("+15558675310", OutboundMessage.of({"text": "after a wait"}), {}))
     assert waits == [3.0] and [dict(f)["Body"] for f in forms(calls)] == ["after a wait"]
 
 
@@ -295,7 +304,7 @@ def test_a_refused_message_fails_with_twilios_reason() -> None:
     refusal = {"code": 21211, "message": "The 'To' number +1555 is not a valid phone number."}
     connector = make(httpx.MockTransport(lambda r: httpx.Response(400, json=refusal)))
     with pytest.raises(DeliveryFailed, match="not a valid phone number") as failed:
-        asyncio.run(connector.send("+1555", {"text": "hi"}, {}))
+        asyncio.run(connector.send("+1555", OutboundMessage.of({"text": "hi"}), {}))
     assert AUTH_TOKEN not in failed.value.message
 
 

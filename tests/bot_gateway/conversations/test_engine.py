@@ -29,6 +29,7 @@ from bot_gateway.conversations.storytest import (
     run_cases,
 )
 from bot_gateway.conversations.tracker import ActionResult, Tracker
+from core.messages import OutboundMessage
 
 Fake = ActionResult | Callable[[Tracker, list[dict[str, Any]]], ActionResult]
 
@@ -89,7 +90,7 @@ def say(
 ) -> list[str]:
     """One turn; the texts the bot sent."""
     reply = asyncio.run(converse(sender, UserTurn(text=text, intent=intent)))
-    return [m.get("text", "") for m in reply.messages]
+    return [m.text or "" for m in reply.messages]
 
 
 # --- slots asked, validated, retried ---------------------------------------------------------
@@ -698,13 +699,13 @@ def test_low_confidence_and_out_of_scope_are_fallbacks() -> None:
     tracker = engine.new_tracker("c1", "s1")
     low = {"intent": {"name": "greet", "confidence": 0.3}, "entities": []}
     out = asyncio.run(engine.handle(tracker, UserMessage(text="hey?", parse=low)))
-    assert [m["text"] for m in out] == [DEFAULT_FALLBACK]
+    assert [m.text for m in out] == [DEFAULT_FALLBACK]
     high = {"intent": {"name": "greet", "confidence": 0.9}, "entities": []}
     out = asyncio.run(engine.handle(tracker, UserMessage(text="hello", parse=high)))
-    assert [m["text"] for m in out] == ["Hi!"]
+    assert [m.text for m in out] == ["Hi!"]
     oos = {**high, "out_of_scope": True}
     out = asyncio.run(engine.handle(tracker, UserMessage(text="weather?", parse=oos)))
-    assert [m["text"] for m in out] == [DEFAULT_FALLBACK]
+    assert [m.text for m in out] == [DEFAULT_FALLBACK]
 
 
 def test_a_handoff_intent_waits_for_an_agent_silently_until_released() -> None:
@@ -718,7 +719,7 @@ def test_a_handoff_intent_waits_for_an_agent_silently_until_released() -> None:
     assert say(converse, "s", "anyone?") == []
     assert tracker.status == "waiting_for_agent"
     released = engine.release(tracker)
-    assert [m["text"] for m in released] == [DEFAULT_RELEASED]
+    assert [m.text for m in released] == [DEFAULT_RELEASED]
     assert tracker.status == "bot"
     assert say(converse, "s", "hello", intent="greet") == ["Hi!"]
     assert engine.release(tracker) == []  # already with the bot
@@ -741,7 +742,7 @@ def test_handoff_and_released_responses_are_configurable() -> None:
     engine = make_engine(bot)
     converse = engine_converse(engine)
     assert say(converse, "s", "agent!", intent="human") == ["A person will take over now."]
-    assert [m["text"] for m in engine.release(converse.trackers["s"])] == ["The bot is back."]
+    assert [m.text for m in engine.release(converse.trackers["s"])] == ["The bot is back."]
 
 
 def test_a_handoff_in_the_middle_of_a_flow_ends_it() -> None:
@@ -1233,7 +1234,7 @@ def test_vision_results_are_recorded_in_the_tracker() -> None:
     converse = engine_converse(engine, vision={"label.png": [LABEL]})
     turn = UserTurn(image="label.png", image_bytes=b"png")
     reply = asyncio.run(converse("s", turn))
-    assert reply.messages == [{"text": "Order PX-100234 has shipped."}]
+    assert reply.messages == [OutboundMessage(text="Order PX-100234 has shipped.")]
     seen = [e for e in converse.trackers["s"].events if e["event"] == "vision"]
     assert seen == [{**seen[0], "name": "label", "model": "prebuilt-ocr", "result": LABEL.result}]
     user = next(e for e in converse.trackers["s"].events if e["event"] == "user")

@@ -19,6 +19,7 @@ from bot_gateway.conversations.storytest import (
     turn_parse,
 )
 from core.errors import InvalidInput, NotReady
+from core.messages import OutboundMessage
 
 
 def reply(
@@ -29,7 +30,7 @@ def reply(
     intent: str | None = None,
     entities: list[dict[str, Any]] | None = None,
 ) -> TurnReply:
-    messages = [{"text": t} if isinstance(t, str) else t for t in texts]
+    messages = [OutboundMessage.of({"text": t} if isinstance(t, str) else t) for t in texts]
     return TurnReply(
         messages=messages,
         responses=responses if responses is not None else [None] * len(messages),
