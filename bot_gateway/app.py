@@ -27,7 +27,6 @@ from bot_gateway.api import (
 )
 from bot_gateway.api import audit as audit_api
 from bot_gateway.api import usage as usage_api
-from bot_gateway.api.predict_images import predict_images
 from bot_gateway.audit import AuditMiddleware, AuditWriter
 from bot_gateway.body_limits import BodyLimits
 from bot_gateway.conversations.actions import Actions
@@ -39,6 +38,9 @@ from bot_gateway.metering import MeteredTrackerStore
 from bot_gateway.openapi import install_openapi
 from bot_gateway.ratelimit import Admission, RateLimitHeaders
 from bot_gateway.schemas import ParseRequest, PredictRequest
+from bot_gateway.services import predictions
+from bot_gateway.services.datasets import import_in_background
+from bot_gateway.services.uploads import read_upload_sync
 from bot_gateway.serving.batcher import MicroBatcher
 from bot_gateway.serving.cache import ModelCache
 from bot_gateway.serving.lookup import Lookups
@@ -101,10 +103,10 @@ def conversation_runtime(gateway: Gateway, client: httpx.AsyncClient) -> Convers
 
     async def parse(principal: Principal, model_id: str, text: str) -> dict[str, Any]:
         body = ParseRequest(text=text)
-        return (await predict.parse_text(gateway, principal, model_id, body)).model_dump()
+        return (await predictions.parse_text(gateway, principal, model_id, body)).model_dump()
 
     async def see(principal: Principal, model_id: str, data: bytes) -> dict[str, Any]:
-        result = await predict_images(
+        result = await predictions.predict_images(
             gateway, principal, model_id, PredictRequest(), [("image", data)]
         )
         return result.model_dump(exclude_none=True)
@@ -112,7 +114,7 @@ def conversation_runtime(gateway: Gateway, client: httpx.AsyncClient) -> Convers
     async def read_upload(
         tenant_id: str, bot_id: str, upload_id: str
     ) -> tuple[bytes, dict[str, Any]]:
-        return await run_in_threadpool(chat.read_upload_sync, gateway, tenant_id, bot_id, upload_id)
+        return await run_in_threadpool(read_upload_sync, gateway, tenant_id, bot_id, upload_id)
 
     return ConversationRuntime(
         store=MeteredTrackerStore(gateway.engine, gateway.usage),
@@ -129,7 +131,7 @@ def _resume_imports(gateway: Gateway) -> None:
         pending = list(session.scalars(select(Dataset.id).where(Dataset.status == "processing")))
     for dataset_id in pending:
         log_event("dataset.import_resumed", dataset=dataset_id)
-        gateway.imports.submit(datasets.import_in_background, gateway, dataset_id)
+        gateway.imports.submit(import_in_background, gateway, dataset_id)
 
 
 def create_app(

@@ -202,7 +202,7 @@ def agents_create(
     as_json: JsonOpt = False,
 ) -> None:
     """Create an agent who logs in at /console/agents (the password is asked for)."""
-    from core.agents import create_agent
+    from bot_gateway.services.accounts import create_agent
     from core.db import session_scope
     from core.errors import ParleyError
     from core.tenants import get_tenant

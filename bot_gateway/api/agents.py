@@ -22,17 +22,17 @@ from sqlalchemy import select
 from starlette.datastructures import UploadFile
 
 from bot_gateway import auth_failures
-from bot_gateway.api.forms import form_file, read_form, read_limited
 from bot_gateway.conversations import bots as bot_service
 from bot_gateway.conversations.runtime import agents_topic
 from bot_gateway.conversations.store import WAITING, WITH_AGENT, AgentDesk, ConversationRecord
 from bot_gateway.conversations.tracker import event
 from bot_gateway.deps import Gateway, GatewayDep
 from bot_gateway.errors import close_code_for
+from bot_gateway.requests import form_file, read_form, read_limited
+from bot_gateway.services import accounts as agent_service
+from bot_gateway.services.accounts import AgentPrincipal
 from bot_gateway.services.delivery import public_base, send_to_customer
 from bot_gateway.services.uploads import read_upload_sync, store_upload
-from core import agents as agent_service
-from core.agents import AgentPrincipal
 from core.db import session_scope
 from core.errors import (
     Conflict,

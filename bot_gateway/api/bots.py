@@ -10,7 +10,6 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 from starlette.datastructures import UploadFile
 
-from bot_gateway.api.forms import check_length, form_file, read_form, read_limited
 from bot_gateway.conversations import bots as service
 from bot_gateway.conversations.definition import (
     BotDefinition,
@@ -21,6 +20,7 @@ from bot_gateway.conversations.rasa_import import import_rasa
 from bot_gateway.conversations.runtime import Inbound
 from bot_gateway.conversations.storytest import TurnReply, UserTurn, load_cases, run_cases
 from bot_gateway.deps import AdminDep, Gateway, GatewayDep, PredictDep, SessionDep, TrainDep
+from bot_gateway.requests import check_length, form_file, read_form, read_limited
 from bot_gateway.schemas import BotPatch, BotPublic, BotVersionPublic
 from bot_gateway.services.uploads import store_upload
 from core.db import session_scope

@@ -32,13 +32,13 @@ from starlette.requests import HTTPConnection
 from starlette.types import Message
 
 from bot_gateway import auth_failures
-from bot_gateway.api.forms import form_file, read_form, read_limited
 from bot_gateway.conversations import bots as bot_service
 from bot_gateway.conversations import widget_sessions
 from bot_gateway.conversations.runtime import Inbound, TurnOutcome, message_frame
 from bot_gateway.conversations.widget_sessions import WidgetSession
 from bot_gateway.deps import Gateway, GatewayDep, bearer
 from bot_gateway.errors import close_code_for
+from bot_gateway.requests import form_file, read_form, read_limited
 from bot_gateway.schemas import RestMessage, UploadPublic
 from bot_gateway.services.uploads import read_upload_sync, store_upload
 from core.db import session_scope

@@ -1,17 +1,15 @@
-"""Datasets: upload (multipart file or JSON), read, page through examples, append, delete."""
+"""Datasets: upload (multipart file or JSON), read, page through examples, append, delete.
+The work is done by ``bot_gateway.services.datasets``."""
 
 from __future__ import annotations
 
 import json
-import mimetypes
-import re
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.concurrency import run_in_threadpool
 
-from bot_gateway.api.forms import check_length, form_file, read_form, read_limited
 from bot_gateway.deps import Gateway, GatewayDep, SessionDep, TrainDep
+from bot_gateway.requests import check_length, form_file, read_form, read_limited
 from bot_gateway.schemas import (
     DatasetCreate,
     DatasetPublic,
@@ -20,13 +18,9 @@ from bot_gateway.schemas import (
     ExamplesAdded,
     RowNumber,
 )
-from core.db import session_scope
-from core.documents import check_json_depth
-from core.errors import InvalidInput, NotFound, ParleyError
-from core.logging import log_event
+from bot_gateway.services import datasets as datasets_service
+from core.errors import InvalidInput
 from training.datasets import service
-from training.datasets.image_import import ImageExample, parse_image_archive, single_image
-from training.datasets.importers import decode_text, pick_importer
 from training.datasets.types import get_dataset_type
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
@@ -65,52 +59,12 @@ async def create_dataset(
         filename: str | None = f"{body.name}.jsonl"
     else:
         fields, data, filename = await _upload(request, gateway)
-    dataset_type = fields.get("type", "").strip()
-    if not dataset_type:
-        raise InvalidInput("missing form field `type` (for example text-intent)")
-
-    def create() -> str:
-        with session_scope(gateway.engine) as session:
-            dataset = service.create_dataset(
-                session,
-                gateway.store,
-                tenant_id=principal.tenant_id,
-                name=fields.get("name", ""),
-                dataset_type=dataset_type,
-                filename=filename,
-                data=data,
-                fmt=fields.get("format") or None,
-            )
-            return dataset.id
-
-    dataset_id = await run_in_threadpool(create)
-    if len(data) > gateway.settings.limits.sync_import_bytes:
-        gateway.imports.submit(import_in_background, gateway, dataset_id)
+    dataset, background = await datasets_service.create_dataset(
+        gateway, principal.tenant_id, fields=fields, data=data, filename=filename
+    )
+    if background:
         response.status_code = 202
-    else:
-        try:
-            await run_in_threadpool(
-                service.run_import, gateway.engine, gateway.store, dataset_id, gateway.limits
-            )
-        except ParleyError:
-            await run_in_threadpool(_discard, gateway, principal.tenant_id, dataset_id)
-            raise
-    with session_scope(gateway.engine) as session:
-        return DatasetPublic.of(service.get_dataset(session, principal.tenant_id, dataset_id))
-
-
-def import_in_background(gateway: Gateway, dataset_id: str) -> None:
-    try:
-        service.run_import(gateway.engine, gateway.store, dataset_id, gateway.limits)
-    except ParleyError:
-        pass  # recorded on the dataset as failed + status_message
-    except Exception as e:  # noqa: BLE001
-        log_event("dataset.import_crashed", dataset=dataset_id, error=repr(e))
-
-
-def _discard(gateway: Gateway, tenant_id: str, dataset_id: str) -> None:
-    with session_scope(gateway.engine) as session:
-        service.delete_dataset(session, gateway.store, tenant_id, dataset_id)
+    return dataset
 
 
 @router.get("", response_model=list[DatasetPublic])
@@ -144,103 +98,29 @@ def list_examples(
 async def add_examples(
     dataset_id: str, request: Request, principal: TrainDep, gateway: GatewayDep
 ) -> ExamplesAdded:
-    """Append examples: a JSON list of ``{text, label}`` or a file (multipart ``file``)."""
-    with session_scope(gateway.engine) as session:
-        dataset = service.get_dataset(session, principal.tenant_id, dataset_id)
-        dataset_type = dataset.type
-    if get_dataset_type(dataset_type).modality == "image":
-        return await _add_images(request, principal.tenant_id, dataset_id, dataset_type, gateway)
-    if request.headers.get("content-type", "").startswith("application/json"):
-        check_length(request, gateway.settings.limits.max_upload_bytes)
-        raw = await request.body()
-        check_json_depth(raw, gateway.settings.limits.max_document_depth, what="the JSON body")
-        try:
-            items = json.loads(raw)
-        except ValueError as e:  # malformed, not UTF-8, or an integer of over 4300 digits
-            raise InvalidInput(f"malformed JSON: {e}") from e
-        if isinstance(items, dict) and "examples" in items:
-            items = items["examples"]
-        if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
-            raise InvalidInput('send a JSON list of {"text": ..., "label": ...} objects')
-        parsed = pick_importer(None, "json", dataset_type).parse(json.dumps(items), dataset_type)
-    else:
+    """Append examples: a JSON list of ``{text, label}`` or a file (multipart ``file``); image
+    datasets take a multipart ``file`` (an image, or a zip) with ``label``, ``labels`` or
+    ``boxes``."""
+    tenant_id = principal.tenant_id
+    kind = datasets_service.dataset_type(gateway, tenant_id, dataset_id)
+    content_type = request.headers.get("content-type", "")
+    if get_dataset_type(kind).modality == "image":
+        if not content_type.startswith("multipart/form-data"):
+            raise InvalidInput(
+                "image datasets take examples as a multipart form: `file` (an image, or a zip) "
+                "and `label`, `labels` or `boxes`"
+            )
         fields, data, filename = await _upload(request, gateway)
-        importer = pick_importer(filename, fields.get("format") or None, dataset_type)
-        parsed = await run_in_threadpool(importer.parse, decode_text(data), dataset_type)
-
-    def append() -> ExamplesAdded:
-        with session_scope(gateway.engine) as session:
-            ds, added, dups = service.append_examples(
-                session, principal.tenant_id, dataset_id, parsed, gateway.limits
-            )
-            return ExamplesAdded(added=added, duplicates=dups, dataset=DatasetPublic.of(ds))
-
-    return await run_in_threadpool(append)
-
-
-async def _add_images(
-    request: Request, tenant_id: str, dataset_id: str, dataset_type: str, gateway: Gateway
-) -> ExamplesAdded:
-    """Multipart ``file``: one image with ``label`` (image), ``labels`` (image-multi-label: a
-    JSON list or ``a|b``) or ``boxes`` (image-detection: a JSON list), or a zip of many in the
-    dataset's layout; ``source=feedback`` marks a corrected prediction."""
-    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-        raise InvalidInput(
-            "image datasets take examples as a multipart form: `file` (an image, or a zip) and "
-            "`label`, `labels` or `boxes`"
+        return await datasets_service.add_images(
+            gateway, tenant_id, dataset_id, kind, fields=fields, data=data, filename=filename
         )
-    fields, data, filename = await _upload(request, gateway)
-    source = fields.get("source", "api").strip() or "api"
-    limits = gateway.limits
-    depth = gateway.settings.limits.max_document_depth
-    name = filename or "image"
-
-    def parse() -> list[ImageExample]:
-        if name.lower().endswith(".zip"):
-            return parse_image_archive(data, dataset_type, limits=service.image_limits(limits))
-        return [
-            single_image(
-                name,
-                data,
-                dataset_type,
-                label=fields.get("label"),
-                labels=_json_or_split(fields.get("labels"), "labels", max_depth=depth),
-                boxes=_json_or_split(fields.get("boxes"), "boxes", max_depth=depth, split=False),
-                max_pixels=limits.max_image_pixels,
-            )
-        ]
-
-    images = await run_in_threadpool(parse)
-
-    def append() -> ExamplesAdded:
-        with session_scope(gateway.engine) as session:
-            ds, added, dups = service.append_images(
-                session, gateway.store, tenant_id, dataset_id, images, limits, source=source
-            )
-            return ExamplesAdded(added=added, duplicates=dups, dataset=DatasetPublic.of(ds))
-
-    return await run_in_threadpool(append)
-
-
-def _json_or_split(
-    value: str | None, field: str, *, max_depth: int, split: bool = True
-) -> list[Any] | None:
-    """A form field holding a JSON list, or (``split``) names joined by ``|`` or commas."""
-    if value is None or not value.strip():
-        return None
-    text = value.strip()
-    if text.startswith("["):
-        check_json_depth(text, max_depth, what=f"`{field}`")
-        try:
-            parsed = json.loads(text)
-        except ValueError as e:  # malformed, or an integer of over 4300 digits
-            raise InvalidInput(f"`{field}` is not valid JSON: {e}") from e
-        if not isinstance(parsed, list):
-            raise InvalidInput(f"`{field}` must be a JSON list")
-        return parsed
-    if not split:
-        raise InvalidInput(f"`{field}` must be a JSON list")
-    return [p for p in re.split(r"[|,]", text) if p.strip()]
+    if content_type.startswith("application/json"):
+        check_length(request, gateway.settings.limits.max_upload_bytes)
+        return await datasets_service.add_text_examples(
+            gateway, tenant_id, dataset_id, kind, json_body=await request.body()
+        )
+    file = await _upload(request, gateway)
+    return await datasets_service.add_text_examples(gateway, tenant_id, dataset_id, kind, file=file)
 
 
 @router.get(
@@ -252,20 +132,17 @@ def example_image(
     dataset_id: str, example_id: RowNumber, principal: TrainDep, gateway: GatewayDep
 ) -> Response:
     """The image of an image example, as it was uploaded."""
-    with session_scope(gateway.engine) as session:
-        example = service.get_example(session, principal.tenant_id, dataset_id, example_id)
-        key = example.blob_key
-    if key is None:
-        raise NotFound(f"example {example_id} has no image (it is a text example)")
+    data, media_type = datasets_service.example_image(
+        gateway, principal.tenant_id, dataset_id, example_id
+    )
     return Response(
-        gateway.store.get_bytes(key),
-        media_type=mimetypes.guess_type(key)[0] or "application/octet-stream",
+        data,
+        media_type=media_type,
         headers={"Cache-Control": "private, max-age=86400", "X-Content-Type-Options": "nosniff"},
     )
 
 
-@router.delete("/{dataset_id}", status_code=204)
+@router.delete("/{dataset_id}", status_code=204, response_class=Response)
 def delete_dataset(dataset_id: str, principal: TrainDep, gateway: GatewayDep) -> Response:
-    with session_scope(gateway.engine) as session:
-        service.delete_dataset(session, gateway.store, principal.tenant_id, dataset_id)
+    datasets_service.delete_dataset(gateway, principal.tenant_id, dataset_id)
     return Response(status_code=204)

@@ -16,9 +16,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from bot_gateway.app import create_app
+from bot_gateway.services import accounts as agent_service
+from bot_gateway.services.accounts import create_agent
 from connectors.registry import connectors
-from core import agents as agent_service
-from core.agents import create_agent
 from core.db import get_engine, session_scope
 from tests.bot_gateway.conftest import OPERATOR
 from tests.conftest import make_db_url, make_settings

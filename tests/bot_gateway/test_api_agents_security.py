@@ -14,8 +14,8 @@ from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
 from bot_gateway.app import create_app
-from core import agents as agent_service
-from core.agents import create_agent
+from bot_gateway.services import accounts as agent_service
+from bot_gateway.services.accounts import create_agent
 from core.counters import MemoryCounterStore
 from core.db import get_engine, session_scope
 from core.errors import Unauthenticated

@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import select
 
 from bot_gateway.audit import AuditMiddleware, AuditWriter, Pending
+from bot_gateway.services.accounts import create_agent
 from core import audit
-from core.agents import create_agent
 from core.db import ensure_schema, get_engine, session_scope, utcnow
 from core.tables import AuditEntry
 from tests.bot_gateway.conftest import Api, running_api

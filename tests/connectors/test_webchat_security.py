@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
 from bot_gateway.app import create_app
-from core.agents import create_agent
+from bot_gateway.services.accounts import create_agent
 from core.db import get_engine, session_scope
 from core.tables import Conversation
 from tests.bot_gateway.conftest import OPERATOR

@@ -80,7 +80,7 @@ class LiveGateway:
 
     def add_agent(self, tenant: ProbeTenant, username: str, role: str = "agent") -> str:
         """An agent account of ``tenant`` (as ``parley agents create`` makes it); its id."""
-        from core.agents import create_agent
+        from bot_gateway.services.accounts import create_agent
         from core.db import get_engine, session_scope
 
         with session_scope(get_engine(self.db_url)) as session:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bot_gateway.api.predict import rank
+from bot_gateway.services.predictions import rank
 from core.evaluation import OUT_OF_SCOPE
 from training.metrics import calibrate_out_of_scope
 
