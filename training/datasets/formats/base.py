@@ -51,8 +51,14 @@ class RowErrors:
             raise ImportValidationError(f"{what}: {shown}{more}", errors=self.items)
 
 
-def _is_offset(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def _offsets(span: dict[str, Any]) -> tuple[int, int] | None:
+    """``(start, end)`` of a span when both are whole numbers (``true`` is not one), else None."""
+    start, end = span.get("start"), span.get("end")
+    if isinstance(start, bool) or isinstance(end, bool):
+        return None
+    if isinstance(start, int) and isinstance(end, int):
+        return start, end
+    return None
 
 
 def span_problems(spans: Any, text: str) -> list[str]:
@@ -73,13 +79,14 @@ def span_problems(spans: Any, text: str) -> list[str]:
                 f"found {type(span).__name__}"
             )
             continue
-        start, end, entity = span.get("start"), span.get("end"), span.get("entity")
-        if not (_is_offset(start) and _is_offset(end)):
+        offsets, entity = _offsets(span), span.get("entity")
+        if offsets is None:
             problems.append(
                 f"bad entity {n}: start and end must be whole-number character offsets, "
-                f"found start={start!r}, end={end!r}"
+                f"found start={span.get('start')!r}, end={span.get('end')!r}"
             )
             continue
+        start, end = offsets
         if not isinstance(entity, str) or not entity.strip():
             problems.append(
                 f'bad entity {n} at {start}-{end}: needs an entity type, e.g. "entity": "city"'

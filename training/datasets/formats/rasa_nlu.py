@@ -189,6 +189,6 @@ class RasaNluImporter:
 def _mapping_get(node: yaml.Node | None, key: str) -> yaml.Node | None:
     if isinstance(node, yaml.MappingNode):
         for k, v in node.value:
-            if k.value == key:
+            if k.value == key and isinstance(v, yaml.Node):
                 return v
     return None
