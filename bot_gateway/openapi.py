@@ -78,7 +78,7 @@ AUTHENTICATORS = frozenset({get_principal, require_operator, current_agent})
 AUTHENTICATED_BY_HAND = frozenset(
     {
         "login",  # agent's password; lockout 429
-        "rest_webhook",  # widget or API key (bot_gateway.api.chat.authorize_request)
+        "rest_webhook",  # widget or API key (bot_gateway.services.chat_access.authorize_request)
         "upload_image",
         "get_upload",
         "rasa_parse",  # Bearer or ?token=

@@ -18,7 +18,7 @@ from core.ids import new_id
 from core.images import decode_image
 from core.tables import Bot, Upload
 
-__all__ = ["media_type_of", "read_upload_sync", "store_upload", "upload_url"]
+__all__ = ["media_type_of", "read_public_file", "read_upload_sync", "store_upload", "upload_url"]
 
 
 async def store_upload(
@@ -112,3 +112,17 @@ def read_upload_sync(
         "media_type": media_type,
     }
     return gateway.store.get_bytes(key), public
+
+
+def read_public_file(gateway: Gateway, upload_id: str, token: str) -> tuple[bytes, str]:
+    """A ``public`` upload (an agent's image) and its media type, for whoever holds its token."""
+    with session_scope(gateway.engine) as session:
+        row = session.get(Upload, upload_id)
+        if (
+            row is None
+            or not row.public_token
+            or not secrets.compare_digest(row.public_token, token)
+        ):
+            raise NotFound("no such file")
+        key, media_type = row.blob_key, row.media_type
+    return gateway.store.get_bytes(key), media_type

@@ -130,6 +130,14 @@ def test_secrets_are_write_only_and_channels_private(setup: tuple[Setup, Any, An
         f"/v1/bots/{bot['id']}/channels", json={"type": "pigeon", "config": {}}, headers=s.key
     )
     assert unknown.status_code == 422 and "pigeon" in unknown.json()["message"]
+    for builtin in ("webchat", "rest"):  # every bot has them; they are not channel types
+        refused = s.client.post(
+            f"/v1/bots/{bot['id']}/channels", json={"type": builtin, "config": {}}, headers=s.key
+        )
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["error"] == "unknown_plugin"
+        assert "known: messenger, slack, telegram, twilio" in refused.json()["message"]
+    assert not {c["type"] for c in listed} & {"webchat", "rest"}
 
 
 def test_a_message_is_answered_through_its_channel_once(setup: tuple[Setup, Any, Any]) -> None:
