@@ -10,7 +10,7 @@ One connector serves one call: ``send`` collects the replies that the answer ret
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -49,9 +49,9 @@ class RestConfig(ConnectorConfig):
 class RestConnector(Connector[RestConfig]):
     """One call of the REST channel (see the module docstring)."""
 
-    type: ClassVar[str] = "rest"
-    Config: ClassVar[type[ConnectorConfig]] = RestConfig
-    capabilities: ClassVar[Capabilities] = Capabilities(
+    type = "rest"
+    Config = RestConfig
+    capabilities = Capabilities(
         buttons=True, images=True, cards=True, inbound_images=True
     )  # quick replies are answered as buttons, as Rasa does
 

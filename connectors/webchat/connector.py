@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any, ClassVar, Protocol
+from typing import Any, Protocol
 
 from pydantic import Field
 
@@ -56,9 +56,9 @@ class WebchatConfig(ConnectorConfig):
 class WebchatConnector(Connector[WebchatConfig]):
     """One web chat socket of one conversation (see the module docstring)."""
 
-    type: ClassVar[str] = "webchat"
-    Config: ClassVar[type[ConnectorConfig]] = WebchatConfig
-    capabilities: ClassVar[Capabilities] = Capabilities(
+    type = "webchat"
+    Config = WebchatConfig
+    capabilities = Capabilities(
         buttons=True, quick_replies=True, images=True, cards=True, inbound_images=True
     )
 
