@@ -31,6 +31,7 @@ from bot_gateway.audit import AuditMiddleware, AuditWriter
 from bot_gateway.body_limits import BodyLimits
 from bot_gateway.conversations.actions import Actions
 from bot_gateway.conversations.runtime import ConversationRuntime
+from bot_gateway.conversations.understanding import Parse, Seen
 from bot_gateway.deps import Gateway
 from bot_gateway.errors import install_error_handlers
 from bot_gateway.json_depth import JsonDepthLimit
@@ -101,15 +102,16 @@ def build_gateway(settings: Settings) -> Gateway:
 def conversation_runtime(gateway: Gateway, client: httpx.AsyncClient) -> ConversationRuntime:
     """The conversation runtime over this gateway's NLU and vision models."""
 
-    async def parse(principal: Principal, model_id: str, text: str) -> dict[str, Any]:
+    async def parse(principal: Principal, model_id: str, text: str) -> Parse:
         body = ParseRequest(text=text)
-        return (await predictions.parse_text(gateway, principal, model_id, body)).model_dump()
+        parsed = await predictions.parse_text(gateway, principal, model_id, body)
+        return Parse.of(parsed.model_dump())
 
-    async def see(principal: Principal, model_id: str, data: bytes) -> dict[str, Any]:
+    async def see(principal: Principal, model_id: str, data: bytes) -> Seen:
         result = await predictions.predict_images(
             gateway, principal, model_id, PredictRequest(), [("image", data)]
         )
-        return result.model_dump(exclude_none=True)
+        return Seen.of(result.model_dump(exclude_none=True))
 
     async def read_upload(
         tenant_id: str, bot_id: str, upload_id: str

@@ -52,12 +52,20 @@ from bot_gateway.conversations.tracker import (
     Tracker,
     event,
 )
+from bot_gateway.conversations.understanding import (
+    Entity,
+    Intent,
+    Parse,
+    Scored,
+    Seen,
+    VisionResult,
+)
 from core.documents import check_json_depth
 from core.errors import LimitExceeded
 from core.logging import log_event
 from core.messages import Button, Card, OutboundMessage
 
-__all__ = ["DialogEngine", "UserMessage", "VisionResult", "parse_payload"]
+__all__ = ["DialogEngine", "UserMessage", "parse_payload"]
 
 DEFAULT_FALLBACK = "Sorry, I didn't quite get that. Could you rephrase?"
 DEFAULT_HANDOFF = "I'm connecting you with a person from our team. Please hold on."
@@ -73,47 +81,37 @@ MAX_PAYLOAD_DEPTH = 4  # entity values are text, numbers or lists: deeper is not
 _PAYLOAD = re.compile(r"^/(?P<intent>[A-Za-z_][\w\-]*)(?P<entities>\{.*\})?$", re.S)
 
 
-@dataclass(frozen=True)
-class VisionResult:
-    """What one of the bot's vision steps made of an attached image (the predict response)."""
-
-    step: str
-    model: str
-    result: dict[str, Any]
-
-
 @dataclass
 class UserMessage:
-    """One customer message: its text (may be empty for an image), the NLU parse (Rasa's
-    shape: ``intent`` {name, confidence}, ``entities``, ``intent_ranking``, ``out_of_scope``),
+    """One customer message: its text (may be empty for an image), the NLU parse,
     attachments and vision results."""
 
     text: str = ""
-    parse: dict[str, Any] = field(default_factory=dict)
+    parse: Parse = field(default_factory=Parse)
     attachments: list[dict[str, Any]] = field(default_factory=list)
     vision: list[VisionResult] = field(default_factory=list)
     message_id: str | None = None
 
     @property
     def intent(self) -> str | None:
-        return (self.parse.get("intent") or {}).get("name")
+        return self.parse.intent_name
 
     @property
     def confidence(self) -> float:
-        return float((self.parse.get("intent") or {}).get("confidence") or 0.0)
+        return self.parse.confidence
 
     @property
-    def entities(self) -> list[dict[str, Any]]:
-        return list(self.parse.get("entities") or [])
+    def entities(self) -> tuple[Entity, ...]:
+        return self.parse.entities
 
 
-def parse_payload(text: str) -> dict[str, Any] | None:
+def parse_payload(text: str) -> Parse | None:
     """A button payload ``/intent`` or ``/intent{"entity": "value"}`` as a parse (confidence
     1.0, no NLU), or None for ordinary text."""
     m = _PAYLOAD.match(text.strip())
     if m is None:
         return None
-    entities: list[dict[str, Any]] = []
+    entities: list[Entity] = []
     if m.group("entities"):
         try:
             check_json_depth(m.group("entities"), MAX_PAYLOAD_DEPTH, what="the payload")
@@ -124,15 +122,15 @@ def parse_payload(text: str) -> dict[str, Any] | None:
             return None
         for name, value in values.items():
             for v in value if isinstance(value, list) else [value]:
-                entities.append({"entity": str(name), "value": v, "start": 0, "end": 0})
-    intent = {"name": m.group("intent"), "confidence": 1.0}
-    return {
-        "intent": intent,
-        "entities": entities,
-        "intent_ranking": [intent],
-        "out_of_scope": False,
-        "payload": text.strip(),  # a button: its title is not an answer typed by the customer
-    }
+                entities.append(Entity(entity=str(name), value=v, start=0, end=0))
+    intent = Intent(name=m.group("intent"), confidence=1.0)
+    return Parse(
+        intent=intent,
+        entities=tuple(entities),
+        intent_ranking=(intent,),
+        out_of_scope=False,
+        payload=text.strip(),  # a button: its title is not an answer typed by the customer
+    )
 
 
 # --- flows compiled to instructions -----------------------------------------------------------
@@ -287,7 +285,7 @@ class DialogEngine:
         ``bot`` events in the tracker)."""
         turn = _Turn(tracker, self.bot.max_actions_per_turn)
         tracker.new_events = len(tracker.events)
-        parse = {**message.parse, "text": message.text}
+        parse = message.parse.with_text(message.text).to_rasa()
         tracker.latest_message = parse
         tracker.add(
             event(
@@ -355,7 +353,7 @@ class DialogEngine:
         vision_intent = self._fill_from_vision(tracker, message)
         if vision_intent and (intent is None or self._is_fallback(message)):
             intent = vision_intent
-            message.parse = {**message.parse, "intent": {"name": intent, "confidence": 1.0}}
+            message.parse = message.parse.with_intent(intent)
         if intent:
             tracker.history.append(f"intent:{intent}")
         if intent in self.bot.handoff.intents:
@@ -682,11 +680,11 @@ class DialogEngine:
     def _from_mapping(self, mapping: SlotMapping, slot: Slot, message: UserMessage) -> Any:
         if mapping.type == "from_entity":
             values = [
-                e.get("value")
+                e.value
                 for e in message.entities
-                if e.get("entity") == mapping.entity
-                and (mapping.role is None or e.get("role") == mapping.role)
-                and (mapping.group is None or e.get("group") == mapping.group)
+                if e.entity == mapping.entity
+                and (mapping.role is None or e.role == mapping.role)
+                and (mapping.group is None or e.group == mapping.group)
             ]
             if not values:
                 return None
@@ -725,7 +723,7 @@ class DialogEngine:
         for mapping in self._mappings(asked, slot):
             if not self._mapping_applies(mapping, tracker, message.intent, asked):
                 continue
-            typed = message.text.strip() and "payload" not in message.parse
+            typed = message.text.strip() and message.parse.payload is None
             if mapping.type == "from_text" and typed:
                 return message.text.strip(), True
             if mapping.type == "from_image" and mapping.vision is None and message.attachments:
@@ -740,7 +738,8 @@ class DialogEngine:
             step = steps.get(found.step)
             if step is None:
                 continue
-            tracker.add(event("vision", name=found.step, model=found.model, result=found.result))
+            result = found.result.to_dict()
+            tracker.add(event("vision", name=found.step, model=found.model, result=result))
             filled = False
             for vslot in step.slots:
                 value = vision_value(vslot, found.result)
@@ -752,7 +751,7 @@ class DialogEngine:
             for name, slot in self.bot.slots.items():
                 for mapping in slot.mappings:
                     if mapping.type == "from_image" and mapping.vision == found.step:
-                        value = found.result.get("text") or _top_label(found.result)
+                        value = found.result.text or found.result.top_label()
                         if value:
                             self._set_slot(tracker, name, coerce(slot, value))
                             filled = True
@@ -811,9 +810,7 @@ class DialogEngine:
     def _is_fallback(self, message: UserMessage) -> bool:
         if message.intent is None:
             return True
-        return (
-            bool(message.parse.get("out_of_scope")) or message.confidence < self.bot.nlu.threshold
-        )
+        return message.parse.out_of_scope or message.confidence < self.bot.nlu.threshold
 
     def _triggered_flow(self, message: UserMessage) -> str | None:
         if message.intent is None or self._is_fallback(message):
@@ -1036,30 +1033,24 @@ def coerce(slot: Slot, value: Any) -> Any:
     return text or None
 
 
-def vision_value(vslot: Any, result: dict[str, Any]) -> Any:
+def vision_value(vslot: Any, result: Seen) -> Any:
     """A slot value from one vision result (OCR text by regex; a label's probability; boxes)."""
     if vslot.regex is not None:
-        text = result.get("text") or ""
+        text = result.text or ""
         m = re.search(vslot.regex, text)
         if m is None:
             return None
         return m.group(1) if m.groups() else m.group(0)
-    predictions = result.get("probabilities") or []
-    labels = result.get("labels")
+    labels = result.labels
     hits = [
         p
-        for p in predictions
-        if p.get("label") == vslot.label and float(p.get("probability", 0)) >= vslot.min_probability
+        for p in result.probabilities or ()
+        if p.label == vslot.label and p.probability >= vslot.min_probability
     ]
     if labels is not None and vslot.label in labels and not hits:
-        hits = [{"label": vslot.label}]
-    if any("box" in p for p in hits):
+        hits = [Scored(label=vslot.label)]
+    if any(p.box is not None for p in hits):
         return (vslot.value if vslot.value is not None else len(hits)) if hits else None
     if hits:
         return vslot.value if vslot.value is not None else True
     return False if vslot.value is None else None
-
-
-def _top_label(result: dict[str, Any]) -> str | None:
-    predictions = result.get("probabilities") or []
-    return predictions[0].get("label") if predictions else None

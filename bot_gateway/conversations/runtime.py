@@ -20,21 +20,21 @@ from typing import Any
 
 from bot_gateway.conversations.actions import Actions
 from bot_gateway.conversations.definition import BotDefinition, parse_definition
-from bot_gateway.conversations.engine import DialogEngine, UserMessage, VisionResult, parse_payload
+from bot_gateway.conversations.engine import DialogEngine, UserMessage, parse_payload
 from bot_gateway.conversations.store import CLOSED, ConversationRecord, TrackerStore
 from bot_gateway.conversations.tracker import BOT, Tracker
 from core.errors import Conflict, NotReady, ParleyError
 from core.logging import log_event
-from core.metrics import counters
 from core.messages import OutboundMessage
 from core.tenants import Principal
 
+from core.metrics import counters
 __all__ = ["BotInfo", "ConversationRuntime", "Hub", "Inbound", "TurnOutcome"]
 
-Parser = Callable[[Principal, str, str], Awaitable[dict[str, Any]]]
-"""(principal, model id or alias, text) -> Rasa-shaped parse."""
-Seer = Callable[[Principal, str, bytes], Awaitable[dict[str, Any]]]
-"""(principal, model id or alias, image bytes) -> the predict response as a dict."""
+Parser = Callable[[Principal, str, str], Awaitable[Parse]]
+"""(principal, model id or alias, text) -> what NLU made of it."""
+Seer = Callable[[Principal, str, bytes], Awaitable[Seen]]
+"""(principal, model id or alias, image bytes) -> what the image model made of it."""
 UploadReader = Callable[[str, str, str], Awaitable[tuple[bytes, dict[str, Any]]]]
 """(tenant id, bot id, upload id) -> image bytes and the attachment's public description."""
 
@@ -66,12 +66,12 @@ class Inbound:
 
 @dataclass
 class TurnOutcome:
-    conversation_id: str
     """What one turn did: the bot's messages (wire dicts only at the edges: ``to_wire()``),
     the conversation's status, this turn's events and the slots after it."""
 
     messages: list[OutboundMessage]
     status: str
+    conversation_id: str
     events: list[dict[str, Any]] = field(default_factory=list)  # this turn's
     slots: dict[str, Any] = field(default_factory=dict)
 
@@ -299,7 +299,7 @@ class ConversationRuntime:
                 parse = None
         return UserMessage(
             text=text,
-            parse=parse or {},
+            parse=parse if parse is not None else Parse(),
             attachments=attachments,
             vision=vision,
             message_id=message.message_id,

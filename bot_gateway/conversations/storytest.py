@@ -44,8 +44,9 @@ from typing import Any
 
 import yaml
 
-from bot_gateway.conversations.engine import DialogEngine, UserMessage, VisionResult, parse_payload
+from bot_gateway.conversations.engine import DialogEngine, UserMessage, parse_payload
 from bot_gateway.conversations.tracker import BOT, WAITING, Tracker
+from bot_gateway.conversations.understanding import Intent, Parse, VisionResult
 from core.documents import DocumentLimits, read_yaml_document
 from core.errors import InvalidInput, ParleyError
 from core.logging import log_event
@@ -642,8 +643,8 @@ class EngineConverse:
             vision=vision,
         )
         await self.engine.handle(tracker, message)
-        understood = (parse.get("intent") or {}).get("name")
-        return reply_of(tracker, intent=understood, entities=list(parse.get("entities") or []))
+        entities = [e.to_dict() for e in parse.entities]
+        return reply_of(tracker, intent=parse.intent_name, entities=entities)
 
 
 def engine_converse(
@@ -653,21 +654,23 @@ def engine_converse(
     return EngineConverse(engine, vision=vision)
 
 
-def turn_parse(turn: UserTurn) -> dict[str, Any]:
+def turn_parse(turn: UserTurn) -> Parse:
     """The parse an engine-only run uses: the payload's, else the expected intent and
     entities at confidence 1.0, else empty (not understood)."""
     payload = parse_payload(turn.payload or turn.text) if (turn.payload or turn.text) else None
     if payload is not None:
         return payload
     if turn.intent is None:
-        return {"entities": list(turn.entities)} if turn.entities else {}
-    intent = {"name": turn.intent, "confidence": 1.0}
-    return {
-        "intent": intent,
-        "entities": list(turn.entities),
-        "intent_ranking": [intent],
-        "out_of_scope": False,
-    }
+        return Parse.of({"entities": list(turn.entities)} if turn.entities else {})
+    intent = Intent(name=turn.intent, confidence=1.0)
+    return Parse.of(
+        {
+            "intent": intent,
+            "entities": list(turn.entities),
+            "intent_ranking": [intent],
+            "out_of_scope": False,
+        }
+    )
 
 
 def reply_of(

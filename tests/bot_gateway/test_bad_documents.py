@@ -243,7 +243,7 @@ def test_a_deep_web_chat_frame_is_answered_and_the_socket_lives(
 
 
 def test_a_deep_button_payload_is_ordinary_text_not_a_crash() -> None:
-    assert parse_payload('/choose{"size": ["s"]}')["entities"][0]["value"] == "s"  # type: ignore[index]
+    assert parse_payload('/choose{"size": ["s"]}').entities[0].value == "s"  # type: ignore[union-attr]
     assert parse_payload('/choose{"size": ' + "[" * 3000 + "]" * 3000 + "}") is None
 
 

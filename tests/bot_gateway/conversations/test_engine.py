@@ -18,7 +18,6 @@ from bot_gateway.conversations.engine import (
     DEFAULT_RELEASED,
     DialogEngine,
     UserMessage,
-    VisionResult,
 )
 from bot_gateway.conversations.storytest import (
     EngineConverse,
@@ -29,6 +28,7 @@ from bot_gateway.conversations.storytest import (
     run_cases,
 )
 from bot_gateway.conversations.tracker import ActionResult, Tracker
+from bot_gateway.conversations.understanding import Parse, Seen, VisionResult
 from core.messages import OutboundMessage
 
 Fake = ActionResult | Callable[[Tracker, list[dict[str, Any]]], ActionResult]
@@ -698,13 +698,13 @@ def test_low_confidence_and_out_of_scope_are_fallbacks() -> None:
     engine = make_engine(SMALLTALK)
     tracker = engine.new_tracker("c1", "s1")
     low = {"intent": {"name": "greet", "confidence": 0.3}, "entities": []}
-    out = asyncio.run(engine.handle(tracker, UserMessage(text="hey?", parse=low)))
+    out = asyncio.run(engine.handle(tracker, UserMessage(text="hey?", parse=Parse.of(low))))
     assert [m.text for m in out] == [DEFAULT_FALLBACK]
     high = {"intent": {"name": "greet", "confidence": 0.9}, "entities": []}
-    out = asyncio.run(engine.handle(tracker, UserMessage(text="hello", parse=high)))
+    out = asyncio.run(engine.handle(tracker, UserMessage(text="hello", parse=Parse.of(high))))
     assert [m.text for m in out] == ["Hi!"]
     oos = {**high, "out_of_scope": True}
-    out = asyncio.run(engine.handle(tracker, UserMessage(text="weather?", parse=oos)))
+    out = asyncio.run(engine.handle(tracker, UserMessage(text="weather?", parse=Parse.of(oos))))
     assert [m.text for m in out] == [DEFAULT_FALLBACK]
 
 
@@ -1146,27 +1146,27 @@ flows:
 """
 
 LABEL = VisionResult(
-    "label", "prebuilt-ocr", {"text": "SHIP TO: Ann Lee\nREF PX-100234\n2 KG", "lines": []}
+    "label", "prebuilt-ocr", Seen.of({"text": "SHIP TO: Ann Lee\nREF PX-100234\n2 KG", "lines": []})
 )
 BROKEN = VisionResult(
     "damage",
     "damage-classifier",
-    {
-        "probabilities": [
+    Seen(
+        probabilities=[
             {"label": "damaged", "probability": 0.9},
             {"label": "ok", "probability": 0.1},
         ]
-    },
+    ),
 )
 FINE = VisionResult(
     "damage",
     "damage-classifier",
-    {
-        "probabilities": [
+    Seen(
+        probabilities=[
             {"label": "ok", "probability": 0.7},
             {"label": "damaged", "probability": 0.3},
         ]
-    },
+    ),
 )
 
 
@@ -1196,7 +1196,7 @@ stories:
         files={"label.png": b"png-bytes", "blank.png": b"png-bytes"},
         vision={
             "label.png": [LABEL],
-            "blank.png": [VisionResult("label", "prebuilt-ocr", {"text": "FRAGILE"})],
+            "blank.png": [VisionResult("label", "prebuilt-ocr", Seen(text="FRAGILE"))],
         },
     )
 
@@ -1236,7 +1236,9 @@ def test_vision_results_are_recorded_in_the_tracker() -> None:
     reply = asyncio.run(converse("s", turn))
     assert reply.messages == [OutboundMessage(text="Order PX-100234 has shipped.")]
     seen = [e for e in converse.trackers["s"].events if e["event"] == "vision"]
-    assert seen == [{**seen[0], "name": "label", "model": "prebuilt-ocr", "result": LABEL.result}]
+    assert seen == [
+        {**seen[0], "name": "label", "model": "prebuilt-ocr", "result": LABEL.result.to_dict()}
+    ]
     user = next(e for e in converse.trackers["s"].events if e["event"] == "user")
     assert user["attachments"][0]["upload_id"] == "label.png"
 

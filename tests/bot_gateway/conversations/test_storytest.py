@@ -455,11 +455,11 @@ def test_a_turn_that_fails_on_the_server_is_a_failure_of_its_case() -> None:
 
 
 def test_the_engine_only_parse_comes_from_the_turn() -> None:
-    assert turn_parse(UserTurn(text="hello")) == {}
+    assert turn_parse(UserTurn(text="hello")).to_rasa() == {}
     parsed = turn_parse(UserTurn(text="hi", intent="greet", entities=[{"entity": "x", "value": 1}]))
-    assert parsed["intent"] == {"name": "greet", "confidence": 1.0}
-    assert parsed["entities"] == [{"entity": "x", "value": 1}]
+    assert parsed.to_rasa()["intent"] == {"name": "greet", "confidence": 1.0}
+    assert parsed.to_rasa()["entities"] == [{"entity": "x", "value": 1}]
     payload = turn_parse(UserTurn(text="Small", payload='/choose{"size": "s"}', intent="other"))
-    assert payload["intent"]["name"] == "choose"
-    assert payload["entities"][0]["value"] == "s"
-    assert turn_parse(UserTurn(text="/restart"))["intent"]["name"] == "restart"
+    assert payload.intent_name == "choose"
+    assert payload.entities[0].value == "s"
+    assert turn_parse(UserTurn(text="/restart")).intent_name == "restart"
