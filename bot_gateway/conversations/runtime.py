@@ -23,6 +23,7 @@ from bot_gateway.conversations.definition import BotDefinition, parse_definition
 from bot_gateway.conversations.engine import DialogEngine, UserMessage, parse_payload
 from bot_gateway.conversations.store import CLOSED, ConversationRecord, TrackerStore
 from bot_gateway.conversations.tracker import BOT, Tracker
+from bot_gateway.conversations.understanding import Parse, Seen, VisionResult
 from core.errors import Conflict, NotReady, ParleyError
 from core.logging import log_event
 from core.messages import OutboundMessage
