@@ -45,7 +45,7 @@ from bench.intent import (  # noqa: E402
     render_table,
     write_json,
 )
-from training.metrics import levenshtein  # noqa: E402
+from core.evaluation import levenshtein  # noqa: E402
 
 ENGINES = ("rapidocr", "tesseract")
 SETS = ("clean", "noisy")

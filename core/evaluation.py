@@ -1,25 +1,35 @@
-"""Evaluation metrics every backend and the job runner share, in the shape the API returns.
+"""Evaluation every backend and the job runner share, in the shape the API returns.
 
-Classification (accuracy, macro-F1, per-label precision / recall / F1, confusion matrix),
-entity spans (exact-match precision / recall / F1 per type and micro-averaged) and multi-label
-classification (per-label average precision at each label's threshold, mean AP, micro and
-macro F1). Backends use these for their learning curves; ``training.jobs`` for the held-out
-metrics of a finished job.
+- the held-out split, stratified by label (``stratified_split``);
+- classification: accuracy, macro-F1, per-label precision / recall / F1, confusion matrix;
+- entity spans: exact-match precision / recall / F1 per type and micro-averaged;
+- multi-label classification: per-label average precision at each label's threshold, mean
+  AP, micro and macro F1;
+- intent models' out-of-scope threshold (``calibrate_out_of_scope``);
+- OCR's edit distance (``levenshtein``).
+
+Backends use these for their learning curves, the task bases (``core.backends``) for the
+held-out metrics of a finished job.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import random
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 __all__ = [
     "OUT_OF_SCOPE",
+    "stratified_split",
     "accuracy_and_macro_f1",
     "average_precision",
+    "calibrate_out_of_scope",
     "classification_metrics",
     "entity_metrics",
+    "levenshtein",
     "multilabel_metrics",
 ]
 
@@ -71,7 +81,7 @@ def accuracy_and_macro_f1(
 
 
 def entity_metrics(
-    gold: Sequence[Sequence[dict[str, Any]]], predicted: Sequence[Sequence[dict[str, Any]]]
+    gold: Sequence[Sequence[Mapping[str, Any]]], predicted: Sequence[Sequence[Mapping[str, Any]]]
 ) -> dict[str, Any]:
     """Exact-span precision / recall / F1 per entity type and micro-averaged.
 
@@ -174,3 +184,94 @@ def multilabel_metrics(
             for i, label in enumerate(labels)
         },
     }
+
+
+def stratified_split(
+    labels: Sequence[str], train_fraction: float, seed: int
+) -> tuple[list[int], list[int]]:
+    """(train indices, held-out indices), per label; every label keeps at least one for training.
+
+    A label with a single example goes to training only.
+    """
+    by_label: dict[str, list[int]] = defaultdict(list)
+    for i, label in enumerate(labels):
+        by_label[label].append(i)
+    rng = random.Random(seed)
+    train, held = [], []
+    for label in sorted(by_label):
+        idx = by_label[label]
+        rng.shuffle(idx)
+        n_held = min(len(idx) - 1, round(len(idx) * (1 - train_fraction)))
+        held.extend(idx[:n_held])
+        train.extend(idx[n_held:])
+    return sorted(train), sorted(held)
+
+
+def calibrate_out_of_scope(
+    y_true: Sequence[str],
+    probs: np.ndarray,
+    labels: Sequence[str],
+    *,
+    in_scope_quantile: float = 0.05,
+    fixed: float | None = None,
+) -> dict[str, Any]:
+    """A confidence threshold below which an input counts as out of scope, and its effect.
+
+    With ``out_of_scope`` examples in the held-out split, the threshold maximises the mean of
+    in-scope accuracy and out-of-scope recall; without them, it is the ``in_scope_quantile``
+    of the top probability of correctly classified in-scope examples (so about that share of
+    in-scope inputs would be flagged). ``fixed`` skips calibration.
+    """
+    labels = list(labels)
+    top = probs.max(axis=1)
+    predicted = [labels[i] for i in probs.argmax(axis=1)]
+    truth = list(y_true)
+    has_oos = any(t == OUT_OF_SCOPE for t in truth)
+
+    def evaluate(threshold: float) -> tuple[float | None, float | None]:
+        final = [
+            OUT_OF_SCOPE if p == OUT_OF_SCOPE or c < threshold else p
+            for p, c in zip(predicted, top, strict=True)
+        ]
+        ins = [(t, f) for t, f in zip(truth, final, strict=True) if t != OUT_OF_SCOPE]
+        oos = [f for t, f in zip(truth, final, strict=True) if t == OUT_OF_SCOPE]
+        in_acc = sum(t == f for t, f in ins) / len(ins) if ins else None
+        oos_recall = sum(f == OUT_OF_SCOPE for f in oos) / len(oos) if oos else None
+        return in_acc, oos_recall
+
+    if fixed is not None:
+        threshold, method = float(fixed), "fixed"
+    elif has_oos:
+        best, threshold = -1.0, 0.0
+        for candidate in sorted({0.0, *np.round(top, 4).tolist()}):
+            in_acc, oos_recall = evaluate(candidate)
+            score = ((in_acc or 0.0) + (oos_recall or 0.0)) / 2
+            if score > best + 1e-9:
+                best, threshold = score, float(candidate)
+        method = "balanced_on_out_of_scope_examples"
+    else:
+        correct = [c for t, p, c in zip(truth, predicted, top, strict=True) if t == p]
+        threshold = float(np.quantile(correct, in_scope_quantile)) if correct else 0.0
+        method = f"in_scope_quantile_{in_scope_quantile:g}"
+    in_acc, oos_recall = evaluate(threshold)
+    return {
+        "threshold": round(threshold, 6),
+        "method": method,
+        "in_scope_accuracy": in_acc,
+        "out_of_scope_recall": oos_recall,
+        "num_out_of_scope": sum(t == OUT_OF_SCOPE for t in truth),
+    }
+
+
+def levenshtein(a: str, b: str) -> int:
+    """The edit distance between ``a`` and ``b`` (insertions, deletions, substitutions); the
+    numerator of OCR's character error rate."""
+    if len(a) < len(b):
+        a, b = b, a
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        current = [i]
+        for j, cb in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
+        previous = current
+    return previous[-1]

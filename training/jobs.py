@@ -1,21 +1,21 @@
 """Running one train job: ``run_train_job(model_id)`` does the same work in every deployment.
 
-    claim → snapshot the dataset → featurize → stratified split → train on the split (learning
-    curve) → metrics on the held-out part → refit on all examples → save + checksum → succeeded
+    claim → snapshot the dataset → featurize → split → train on the split (learning curve) →
+    metrics on the held-out part → refit on all examples → save + checksum → succeeded
+
+The backend's task base (``core.backends``) says what the targets are, how to split and how
+to score the held-out part; nothing here depends on the task's name.
 
 A cancelled job stops at its next progress report; a failure records a message a user can act on.
 """
 
 from __future__ import annotations
 
-import random
 import shutil
 import tempfile
 import threading
 import time
 import traceback
-from collections import defaultdict
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -25,9 +25,11 @@ from sqlalchemy import Engine, update
 from sqlalchemy.orm import Session
 
 from core.backends import (
+    ENTITIES,
     JOINT_ENTITIES_DIR,
     BackendContext,
     EpochRecord,
+    EvaluationOptions,
     JobCancelled,
     Progress,
     backends,
@@ -36,38 +38,15 @@ from core.backends import (
 )
 from core.db import session_scope, utcnow
 from core.errors import ParleyError
-from core.evaluation import classification_metrics, entity_metrics
 from core.logging import log_event
 from core.storage import ArtifactStore, sha256_dir
 from core.tables import Model
 from core.usage import record_job_time
 from training.datasets.service import DatasetSnapshot, StoredImages, snapshot
-from training.metrics import calibrate_out_of_scope
 from training.queue.fair import claim_next_job
 from training.registry import JobParams, parse_params, set_alias
 
-__all__ = ["JobRunner", "stratified_split"]
-
-
-def stratified_split(
-    labels: Sequence[str], train_fraction: float, seed: int
-) -> tuple[list[int], list[int]]:
-    """(train indices, held-out indices), per label; every label keeps at least one for training.
-
-    A label with a single example goes to training only.
-    """
-    by_label: dict[str, list[int]] = defaultdict(list)
-    for i, label in enumerate(labels):
-        by_label[label].append(i)
-    rng = random.Random(seed)
-    train, held = [], []
-    for label in sorted(by_label):
-        idx = by_label[label]
-        rng.shuffle(idx)
-        n_held = min(len(idx) - 1, round(len(idx) * (1 - train_fraction)))
-        held.extend(idx[:n_held])
-        train.extend(idx[n_held:])
-    return sorted(train), sorted(held)
+__all__ = ["JobRunner", "artifact_key"]
 
 
 def artifact_key(tenant_id: str, model_id: str) -> str:
@@ -163,7 +142,6 @@ class JobRunner:
             if record is None or record.status != "running":
                 raise JobCancelled()
             tenant_id, backend_name, params = record.tenant_id, record.backend, dict(record.params)
-            task = record.task
             backend_cls = backends.get(backend_name)
             job, config = parse_params(backend_cls, params)
             data = snapshot(session, tenant_id, record.dataset_id, with_feedback=job.with_feedback)
@@ -174,8 +152,8 @@ class JobRunner:
         if any(data.blob_keys):  # an image dataset: the backend gets the decoded images
             inputs = StoredImages(self.store, [k or "" for k in data.blob_keys])
         features = backend.featurize(inputs, reporter.span(0.0, 0.6), config=config)
-        train_idx, held_idx = stratified_split(data.labels, job.train_split, job.seed)
-        targets = _targets(task, data)
+        train_idx, held_idx = backend.split(data, job.train_split, job.seed)
+        targets = backend.targets(data)
         curve: list[dict[str, Any]] = []
         refit = job.refit_on_all and bool(held_idx)
 
@@ -195,28 +173,16 @@ class JobRunner:
             extras=data.extras,
         )
         metrics: dict[str, Any] | None = None
-        evaluate = getattr(model, "evaluate", None)
-        if held_idx and evaluate is not None:  # the model knows its own metrics
-            metrics = evaluate(_take(features, held_idx), [targets[i] for i in held_idx])
+        if held_idx:
+            metrics = backend.evaluate(
+                model,
+                _take(features, held_idx),
+                [targets[i] for i in held_idx],
+                dataset_labels=sorted(set(data.labels)),
+                options=EvaluationOptions(out_of_scope_threshold=job.out_of_scope_threshold),
+            )
             metrics["train_examples"] = len(train_idx)
             metrics["refit_on_all"] = refit
-        elif held_idx and task == "entities":
-            truth_spans = [targets[i] for i in held_idx]
-            found = model.extract_features(_take(features, held_idx))
-            metrics = entity_metrics(truth_spans, [[e.to_dict() for e in row] for row in found])
-            metrics["train_examples"] = len(train_idx)
-            metrics["refit_on_all"] = refit
-        elif held_idx:
-            truth = [data.labels[i] for i in held_idx]
-            probs = model.predict_features(_take(features, held_idx))
-            predicted = [model.labels[i] for i in probs.argmax(axis=1)]
-            metrics = classification_metrics(truth, predicted, sorted(set(data.labels)))
-            metrics["train_examples"] = len(train_idx)
-            metrics["refit_on_all"] = refit
-            if task == "intent":
-                metrics["out_of_scope"] = calibrate_out_of_scope(
-                    truth, probs, model.labels, fixed=job.out_of_scope_threshold
-                )
         if refit:
             model = backend.train(
                 features,
@@ -229,7 +195,7 @@ class JobRunner:
                 extras=data.extras,
             )
         entity_model = None
-        if task == "intent" and any(data.annotations):
+        if backend.joint_entities and any(data.annotations):
             entity_model = self._train_joint_entities(
                 data, train_idx, held_idx, refit, job, metrics, reporter
             )
@@ -287,11 +253,11 @@ class JobRunner:
         examples carry entity spans): trained with ``params.entity_backend`` (default: the
         entities task's default backend, with its default config) on the same split, its
         metrics under ``metrics["entities"]``, then refit like the intents."""
-        name = job.entity_backend or default_backend("entities")
+        name = job.entity_backend or default_backend(ENTITIES)
         assert name is not None
         backend = backends.get(name)(self.context)
         config = backend.Config()
-        spans = _targets("entities", data)
+        spans = backend.targets(data)
         texts = backend.featurize(data.texts, config=config)
 
         def fit(idx: list[int], progress: Progress) -> Any:
@@ -308,9 +274,12 @@ class JobRunner:
 
         model = fit(train_idx, reporter.span(0.95, 0.97 if refit else 0.99))
         if held_idx and metrics is not None:
-            found = model.extract_features(_take(texts, held_idx))
-            metrics["entities"] = entity_metrics(
-                [spans[i] for i in held_idx], [[e.to_dict() for e in row] for row in found]
+            metrics["entities"] = backend.evaluate(
+                model,
+                _take(texts, held_idx),
+                [spans[i] for i in held_idx],
+                dataset_labels=sorted(set(data.labels)),
+                options=EvaluationOptions(),
             )
             metrics["entities"]["backend"] = name
         if refit:
@@ -330,16 +299,6 @@ class JobRunner:
         with session_scope(self.engine) as session:
             if not self._own(session, model_id, progress=progress, heartbeat_at=utcnow()):
                 raise JobCancelled()
-
-
-def _targets(task: str, data: DatasetSnapshot) -> list[Any]:
-    """What a backend learns to predict: entity spans for entity models, boxes for detectors,
-    label lists for multi-label models, one label otherwise."""
-    if task in ("entities", "object-detection"):
-        return [list(spans or []) for spans in data.annotations]
-    if task == "image-multi-label":
-        return [list(labels or []) for labels in data.multi_labels]
-    return list(data.labels)
 
 
 def _take(features: Any, idx: list[int]) -> Any:

@@ -15,8 +15,10 @@ from sqlalchemy.orm import Session
 
 from core import lookup_changes
 from core.backends import (
+    AnyBackend,
     BackendConfig,
-    TextClassifierBackend,
+    DatasetStats,
+    EntityBackend,
     backends,
     builtin_models,
     default_backend,
@@ -59,7 +61,7 @@ class JobParams(BaseModel):
 
 
 def parse_params(
-    backend: type[TextClassifierBackend], params: dict[str, Any]
+    backend: type[AnyBackend], params: dict[str, Any]
 ) -> tuple[JobParams, BackendConfig]:
     """Split ``params`` into job and backend settings; unknown keys name what is allowed."""
     job_keys = set(JobParams.model_fields)
@@ -115,18 +117,18 @@ def create_model(
         )
     job, _ = parse_params(backend_cls, params or {})
     if job.entity_backend is not None:
-        if task != "intent":
+        if not backend_cls.joint_entities:
             raise InvalidInput(
                 "params.entity_backend chooses the entity half of a joint intent model; "
                 f"to train a {task} model with another backend, name it as the backend"
             )
         entity_cls = backends.get(job.entity_backend)
-        if entity_cls.task != "entities":
+        if not issubclass(entity_cls, EntityBackend):
             raise InvalidInput(
                 f"params.entity_backend {job.entity_backend!r} trains {entity_cls.task} models;"
                 " name an entities backend"
             )
-    _check_trainable(session, dataset, task)
+    backend_cls.check_dataset(_stats(session, dataset))
     if alias is not None:
         check_alias_name(alias)
     model = Model(
@@ -146,31 +148,17 @@ def create_model(
     return model
 
 
-def _check_trainable(session: Session, dataset: Dataset, task: str) -> None:
-    if task == "entities":
-        annotated = session.scalar(
-            select(func.count())
-            .select_from(Example)
-            .where(Example.dataset_id == dataset.id, Example.annotations.is_not(None))
-        )
-        if not annotated:
-            raise InvalidInput(
-                f"dataset {dataset.id} has no entity annotations; annotate entities as "
-                "[value](entity) (Rasa), {start, end, entity} (JSON) or BIO tags (CoNLL)"
-            )
-        return
-    labels = dataset.label_counts or {}
-    if task in ("object-detection", "image-multi-label"):
-        if not labels:
-            what = "boxes" if task == "object-detection" else "labels"
-            raise InvalidInput(f"dataset {dataset.id} has no {what}; add some and train again")
-        return
-    if len(labels) < 2:
-        only = f" (only {next(iter(labels))!r})" if labels else ""
-        raise InvalidInput(
-            f"dataset {dataset.id} has {len(labels)} label{only}; a classifier needs at least "
-            "2 labels with examples: add examples of other labels and train again"
-        )
+def _stats(session: Session, dataset: Dataset) -> DatasetStats:
+    annotated = session.scalar(
+        select(func.count())
+        .select_from(Example)
+        .where(Example.dataset_id == dataset.id, Example.annotations.is_not(None))
+    )
+    return DatasetStats(
+        dataset_id=dataset.id,
+        label_counts=dict(dataset.label_counts or {}),
+        annotated_examples=int(annotated or 0),
+    )
 
 
 def get_model(session: Session, tenant_id: str, model_id: str) -> Model:

@@ -1,44 +1,56 @@
-"""The model-backend interface (the "training SDK") and its registry.
+"""The model-backend interface (the "training SDK"), its registry and what every task shares.
 
-A backend turns examples into features, trains a model on features, and loads a saved model:
+A backend subclasses its task's base (``core.backends.intent``, ``entities``, ``images``,
+``detection``) and turns examples into features, trains a model on features, and loads a saved
+model:
 
     features = backend.featurize(texts, progress, config=config)  # e.g. sentence embeddings
     model = backend.train(features, labels, config, validation=..., on_epoch=..., progress=...)
     model.save(directory); backend.load(directory)          # save and load mirror each other
     model.predict_features(model.featurize(texts))           # class probabilities
 
-The job runner (``training.jobs``) owns splitting, metrics and refitting, so a backend writes
-only the algorithm. Models that name the same ``feature_key`` share one featurisation of a
-micro-batch at serving time (one encoder pass for many tenants' heads).
+The job runner (``training.jobs``) drives splitting, metrics and refitting through the task's
+base (``Backend.split``, ``targets``, ``evaluate``), so a backend writes only the algorithm.
+Models that name the same ``feature_key`` share one featurisation of a micro-batch at
+serving time (one encoder pass for many tenants' heads).
 Weights are saved as safetensors or JSON, never pickle.
 """
 
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from core.errors import ModelLoadError, UnknownPluginError
+from core.errors import InvalidInput, ModelLoadError, UnknownPluginError
+from core.evaluation import stratified_split
 from core.registry import Registry
 
 __all__ = [
+    "JOINT_ENTITIES_DIR",
+    "AnyBackend",
+    "Backend",
     "BackendConfig",
-    "BuiltinModel",
     "BackendContext",
+    "BuiltinModel",
+    "DatasetStats",
     "EpochRecord",
+    "EvaluationOptions",
     "JobCancelled",
     "Progress",
     "TextClassifier",
-    "TextClassifierBackend",
     "TextsBackend",
+    "TrainedModel",
+    "TrainingData",
     "backends",
     "builtin_models",
+    "check_classes",
     "default_backend",
     "joint_entity_backend",
     "load_model",
@@ -79,57 +91,150 @@ class BackendContext:
     threads: int = 1
 
 
+class TrainingData(Protocol):
+    """A dataset's examples as a train job sees them (``training.datasets.DatasetSnapshot``);
+    a task's ``targets`` reads what its backends learn from."""
+
+    texts: list[str]
+    labels: list[str]
+    annotations: list[list[dict[str, Any]] | None]  # entity spans, or an image's boxes
+    multi_labels: list[list[str] | None]
+
+
+@dataclass(frozen=True)
+class DatasetStats:
+    """What a task checks before a train job is queued (``Backend.check_dataset``)."""
+
+    dataset_id: str
+    label_counts: dict[str, int]
+    annotated_examples: int  # examples with entity spans or boxes
+
+
+@dataclass(frozen=True)
+class EvaluationOptions:
+    """Job parameters that change how a held-out split is scored."""
+
+    out_of_scope_threshold: float | None = None  # intent: fixed threshold; None: calibrated
+
+
+class TrainedModel(Protocol):
+    """What every trained model has: the labels it knows and a way to save itself."""
+
+    labels: list[str]
+
+    def save(self, directory: Path) -> None: ...
+
+
 class TextClassifier(Protocol):
-    """A trained text classification model, ready to predict."""
+    """A trained model that scores features with class probabilities (intent and image
+    classifiers); the gateway's micro-batcher calls ``featurize`` once for every model that
+    shares a ``feature_key``, then ``predict_features`` per model."""
 
     labels: list[str]
     feature_key: str
 
-    def featurize(self, texts: Sequence[str]) -> Any: ...
+    def featurize(self, texts: Sequence[Any]) -> Any: ...
     def predict_features(self, features: Any) -> np.ndarray: ...
     def save(self, directory: Path) -> None: ...
 
 
-class TextClassifierBackend(Protocol):
+FeaturesT = TypeVar("FeaturesT")
+TargetT = TypeVar("TargetT")
+ModelT = TypeVar("ModelT")
+
+
+class Backend(ABC, Generic[FeaturesT, TargetT, ModelT]):
+    """Base of every model backend; subclass the base of its task (``IntentBackend``,
+    ``EntityBackend``, ``ImageClassificationBackend``, ``MultiLabelImageBackend``,
+    ``ObjectDetectionBackend``), which decides what the job runner and the registry used to
+    decide by task name: what counts as a target (``targets``), how the held-out split is drawn
+    (``split``), whether a dataset can be trained (``check_dataset``) and how a held-out split
+    is scored (``evaluate``). A backend writes the algorithm: ``featurize``, ``train``, ``load``.
+
+    ``FeaturesT`` is what ``featurize`` returns (embeddings, the texts, the images),
+    ``TargetT`` one example's target (a label, entity spans, boxes), ``ModelT`` the model.
+    Optional: ``warm_up(context)`` (a classmethod) loads shared weights at server start.
+    """
+
     name: ClassVar[str]
     version: ClassVar[str]
     task: ClassVar[str]
     Config: ClassVar[type[BackendConfig]]
-
-    def __init__(self, context: BackendContext) -> None: ...
-
-    def featurize(
-        self,
-        texts: Sequence[str],
-        progress: Progress | None = None,
-        *,
-        config: BackendConfig | None = None,
-    ) -> Any: ...
-
-    def train(  # ``extras``: the dataset's synonyms, regexes and lookups (Rasa)
-        self,
-        features: Any,
-        labels: Sequence[str],
-        config: BackendConfig,
-        *,
-        seed: int,
-        validation: tuple[Any, Sequence[str]] | None,
-        on_epoch: Callable[[EpochRecord], None] | None,
-        progress: Progress,
-        extras: dict[str, Any] | None = None,
-    ) -> TextClassifier: ...
-
-    def load(self, directory: Path) -> TextClassifier: ...
-
-    # Optional: ``warm_up(context)`` (a classmethod) loads shared weights at server start.
-
-
-class TextsBackend:
-    """Base of backends that learn from the texts themselves (fine-tuning, spaCy): their
-    features are the texts, so featurising is the identity."""
+    joint_entities: ClassVar[bool] = False
+    """Intent backends: an intent dataset with entity spans also trains an entity model."""
 
     def __init__(self, context: BackendContext) -> None:
         self.context = context
+
+    @abstractmethod
+    def featurize(
+        self,
+        inputs: Sequence[Any],
+        progress: Progress | None = None,
+        *,
+        config: BackendConfig | None = None,
+    ) -> FeaturesT:
+        """The features of ``inputs`` (texts, or images); reports ``progress`` (0..1)."""
+
+    @abstractmethod
+    def train(  # ``extras``: the dataset's synonyms, regexes and lookups (Rasa)
+        self,
+        features: FeaturesT,
+        targets: Sequence[TargetT],
+        config: BackendConfig,
+        *,
+        seed: int,
+        validation: tuple[FeaturesT, Sequence[TargetT]] | None,
+        on_epoch: Callable[[EpochRecord], None] | None,
+        progress: Progress,
+        extras: dict[str, Any] | None = None,
+    ) -> ModelT:
+        """A model trained on ``features`` and ``targets``; with ``validation``, one
+        ``EpochRecord`` per epoch to ``on_epoch`` (the learning curve)."""
+
+    @abstractmethod
+    def load(self, directory: Path) -> ModelT:
+        """The model saved in ``directory``; ``ModelLoadError`` when it cannot be read."""
+
+    # --- what the task decides ----------------------------------------------------------
+
+    @classmethod
+    @abstractmethod
+    def targets(cls, data: TrainingData) -> list[TargetT]:
+        """What the backend learns to predict, one per example of ``data``."""
+
+    @classmethod
+    def split(
+        cls, data: TrainingData, train_fraction: float, seed: int
+    ) -> tuple[list[int], list[int]]:
+        """(train, held-out) example indices: stratified by the examples' labels."""
+        return stratified_split(data.labels, train_fraction, seed)
+
+    @classmethod
+    @abstractmethod
+    def check_dataset(cls, stats: DatasetStats) -> None:
+        """``InvalidInput`` saying what to add when the dataset cannot train this task."""
+
+    @abstractmethod
+    def evaluate(
+        self,
+        model: ModelT,
+        features: FeaturesT,
+        targets: Sequence[TargetT],
+        *,
+        dataset_labels: Sequence[str],
+        options: EvaluationOptions,
+    ) -> dict[str, Any]:
+        """Metrics of ``model`` on a held-out split, in the shape the API returns;
+        ``dataset_labels``: every label of the dataset, sorted."""
+
+
+AnyBackend = Backend[Any, Any, Any]
+
+
+class TextsBackend:
+    """Mixin of backends that learn from the texts themselves (fine-tuning, spaCy): their
+    features are the texts, so featurising is the identity. List it before the task base."""
 
     def featurize(
         self,
@@ -143,7 +248,18 @@ class TextsBackend:
         return list(texts)
 
 
-backends: Registry[type[TextClassifierBackend]] = Registry("model backend")
+def check_classes(stats: DatasetStats) -> None:
+    """A classifier needs at least two labels with examples."""
+    labels = stats.label_counts
+    if len(labels) < 2:
+        only = f" (only {next(iter(labels))!r})" if labels else ""
+        raise InvalidInput(
+            f"dataset {stats.dataset_id} has {len(labels)} label{only}; a classifier needs at "
+            "least 2 labels with examples: add examples of other labels and train again"
+        )
+
+
+backends: Registry[type[AnyBackend]] = Registry("model backend")
 
 _DEFAULTS = {
     "intent": "embedding-head",

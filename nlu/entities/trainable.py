@@ -7,9 +7,9 @@ probabilities; the job runner calls ``extract_features`` on what ``featurize`` r
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any
 
-from core.backends import TextsBackend
+from core.backends import EntityAnnotation, EntityBackend, TextsBackend
 from core.errors import InvalidInput
 from nlu.entities.extras import EntityExtras
 from nlu.entities.prebuilt import Entity
@@ -44,13 +44,11 @@ class TextEntityModel:
         raise TypeError("an entity model extracts entities; it has no class probabilities")
 
 
-class TextEntityBackend(TextsBackend):
+class TextEntityBackend(TextsBackend, EntityBackend[list[str]]):
     """Base of entity backends over raw texts: featurising is the identity."""
 
-    task: ClassVar[str] = "entities"
-
     @staticmethod
-    def entity_types(labels: Sequence[Sequence[dict[str, Any]]]) -> list[str]:
+    def entity_types(labels: Sequence[Sequence[EntityAnnotation]]) -> list[str]:
         """The entity types of the training spans, sorted; ``InvalidInput`` if there are none."""
         types = sorted({span["entity"] for spans in labels for span in spans})
         if not types:

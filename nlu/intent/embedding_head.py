@@ -24,6 +24,7 @@ from core.backends import (
     BackendConfig,
     BackendContext,
     EpochRecord,
+    IntentBackend,
     Progress,
     backends,
     read_artifact,
@@ -102,14 +103,10 @@ class EmbeddingHeadModel:
 
 
 @backends.register("embedding-head")
-class EmbeddingHeadBackend:
+class EmbeddingHeadBackend(IntentBackend[np.ndarray]):
     name: ClassVar[str] = "embedding-head"
     version: ClassVar[str] = "1"
-    task: ClassVar[str] = "intent"
     Config: ClassVar[type[BackendConfig]] = EmbeddingHeadConfig
-
-    def __init__(self, context: BackendContext) -> None:
-        self.context = context
 
     @classmethod
     def warm_up(cls, context: BackendContext) -> None:

@@ -32,7 +32,14 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
-from core.backends import BackendConfig, EpochRecord, Progress, TextsBackend, backends
+from core.backends import (
+    BackendConfig,
+    EpochRecord,
+    IntentBackend,
+    Progress,
+    TextsBackend,
+    backends,
+)
 from core.errors import InvalidInput, ModelLoadError
 from nlu.encoder import (
     SentenceEncoder,
@@ -201,12 +208,11 @@ def _embed(model: Any, ids: Sequence[Sequence[int]], device: str) -> Any:
 
 
 @backends.register("setfit")
-class SetFitBackend(TextsBackend):
+class SetFitBackend(TextsBackend, IntentBackend[list[str]]):
     """Features are the texts themselves: fine-tuning needs them, not fixed embeddings."""
 
     name: ClassVar[str] = "setfit"
     version: ClassVar[str] = "1"
-    task: ClassVar[str] = "intent"
     Config: ClassVar[type[BackendConfig]] = SetFitConfig
 
     def train(

@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import Field
 
-from core.backends import BackendConfig, BackendContext, EpochRecord, Progress, backends
+from core.backends import BackendConfig, EpochRecord, IntentBackend, Progress, backends
 from core.errors import ModelLoadError
 from core.evaluation import accuracy_and_macro_f1
 
@@ -94,14 +94,10 @@ class ToyBowModel:
 
 
 @backends.register("toy-bow")
-class ToyBowBackend:
+class ToyBowBackend(IntentBackend[np.ndarray]):
     name: ClassVar[str] = "toy-bow"
     version: ClassVar[str] = "1"
-    task: ClassVar[str] = "intent"
     Config: ClassVar[type[BackendConfig]] = ToyBowConfig
-
-    def __init__(self, context: BackendContext) -> None:
-        self.context = context
 
     def featurize(
         self,

@@ -21,7 +21,7 @@ from sqlalchemy import Engine, func, select, update
 from core.backends import BackendContext, load_model
 from core.db import get_engine, session_scope, upgrade, utcnow
 from core.errors import InvalidInput
-from core.evaluation import classification_metrics
+from core.evaluation import classification_metrics, stratified_split
 from core.storage import LocalStore, sha256_dir
 from core.tables import Alias, Model
 from core.tenants import create_tenant
@@ -29,7 +29,7 @@ from tests.support.data import INTENTS, intent_csv, intent_rows
 from tests.support.toy_backend import ToyBowBackend, ToyBowModel
 from training.datasets.importers import Limits
 from training.datasets.service import create_dataset, delete_dataset, run_import, snapshot
-from training.jobs import JobRunner, artifact_key, stratified_split
+from training.jobs import JobRunner, artifact_key
 from training.queue.base import recover_interrupted, worker_name
 from training.registry import cancel_model, create_model, resolve
 

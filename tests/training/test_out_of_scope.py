@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from bot_gateway.services.predictions import rank
-from core.evaluation import OUT_OF_SCOPE
-from training.metrics import calibrate_out_of_scope
+from core.evaluation import OUT_OF_SCOPE, calibrate_out_of_scope
 
 LABELS = ["greet", OUT_OF_SCOPE, "refund"]
 

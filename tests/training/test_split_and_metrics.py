@@ -6,8 +6,7 @@ from collections import Counter
 
 import pytest
 
-from core.evaluation import classification_metrics
-from training.jobs import stratified_split
+from core.evaluation import classification_metrics, stratified_split
 
 LABELS = ["a"] * 10 + ["b"] * 5 + ["c"] + ["d"] * 2 + ["a", "b", "e", "e", "e"]
 

@@ -13,7 +13,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from core.backends import BackendContext, builtin_models
 from core.errors import ConfigurationError, InvalidInput
-from training.metrics import levenshtein
+from core.evaluation import levenshtein
 from vision.boxes import Box
 from vision.ocr import engines
 from vision.ocr.engines import get_engine

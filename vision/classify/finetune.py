@@ -28,6 +28,7 @@ from core.backends import (
     BackendConfig,
     BackendContext,
     EpochRecord,
+    ImageClassificationBackend,
     Progress,
     backends,
     read_artifact,
@@ -140,10 +141,9 @@ def _freeze_batch_norm(network: Any) -> None:
 
 
 @backends.register("lite0-finetune")
-class FineTuneBackend:
+class FineTuneBackend(ImageClassificationBackend[Sequence[Any]]):
     name: ClassVar[str] = "lite0-finetune"
     version: ClassVar[str] = "1"
-    task: ClassVar[str] = "image-classification"
     Config: ClassVar[type[BackendConfig]] = FineTuneConfig
 
     def __init__(self, context: BackendContext) -> None:

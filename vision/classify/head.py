@@ -23,6 +23,8 @@ from core.backends import (
     BackendConfig,
     BackendContext,
     EpochRecord,
+    ImageClassificationBackend,
+    MultiLabelImageBackend,
     Progress,
     backends,
     read_artifact,
@@ -187,11 +189,11 @@ def tune_thresholds(probs: np.ndarray, truth: np.ndarray) -> list[float]:
     return thresholds
 
 
-@backends.register("lite0-head")
-class ImageHeadBackend:
-    name: ClassVar[str] = "lite0-head"
+class _Lite0Head:
+    """What the single- and multi-label heads share: the backbone's features, load, save."""
+
+    name: ClassVar[str]
     version: ClassVar[str] = "1"
-    task: ClassVar[str] = "image-classification"
     Config: ClassVar[type[BackendConfig]] = ImageHeadConfig
     multi_label: ClassVar[bool] = False
 
@@ -238,6 +240,36 @@ class ImageHeadBackend:
             device=self.device,
         )
 
+    def load(self, directory: Path) -> ImageHeadModel:
+        meta, labels, tensors = read_artifact(
+            directory,
+            meta_file="head.json",
+            tensors_file="head.safetensors",
+            backend=self.name,
+            format_version=FORMAT_VERSION,
+        )
+        if meta.get("backbone_sha256") != WEIGHTS_SHA256:
+            raise ModelLoadError("the model was trained on another backbone; retrain it")
+        weight, bias = tensors.get("weight"), tensors.get("bias")
+        if (
+            weight is None
+            or bias is None
+            or weight.shape != (len(labels), FEATURES)
+            or bias.shape != (len(labels),)
+        ):
+            raise ModelLoadError(f"the model in {directory.name} has corrupt weights; retrain it")
+        thresholds = meta.get("thresholds")
+        if self.multi_label and (
+            not isinstance(thresholds, list) or len(thresholds) != len(labels)
+        ):
+            raise ModelLoadError(f"the model in {directory.name} has no thresholds; retrain it")
+        return self._model(labels, weight, bias, thresholds)
+
+
+@backends.register("lite0-head")
+class ImageHeadBackend(_Lite0Head, ImageClassificationBackend[np.ndarray]):
+    name: ClassVar[str] = "lite0-head"
+
     def train(
         self,
         features: np.ndarray,
@@ -274,36 +306,10 @@ class ImageHeadBackend:
         )
         return self._model(names, weight, bias)
 
-    def load(self, directory: Path) -> ImageHeadModel:
-        meta, labels, tensors = read_artifact(
-            directory,
-            meta_file="head.json",
-            tensors_file="head.safetensors",
-            backend=self.name,
-            format_version=FORMAT_VERSION,
-        )
-        if meta.get("backbone_sha256") != WEIGHTS_SHA256:
-            raise ModelLoadError("the model was trained on another backbone; retrain it")
-        weight, bias = tensors.get("weight"), tensors.get("bias")
-        if (
-            weight is None
-            or bias is None
-            or weight.shape != (len(labels), FEATURES)
-            or bias.shape != (len(labels),)
-        ):
-            raise ModelLoadError(f"the model in {directory.name} has corrupt weights; retrain it")
-        thresholds = meta.get("thresholds")
-        if self.multi_label and (
-            not isinstance(thresholds, list) or len(thresholds) != len(labels)
-        ):
-            raise ModelLoadError(f"the model in {directory.name} has no thresholds; retrain it")
-        return self._model(labels, weight, bias, thresholds)
-
 
 @backends.register("lite0-multi-label")
-class MultiLabelHeadBackend(ImageHeadBackend):
+class MultiLabelHeadBackend(_Lite0Head, MultiLabelImageBackend[np.ndarray]):
     name: ClassVar[str] = "lite0-multi-label"
-    task: ClassVar[str] = "image-multi-label"
     multi_label: ClassVar[bool] = True
 
     def train(

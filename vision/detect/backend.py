@@ -47,6 +47,7 @@ from core.backends import (
     BackendConfig,
     BackendContext,
     EpochRecord,
+    ObjectDetectionBackend,
     Progress,
     backends,
     resolve_device,
@@ -433,10 +434,9 @@ def _schedule(total: int, warmup: int) -> Callable[[int], float]:
 
 
 @backends.register("faster-rcnn-lite0")
-class DetectionBackend:
+class DetectionBackend(ObjectDetectionBackend[Sequence[Image.Image]]):
     name: ClassVar[str] = "faster-rcnn-lite0"
     version: ClassVar[str] = "1"
-    task: ClassVar[str] = "object-detection"
     Config: ClassVar[type[BackendConfig]] = DetectionConfig
 
     def __init__(self, context: BackendContext) -> None:
