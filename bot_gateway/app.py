@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any
@@ -11,6 +11,7 @@ import httpx
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
+from starlette.types import ASGIApp
 
 from bot_gateway.api import (
     agents,
@@ -53,6 +54,7 @@ from core.outbound import OutboundGuard, OutboundTransport
 from core.registry import load_entry_points
 from core.secrets import open_box
 from core.settings import Settings, get_settings
+from core.shared_models import shared_models
 from core.storage import open_store
 from core.tables import Dataset
 from core.tenants import Principal
@@ -87,6 +89,7 @@ def build_gateway(settings: Settings) -> Gateway:
             context,
             settings.serving.model_cache_size,
             budget_bytes=settings.serving.model_cache_bytes,
+            shared=shared_models,
         ),
         batcher=MicroBatcher(
             max_batch=settings.serving.max_batch, wait_ms=settings.serving.batch_wait_ms
@@ -141,9 +144,12 @@ def create_app(
     *,
     warm_encoder: bool = True,
     http_transport: httpx.AsyncBaseTransport | None = None,
+    mounts: Mapping[str, ASGIApp] | None = None,
 ) -> FastAPI:
     """The Parley gateway. The train queue's workers start with the app and stop with it.
-    ``http_transport`` replaces the network for calls to channel providers (tests)."""
+    ``http_transport`` replaces the network for calls to channel providers (tests); ``mounts``
+    are other ASGI apps served beside it, by path (``parley serve`` mounts the demo's orders
+    API there)."""
     settings = settings or get_settings()
     configure_logging(settings.log_level)
 
@@ -222,11 +228,8 @@ def create_app(
     app.include_router(agents.pages)
     app.include_router(channels.webhook_router)
     app.include_router(chat.public_router)
-    if settings.demo:
-        from parley.demo import ORDERS_API
-        from parley.demo_orders import create_orders_app
-
-        app.mount(ORDERS_API, create_orders_app())
+    for path, mounted in (mounts or {}).items():
+        app.mount(path, mounted)
     app.include_router(predict.ocr_router, prefix=API_PREFIX)
     app.include_router(predict.rasa_router)
     install_openapi(app)  # error answers, hand-read bodies, operation ids (bot_gateway.openapi)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import JSON, DateTime, Engine, create_engine, event
-from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Session
 from sqlalchemy.types import TypeDecorator
 
 from core.errors import ConfigurationError
@@ -90,16 +90,13 @@ def dispose_engines() -> None:
         _engines.clear()
 
 
-_factories: dict[int, sessionmaker[Session]] = {}
-
-
 @contextmanager
 def session_scope(engine: Engine) -> Iterator[Session]:
-    """A session that commits on success and rolls back on error."""
-    factory = _factories.get(id(engine))
-    if factory is None:
-        factory = _factories[id(engine)] = sessionmaker(engine, expire_on_commit=False)
-    session = factory()
+    """A session that commits on success and rolls back on error.
+
+    Nothing is kept per engine: a disposed engine that nobody holds is freed with its pool.
+    """
+    session = Session(engine, expire_on_commit=False)
     try:
         yield session
         session.commit()

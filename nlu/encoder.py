@@ -26,6 +26,7 @@ from core.backends import resolve_device
 from core.errors import ConfigurationError, ModelLoadError
 from core.logging import log_event
 from core.onnx import onnx_session, write_atomically
+from core.shared_models import SharedKey, files_nbytes, shared_models, torch_nbytes
 
 ENCODER_NAME = "all-MiniLM-L6-v2"
 ENCODER_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
@@ -223,6 +224,7 @@ class SentenceEncoder:
             self.device, self.runtime, self.precision, self.threads = "cpu", "onnx", "fp32", threads
             self._tokenizer = load_tokenizer(max_tokens)
             self._lock = threading.Lock()
+            self._onnx_path = onnx_file
             self._session = onnx_session(onnx_file, threads)
             return
         model_dir = verified_model_dir()
@@ -249,6 +251,7 @@ class SentenceEncoder:
                     log_event("encoder.quantize_onnx", path=str(onnx_path))
                     _quantize_onnx(fp32_path, onnx_path)
             # int8 texts run one at a time (see ``encode``), in parallel across threads
+            self._onnx_path = onnx_path
             self._session = onnx_session(onnx_path, 1 if precision == "int8" else threads)
         else:
             import torch
@@ -258,6 +261,13 @@ class SentenceEncoder:
         log_event(
             "encoder.loaded", name=ENCODER_NAME, runtime=runtime, device=device, precision=precision
         )
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of weights it holds: the ONNX graph's file, or the PyTorch tensors."""
+        if self.runtime == "onnx":
+            return files_nbytes([self._onnx_path])
+        return torch_nbytes(self._torch_model)
 
     def _encode_batch(self, texts: Sequence[str]) -> np.ndarray:
         encodings = self._tokenizer.encode_batch(list(texts))
@@ -348,10 +358,6 @@ class SentenceEncoder:
         return out
 
 
-_encoders: dict[tuple[str, str, str], SentenceEncoder] = {}
-_encoders_lock = threading.Lock()
-
-
 def get_encoder(
     *,
     cache_dir: Path,
@@ -360,18 +366,28 @@ def get_encoder(
     threads: int = 1,
     precision: str = "fp32",
 ) -> SentenceEncoder:
-    """The process's shared encoder of a precision (built on first use)."""
+    """The process's shared encoder for these settings (built on first use).
+
+    One entry of ``core.shared_models`` per device, runtime, precision, thread count and
+    cache folder: a different thread count is a different ONNX Runtime session.
+    """
     device = resolve_device(device)
-    key = (device, runtime, precision)
-    with _encoders_lock:
-        encoder = _encoders.get(key)
-        if encoder is None:
-            encoder = SentenceEncoder(
-                cache_dir=cache_dir,
-                device=device,
-                runtime=runtime,
-                threads=threads,
-                precision=precision,
-            )
-            _encoders[key] = encoder
-        return encoder
+    key = SharedKey(
+        "sentence-encoder",
+        ENCODER_NAME,
+        device=device,
+        threads=threads,
+        cache_dir=str(cache_dir),
+        variant=f"{runtime}/{precision}",
+    )
+    return shared_models.get(
+        key,
+        lambda: SentenceEncoder(
+            cache_dir=cache_dir,
+            device=device,
+            runtime=runtime,
+            threads=threads,
+            precision=precision,
+        ),
+        size=lambda encoder: encoder.nbytes,
+    )

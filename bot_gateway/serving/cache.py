@@ -4,6 +4,10 @@ tenants' heads fit in a few hundred MB beside the one shared encoder).
 
 A model is loaded once per process (a head is kilobytes and loads in milliseconds); its
 artifact's sha256 is checked against the registry record before it is trusted.
+
+The weights every head shares (the sentence encoder, image features, OCR engines: the process's
+``core.shared_models``) are never evicted, but when the cache is given them (``shared``, as the
+gateway does) their bytes count against the budget: what they take is not left for heads.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from dataclasses import dataclass
 from core.backends import BackendContext, TextClassifier, load_model
 from core.errors import ModelLoadError, NotFound
 from core.logging import log_event
+from core.shared_models import SharedModels
 from core.storage import ArtifactStore, sha256_dir
 
 
@@ -35,10 +40,12 @@ class ModelCache:
         context: BackendContext,
         capacity: int,
         budget_bytes: int | None = None,
+        shared: SharedModels | None = None,
     ) -> None:
         self.store, self.context, self.capacity = store, context, capacity
         self.budget_bytes = budget_bytes
-        self.nbytes = 0
+        self.shared = shared
+        self.nbytes = 0  # the cached models' bytes (shared weights not included)
         self.evictions = 0
         self._items: OrderedDict[tuple[str, str], TextClassifier] = OrderedDict()
         self._lock = threading.Lock()
@@ -80,7 +87,10 @@ class ModelCache:
                 self.nbytes += model_size(model)
                 while len(self._items) > 1 and (
                     len(self._items) > self.capacity
-                    or (self.budget_bytes is not None and self.nbytes > self.budget_bytes)
+                    or (
+                        self.budget_bytes is not None
+                        and self.nbytes + self.shared_bytes > self.budget_bytes
+                    )
                 ):
                     _, evicted = self._items.popitem(last=False)
                     self.nbytes -= model_size(evicted)
@@ -104,6 +114,11 @@ class ModelCache:
         self.loads += 1
         log_event("serving.model_loaded", model=ref.id)
         return model
+
+    @property
+    def shared_bytes(self) -> int:
+        """Bytes of the shared weights counted against the budget (0 when not given them)."""
+        return self.shared.nbytes if self.shared is not None else 0
 
     def __len__(self) -> int:
         return len(self._items)

@@ -42,6 +42,7 @@ from core.backends import BackendConfig, EpochRecord, Progress, backends
 from core.errors import ModelLoadError
 from core.evaluation import entity_metrics
 from core.logging import log_event
+from core.shared_models import SharedKey, shared_models, torch_nbytes
 from nlu.encoder import (
     ENCODER_NAME,
     ENCODER_SHA256,
@@ -105,21 +106,18 @@ def _tagger(encoder: Any, n_tags: int, dropout: float) -> Any:
     return Tagger()
 
 
-_bases: dict[str, Any] = {}
-_bases_lock = threading.Lock()
+def _load_base(device: str) -> Any:
+    base = load_torch_encoder(device)
+    for p in base.parameters():
+        p.requires_grad_(False)
+    return base
 
 
 def _base_encoder(device: str) -> Any:
-    """The shipped encoder on ``device``, loaded once per process; its word-embedding table
-    is shared (read-only) by every tagger made from it."""
-    with _bases_lock:
-        base = _bases.get(device)
-        if base is None:
-            base = load_torch_encoder(device)
-            for p in base.parameters():
-                p.requires_grad_(False)
-            _bases[device] = base
-        return base
+    """The shipped encoder on ``device``, loaded once per process (in ``shared_models``); its
+    word-embedding table is shared (read-only) by every tagger made from it."""
+    key = SharedKey("encoder-ner-base", ENCODER_NAME, device=device)
+    return shared_models.get(key, lambda: _load_base(device), size=torch_nbytes)
 
 
 def _fresh_encoder(device: str) -> Any:
@@ -131,7 +129,11 @@ def _fresh_encoder(device: str) -> Any:
 
 @functools.lru_cache(maxsize=8)
 def _tokenizer(max_tokens: int) -> Any:
-    """The encoder's tokenizer without padding, one per length limit (read-only, shared)."""
+    """The encoder's tokenizer without padding, one per length limit (read-only, shared).
+
+    Not in ``shared_models``, which never evicts: ``max_tokens`` is a tenant's setting (505
+    possible values), and a model keeps its own tokenizer, so at most 8 wait here unused.
+    """
     return load_tokenizer(max_tokens, padding=False)
 
 

@@ -65,6 +65,7 @@ from typing import Any
 
 from core.errors import ConfigurationError, ModelLoadError
 from core.logging import log_event
+from core.shared_models import SharedKey, shared_models
 
 __all__ = [
     "PATTERN_LABELS",
@@ -427,14 +428,16 @@ class PrebuiltEntityExtractor:
         ]
 
 
-_extractor: PrebuiltEntityExtractor | None = None
-_extractor_lock = threading.Lock()
+PREBUILT_KEY = SharedKey("prebuilt-entities", f"{SPACY_MODEL_MODULE}+patterns")
+"""spaCy runs on one CPU thread whatever is asked, so one entry serves every caller."""
+
+
+def _extractor_nbytes(extractor: PrebuiltEntityExtractor) -> int:
+    """Bytes of the loaded pipeline, estimated by its serialised pipes and vocabulary."""
+    nlp = extractor._nlp
+    return sum(len(pipe.to_bytes()) for _, pipe in nlp.pipeline) + len(nlp.vocab.to_bytes())
 
 
 def get_prebuilt_extractor() -> PrebuiltEntityExtractor:
-    """The process's shared pre-built extractor (loaded on first use)."""
-    global _extractor
-    with _extractor_lock:
-        if _extractor is None:
-            _extractor = PrebuiltEntityExtractor()
-        return _extractor
+    """The process's shared pre-built extractor (loaded on first use, in ``shared_models``)."""
+    return shared_models.get(PREBUILT_KEY, PrebuiltEntityExtractor, size=_extractor_nbytes)

@@ -18,6 +18,7 @@ from bot_gateway.serving.batcher import MicroBatcher
 from bot_gateway.serving.cache import ModelCache, ModelRef
 from core.backends import BackendContext, TextClassifier
 from core.errors import ModelLoadError
+from core.shared_models import SharedKey, SharedModels, shared_models
 from core.storage import LocalStore, sha256_dir
 from nlu.intent.embedding_head import (
     EmbeddingHeadBackend,
@@ -522,6 +523,58 @@ def test_cache_memory_budget_evicts_least_recently_used(
     assert len(cache) == 2 and cache.evictions == 2
     assert cache.nbytes <= cache.budget_bytes  # type: ignore[operator]
     assert cache.peek(refs[0]) is None and cache.peek(refs[3]) is not None
+
+
+@pytest.mark.slow
+def test_shared_weights_count_against_the_memory_budget(
+    store: LocalStore, context: BackendContext, publish: Publish, trained: EmbeddingHeadModel
+) -> None:
+    """A budget of 4.5 heads with shared weights the size of two: two heads fit, not four."""
+    shared = SharedModels()
+    weights = shared.get(SharedKey("encoder", "minilm"), object, size=lambda _: trained.nbytes * 2)
+    refs = [publish(f"mdl_{i}") for i in range(4)]
+    cache = ModelCache(
+        store, context, capacity=100, budget_bytes=int(trained.nbytes * 4.5), shared=shared
+    )
+
+    for ref in refs:
+        cache.get(ref)
+
+    assert cache.shared_bytes == trained.nbytes * 2
+    assert len(cache) == 2 and cache.evictions == 2
+    assert cache.nbytes + cache.shared_bytes <= cache.budget_bytes  # type: ignore[operator]
+    assert cache.peek(refs[2]) is not None and cache.peek(refs[3]) is not None
+    assert shared.get(SharedKey("encoder", "minilm"), object, size=len) is weights  # kept
+
+
+@pytest.mark.slow
+def test_shared_weights_loaded_later_shrink_the_room_for_heads(
+    store: LocalStore, context: BackendContext, publish: Publish, trained: EmbeddingHeadModel
+) -> None:
+    shared = SharedModels()
+    refs = [publish(f"mdl_{i}") for i in range(4)]
+    cache = ModelCache(
+        store, context, capacity=100, budget_bytes=int(trained.nbytes * 4.5), shared=shared
+    )
+    for ref in refs:
+        cache.get(ref)
+    assert len(cache) == 4 and cache.shared_bytes == 0
+
+    shared.get(SharedKey("ocr-engine", "rapidocr"), object, size=lambda _: trained.nbytes * 3)
+    cache.get(publish("mdl_new"))  # the next load makes room within what is left
+
+    assert len(cache) == 1 and cache.evictions == 4
+    assert cache.peek(refs[3]) is None
+
+
+def test_the_gateway_counts_the_process_shared_weights() -> None:
+    from bot_gateway.app import build_gateway
+    from core.settings import get_settings
+
+    gateway = build_gateway(get_settings())
+
+    assert gateway.cache.shared is shared_models
+    assert gateway.cache.budget_bytes == get_settings().serving.model_cache_bytes
 
 
 def test_no_wait_after_a_lone_request() -> None:

@@ -9,7 +9,15 @@ from tokenizers import Tokenizer
 
 import nlu.encoder
 from core.errors import ConfigurationError, ModelLoadError
-from nlu.encoder import DIMENSION, MAX_TOKENS, SentenceEncoder, get_encoder
+from core.shared_models import shared_models
+from nlu.encoder import (
+    DIMENSION,
+    ENCODER_NAME,
+    ENCODER_SHA256,
+    MAX_TOKENS,
+    SentenceEncoder,
+    get_encoder,
+)
 from tests.conftest import CACHE_DIR
 
 # Far more than MAX_TOKENS word pieces: the encoder must truncate it.
@@ -137,6 +145,23 @@ def test_get_encoder_is_a_process_singleton(onnx_encoder: SentenceEncoder) -> No
     second = get_encoder(cache_dir=CACHE_DIR, device="cpu")
 
     assert first is second is onnx_encoder
+
+
+def test_each_thread_count_is_its_own_shared_entry_sized_by_its_graph(
+    onnx_encoder: SentenceEncoder,
+) -> None:
+    two = get_encoder(cache_dir=CACHE_DIR, device="cpu", threads=2)
+
+    assert two is not onnx_encoder and two.threads == 2
+    assert get_encoder(cache_dir=CACHE_DIR, device="cpu", threads=2) is two
+    np.testing.assert_allclose(two.encode(TEXTS), onnx_encoder.encode(TEXTS), atol=1e-5)
+    sizes = {
+        e.key.threads: e.nbytes
+        for e in shared_models.entries()
+        if e.key.kind == "sentence-encoder" and e.key.variant == "auto/fp32"
+    }
+    graph = CACHE_DIR / f"{ENCODER_NAME}-{ENCODER_SHA256[:16]}.onnx"
+    assert sizes[1] == sizes[2] == graph.stat().st_size > 80_000_000  # 22.7 M fp32 weights
 
 
 def test_int8_embeddings_do_not_depend_on_the_batch_and_track_fp32(

@@ -8,6 +8,7 @@ import time
 import pytest
 
 from core.errors import ConfigurationError, ModelLoadError
+from core.shared_models import shared_models
 from nlu.entities import prebuilt
 from nlu.entities.prebuilt import (
     PATTERN_LABELS,
@@ -332,6 +333,9 @@ def test_extract_wants_a_list_of_strings(extractor: PrebuiltEntityExtractor) -> 
 
 def test_one_extractor_per_process(extractor: PrebuiltEntityExtractor) -> None:
     assert get_prebuilt_extractor() is extractor
+    [entry] = [e for e in shared_models.entries() if e.key == prebuilt.PREBUILT_KEY]
+    assert entry.value is extractor
+    assert 1_000_000 < entry.nbytes < 100_000_000  # en_core_web_sm's NER: about 7 MB
 
 
 def test_runs_only_ner(extractor: PrebuiltEntityExtractor) -> None:

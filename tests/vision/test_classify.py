@@ -4,6 +4,7 @@ multi-label), the fine-tuned network, save/load, and the shared feature key."""
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 from core.backends import BackendContext
 from core.errors import ModelLoadError
 from core.evaluation import average_precision, multilabel_metrics
+from core.shared_models import shared_models
 from tests.conftest import CACHE_DIR
 from tests.support.images import shape_image
 from vision.classify.features import FEATURE_KEY, augment
@@ -71,6 +73,23 @@ def test_onnx_features_match_the_pytorch_network() -> None:
     np.testing.assert_allclose(onnx, reference.numpy(), atol=1e-4)
     logits = get_features(CONTEXT, "cpu").classify_features(onnx)
     np.testing.assert_allclose(logits, expected, atol=1e-3)
+
+
+@pytest.mark.slow
+def test_image_features_are_shared_per_thread_count_and_sized_by_their_graph() -> None:
+    from vision.backbone import WEIGHTS_SHA256
+    from vision.classify.features import get_features
+
+    one = get_features(CONTEXT, "cpu")
+    two = get_features(replace(CONTEXT, threads=2), "cpu")
+
+    assert get_features(CONTEXT, "cpu") is one and one is not two
+    graph = CACHE_DIR / f"lite0-features-{WEIGHTS_SHA256[:16]}.onnx"
+    classifier = (1280 * 1000 + 1000) * 4  # the ImageNet layer kept beside the graph, float32
+    assert one.nbytes == two.nbytes == graph.stat().st_size + classifier
+    assert graph.stat().st_size > 10_000_000  # 3.4 M weights before the classifier
+    sizes = [e.nbytes for e in shared_models.entries() if e.key.kind == "image-features"]
+    assert sizes.count(one.nbytes) >= 2
 
 
 @pytest.mark.slow

@@ -9,10 +9,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+import rapidocr
 from PIL import Image, ImageDraw, ImageFont
 
 from core.backends import BackendContext, builtin_models
 from core.errors import ConfigurationError, InvalidInput
+from core.shared_models import shared_models
 from core.evaluation import levenshtein
 from vision.boxes import Box
 from vision.ocr import engines
@@ -273,3 +275,21 @@ def test_reading_without_a_task_adds_no_entities(model: OcrModel) -> None:
     assert set(result) == {"text", "lines", "engine"}
     assert set(result["lines"][0]) == {"text", "confidence", "box"}
     assert set(result["lines"][0]["box"]) == {"x_min", "y_min", "x_max", "y_max"}
+
+
+@pytest.mark.slow
+def test_each_engine_and_thread_count_is_one_shared_entry_sized_by_its_models() -> None:
+    one, two = get_engine("rapidocr"), get_engine("rapidocr", threads=2)
+
+    assert get_engine("rapidocr") is one and get_engine("rapidocr", threads=2) is two
+    assert one is not two and two.threads == 2  # type: ignore[attr-defined]
+    folder = Path(rapidocr.__file__).resolve().parent / "models"
+    bundled = sum((folder / name).stat().st_size for name, _ in engines.RAPIDOCR_MODELS.values())
+    tessdata = engines.TESSDATA_DIR / f"{engines.TESSERACT_LANG}.traineddata"
+    sizes = {
+        (e.key.name, e.key.threads): e.nbytes
+        for e in shared_models.entries()
+        if e.key.kind == "ocr-engine"
+    }
+    assert sizes[("rapidocr", 1)] == sizes[("rapidocr", 2)] == bundled > 1_000_000
+    assert get_engine("tesseract").nbytes == tessdata.stat().st_size > 1_000_000

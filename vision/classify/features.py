@@ -1,6 +1,7 @@
 """The shared EfficientNet-Lite0 feature extractor: images → pooled 1,280-d features.
 
-One extractor per process and device; every tenant's image head reads the same features, so
+One extractor per process, device, cache folder and thread count (an entry of
+``core.shared_models``); every tenant's image head reads the same features, so
 the micro-batcher featurises concurrent requests for different tenants in one pass
 (``FEATURE_KEY``). Augmented views for training come from ``augment``.
 """
@@ -20,6 +21,7 @@ from PIL import Image, ImageEnhance, ImageOps
 from core.backends import BackendContext
 from core.logging import log_event
 from core.onnx import onnx_session, write_atomically
+from core.shared_models import SharedKey, files_nbytes, shared_models, torch_nbytes
 from vision.backbone import FEATURES, IMAGE_SIZE, WEIGHTS_SHA256, lite0, prepare
 
 __all__ = ["FEATURES", "FEATURE_KEY", "LiteFeatures", "as_image", "augment", "get_features"]
@@ -50,6 +52,7 @@ class LiteFeatures:
         self._lock = threading.Lock()
         self._session: Any = None
         self._torch: Any = None
+        self._onnx_path: Path | None = None
         if device.startswith("cuda"):
             self._torch = _pooled(model).to(torch.device(device)).eval()
             return
@@ -74,7 +77,19 @@ class LiteFeatures:
                     )
 
             write_atomically(path, write)
+        self._onnx_path = path
         self._session = onnx_session(path, threads)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of weights it holds: the ONNX graph's file or the PyTorch tensors, and the
+        ImageNet classifier."""
+        network = (
+            files_nbytes([self._onnx_path])
+            if self._onnx_path is not None
+            else torch_nbytes(self._torch)
+        )
+        return network + self._weight.nbytes + self._bias.nbytes
 
     def features(self, images: Sequence[Any]) -> np.ndarray:
         """``n x 1280`` float32 pooled features."""
@@ -111,20 +126,21 @@ def _pooled(model: Any) -> Any:
     return Pooled()
 
 
-_extractors: dict[tuple[str, str, int], LiteFeatures] = {}
-_extractors_lock = threading.Lock()
-
-
 def get_features(context: BackendContext, device: str | None = None) -> LiteFeatures:
     """The process's extractor for the context's device, cache and threads (built once)."""
     device = device or context.device
-    key = (device, str(context.cache_dir), context.threads)
-    with _extractors_lock:
-        if key not in _extractors:
-            _extractors[key] = LiteFeatures(
-                device=device, cache_dir=context.cache_dir, threads=context.threads
-            )
-        return _extractors[key]
+    key = SharedKey(
+        "image-features",
+        FEATURE_KEY,
+        device=device,
+        threads=context.threads,
+        cache_dir=str(context.cache_dir),
+    )
+    return shared_models.get(
+        key,
+        lambda: LiteFeatures(device=device, cache_dir=context.cache_dir, threads=context.threads),
+        size=lambda features: features.nbytes,
+    )
 
 
 def augment(image: Image.Image, rng: random.Random) -> Image.Image:

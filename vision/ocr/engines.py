@@ -17,7 +17,8 @@ Both read small images enlarged (``RAPIDOCR_MIN_SIDE``, ``TESSERACT_MIN_SIDE``) 
 boxes in the input image's pixels, with each line's text direction passed on so that reading
 order survives a photo turned by a few degrees (``vision.ocr.results``).
 
-Each engine is built once per process (``get_engine``) and serialises its callers on a lock:
+Each engine is built once per process and thread count (``get_engine``, an entry of
+``core.shared_models`` sized by its model files) and serialises its callers on a lock:
 RapidOCR keeps per-call settings on the instance and a Tesseract API holds one image at a
 time. ONNX Runtime runs with ``threads`` intra-op threads (1 by default); the Tesseract in the
 ``tesserocr`` wheel is built without OpenMP and uses one thread.
@@ -38,6 +39,7 @@ from PIL import Image
 from core.errors import ConfigurationError, ModelLoadError
 from core.logging import log_event
 from core.registry import Registry
+from core.shared_models import SharedKey, files_nbytes, shared_models
 from vision.boxes import Box
 from vision.ocr.results import OcrLine, OcrResult
 
@@ -98,6 +100,9 @@ class OcrEngine(Protocol):
     """Reads the text lines of one upright image."""
 
     name: ClassVar[str]
+
+    @property
+    def nbytes(self) -> int: ...
 
     def read(self, image: Image.Image) -> OcrResult: ...
 
@@ -190,6 +195,7 @@ class RapidOcrEngine:
             "EngineConfig.onnxruntime.inter_op_num_threads": 1,
         }
         self._ocr = RapidOCR(params=params)
+        self._model_paths = list(paths.values())
         self._lock = threading.Lock()
         self.threads = threads
         log_event(
@@ -199,6 +205,11 @@ class RapidOcrEngine:
             threads=threads,
             seconds=round(time.perf_counter() - began, 3),
         )
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of its ONNX models (what their sessions hold, about)."""
+        return files_nbytes(self._model_paths)
 
     def read(self, image: Image.Image) -> OcrResult:
         """The text lines of ``image``; none for an image without text."""
@@ -260,6 +271,11 @@ class TesseractEngine:
             seconds=round(time.perf_counter() - began, 3),
         )
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of its language model file (what the API holds, about)."""
+        return files_nbytes([TESSDATA_DIR / f"{TESSERACT_LANG}.traineddata"])
+
     def read(self, image: Image.Image) -> OcrResult:
         """The text lines of ``image``; none for an image without text."""
         rgb = _rgb(image)
@@ -315,29 +331,14 @@ def _unit(value: Any) -> float:
     return min(max(float(value), 0.0), 1.0)
 
 
-_engines: dict[str, OcrEngine] = {}
-_engines_lock = threading.Lock()
-_threads_noted: set[tuple[str, int]] = set()
-
-
 def get_engine(name: str = DEFAULT_ENGINE, *, threads: int = 1) -> OcrEngine:
-    """The process's shared engine ``name`` (built on first use with ``threads``).
+    """The process's shared engine ``name`` with ``threads`` (built on first use).
 
-    Raises ``UnknownPluginError`` (an ``InvalidInput``) naming the known engines.
+    One entry of ``core.shared_models`` per engine and thread count. Raises
+    ``UnknownPluginError`` (an ``InvalidInput``) naming the known engines.
     """
     engine_cls = ocr_engines.get(name)
-    with _engines_lock:
-        engine = _engines.get(name)
-        if engine is None:
-            engine = _engines[name] = engine_cls(threads=threads)
-        elif (
-            getattr(engine, "threads", threads) != threads and (name, threads) not in _threads_noted
-        ):
-            _threads_noted.add((name, threads))
-            log_event(
-                "vision.ocr.threads_kept",
-                engine=name,
-                requested=threads,
-                running=getattr(engine, "threads", None),
-            )
-        return engine
+    key = SharedKey("ocr-engine", name, threads=threads)
+    return shared_models.get(
+        key, lambda: engine_cls(threads=threads), size=lambda engine: engine.nbytes
+    )
