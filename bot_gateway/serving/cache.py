@@ -12,6 +12,7 @@ gateway does) their bytes count against the budget: what they take is not left f
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ class ModelCache:
         self.store, self.context, self.capacity = store, context, capacity
         self.budget_bytes = budget_bytes
         self.shared = shared
+        self._warned_shared: int | None = None  # shared bytes when last warned of the budget
         self.nbytes = 0  # the cached models' bytes (shared weights not included)
         self.evictions = 0
         self._items: OrderedDict[tuple[str, str], TextClassifier] = OrderedDict()
@@ -82,15 +84,15 @@ class ModelCache:
             finally:
                 with self._lock:
                     self._loading.pop(key, None)
+            shared = self.shared_bytes
             with self._lock:
                 self._items[key] = model
                 self.nbytes += model_size(model)
+                if self.budget_bytes is not None and shared >= self.budget_bytes:
+                    self._shared_over_budget(shared)
                 while len(self._items) > 1 and (
                     len(self._items) > self.capacity
-                    or (
-                        self.budget_bytes is not None
-                        and self.nbytes + self.shared_bytes > self.budget_bytes
-                    )
+                    or (self.budget_bytes is not None and self.nbytes + shared > self.budget_bytes)
                 ):
                     _, evicted = self._items.popitem(last=False)
                     self.nbytes -= model_size(evicted)
@@ -114,6 +116,19 @@ class ModelCache:
         self.loads += 1
         log_event("serving.model_loaded", model=ref.id)
         return model
+
+    def _shared_over_budget(self, shared: int) -> None:
+        """Say (once per size of the shared weights) that they leave no room for heads."""
+        if self._warned_shared == shared:
+            return
+        self._warned_shared = shared
+        log_event(
+            "serving.cache.budget_taken_by_shared_weights",
+            level=logging.WARNING,
+            shared_bytes=shared,
+            budget_bytes=self.budget_bytes,
+            hint="only the last model used stays loaded; raise PARLEY_SERVING__MODEL_CACHE_BYTES",
+        )
 
     @property
     def shared_bytes(self) -> int:

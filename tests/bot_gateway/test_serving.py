@@ -4,6 +4,7 @@ embedding-head model for the cache and one end-to-end batch."""
 
 from __future__ import annotations
 
+import logging
 import shutil
 import threading
 import time
@@ -565,6 +566,36 @@ def test_shared_weights_loaded_later_shrink_the_room_for_heads(
 
     assert len(cache) == 1 and cache.evictions == 4
     assert cache.peek(refs[3]) is None
+
+
+@pytest.mark.slow
+def test_shared_weights_over_the_budget_keep_one_head_and_say_so(
+    store: LocalStore,
+    context: BackendContext,
+    publish: Publish,
+    trained: EmbeddingHeadModel,
+) -> None:
+    shared = SharedModels()
+    shared.get(SharedKey("encoder", "minilm"), object, size=lambda _: trained.nbytes * 10)
+    cache = ModelCache(
+        store, context, capacity=100, budget_bytes=int(trained.nbytes * 4.5), shared=shared
+    )
+    refs = [publish(f"mdl_{i}") for i in range(3)]
+
+    lines: list[str] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: lines.append(record.getMessage())  # type: ignore[method-assign]
+    logging.getLogger("parley").addHandler(handler)  # Parley's logger may not propagate
+    try:
+        for ref in refs:
+            assert top_label(cache.get(ref), "where is my parcel") == "track_order"
+    finally:
+        logging.getLogger("parley").removeHandler(handler)
+
+    assert len(cache) == 1 and cache.peek(refs[2]) is not None
+    warnings = [line for line in lines if "budget_taken" in line]
+    assert len(warnings) == 1  # once, not on every load
+    assert "raise PARLEY_SERVING__MODEL_CACHE_BYTES" in warnings[0]
 
 
 def test_the_gateway_counts_the_process_shared_weights() -> None:
