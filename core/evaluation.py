@@ -137,6 +137,10 @@ def average_precision(scores: np.ndarray, truth: np.ndarray) -> float | None:
     return float(np.sum((recall - previous) * envelope))
 
 
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 6)
+
+
 def multilabel_metrics(
     truth: Sequence[Sequence[str]],
     probs: np.ndarray,
@@ -177,7 +181,7 @@ def multilabel_metrics(
                 "precision": round(float(precision[i]), 6),
                 "recall": round(float(recall[i]), 6),
                 "f1": round(float(f1[i]), 6),
-                "average_precision": None if aps[i] is None else round(aps[i], 6),
+                "average_precision": _rounded(aps[i]),
                 "threshold": round(float(thresholds[i]), 6),
                 "support": int(y[:, i].sum()),
             }

@@ -83,7 +83,7 @@ class JobRunner:
             )
             .values(**values)
         )
-        return changed.rowcount == 1  # type: ignore[attr-defined]
+        return changed.rowcount == 1  # type: ignore[attr-defined,no-any-return]
 
     def heartbeat(self, model_id: str) -> None:
         """Tell other processes this job's worker is alive (see ``recover_interrupted``)."""

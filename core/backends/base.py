@@ -95,10 +95,16 @@ class TrainingData(Protocol):
     """A dataset's examples as a train job sees them (``training.datasets.DatasetSnapshot``);
     a task's ``targets`` reads what its backends learn from."""
 
-    texts: list[str]
-    labels: list[str]
-    annotations: list[list[dict[str, Any]] | None]  # entity spans, or an image's boxes
-    multi_labels: list[list[str] | None]
+    @property
+    def texts(self) -> Sequence[str]: ...
+    @property
+    def labels(self) -> Sequence[str]: ...
+    @property
+    def annotations(self) -> Sequence[list[dict[str, Any]] | None]:
+        """Per example, its entity spans or an image's boxes."""
+
+    @property
+    def multi_labels(self) -> Sequence[list[str] | None]: ...
 
 
 @dataclass(frozen=True)

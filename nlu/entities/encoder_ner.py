@@ -38,7 +38,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from core.backends import BackendConfig, EpochRecord, Progress, backends
+from core.backends import BackendConfig, Entity, EpochRecord, Progress, backends
 from core.errors import ModelLoadError
 from core.evaluation import entity_metrics
 from core.logging import log_event
@@ -51,7 +51,6 @@ from nlu.encoder import (
     resolve_device,
 )
 from nlu.entities.extras import EntityExtras
-from nlu.entities.prebuilt import Entity
 from nlu.entities.trainable import TextEntityBackend, TextEntityModel
 
 __all__ = ["EncoderNerBackend", "EncoderNerConfig", "EncoderNerModel"]

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from nlu.entities.prebuilt import Entity
+from core.backends import Entity
 
 __all__ = ["EntityExtras"]
 

@@ -60,9 +60,9 @@ import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
 from typing import Any
 
+from core.backends import Entity
 from core.errors import ConfigurationError, ModelLoadError
 from core.logging import log_event
 from core.shared_models import SharedKey, shared_models
@@ -71,7 +71,6 @@ __all__ = [
     "PATTERN_LABELS",
     "SPACY_CONFIDENCE",
     "SPACY_MODEL_PACKAGE",
-    "Entity",
     "PrebuiltEntityExtractor",
     "find_pattern_entities",
     "get_prebuilt_extractor",
@@ -91,21 +90,6 @@ BATCH_SIZE = 64
 # (in en_core_web_sm 3.8 ``ner`` embeds its own; dropping the shared one changes no entity
 # and saves about a third of the time).
 _UNUSED_PIPES = ("tagger", "parser", "lemmatizer", "attribute_ruler", "senter")
-
-
-@dataclass(frozen=True)
-class Entity:
-    """One entity: ``text[start:end]`` is the span (character offsets into the input text)."""
-
-    entity: str
-    value: str
-    start: int
-    end: int
-    confidence: float
-    extractor: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 # --- patterns ---------------------------------------------------------------------------

@@ -18,11 +18,10 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from core.backends import BackendConfig, EpochRecord, Progress, backends
+from core.backends import BackendConfig, Entity, EpochRecord, Progress, backends
 from core.errors import ModelLoadError
 from core.evaluation import entity_metrics
 from nlu.entities.extras import EntityExtras
-from nlu.entities.prebuilt import Entity
 from nlu.entities.trainable import TextEntityBackend, TextEntityModel
 
 FORMAT_VERSION = 1

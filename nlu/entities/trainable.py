@@ -9,10 +9,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from core.backends import EntityAnnotation, EntityBackend, TextsBackend
+from core.backends import Entity, EntityAnnotation, EntityBackend, TextsBackend
 from core.errors import InvalidInput
 from nlu.entities.extras import EntityExtras
-from nlu.entities.prebuilt import Entity
 
 __all__ = ["TextEntityBackend", "TextEntityModel"]
 

@@ -7,13 +7,13 @@ import time
 
 import pytest
 
+from core.backends import Entity
 from core.errors import ConfigurationError, ModelLoadError
 from core.shared_models import shared_models
 from nlu.entities import prebuilt
 from nlu.entities.prebuilt import (
     PATTERN_LABELS,
     SPACY_CONFIDENCE,
-    Entity,
     PrebuiltEntityExtractor,
     find_pattern_entities,
     get_prebuilt_extractor,

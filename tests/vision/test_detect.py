@@ -14,14 +14,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.backends import BackendContext, EpochRecord, JobCancelled, backends
+from core.backends import BackendContext, Box, Detection, EpochRecord, JobCancelled, backends
 from core.errors import InvalidInput, ModelLoadError
 from tests.support.images import detection_scene, draw_object
 from vision.detect.backend import (
     META_FILE,
     WEIGHTS_FILE,
-    Box,
-    Detection,
     DetectionBackend,
     DetectionConfig,
     DetectionModel,

@@ -12,11 +12,10 @@ import pytest
 import rapidocr
 from PIL import Image, ImageDraw, ImageFont
 
-from core.backends import BackendContext, builtin_models
+from core.backends import BackendContext, Box, builtin_models
 from core.errors import ConfigurationError, InvalidInput
 from core.evaluation import levenshtein
 from core.shared_models import shared_models
-from vision.boxes import Box
 from vision.ocr import engines
 from vision.ocr.engines import get_engine
 from vision.ocr.prebuilt import OcrModel  # registers prebuilt-ocr

@@ -1,8 +1,7 @@
-"""Object detection: the ``faster-rcnn-lite0`` backend and detection metrics."""
+"""Object detection: the ``faster-rcnn-lite0`` backend and detection metrics (its
+``Detection`` and ``Box`` types live in ``core.backends``)."""
 
 from vision.detect.backend import (
-    Box,
-    Detection,
     DetectionBackend,
     DetectionConfig,
     DetectionModel,
@@ -10,8 +9,6 @@ from vision.detect.backend import (
 from vision.detect.metrics import detection_metrics
 
 __all__ = [
-    "Box",
-    "Detection",
     "DetectionBackend",
     "DetectionConfig",
     "DetectionModel",

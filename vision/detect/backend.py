@@ -46,6 +46,8 @@ from pydantic import Field, ValidationError, model_validator
 from core.backends import (
     BackendConfig,
     BackendContext,
+    Box,
+    Detection,
     EpochRecord,
     ObjectDetectionBackend,
     Progress,
@@ -55,7 +57,6 @@ from core.backends import (
 from core.errors import InvalidInput, ModelLoadError
 from core.logging import log_event
 from vision.backbone import WEIGHTS_SHA256, lite0
-from vision.boxes import Box
 from vision.detect.metrics import detection_metrics
 
 __all__ = ["Box", "Detection", "DetectionBackend", "DetectionConfig", "DetectionModel"]
@@ -123,16 +124,6 @@ class DetectionConfig(BackendConfig):
         if self.min_size > self.max_size:
             raise ValueError(f"min_size {self.min_size} is over max_size {self.max_size}")
         return self
-
-
-@dataclass(frozen=True)
-class Detection:
-    label: str
-    probability: float
-    box: Box
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"label": self.label, "probability": self.probability, "box": self.box.to_dict()}
 
 
 # --- sizes ----------------------------------------------------------------------------------

@@ -7,7 +7,7 @@
 The built-in model ``prebuilt-ocr`` (``vision.ocr.prebuilt``) serves them to tenants.
 """
 
-from vision.boxes import Box
+from core.backends import Box
 from vision.ocr.engines import DEFAULT_ENGINE, OcrEngine, get_engine, ocr_engines
 from vision.ocr.results import OcrLine, OcrResult, reading_order
 

@@ -36,11 +36,11 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 from PIL import Image
 
+from core.backends import Box
 from core.errors import ConfigurationError, ModelLoadError
 from core.logging import log_event
 from core.registry import Registry
 from core.shared_models import SharedKey, files_nbytes, shared_models
-from vision.boxes import Box
 from vision.ocr.results import OcrLine, OcrResult
 
 __all__ = [

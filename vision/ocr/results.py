@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from vision.boxes import Box
+from core.backends import Box
 
 __all__ = ["SAME_LINE_OVERLAP", "OcrLine", "OcrResult", "reading_order"]
 
