@@ -38,7 +38,14 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from core.backends import BackendConfig, Entity, EpochRecord, Progress, backends
+from core.backends import (
+    BackendConfig,
+    Entity,
+    EntityAnnotation,
+    EpochRecord,
+    Progress,
+    backends,
+)
 from core.errors import ModelLoadError
 from core.evaluation import entity_metrics
 from core.logging import log_event
@@ -158,7 +165,9 @@ def _words(encoding: Any) -> list[tuple[int, int, int]]:
 
 
 def _word_tags(
-    words: Sequence[tuple[int, int, int]], spans: Sequence[dict[str, Any]], tag_ids: dict[str, int]
+    words: Sequence[tuple[int, int, int]],
+    spans: Sequence[EntityAnnotation],
+    tag_ids: dict[str, int],
 ) -> list[int]:
     """The tag id of each word: ``B-x`` on the first word a span of type x overlaps, ``I-x``
     on the others it overlaps, ``O`` elsewhere (spans that overlap an earlier one are skipped)."""
@@ -181,8 +190,8 @@ def _decode(
     probs: Sequence[float],
 ) -> list[tuple[str, int, int, float]]:
     """(type, start, end, confidence) of each entity in a sentence's word tags."""
-    out: list[tuple[str, int, int, float]] = []
-    open_: list[Any] | None = None  # [type, start, end, [probabilities]]
+    out: list[list[Any]] = []  # [type, start, end, [probabilities]]
+    open_: list[Any] | None = None
     for (_, start, end), tag, p in zip(words, tags, probs, strict=True):
         if tag == "O":
             open_ = None
@@ -193,7 +202,7 @@ def _decode(
             open_[3].append(p)
             continue
         open_ = [kind, start, end, [p]]
-        out.append(open_)  # type: ignore[arg-type]
+        out.append(open_)
     return [(k, s, e, sum(ps) / len(ps)) for k, s, e, ps in out]
 
 
@@ -321,11 +330,11 @@ class EncoderNerBackend(TextEntityBackend):
     def train(
         self,
         features: Sequence[str],
-        labels: Sequence[Sequence[dict[str, Any]]],
+        labels: Sequence[list[EntityAnnotation]],
         config: BackendConfig,
         *,
         seed: int,
-        validation: tuple[Sequence[str], Sequence[Sequence[dict[str, Any]]]] | None,
+        validation: tuple[list[str], Sequence[list[EntityAnnotation]]] | None,
         on_epoch: Callable[[EpochRecord], None] | None,
         progress: Progress,
         extras: dict[str, Any] | None = None,

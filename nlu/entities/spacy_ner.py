@@ -18,7 +18,14 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from core.backends import BackendConfig, Entity, EpochRecord, Progress, backends
+from core.backends import (
+    BackendConfig,
+    Entity,
+    EntityAnnotation,
+    EpochRecord,
+    Progress,
+    backends,
+)
 from core.errors import ModelLoadError
 from core.evaluation import entity_metrics
 from nlu.entities.extras import EntityExtras
@@ -96,11 +103,11 @@ class SpacyNerBackend(TextEntityBackend):
     def train(
         self,
         features: Sequence[str],
-        labels: Sequence[Sequence[dict[str, Any]]],
+        labels: Sequence[list[EntityAnnotation]],
         config: BackendConfig,
         *,
         seed: int,
-        validation: tuple[Sequence[str], Sequence[Sequence[dict[str, Any]]]] | None,
+        validation: tuple[list[str], Sequence[list[EntityAnnotation]]] | None,
         on_epoch: Callable[[EpochRecord], None] | None,
         progress: Progress,
         extras: dict[str, Any] | None = None,

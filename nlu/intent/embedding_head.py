@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 import numpy as np
 from pydantic import Field
@@ -200,6 +200,9 @@ def read_head(directory: Path, backend: str) -> tuple[list[str], np.ndarray, np.
     return labels, weight, bias, meta
 
 
+HeadModelT = TypeVar("HeadModelT", bound=EmbeddingHeadModel)
+
+
 def train_head(
     features: np.ndarray,
     labels: Sequence[str],
@@ -209,9 +212,9 @@ def train_head(
     validation: tuple[np.ndarray, Sequence[str]] | None,
     on_epoch: Callable[[EpochRecord], None] | None,
     progress: Progress,
-    build: Callable[[list[str], np.ndarray, np.ndarray], EmbeddingHeadModel],
+    build: Callable[[list[str], np.ndarray, np.ndarray], HeadModelT],
     first_epoch: int = 1,
-) -> EmbeddingHeadModel:
+) -> HeadModelT:
     """Train a softmax head on embeddings (AdamW, one-cycle schedule); ``build(labels, weight,
     bias)`` makes the model, also for each epoch's validation score."""
     import torch
@@ -233,7 +236,7 @@ def train_head(
         optimizer, max_lr=config.learning_rate, total_steps=config.epochs * steps_per_epoch
     )
 
-    def model() -> EmbeddingHeadModel:
+    def model() -> HeadModelT:
         weight = head.weight.detach().numpy().copy()
         bias = head.bias.detach().numpy().copy()
         return build(label_names, weight, bias)

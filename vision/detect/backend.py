@@ -47,6 +47,7 @@ from core.backends import (
     BackendConfig,
     BackendContext,
     Box,
+    BoxAnnotation,
     Detection,
     EpochRecord,
     ObjectDetectionBackend,
@@ -263,7 +264,7 @@ class DetectionModel:
         return out
 
     def evaluate(
-        self, images: Sequence[Image.Image], truth: Sequence[list[dict[str, Any]]]
+        self, images: Sequence[Image.Image], truth: Sequence[list[BoxAnnotation]]
     ) -> dict[str, Any]:
         """Held-out metrics (``detection_metrics``) over every candidate box: AP50 per label,
         ``map50``, ``map`` (IoU 0.50:0.95), precision and recall at probability 0.5."""
@@ -338,7 +339,7 @@ def _is_label(value: Any) -> bool:
     return isinstance(value, str) and bool(value.strip())
 
 
-def _label_names(labels: Sequence[Sequence[dict[str, Any]]]) -> list[str]:
+def _label_names(labels: Sequence[Sequence[BoxAnnotation]]) -> list[str]:
     bad = [i for i, row in enumerate(labels) for b in row if not _is_label(b.get("label"))]
     if bad:
         raise InvalidInput(f"image {bad[0]}: every box needs a label (a non-empty string)")
@@ -353,7 +354,7 @@ def _label_names(labels: Sequence[Sequence[dict[str, Any]]]) -> list[str]:
 
 def _example(
     image: Image.Image,
-    boxes: Sequence[dict[str, Any]],
+    boxes: Sequence[BoxAnnotation],
     index: dict[str, int],
     config: DetectionConfig,
     position: int,
@@ -448,11 +449,11 @@ class DetectionBackend(ObjectDetectionBackend[Sequence[Image.Image]]):
     def train(
         self,
         features: Sequence[Image.Image],
-        labels: Sequence[list[dict[str, Any]]],
+        labels: Sequence[list[BoxAnnotation]],
         config: BackendConfig,
         *,
         seed: int,
-        validation: tuple[Sequence[Image.Image], Sequence[list[dict[str, Any]]]] | None,
+        validation: tuple[Sequence[Image.Image], Sequence[list[BoxAnnotation]]] | None,
         on_epoch: Callable[[EpochRecord], None] | None,
         progress: Progress,
         extras: dict[str, Any] | None = None,
