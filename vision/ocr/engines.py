@@ -101,6 +101,8 @@ class OcrEngine(Protocol):
 
     name: ClassVar[str]
 
+    def __init__(self, *, threads: int = 1) -> None: ...
+
     @property
     def nbytes(self) -> int: ...
 
@@ -216,6 +218,7 @@ class RapidOcrEngine:
         rgb = _rgb(image)
         scaled, factor = _enlarged(rgb, RAPIDOCR_MIN_SIDE, 4.0)
         bgr = np.ascontiguousarray(np.asarray(scaled)[:, :, ::-1])
+        output: Any  # RapidOCR's result type is a union of its pipeline stages' outputs
         with self._lock:
             output = self._ocr(bgr)
         boxes, texts, scores = output.boxes, output.txts, output.scores
@@ -301,7 +304,8 @@ class TesseractEngine:
                     bounds = item.BoundingBox(level)
                     if not text or bounds is None:
                         continue
-                    box = _box(*(float(v) for v in bounds), factor, rgb)
+                    x_min, y_min, x_max, y_max = (float(v) for v in bounds)
+                    box = _box(x_min, y_min, x_max, y_max, factor, rgb)
                     lines.append(
                         OcrLine(text=text, confidence=_unit(item.Confidence(level) / 100), box=box)
                     )
