@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import httpx
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
@@ -19,6 +20,8 @@ from bot_gateway import auth_failures
 from bot_gateway.audit import AuditWriter
 from bot_gateway.conversations.runtime import ConversationRuntime
 from bot_gateway.ratelimit import Admission
+from bot_gateway.services import accounts
+from bot_gateway.services.accounts import AgentPrincipal
 from bot_gateway.serving.batcher import MicroBatcher
 from bot_gateway.serving.cache import ModelCache
 from bot_gateway.serving.lookup import Lookups
@@ -147,3 +150,24 @@ async def require_operator(request: Request, gateway: GatewayDep) -> None:
 
 
 OperatorDep = Annotated[None, Depends(require_operator)]
+
+
+AGENT_COOKIE = "parley_agent"
+"""The agents' session cookie (HttpOnly, SameSite=Strict), set by ``POST /v1/agent/login``."""
+
+
+async def current_agent(request: Request, gateway: GatewayDep) -> AgentPrincipal:
+    """The agent whose session cookie came with the request (``Unauthenticated`` otherwise);
+    also left on ``request.state.agent`` for the audit log."""
+    token = request.cookies.get(AGENT_COOKIE)
+
+    def load() -> AgentPrincipal:
+        with session_scope(gateway.engine) as session:
+            return accounts.session_agent(session, token)
+
+    agent = await run_in_threadpool(load)
+    request.state.agent = agent  # for the audit log
+    return agent
+
+
+AgentDep = Annotated[AgentPrincipal, Depends(current_agent)]

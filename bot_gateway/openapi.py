@@ -35,10 +35,9 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 from starlette.routing import compile_path
 
-from bot_gateway.api.agents import AgentMessage, current_agent
 from bot_gateway.conversations.definition import BotDefinition
-from bot_gateway.deps import get_principal, require_operator
-from bot_gateway.schemas import DatasetCreate, ExampleIn
+from bot_gateway.deps import current_agent, get_principal, require_operator
+from bot_gateway.schemas import AgentMessage, DatasetCreate, ExampleIn
 
 __all__ = [
     "PROBLEM",

@@ -539,3 +539,194 @@ class UsagePublic(BaseModel):
     storage_bytes: int = Field(description="stored datasets, models and uploads, now")
 
     model_config = ConfigDict(populate_by_name=True)
+
+
+# --- the agents' service console (/v1/agent) ----------------------------------------------------
+
+
+class Login(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    tenant: str = Field(min_length=1, max_length=200)
+    username: str = Field(min_length=1, max_length=100)
+    password: str = Field(min_length=1, max_length=500)
+
+
+class AgentPublic(BaseModel):
+    id: str
+    username: str
+    name: str
+    role: str = Field(description="agent or supervisor")
+    tenant_id: str
+
+    @classmethod
+    def of(cls, agent: Any) -> AgentPublic:
+        return cls(
+            id=agent.id,
+            username=agent.username,
+            name=agent.name,
+            role=agent.role,
+            tenant_id=agent.tenant_id,
+        )
+
+
+class AgentSessionPublic(BaseModel):
+    """The agent a session cookie belongs to (login, ``/me``)."""
+
+    agent: AgentPublic
+
+
+class AgentInboxItem(BaseModel):
+    """A handed-off conversation as the console lists it."""
+
+    id: str
+    bot_id: str
+    bot_name: str | None
+    channel: str = Field(description="webchat, rest, or the channel's type (slack, telegram...)")
+    sender_id: str
+    customer_name: Any = Field(description="the name the channel gives, when it gives one")
+    status: str
+    handoff_reason: str | None
+    waiting_since: float | None = Field(description="Unix time of the handoff")
+    assigned_agent_id: str | None
+    assigned_agent_name: str | None
+    last_message: str | None
+
+
+class AgentInbox(BaseModel):
+    waiting: list[AgentInboxItem] = Field(description="waiting for an agent, oldest first")
+    mine: list[AgentInboxItem] = Field(description="held by the calling agent")
+    others: list[AgentInboxItem] | None = Field(
+        default=None, description="held by other agents (supervisors only; absent otherwise)"
+    )
+
+
+class AgentAttachment(BaseModel):
+    upload_id: str | None
+    url: str
+
+
+class AgentTurn(BaseModel):
+    """A transcript line; keys that do not apply are absent."""
+
+    model_config = ConfigDict(populate_by_name=True)
+    id: int | None = None
+    timestamp: float | None = None
+    from_: str = Field(alias="from", description="customer, bot, agent, note or system")
+    text: str | None = None
+    attachments: list[AgentAttachment] | None = None
+    buttons: list[dict[str, Any]] | None = None
+    quick_replies: list[dict[str, Any]] | None = None
+    image: Any = Field(default=None, description="the image's URL")
+    cards: list[dict[str, Any]] | None = None
+    agent_name: str | None = None
+
+
+class AgentLastParse(BaseModel):
+    intent: dict[str, Any] | None
+    entities: list[dict[str, Any]]
+
+
+class AgentConversation(BaseModel):
+    conversation: AgentInboxItem
+    slots: dict[str, Any]
+    last_parse: AgentLastParse | None = Field(description="the last customer message the bot read")
+    transcript: list[AgentTurn]
+
+
+class AgentMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    text: str = Field(default="", max_length=4000)
+    quick_replies: list[dict[str, str]] = Field(default=[], max_length=10)
+
+
+class AgentMessageSent(BaseModel):
+    turn: AgentTurn
+    delivered: bool = Field(description="false when the channel refused the message")
+
+
+class Note(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    text: str = Field(min_length=1, max_length=4000)
+
+
+class AgentNoteAdded(BaseModel):
+    turn: AgentTurn | None
+
+
+class Handback(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reset_flow: bool = False
+
+
+class Assign(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    agent_id: str
+
+
+class AgentLoad(BaseModel):
+    """An agent of the tenant and the number of conversations they hold."""
+
+    id: str
+    username: str
+    name: str
+    role: str
+    claimed: int
+
+
+# --- story tests and the system routes ----------------------------------------------------------
+
+
+class StoryCasePublic(BaseModel):
+    name: str
+    passed: bool
+    failures: list[str] = Field(description="what the bot did differently, one line each")
+    transcript: list[str]
+
+
+class StoryTestReport(BaseModel):
+    passed: int = Field(description="stories that passed")
+    failed: int = Field(description="stories that failed")
+    cases: list[StoryCasePublic]
+
+
+class Health(BaseModel):
+    status: str = Field(description="ok")
+    models_loaded: int = Field(description="models in the serving cache")
+
+
+class BackendPublic(BaseModel):
+    name: str
+    version: str
+    task: str
+    params: dict[str, Any] = Field(description="the training parameters' JSON schemas, by name")
+
+
+class BuiltinModelPublic(BaseModel):
+    name: str
+    task: str
+    backend: str
+    description: str
+
+
+class DatasetTypePublic(BaseModel):
+    name: str
+    task: str
+    description: str
+
+
+class BackendsPublic(BaseModel):
+    backends: list[BackendPublic]
+    builtin_models: list[BuiltinModelPublic]
+    dataset_types: list[DatasetTypePublic]
+
+
+class RestReply(BaseModel):
+    """A bot message in Rasa's REST channel shape; parts the message lacks are absent."""
+
+    model_config = ConfigDict(extra="allow")  # what a message carries beyond these, as sent
+    recipient_id: str
+    text: str | None = None
+    buttons: list[dict[str, Any]] | None = Field(default=None, description="quick replies too")
+    image: str | None = Field(default=None, description="the image's URL")
+    cards: list[dict[str, Any]] | None = None
+    custom: Any = Field(default=None, description="a custom payload, as the bot defines it")

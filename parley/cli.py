@@ -160,7 +160,19 @@ def serve(
     else:
         console.print(f"[bold]Parley[/bold] on {url}")
     sys.stdout.flush()
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", access_log=False)
+    mounts: dict[str, Any] = {}
+    if demo:  # the sample orders API the demo bot calls, served beside the gateway
+        from parley.demo import ORDERS_API
+        from parley.demo_orders import create_orders_app
+
+        mounts[ORDERS_API] = create_orders_app()
+    uvicorn.run(
+        create_app(settings, mounts=mounts),
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+    )
 
 
 @db_app.command("upgrade")

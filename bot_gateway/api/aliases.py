@@ -30,7 +30,7 @@ def list_aliases(principal: PredictDep, session: SessionDep) -> list[AliasPublic
     ]
 
 
-@router.delete("/{name}", status_code=204)
+@router.delete("/{name}", status_code=204, response_class=Response)
 def delete_alias(
     name: str, principal: TrainDep, session: SessionDep, gateway: GatewayDep
 ) -> Response:

@@ -21,7 +21,7 @@ from bot_gateway.conversations.runtime import Inbound
 from bot_gateway.conversations.storytest import TurnReply, UserTurn, load_cases, run_cases
 from bot_gateway.deps import AdminDep, Gateway, GatewayDep, PredictDep, SessionDep, TrainDep
 from bot_gateway.requests import check_length, form_file, read_form, read_limited
-from bot_gateway.schemas import BotPatch, BotPublic, BotVersionPublic
+from bot_gateway.schemas import BotPatch, BotPublic, BotVersionPublic, StoryTestReport
 from bot_gateway.services.uploads import store_upload
 from core.db import session_scope
 from core.documents import document_limits
@@ -229,7 +229,7 @@ def list_versions(
     ]
 
 
-@router.delete("/{bot_id}", status_code=204)
+@router.delete("/{bot_id}", status_code=204, response_class=Response)
 def delete_bot(
     bot_id: str, principal: AdminDep, session: SessionDep, gateway: GatewayDep
 ) -> Response:
@@ -244,7 +244,7 @@ MAX_STORY_BYTES = 512 * 1024
 MAX_STORY_FILES = 20
 
 
-@router.post("/{bot_id}/test")
+@router.post("/{bot_id}/test", response_model=StoryTestReport)
 async def test_bot(
     bot_id: str, request: Request, principal: TrainDep, gateway: GatewayDep
 ) -> dict[str, Any]:

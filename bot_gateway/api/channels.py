@@ -73,7 +73,7 @@ async def register_channel(
     return channels.public(channel, base)
 
 
-@router.delete("/bots/{bot_id}/channels/{channel_id}", status_code=204)
+@router.delete("/bots/{bot_id}/channels/{channel_id}", status_code=204, response_class=Response)
 def delete_channel(
     bot_id: str, channel_id: str, principal: TrainDep, session: SessionDep
 ) -> Response:

@@ -27,7 +27,7 @@ from fastapi.responses import HTMLResponse
 from bot_gateway.deps import Gateway, GatewayDep, bearer
 from bot_gateway.errors import close_code_for
 from bot_gateway.requests import form_file, read_form, read_limited
-from bot_gateway.schemas import UploadPublic
+from bot_gateway.schemas import RestReply, UploadPublic
 from bot_gateway.services import conversations, webchat
 from bot_gateway.services.chat_access import (
     allow_origin,
@@ -51,7 +51,11 @@ public_router = APIRouter(include_in_schema=False)
 # --- REST channel -----------------------------------------------------------------------------
 
 
-@router.post("/bots/{bot_id}/webhooks/rest")
+@router.post(
+    "/bots/{bot_id}/webhooks/rest",
+    response_model=list[RestReply],
+    response_model_exclude_unset=True,
+)
 async def rest_webhook(
     bot_id: str, body: RestMessage, request: Request, gateway: GatewayDep
 ) -> list[dict[str, Any]]:
@@ -83,14 +87,14 @@ async def upload_image(
     )
 
 
-@public_router.get("/files/{upload_id}/{token}")
+@public_router.get("/files/{upload_id}/{token}", response_class=Response)
 async def public_file(upload_id: str, token: str, gateway: GatewayDep) -> Response:
     """An image an agent sent, for the channel's provider to fetch (the token is the key)."""
     data, media_type = await run_in_threadpool(read_public_file, gateway, upload_id, token)
     return Response(data, media_type=media_type, headers={"Cache-Control": "private"})
 
 
-@router.get("/bots/{bot_id}/uploads/{upload_id}")
+@router.get("/bots/{bot_id}/uploads/{upload_id}", response_class=Response)
 async def get_upload(
     bot_id: str, upload_id: str, request: Request, gateway: GatewayDep
 ) -> Response:
@@ -225,7 +229,7 @@ async def _read_loop(
 # --- the widget and the demo page ------------------------------------------------------------
 
 
-@public_router.get("/widget.js")
+@public_router.get("/widget.js", response_class=Response)
 def widget_js() -> Response:
     return Response(
         static_file("widget.js").read_bytes(),

@@ -58,7 +58,7 @@ async def get_conversation(
     return ConversationDetail(**ConversationPublic.of(record).model_dump(), events=events)
 
 
-@router.delete("/{conversation_id}", status_code=204)
+@router.delete("/{conversation_id}", status_code=204, response_class=Response)
 async def delete_conversation(
     conversation_id: str, principal: AdminDep, gateway: GatewayDep
 ) -> Response:

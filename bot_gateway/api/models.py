@@ -104,7 +104,7 @@ def cancel_model(model_id: str, principal: TrainDep, session: SessionDep) -> Mod
     return public(session, registry.cancel_model(session, principal.tenant_id, model_id))
 
 
-@router.delete("/{model_id}", status_code=204)
+@router.delete("/{model_id}", status_code=204, response_class=Response)
 def delete_model(
     model_id: str, principal: TrainDep, session: SessionDep, gateway: GatewayDep
 ) -> Response:

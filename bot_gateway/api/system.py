@@ -8,6 +8,7 @@ from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse
 
 from bot_gateway.deps import GatewayDep, OperatorDep, PredictDep
+from bot_gateway.schemas import BackendsPublic, Health
 from core.backends import backends, builtin_models
 from core.metrics import counters
 from training.datasets.types import DATASET_TYPES
@@ -15,9 +16,9 @@ from training.datasets.types import DATASET_TYPES
 router = APIRouter(tags=["system"])
 
 
-@router.get("/health")
-def health(gateway: GatewayDep) -> dict[str, Any]:
-    return {"status": "ok", "models_loaded": len(gateway.cache)}
+@router.get("/health", response_model=Health)
+def health(gateway: GatewayDep) -> Health:
+    return Health(status="ok", models_loaded=len(gateway.cache))
 
 
 @router.get("/metrics", response_class=PlainTextResponse)
@@ -27,7 +28,7 @@ def metrics(_: OperatorDep) -> str:
     return counters.prometheus()
 
 
-@router.get("/backends")
+@router.get("/backends", response_model=BackendsPublic)
 def list_backends(_: PredictDep) -> dict[str, Any]:
     """Model backends with their parameters, and the dataset types."""
     return {
