@@ -7,27 +7,26 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy import select
 from starlette.datastructures import UploadFile
 
 from bot_gateway.conversations import bots as service
 from bot_gateway.conversations.definition import (
-    BotDefinition,
     parse_definition,
     read_definition_text,
 )
 from bot_gateway.conversations.rasa_import import import_rasa
 from bot_gateway.conversations.runtime import Inbound
 from bot_gateway.conversations.storytest import TurnReply, UserTurn, load_cases, run_cases
-from bot_gateway.deps import AdminDep, Gateway, GatewayDep, PredictDep, SessionDep, TrainDep
+from bot_gateway.deps import AdminDep, GatewayDep, PredictDep, SessionDep, TrainDep
 from bot_gateway.requests import check_length, form_file, read_form, read_limited
 from bot_gateway.schemas import BotPatch, BotPublic, BotVersionPublic, StoryTestReport
+from bot_gateway.services import bots as bots_service
 from bot_gateway.services.uploads import store_upload
 from core.db import session_scope
 from core.documents import document_limits
 from core.errors import InvalidInput
 from core.settings import LimitSettings
-from core.tables import Bot, BotVersion
+from core.tables import Bot
 
 router = APIRouter(prefix="/bots", tags=["bots"])
 
@@ -64,50 +63,13 @@ async def read_definition(request: Request, limits: LimitSettings) -> dict[str, 
     return data
 
 
-def _save_new(
-    gateway: Gateway,
-    tenant_id: str,
-    data: dict[str, Any],
-    *,
-    nlu_yaml: str | None = None,
-    unsupported: list[str] | None = None,
-) -> Bot:
-    definition = service.check_definition(
-        gateway.engine, gateway.settings, tenant_id=tenant_id, data=data
-    )
-    nlu = service.prepare_nlu(
-        gateway.engine,
-        gateway.store,
-        gateway.limits,
-        tenant_id=tenant_id,
-        bot=definition,
-        nlu_yaml=nlu_yaml,
-    )
-    data = _with_model(data, definition, nlu)
-    with session_scope(gateway.engine) as session:
-        bot = service.create_bot(
-            session, tenant_id=tenant_id, data=data, nlu=nlu, unsupported=unsupported
-        )
-    if nlu.training and nlu.model_id:
-        gateway.queue.submit(nlu.model_id)
-    return bot
-
-
-def _with_model(data: dict[str, Any], bot: BotDefinition, nlu: service.Nlu) -> dict[str, Any]:
-    """The stored definition names the model it parses with (trained from its examples)."""
-    if nlu.model_id is None or bot.nlu.model == nlu.model_id:
-        return data
-    return {**data, "nlu": {**(data.get("nlu") or {}), "model": nlu.model_id, "dataset": None}}
-
-
 @router.post("", status_code=201, response_model=BotPublic)
 async def create_bot(request: Request, principal: TrainDep, gateway: GatewayDep) -> BotPublic:
     """Create a bot from its definition (YAML or JSON; see the README). Inline NLU examples
     (``nlu.intents``) or a ``nlu.dataset`` are trained first: ``status`` is ``training`` until
     the model is ready."""
     data = await read_definition(request, gateway.settings.limits)
-    bot = await run_in_threadpool(_save_new, gateway, principal.tenant_id, data)
-    return BotPublic.of(bot)
+    return BotPublic.of(await bots_service.create_bot(gateway, principal.tenant_id, data))
 
 
 @router.post("/import/rasa", status_code=201, response_model=BotPublic)
@@ -148,8 +110,7 @@ async def import_rasa_project(
         endpoints=files["endpoints"],
         limits=document_limits(gateway.settings.limits, bytes_setting=UPLOADS),
     )
-    bot = await run_in_threadpool(
-        _save_new,
+    bot = await bots_service.create_bot(
         gateway,
         principal.tenant_id,
         result.definition,
@@ -161,14 +122,7 @@ async def import_rasa_project(
 
 @router.get("", response_model=list[BotPublic])
 def list_bots(principal: PredictDep, session: SessionDep) -> list[BotPublic]:
-    rows = session.scalars(
-        select(Bot).where(Bot.tenant_id == principal.tenant_id).order_by(Bot.created_at)
-    )
-    out = []
-    for bot in rows:
-        service.refresh_status(session, bot)
-        out.append(BotPublic.of(bot))
-    return out
+    return [BotPublic.of(bot) for bot in bots_service.list_bots(session, principal.tenant_id)]
 
 
 @router.get("/{bot_id}", response_model=BotPublic)
@@ -182,36 +136,13 @@ async def update_bot(
 ) -> BotPublic:
     """Replace the definition: a new version (the old ones stay readable)."""
     data = await read_definition(request, gateway.settings.limits)
-
-    def update() -> Bot:
-        with session_scope(gateway.engine) as session:
-            service.get_bot(session, principal.tenant_id, bot_id)
-        definition = service.check_definition(
-            gateway.engine, gateway.settings, tenant_id=principal.tenant_id, data=data
-        )
-        nlu = service.prepare_nlu(
-            gateway.engine,
-            gateway.store,
-            gateway.limits,
-            tenant_id=principal.tenant_id,
-            bot=definition,
-        )
-        with session_scope(gateway.engine) as session:
-            bot = service.get_bot(session, principal.tenant_id, bot_id)
-            service.update_bot(session, bot, data=_with_model(data, definition, nlu), nlu=nlu)
-        if nlu.training and nlu.model_id:
-            gateway.queue.submit(nlu.model_id)
-        return bot
-
-    return BotPublic.of(await run_in_threadpool(update))
+    return BotPublic.of(await bots_service.update_bot(gateway, principal.tenant_id, bot_id, data))
 
 
 @router.patch("/{bot_id}", response_model=BotPublic)
 def patch_bot(bot_id: str, body: BotPatch, principal: TrainDep, session: SessionDep) -> BotPublic:
     """Enable or disable a bot: a disabled bot answers no channel."""
-    bot = service.get_bot(session, principal.tenant_id, bot_id)
-    bot.enabled = body.enabled
-    session.flush()
+    bot = bots_service.set_enabled(session, principal.tenant_id, bot_id, body.enabled)
     return BotPublic.of(bot)
 
 
@@ -219,13 +150,9 @@ def patch_bot(bot_id: str, body: BotPatch, principal: TrainDep, session: Session
 def list_versions(
     bot_id: str, principal: PredictDep, session: SessionDep
 ) -> list[BotVersionPublic]:
-    service.get_bot(session, principal.tenant_id, bot_id)
-    rows = session.scalars(
-        select(BotVersion).where(BotVersion.bot_id == bot_id).order_by(BotVersion.version)
-    )
     return [
         BotVersionPublic(version=v.version, definition=v.definition, created_at=v.created_at)
-        for v in rows
+        for v in bots_service.versions(session, principal.tenant_id, bot_id)
     ]
 
 
@@ -234,9 +161,7 @@ def delete_bot(
     bot_id: str, principal: AdminDep, session: SessionDep, gateway: GatewayDep
 ) -> Response:
     """Delete a bot with its conversations and uploads."""
-    bot = service.get_bot(session, principal.tenant_id, bot_id)
-    gateway.store.delete_prefix(f"uploads/{bot.tenant_id}/{bot.id}")
-    session.delete(bot)
+    bots_service.delete_bot(gateway, session, principal.tenant_id, bot_id)
     return Response(status_code=204)
 
 

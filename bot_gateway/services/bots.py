@@ -1,0 +1,131 @@
+"""Bots for the gateway: create one from its definition (training its inline NLU first),
+replace the definition (a new version), list, enable or disable, read versions, delete with its
+uploads. Definitions are checked and stored by ``bot_gateway.conversations.bots``; this module
+runs that with the gateway's engine, store, limits and train queue."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi.concurrency import run_in_threadpool
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from bot_gateway.conversations import bots as definitions
+from bot_gateway.conversations.definition import BotDefinition
+from bot_gateway.deps import Gateway
+from core.db import session_scope
+from core.tables import Bot, BotVersion
+
+__all__ = ["create_bot", "delete_bot", "list_bots", "set_enabled", "update_bot", "versions"]
+
+
+async def create_bot(
+    gateway: Gateway,
+    tenant_id: str,
+    data: dict[str, Any],
+    *,
+    nlu_yaml: str | None = None,
+    unsupported: list[str] | None = None,
+) -> Bot:
+    """A new bot from its definition; its inline NLU examples (or ``nlu_yaml``, a Rasa
+    project's) are queued for training first."""
+    return await run_in_threadpool(
+        _save_new, gateway, tenant_id, data, nlu_yaml=nlu_yaml, unsupported=unsupported
+    )
+
+
+def _save_new(
+    gateway: Gateway,
+    tenant_id: str,
+    data: dict[str, Any],
+    *,
+    nlu_yaml: str | None = None,
+    unsupported: list[str] | None = None,
+) -> Bot:
+    definition = definitions.check_definition(
+        gateway.engine, gateway.settings, tenant_id=tenant_id, data=data
+    )
+    nlu = definitions.prepare_nlu(
+        gateway.engine,
+        gateway.store,
+        gateway.limits,
+        tenant_id=tenant_id,
+        bot=definition,
+        nlu_yaml=nlu_yaml,
+    )
+    data = _with_model(data, definition, nlu)
+    with session_scope(gateway.engine) as session:
+        bot = definitions.create_bot(
+            session, tenant_id=tenant_id, data=data, nlu=nlu, unsupported=unsupported
+        )
+    if nlu.training and nlu.model_id:
+        gateway.queue.submit(nlu.model_id)
+    return bot
+
+
+def _with_model(data: dict[str, Any], bot: BotDefinition, nlu: definitions.Nlu) -> dict[str, Any]:
+    """The stored definition names the model it parses with (trained from its examples)."""
+    if nlu.model_id is None or bot.nlu.model == nlu.model_id:
+        return data
+    return {**data, "nlu": {**(data.get("nlu") or {}), "model": nlu.model_id, "dataset": None}}
+
+
+async def update_bot(gateway: Gateway, tenant_id: str, bot_id: str, data: dict[str, Any]) -> Bot:
+    """Replace a bot's definition: a new version (the old ones stay readable)."""
+
+    def update() -> Bot:
+        with session_scope(gateway.engine) as session:
+            definitions.get_bot(session, tenant_id, bot_id)
+        definition = definitions.check_definition(
+            gateway.engine, gateway.settings, tenant_id=tenant_id, data=data
+        )
+        nlu = definitions.prepare_nlu(
+            gateway.engine,
+            gateway.store,
+            gateway.limits,
+            tenant_id=tenant_id,
+            bot=definition,
+        )
+        with session_scope(gateway.engine) as session:
+            bot = definitions.get_bot(session, tenant_id, bot_id)
+            definitions.update_bot(session, bot, data=_with_model(data, definition, nlu), nlu=nlu)
+        if nlu.training and nlu.model_id:
+            gateway.queue.submit(nlu.model_id)
+        return bot
+
+    return await run_in_threadpool(update)
+
+
+def list_bots(session: Session, tenant_id: str) -> list[Bot]:
+    """The tenant's bots, oldest first, their status brought up to date."""
+    rows = session.scalars(select(Bot).where(Bot.tenant_id == tenant_id).order_by(Bot.created_at))
+    out = []
+    for bot in rows:
+        definitions.refresh_status(session, bot)
+        out.append(bot)
+    return out
+
+
+def set_enabled(session: Session, tenant_id: str, bot_id: str, enabled: bool) -> Bot:
+    """Enable or disable a bot: a disabled bot answers no channel."""
+    bot = definitions.get_bot(session, tenant_id, bot_id)
+    bot.enabled = enabled
+    session.flush()
+    return bot
+
+
+def versions(session: Session, tenant_id: str, bot_id: str) -> list[BotVersion]:
+    """A bot's definitions, oldest first."""
+    definitions.get_bot(session, tenant_id, bot_id)
+    rows = session.scalars(
+        select(BotVersion).where(BotVersion.bot_id == bot_id).order_by(BotVersion.version)
+    )
+    return list(rows)
+
+
+def delete_bot(gateway: Gateway, session: Session, tenant_id: str, bot_id: str) -> None:
+    """Delete a bot with its conversations and uploads."""
+    bot = definitions.get_bot(session, tenant_id, bot_id)
+    gateway.store.delete_prefix(f"uploads/{bot.tenant_id}/{bot.id}")
+    session.delete(bot)
