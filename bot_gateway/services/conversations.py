@@ -34,7 +34,7 @@ from core.tables import Bot
 
 __all__ = ["CHANNEL_REST", "MEDIA_REFUSED", "answer", "converse", "rest_turn", "take_turn"]
 
-CHANNEL_REST = "rest"
+CHANNEL_REST = RestConnector.type  # the conversations of REST channel calls
 MEDIA_REFUSED = (
     "Sorry, I couldn't open that image: please send a photo (JPEG or PNG) of at most {limit} MB."
 )

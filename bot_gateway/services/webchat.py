@@ -34,7 +34,7 @@ __all__ = [
     "reload_bot",
 ]
 
-CHANNEL_WEBCHAT = "webchat"
+CHANNEL_WEBCHAT = WebchatConnector.type  # the conversations of web chat sockets
 HISTORY = 50  # messages of the history in the welcome frame
 BOT_REFRESH_S = 2.0  # an open socket re-reads its bot (version, enabled) at most this often
 
