@@ -3,12 +3,10 @@ conversation to a person or back to the bot."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response
-from fastapi.concurrency import run_in_threadpool
 
-from bot_gateway.conversations import bots as bot_service
 from bot_gateway.deps import AdminDep, Gateway, GatewayDep, PredictDep
 from bot_gateway.schemas import (
     ConversationDetail,
@@ -17,8 +15,7 @@ from bot_gateway.schemas import (
     ConversationTurn,
     RowNumber,
 )
-from core.db import session_scope
-from core.tables import Bot
+from bot_gateway.services import handoffs
 from core.tenants import Principal
 
 router = APIRouter(prefix="/conversations", tags=["conversations"])
@@ -63,27 +60,17 @@ async def delete_conversation(
     conversation_id: str, principal: AdminDep, gateway: GatewayDep
 ) -> Response:
     """Forget a customer: the conversation, its events and the images they sent."""
-    keys = await gateway.conversations.store.delete(principal.tenant_id, conversation_id)
-    for key in keys:
-        await run_in_threadpool(gateway.store.delete_prefix, key)
+    await handoffs.forget(gateway, principal.tenant_id, conversation_id)
     return Response(status_code=204)
 
 
 async def _control(
-    gateway: Gateway, principal: Principal, conversation_id: str, what: str
+    gateway: Gateway,
+    principal: Principal,
+    conversation_id: str,
+    what: Literal["handoff", "release"],
 ) -> ConversationTurn:
-    runtime = gateway.conversations
-    record = await runtime.store.get(principal.tenant_id, conversation_id)
-
-    def load_bot() -> Bot:
-        with session_scope(gateway.engine) as session:
-            return bot_service.get_bot(session, principal.tenant_id, record.bot_id)
-
-    bot = await run_in_threadpool(load_bot)
-    outcome = await runtime.control(bot_service.bot_info(bot), record, what)
-    for item in outcome.messages:
-        runtime.hub.said(outcome.conversation_id, item)
-    runtime.hub.publish(outcome.conversation_id, {"type": "status", "status": outcome.status})
+    outcome = await handoffs.control(gateway, principal.tenant_id, conversation_id, what)
     return ConversationTurn(
         conversation_id=outcome.conversation_id,
         status=outcome.status,
