@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from bot_gateway.conversations.events import TrackerEvent, UserEvent
 from bot_gateway.conversations.store import ConversationRecord, SqlTrackerStore
 from core.usage import UsageRecorder
 
@@ -27,7 +28,7 @@ class MeteredTrackerStore(SqlTrackerStore):
 
     async def open(
         self, tenant_id: str, bot_id: str, channel: str, sender_id: str, *, recent: int = 0
-    ) -> tuple[ConversationRecord, list[dict[str, Any]]]:
+    ) -> tuple[ConversationRecord, list[TrackerEvent]]:
         record, events = await super().open(tenant_id, bot_id, channel, sender_id, recent=recent)
         if record.is_new:
             self.usage.record(tenant_id, "conversations", dimension=channel)
@@ -39,9 +40,9 @@ class MeteredTrackerStore(SqlTrackerStore):
         *,
         status: str,
         state: dict[str, Any],
-        events: list[dict[str, Any]],
+        events: list[TrackerEvent],
         uploads: list[str] | None = None,
     ) -> None:
         await super().save(record, status=status, state=state, events=events, uploads=uploads)
-        said = sum(1 for e in events if e.get("event") == "user")
+        said = sum(1 for e in events if isinstance(e, UserEvent))
         self.usage.record(record.tenant_id, "messages", said, dimension=record.channel)

@@ -14,6 +14,7 @@ from bot_gateway.conversations.definition import (
     parse_definition,
     read_definition_text,
 )
+from bot_gateway.conversations.events import BotEvent, UserEvent
 from bot_gateway.conversations.rasa_import import import_rasa
 from bot_gateway.conversations.runtime import Inbound
 from bot_gateway.conversations.storytest import TurnReply, UserTurn, load_cases, run_cases
@@ -216,12 +217,12 @@ async def test_bot(
             TEST_CHANNEL,
             Inbound(sender_id=sender_id, text=turn.text, payload=turn.payload, uploads=uploads),
         )
-        bot_events = [e for e in outcome.events if e.get("event") == "bot"]
-        user = next((e for e in outcome.events if e.get("event") == "user"), {})
-        parse = user.get("parse_data") or {}
+        bot_events = [e for e in outcome.events if isinstance(e, BotEvent)]
+        user = next((e for e in outcome.events if isinstance(e, UserEvent)), None)
+        parse = user.parse_data if user is not None else {}
         return TurnReply(
             messages=outcome.messages,
-            responses=[e.get("response") for e in bot_events],
+            responses=[e.response for e in bot_events],
             slots=outcome.slots,
             status=outcome.status,
             intent=(parse.get("intent") or {}).get("name"),

@@ -37,7 +37,8 @@ from bot_gateway.conversations.definition import (
     SetSlotAction,
     Slot,
 )
-from bot_gateway.conversations.tracker import ActionResult, Tracker, event
+from bot_gateway.conversations.events import SlotEvent, TrackerEvent, event
+from bot_gateway.conversations.tracker import ActionResult, Tracker
 from core.errors import OutboundRefused
 from core.logging import log_event
 from core.secrets import SecretBox, decrypt_value
@@ -84,7 +85,7 @@ class Actions:
         *,
         bot: BotDefinition,
         tracker: Tracker,
-        extra_events: list[dict[str, Any]] | None = None,
+        extra_events: list[TrackerEvent] | None = None,
     ) -> ActionResult:
         """Run action ``name`` of ``bot``. ``extra_events`` (slot candidates for a validation
         action) are appended to the tracker an action server sees."""
@@ -129,7 +130,7 @@ class Actions:
             error = f"action '{name}': {where} {e}"
             return _failure("action.http_failed", error, fallback, action=name, url=where)
         events = [
-            event("slot", name=slot, value=_field(data, path, action=name, slot=slot))
+            event("slot", name=slot, value=_field(data, path, action=name, slot=slot)).to_dict()
             for slot, path in action.response.items()
         ]
         responses = [{"response": action.reply}] if action.reply else []
@@ -141,7 +142,7 @@ class Actions:
         *,
         bot: BotDefinition,
         tracker: Tracker,
-        extra_events: list[dict[str, Any]] | None,
+        extra_events: list[TrackerEvent] | None,
     ) -> ActionResult:
         server = bot.action_server
         assert server is not None  # is_custom_action() says so
@@ -237,7 +238,9 @@ def _set_slots(
         filled = {slot: _fill(value, values) for slot, value in action.slots.items()}
     except _SlotNotSet as e:
         return ActionResult(error=f"slot {e.slot} is not set, so action '{name}' cannot set slots")
-    return ActionResult(events=[event("slot", name=slot, value=v) for slot, v in filled.items()])
+    return ActionResult(
+        events=[event("slot", name=slot, value=v).to_dict() for slot, v in filled.items()]
+    )
 
 
 def _template_values(bot: BotDefinition, tracker: Tracker) -> dict[str, Any]:
@@ -298,14 +301,14 @@ def _field(data: Any, path: str, *, action: str, slot: str) -> Any:
 
 
 def _rasa_tracker(
-    bot: BotDefinition, tracker: Tracker, extra_events: list[dict[str, Any]]
+    bot: BotDefinition, tracker: Tracker, extra_events: list[TrackerEvent]
 ) -> dict[str, Any]:
     """``tracker.to_rasa()`` with every slot of the bot, and ``extra_events`` at the end of
     its events and applied to its slots (rasa-sdk validates the trailing slot events)."""
     state = tracker.to_rasa()
-    candidates = {e["name"]: e.get("value") for e in extra_events if e.get("event") == "slot"}
+    candidates = {e.name: e.value for e in extra_events if isinstance(e, SlotEvent)}
     state["slots"] = {**dict.fromkeys(bot.slots), **state["slots"], **candidates}
-    state["events"] = [*state["events"], *extra_events]
+    state["events"] = [*state["events"], *(e.to_dict() for e in extra_events)]
     return state
 
 

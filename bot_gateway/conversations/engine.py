@@ -43,6 +43,7 @@ from bot_gateway.conversations.definition import (
     Slot,
     SlotMapping,
 )
+from bot_gateway.conversations.events import SlotEvent, event
 from bot_gateway.conversations.tracker import (
     BOT,
     WAITING,
@@ -50,7 +51,6 @@ from bot_gateway.conversations.tracker import (
     ActionRunner,
     FlowFrame,
     Tracker,
-    event,
 )
 from bot_gateway.conversations.understanding import (
     Entity,
@@ -718,8 +718,8 @@ class DialogEngine:
         """A value for the slot being asked, and whether it came from the bare text."""
         slot = self.bot.slots[asked]
         for event_ in tracker.turn_events():
-            if event_.get("event") == "slot" and event_.get("name") == asked:
-                return event_.get("value"), False  # filled by an entity or an image this turn
+            if isinstance(event_, SlotEvent) and event_.name == asked:
+                return event_.value, False  # filled by an entity or an image this turn
         for mapping in self._mappings(asked, slot):
             if not self._mapping_applies(mapping, tracker, message.intent, asked):
                 continue

@@ -21,15 +21,17 @@ from typing import Any
 from bot_gateway.conversations.actions import Actions
 from bot_gateway.conversations.definition import BotDefinition, parse_definition
 from bot_gateway.conversations.engine import DialogEngine, UserMessage, parse_payload
+from bot_gateway.conversations.events import AgentEvent, TrackerEvent, UserEvent
 from bot_gateway.conversations.store import CLOSED, ConversationRecord, TrackerStore
 from bot_gateway.conversations.tracker import BOT, Tracker
 from bot_gateway.conversations.understanding import Parse, Seen, VisionResult
+from connectors.webchat.frames import message_frame
 from core.errors import Conflict, NotReady, ParleyError
 from core.logging import log_event
 from core.messages import OutboundMessage
+from core.metrics import counters
 from core.tenants import Principal
 
-from core.metrics import counters
 __all__ = ["BotInfo", "ConversationRuntime", "Hub", "Inbound", "TurnOutcome"]
 
 Parser = Callable[[Principal, str, str], Awaitable[Parse]]
@@ -70,16 +72,11 @@ class TurnOutcome:
     """What one turn did: the bot's messages (wire dicts only at the edges: ``to_wire()``),
     the conversation's status, this turn's events and the slots after it."""
 
+    conversation_id: str
     messages: list[OutboundMessage]
     status: str
-    conversation_id: str
-    events: list[dict[str, Any]] = field(default_factory=list)  # this turn's
+    events: list[TrackerEvent] = field(default_factory=list)  # this turn's
     slots: dict[str, Any] = field(default_factory=dict)
-
-
-def message_frame(message: dict[str, Any], *, by: str = "bot") -> dict[str, Any]:
-    """A message as web chat and console sockets carry it."""
-    return {"type": "message", "from": by, "message": message}
 
 
 class Hub:
@@ -245,20 +242,19 @@ class ConversationRuntime:
         return TurnOutcome(record.id, out, tracker.status, new, dict(tracker.slots))
 
     def tell_agents(
-        self, record: ConversationRecord, events: list[dict[str, Any]], *, changed: bool
+        self, record: ConversationRecord, events: list[TrackerEvent], *, changed: bool
     ) -> None:
         """Agents of the tenant see new turns of handed-off conversations, and inbox changes."""
         topic = agents_topic(record.tenant_id)
         for item in events:
-            if item.get("event") in TURN_EVENTS:
-                self.hub.publish(
-                    topic, {"type": "turn", "conversation_id": record.id, "event": item}
-                )
+            if item.event in TURN_EVENTS:
+                frame = {"type": "turn", "conversation_id": record.id, "event": item.to_dict()}
+                self.hub.publish(topic, frame)
         if changed:
             self.hub.publish(
                 topic, {"type": "status", "conversation_id": record.id, "status": record.status}
             )
-        if changed or any(e.get("event") == "user" for e in events):
+        if changed or any(isinstance(e, UserEvent) for e in events):
             self.hub.publish(topic, {"type": "inbox"})
 
     async def _understand(
@@ -326,16 +322,16 @@ class ConversationRuntime:
         self.tell_agents(record, new, changed=before != tracker.status)
         return TurnOutcome(record.id, out, tracker.status, new)
 
-    async def record(self, record: ConversationRecord, item: dict[str, Any]) -> None:
+    async def record(self, record: ConversationRecord, item: TrackerEvent) -> None:
         """Add an event from outside the dialog (an agent's message or note, a claim), under
         the conversation's lock; agents see it."""
         async with self.locked(f"{record.bot_id}:{record.channel}:{record.sender_id}"):
             await self.store.append(record.id, [item])
         self.tell_agents(record, [item], changed=False)
-        if item.get("event") == "agent":
-            message = {k: v for k, v in (item.get("data") or {}).items() if v}
-            if item.get("text"):
-                message["text"] = item["text"]
+        if isinstance(item, AgentEvent):
+            message = {k: v for k, v in item.data.items() if v}
+            if item.text:
+                message["text"] = item.text
             self.hub.said(record.id, OutboundMessage.of(message), by="agent")
 
     def locked_conversation(self, record: ConversationRecord) -> Any:

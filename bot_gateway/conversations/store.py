@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from sqlalchemy import Engine, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
+from bot_gateway.conversations.events import HandoffEvent, TrackerEvent, load_event
 from core.db import session_scope, utcnow
 from core.errors import Conflict, NotFound
 from core.ids import new_id
@@ -73,7 +74,7 @@ class ConversationRecord:
 class TrackerStore(Protocol):
     async def open(
         self, tenant_id: str, bot_id: str, channel: str, sender_id: str, *, recent: int = 0
-    ) -> tuple[ConversationRecord, list[dict[str, Any]]]:
+    ) -> tuple[ConversationRecord, list[TrackerEvent]]:
         """The conversation of this sender (created if new) and its last ``recent`` events."""
 
     async def save(
@@ -82,12 +83,12 @@ class TrackerStore(Protocol):
         *,
         status: str,
         state: dict[str, Any],
-        events: list[dict[str, Any]],
+        events: list[TrackerEvent],
         uploads: list[str] = ...,
     ) -> None:
         """Append ``events`` and store the new state (one transaction)."""
 
-    async def append(self, conversation_id: str, events: list[dict[str, Any]]) -> None:
+    async def append(self, conversation_id: str, events: list[TrackerEvent]) -> None:
         """Add events without touching the state (a delivery failure, an agent's note)."""
 
     async def get(self, tenant_id: str, conversation_id: str) -> ConversationRecord: ...
@@ -119,12 +120,12 @@ class SqlTrackerStore:
 
     async def open(
         self, tenant_id: str, bot_id: str, channel: str, sender_id: str, *, recent: int = 0
-    ) -> tuple[ConversationRecord, list[dict[str, Any]]]:
+    ) -> tuple[ConversationRecord, list[TrackerEvent]]:
         return await asyncio.to_thread(self._open, tenant_id, bot_id, channel, sender_id, recent)
 
     def _open(
         self, tenant_id: str, bot_id: str, channel: str, sender_id: str, recent: int
-    ) -> tuple[ConversationRecord, list[dict[str, Any]]]:
+    ) -> tuple[ConversationRecord, list[TrackerEvent]]:
         where = (
             Conversation.bot_id == bot_id,
             Conversation.channel == channel,
@@ -159,14 +160,14 @@ class SqlTrackerStore:
                 return ConversationRecord.of(row), []
 
     @staticmethod
-    def _recent(session: Any, conversation_id: str, limit: int) -> list[dict[str, Any]]:
+    def _recent(session: Any, conversation_id: str, limit: int) -> list[TrackerEvent]:
         rows = session.scalars(
             select(ConversationEvent.data)
             .where(ConversationEvent.conversation_id == conversation_id)
             .order_by(ConversationEvent.id.desc())
             .limit(limit)
         )
-        return list(reversed(list(rows)))
+        return [load_event(data) for data in reversed(list(rows))]
 
     async def save(
         self,
@@ -174,7 +175,7 @@ class SqlTrackerStore:
         *,
         status: str,
         state: dict[str, Any],
-        events: list[dict[str, Any]],
+        events: list[TrackerEvent],
         uploads: list[str] | None = None,
     ) -> None:
         await asyncio.to_thread(self._save, record, status, state, events, uploads or [])
@@ -184,13 +185,13 @@ class SqlTrackerStore:
         record: ConversationRecord,
         status: str,
         state: dict[str, Any],
-        events: list[dict[str, Any]],
+        events: list[TrackerEvent],
         uploads: list[str],
     ) -> None:
         now = utcnow()
         values: dict[str, Any] = {"status": status, "state": state, "updated_at": now}
         if status == WAITING and record.status != WAITING:
-            reasons = [e.get("reason") for e in events if e.get("event") == "handoff"]
+            reasons = [e.reason for e in events if isinstance(e, HandoffEvent)]
             values.update(waiting_since=now, handoff_reason=reasons[-1] if reasons else None)
         elif status == "bot" and record.status != "bot":
             values.update(waiting_since=None, handoff_reason=None, assigned_agent_id=None)
@@ -208,16 +209,16 @@ class SqlTrackerStore:
         for key, value in values.items():
             setattr(record, key, value)
 
-    async def append(self, conversation_id: str, events: list[dict[str, Any]]) -> None:
+    async def append(self, conversation_id: str, events: list[TrackerEvent]) -> None:
         await asyncio.to_thread(self._append, conversation_id, events)
 
-    def _append(self, conversation_id: str, events: list[dict[str, Any]]) -> None:
+    def _append(self, conversation_id: str, events: list[TrackerEvent]) -> None:
         with session_scope(self.engine) as session:
             self._insert_events(session, conversation_id, events, utcnow())
 
     @staticmethod
     def _insert_events(
-        session: Any, conversation_id: str, events: list[dict[str, Any]], now: datetime
+        session: Any, conversation_id: str, events: list[TrackerEvent], now: datetime
     ) -> None:
         if events:
             session.execute(
@@ -225,8 +226,8 @@ class SqlTrackerStore:
                 [
                     {
                         "conversation_id": conversation_id,
-                        "kind": e["event"],
-                        "data": e,
+                        "kind": e.event,
+                        "data": e.to_dict(),
                         "created_at": now,
                     }
                     for e in events

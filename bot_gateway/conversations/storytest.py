@@ -45,6 +45,7 @@ from typing import Any
 import yaml
 
 from bot_gateway.conversations.engine import DialogEngine, UserMessage, parse_payload
+from bot_gateway.conversations.events import BotEvent
 from bot_gateway.conversations.tracker import BOT, WAITING, Tracker
 from bot_gateway.conversations.understanding import Intent, Parse, VisionResult
 from core.documents import DocumentLimits, read_yaml_document
@@ -680,13 +681,13 @@ def reply_of(
     messages: list[OutboundMessage] = []
     responses: list[str | None] = []
     for item in tracker.turn_events():
-        if item.get("event") != "bot":
+        if not isinstance(item, BotEvent):
             continue
-        message = {k: v for k, v in (item.get("data") or {}).items() if v}
-        if item.get("text"):
-            message = {"text": item["text"], **message}
+        message = {k: v for k, v in item.data.items() if v}
+        if item.text:
+            message = {"text": item.text, **message}
         messages.append(OutboundMessage.of(message))
-        responses.append(item.get("response"))
+        responses.append(item.response)
     return TurnReply(
         messages=messages,
         responses=responses,

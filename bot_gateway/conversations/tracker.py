@@ -1,39 +1,24 @@
 """A conversation's tracker: its slots, flow stack and events, and what actions return.
 
-Events are plain dicts in Rasa's shapes (so an action server reads them as they are), each with
-a ``timestamp``::
-
-    {"event": "user", "text", "parse_data": {"intent", "entities", "intent_ranking",
-        "out_of_scope"}, "attachments": [{"upload_id", "url", "media_type"}]}
-    {"event": "bot", "text", "data": {"buttons", "quick_replies", "image", "cards", "custom"},
-        "response": "utter_..."}
-    {"event": "slot", "name", "value"}          {"event": "action", "name"}
-    {"event": "session_started"}                {"event": "restart"}
-    {"event": "flow_started", "name"}           {"event": "flow_ended", "name", "reason"}
-    {"event": "handoff", "reason"}              {"event": "release"}
-    {"event": "fallback", "reason"}             {"event": "vision", "name", "model", "result"}
-    {"event": "action_failed", "name", "error"}
+Events are typed (``conversations.events``: one model per kind, stored and sent to action
+servers in Rasa's shapes).
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
+
+from bot_gateway.conversations.events import ActionEvent, TrackerEvent
 
 if TYPE_CHECKING:
     from bot_gateway.conversations.definition import BotDefinition
 
-__all__ = ["ActionResult", "ActionRunner", "FlowFrame", "Tracker", "event"]
+__all__ = ["ActionResult", "ActionRunner", "FlowFrame", "Tracker"]
 
 BOT = "bot"
 SEEN_IDS = 50  # client message ids remembered, so a message resent after a reconnect runs once
 WAITING = "waiting_for_agent"
-
-
-def event(kind: str, **fields: Any) -> dict[str, Any]:
-    """A new event of ``kind``, stamped now."""
-    return {"event": kind, "timestamp": time.time(), **fields}
 
 
 @dataclass
@@ -67,7 +52,7 @@ class Tracker:
     status: str = BOT  # "bot" or "waiting_for_agent"
     fallbacks: int = 0  # consecutive fallbacks
     history: list[str] = field(default_factory=list)  # "intent:x" / "action:y", for stories
-    events: list[dict[str, Any]] = field(default_factory=list)
+    events: list[TrackerEvent] = field(default_factory=list)
     new_events: int = 0
     latest_message: dict[str, Any] | None = None
     last_active: float = 0.0
@@ -76,11 +61,11 @@ class Tracker:
     options: list[str] = field(default_factory=list)  # payloads of the buttons last offered
     reply_metadata: dict[str, Any] = field(default_factory=dict)  # a channel's reply address
 
-    def add(self, item: dict[str, Any]) -> dict[str, Any]:
+    def add(self, item: TrackerEvent) -> TrackerEvent:
         self.events.append(item)
         return item
 
-    def turn_events(self) -> list[dict[str, Any]]:
+    def turn_events(self) -> list[TrackerEvent]:
         return self.events[self.new_events :]
 
     @property
@@ -113,14 +98,14 @@ class Tracker:
     def to_rasa(self) -> dict[str, Any]:
         """The tracker in rasa-sdk's shape (``tracker`` in an action server request)."""
         latest_action = next(
-            (e["name"] for e in reversed(self.events) if e.get("event") == "action"), None
+            (e.name for e in reversed(self.events) if isinstance(e, ActionEvent)), None
         )
         flow = self.active_flow
         return {
             "sender_id": self.sender_id,
             "slots": dict(self.slots),
             "latest_message": self.latest_message or {},
-            "events": list(self.events),
+            "events": [e.to_dict() for e in self.events],
             "paused": self.status != BOT,
             "followup_action": None,
             "active_loop": {"name": flow} if flow else {},
@@ -153,5 +138,5 @@ class ActionRunner(Protocol):
         *,
         bot: BotDefinition,
         tracker: Tracker,
-        extra_events: list[dict[str, Any]] | None = None,
+        extra_events: list[TrackerEvent] | None = None,
     ) -> ActionResult: ...

@@ -19,9 +19,9 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 
 from bot_gateway.conversations import bots as bot_service
+from bot_gateway.conversations.events import event
 from bot_gateway.conversations.runtime import agents_topic
 from bot_gateway.conversations.store import WAITING, WITH_AGENT, AgentDesk, ConversationRecord
-from bot_gateway.conversations.tracker import event
 from bot_gateway.deps import Gateway
 from bot_gateway.services import accounts
 from bot_gateway.services.accounts import AgentPrincipal
@@ -359,7 +359,7 @@ async def send_message(
     )
     await gateway.conversations.record(record, item)
     delivered = await send_to_customer(gateway, request, record, OutboundMessage.of(message))
-    turn = turn_of(record.id, item) or {}
+    turn = turn_of(record.id, item.to_dict()) or {}
     return {"turn": turn, "delivered": delivered}
 
 
@@ -370,7 +370,7 @@ async def add_note(
     record = await _conversation(gateway, agent, conversation_id)
     item = event("note", text=text, agent_id=agent.id, agent_name=agent.name)
     await gateway.conversations.record(record, item)
-    return {"turn": turn_of(conversation_id, item)}
+    return {"turn": turn_of(conversation_id, item.to_dict())}
 
 
 def _check_holder(agent: AgentPrincipal, record: ConversationRecord) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
 
-from bot_gateway.conversations.tracker import event
+from bot_gateway.conversations.events import event
 from bot_gateway.deps import Gateway
 from connectors.base import Connector
 from connectors.registry import connectors

@@ -19,7 +19,8 @@ import pytest
 
 from bot_gateway.conversations.actions import RASA_VERSION, Actions, domain_of
 from bot_gateway.conversations.definition import BotDefinition, parse_definition
-from bot_gateway.conversations.tracker import ActionResult, FlowFrame, Tracker, event
+from bot_gateway.conversations.events import event
+from bot_gateway.conversations.tracker import ActionResult, FlowFrame, Tracker
 from core.metrics import counters
 from core.outbound import OutboundGuard, OutboundTransport
 from tests.support.postgres import free_port
@@ -357,7 +358,7 @@ def test_a_custom_action_gets_the_rasa_sdk_call_and_its_answer_is_applied(
     assert call["domain"] == domain_of(BOT)
     sent = call["tracker"]
     assert [e["event"] for e in sent["events"]] == ["user", "slot"]
-    assert sent["events"][-1] == candidate
+    assert sent["events"][-1] == candidate.to_dict()
     assert sent["slots"]["order_id"] == "A-1234" and sent["slots"]["vip"] is True
     assert sent["slots"]["eta"] is None  # every slot of the bot is there
     assert the_tracker.slots["order_id"] == "old"  # the tracker itself is not changed

@@ -19,6 +19,7 @@ from bot_gateway.conversations.engine import (
     DialogEngine,
     UserMessage,
 )
+from bot_gateway.conversations.events import SlotEvent, TrackerEvent
 from bot_gateway.conversations.storytest import (
     EngineConverse,
     TestReport,
@@ -31,7 +32,7 @@ from bot_gateway.conversations.tracker import ActionResult, Tracker
 from bot_gateway.conversations.understanding import Parse, Seen, VisionResult
 from core.messages import OutboundMessage
 
-Fake = ActionResult | Callable[[Tracker, list[dict[str, Any]]], ActionResult]
+Fake = ActionResult | Callable[[Tracker, list[TrackerEvent]], ActionResult]
 
 
 class FakeRunner:
@@ -48,7 +49,7 @@ class FakeRunner:
         *,
         bot: Any,
         tracker: Tracker,
-        extra_events: list[dict[str, Any]] | None = None,
+        extra_events: list[TrackerEvent] | None = None,
     ) -> ActionResult:
         self.calls.append(name)
         found = self.actions.get(name)
@@ -811,7 +812,7 @@ def test_start_session_resets_or_carries_over_slots() -> None:
         engine.start_session(tracker)
         assert tracker.active_flow is None
         assert tracker.slots["order_id"] == expected
-        assert tracker.events[-1]["event"] == "session_started"
+        assert tracker.events[-1].event == "session_started"
         assert say(converse, "s", "large") == [DEFAULT_FALLBACK]  # no flow asks any more
 
 
@@ -988,8 +989,10 @@ def lookup(tracker: Tracker, _: list[dict[str, Any]]) -> ActionResult:
     )
 
 
-def validate_email(_: Tracker, candidate: list[dict[str, Any]]) -> ActionResult:
-    value = candidate[0]["value"]
+def validate_email(_: Tracker, candidate: list[TrackerEvent]) -> ActionResult:
+    (slot,) = candidate
+    assert isinstance(slot, SlotEvent)
+    value = slot.value
     ok = isinstance(value, str) and value.endswith("@example.com")
     events = [{"event": "slot", "name": "email", "value": value.lower() if ok else None}]
     return ActionResult(events=events)
@@ -1079,7 +1082,7 @@ stories:
     say(converse, "s", "loop", intent="loop")
     tracker = converse.trackers["s"]
     assert tracker.active_flow is None
-    assert any(e["event"] == "action_failed" for e in tracker.events)
+    assert any(e.event == "action_failed" for e in tracker.events)
 
 
 def test_a_validation_action_accepts_normalises_or_rejects() -> None:
@@ -1235,11 +1238,11 @@ def test_vision_results_are_recorded_in_the_tracker() -> None:
     turn = UserTurn(image="label.png", image_bytes=b"png")
     reply = asyncio.run(converse("s", turn))
     assert reply.messages == [OutboundMessage(text="Order PX-100234 has shipped.")]
-    seen = [e for e in converse.trackers["s"].events if e["event"] == "vision"]
+    seen = [e.to_dict() for e in converse.trackers["s"].events if e.event == "vision"]
     assert seen == [
         {**seen[0], "name": "label", "model": "prebuilt-ocr", "result": LABEL.result.to_dict()}
     ]
-    user = next(e for e in converse.trackers["s"].events if e["event"] == "user")
+    user = next(e.to_dict() for e in converse.trackers["s"].events if e.event == "user")
     assert user["attachments"][0]["upload_id"] == "label.png"
 
 
