@@ -2,7 +2,9 @@
 parsed by NLU and, for images, by the bot's vision steps), decide and run what the bot does.
 
 It knows nothing of HTTP, databases or channels: actions run through an ``ActionRunner``, and
-the caller stores the tracker. One turn, in order:
+the caller stores the tracker. What it reads comes typed (``understanding``: the parse and
+vision results), responses are rendered by ``responses``, slot values read by ``slots``. One
+turn, in order:
 
 1. ``/restart`` (or a ``restart`` intent) resets the conversation; a handoff intent hands off.
 2. Slots fill from the message: ``from_entity`` / ``from_intent`` mappings on every message,
@@ -23,7 +25,6 @@ from __future__ import annotations
 import json
 import random
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +45,8 @@ from bot_gateway.conversations.definition import (
     SlotMapping,
 )
 from bot_gateway.conversations.events import SlotEvent, event
+from bot_gateway.conversations.responses import render
+from bot_gateway.conversations.slots import as_number, coerce, norm, vision_value
 from bot_gateway.conversations.tracker import (
     BOT,
     WAITING,
@@ -56,14 +59,12 @@ from bot_gateway.conversations.understanding import (
     Entity,
     Intent,
     Parse,
-    Scored,
-    Seen,
     VisionResult,
 )
 from core.documents import check_json_depth
 from core.errors import LimitExceeded
 from core.logging import log_event
-from core.messages import Button, Card, OutboundMessage
+from core.messages import OutboundMessage
 
 __all__ = ["DialogEngine", "UserMessage", "parse_payload"]
 
@@ -74,9 +75,6 @@ DEFAULT_ERROR = "Sorry, something went wrong on our side. Please try again in a 
 DEFAULT_RESTART = "Let's start over. How can I help?"
 MAX_STEPS_PER_TURN = 1000
 RESTART_INTENTS = frozenset({"restart", "session_start"})
-_NUMBER = re.compile(r"-?\d+(?:[.,]\d+)?")
-_YES = frozenset({"yes", "y", "yeah", "yep", "sure", "true", "ok", "okay", "correct", "right"})
-_NO = frozenset({"no", "n", "nope", "nah", "false", "wrong", "not really"})
 MAX_PAYLOAD_DEPTH = 4  # entity values are text, numbers or lists: deeper is not a payload
 _PAYLOAD = re.compile(r"^/(?P<intent>[A-Za-z_][\w\-]*)(?P<entities>\{.*\})?$", re.S)
 
@@ -181,31 +179,15 @@ def case_holds(case: Case, value: Any) -> bool:
     if case.not_set is not None:
         return (value is None) == case.not_set
     if case.in_ is not None:
-        return _norm(value) in {_norm(v) for v in case.in_}
+        return norm(value) in {norm(v) for v in case.in_}
     if case.above is not None or case.below is not None:
-        number = _as_number(value)
+        number = as_number(value)
         if number is None:
             return False
         return (case.above is None or number > case.above) and (
             case.below is None or number < case.below
         )
-    return _norm(value) == _norm(case.equals)
-
-
-def _norm(value: Any) -> Any:
-    return value.strip().lower() if isinstance(value, str) else value
-
-
-def _as_number(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        m = _NUMBER.search(value)
-        if m:
-            return float(m.group(0).replace(",", "."))
-    return None
+    return norm(value) == norm(case.equals)
 
 
 # --- the engine -----------------------------------------------------------------------------
@@ -771,7 +753,7 @@ class DialogEngine:
         if rule.regex is not None and not re.fullmatch(rule.regex, str(coerced).strip()):
             return None
         if rule.min is not None or rule.max is not None:
-            number = _as_number(coerced)
+            number = as_number(coerced)
             if (
                 number is None
                 or (rule.min is not None and number < rule.min)
@@ -779,7 +761,7 @@ class DialogEngine:
             ):
                 return None
         if rule.choices is not None:
-            match = [c for c in rule.choices if _norm(c) == _norm(coerced)]
+            match = [c for c in rule.choices if norm(c) == norm(coerced)]
             if not match:
                 return None
             coerced = match[0]
@@ -931,7 +913,7 @@ class DialogEngine:
         conditional = [
             v
             for v in variants
-            if v.condition and all(_norm(slots.get(c.name)) == _norm(c.value) for c in v.condition)
+            if v.condition and all(norm(slots.get(c.name)) == norm(c.value) for c in v.condition)
         ]
         plain = [v for v in variants if not v.condition]
         pool = conditional or plain
@@ -952,105 +934,3 @@ class DialogEngine:
             turn.tracker.options = offered
         data = message.model_copy(update={"text": None}).to_wire()
         turn.tracker.add(event("bot", text=message.text, data=data, response=name))
-
-
-def render(variant: ResponseVariant, slots: dict[str, Any], **extra: Any) -> OutboundMessage:
-    """An outbound message from a response variant, with ``{slot}`` filled in."""
-    values = {**{k: _show(v) for k, v in slots.items()}, **{k: str(v) for k, v in extra.items()}}
-
-    def fill(text: str | None) -> str | None:
-        if text is None:
-            return None
-        return re.sub(
-            r"\{([A-Za-z_][A-Za-z0-9_]*)\}", lambda m: values.get(m.group(1), m.group(0)), text
-        )
-
-    def buttons(items: Iterable[Any]) -> tuple[Button, ...]:
-        return tuple(
-            Button(title=fill(b.title) or "", payload=fill(b.payload) or "") for b in items
-        )
-
-    return OutboundMessage(
-        text=fill(variant.text) if variant.text else None,
-        buttons=buttons(variant.buttons),
-        quick_replies=buttons(variant.quick_replies),
-        image=fill(variant.image) or None,
-        cards=tuple(
-            Card(
-                title=fill(c.title) or None,
-                subtitle=fill(c.subtitle) or None,
-                image=fill(c.image) or None,
-                buttons=buttons(c.buttons),
-            )
-            for c in variant.cards
-        ),
-        custom=variant.custom or None,
-    )
-
-
-def _show(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    if isinstance(value, list):
-        return ", ".join(_show(v) for v in value)
-    return str(value)
-
-
-def coerce(slot: Slot, value: Any) -> Any:
-    """``value`` as the slot's type, or None when it cannot be one."""
-    if value is None:
-        return None
-    if slot.type == "any":
-        return value
-    if slot.type == "list":
-        return value if isinstance(value, list) else [value]
-    if slot.type == "number":
-        number = _as_number(value)
-        if (
-            number is None
-            or (slot.min is not None and number < slot.min)
-            or (slot.max is not None and number > slot.max)
-        ):
-            return None
-        return int(number) if number.is_integer() else number
-    if slot.type == "bool":
-        if isinstance(value, bool):
-            return value
-        text = str(value).strip().lower().rstrip(".!")
-        return True if text in _YES else False if text in _NO else None
-    text = str(value).strip()
-    if slot.type == "categorical":
-        values = slot.values or []
-        exact = [v for v in values if v.lower() == text.lower()]
-        if exact:
-            return exact[0]
-        inside = [v for v in values if re.search(rf"\b{re.escape(v.lower())}\b", text.lower())]
-        return inside[0] if len(inside) == 1 else None
-    return text or None
-
-
-def vision_value(vslot: Any, result: Seen) -> Any:
-    """A slot value from one vision result (OCR text by regex; a label's probability; boxes)."""
-    if vslot.regex is not None:
-        text = result.text or ""
-        m = re.search(vslot.regex, text)
-        if m is None:
-            return None
-        return m.group(1) if m.groups() else m.group(0)
-    labels = result.labels
-    hits = [
-        p
-        for p in result.probabilities or ()
-        if p.label == vslot.label and p.probability >= vslot.min_probability
-    ]
-    if labels is not None and vslot.label in labels and not hits:
-        hits = [Scored(label=vslot.label)]
-    if any(p.box is not None for p in hits):
-        return (vslot.value if vslot.value is not None else len(hits)) if hits else None
-    if hits:
-        return vslot.value if vslot.value is not None else True
-    return False if vslot.value is None else None
