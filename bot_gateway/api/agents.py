@@ -57,8 +57,6 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
-ITEM = {"response_model": AgentInboxItem}
-"""Routes answering one conversation's inbox line."""
 
 
 # --- who is calling ---------------------------------------------------------------------------
@@ -139,7 +137,7 @@ async def conversation_upload(
     return Response(data, media_type=media_type, headers={"Cache-Control": "private"})
 
 
-@router.post("/conversations/{conversation_id}/claim", **ITEM)
+@router.post("/conversations/{conversation_id}/claim", response_model=AgentInboxItem)
 async def claim(conversation_id: str, agent: AgentDep, gateway: GatewayDep) -> Any:
     """Take a handed-off conversation (409 when another agent holds it)."""
     return await service.claim(gateway, agent, conversation_id)
@@ -160,7 +158,6 @@ async def send_message(
         limit = gateway.settings.limits.max_image_bytes
         form = await read_form(request, limit=limit, setting="max_image_bytes")
         text = form.get("text")
-        text = text if isinstance(text, str) else None
         image = None
         if isinstance(form.get("file"), UploadFile):
             image = await read_limited(
@@ -193,7 +190,7 @@ async def add_note(conversation_id: str, body: Note, agent: AgentDep, gateway: G
     return await service.add_note(gateway, agent, conversation_id, body.text)
 
 
-@router.post("/conversations/{conversation_id}/handback", **ITEM)
+@router.post("/conversations/{conversation_id}/handback", response_model=AgentInboxItem)
 async def handback(
     conversation_id: str, body: Handback, agent: AgentDep, gateway: GatewayDep
 ) -> Any:
@@ -201,7 +198,7 @@ async def handback(
     return await service.handback(gateway, agent, conversation_id, reset_flow=body.reset_flow)
 
 
-@router.post("/conversations/{conversation_id}/close", **ITEM)
+@router.post("/conversations/{conversation_id}/close", response_model=AgentInboxItem)
 async def close(conversation_id: str, agent: AgentDep, gateway: GatewayDep) -> Any:
     """End the conversation; the customer's next message starts a new session with the bot."""
     return await service.close(gateway, agent, conversation_id)
@@ -216,7 +213,7 @@ async def list_agents(agent: AgentDep, gateway: GatewayDep) -> Any:
     return await service.agent_loads(gateway, agent)
 
 
-@router.post("/conversations/{conversation_id}/assign", **ITEM)
+@router.post("/conversations/{conversation_id}/assign", response_model=AgentInboxItem)
 async def assign(conversation_id: str, body: Assign, agent: AgentDep, gateway: GatewayDep) -> Any:
     """A supervisor gives a conversation to an agent."""
     return await service.assign(gateway, agent, conversation_id, body.agent_id)
