@@ -1,16 +1,28 @@
-"""Typed, prefixed, random ids: ``ds_3f9a...`` tells a reader what it names."""
+"""Prefixed, random ids: ``ds_3f9a...`` tells a reader what it names.
+
+Ids are plain ``str`` everywhere (route parameters, rows, JSON); the kind passed to
+:func:`new_id` is checked by the type checker, so a misspelt kind fails ``scripts/check``.
+"""
 
 from __future__ import annotations
 
 import secrets
-from typing import NewType
+from typing import Literal
 
-TenantId = NewType("TenantId", str)
-ApiKeyId = NewType("ApiKeyId", str)
-DatasetId = NewType("DatasetId", str)
-ModelId = NewType("ModelId", str)
+IdKind = Literal[
+    "tenant",
+    "key",
+    "dataset",
+    "model",
+    "example",
+    "bot",
+    "conversation",
+    "upload",
+    "channel",
+    "agent",
+]
 
-PREFIXES = {
+PREFIXES: dict[IdKind, str] = {
     "tenant": "ten",
     "key": "key",
     "dataset": "ds",
@@ -24,6 +36,6 @@ PREFIXES = {
 }
 
 
-def new_id(kind: str) -> str:
-    """A fresh id for ``kind`` (tenant, key, dataset, model, example)."""
+def new_id(kind: IdKind) -> str:
+    """A fresh id for ``kind``: its prefix from ``PREFIXES``, an underscore, 16 hex digits."""
     return f"{PREFIXES[kind]}_{secrets.token_hex(8)}"
