@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from fastapi.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from bot_gateway.conversations import bots as service
@@ -14,20 +13,15 @@ from bot_gateway.conversations.definition import (
     parse_definition,
     read_definition_text,
 )
-from bot_gateway.conversations.events import BotEvent, UserEvent
 from bot_gateway.conversations.rasa_import import import_rasa
-from bot_gateway.conversations.runtime import Inbound
-from bot_gateway.conversations.storytest import TurnReply, UserTurn, load_cases, run_cases
+from bot_gateway.conversations.storytest import load_cases
 from bot_gateway.deps import AdminDep, GatewayDep, PredictDep, SessionDep, TrainDep
 from bot_gateway.requests import check_length, form_file, read_form, read_limited
 from bot_gateway.schemas import BotPatch, BotPublic, BotVersionPublic, StoryTestReport
 from bot_gateway.services import bots as bots_service
-from bot_gateway.services.uploads import store_upload
-from core.db import session_scope
 from core.documents import document_limits
 from core.errors import InvalidInput
 from core.settings import LimitSettings
-from core.tables import Bot
 
 router = APIRouter(prefix="/bots", tags=["bots"])
 
@@ -195,48 +189,7 @@ async def test_bot(
         if isinstance(f, UploadFile)
     }
     cases = load_cases(text, document_limits(gateway.settings.limits, bytes_setting=UPLOADS))
-
-    def load() -> Bot:
-        with session_scope(gateway.engine) as session:
-            return service.get_bot(session, principal.tenant_id, bot_id)
-
-    bot = await run_in_threadpool(load)
-    info = service.bot_info(bot)
-    runtime = gateway.conversations
-    runtime.check_ready(info)
-    senders: set[str] = set()
-
-    async def converse(sender_id: str, turn: UserTurn) -> TurnReply:
-        senders.add(sender_id)
-        uploads: tuple[str, ...] = ()
-        if turn.image_bytes is not None:
-            stored = await store_upload(gateway, bot, turn.image_bytes, turn.image or "image")
-            uploads = (stored.upload_id,)
-        outcome = await runtime.handle(
-            info,
-            TEST_CHANNEL,
-            Inbound(sender_id=sender_id, text=turn.text, payload=turn.payload, uploads=uploads),
-        )
-        bot_events = [e for e in outcome.events if isinstance(e, BotEvent)]
-        user = next((e for e in outcome.events if isinstance(e, UserEvent)), None)
-        parse = user.parse_data if user is not None else {}
-        return TurnReply(
-            messages=outcome.messages,
-            responses=[e.response for e in bot_events],
-            slots=outcome.slots,
-            status=outcome.status,
-            intent=(parse.get("intent") or {}).get("name"),
-            entities=parse.get("entities"),
-        )
-
-    try:
-        report = await run_cases(cases, converse, files=files)
-    finally:
-        for sender in senders:
-            record, _ = await runtime.store.open(bot.tenant_id, bot.id, TEST_CHANNEL, sender)
-            for key in await runtime.store.delete(bot.tenant_id, record.id):
-                await run_in_threadpool(gateway.store.delete_prefix, key)
+    report = await bots_service.run_story_tests(
+        gateway, principal.tenant_id, bot_id, cases, files=files
+    )
     return report.to_dict()
-
-
-TEST_CHANNEL = "test"

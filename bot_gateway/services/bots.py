@@ -5,6 +5,7 @@ runs that with the gateway's engine, store, limits and train queue."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastapi.concurrency import run_in_threadpool
@@ -13,11 +14,30 @@ from sqlalchemy.orm import Session
 
 from bot_gateway.conversations import bots as definitions
 from bot_gateway.conversations.definition import BotDefinition
+from bot_gateway.conversations.events import BotEvent, UserEvent
+from bot_gateway.conversations.runtime import Inbound
+from bot_gateway.conversations.storytest import (
+    StoryCase,
+    TestReport,
+    TurnReply,
+    UserTurn,
+    run_cases,
+)
 from bot_gateway.deps import Gateway
+from bot_gateway.services.uploads import store_upload
 from core.db import session_scope
 from core.tables import Bot, BotVersion
 
-__all__ = ["create_bot", "delete_bot", "list_bots", "set_enabled", "update_bot", "versions"]
+__all__ = [
+    "TEST_CHANNEL",
+    "create_bot",
+    "delete_bot",
+    "list_bots",
+    "run_story_tests",
+    "set_enabled",
+    "update_bot",
+    "versions",
+]
 
 
 async def create_bot(
@@ -129,3 +149,62 @@ def delete_bot(gateway: Gateway, session: Session, tenant_id: str, bot_id: str) 
     bot = definitions.get_bot(session, tenant_id, bot_id)
     gateway.store.delete_prefix(f"uploads/{bot.tenant_id}/{bot.id}")
     session.delete(bot)
+
+
+TEST_CHANNEL = "test"
+"""The channel story tests converse on (their conversations are forgotten afterwards)."""
+
+
+async def run_story_tests(
+    gateway: Gateway,
+    tenant_id: str,
+    bot_id: str,
+    cases: Sequence[StoryCase],
+    *,
+    files: Mapping[str, bytes],
+) -> TestReport:
+    """Run story tests against the bot with its real NLU, vision and actions (``files``: the
+    images the stories name); each story is a fresh conversation on channel ``test``,
+    forgotten afterwards."""
+
+    def load() -> Bot:
+        with session_scope(gateway.engine) as session:
+            return definitions.get_bot(session, tenant_id, bot_id)
+
+    bot = await run_in_threadpool(load)
+    info = definitions.bot_info(bot)
+    runtime = gateway.conversations
+    runtime.check_ready(info)
+    senders: set[str] = set()
+
+    async def converse(sender_id: str, turn: UserTurn) -> TurnReply:
+        senders.add(sender_id)
+        uploads: tuple[str, ...] = ()
+        if turn.image_bytes is not None:
+            stored = await store_upload(gateway, bot, turn.image_bytes, turn.image or "image")
+            uploads = (stored.upload_id,)
+        outcome = await runtime.handle(
+            info,
+            TEST_CHANNEL,
+            Inbound(sender_id=sender_id, text=turn.text, payload=turn.payload, uploads=uploads),
+        )
+        bot_events = [e for e in outcome.events if isinstance(e, BotEvent)]
+        user = next((e for e in outcome.events if isinstance(e, UserEvent)), None)
+        parse = user.parse_data if user is not None else {}
+        return TurnReply(
+            messages=outcome.messages,
+            responses=[e.response for e in bot_events],
+            slots=outcome.slots,
+            status=outcome.status,
+            intent=(parse.get("intent") or {}).get("name"),
+            entities=parse.get("entities"),
+        )
+
+    try:
+        report = await run_cases(cases, converse, files=files)
+    finally:
+        for sender in senders:
+            record, _ = await runtime.store.open(bot.tenant_id, bot.id, TEST_CHANNEL, sender)
+            for key in await runtime.store.delete(bot.tenant_id, record.id):
+                await run_in_threadpool(gateway.store.delete_prefix, key)
+    return report
