@@ -13,6 +13,7 @@ kinds a channel cannot show degrade to text (``as_text``).
 from __future__ import annotations
 
 import asyncio
+import builtins
 import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar
@@ -116,7 +117,7 @@ class Connector(Generic[C]):
     implement ``verify``, ``parse``, ``send`` (and ``fetch`` when customers can send images)."""
 
     type: ClassVar[str]
-    Config: ClassVar[type[ConnectorConfig]]
+    Config: ClassVar[builtins.type[ConnectorConfig]]  # builtins: ``type`` here is the name above
     capabilities: ClassVar[Capabilities] = Capabilities()
     replay_window_s: ClassVar[float] = 300.0
     _sleep = staticmethod(asyncio.sleep)  # the waits between retries (tests replace it)

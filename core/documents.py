@@ -134,29 +134,32 @@ class BoundedLoader(yaml.SafeLoader):
         self._open: list[str | None] = []  # anchors of the collections being composed
         self._measured: dict[int, tuple[int, int, int]] = {}  # id(node) -> nodes, height, chars
 
-    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+    # ``anchor`` below is the anchor's name (str | None); it is typed Any because types-PyYAML
+    # declares it as a dict of nodes.
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
         if self.check_event(yaml.AliasEvent):
             self._use_alias(self.peek_event())
         else:
             self._count(nodes=1)
-        return super().compose_node(parent, index)  # type: ignore[no-any-return]
+        return super().compose_node(parent, index)
 
-    def compose_scalar_node(self, anchor: str | None) -> yaml.ScalarNode:
+    def compose_scalar_node(self, anchor: Any) -> yaml.ScalarNode:
         node = super().compose_scalar_node(anchor)
         self._count(chars=len(node.value))
-        return node  # type: ignore[no-any-return]
+        return node
 
-    def compose_sequence_node(self, anchor: str | None) -> yaml.SequenceNode:
+    def compose_sequence_node(self, anchor: Any) -> yaml.SequenceNode:
         self._enter(anchor)
         try:
-            return super().compose_sequence_node(anchor)  # type: ignore[no-any-return]
+            return super().compose_sequence_node(anchor)
         finally:
             self._leave()
 
-    def compose_mapping_node(self, anchor: str | None) -> yaml.MappingNode:
+    def compose_mapping_node(self, anchor: Any) -> yaml.MappingNode:
         self._enter(anchor)
         try:
-            return super().compose_mapping_node(anchor)  # type: ignore[no-any-return]
+            return super().compose_mapping_node(anchor)
         finally:
             self._leave()
 
@@ -191,10 +194,12 @@ class BoundedLoader(yaml.SafeLoader):
                 limit="max_yaml_aliases",
                 document=self.what,
             )
+        mark = event.start_mark  # the parser always sets it; the stubs allow None
+        line = mark.line + 1 if mark is not None else "?"
         if event.anchor in self._open:
             raise InvalidInput(
                 f"{self.what} has an alias *{event.anchor} inside its own anchor (line "
-                f"{event.start_mark.line + 1}): a document cannot contain itself",
+                f"{line}): a document cannot contain itself",
                 document=self.what,
             )
         target = self.anchors.get(event.anchor)
@@ -202,7 +207,7 @@ class BoundedLoader(yaml.SafeLoader):
             return  # the composer reports the undefined alias with its line
         nodes, height, chars = self._measure(target)
         if self._depth + height > self.limits.max_depth:
-            at = f"line {event.start_mark.line + 1}, alias *{event.anchor}"
+            at = f"line {line}, alias *{event.anchor}"
             raise _too_deep(self.what, self.limits.max_depth, at)
         self._count(nodes=nodes, chars=chars)
 
@@ -266,7 +271,7 @@ def compose_yaml(
     Bad syntax raises ``yaml.YAMLError``."""
     bounded = _loader(text, what, limits, loader)
     try:
-        return bounded.get_single_node()  # type: ignore[no-any-return]
+        return bounded.get_single_node()
     finally:
         bounded.dispose()
 

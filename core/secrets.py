@@ -27,7 +27,7 @@ import base64
 import copy
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, get_args
+from typing import Any, TypeVar, get_args
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from cryptography.hazmat.primitives import hashes
@@ -285,14 +285,21 @@ def rotate(
                 config[name] = box.rotated(value) if is_encrypted(value) else box.encrypt(value)
                 count += 1
         channel.config = config
-    for table in (Bot, BotVersion):
-        rows = session.scalars(
-            select(table).where(cast(table.definition, String).like("%headers%"))
-        )
-        for row in rows:
-            row.definition, n = _rotate_definition(box, row.definition)
-            count += n
+    count += _rotate_definitions(session, box, Bot) + _rotate_definitions(session, box, BotVersion)
     session.flush()
+    return count
+
+
+_Definitions = TypeVar("_Definitions", Bot, BotVersion)
+
+
+def _rotate_definitions(session: Session, box: SecretBox, table: type[_Definitions]) -> int:
+    """Rotate or encrypt the header secrets of every ``table`` row whose definition has headers."""
+    count = 0
+    rows = session.scalars(select(table).where(cast(table.definition, String).like("%headers%")))
+    for row in rows:
+        row.definition, n = _rotate_definition(box, row.definition)
+        count += n
     return count
 
 

@@ -87,7 +87,7 @@ class MessengerConnector(Connector[MessengerConfig]):
     """Messenger page webhooks in, the Send API out (see the module docstring)."""
 
     type: ClassVar[str] = "messenger"
-    Config: ClassVar[type[ConnectorConfig]] = MessengerConfig
+    Config = MessengerConfig
     capabilities: ClassVar[Capabilities] = Capabilities(
         buttons=True, quick_replies=True, images=True, cards=True, inbound_images=True
     )

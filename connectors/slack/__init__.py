@@ -96,7 +96,7 @@ class SlackConnector(Connector[SlackConfig]):
     """Slack's Events API in, ``chat.postMessage`` out (see the module docstring)."""
 
     type: ClassVar[str] = "slack"
-    Config: ClassVar[type[ConnectorConfig]] = SlackConfig
+    Config = SlackConfig
     capabilities: ClassVar[Capabilities] = Capabilities(
         buttons=True, quick_replies=True, images=True, cards=True, inbound_images=True
     )

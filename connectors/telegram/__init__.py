@@ -199,7 +199,7 @@ class TelegramConnector(Connector[TelegramConfig]):
     """Telegram bots through the Bot API webhook (see the module docstring)."""
 
     type: ClassVar[str] = "telegram"
-    Config: ClassVar[type[ConnectorConfig]] = TelegramConfig
+    Config = TelegramConfig
     capabilities: ClassVar[Capabilities] = Capabilities(
         buttons=True, quick_replies=True, images=True, cards=True, inbound_images=True
     )

@@ -100,7 +100,7 @@ class TwilioConnector(Connector[TwilioConfig]):
     """Twilio SMS and WhatsApp (see the module docstring)."""
 
     type: ClassVar[str] = "twilio"
-    Config: ClassVar[type[ConnectorConfig]] = TwilioConfig
+    Config = TwilioConfig
     capabilities: ClassVar[Capabilities] = Capabilities(images=True, inbound_images=True)
     api_base: ClassVar[str] = "https://api.twilio.com"
 
