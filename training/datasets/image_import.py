@@ -26,7 +26,7 @@ from pathlib import PurePosixPath
 from typing import Any, ClassVar
 
 from core.errors import ImportValidationError, InvalidInput, LimitExceeded
-from core.images import DEFAULT_MAX_PIXELS, decode_image
+from core.images import DEFAULT_MAX_PIXELS, DecodedImage, decode_image
 from training.datasets.archives import ArchiveLimits, Member, read_zip
 from training.datasets.formats.base import importers
 from training.datasets.types import DATASET_TYPES
@@ -160,7 +160,9 @@ def check_boxes(
     return good, problems
 
 
-def _read_csv(member: Member, problems: _Problems, header: list[str]) -> list[tuple[int, dict]]:
+def _read_csv(
+    member: Member, problems: _Problems, header: list[str]
+) -> list[tuple[int, dict[str, str]]]:
     try:
         text = member.data.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -197,7 +199,7 @@ def parse_image_archive(
     limits = limits or ImageLimits()
     members = _strip_wrapper(read_zip(data, limits.archive))
     problems = _Problems()
-    images: dict[str, tuple[int, Any]] = {}
+    images: dict[str, tuple[int, Member, DecodedImage]] = {}
     others: list[Member] = []
     for position, member in enumerate(members, start=1):
         if not _is_image(member.name):
@@ -219,6 +221,7 @@ def parse_image_archive(
             "(PARLEY_LIMITS__MAX_EXAMPLES)",
             limit="max_examples",
         )
+    targets: dict[str, dict[str, Any]]  # image name -> label, labels or boxes
     if dataset_type == "image":
         labels = _folder_labels(images, problems, multi=False)
         targets = {name: {"label": next(iter(ls))} for name, ls in labels.items()}
@@ -293,8 +296,10 @@ def _folder_labels(
     return dict(labels)
 
 
-def _csv_labels(member: Member, images: dict[str, Any], problems: _Problems) -> dict[str, dict]:
-    targets: dict[str, dict] = {}
+def _csv_labels(
+    member: Member, images: dict[str, Any], problems: _Problems
+) -> dict[str, dict[str, Any]]:
+    targets: dict[str, dict[str, Any]] = {}
     for line, row in _read_csv(member, problems, ["file", "labels"]):
         name = _resolve(member.name, row["file"], images)
         if name is None:
@@ -317,7 +322,7 @@ def _csv_labels(member: Member, images: dict[str, Any], problems: _Problems) -> 
 
 def _detection_targets(
     others: list[Member], images: dict[str, Any], problems: _Problems
-) -> dict[str, dict]:
+) -> dict[str, dict[str, Any]]:
     raw: dict[str, list[dict[str, Any]]] = defaultdict(list)
     sources = 0
     for member in others:
@@ -350,7 +355,12 @@ def _detection_targets(
     return {name: {"boxes": raw.get(name, [])} for name in images}
 
 
-def _voc(member: Member, images: dict[str, Any], problems: _Problems, raw: dict) -> None:
+def _voc(
+    member: Member,
+    images: dict[str, Any],
+    problems: _Problems,
+    raw: dict[str, list[dict[str, Any]]],
+) -> None:
     if b"<!DOCTYPE" in member.data or b"<!ENTITY" in member.data:
         problems.add(member.name, "holds a DTD or entity declarations; VOC files need neither")
         return
@@ -396,7 +406,12 @@ def _voc(member: Member, images: dict[str, Any], problems: _Problems, raw: dict)
     raw[name].extend(good)
 
 
-def _coco(member: Member, images: dict[str, Any], problems: _Problems, raw: dict) -> None:
+def _coco(
+    member: Member,
+    images: dict[str, Any],
+    problems: _Problems,
+    raw: dict[str, list[dict[str, Any]]],
+) -> None:
     try:
         doc = json.loads(member.data)
         cats = {int(c["id"]): str(c["name"]) for c in doc["categories"]}

@@ -101,6 +101,7 @@ def run_import(engine: Engine, store: ArtifactStore, dataset_id: str, limits: Li
         dataset = session.get(Dataset, dataset_id)
         if dataset is None:
             raise NotFound(f"dataset {dataset_id} not found")
+        failure: ParleyError | None
         try:
             data = store.get_bytes(dataset.source_key or "")
             importer = pick_importer(None, dataset.source_format, dataset.type)
@@ -236,13 +237,12 @@ def _refresh_counts(session: Session, dataset: Dataset) -> None:
             for item in value or []:
                 counts[item if isinstance(item, str) else str(item.get("label"))] += 1
     else:
-        counts = dict(
-            session.execute(
-                select(Example.label, func.count())
-                .where(Example.dataset_id == dataset.id, Example.label.is_not(None))
-                .group_by(Example.label)
-            ).all()
+        rows = session.execute(
+            select(Example.label, func.count())
+            .where(Example.dataset_id == dataset.id, Example.label.is_not(None))
+            .group_by(Example.label)
         )
+        counts = {label: n for label, n in rows if label is not None}  # narrows str | None
     dataset.label_counts = {k: counts[k] for k in sorted(counts)}
     dataset.num_examples = (
         session.scalar(
