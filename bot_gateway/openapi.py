@@ -273,7 +273,7 @@ def _operations(app: FastAPI) -> Iterator[tuple[str, APIRoute, str]]:
         )
         for path, route, documented in found:
             if documented:
-                for method in sorted(route.methods):
+                for method in sorted(route.methods or ()):
                     yield path, route, method
 
 

@@ -367,7 +367,7 @@ def tenants_update(
         with session_scope(_operator_db()) as session:
             row = update_limits(session, tenant, quotas=quotas, rates=rates)
             limits_quotas, limits_rates = TenantLimits.of(row).public()
-            data = {
+            data: dict[str, Any] = {
                 "tenant_id": row.id,
                 "name": row.name,
                 "quotas": limits_quotas,

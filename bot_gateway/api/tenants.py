@@ -43,7 +43,7 @@ def update_tenant_limits(
     tenant = quotas.update_limits(
         session,
         tenant_id,
-        quotas=body.quotas,
+        quotas={name: value for name, value in body.quotas.items()},  # as Mapping[str, ...]
         rates={k: v.model_dump() if v is not None else None for k, v in body.rate_limits.items()},
     )
     session.commit()

@@ -501,8 +501,8 @@ class _References:
                     self.add(f"{path}.vision", f'unknown vision step "{mapping.vision}"')
         for name, action in bot.actions.items():
             if isinstance(action, HttpAction):
-                for slot in action.response:
-                    self.slot(f"actions.{name}.response.{slot}", slot)
+                for slot_name in action.response:
+                    self.slot(f"actions.{name}.response.{slot_name}", slot_name)
                 for field in ("reply", "on_error", "on_not_found"):
                     value = getattr(action, field)
                     if value is not None:
@@ -511,8 +511,8 @@ class _References:
                 if not action.url.startswith(("http://", "https://", "{")):
                     self.add(f"actions.{name}.url", "the URL must start with http:// or https://")
             else:
-                for slot in action.slots:
-                    self.slot(f"actions.{name}.slots.{slot}", slot)
+                for slot_name in action.slots:
+                    self.slot(f"actions.{name}.slots.{slot_name}", slot_name)
         if bot.action_server is not None and bot.action_server.on_error:
             self.response("action_server.on_error", bot.action_server.on_error)
         names = [v.name for v in bot.vision]

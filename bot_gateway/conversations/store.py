@@ -8,11 +8,12 @@ row, no replay. The Redis store of the distributed mode implements the same ``Tr
 from __future__ import annotations
 
 import asyncio
+import builtins
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
-from sqlalchemy import Engine, delete, func, select, update
+from sqlalchemy import Engine, Table, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from bot_gateway.conversations.events import HandoffEvent, TrackerEvent, load_event
@@ -107,10 +108,12 @@ class TrackerStore(Protocol):
         offset: int = 0,
     ) -> tuple[list[ConversationRecord], int]: ...
 
-    async def transcript(self, conversation_id: str, limit: int = 50) -> list[dict[str, Any]]:
+    async def transcript(
+        self, conversation_id: str, limit: int = 50
+    ) -> builtins.list[dict[str, Any]]:
         """The last ``limit`` user, bot and agent messages, oldest first."""
 
-    async def delete(self, tenant_id: str, conversation_id: str) -> list[str]:
+    async def delete(self, tenant_id: str, conversation_id: str) -> builtins.list[str]:
         """Forget a conversation; returns the storage keys of its uploads (to delete)."""
 
 
@@ -222,7 +225,7 @@ class SqlTrackerStore:
     ) -> None:
         if events:
             session.execute(
-                ConversationEvent.__table__.insert(),
+                cast(Table, ConversationEvent.__table__).insert(),  # typed as a FromClause
                 [
                     {
                         "conversation_id": conversation_id,
@@ -278,7 +281,7 @@ class SqlTrackerStore:
 
     def _list(
         self, tenant_id: str, bot_id: str | None, status: str | None, limit: int, offset: int
-    ) -> tuple[list[ConversationRecord], int]:
+    ) -> tuple[builtins.list[ConversationRecord], int]:
         where = [Conversation.tenant_id == tenant_id]
         if bot_id is not None:
             where.append(Conversation.bot_id == bot_id)
@@ -295,10 +298,12 @@ class SqlTrackerStore:
             )
             return [ConversationRecord.of(r) for r in rows], int(total or 0)
 
-    async def transcript(self, conversation_id: str, limit: int = 50) -> list[dict[str, Any]]:
+    async def transcript(
+        self, conversation_id: str, limit: int = 50
+    ) -> builtins.list[dict[str, Any]]:
         return await asyncio.to_thread(self._transcript, conversation_id, limit)
 
-    def _transcript(self, conversation_id: str, limit: int) -> list[dict[str, Any]]:
+    def _transcript(self, conversation_id: str, limit: int) -> builtins.list[dict[str, Any]]:
         with session_scope(self.engine) as session:
             rows = session.scalars(
                 select(ConversationEvent.data)
@@ -311,10 +316,10 @@ class SqlTrackerStore:
             )
             return list(reversed(list(rows)))
 
-    async def delete(self, tenant_id: str, conversation_id: str) -> list[str]:
+    async def delete(self, tenant_id: str, conversation_id: str) -> builtins.list[str]:
         return await asyncio.to_thread(self._delete, tenant_id, conversation_id)
 
-    def _delete(self, tenant_id: str, conversation_id: str) -> list[str]:
+    def _delete(self, tenant_id: str, conversation_id: str) -> builtins.list[str]:
         self._get(tenant_id, conversation_id)
         with session_scope(self.engine) as session:
             keys = list(

@@ -89,6 +89,7 @@ class MicroBatcher:
 
     def _loop(self) -> None:
         while True:
+            item: object  # a _Request, or _STOP
             if self._held is not None:
                 item, self._held = self._held, None
             else:
