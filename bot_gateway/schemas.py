@@ -495,15 +495,6 @@ class ConversationTurn(BaseModel):
     messages: list[dict[str, Any]]
 
 
-class RestMessage(BaseModel):
-    """Rasa's REST channel body."""
-
-    model_config = ConfigDict(extra="ignore")
-    sender: str = Field(min_length=1, max_length=200)
-    message: str = Field(default="", max_length=4000)
-    attachments: list[str] = Field(default=[], max_length=4, description="upload ids")
-
-
 class UploadPublic(BaseModel):
     upload_id: str
     url: str
