@@ -65,11 +65,11 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script: make ``bench.intent`` importable
     sys.path.insert(0, str(ROOT))
 
-from bench.intent import (  # noqa: E402
+from bench.harness import (  # noqa: E402
     BenchError,
     check,
+    cpu_seconds,
     create_tenant,
-    fmt,
     free_port,
     guarded,
     load_average,
@@ -77,11 +77,11 @@ from bench.intent import (  # noqa: E402
     parley_server,
     percentile,
     print_header,
-    render_table,
+    rss_mb,
     tail,
     write_json,
 )
-from bench.serving import cpu_seconds, rss_mb  # noqa: E402
+from bench.report import fmt, render_table  # noqa: E402
 
 FD_TARGET = 4096  # soft open-files limit wanted for the server and for this process
 FD_SLACK = 200  # descriptors besides the sockets (database, logs, libraries)

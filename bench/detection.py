@@ -38,15 +38,14 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script: make ``bench.intent`` importable
     sys.path.insert(0, str(ROOT))
 
-from bench.intent import (  # noqa: E402
-    fmt,
+from bench.harness import (  # noqa: E402
     load_average,
     machine_facts,
     percentile,
     print_header,
-    render_table,
     write_json,
 )
+from bench.report import fmt, render_table  # noqa: E402
 from bench.scenes import detection_set  # noqa: E402
 
 TRAIN_SEED, TEST_SEED = 101, 202

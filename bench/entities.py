@@ -55,23 +55,22 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script: make ``bench.intent`` importable
     sys.path.insert(0, str(ROOT))
 
-from bench.intent import (  # noqa: E402
+from bench.harness import (  # noqa: E402
     BenchError,
     check,
     create_tenant,
-    fmt,
     free_port,
     guarded,
     load_average,
     machine_facts,
     parse_time,
     print_header,
-    render_table,
     run_server,
     train,
     upload_dataset,
     write_json,
 )
+from bench.report import fmt, render_table  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "snips"
 BATCH = 64

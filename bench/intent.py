@@ -35,40 +35,52 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import contextlib
-import csv
 import json
 import math
-import os
-import platform
 import secrets
-import shlex
-import signal
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "banking77"
+if str(ROOT) not in sys.path:  # run as a script: make ``bench.harness`` importable
+    sys.path.insert(0, str(ROOT))
+
+from bench.harness import (  # noqa: E402
+    SHARED_DATA,
+    BenchError,
+    add_quick,
+    check,
+    create_tenant,
+    free_port,
+    guarded,
+    load_average,
+    machine_facts,
+    parse_time,
+    percentile,
+    print_header,
+    quick_intent_data,
+    read_split,
+    run_server,
+    train,
+    upload_dataset,
+    write_csv,
+    write_json,
+)
+from bench.report import fmt, render_table, targets_table  # noqa: E402
+
+DEFAULT_DATA = SHARED_DATA / "banking77"
 SPLITS = {"full": "train", "train_10": "train_10", "train_5": "train_5"}
 BATCH = 64
 OUT_OF_SCOPE = "out_of_scope"
 WARMUP = 10
-POLL_S = 0.25
-HEALTH_TIMEOUT_S = 120.0
-TRAIN_TIMEOUT_S = 1800.0
-STOP_GRACE_S = 15.0
 
 # Targets: (dataset folder or None for any, split or None for every split, result field,
 # comparison, threshold, label). Issue 2 set the platform ones (Banking77, the fast default
@@ -84,10 +96,6 @@ TARGETS: list[tuple[str | None, str | None, str, str, float, str]] = [
     ("banking77", "train_10", "accuracy", ">=", 0.87, "test accuracy, issue 3"),
     ("hwu64", "train_10", "accuracy", ">=", 0.87, "test accuracy, issue 3"),
 ]
-
-
-class BenchError(RuntimeError):
-    """A failure that ends the benchmark with a message (and a non-zero exit)."""
 
 
 @dataclass
@@ -122,28 +130,6 @@ class SplitResult:
 # --- data ---------------------------------------------------------------------------------
 
 
-def read_split(data_dir: Path, name: str) -> tuple[list[str], list[str]]:
-    """Utterances and labels of one split folder (``seq.in`` and ``label``, line by line)."""
-    folder = data_dir / name
-    try:
-        texts = (folder / "seq.in").read_text(encoding="utf-8").splitlines()
-        labels = (folder / "label").read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError as e:
-        raise BenchError(f"missing dataset file: {e.filename}") from e
-    if len(texts) != len(labels):
-        raise BenchError(f"{folder}: {len(texts)} texts but {len(labels)} labels")
-    pairs = [(t.strip(), lab.strip()) for t, lab in zip(texts, labels, strict=True)]
-    pairs = [(t, lab) for t, lab in pairs if t and lab]
-    return [t for t, _ in pairs], [lab for _, lab in pairs]
-
-
-def write_csv(path: Path, texts: Sequence[str], labels: Sequence[str]) -> None:
-    with path.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["text", "label"])
-        writer.writerows(zip(texts, labels, strict=True))
-
-
 def macro_f1(y_true: Sequence[str], y_pred: Sequence[str]) -> float:
     """Unweighted mean of per-label F1 over the labels seen in truth or prediction."""
     tp: dict[str, int] = {}
@@ -163,251 +149,10 @@ def macro_f1(y_true: Sequence[str], y_pred: Sequence[str]) -> float:
     return sum(scores) / len(scores) if scores else math.nan
 
 
-def percentile(values: Sequence[float], q: float) -> float:
-    """Linear-interpolated percentile (``q`` in 0..100), like numpy's default."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q / 100
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
-
-
 # --- server -------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def tail(path: Path, lines: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
-def stop_server(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the server, then SIGKILL its process group after ``STOP_GRACE_S``."""
-    if proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=STOP_GRACE_S)
-    except subprocess.TimeoutExpired:
-        print(f"server did not stop within {STOP_GRACE_S:.0f} s of SIGTERM; killing it")
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)  # the group is ours: start_new_session=True
-        proc.wait(timeout=10)
-
-
-@contextlib.contextmanager
-def parley_server(
-    data_dir: Path,
-    port: int,
-    log_path: Path,
-    env: dict[str, str],
-    *,
-    preexec_fn: Callable[[], None] | None = None,
-) -> Iterator[tuple[str, subprocess.Popen[bytes], float]]:
-    """Start ``parley serve --no-demo`` on ``data_dir`` with ``env`` added (log level WARNING;
-    rate limits off unless ``env`` turns them on); yield (base URL, process, startup seconds);
-    stop it. Every bench starts its server here."""
-    parley = Path(sys.executable).parent / "parley"
-    if not parley.exists():
-        raise BenchError(f"{parley} not found; install the project (pip install -e .)")
-    full_env = {
-        **os.environ,
-        "PARLEY_DATA_DIR": str(data_dir),
-        "PARLEY_LOG_LEVEL": "WARNING",
-        "PARLEY_RATE_LIMITS__ENABLED": "false",  # benches measure throughput, not the limits
-        **env,
-    }
-    cmd = [str(parley), "serve", "--host", "127.0.0.1", "--port", str(port), "--no-demo"]
-    url = f"http://127.0.0.1:{port}"
-    with log_path.open("wb") as log:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(
-            cmd,
-            env=full_env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=preexec_fn,
-        )
-        try:
-            wait_healthy(url, proc, log_path)
-            yield url, proc, time.perf_counter() - t0
-        finally:
-            stop_server(proc)
-
-
-@contextlib.contextmanager
-def run_server(
-    workdir: Path, port: int, device: str, operator_token: str
-) -> Iterator[tuple[str, Path]]:
-    """Start ``parley serve`` on a fresh data dir; yield (base URL, log path); stop it."""
-    log_path = workdir / "server.log"
-    env = {
-        "PARLEY_OPERATOR_TOKEN": operator_token,
-        "PARLEY_SERVING__DEVICE": device,
-        "PARLEY_QUEUE__THREADS": "0",
-    }
-    with parley_server(workdir / "data", port, log_path, env) as (url, _proc, startup):
-        print(f"server up on {url} in {startup:.1f} s (log: {log_path})")
-        yield url, log_path
-
-
-def wait_healthy(url: str, proc: subprocess.Popen[bytes], log_path: Path) -> None:
-    deadline = time.monotonic() + HEALTH_TIMEOUT_S
-    with httpx.Client(base_url=url, timeout=5.0) as client:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise BenchError(
-                    f"server exited with code {proc.returncode} before it was healthy; "
-                    f"log tail:\n{tail(log_path)}"
-                )
-            try:
-                if client.get("/v1/health").status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.25)
-    raise BenchError(
-        f"server not healthy after {HEALTH_TIMEOUT_S:.0f} s; log tail:\n{tail(log_path)}"
-    )
-
-
 # --- API calls ----------------------------------------------------------------------------
-
-
-def check(resp: httpx.Response, *expected: int) -> Any:
-    """The JSON body of ``resp``, or a ``BenchError`` naming the call and the body."""
-    if resp.status_code not in expected:
-        req = resp.request
-        raise BenchError(
-            f"{req.method} {req.url.path} -> HTTP {resp.status_code} (expected "
-            f"{'/'.join(map(str, expected))}): {resp.text[:800]}"
-        )
-    return resp.json()
-
-
-def create_tenant(url: str, operator_token: str) -> str:
-    with httpx.Client(base_url=url, timeout=30.0) as client:
-        body = check(
-            client.post(
-                "/v1/tenants",
-                json={"name": f"bench-{secrets.token_hex(4)}"},
-                headers={"Authorization": f"Bearer {operator_token}"},
-            ),
-            201,
-        )
-    return str(body["api_key"])
-
-
-def upload_dataset(
-    client: httpx.Client,
-    name: str,
-    path: Path,
-    *,
-    type: str = "text-intent",
-    content_type: str = "text/csv",
-    timeout_s: float = 600.0,
-) -> dict[str, Any]:
-    """Upload a dataset file and wait until it is ready (large files import in the background)."""
-    with path.open("rb") as f:
-        resp = client.post(
-            "/v1/datasets",
-            data={"name": name, "type": type},
-            files={"file": (path.name, f, content_type)},
-        )
-    dataset: dict[str, Any] = check(resp, 201, 202)
-    deadline = time.monotonic() + timeout_s
-    while dataset["status"] not in ("ready", "failed"):
-        if time.monotonic() > deadline:
-            raise BenchError(
-                f"dataset {dataset['id']} still {dataset['status']} after {timeout_s:.0f} s"
-            )
-        time.sleep(POLL_S)
-        dataset = check(client.get(f"/v1/datasets/{dataset['id']}"), 200)
-    if dataset["status"] != "ready":
-        raise BenchError(f"dataset import failed: {dataset.get('status_message')}")
-    return dataset
-
-
-def parse_time(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value) if value else None
-
-
-class Progress:
-    """One status line while training: rewritten in place on a terminal, sparse otherwise."""
-
-    def __init__(self, label: str) -> None:
-        self.label = label
-        self.tty = sys.stdout.isatty()
-        self.last_key: tuple[str, int] | None = None
-        self.last_print = 0.0
-
-    def update(self, model: dict[str, Any], elapsed: float) -> None:
-        pct = int(100 * float(model.get("progress") or 0.0))
-        status = str(model["status"])
-        extra = ""
-        if model.get("queue_position") is not None:
-            extra = f", queue position {model['queue_position']}"
-        line = f"  training {self.label}: {status} {pct:3d}% ({elapsed:5.1f} s{extra})"
-        if self.tty:
-            print(f"\r{line:<72}", end="", flush=True)
-            return
-        key = (status, pct // 10)
-        if key != self.last_key or elapsed - self.last_print >= 10:
-            print(line, flush=True)
-            self.last_key, self.last_print = key, elapsed
-
-    def done(self) -> None:
-        if self.tty:
-            print(flush=True)
-
-
-def train(
-    client: httpx.Client,
-    dataset_id: str,
-    label: str,
-    params: dict[str, Any] | None = None,
-    backend: str | None = None,
-    *,
-    timeout_s: float = TRAIN_TIMEOUT_S,
-    samples: list[tuple[float, float]] | None = None,
-) -> tuple[dict[str, Any], float]:
-    """Queue a model and poll it to the end; return (final model JSON, client seconds).
-    ``samples`` collects (client seconds, progress) at every poll."""
-    samples = [] if samples is None else samples
-    progress = Progress(label)
-    t0 = time.perf_counter()
-    body: dict[str, Any] = {"dataset_id": dataset_id, "params": params or {}}
-    if backend:
-        body["backend"] = backend
-    model: dict[str, Any] = check(client.post("/v1/models", json=body), 202)
-    try:
-        while model["status"] not in ("succeeded", "failed", "cancelled"):
-            elapsed = time.perf_counter() - t0
-            if elapsed > timeout_s:
-                raise BenchError(f"model {model['id']} not done after {timeout_s:.0f} s")
-            samples.append((elapsed, float(model.get("progress") or 0.0)))
-            progress.update(model, elapsed)
-            time.sleep(POLL_S)
-            model = check(client.get(f"/v1/models/{model['id']}"), 200)
-        train_s = time.perf_counter() - t0
-        samples.append((train_s, float(model.get("progress") or 0.0)))
-        progress.update(model, train_s)
-    finally:
-        progress.done()
-    if model["status"] != "succeeded":
-        raise BenchError(
-            f"model {model['id']} {model['status']}: {model.get('failure_message') or '-'}"
-        )
-    return model, train_s
 
 
 def predict_batches(
@@ -610,38 +355,6 @@ def run_split(
 # --- report -------------------------------------------------------------------------------
 
 
-def fmt(value: float, spec: str) -> str:
-    return "-" if isinstance(value, float) and math.isnan(value) else format(value, spec)
-
-
-def json_safe(value: Any) -> Any:
-    """NaN becomes null so the file is strict JSON."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [json_safe(v) for v in value]
-    return value
-
-
-def render_table(header: Sequence[str], rows: Sequence[Sequence[str]], align: str = "") -> str:
-    """Fixed-width columns; ``align`` has one ``l``/``r`` a column (default: first left,
-    the rest right)."""
-    align = align or "l" + "r" * (len(header) - 1)
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-
-    def line(cells: Sequence[str]) -> str:
-        parts = [
-            str(c).ljust(w) if a == "l" else str(c).rjust(w)
-            for c, w, a in zip(cells, widths, align, strict=True)
-        ]
-        return "  ".join(parts).rstrip()
-
-    rule = "  ".join("-" * w for w in widths)
-    return "\n".join([line(header), rule, *(line(r) for r in rows)])
-
-
 def results_table(results: Sequence[SplitResult], args: argparse.Namespace) -> str:
     rows: list[tuple[str, str, str]] = [
         ("train examples", "examples", "d"),
@@ -697,87 +410,6 @@ def evaluate_targets(results: Sequence[SplitResult], dataset: str) -> list[dict[
     return checks
 
 
-def targets_table(checks: Sequence[dict[str, Any]]) -> str:
-    rows = [
-        [c["split"], c["check"], c["shown"], c["target"], "PASS" if c["pass"] else "FAIL"]
-        for c in checks
-    ]
-    return render_table(["split", "target", "value", "goal", "result"], rows, "llrrl")
-
-
-def machine_facts() -> dict[str, Any]:
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count() or 0
-    env_names = [
-        "OMP_NUM_THREADS",
-        "MKL_NUM_THREADS",
-        "TORCH_NUM_THREADS",
-        "PARLEY_SERVING__TORCH_THREADS",
-        "PARLEY_QUEUE__THREADS",
-        "PARLEY_QUEUE__WORKERS",
-    ]
-    return {
-        "host": platform.node(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu_model": model,
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": usable,
-        "threads_env": {n: os.environ.get(n, "(unset)") for n in env_names},
-        "load_average_start": load_average(),
-    }
-
-
-def load_average() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "-"
-
-
-def print_header(
-    title: str, argv: Sequence[str], facts: dict[str, Any], server: str | None = None
-) -> None:
-    """The benchmark's title, command line and the machine facts that skew its timings."""
-    print(title)
-    print(f"command : {shlex.join([sys.executable, *argv])}")
-    print(f"machine : {facts['host']}, {facts['platform']}, Python {facts['python']}")
-    print(
-        f"cpus    : {facts['cpu_count']} ({facts['cpus_usable']} usable)"
-        f"{', ' + facts['cpu_model'] if facts['cpu_model'] else ''}"
-    )
-    env = ", ".join(f"{k}={v}" for k, v in facts["threads_env"].items())
-    print(f"threads : {env}")
-    print(f"load    : {load_average()} (1/5/15 min; other work on this machine skews timings)")
-    print(f"server  : {server or 'started here with PARLEY_QUEUE__THREADS=0 (all cores)'}")
-
-
-def write_json(
-    path: Path, args: argparse.Namespace, facts: dict[str, Any], total: float, **sections: Any
-) -> None:
-    """The run's command, machine, arguments (no secrets) and results, as JSON."""
-    payload = {
-        "command": shlex.join([sys.executable, *sys.argv]),
-        "machine": facts,
-        "load_average_end": load_average(),
-        "args": {k: str(v) for k, v in vars(args).items() if k != "api_key"},
-        **sections,
-        "total_s": total,
-    }
-    path.write_text(json.dumps(json_safe(payload), indent=2, default=str) + "\n")
-    print(f"wrote {path}")
-
-
 # --- main ---------------------------------------------------------------------------------
 
 
@@ -814,7 +446,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--per-client", type=int, default=30, help="requests per throughput client")
     p.add_argument("--max-seconds", type=float, default=60.0, help="throughput time bound")
     p.add_argument("--json", type=Path, help="also write the results here")
+    add_quick(p, "4 intents, the train_10 split, a few latency and throughput calls")
     args = p.parse_args(argv)
+    if args.quick:
+        args.split, args.requests, args.concurrency, args.per_client = "train_10", 5, 2, 3
+        args.max_seconds = min(args.max_seconds, 10.0)
     if args.url and not args.api_key:
         p.error("--url needs --api-key")
     if args.api_key and not args.url:
@@ -828,6 +464,8 @@ def run(args: argparse.Namespace, workdir: Path) -> list[SplitResult]:
     splits = {"both": ["full", "train_10"], "all": ["full", "train_10", "train_5"]}.get(
         args.split, [args.split]
     )
+    if args.quick:
+        args.data = quick_intent_data(workdir / "quick")
     test = read_split(args.data, "test")
     print(f"test split: {len(test[0])} texts, {len(set(test[1]))} labels ({args.data})")
     if args.url:
@@ -838,37 +476,6 @@ def run(args: argparse.Namespace, workdir: Path) -> list[SplitResult]:
     with run_server(workdir, port, args.device, token) as (url, _log):
         api_key = create_tenant(url, token)
         return [run_split(s, url, api_key, args.data, workdir, test, args) for s in splits]
-
-
-def interrupt(signum: int, _frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-T = TypeVar("T")
-
-
-def guarded(run: Callable[[Path], T], prefix: str = "parley-bench-") -> tuple[T | None, float, int]:
-    """Run a benchmark body in a temp folder: (result, seconds, exit code).
-
-    SIGTERM and Ctrl-C stop it (its server is stopped by the body's context managers); a
-    ``BenchError`` or HTTP failure prints one ``ERROR:`` line. Exit code 0 means a result.
-    """
-    signal.signal(signal.SIGTERM, interrupt)  # stop the server on SIGTERM too
-    t0 = time.perf_counter()
-    try:
-        with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
-            result = run(Path(tmp))
-    except BenchError as e:
-        print(f"\nERROR: {e}", file=sys.stderr)
-        return None, time.perf_counter() - t0, 1
-    except httpx.HTTPError as e:
-        where = e.request.url if isinstance(e, httpx.RequestError) else ""
-        print(f"\nERROR: HTTP failure {type(e).__name__}: {e} {where}", file=sys.stderr)
-        return None, time.perf_counter() - t0, 1
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        return None, time.perf_counter() - t0, 130
-    return result, time.perf_counter() - t0, 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -883,7 +490,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("\nResults")
     print(results_table(results, args))
     print("\nTargets")
-    print(targets_table(checks))
+    print(targets_table(checks, split=True))
     passed = sum(c["pass"] for c in checks)
     print(f"\n{passed}/{len(checks)} targets met; benchmark took {total:.0f} s")
     print(f"load average at the end: {load_average()}")

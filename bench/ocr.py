@@ -36,15 +36,14 @@ if str(ROOT) not in sys.path:  # run as a script: make ``bench.*`` and the packa
     sys.path.insert(0, str(ROOT))
 
 from bench.documents import Document, generate, normalize_text  # noqa: E402
-from bench.intent import (  # noqa: E402
-    fmt,
+from bench.harness import (  # noqa: E402
     load_average,
     machine_facts,
     percentile,
     print_header,
-    render_table,
     write_json,
 )
+from bench.report import fmt, render_table  # noqa: E402
 from core.evaluation import levenshtein  # noqa: E402
 
 ENGINES = ("rapidocr", "tesseract")

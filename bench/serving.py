@@ -58,9 +58,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script: make ``bench.intent`` importable
     sys.path.insert(0, str(ROOT))
 
-from bench.intent import (  # noqa: E402
+from bench.harness import (  # noqa: E402
     BenchError,
-    fmt,
+    cpu_seconds,
     free_port,
     guarded,
     load_average,
@@ -69,10 +69,11 @@ from bench.intent import (  # noqa: E402
     percentile,
     print_header,
     read_split,
-    render_table,
+    rss_mb,
     tail,
     write_json,
 )
+from bench.report import fmt, render_table  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "hwu64"
 MIN_INTENTS, MAX_INTENTS = 10, 40
@@ -300,19 +301,6 @@ def setup_tenants(
 # --- server -------------------------------------------------------------------------------
 
 
-def rss_mb(pid: int) -> tuple[float, float]:
-    """(VmRSS, VmHWM) of a process in MB (10^6 bytes)."""
-    values: dict[str, float] = {}
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            name, _, rest = line.partition(":")
-            if name in ("VmRSS", "VmHWM"):
-                values[name] = int(rest.split()[0]) * 1024 / MB
-    except OSError:
-        pass
-    return values.get("VmRSS", float("nan")), values.get("VmHWM", float("nan"))
-
-
 def child_pids(pid: int) -> list[int]:
     out: list[int] = []
     with contextlib.suppress(OSError):
@@ -320,15 +308,6 @@ def child_pids(pid: int) -> list[int]:
             with contextlib.suppress(OSError):
                 out += [int(x) for x in (task / "children").read_text().split()]
     return out
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process so far (all its threads)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return float("nan")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @contextlib.contextmanager

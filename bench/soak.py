@@ -74,22 +74,22 @@ from bench.chat import (  # noqa: E402
     open_many,
     run_server,
 )
-from bench.intent import (  # noqa: E402
+from bench.harness import (  # noqa: E402
     BenchError,
     check,
+    cpu_seconds,
     create_tenant,
-    fmt,
     free_port,
     guarded,
     load_average,
     machine_facts,
     percentile,
     print_header,
-    render_table,
+    rss_mb,
     tail,
     write_json,
 )
-from bench.serving import cpu_seconds, rss_mb  # noqa: E402
+from bench.report import fmt, render_table  # noqa: E402
 
 MINUTE_S = 60.0
 HOST = "127.0.0.1"

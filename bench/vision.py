@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script: make ``bench.*`` importable
     sys.path.insert(0, str(ROOT))
 
-from bench.intent import (  # noqa: E402
+from bench.harness import (  # noqa: E402
     check,
     create_tenant,
     free_port,
@@ -39,12 +39,12 @@ from bench.intent import (  # noqa: E402
     machine_facts,
     percentile,
     print_header,
-    render_table,
     run_server,
     train,
     upload_dataset,
     write_json,
 )
+from bench.report import render_table  # noqa: E402
 from bench.scenes import KINDS, classification_set, write_classification_zip  # noqa: E402
 
 TARGET_TRAIN_S, TARGET_ACCURACY, TARGET_P50_MS = 60.0, 0.95, 60.0
