@@ -63,6 +63,21 @@ def _save_new(
     nlu_yaml: str | None = None,
     unsupported: list[str] | None = None,
 ) -> Bot:
+    data, nlu = _checked(gateway, tenant_id, data, nlu_yaml=nlu_yaml)
+    with session_scope(gateway.engine) as session:
+        bot = definitions.create_bot(
+            session, tenant_id=tenant_id, data=data, nlu=nlu, unsupported=unsupported
+        )
+    if nlu.training and nlu.model_id:
+        gateway.queue.submit(nlu.model_id)
+    return bot
+
+
+def _checked(
+    gateway: Gateway, tenant_id: str, data: dict[str, Any], *, nlu_yaml: str | None = None
+) -> tuple[dict[str, Any], definitions.Nlu]:
+    """A definition checked (422 naming the path), its NLU prepared (examples stored as a
+    dataset, a model queued), and the data to store naming that model."""
     definition = definitions.check_definition(
         gateway.engine, gateway.settings, tenant_id=tenant_id, data=data
     )
@@ -74,14 +89,7 @@ def _save_new(
         bot=definition,
         nlu_yaml=nlu_yaml,
     )
-    data = _with_model(data, definition, nlu)
-    with session_scope(gateway.engine) as session:
-        bot = definitions.create_bot(
-            session, tenant_id=tenant_id, data=data, nlu=nlu, unsupported=unsupported
-        )
-    if nlu.training and nlu.model_id:
-        gateway.queue.submit(nlu.model_id)
-    return bot
+    return _with_model(data, definition, nlu), nlu
 
 
 def _with_model(data: dict[str, Any], bot: BotDefinition, nlu: definitions.Nlu) -> dict[str, Any]:
@@ -97,19 +105,10 @@ async def update_bot(gateway: Gateway, tenant_id: str, bot_id: str, data: dict[s
     def update() -> Bot:
         with session_scope(gateway.engine) as session:
             definitions.get_bot(session, tenant_id, bot_id)
-        definition = definitions.check_definition(
-            gateway.engine, gateway.settings, tenant_id=tenant_id, data=data
-        )
-        nlu = definitions.prepare_nlu(
-            gateway.engine,
-            gateway.store,
-            gateway.limits,
-            tenant_id=tenant_id,
-            bot=definition,
-        )
+        checked, nlu = _checked(gateway, tenant_id, data)
         with session_scope(gateway.engine) as session:
             bot = definitions.get_bot(session, tenant_id, bot_id)
-            definitions.update_bot(session, bot, data=_with_model(data, definition, nlu), nlu=nlu)
+            definitions.update_bot(session, bot, data=checked, nlu=nlu)
         if nlu.training and nlu.model_id:
             gateway.queue.submit(nlu.model_id)
         return bot
