@@ -39,6 +39,7 @@ if str(ROOT) not in sys.path:  # run as a script: make ``bench.intent`` importab
     sys.path.insert(0, str(ROOT))
 
 from bench.harness import (  # noqa: E402
+    add_quick,
     load_average,
     machine_facts,
     percentile,
@@ -83,7 +84,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "--params", type=json.loads, default={}, help="config as JSON, e.g. '{\"batch_size\": 8}'"
     )
     p.add_argument("--json", type=Path, help="also write the results here")
+    add_quick(p, "6 training photos, 2 test photos of 160x120, 2 epochs")
     args = p.parse_args(argv)
+    if args.quick:
+        args.train, args.test, args.epochs, args.size = 6, 2, 2, (160, 120)
+        # the backend's min_steps would train 150 updates; the photos stay 160 px wide
+        args.params = {"min_steps": 0, "min_size": 120, "max_size": 160, **args.params}
     if min(args.train, args.test, args.threads, args.predict_threads) < 1:
         p.error("--train, --test, --threads and --predict-threads must be at least 1")
     return args

@@ -56,7 +56,9 @@ if str(ROOT) not in sys.path:  # run as a script: make ``bench.intent`` importab
     sys.path.insert(0, str(ROOT))
 
 from bench.harness import (  # noqa: E402
+    SHARED_DATA,
     BenchError,
+    add_quick,
     check,
     create_tenant,
     free_port,
@@ -65,6 +67,7 @@ from bench.harness import (  # noqa: E402
     machine_facts,
     parse_time,
     print_header,
+    quick_slot_data,
     run_server,
     train,
     upload_dataset,
@@ -72,7 +75,7 @@ from bench.harness import (  # noqa: E402
 )
 from bench.report import fmt, render_table  # noqa: E402
 
-DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "snips"
+DEFAULT_DATA = SHARED_DATA / "snips"
 BATCH = 64
 UPLOAD_TIMEOUT_S = 600.0
 TARGET_F1 = 0.93
@@ -585,7 +588,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--api-key", help="tenant API key for --url")
     p.add_argument("--train-timeout", type=float, default=3600.0, help="seconds (default 3600)")
     p.add_argument("--json", type=Path, help="also write the results here")
+    add_quick(p, "18 sentences with 2 entity types, 2 epochs, no refit")
     args = p.parse_args(argv)
+    if args.quick:
+        args.epochs, args.no_refit = args.epochs or 2, True
+        if args.backend in (None, "encoder-ner"):  # its min_steps would train 100 updates
+            args.params = {"min_steps": 0, **args.params}
     if args.url and not args.api_key:
         p.error("--url needs --api-key")
     if args.api_key and not args.url:
@@ -602,6 +610,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace, workdir: Path) -> EntityResult:
+    if args.quick:
+        args.data = quick_slot_data(workdir / "quick")
     train_set = read_bio(args.data, "train")
     if args.train_limit is not None:
         train_set = train_set[: args.train_limit]

@@ -37,6 +37,7 @@ if str(ROOT) not in sys.path:  # run as a script: make ``bench.*`` and the packa
 
 from bench.documents import Document, generate, normalize_text  # noqa: E402
 from bench.harness import (  # noqa: E402
+    add_quick,
     load_average,
     machine_facts,
     percentile,
@@ -198,7 +199,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--sets", default=",".join(SETS), help="clean, noisy or both (default)")
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime / torch threads")
     p.add_argument("--json", type=Path, help="also write the results here")
+    add_quick(p, "2 documents per set")
     args = p.parse_args(argv)
+    if args.quick:
+        args.n = 2
     args.engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     args.sets = [s.strip() for s in args.sets.split(",") if s.strip()]
     if args.n < 1 or args.threads < 1:

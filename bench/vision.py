@@ -31,6 +31,7 @@ if str(ROOT) not in sys.path:  # run as a script: make ``bench.*`` importable
     sys.path.insert(0, str(ROOT))
 
 from bench.harness import (  # noqa: E402
+    add_quick,
     check,
     create_tenant,
     free_port,
@@ -185,7 +186,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, help="also write the results here")
+    add_quick(p, "2 kinds, 6 photos each, 2 test photos each, 5 latency calls")
     args = p.parse_args(argv)
+    if args.quick:
+        args.classes, args.per_class, args.test_per_class, args.latency_n = 2, 6, 2, 5
     if not 2 <= args.classes <= len(KINDS):
         p.error(f"--classes must be 2..{len(KINDS)}")
     return args
