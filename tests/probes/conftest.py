@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 import pytest
 
-from bench.intent import parley_server
+from bench.harness import parley_server
 from tests.conftest import CACHE_DIR
 
 OPERATOR_TOKEN = "probe-operator-" + secrets.token_hex(8)
