@@ -460,6 +460,14 @@ QUICK_INTENTS: dict[str, tuple[str, ...]] = {
     "card_lost": ("lost my card", "card is missing", "cannot find my card", "card was stolen"),
     "transfer": ("send money", "transfer funds", "wire to my friend", "move cash to savings"),
     "exchange_rate": ("exchange rate", "euro to dollar", "currency conversion", "fx rate today"),
+    "pin_change": ("change my pin", "new pin code", "reset the pin", "forgot my pin"),
+    "open_account": ("open an account", "new savings account", "sign up for banking", "join"),
+    "close_account": ("close my account", "cancel my account", "delete my profile", "leave"),
+    "loan": ("apply for a loan", "borrow money", "mortgage rates", "personal loan terms"),
+    "atm": ("nearest atm", "cash machine nearby", "where to withdraw", "atm locations"),
+    "fees": ("monthly fee", "why was i charged", "service charges", "hidden fees"),
+    "address": ("change my address", "i moved house", "update postal address", "new address"),
+    "statement": ("bank statement", "last month transactions", "download statement", "history"),
 }
 QUICK_SLOTS: dict[str, tuple[str, ...]] = {
     "city": ("paris", "berlin", "tokyo", "lima", "oslo", "cairo"),
@@ -469,7 +477,8 @@ QUICK_SLOTS: dict[str, tuple[str, ...]] = {
 
 def quick_intent_data(folder: Path, *, seed: int = 0) -> Path:
     """A tiny intent dataset in the Banking77 layout (``<split>/seq.in`` + ``label``) under
-    ``folder``: splits ``train``, ``train_10``, ``train_5`` and ``test``, 4 intents."""
+    ``folder``: splits ``train``, ``train_10``, ``train_5`` and ``test``, 12 intents (the
+    serving bench draws 10 or more a tenant)."""
     rng = random.Random(seed)
     frames = ("{}", "please {}", "i need {} now", "{} thanks", "can you help: {}", "hi, {}")
     splits: dict[str, list[tuple[str, str]]] = {"train": [], "test": []}

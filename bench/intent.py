@@ -446,7 +446,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--per-client", type=int, default=30, help="requests per throughput client")
     p.add_argument("--max-seconds", type=float, default=60.0, help="throughput time bound")
     p.add_argument("--json", type=Path, help="also write the results here")
-    add_quick(p, "4 intents, the train_10 split, a few latency and throughput calls")
+    add_quick(p, "12 intents, the train_10 split, a few latency and throughput calls")
     args = p.parse_args(argv)
     if args.quick:
         args.split, args.requests, args.concurrency, args.per_client = "train_10", 5, 2, 3

@@ -59,7 +59,9 @@ if str(ROOT) not in sys.path:  # run as a script: make ``bench.intent`` importab
     sys.path.insert(0, str(ROOT))
 
 from bench.harness import (  # noqa: E402
+    SHARED_DATA,
     BenchError,
+    add_quick,
     cpu_seconds,
     free_port,
     guarded,
@@ -68,6 +70,7 @@ from bench.harness import (  # noqa: E402
     parley_server,
     percentile,
     print_header,
+    quick_intent_data,
     read_split,
     rss_mb,
     tail,
@@ -75,7 +78,7 @@ from bench.harness import (  # noqa: E402
 )
 from bench.report import fmt, render_table  # noqa: E402
 
-DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "hwu64"
+DEFAULT_DATA = SHARED_DATA / "hwu64"
 MIN_INTENTS, MAX_INTENTS = 10, 40
 EXAMPLES_PER_INTENT = 8
 PREDICT_TEXTS = 5  # texts kept per tenant for its predictions
@@ -813,7 +816,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--only", choices=["on", "off"], help="run one configuration only")
     p.add_argument("--json", type=Path, help="also write the results here")
+    add_quick(p, "3 tenants on 12 generated intents, 1 and 2 clients, 5 requests each")
     args = p.parse_args(argv)
+    if args.quick:
+        args.tenants, args.clients, args.per_client, args.cold_models = 3, [1, 2], 5, 2
+        args.max_seconds = min(args.max_seconds, 10.0)
     if args.tenants < 1 or args.cold_models < 0 or args.max_batch < 2 or args.per_client < 0:
         p.error("--tenants must be >= 1, --max-batch >= 2, --cold-models/--per-client >= 0")
     return args
@@ -823,6 +830,8 @@ def run(args: argparse.Namespace, workdir: Path) -> tuple[dict[str, Any], list[S
     data_dir = workdir / "data"
     scratch = workdir / "scratch"
     scratch.mkdir(parents=True)
+    if args.quick:
+        args.data = quick_intent_data(workdir / "quick")
     t0 = time.perf_counter()
     tenants, timings = setup_tenants(args, data_dir, scratch)
     timings["setup_s"] = time.perf_counter() - t0
