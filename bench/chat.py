@@ -67,6 +67,7 @@ if str(ROOT) not in sys.path:  # run as a script: make ``bench.intent`` importab
 
 from bench.harness import (  # noqa: E402
     BenchError,
+    add_quick,
     check,
     cpu_seconds,
     create_tenant,
@@ -858,7 +859,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, help="also write the results here")
+    add_quick(p, "1 and 3 conversations for 3 s each, 5 idle sockets held 1 s")
     args = p.parse_args(argv)
+    if args.quick:
+        args.levels, args.think, args.duration, args.warmup = [1, 3], (0.1, 0.3), 3.0, 1.0
+        args.idle, args.hold = 5, 1.0
     if args.duration <= 0 or args.warmup < 0 or args.timeout <= 0 or args.hold <= 0:
         p.error("--duration, --timeout and --hold must be > 0, --warmup >= 0")
     if args.idle < 0 or args.connect_concurrency < 1:

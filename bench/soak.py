@@ -76,6 +76,7 @@ from bench.chat import (  # noqa: E402
 )
 from bench.harness import (  # noqa: E402
     BenchError,
+    add_quick,
     check,
     cpu_seconds,
     create_tenant,
@@ -525,7 +526,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--port", type=int, default=0, help="port for the server (default: free)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, help="also write the results here")
+    add_quick(p, "5 sockets, 5 predictions a second, 2 s warm-up and 6 s counted")
     args = p.parse_args(argv)
+    if args.quick:
+        args.sockets, args.rate, args.minutes, args.warmup, args.connections = 5, 5.0, 0.1, 2.0, 2
     if not 0 <= args.sockets <= MAX_SOCKETS:
         p.error(f"--sockets must be 0..{MAX_SOCKETS}")
     if not 0 < args.rate <= MAX_RATE:
