@@ -82,7 +82,7 @@ from bench.harness import (  # noqa: E402
     tail,
     write_json,
 )
-from bench.report import fmt, render_table  # noqa: E402
+from bench.report import fmt, render_table, targets_table  # noqa: E402
 
 FD_TARGET = 4096  # soft open-files limit wanted for the server and for this process
 FD_SLACK = 200  # descriptors besides the sockets (database, logs, libraries)
@@ -807,11 +807,6 @@ def evaluate_targets(levels: Sequence[LevelResult]) -> list[dict[str, Any]]:
     return checks
 
 
-def targets_table(checks: Sequence[dict[str, Any]]) -> str:
-    rows = [[c["check"], c["shown"], c["target"], "✅" if c["pass"] else "❌"] for c in checks]
-    return render_table(["target", "value", "goal", "met"], rows, "lrrl")
-
-
 # --- main -----------------------------------------------------------------------------------
 
 
@@ -951,7 +946,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("server log, last lines:")
         print(outcome["server_log_tail"] or "(empty)")
     print("\nTargets (2 cores)")
-    print(targets_table(checks))
+    print(targets_table(checks, marks=("✅", "❌"), verdict="met"))
     passed = sum(c["pass"] for c in checks)
     print(f"\n{passed}/{len(checks)} targets met; benchmark took {total:.0f} s")
     print(f"client CPU in this process: {cpu_self():.1f} s in all")

@@ -46,7 +46,7 @@ from bench.harness import (  # noqa: E402
     print_header,
     write_json,
 )
-from bench.report import fmt, render_table  # noqa: E402
+from bench.report import fmt, render_table, targets_table  # noqa: E402
 from bench.scenes import detection_set  # noqa: E402
 
 TRAIN_SEED, TEST_SEED = 101, 202
@@ -240,11 +240,6 @@ def evaluate_targets(r: dict[str, Any]) -> list[dict[str, Any]]:
             }
         )
     return checks
-
-
-def targets_table(checks: Sequence[dict[str, Any]]) -> str:
-    rows = [[c["check"], c["shown"], c["target"], "PASS" if c["pass"] else "FAIL"] for c in checks]
-    return render_table(["target", "value", "goal", "result"], rows, "lrrl")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

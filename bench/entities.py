@@ -73,7 +73,7 @@ from bench.harness import (  # noqa: E402
     upload_dataset,
     write_json,
 )
-from bench.report import fmt, render_table  # noqa: E402
+from bench.report import fmt, render_table, targets_table  # noqa: E402
 
 DEFAULT_DATA = SHARED_DATA / "snips"
 BATCH = 64
@@ -644,13 +644,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(curve_table(result))
     print("\nTarget")
     verdict = "PASS" if target["pass"] else "FAIL"
-    print(
-        render_table(
-            ["target", "value", "goal", "result"],
-            [[target["check"], target["shown"], target["target"], verdict]],
-            "lrrl",
-        )
-    )
+    print(targets_table([target]))
     print(f"({REFERENCE})")
     print(
         f"\n{verdict}: test slot F1 {target['shown']} (target {target['target']}); training "

@@ -490,7 +490,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("\nResults")
     print(results_table(results, args))
     print("\nTargets")
-    print(targets_table(checks, split=True))
+    print(targets_table(checks, by="split"))
     passed = sum(c["pass"] for c in checks)
     print(f"\n{passed}/{len(checks)} targets met; benchmark took {total:.0f} s")
     print(f"load average at the end: {load_average()}")

@@ -44,7 +44,7 @@ from bench.harness import (  # noqa: E402
     print_header,
     write_json,
 )
-from bench.report import fmt, render_table  # noqa: E402
+from bench.report import fmt, render_table, targets_table  # noqa: E402
 from core.evaluation import levenshtein  # noqa: E402
 
 ENGINES = ("rapidocr", "tesseract")
@@ -179,14 +179,6 @@ def evaluate_targets(results: Sequence[SetResult]) -> list[dict[str, Any]]:
     return checks
 
 
-def targets_table(checks: Sequence[dict[str, Any]]) -> str:
-    rows = [
-        [c["engine"], c["check"], c["shown"], c["target"], "PASS" if c["pass"] else "FAIL"]
-        for c in checks
-    ]
-    return render_table(["engine", "target", "value", "goal", "result"], rows, "llrrl")
-
-
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, default=100, help="documents per set")
@@ -251,7 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("\nBy kind")
     print(kinds_table(results))
     print("\nTargets")
-    print(targets_table(checks))
+    print(targets_table(checks, by="engine"))
     passed = sum(c["pass"] for c in checks)
     print(f"\n{passed}/{len(checks)} targets met; benchmark took {total:.0f} s")
     print(f"load average at the end: {load_average()}")

@@ -40,18 +40,25 @@ def render_table(header: Sequence[str], rows: Sequence[Sequence[str]], align: st
     return "\n".join([line(header), rule, *(line(r) for r in rows)])
 
 
-def targets_table(checks: Sequence[dict[str, Any]], *, split: bool = False) -> str:
-    """The targets every bench ends with: one row a check (``check``, ``shown``, ``target``,
-    ``pass``; with ``split``, the ``split`` column first) and PASS or FAIL."""
+def targets_table(
+    checks: Sequence[dict[str, Any]],
+    *,
+    by: str | None = None,
+    marks: tuple[str, str] = ("PASS", "FAIL"),
+    verdict: str = "result",
+) -> str:
+    """The targets table every bench ends with: a row a check (its ``check``, ``shown`` value,
+    ``target`` goal and ``pass``), the verdict ``marks[0]`` when met, else ``marks[1]``. With
+    ``by`` (``split``, ``engine``), that key of each check is the first column."""
     rows = [
         [
-            *([str(c["split"])] if split else []),
+            *([str(c[by])] if by else []),
             c["check"],
             c["shown"],
             c["target"],
-            "PASS" if c["pass"] else "FAIL",
+            marks[0] if c["pass"] else marks[1],
         ]
         for c in checks
     ]
-    header = [*(["split"] if split else []), "target", "value", "goal", "result"]
-    return render_table(header, rows, ("l" if split else "") + "lrrl")
+    header = [*([by] if by else []), "target", "value", "goal", verdict]
+    return render_table(header, rows, ("l" if by else "") + "lrrl")

@@ -76,7 +76,7 @@ from bench.harness import (  # noqa: E402
     tail,
     write_json,
 )
-from bench.report import fmt, render_table  # noqa: E402
+from bench.report import fmt, render_table, targets_table  # noqa: E402
 
 DEFAULT_DATA = SHARED_DATA / "hwu64"
 MIN_INTENTS, MAX_INTENTS = 10, 40
@@ -770,11 +770,6 @@ def evaluate_targets(
             }
         )
     return out
-
-
-def targets_table(checks: Sequence[dict[str, Any]]) -> str:
-    rows = [[c["check"], c["shown"], c["target"], "PASS" if c["pass"] else "FAIL"] for c in checks]
-    return render_table(["target", "value", "goal", "result"], rows, "lrrl")
 
 
 # --- main ---------------------------------------------------------------------------------

@@ -90,7 +90,7 @@ from bench.harness import (  # noqa: E402
     tail,
     write_json,
 )
-from bench.report import fmt, render_table  # noqa: E402
+from bench.report import fmt, render_table, targets_table  # noqa: E402
 
 MINUTE_S = 60.0
 HOST = "127.0.0.1"
@@ -503,11 +503,6 @@ def evaluate_targets(soak: Soak) -> list[dict[str, Any]]:
         open_end == args.sockets,
     )
     return checks
-
-
-def targets_table(checks: list[dict[str, Any]]) -> str:
-    rows = [[c["check"], c["shown"], c["target"], "PASS" if c["pass"] else "FAIL"] for c in checks]
-    return render_table(["target", "value", "goal", "result"], rows, "lrrl")
 
 
 # --- main -----------------------------------------------------------------------------------

@@ -45,7 +45,7 @@ from bench.harness import (  # noqa: E402
     upload_dataset,
     write_json,
 )
-from bench.report import render_table  # noqa: E402
+from bench.report import render_table, targets_table  # noqa: E402
 from bench.scenes import KINDS, classification_set, write_classification_zip  # noqa: E402
 
 TARGET_TRAIN_S, TARGET_ACCURACY, TARGET_P50_MS = 60.0, 0.95, 60.0
@@ -207,16 +207,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("\nResults")
     print(results_table(outcome))
     print("\nTargets")
-    print(
-        render_table(
-            ["target", "value", "goal", "result"],
-            [
-                [c["target"], f"{c['value']:.3f}", c["goal"], "PASS" if c["pass"] else "FAIL"]
-                for c in checks
-            ],
-            "lrrr",
-        )
-    )
+    shown = [
+        {"check": c["target"], "shown": f"{c['value']:.3f}", "target": c["goal"], "pass": c["pass"]}
+        for c in checks
+    ]
+    print(targets_table(shown))
     print(f"\n{sum(c['pass'] for c in checks)}/{len(checks)} targets met; took {total:.0f} s")
     print(f"load average at the end: {load_average()}")
     if args.json:
