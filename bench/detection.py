@@ -39,7 +39,7 @@ if str(ROOT) not in sys.path:  # run as a script: make ``bench.intent`` importab
     sys.path.insert(0, str(ROOT))
 
 from bench.harness import (  # noqa: E402
-    add_quick,
+    common_flags,
     load_average,
     machine_facts,
     percentile,
@@ -66,7 +66,6 @@ def _size(text: str) -> tuple[int, int]:
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--train", type=int, default=100, help="training photos")
     p.add_argument("--test", type=int, default=40, help="held-out test photos")
     p.add_argument("--validation", type=int, default=0, help="validation photos (best epoch)")
@@ -79,12 +78,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     )
     p.add_argument("--predict-threads", type=int, default=1, help="torch threads to predict")
     p.add_argument("--size", type=_size, default=(320, 240), help="photo size WIDTHxHEIGHT")
-    p.add_argument("--seed", type=int, default=0, help="training seed")
     p.add_argument(
         "--params", type=json.loads, default={}, help="config as JSON, e.g. '{\"batch_size\": 8}'"
     )
-    p.add_argument("--json", type=Path, help="also write the results here")
-    add_quick(p, "6 training photos, 2 test photos of 160x120, 2 epochs")
+    common_flags(p, "6 training photos, 2 test photos of 160x120, 2 epochs", seed="training seed")
     args = p.parse_args(argv)
     if args.quick:
         args.train, args.test, args.epochs, args.size = 6, 2, 2, (160, 120)

@@ -58,8 +58,8 @@ if str(ROOT) not in sys.path:  # run as a script: make ``bench.intent`` importab
 from bench.harness import (  # noqa: E402
     SHARED_DATA,
     BenchError,
-    add_quick,
     check,
+    common_flags,
     create_tenant,
     free_port,
     guarded,
@@ -587,8 +587,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--url", help="use this running server instead of starting one")
     p.add_argument("--api-key", help="tenant API key for --url")
     p.add_argument("--train-timeout", type=float, default=3600.0, help="seconds (default 3600)")
-    p.add_argument("--json", type=Path, help="also write the results here")
-    add_quick(p, "18 sentences with 2 entity types, 2 epochs, no refit")
+    common_flags(p, "18 sentences with 2 entity types, 2 epochs, no refit", device=False, seed=None)
     args = p.parse_args(argv)
     if args.quick:
         args.epochs, args.no_refit = args.epochs or 2, True

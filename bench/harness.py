@@ -446,12 +446,20 @@ def cpu_seconds(pid: int) -> float:
 # --- quick mode ---------------------------------------------------------------------------
 
 
-def add_quick(p: argparse.ArgumentParser, what: str) -> None:
-    """The ``--quick`` flag every bench has: ``what`` says what the quick run does."""
+def common_flags(
+    p: argparse.ArgumentParser, quick: str, *, device: bool = True, seed: str | None = ""
+) -> None:
+    """The flags benches share: ``--quick`` (``quick`` says what the quick run does),
+    ``--json``, and unless turned off ``--device`` and ``--seed`` (``seed``: its help)."""
+    if device:
+        p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    if seed is not None:
+        p.add_argument("--seed", type=int, default=0, help=seed or None)
+    p.add_argument("--json", type=Path, help="also write the results here")
     p.add_argument(
         "--quick",
         action="store_true",
-        help=f"a run of seconds on tiny data generated here (not ../shared): {what}",
+        help=f"a run of seconds on tiny data generated here (not ../shared): {quick}",
     )
 
 

@@ -56,8 +56,8 @@ if str(ROOT) not in sys.path:  # run as a script: make ``bench.harness`` importa
 from bench.harness import (  # noqa: E402
     SHARED_DATA,
     BenchError,
-    add_quick,
     check,
+    common_flags,
     create_tenant,
     free_port,
     guarded,
@@ -431,7 +431,6 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "--backend",
         help="intent backend (embedding-head, setfit); default: the platform's default",
     )
-    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--port", type=int, default=0, help="port for the server (default: free)")
     p.add_argument(
         "--data",
@@ -445,8 +444,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--concurrency", type=int, default=16, help="throughput clients")
     p.add_argument("--per-client", type=int, default=30, help="requests per throughput client")
     p.add_argument("--max-seconds", type=float, default=60.0, help="throughput time bound")
-    p.add_argument("--json", type=Path, help="also write the results here")
-    add_quick(p, "12 intents, the train_10 split, a few latency and throughput calls")
+    common_flags(p, "12 intents, the train_10 split, a few latency and throughput calls", seed=None)
     args = p.parse_args(argv)
     if args.quick:
         args.split, args.requests, args.concurrency, args.per_client = "train_10", 5, 2, 3

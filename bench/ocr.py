@@ -37,7 +37,7 @@ if str(ROOT) not in sys.path:  # run as a script: make ``bench.*`` and the packa
 
 from bench.documents import Document, generate, normalize_text  # noqa: E402
 from bench.harness import (  # noqa: E402
-    add_quick,
+    common_flags,
     load_average,
     machine_facts,
     percentile,
@@ -182,7 +182,6 @@ def evaluate_targets(results: Sequence[SetResult]) -> list[dict[str, Any]]:
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, default=100, help="documents per set")
-    p.add_argument("--seed", type=int, default=0, help="seed of the generated documents")
     p.add_argument(
         "--engines",
         default=",".join(ENGINES),
@@ -190,8 +189,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     )
     p.add_argument("--sets", default=",".join(SETS), help="clean, noisy or both (default)")
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime / torch threads")
-    p.add_argument("--json", type=Path, help="also write the results here")
-    add_quick(p, "2 documents per set")
+    common_flags(p, "2 documents per set", device=False, seed="seed of the generated documents")
     args = p.parse_args(argv)
     if args.quick:
         args.n = 2

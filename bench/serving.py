@@ -61,7 +61,7 @@ if str(ROOT) not in sys.path:  # run as a script: make ``bench.intent`` importab
 from bench.harness import (  # noqa: E402
     SHARED_DATA,
     BenchError,
-    add_quick,
+    common_flags,
     cpu_seconds,
     free_port,
     guarded,
@@ -800,7 +800,6 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--max-seconds", type=float, default=60.0, help="time bound per load level")
     p.add_argument("--cold-models", type=int, default=COLD_MODELS, help="models timed cold")
     p.add_argument("--max-batch", type=int, default=64, help="MAX_BATCH of the batching server")
-    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument(
         "--precision",
         choices=["auto", "int8", "fp32"],
@@ -808,10 +807,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help="encoder precision the heads are trained (and so served) with",
     )
     p.add_argument("--threads", type=int, default=2, help="encoder threads for the setup")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--only", choices=["on", "off"], help="run one configuration only")
-    p.add_argument("--json", type=Path, help="also write the results here")
-    add_quick(p, "3 tenants on 12 generated intents, 1 and 2 clients, 5 requests each")
+    common_flags(p, "3 tenants on 12 generated intents, 1 and 2 clients, 5 requests each")
     args = p.parse_args(argv)
     if args.quick:
         args.tenants, args.clients, args.per_client, args.cold_models = 3, [1, 2], 5, 2

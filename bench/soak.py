@@ -59,7 +59,24 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script: make ``bench.*`` importable
     sys.path.insert(0, str(ROOT))
 
-from bench.chat import (  # noqa: E402
+from bench.harness import (  # noqa: E402
+    BenchError,
+    check,
+    common_flags,
+    cpu_seconds,
+    create_tenant,
+    free_port,
+    guarded,
+    load_average,
+    machine_facts,
+    percentile,
+    print_header,
+    rss_mb,
+    tail,
+    write_json,
+)
+from bench.report import fmt, render_table, targets_table  # noqa: E402
+from bench.webchat import (  # noqa: E402
     FD_SLACK,
     TEXTS,
     Chat,
@@ -74,23 +91,6 @@ from bench.chat import (  # noqa: E402
     open_many,
     run_server,
 )
-from bench.harness import (  # noqa: E402
-    BenchError,
-    add_quick,
-    check,
-    cpu_seconds,
-    create_tenant,
-    free_port,
-    guarded,
-    load_average,
-    machine_facts,
-    percentile,
-    print_header,
-    rss_mb,
-    tail,
-    write_json,
-)
-from bench.report import fmt, render_table, targets_table  # noqa: E402
 
 MINUTE_S = 60.0
 HOST = "127.0.0.1"
@@ -517,11 +517,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=10.0, help="a slower answer is an error")
     p.add_argument("--connect-concurrency", type=int, default=50, help="handshakes at a time")
     p.add_argument("--connections", type=int, default=32, help="HTTP connections for predict")
-    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--port", type=int, default=0, help="port for the server (default: free)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", type=Path, help="also write the results here")
-    add_quick(p, "5 sockets, 5 predictions a second, 2 s warm-up and 6 s counted")
+    common_flags(p, "5 sockets, 5 predictions a second, 2 s warm-up and 6 s counted")
     args = p.parse_args(argv)
     if args.quick:
         args.sockets, args.rate, args.minutes, args.warmup, args.connections = 5, 5.0, 0.1, 2.0, 2

@@ -31,8 +31,8 @@ if str(ROOT) not in sys.path:  # run as a script: make ``bench.*`` importable
     sys.path.insert(0, str(ROOT))
 
 from bench.harness import (  # noqa: E402
-    add_quick,
     check,
+    common_flags,
     create_tenant,
     free_port,
     guarded,
@@ -182,11 +182,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     )
     p.add_argument("--no-refit", action="store_true", help="serve the held-out fit (no refit)")
     p.add_argument("--latency-n", type=int, default=100, help="sequential latency calls")
-    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--port", type=int, default=0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", type=Path, help="also write the results here")
-    add_quick(p, "2 kinds, 6 photos each, 2 test photos each, 5 latency calls")
+    common_flags(p, "2 kinds, 6 photos each, 2 test photos each, 5 latency calls")
     args = p.parse_args(argv)
     if args.quick:
         args.classes, args.per_class, args.test_per_class, args.latency_n = 2, 6, 2, 5
