@@ -48,6 +48,7 @@ from core.backends.base import (
     load_model,
     read_artifact,
     resolve_device,
+    unreadable_model,
 )
 from core.backends.detection import (
     OBJECT_DETECTION,
@@ -108,5 +109,6 @@ __all__ = [
     "joint_entity_backend",
     "load_model",
     "read_artifact",
+    "unreadable_model",
     "resolve_device",
 ]

@@ -55,6 +55,7 @@ __all__ = [
     "joint_entity_backend",
     "load_model",
     "read_artifact",
+    "unreadable_model",
     "resolve_device",
 ]
 
@@ -293,7 +294,7 @@ def load_model(name: str, directory: Path, context: BackendContext) -> Any:
         try:
             backend_cls = backends.get(entity_backend)
         except UnknownPluginError as e:
-            raise ModelLoadError(
+            raise unreadable_model(
                 f"the joint model's entities were saved by backend {entity_backend!r}, which "
                 f"this server does not have: {e}"
             ) from e
@@ -312,15 +313,26 @@ def joint_entity_backend(directory: Path) -> str:
     try:
         meta = json.loads((directory / "entities.json").read_text())
     except (OSError, ValueError) as e:
-        raise ModelLoadError(
+        raise unreadable_model(
             f"cannot read the joint model's entity metadata in {directory}: {e}"
         ) from e
     name = meta.get("backend") if isinstance(meta, dict) else None
     if name is None:
         return LEGACY_ENTITY_BACKEND
     if not isinstance(name, str):
-        raise ModelLoadError(f"the joint model's entities.json names no backend: {name!r}")
+        raise unreadable_model(f"the joint model's entities.json names no backend: {name!r}")
     return name
+
+
+RETRAIN = (
+    "retrain the model (its saved files are damaged, or were written by another backend or "
+    "version of Parley)"
+)
+
+
+def unreadable_model(message: str) -> ModelLoadError:
+    """The error for a saved model a backend cannot use, saying what to do about it."""
+    return ModelLoadError(f"{message}; {RETRAIN}")
 
 
 def read_artifact(
@@ -335,7 +347,7 @@ def read_artifact(
         meta = json.loads((directory / meta_file).read_text())
         tensors = load_file(str(directory / tensors_file))
     except (OSError, ValueError, SafetensorError) as e:
-        raise ModelLoadError(f"cannot read the model in {directory.name}: {e}") from e
+        raise unreadable_model(f"cannot read the model in {directory.name}: {e}") from e
     labels = meta.get("labels") if isinstance(meta, dict) else None
     if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
         raise ModelLoadError(f"the model in {directory.name} has no label list; retrain it")

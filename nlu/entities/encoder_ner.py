@@ -45,6 +45,7 @@ from core.backends import (
     EpochRecord,
     Progress,
     backends,
+    unreadable_model,
 )
 from core.errors import ModelLoadError
 from core.evaluation import entity_metrics
@@ -435,15 +436,15 @@ class EncoderNerBackend(TextEntityBackend):
         try:
             meta = json.loads((directory / META_FILE).read_text())
         except (OSError, ValueError) as e:
-            raise ModelLoadError(f"cannot read the entity model in {directory.name}: {e}") from e
+            raise unreadable_model(f"cannot read the entity model in {directory.name}: {e}") from e
         if not isinstance(meta, dict) or meta.get("backend") != self.name:
             found = meta.get("backend") if isinstance(meta, dict) else None
-            raise ModelLoadError(
+            raise unreadable_model(
                 f"the entity model in {directory.name} was saved by backend {found!r}, "
                 f"not {self.name!r}; load it with its own backend"
             )
         if meta.get("format_version") != FORMAT_VERSION:
-            raise ModelLoadError(
+            raise unreadable_model(
                 f"the entity model in {directory.name} has format version "
                 f"{meta.get('format_version')!r}; this Parley reads {FORMAT_VERSION}"
             )
@@ -454,11 +455,11 @@ class EncoderNerBackend(TextEntityBackend):
             )
         tags = meta.get("tags")
         if not isinstance(tags, list) or not tags or tags[0] != "O":
-            raise ModelLoadError(f"the entity model in {directory.name} has no valid tag list")
+            raise unreadable_model(f"the entity model in {directory.name} has no valid tag list")
         try:
             weights = load_file(str(directory / WEIGHTS_FILE))
         except (OSError, SafetensorError) as e:
-            raise ModelLoadError(
+            raise unreadable_model(
                 f"cannot read the entity model's weights in {directory.name}: {e}"
             ) from e
         device = resolve_device(self.context.device)
@@ -472,7 +473,7 @@ class EncoderNerBackend(TextEntityBackend):
         try:
             tagger.load_state_dict(weights, strict=False)
         except RuntimeError as e:
-            raise ModelLoadError(
+            raise unreadable_model(
                 f"the entity model's weights in {directory.name} have the wrong shapes: {e}"
             ) from e
         return EncoderNerModel(

@@ -25,6 +25,7 @@ from core.backends import (
     EpochRecord,
     Progress,
     backends,
+    unreadable_model,
 )
 from core.errors import ModelLoadError
 from core.evaluation import entity_metrics
@@ -173,7 +174,7 @@ class SpacyNerBackend(TextEntityBackend):
             meta = json.loads((directory / "entities.json").read_text())
             nlp = spacy.load(directory / "ner")
         except (OSError, ValueError) as e:
-            raise ModelLoadError(f"cannot read the entity model in {directory.name}: {e}") from e
+            raise unreadable_model(f"cannot read the entity model in {directory.name}: {e}") from e
         if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
-            raise ModelLoadError(f"the entity model in {directory.name} has an unknown format")
+            raise unreadable_model(f"the entity model in {directory.name} has an unknown format")
         return SpacyNerModel(nlp, list(meta.get("labels") or []), meta.get("extras") or {})

@@ -28,6 +28,7 @@ from core.backends import (
     Progress,
     backends,
     read_artifact,
+    unreadable_model,
 )
 from core.errors import ModelLoadError
 from core.evaluation import accuracy_and_macro_f1
@@ -174,7 +175,7 @@ class EmbeddingHeadBackend(IntentBackend[np.ndarray]):
         labels, weight, bias, meta = read_head(directory, self.name)
         precision = meta.get("encoder_precision")
         if precision not in ("fp32", "int8"):
-            raise ModelLoadError(f"the model in {directory.name} names no encoder precision")
+            raise unreadable_model(f"the model in {directory.name} names no encoder precision")
         return EmbeddingHeadModel(labels, weight, bias, self._featurizer(precision), precision)
 
 
@@ -196,7 +197,7 @@ def read_head(directory: Path, backend: str) -> tuple[list[str], np.ndarray, np.
         raise ModelLoadError("model was trained on another encoder; retrain it")
     weight, bias = tensors["weight"], tensors["bias"]
     if weight.shape != (len(labels), DIMENSION) or bias.shape != (len(labels),):
-        raise ModelLoadError(f"model weights have shape {weight.shape}; the file is corrupt")
+        raise unreadable_model(f"model weights have shape {weight.shape}; the file is corrupt")
     return labels, weight, bias, meta
 
 

@@ -39,6 +39,7 @@ from core.backends import (
     Progress,
     TextsBackend,
     backends,
+    unreadable_model,
 )
 from core.errors import InvalidInput, ModelLoadError
 from nlu.encoder import (
@@ -359,7 +360,7 @@ class SetFitBackend(TextsBackend, IntentBackend[list[str]]):
                 max_tokens=max_tokens,
             )
         except Exception as e:  # noqa: BLE001 - ONNX Runtime raises its own error types
-            raise ModelLoadError(
+            raise unreadable_model(
                 f"cannot load the tuned encoder of the model in {directory.name}: {e}"
             ) from e
         return SetFitModel(

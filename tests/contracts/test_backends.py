@@ -276,16 +276,12 @@ def _copy(saved: Path, target: Path) -> Path:
     return target
 
 
-REFUSALS: list[tuple[str, str, str]] = []
-"""(backend, folder, message) of every refusal, for the check that they say to retrain."""
-
-
 def _refused(name: str, directory: Path) -> str:
     with pytest.raises(ModelLoadError) as refused:
         backends.get(name)(_context()).load(directory)
     message = str(refused.value)
     assert directory.name in message, f"{name}: the refusal names no model folder: {message}"
-    REFUSALS.append((name, directory.name, message))
+    assert "retrain" in message.lower(), f"{name}: the refusal does not say to retrain: {message}"
     return message
 
 
@@ -370,16 +366,3 @@ def test_a_cancelled_job_stops_training(trained: Trained) -> None:
         )
     # stopped at the first report, before the end (progress test: the first is below 1.0)
     assert calls == [trained.fractions[0]]
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: most backends' unreadable-artifact refusals ('cannot read the model in "
-    "X: <decoder error>') do not yet tell the user to retrain; only format/backend mismatches "
-    "do. Remove this marker once every ModelLoadError for a broken artifact says 'retrain'.",
-)
-def test_every_refusal_says_to_retrain() -> None:
-    """Runs after the refusals above (file order); alone it has nothing to check and fails."""
-    assert REFUSALS, "run with the refusal tests above"
-    silent = [(n, d, m) for n, d, m in REFUSALS if "retrain" not in m.lower()]
-    assert not silent, "\n".join(f"{n} on {d}: {m}" for n, d, m in silent)

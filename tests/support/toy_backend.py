@@ -23,7 +23,14 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import Field
 
-from core.backends import BackendConfig, EpochRecord, IntentBackend, Progress, backends
+from core.backends import (
+    BackendConfig,
+    EpochRecord,
+    IntentBackend,
+    Progress,
+    backends,
+    unreadable_model,
+)
 from core.errors import ModelLoadError
 from core.evaluation import accuracy_and_macro_f1
 
@@ -160,7 +167,7 @@ class ToyBowBackend(IntentBackend[np.ndarray]):
         try:
             meta = json.loads((directory / "model.json").read_text())
         except (OSError, ValueError) as e:
-            raise ModelLoadError(f"cannot read the model in {directory.name}: {e}") from e
+            raise unreadable_model(f"cannot read the model in {directory.name}: {e}") from e
         if meta.get("format_version") != FORMAT_VERSION or meta.get("backend") != self.name:
             raise ModelLoadError(
                 f"model format {meta.get('backend')}/{meta.get('format_version')} is not "
@@ -169,5 +176,5 @@ class ToyBowBackend(IntentBackend[np.ndarray]):
         labels = list(meta["labels"])
         weight, bias = np.asarray(meta["weight"]), np.asarray(meta["bias"])
         if weight.shape != (len(labels), BUCKETS) or bias.shape != (len(labels),):
-            raise ModelLoadError(f"model weights have shape {weight.shape}; the file is corrupt")
+            raise unreadable_model(f"model weights have shape {weight.shape}; the file is corrupt")
         return ToyBowModel(labels, weight, bias, int(meta["num_examples"]))

@@ -54,6 +54,7 @@ from core.backends import (
     Progress,
     backends,
     resolve_device,
+    unreadable_model,
 )
 from core.errors import InvalidInput, ModelLoadError
 from core.logging import log_event
@@ -560,15 +561,15 @@ class DetectionBackend(ObjectDetectionBackend[Sequence[Image.Image]]):
         try:
             meta = json.loads((directory / META_FILE).read_text())
         except (OSError, ValueError) as e:
-            raise ModelLoadError(f"cannot read the detection model in {where}: {e}") from e
+            raise unreadable_model(f"cannot read the detection model in {where}: {e}") from e
         if not isinstance(meta, dict) or meta.get("backend") != self.name:
             found = meta.get("backend") if isinstance(meta, dict) else None
-            raise ModelLoadError(
+            raise unreadable_model(
                 f"the model in {where} was saved by backend {found!r}, not {self.name!r}; "
                 "load it with its own backend"
             )
         if meta.get("format_version") != FORMAT_VERSION:
-            raise ModelLoadError(
+            raise unreadable_model(
                 f"the detection model in {where} has format version "
                 f"{meta.get('format_version')!r}; this Parley reads {FORMAT_VERSION}"
             )
@@ -579,7 +580,7 @@ class DetectionBackend(ObjectDetectionBackend[Sequence[Image.Image]]):
             or not all(isinstance(x, str) for x in labels)
             or labels != sorted(set(labels))
         ):
-            raise ModelLoadError(f"the detection model in {where} has no valid label list")
+            raise unreadable_model(f"the detection model in {where} has no valid label list")
         if meta.get("architecture") != _architecture():
             raise ModelLoadError(
                 f"the detection model in {where} was saved with another network "
@@ -587,18 +588,18 @@ class DetectionBackend(ObjectDetectionBackend[Sequence[Image.Image]]):
             )
         key = meta.get("feature_key")
         if not isinstance(key, str) or not key.startswith("detect:"):
-            raise ModelLoadError(f"the detection model in {where} has no feature key")
+            raise unreadable_model(f"the detection model in {where} has no feature key")
         try:
             config = DetectionConfig(**(meta.get("config") or {}))
         except (TypeError, ValidationError) as e:
-            raise ModelLoadError(
+            raise unreadable_model(
                 f"the detection model in {where} has an invalid config: {e}"
             ) from e
         path = directory / WEIGHTS_FILE
         try:
             data = path.read_bytes()
         except OSError as e:
-            raise ModelLoadError(
+            raise unreadable_model(
                 f"cannot read the detection model's weights in {where}: {e}"
             ) from e
         digest = hashlib.sha256(data).hexdigest()
@@ -611,7 +612,7 @@ class DetectionBackend(ObjectDetectionBackend[Sequence[Image.Image]]):
         try:
             weights = load_file(str(path))
         except (OSError, SafetensorError) as e:
-            raise ModelLoadError(
+            raise unreadable_model(
                 f"cannot read the detection model's weights in {where}: {e}"
             ) from e
         torch.set_num_threads(self.context.threads)
