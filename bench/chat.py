@@ -32,9 +32,9 @@ machine as the server: they compete for its CPUs, and the tables show the CPU se
 side used. The targets (on 2 cores): p50 <= 30 ms and p99 <= 150 ms (reply) at 100
 conversations; 1,000 websockets held with no errors. Run it as::
 
-    .venv/bin/python bench/chat.py
-    .venv/bin/python bench/chat.py --levels 1,100 --duration 10 --idle 0
-    .venv/bin/python bench/chat.py --json /tmp/chat.json --device cuda
+    .venv/bin/python -m bench.chat
+    .venv/bin/python -m bench.chat --levels 1,100 --duration 10 --idle 0
+    .venv/bin/python -m bench.chat --json /tmp/chat.json --device cuda
 """
 
 from __future__ import annotations
@@ -56,11 +56,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # run as a script: make ``bench.intent`` importable
-    sys.path.insert(0, str(ROOT))
-
-from bench.harness import (  # noqa: E402
+from bench.harness import (
     BenchError,
     common_flags,
     cpu_seconds,
@@ -75,8 +71,8 @@ from bench.harness import (  # noqa: E402
     tail,
     write_json,
 )
-from bench.report import fmt, render_table, targets_table  # noqa: E402
-from bench.webchat import (  # noqa: E402
+from bench.report import fmt, render_table, targets_table
+from bench.webchat import (
     EXPECTED_INTENT,
     FD_SLACK,
     PING_EVERY_S,

@@ -26,8 +26,8 @@ row, its pieces joined by one space. Barcodes and rules are not text. Everything
 from ``seed``: the same seed gives the same documents, pixel for pixel, and document ``i``
 has the same content in its clean and noisy variants.
 
-    .venv/bin/python bench/documents.py --n 20 --out /tmp/docs            # mixed, clean
-    .venv/bin/python bench/documents.py --n 20 --noisy --kind label --out /tmp/labels
+    .venv/bin/python -m bench.documents --n 20 --out /tmp/docs            # mixed, clean
+    .venv/bin/python -m bench.documents --n 20 --noisy --kind label --out /tmp/labels
 """
 
 from __future__ import annotations

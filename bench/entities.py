@@ -28,11 +28,11 @@ Unless ``--url`` is given, the benchmark starts its own server (``parley serve -
 a temporary data directory, creates a tenant with a random operator token, and stops the
 server at the end. Run it as::
 
-    .venv/bin/python bench/entities.py --train-limit 1000 --epochs 5
-    .venv/bin/python bench/entities.py --backend spacy-ner --epochs 15 --no-refit
-    .venv/bin/python bench/entities.py --backend encoder-ner --params '{"learning_rate": 1e-4}'
-    .venv/bin/python bench/entities.py --json /tmp/entities.json
-    .venv/bin/python bench/entities.py --url http://127.0.0.1:8000 --api-key pk_...
+    .venv/bin/python -m bench.entities --train-limit 1000 --epochs 5
+    .venv/bin/python -m bench.entities --backend spacy-ner --epochs 15 --no-refit
+    .venv/bin/python -m bench.entities --backend encoder-ner --params '{"learning_rate": 1e-4}'
+    .venv/bin/python -m bench.entities --json /tmp/entities.json
+    .venv/bin/python -m bench.entities --url http://127.0.0.1:8000 --api-key pk_...
 """
 
 from __future__ import annotations
@@ -51,11 +51,7 @@ from typing import Any
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # run as a script: make ``bench.intent`` importable
-    sys.path.insert(0, str(ROOT))
-
-from bench.harness import (  # noqa: E402
+from bench.harness import (
     SHARED_DATA,
     BenchError,
     check,
@@ -73,7 +69,7 @@ from bench.harness import (  # noqa: E402
     upload_dataset,
     write_json,
 )
-from bench.report import fmt, render_table, targets_table  # noqa: E402
+from bench.report import fmt, render_table, targets_table
 
 DEFAULT_DATA = SHARED_DATA / "snips"
 BATCH = 64

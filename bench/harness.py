@@ -35,6 +35,7 @@ import httpx
 from bench.report import json_safe
 
 ROOT = Path(__file__).resolve().parent.parent
+
 SHARED_DATA = ROOT.parent / "shared" / "datasets"
 MB = 1_000_000
 

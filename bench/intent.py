@@ -25,10 +25,10 @@ Unless ``--url`` is given, the benchmark starts its own server (``parley serve -
 a temporary data directory, creates a tenant with a random operator token, and stops the
 server at the end. Run it as::
 
-    .venv/bin/python bench/intent.py --split train_10
-    .venv/bin/python bench/intent.py --split both --json /tmp/intent.json
-    .venv/bin/python bench/intent.py --backend setfit --split all --data ../shared/datasets/hwu64
-    .venv/bin/python bench/intent.py --url http://127.0.0.1:8000 --api-key pk_...
+    .venv/bin/python -m bench.intent --split train_10
+    .venv/bin/python -m bench.intent --split both --json /tmp/intent.json
+    .venv/bin/python -m bench.intent --backend setfit --split all --data ../shared/datasets/hwu64
+    .venv/bin/python -m bench.intent --url http://127.0.0.1:8000 --api-key pk_...
 """
 
 from __future__ import annotations
@@ -49,11 +49,7 @@ from typing import Any
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # run as a script: make ``bench.harness`` importable
-    sys.path.insert(0, str(ROOT))
-
-from bench.harness import (  # noqa: E402
+from bench.harness import (
     SHARED_DATA,
     BenchError,
     check,
@@ -74,7 +70,7 @@ from bench.harness import (  # noqa: E402
     write_csv,
     write_json,
 )
-from bench.report import fmt, render_table, targets_table  # noqa: E402
+from bench.report import fmt, render_table, targets_table
 
 DEFAULT_DATA = SHARED_DATA / "banking77"
 SPLITS = {"full": "train", "train_10": "train_10", "train_5": "train_5"}

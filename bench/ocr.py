@@ -16,8 +16,8 @@ ONNX Runtime and torch run with ``--threads`` threads (1 by default, as served o
 The results are printed as a plain-text table, followed by the targets with PASS/FAIL: CER
 <= 2 % on the noisy set, and p50 <= 500 ms per label-sized image. Run it as::
 
-    .venv/bin/python bench/ocr.py
-    .venv/bin/python bench/ocr.py --n 20 --engines tesseract --json /tmp/ocr.json
+    .venv/bin/python -m bench.ocr
+    .venv/bin/python -m bench.ocr --n 20 --engines tesseract --json /tmp/ocr.json
 """
 
 from __future__ import annotations
@@ -31,12 +31,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # run as a script: make ``bench.*`` and the packages importable
-    sys.path.insert(0, str(ROOT))
-
-from bench.documents import Document, generate, normalize_text  # noqa: E402
-from bench.harness import (  # noqa: E402
+from bench.documents import Document, generate, normalize_text
+from bench.harness import (
     common_flags,
     load_average,
     machine_facts,
@@ -44,8 +40,8 @@ from bench.harness import (  # noqa: E402
     print_header,
     write_json,
 )
-from bench.report import fmt, render_table, targets_table  # noqa: E402
-from core.evaluation import levenshtein  # noqa: E402
+from bench.report import fmt, render_table, targets_table
+from core.evaluation import levenshtein
 
 ENGINES = ("rapidocr", "tesseract")
 SETS = ("clean", "noisy")

@@ -18,8 +18,8 @@ coordinates (``x_max`` is one past the last visible column). An object less than
 
 As a command, writes a zip in Parley's dataset layouts::
 
-    .venv/bin/python bench/scenes.py classification --per-class 30 --out /tmp/cls.zip
-    .venv/bin/python bench/scenes.py detection --n 120 --size 320x240 --out /tmp/det.zip
+    .venv/bin/python -m bench.scenes classification --per-class 30 --out /tmp/cls.zip
+    .venv/bin/python -m bench.scenes detection --n 120 --size 320x240 --out /tmp/det.zip
 """
 
 from __future__ import annotations

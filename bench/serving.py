@@ -28,8 +28,8 @@ throughput at 64 clients; p99 <= 100 ms at 64 clients (batching on). The load cl
 the same machine as the server and compete with it for the CPUs; the table shows the CPU
 seconds each side used. Run it as::
 
-    .venv/bin/python bench/serving.py --tenants 50
-    .venv/bin/python bench/serving.py --json /tmp/serving.json
+    .venv/bin/python -m bench.serving --tenants 50
+    .venv/bin/python -m bench.serving --json /tmp/serving.json
 """
 
 from __future__ import annotations
@@ -54,11 +54,7 @@ from typing import Any
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # run as a script: make ``bench.intent`` importable
-    sys.path.insert(0, str(ROOT))
-
-from bench.harness import (  # noqa: E402
+from bench.harness import (
     SHARED_DATA,
     BenchError,
     common_flags,
@@ -76,7 +72,7 @@ from bench.harness import (  # noqa: E402
     tail,
     write_json,
 )
-from bench.report import fmt, render_table, targets_table  # noqa: E402
+from bench.report import fmt, render_table, targets_table
 
 DEFAULT_DATA = SHARED_DATA / "hwu64"
 MIN_INTENTS, MAX_INTENTS = 10, 40

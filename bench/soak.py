@@ -33,9 +33,9 @@ as the gateway: they compete for its CPUs (the CPU seconds of each side are show
 Traffic goes only to the server started here, on 127.0.0.1; everything is bounded
 (``--sockets`` <= 5,000, ``--rate`` <= 2,000/s, ``--minutes`` <= 120) and stops by itself::
 
-    .venv/bin/python bench/soak.py
-    .venv/bin/python bench/soak.py --sockets 200 --rate 50 --minutes 1
-    .venv/bin/python bench/soak.py --json /tmp/soak.json --device cuda
+    .venv/bin/python -m bench.soak
+    .venv/bin/python -m bench.soak --sockets 200 --rate 50 --minutes 1
+    .venv/bin/python -m bench.soak --json /tmp/soak.json --device cuda
 """
 
 from __future__ import annotations
@@ -55,11 +55,7 @@ import httpx
 from websockets.asyncio.client import ClientConnection
 from websockets.protocol import State
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # run as a script: make ``bench.*`` importable
-    sys.path.insert(0, str(ROOT))
-
-from bench.harness import (  # noqa: E402
+from bench.harness import (
     BenchError,
     check,
     common_flags,
@@ -75,8 +71,8 @@ from bench.harness import (  # noqa: E402
     tail,
     write_json,
 )
-from bench.report import fmt, render_table, targets_table  # noqa: E402
-from bench.webchat import (  # noqa: E402
+from bench.report import fmt, render_table, targets_table
+from bench.webchat import (
     FD_SLACK,
     TEXTS,
     Chat,

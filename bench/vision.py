@@ -9,8 +9,8 @@ predict, 4 images per call) and single-image prediction latency p50 / p95 (seque
 after warm-up). Targets (issue 4, CPU): a classifier trained in <= 60 s with >= 95 %
 validation accuracy on a clean generated set; prediction p50 <= 60 ms. Run it as::
 
-    .venv/bin/python bench/vision.py
-    .venv/bin/python bench/vision.py --backends lite0-head,lite0-finetune --json /tmp/vision.json
+    .venv/bin/python -m bench.vision
+    .venv/bin/python -m bench.vision --backends lite0-head,lite0-finetune --json /tmp/vision.json
 """
 
 from __future__ import annotations
@@ -26,11 +26,7 @@ from typing import Any
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # run as a script: make ``bench.*`` importable
-    sys.path.insert(0, str(ROOT))
-
-from bench.harness import (  # noqa: E402
+from bench.harness import (
     check,
     common_flags,
     create_tenant,
@@ -45,8 +41,8 @@ from bench.harness import (  # noqa: E402
     upload_dataset,
     write_json,
 )
-from bench.report import render_table, targets_table  # noqa: E402
-from bench.scenes import KINDS, classification_set, write_classification_zip  # noqa: E402
+from bench.report import render_table, targets_table
+from bench.scenes import KINDS, classification_set, write_classification_zip
 
 TARGET_TRAIN_S, TARGET_ACCURACY, TARGET_P50_MS = 60.0, 0.95, 60.0
 WARMUP = 5
