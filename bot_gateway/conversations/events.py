@@ -19,9 +19,10 @@ epoch) and stored as JSON in Rasa's shapes, so an action server reads them as th
 ``event(kind, **fields)`` makes one, stamped now; ``to_dict()`` is its stored JSON: exactly the
 keys it was made (or stored) with, in the order above, ``null`` where a field was given as None
 (a ``bot`` message without text), nothing added. ``load_event`` reads a stored event back,
-validated: a known kind of the wrong shape raises ``InvalidEvent``; a kind this version does
-not know (written by a newer one) loads as ``UnknownEvent``, kept as it was, so an old or newer
-conversation still opens and its history still reaches the action server unchanged.
+validated: a kind this version does not know (written by a newer one), or a known kind of a
+shape it does not read (logged as ``tracker.event_unreadable``), loads as ``UnknownEvent``, kept
+as it was, so an old or newer conversation still opens and its history still reaches the action
+server unchanged; a stored item without an ``event`` kind raises ``InvalidEvent``.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from core.errors import InvalidInput
+from core.logging import log_event
 
 __all__ = [
     "ActionEvent",
@@ -248,7 +250,11 @@ def load_event(data: dict[str, Any]) -> TrackerEvent:
         raise InvalidEvent(f"a stored event without an `event` kind: {str(data)[:200]}")
     if kind not in KNOWN_KINDS:
         return UnknownEvent.model_validate(data)
-    return _validate(data)
+    try:
+        return _validate(data)
+    except InvalidEvent as e:  # one odd row must not stop the conversation from opening
+        log_event("tracker.event_unreadable", kind=kind, error=e.message)
+        return UnknownEvent.model_validate(data)
 
 
 def _validate(data: dict[str, Any]) -> TrackerEvent:

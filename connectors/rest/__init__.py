@@ -77,10 +77,6 @@ class RestConnector(Connector[RestConfig]):
 
     def inbound(self, body: RestMessage) -> InboundMessage:
         """The customer message of a call: text and attached images; an empty one is refused."""
-        if len(body.message) > MAX_TEXT_CHARS:
-            raise InvalidInput(
-                f"the message has {len(body.message)} characters; the limit is {MAX_TEXT_CHARS}"
-            )
         if not body.message.strip() and not body.attachments:
             raise InvalidInput("the message is empty; send text, a payload or an image")
         return InboundMessage(
@@ -90,15 +86,15 @@ class RestConnector(Connector[RestConfig]):
         )
 
     async def send(
-        self, recipient: str, message: OutboundMessage | dict[str, Any], metadata: dict[str, Any]
+        self, recipient: str, message: OutboundMessage, metadata: dict[str, Any]
     ) -> None:
         """Keep the reply for the call's answer."""
         self.replies.append(rest_message(recipient, message))
 
 
-def rest_message(recipient: str, message: OutboundMessage | dict[str, Any]) -> dict[str, Any]:
+def rest_message(recipient: str, message: OutboundMessage) -> dict[str, Any]:
     """An outbound message in Rasa's REST channel shape (quick replies are buttons there)."""
-    wire = message.to_wire() if isinstance(message, OutboundMessage) else message
+    wire = message.to_wire()
     item: dict[str, Any] = {"recipient_id": recipient, **wire}
     if "quick_replies" in item:
         item["buttons"] = item.get("buttons", []) + item.pop("quick_replies")

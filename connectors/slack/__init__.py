@@ -422,8 +422,8 @@ def _content(message: OutboundMessage, base: str) -> dict[str, Any]:
         if card.buttons:
             actions(card.buttons)
     actions(message.options())
-    plain = as_text(message.model_copy(update={"image": image}))
-    fallback = _escape(text or plain)  # for notifications
+    # for notifications: the text, else the message as text
+    fallback = _escape(text or as_text(message.model_copy(update={"image": image})))
     if len(blocks) > MAX_BLOCKS:
         log_event("connector.slack.degraded", reason=f"{len(blocks)} blocks, over {MAX_BLOCKS}")
         return {"text": _escape(as_text(message))}

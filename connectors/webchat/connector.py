@@ -114,7 +114,7 @@ class WebchatConnector(Connector[WebchatConfig]):
     async def send(
         self,
         recipient: str,
-        message: OutboundMessage | dict[str, Any],
+        message: OutboundMessage,
         metadata: dict[str, Any],
     ) -> None:
         """The message to this socket, then to the conversation's other listeners."""

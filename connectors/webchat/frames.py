@@ -102,9 +102,9 @@ def inbound_of(frame: dict[str, Any], sender_id: str) -> InboundMessage:
     )
 
 
-def message_frame(message: OutboundMessage | dict[str, Any], *, by: str = "bot") -> dict[str, Any]:
+def message_frame(message: OutboundMessage, *, by: str = "bot") -> dict[str, Any]:
     """A message as web chat (and the agents' console) sockets carry it."""
-    wire = message.to_wire() if isinstance(message, OutboundMessage) else message
+    wire = message.to_wire()
     return {"type": "message", "from": by, "message": wire}
 
 

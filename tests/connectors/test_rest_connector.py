@@ -59,11 +59,12 @@ def test_send_collects_the_replies_in_rasas_shape() -> None:
         quick_replies=(Button(title="Agent", payload="/human"),),
     )
     second = OutboundMessage(cards=(Card(title="Parcel", subtitle="on its way"),))
+    third = OutboundMessage(text="as the engine makes it", custom={"a": 1})
 
     async def answer() -> None:
         await connector.send("u1", first, {})
         await connector.send("u1", second, {})
-        await connector.send("u1", {"text": "as the engine makes it", "custom": {"a": 1}}, {})
+        await connector.send("u1", third, {})
 
     asyncio.run(answer())
     assert connector.replies == [
@@ -78,7 +79,7 @@ def test_send_collects_the_replies_in_rasas_shape() -> None:
         {"recipient_id": "u1", "cards": [{"title": "Parcel", "subtitle": "on its way"}]},
         {"recipient_id": "u1", "text": "as the engine makes it", "custom": {"a": 1}},
     ]
-    assert rest_message("u2", {"quick_replies": [{"title": "A"}]}) == {
+    assert rest_message("u2", OutboundMessage(quick_replies=(Button(title="A"),))) == {
         "recipient_id": "u2",
         "buttons": [{"title": "A"}],
     }

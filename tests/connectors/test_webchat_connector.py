@@ -165,7 +165,7 @@ def test_send_writes_this_socket_then_tells_the_other_listeners() -> None:
     assert written == [expected]
     assert hub.published == [("cv_1", expected, "my-queue")]  # not back to this socket
     no_socket = Hub()
-    asyncio.run(make(no_socket).send("s", {"text": "hi"}, {}))
+    asyncio.run(make(no_socket).send("s", OutboundMessage(text="hi"), {}))
     assert no_socket.published[0][1]["message"] == {"text": "hi"}
 
 

@@ -152,12 +152,24 @@ def test_an_unknown_kind_is_kept_as_it_was() -> None:
         ({"event": "slot", "timestamp": T, "value": 1}, "name: Field required"),
         ({"event": "action", "timestamp": T, "name": ["a"]}, "name: Input should be a valid"),
         ({"event": "restart", "timestamp": T, "name": "x"}, "name: Extra inputs"),
-        ({"timestamp": T, "name": "x"}, "without an `event` kind"),
     ],
 )
-def test_a_known_kind_of_the_wrong_shape_is_refused(stored: dict[str, Any], problem: str) -> None:
-    with pytest.raises(InvalidEvent, match=problem):
-        load_event(stored)
+def test_a_stored_known_kind_of_the_wrong_shape_is_kept_as_it_was(
+    stored: dict[str, Any], problem: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO")
+    loaded = load_event(stored)
+    assert isinstance(loaded, UnknownEvent)
+    assert loaded.to_dict() == stored
+    assert "tracker.event_unreadable" in caplog.text and problem in caplog.text
+    fields = {k: v for k, v in stored.items() if k not in ("event", "timestamp")}
+    with pytest.raises(InvalidEvent, match=problem):  # making one of that shape is refused
+        event(stored["event"], **fields)
+
+
+def test_a_stored_item_without_a_kind_is_refused() -> None:
+    with pytest.raises(InvalidEvent, match="without an `event` kind"):
+        load_event({"timestamp": T, "name": "x"})
 
 
 def test_making_an_event_of_no_known_kind_or_shape_is_refused() -> None:
