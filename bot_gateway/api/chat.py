@@ -144,12 +144,12 @@ async def webchat_socket(websocket: WebSocket, bot_id: str) -> None:
     queue = hub.subscribe(chat.record.id)
     await websocket.send_json(chat.welcome())
     writer = asyncio.create_task(_forward(websocket, queue))
-    connector = webchat.connector(
-        gateway, caller.bot, chat, socket=websocket.send_json, listener=queue
-    )
+    connector = webchat.connector(gateway, caller.bot, chat, socket=websocket.send_json)
     own = chat.record.id if caller.widget else None
     try:
-        await _read_loop(websocket, gateway, caller.bot, connector, widget_conversation=own)
+        await _read_loop(
+            websocket, gateway, caller.bot, connector, widget_conversation=own, listener=queue
+        )
     except WebSocketDisconnect:
         pass
     except ParleyError as e:  # the bot was deleted while the socket was open
@@ -178,9 +178,11 @@ async def _read_loop(
     connector: WebchatConnector,
     *,
     widget_conversation: str | None,
+    listener: object,
 ) -> None:
     """Turns of the socket's conversation; a widget session (``widget_conversation``) may
-    attach only images it uploaded itself."""
+    attach only images it uploaded itself. ``listener`` is the socket's own subscription to
+    the conversation: the connector writes the socket, the hub tells the others."""
     loaded = time.monotonic()
     while True:
         message = await websocket.receive()
@@ -220,7 +222,7 @@ async def _read_loop(
         if client_id:  # stored with the conversation: a resend will not run it twice
             await websocket.send_json({"type": "ack", **client_id})
         if outcome is not None:
-            await conversations.answer(gateway, connector, outcome, inbound)
+            await conversations.answer(gateway, connector, outcome, inbound, skip=listener)
         await websocket.send_json({"type": "typing", "on": False})
         if outcome is not None and outcome.status != "bot":
             await websocket.send_json({"type": "status", "status": outcome.status})

@@ -106,9 +106,16 @@ class Hub:
             except asyncio.QueueFull:
                 log_event("hub.listener_full", conversation=conversation_id)
 
-    def said(self, conversation_id: str, message: OutboundMessage, *, by: str = "bot") -> None:
-        """Tell listeners what the bot (or an agent) said (a ``message`` frame)."""
-        self.publish(conversation_id, message_frame(message, by=by))
+    def said(
+        self,
+        conversation_id: str,
+        message: OutboundMessage,
+        *,
+        by: str = "bot",
+        skip: object = None,
+    ) -> None:
+        """Tell listeners (but ``skip``) what the bot (or an agent) said (a ``message`` frame)."""
+        self.publish(conversation_id, message_frame(message, by=by), skip=skip)
 
     def listeners(self) -> int:
         return sum(len(s) for s in self._listeners.values())

@@ -25,7 +25,6 @@ from bot_gateway.services.delivery import deliver
 from bot_gateway.services.uploads import store_upload
 from connectors.base import Connector, InboundMessage
 from connectors.rest import RestConnector, RestMessage
-from connectors.webchat import WebchatConnector
 from core.errors import DeliveryFailed, Forbidden, InvalidInput, LimitExceeded, ParleyError
 from core.logging import log_event
 from core.messages import OutboundMessage
@@ -87,13 +86,18 @@ async def take_turn(
 
 
 async def answer(
-    gateway: Gateway, connector: Connector[Any], outcome: TurnOutcome, message: InboundMessage
+    gateway: Gateway,
+    connector: Connector[Any],
+    outcome: TurnOutcome,
+    message: InboundMessage,
+    *,
+    skip: object = None,
 ) -> None:
-    """The bot's messages of a turn, to the customer through ``connector`` and to the
-    conversation's live listeners (the web chat connector's ``send`` is itself the hub)."""
+    """The bot's messages of a turn, to the conversation's live listeners (but ``skip``, the
+    customer's own socket's subscription, which ``connector`` writes) and to the customer
+    through ``connector``."""
     for item in outcome.messages:
-        if not isinstance(connector, WebchatConnector):
-            gateway.conversations.hub.said(outcome.conversation_id, item)
+        gateway.conversations.hub.said(outcome.conversation_id, item, skip=skip)
         await deliver(
             gateway,
             connector,

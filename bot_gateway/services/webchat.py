@@ -97,18 +97,14 @@ def connector(
     chat: OpenChat,
     *,
     socket: SocketWriter,
-    listener: object,
 ) -> WebchatConnector:
-    """The connector that answers on this socket (``socket``, subscribed as ``listener``)
-    and tells the conversation's other listeners."""
+    """The connector that answers on this socket."""
     return WebchatConnector(
         WebchatConfig(allowed_origins=allowed_origins(bot)),
         bot_id=bot.id,
         session_id=chat.session_id,
         conversation_id=chat.record.id,
-        listeners=gateway.conversations.hub,
         socket=socket,
-        listener=listener,
     )
 
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 
-from connectors.webchat.connector import Listeners, SocketWriter, WebchatConfig, WebchatConnector
+from connectors.webchat.connector import SocketWriter, WebchatConfig, WebchatConnector
 
-__all__ = ["Listeners", "SocketWriter", "WebchatConfig", "WebchatConnector", "static_file"]
+__all__ = ["SocketWriter", "WebchatConfig", "WebchatConnector", "static_file"]
 
 
 def static_file(name: str) -> Traversable:

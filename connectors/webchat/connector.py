@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any
 
 from pydantic import Field
 
@@ -29,19 +29,12 @@ from connectors.webchat.access import check_origin
 from connectors.webchat.frames import FrameError, inbound_of, message_frame, read_frame
 from core.messages import OutboundMessage
 
-__all__ = ["Listeners", "SocketWriter", "WebchatConfig", "WebchatConnector"]
+__all__ = ["SocketWriter", "WebchatConfig", "WebchatConnector"]
 
 SocketWriter = Callable[[dict[str, Any]], Awaitable[None]]
 """Sends one JSON frame to this connector's own socket."""
 
 PONG = json.dumps({"type": "pong"}, separators=(",", ":")).encode()
-
-
-class Listeners(Protocol):
-    """Who hears a conversation live (the gateway's ``Hub``)."""
-
-    def publish(self, conversation_id: str, frame: dict[str, Any], *, skip: object = None) -> None:
-        """Give ``frame`` to every listener of the conversation but ``skip``."""
 
 
 class WebchatConfig(ConnectorConfig):
@@ -69,18 +62,14 @@ class WebchatConnector(Connector[WebchatConfig]):
         bot_id: str,
         session_id: str,
         conversation_id: str,
-        listeners: Listeners,
-        socket: SocketWriter | None = None,
-        listener: object = None,
+        socket: SocketWriter,
     ) -> None:
         self.config = config
         self.webhook_url = ""  # the gateway's socket route; no provider calls it
         self.bot_id = bot_id
         self.session_id = session_id
         self.conversation_id = conversation_id
-        self.listeners = listeners
         self.socket = socket
-        self.listener = listener  # this socket's own subscription: it gets frames directly
 
     def verify(self, request: WebhookRequest) -> None:
         """``Forbidden`` unless the page's ``Origin`` may use the widget (a socket without one
@@ -117,8 +106,5 @@ class WebchatConnector(Connector[WebchatConfig]):
         message: OutboundMessage,
         metadata: dict[str, Any],
     ) -> None:
-        """The message to this socket, then to the conversation's other listeners."""
-        frame = message_frame(message)
-        if self.socket is not None:
-            await self.socket(frame)
-        self.listeners.publish(self.conversation_id, frame, skip=self.listener)
+        """The message to this socket (the gateway tells the conversation's other listeners)."""
+        await self.socket(message_frame(message))

@@ -33,17 +33,7 @@ from core.errors import Forbidden
 from core.messages import Button, OutboundMessage
 
 
-class Hub:
-    """Records what is published to the conversation's listeners."""
-
-    def __init__(self) -> None:
-        self.published: list[tuple[str, dict[str, Any], object]] = []
-
-    def publish(self, conversation_id: str, frame: dict[str, Any], *, skip: object = None) -> None:
-        self.published.append((conversation_id, frame, skip))
-
-
-def make(hub: Hub, written: list[dict[str, Any]] | None = None, **config: Any) -> WebchatConnector:
+def make(written: list[dict[str, Any]] | None = None, **config: Any) -> WebchatConnector:
     async def write(frame: dict[str, Any]) -> None:
         assert written is not None
         written.append(frame)
@@ -53,15 +43,13 @@ def make(hub: Hub, written: list[dict[str, Any]] | None = None, **config: Any) -
         bot_id="bot_1",
         session_id="sess-12345678",
         conversation_id="cv_1",
-        listeners=hub,
-        socket=write if written is not None else None,
-        listener="my-queue",
+        socket=write,
     )
 
 
 def refused(text: str) -> FrameError:
     with pytest.raises(FrameError) as caught:
-        make(Hub()).parse_frame(text)
+        make().parse_frame(text)
     return caught.value
 
 
@@ -72,7 +60,7 @@ def test_a_message_frame_is_the_customers_turn() -> None:
         "attachments": [{"upload_id": "up_1"}, {"upload_id": "up_2"}],
         "client_id": "c" * 100,
     }
-    result = make(Hub()).parse_frame(json.dumps(frame))
+    result = make().parse_frame(json.dumps(frame))
     [message] = result.messages
     assert message.sender_id == "sess-12345678"
     assert message.text == "where is my parcel"
@@ -83,7 +71,7 @@ def test_a_message_frame_is_the_customers_turn() -> None:
 
 
 def test_a_ping_is_answered_with_pong_at_once() -> None:
-    result = make(Hub()).parse_frame('{"type": "ping"}')
+    result = make().parse_frame('{"type": "ping"}')
     assert result.messages == []
     assert json.loads(result.reply.body) == {"type": "pong"}
 
@@ -118,7 +106,7 @@ def test_binary_frames_must_be_utf8_json() -> None:
         frame_text({"bytes": b"\xff\xfe\x00"})
     request = WebhookRequest("WS", "/ws", {}, {}, b"\xc3\x28")
     with pytest.raises(FrameError, match="UTF-8"):
-        make(Hub()).parse(request)
+        make().parse(request)
     assert read_frame('{"type": "ping"}') == {"type": "ping"}
 
 
@@ -134,7 +122,7 @@ def test_origins_the_widget_key_may_be_used_from() -> None:
     assert not origin_allowed([], "https://shop.example")
     with pytest.raises(Forbidden, match="add it to the bot's `allowed_origins`"):
         check_origin(shop, "https://evil.example", bot_id="bot_1")
-    connector = make(Hub(), allowed_origins=shop)
+    connector = make(allowed_origins=shop)
     connector.verify(WebhookRequest("WS", "/ws", {"origin": "https://shop.example"}, {}, b""))
     with pytest.raises(Forbidden, match=r"origin \(none\)"):
         connector.verify(WebhookRequest("WS", "/ws", {}, {}, b""))
@@ -152,9 +140,9 @@ def test_session_ids_and_tokens() -> None:
     assert token_conversation("cv_1." + "x" * 300) is None
 
 
-def test_send_writes_this_socket_then_tells_the_other_listeners() -> None:
-    hub, written = Hub(), []
-    connector = make(hub, written)
+def test_send_writes_this_socket() -> None:
+    written: list[dict[str, Any]] = []
+    connector = make(written)
     message = OutboundMessage(text="Pick one", buttons=(Button(title="Track", payload="/t"),))
     asyncio.run(connector.send("sess-12345678", message, {}))
     expected = {
@@ -163,10 +151,6 @@ def test_send_writes_this_socket_then_tells_the_other_listeners() -> None:
         "message": {"text": "Pick one", "buttons": [{"title": "Track", "payload": "/t"}]},
     }
     assert written == [expected]
-    assert hub.published == [("cv_1", expected, "my-queue")]  # not back to this socket
-    no_socket = Hub()
-    asyncio.run(make(no_socket).send("s", OutboundMessage(text="hi"), {}))
-    assert no_socket.published[0][1]["message"] == {"text": "hi"}
 
 
 def test_history_shows_what_was_said() -> None:
