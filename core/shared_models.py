@@ -79,6 +79,9 @@ class SharedModels:
         ``size(value)`` gives its bytes, counted in ``nbytes``. Callers of the same key wait
         for one load; callers of other keys do not wait for it.
         """
+        entry = self._entries.get(key)  # the hot path: a dict read, no lock (atomic in CPython)
+        if entry is not None:
+            return cast(T, entry.value)
         with self._lock:
             entry = self._entries.get(key)
             if entry is not None:
@@ -93,12 +96,14 @@ class SharedModels:
             try:
                 value = load()
                 nbytes = int(size(value))
-            finally:
+            except BaseException:
                 with self._lock:
                     self._loading.pop(key, None)
+                raise
             entry = SharedEntry(key, value, nbytes, time.perf_counter() - began)
-            with self._lock:
+            with self._lock:  # stored and no longer loading in one step: no second load
                 self._entries[key] = entry
+                self._loading.pop(key, None)
             log_event(
                 "shared_models.loaded",
                 kind=key.kind,

@@ -81,12 +81,14 @@ class ModelCache:
                     return model
             try:
                 model = self._load(ref)
-            finally:
+            except BaseException:
                 with self._lock:
                     self._loading.pop(key, None)
+                raise
             shared = self.shared_bytes
-            with self._lock:
+            with self._lock:  # stored and no longer loading in one step: no second load
                 self._items[key] = model
+                self._loading.pop(key, None)
                 self.nbytes += model_size(model)
                 if self.budget_bytes is not None and shared >= self.budget_bytes:
                     self._shared_over_budget(shared)
