@@ -79,7 +79,9 @@ def imports_of(source: str, *, module: str, is_package: bool) -> list[tuple[int,
 def imports_under(package: str) -> list[Import]:
     """The imports of every module in a first-party package directory."""
     found: list[Import] = []
-    for path in sorted((ROOT / package).rglob("*.py")):
+    paths = sorted((ROOT / package).rglob("*.py"))
+    assert paths, f"no modules under {package}/: a rule over a missing package checks nothing"
+    for path in paths:
         name = module_name(path, ROOT)
         relative = path.relative_to(ROOT).as_posix()
         for line, target in imports_of(
