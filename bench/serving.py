@@ -157,7 +157,7 @@ def setup_tenants(
     from core.db import dispose_engines, get_engine, session_scope, upgrade
     from core.ids import new_id
     from core.settings import get_settings
-    from core.storage import open_store, sha256_dir
+    from core.storage import sha256_dir, store_for
     from core.tables import Model
     from core.tenants import create_tenant
     from nlu.intent.embedding_head import EmbeddingHeadBackend, EmbeddingHeadConfig
@@ -177,7 +177,7 @@ def setup_tenants(
     t0 = time.perf_counter()
     upgrade(settings.database_url)
     engine = get_engine(settings.database_url)
-    store = open_store(settings.artifacts_dir)
+    store = store_for(settings)
     timings["migrate_s"] = time.perf_counter() - t0
 
     backend = EmbeddingHeadBackend(

@@ -55,7 +55,7 @@ from core.registry import load_entry_points
 from core.secrets import open_box
 from core.settings import Settings, get_settings
 from core.shared_models import shared_models
-from core.storage import open_store
+from core.storage import store_for
 from core.tables import Dataset
 from core.tenants import Principal
 from core.usage import UsageRecorder
@@ -72,7 +72,7 @@ def build_gateway(settings: Settings) -> Gateway:
     engine = get_engine(settings.database_url, echo=settings.db.echo)
     ensure_schema(settings.database_url)
     secret_box = open_box(settings, engine)  # refuses a missing or wrong PARLEY_SECRET_KEY
-    store = open_store(settings.artifacts_dir)
+    store = store_for(settings)
     context = BackendContext(
         cache_dir=settings.cache_dir,
         device=settings.serving.device,
@@ -96,7 +96,7 @@ def build_gateway(settings: Settings) -> Gateway:
         ),
         imports=ThreadPoolExecutor(max_workers=1, thread_name_prefix="import"),
         lookups=Lookups(engine, ttl=settings.serving.lookup_ttl),
-        counter_store=counter_stores.get(settings.rate_limits.backend)(),
+        counter_store=counter_stores.get(settings.counter_backend)(),
         audit=AuditWriter(engine, retention_days=settings.audit.retention_days),
         secrets=secret_box,
     )

@@ -26,6 +26,7 @@ STATUS: list[tuple[type[e.ParleyError], int]] = [
     (e.Conflict, 409),
     (e.ModelLoadError, 500),
     (e.DeliveryFailed, 502),
+    (e.Unavailable, 503),
     (e.ConfigurationError, 500),
 ]
 
@@ -40,6 +41,7 @@ HTTP_CODES = {
     415: "unsupported_media_type",
     422: "invalid_input",
     429: "too_many_requests",
+    503: "unavailable",
 }
 
 
@@ -49,6 +51,7 @@ CLOSE_CODES: list[tuple[type[e.ParleyError], int]] = [
     (e.NotFound, 4404),
     (e.Conflict, 4409),
     (e.TooManyRequests, 4429),
+    (e.Unavailable, 4503),
 ]
 """Websocket close codes: 4000 + the HTTP status, as for the REST API."""
 

@@ -22,6 +22,8 @@ responses ``{"error": code, "message": ...}`` in one place.
     │   └── NotReady                 409 not_ready         (model or dataset in the wrong status)
     ├── ModelLoadError               500 model_load_failed (artifact missing, corrupt, unreadable)
     ├── DeliveryFailed               502 delivery_failed   (a channel's provider refused a message)
+    ├── Unavailable                  503 unavailable       (a shared service is down: Redis, the
+    │                                                        object store; names it; Retry-After)
     └── ConfigurationError           500 configuration     (server set up wrongly; says how to fix)
 
 Every message says what went wrong and what to do next. A ``retry_after`` detail (seconds)
@@ -51,6 +53,7 @@ __all__ = [
     "RateLimited",
     "TooManyRequests",
     "Unauthenticated",
+    "Unavailable",
     "UnknownPluginError",
     "UnsupportedMediaType",
 ]
@@ -147,6 +150,13 @@ class ModelLoadError(ParleyError):
 
 class DeliveryFailed(ParleyError):
     code = "delivery_failed"
+
+
+class Unavailable(ParleyError):
+    """A service Parley shares between processes (Redis, the object store) cannot be reached;
+    the message names it. Nothing was changed: the client may retry."""
+
+    code = "unavailable"
 
 
 class ConfigurationError(ParleyError):

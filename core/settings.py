@@ -23,13 +23,70 @@ class DbSettings(BaseModel):
 
 class StorageSettings(BaseModel):
     url: str | None = Field(
-        default=None, description="artifact folder; default: artifacts/ in the data directory"
+        default=None,
+        description="where artifacts, dataset images and uploads live: a folder (or "
+        "`file:///path`), or `s3://bucket/prefix` for S3-compatible object storage (MinIO, AWS); "
+        "default: artifacts/ in the data directory",
+    )
+    endpoint_url: str | None = Field(
+        default=None,
+        description="the S3 endpoint for `s3://` URLs (MinIO: `http://minio:9000`); default: "
+        "AWS. Credentials come from the usual AWS variables (AWS_ACCESS_KEY_ID, ...)",
+    )
+    region: str | None = Field(default=None, description="the S3 region (AWS_DEFAULT_REGION)")
+    timeout_s: float = Field(
+        default=10.0, gt=0, description="seconds an object-store call may take before it fails"
+    )
+
+
+class RedisSettings(BaseModel):
+    """Redis, for a deployment of several gateways and workers. Without a URL everything that
+    would live there stays in process (one gateway)."""
+
+    url: str | None = Field(
+        default=None,
+        description="redis://host:port/db: the Celery broker and result backend, and the "
+        "gateways' conversation locks, live fan-out, cache invalidation, login lockouts, "
+        "rate-limit counters and de-duplication of provider redeliveries",
+    )
+    lock_lease_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="seconds a conversation lock lives without renewal: a dead gateway's lock "
+        "expires after this",
+    )
+    lock_wait_s: float = Field(
+        default=60.0, gt=0, description="seconds a message waits for its conversation's lock"
+    )
+    socket_timeout_s: float = Field(
+        default=2.0, gt=0, description="seconds a Redis call may take before Redis counts as down"
     )
 
 
 class QueueSettings(BaseModel):
-    backend: str = Field(default="local", description="train queue backend")
-    workers: int = Field(default=1, ge=0, description="local worker processes started by serve")
+    backend: str = Field(
+        default="local",
+        description="train queue: `local` (worker processes started by the server, the "
+        "database is the queue) or `celery` (Celery workers on PARLEY_REDIS__URL, started with "
+        "`parley worker`)",
+    )
+    workers: int = Field(
+        default=1,
+        ge=0,
+        description="local worker processes started by serve (0: this server trains nothing)",
+    )
+    gpu_wait_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="celery: seconds a job that prefers a GPU waits for a `gpu` worker before "
+        "`cpu` workers may run it (0: at once)",
+    )
+    visibility_timeout_s: float = Field(
+        default=6 * 3600.0,
+        gt=0,
+        description="celery: seconds before an unacknowledged job message is delivered again; "
+        "longer than the longest job (a dead worker's job is re-queued sooner, by its heartbeat)",
+    )
     poll_interval: float = Field(default=0.2, gt=0)
     max_attempts: int = Field(default=2, ge=1, description="runs of a job interrupted by a crash")
     threads: int = Field(default=0, ge=0, description="threads per worker; 0 = all cores")
@@ -114,7 +171,11 @@ class RateLimitSettings(BaseModel):
     (``parley tenants update T --rate predict_tenant=50/100``)."""
 
     enabled: bool = True
-    backend: str = Field(default="memory", description="counter store: memory (one process)")
+    backend: str = Field(
+        default="auto",
+        description="counter store: memory (one process), redis (shared by all gateways; "
+        "needs PARLEY_REDIS__URL), or auto (redis when PARLEY_REDIS__URL is set)",
+    )
     predict_key: Rate = Rate(per_second=200, burst=400)
     predict_tenant: Rate = Rate(per_second=400, burst=800)
     train_key: Rate = Rate(per_second=2, burst=20)
@@ -181,6 +242,7 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     db: DbSettings = DbSettings()
     storage: StorageSettings = StorageSettings()
+    redis: RedisSettings = RedisSettings()
     queue: QueueSettings = QueueSettings()
     limits: LimitSettings = LimitSettings()
     serving: ServingSettings = ServingSettings()
@@ -198,8 +260,30 @@ class Settings(BaseSettings):
         return self.cache_path or self.data_dir / "cache"
 
     @property
+    def storage_url(self) -> str:
+        """Where artifacts live: ``s3://bucket/prefix``, or a local folder (resolved)."""
+        url = self.storage.url
+        if url and url.startswith("s3://"):
+            return url
+        if url and url.startswith("file://"):
+            url = url[len("file://") :]
+        return str(Path(url).resolve() if url else (self.data_dir / "artifacts").resolve())
+
+    @property
     def artifacts_dir(self) -> Path:
-        return Path(self.storage.url) if self.storage.url else self.data_dir / "artifacts"
+        """The local artifact folder (embedded mode); with object storage, the local cache of
+        downloaded artifacts."""
+        if self.storage_url.startswith("s3://"):
+            return self.cache_dir / "artifacts"
+        return Path(self.storage_url)
+
+    @property
+    def counter_backend(self) -> str:
+        """The rate-limit counter store in use (``rate_limits.backend``, ``auto`` resolved)."""
+        backend = self.rate_limits.backend
+        if backend == "auto":
+            return "redis" if self.redis.url else "memory"
+        return backend
 
     def worker_env(self) -> dict[str, str]:
         """The environment a worker subprocess needs to see the same database and files."""
@@ -207,13 +291,20 @@ class Settings(BaseSettings):
             "PARLEY_DATA_DIR": str(self.data_dir.resolve()),
             "PARLEY_DB__URL": self.database_url,
             "PARLEY_CACHE_DIR": str(self.cache_dir.resolve()),
-            "PARLEY_STORAGE__URL": str(self.artifacts_dir.resolve()),
+            "PARLEY_STORAGE__URL": self.storage_url,
             "PARLEY_QUEUE__THREADS": str(self.queue.threads),
             "PARLEY_QUEUE__POLL_INTERVAL": str(self.queue.poll_interval),
             "PARLEY_QUEUE__PER_TENANT_CONCURRENCY": str(self.queue.per_tenant_concurrency),
             "PARLEY_SERVING__DEVICE": self.serving.device,
             "PARLEY_LOG_LEVEL": self.log_level,
         }
+        for name, value in (
+            ("PARLEY_STORAGE__ENDPOINT_URL", self.storage.endpoint_url),
+            ("PARLEY_STORAGE__REGION", self.storage.region),
+            ("PARLEY_REDIS__URL", self.redis.url),
+        ):
+            if value:
+                env[name] = value
         return env
 
 

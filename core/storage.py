@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Protocol
 
 from core.errors import ConfigurationError, InvalidInput, NotFound
+from core.settings import Settings
 
 
 def check_key(key: str) -> str:
@@ -117,3 +118,14 @@ def open_store(url: str | Path) -> ArtifactStore:
             "set it to a folder path"
         )
     return LocalStore(Path(text))
+
+
+def store_for(settings: Settings) -> ArtifactStore:
+    """The store ``PARLEY_STORAGE__URL`` names: S3-compatible object storage for ``s3://``
+    (``core.s3``), else a local folder."""
+    url = settings.storage_url
+    if url.startswith("s3://"):
+        from core.s3 import S3Store
+
+        return S3Store.from_settings(settings)
+    return open_store(url)

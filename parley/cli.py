@@ -115,7 +115,7 @@ def serve(
     from core.db import ensure_schema, get_engine
     from core.errors import ParleyError
     from core.settings import get_settings
-    from core.storage import open_store
+    from core.storage import store_for
 
     if workers is not None:
         os.environ["PARLEY_QUEUE__WORKERS"] = str(workers)
@@ -136,7 +136,7 @@ def serve(
         lim = settings.limits
         info = ensure_demo(
             get_engine(settings.database_url),
-            open_store(settings.artifacts_dir),
+            store_for(settings),
             settings.data_dir,
             Limits(lim.max_examples, lim.max_labels, lim.max_text_chars),
         )
@@ -405,7 +405,7 @@ def usage(
     from core.db import session_scope
     from core.errors import ParleyError
     from core.settings import get_settings
-    from core.storage import open_store
+    from core.storage import store_for
     from core.tenants import get_tenant
     from core.usage import entries_as_dicts, stored_bytes, usage_report
 
@@ -421,7 +421,7 @@ def usage(
                 end=_when(end, "--to"),
                 granularity=granularity,  # type: ignore[arg-type]
             )
-        storage = stored_bytes(open_store(get_settings().artifacts_dir), tenant_id)
+        storage = stored_bytes(store_for(get_settings()), tenant_id)
     except ParleyError as e:
         _fail(e.message)
     entries = entries_as_dicts(report.entries)

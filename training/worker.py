@@ -17,7 +17,7 @@ from core.db import ensure_schema, get_engine
 from core.logging import configure_logging, log_event
 from core.registry import load_entry_points
 from core.settings import get_settings
-from core.storage import open_store
+from core.storage import store_for
 from training.jobs import JobRunner
 from training.queue.base import worker_name
 
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     ensure_schema(settings.database_url)
     runner = JobRunner(
         engine=engine,
-        store=open_store(settings.artifacts_dir),
+        store=store_for(settings),
         context=BackendContext(
             cache_dir=settings.cache_dir,
             device=settings.serving.device,
