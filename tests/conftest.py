@@ -15,6 +15,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from core.db import dispose_engines  # noqa: E402
 from core.settings import Settings, get_settings  # noqa: E402
 from tests.support.postgres import PostgresServer, find_postgres_bin  # noqa: E402
+from tests.support.redis_server import RedisServer, redis_server_path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE_DIR = ROOT / ".pytest_cache" / "parley-cache"  # the encoder's ONNX graph, shared by runs
@@ -49,6 +50,24 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServe
     yield server
     dispose_engines()
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One real redis-server for the session (tests that stop it use their own)."""
+    if redis_server_path() is None:
+        if os.environ.get("CI"):
+            pytest.fail("redis-server is not installed; scripts/install-system-deps installs it")
+        pytest.skip("redis-server not installed (scripts/install-system-deps redis-server)")
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """A Redis URL with nothing stored (flushed before the test)."""
+    redis_server.flush()
+    return redis_server.url
 
 
 _db_counter = 0
