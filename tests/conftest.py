@@ -4,6 +4,7 @@ and a running gateway (TestClient + real worker subprocess)."""
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from core.db import dispose_engines  # noqa: E402
 from core.settings import Settings, get_settings  # noqa: E402
 from tests.support.postgres import PostgresServer, find_postgres_bin  # noqa: E402
 from tests.support.redis_server import RedisServer, redis_server_path  # noqa: E402
+from tests.support.s3_server import S3Server  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE_DIR = ROOT / ".pytest_cache" / "parley-cache"  # the encoder's ONNX graph, shared by runs
@@ -68,6 +70,30 @@ def redis_url(redis_server: RedisServer) -> str:
     """A Redis URL with nothing stored (flushed before the test)."""
     redis_server.flush()
     return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """One S3-compatible server (moto, standing in for MinIO in tests only) for the session;
+    tests that stop it use their own."""
+    with S3Server() as server:
+        yield server
+
+
+_bucket_counter = 0
+
+
+@pytest.fixture
+def s3_url(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """``s3://<fresh bucket>/parley`` on the session's server, with the AWS credential
+    variables set; the bucket's local artifact cache is removed afterwards."""
+    global _bucket_counter
+    _bucket_counter += 1
+    bucket = s3_server.create_bucket(f"parley-test-{os.getpid()}-{_bucket_counter}")
+    for name, value in s3_server.env.items():
+        monkeypatch.setenv(name, value)
+    yield f"s3://{bucket}/parley"
+    shutil.rmtree(CACHE_DIR / "artifacts" / bucket, ignore_errors=True)
 
 
 _db_counter = 0
