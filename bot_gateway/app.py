@@ -96,7 +96,7 @@ def build_gateway(settings: Settings) -> Gateway:
         ),
         imports=ThreadPoolExecutor(max_workers=1, thread_name_prefix="import"),
         lookups=Lookups(engine, ttl=settings.serving.lookup_ttl),
-        counter_store=counter_stores.get(settings.counter_backend)(),
+        counter_store=counter_stores.get(settings.counter_backend)(settings),
         audit=AuditWriter(engine, retention_days=settings.audit.retention_days),
         secrets=secret_box,
     )

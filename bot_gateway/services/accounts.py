@@ -1,5 +1,14 @@
 """Agents of a tenant's service team: accounts (scrypt password hashes), login sessions
-(random tokens, stored hashed, 12 hours)."""
+(random tokens, stored hashed, 12 hours), and the login lockout.
+
+The lockout (``MAX_FAILED_LOGINS`` per account within ``LOCKOUT``) is kept in the gateway's
+counter store. With Redis (``PARLEY_REDIS__URL``) it is shared by every gateway and never falls
+back to a per-process count (``CounterStore.strict``): while Redis is unreachable a login is
+refused with ``503 unavailable`` naming Redis. A per-process fallback would let a guesser
+multiply the allowed failures by the number of gateways (and start afresh on each outage),
+which defeats the lockout; refusing logins for the few seconds Redis is away costs agents a
+retry, and agents already logged in keep working (sessions live in the database).
+"""
 
 from __future__ import annotations
 
@@ -34,6 +43,7 @@ __all__ = [
 ROLES = ("agent", "supervisor")
 MAX_FAILED_LOGINS = 5  # per account (tenant id and username), within LOCKOUT
 LOCKOUT = timedelta(minutes=5)
+LOCKOUT_NEEDS = "the agents' login lockout"  # named in the 503 while Redis is away
 SESSION_TTL = timedelta(hours=12)
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 _DUMMY_HASH = (  # checked for unknown or disabled accounts, so they take as long as real ones
@@ -129,7 +139,9 @@ def authenticate(
     ``MAX_FAILED_LOGINS`` failures within ``LOCKOUT`` lock the account (tenant id and
     username, however the tenant was named): until the oldest of them leaves the window every
     login fails with ``TooManyRequests`` (``retry_after`` seconds), even the right password.
+    ``Unavailable`` when the shared lockout cannot be read (see the module docstring).
     """
+    counters = counters.strict(LOCKOUT_NEEDS)
     key, tenant_id = _account(session, tenant, username)
     window = counters.events(key, window_s=LOCKOUT.total_seconds())
     if window.count >= MAX_FAILED_LOGINS:
@@ -154,7 +166,7 @@ def authenticate(
 
 def unlock(session: Session, counters: CounterStore, *, tenant: str, username: str) -> None:
     """Forget an account's failed logins (ends its lockout)."""
-    counters.clear(_account(session, tenant, username)[0])
+    counters.strict(LOCKOUT_NEEDS).clear(_account(session, tenant, username)[0])
 
 
 def _token_hash(token: str) -> str:

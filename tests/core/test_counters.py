@@ -1,12 +1,28 @@
-"""The counter store behind rate limits and lockouts: token buckets and event windows."""
+"""The counter stores behind rate limits, lockouts and quotas: one contract, run against the
+memory store and against a real redis-server; then what only Redis does (one bucket shared by
+two gateways) and the fallback while Redis is away."""
 
 from __future__ import annotations
 
-import pytest
+import logging
+import time
+from collections.abc import Iterator
 
-from core.counters import MemoryCounterStore, counter_stores
-from core.errors import UnknownPluginError
-from core.settings import Rate
+import pytest
+import redis
+
+from core.counters import (
+    CounterStore,
+    FallbackCounterStore,
+    MemoryCounterStore,
+    Window,
+    counter_stores,
+)
+from core.errors import Unavailable, UnknownPluginError
+from core.metrics import counters
+from core.redis_counters import RedisCounterStore
+from core.settings import Rate, RedisSettings, Settings
+from tests.support.redis_server import RedisServer
 
 
 class Clock:
@@ -17,55 +33,95 @@ class Clock:
         return self.now
 
 
-def test_bucket_allows_the_burst_then_refuses_with_the_wait() -> None:
-    clock = Clock()
-    store = MemoryCounterStore(clock)
-    rate = Rate(per_second=2, burst=3)
+def redis_store(url: str) -> RedisCounterStore:
+    """A store with its own connection pool, as another gateway process would have."""
+    return RedisCounterStore(client=redis.Redis.from_url(url, socket_timeout=2), url=url)
+
+
+@pytest.fixture(params=["memory", "redis"])
+def store(request: pytest.FixtureRequest) -> CounterStore:
+    if request.param == "memory":
+        return MemoryCounterStore()
+    return redis_store(request.getfixturevalue("redis_url"))
+
+
+# --- the contract, for every store ----------------------------------------------------------
+
+
+def test_bucket_allows_the_burst_then_refuses_with_the_wait(store: CounterStore) -> None:
+    rate = Rate(per_second=0.5, burst=3)
     decisions = [store.take("k", rate) for _ in range(4)]
     assert [d.allowed for d in decisions] == [True, True, True, False]
     assert [d.remaining for d in decisions[:3]] == [2, 1, 0]
     refused = decisions[3]
     assert refused.limit == 3
-    assert refused.retry_after == pytest.approx(0.5)
-    assert refused.retry_after_s == 1
-    assert refused.reset == pytest.approx(1.5)
+    assert refused.retry_after == pytest.approx(2.0, abs=0.1)
+    assert refused.retry_after_s == 2
+    assert refused.reset == pytest.approx(6.0, abs=0.1)
 
 
-def test_bucket_refills_at_its_rate_and_keys_are_independent() -> None:
+def test_bucket_refills_at_its_rate_and_keys_are_independent(store: CounterStore) -> None:
+    rate = Rate(per_second=10, burst=1)
+    assert store.take("a", rate).allowed
+    assert not store.take("a", rate).allowed
+    assert store.take("b", rate).allowed  # another key has its own bucket
+    time.sleep(0.12)
+    assert store.take("a", rate).allowed
+
+
+def test_refused_requests_take_no_tokens(store: CounterStore) -> None:
+    rate = Rate(per_second=10, burst=1)
+    store.take("a", rate)
+    for _ in range(10):
+        assert not store.take("a", rate).allowed
+    time.sleep(0.12)
+    assert store.take("a", rate).allowed
+
+
+def test_event_window_counts_recent_events_and_says_when_the_oldest_leaves(
+    store: CounterStore,
+) -> None:
+    assert store.events("login", window_s=0.6) == Window(0, 0.0)
+    store.add_event("login", window_s=0.6)
+    time.sleep(0.3)
+    window = store.add_event("login", window_s=0.6)
+    assert window.count == 2
+    assert 0.2 < window.oldest_leaves_in <= 0.31
+    time.sleep(0.35)  # the first event left the window
+    assert store.events("login", window_s=0.6).count == 1
+    store.clear("login")
+    assert store.events("login", window_s=0.6).count == 0
+
+
+def test_totals_are_kept_once_seeded_and_until_they_expire(store: CounterStore) -> None:
+    assert store.total("q") is None
+    assert store.add("q", 5) is None  # nothing is kept before a seed
+    assert store.total("q") is None
+    assert store.seed("q", 100, ttl_s=0.5) == 100
+    assert store.seed("q", 7, ttl_s=0.5) == 100  # a second seed keeps what is there
+    assert store.add("q", 2.5) == 102.5
+    assert store.total("q") == 102.5
+    time.sleep(0.6)
+    assert store.total("q") is None
+    store.seed("q", 1, ttl_s=10)
+    store.clear("q")
+    assert store.total("q") is None
+
+
+# --- memory only: exact with a clock, bounded ------------------------------------------------
+
+
+def test_memory_bucket_refills_exactly_with_its_clock() -> None:
     clock = Clock()
     store = MemoryCounterStore(clock)
     rate = Rate(per_second=1, burst=1)
     assert store.take("a", rate).allowed
     assert not store.take("a", rate).allowed
-    assert store.take("b", rate).allowed  # another key has its own bucket
     clock.now += 1.0
     assert store.take("a", rate).allowed
-
-
-def test_refused_requests_take_no_tokens() -> None:
-    clock = Clock()
-    store = MemoryCounterStore(clock)
-    rate = Rate(per_second=1, burst=1)
-    store.take("a", rate)
-    for _ in range(10):
-        assert not store.take("a", rate).allowed
-    clock.now += 1.0
-    assert store.take("a", rate).allowed
-
-
-def test_event_window_counts_recent_events_and_says_when_the_oldest_leaves() -> None:
-    clock = Clock()
-    store = MemoryCounterStore(clock)
-    assert store.events("login", window_s=300).count == 0
-    store.add_event("login", window_s=300)
+    store.add_event("e", window_s=300)
     clock.now += 100
-    window = store.add_event("login", window_s=300)
-    assert window.count == 2
-    assert window.oldest_leaves_in == pytest.approx(200)
-    clock.now += 250  # the first event left the window
-    assert store.events("login", window_s=300).count == 1
-    store.clear("login")
-    assert store.events("login", window_s=300).count == 0
+    assert store.add_event("e", window_s=300).oldest_leaves_in == pytest.approx(200)
 
 
 def test_a_flood_of_keys_does_not_grow_memory_without_bound() -> None:
@@ -78,7 +134,93 @@ def test_a_flood_of_keys_does_not_grow_memory_without_bound() -> None:
     assert len(store._buckets) <= 100
 
 
-def test_stores_are_plugins() -> None:
-    assert isinstance(counter_stores.get("memory")(), MemoryCounterStore)
+def test_stores_are_plugins(redis_url: str) -> None:
+    settings = Settings(redis=RedisSettings(url=redis_url))
+    assert isinstance(counter_stores.get("memory")(settings), MemoryCounterStore)
+    shared = counter_stores.get("redis")(settings)
+    assert isinstance(shared, FallbackCounterStore) and shared.shared
     with pytest.raises(UnknownPluginError, match="memory"):
         counter_stores.get("nope")
+
+
+# --- Redis: shared by gateways ---------------------------------------------------------------
+
+
+def test_two_gateways_share_one_bucket(redis_url: str) -> None:
+    a, b = redis_store(redis_url), redis_store(redis_url)
+    rate = Rate(per_second=0.01, burst=10)
+    allowed = [s.take("rate:predict:key:k1", rate).allowed for _ in range(10) for s in (a, b)]
+    assert allowed.count(True) == 10  # 10 in all, not 10 per gateway
+    a.add_event("agent_login:t:bo", window_s=60)
+    assert b.add_event("agent_login:t:bo", window_s=60).count == 2
+    assert b.seed("quota", 3, ttl_s=60) == 3
+    assert a.add("quota", 1) == 4
+
+
+def test_a_full_bucket_leaves_no_key_behind(redis_url: str) -> None:
+    store = redis_store(redis_url)
+    store.take("idle", Rate(per_second=20, burst=2))
+    key = "parley:counters:bucket:idle"
+    assert store.client.exists(key)
+    time.sleep(0.15)  # refilled after 1/20 s
+    assert not store.client.exists(key)
+
+
+# --- Redis away: the fallback, and what may not fall back ------------------------------------
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    with RedisServer() as server:
+        yield server
+
+
+class Events(logging.Handler):
+    """The names of the events Parley logs while attached."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.names: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.names.append(record.getMessage().split()[0])
+
+
+@pytest.fixture
+def events() -> Iterator[Events]:
+    logger, handler = logging.getLogger("parley"), Events()
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    yield handler
+    logger.removeHandler(handler)
+    logger.setLevel(level)
+
+
+def test_rate_limits_fall_back_to_this_process_while_redis_is_away(
+    own_redis: RedisServer, events: Events
+) -> None:
+    store = FallbackCounterStore(redis_store(own_redis.url), retry_s=0.2)
+    rate = Rate(per_second=0.01, burst=2)
+    assert store.take("k", rate).allowed and not store.degraded
+    own_redis.stop()
+    fallbacks = counters.get("counters.fallback")
+    assert [store.take("k", rate).allowed for _ in range(3)] == [True, True, False]  # here
+    assert store.degraded
+    time.sleep(0.25)
+    assert not store.take("k", rate).allowed  # Redis tried again, still away: still here
+    assert [n for n in events.names if n.startswith("counters.")] == [
+        "counters.shared_unreachable"  # once per outage
+    ]
+    assert counters.get("counters.fallback") == fallbacks + 4
+    lockout = store.strict("the agents' login lockout")
+    with pytest.raises(Unavailable, match="login lockout") as refused:
+        lockout.add_event("agent_login:x", window_s=60)
+    assert f"Redis at redis://127.0.0.1:{own_redis.port}/0 is unreachable" in str(refused.value)
+    assert refused.value.code == "unavailable"
+    own_redis.start()
+    time.sleep(0.25)
+    assert store.take("k", rate).allowed  # Redis again (its bucket went with it)
+    assert not store.degraded
+    assert events.names[-1] == "counters.shared_back"
+    assert lockout.add_event("agent_login:x", window_s=60).count == 1
