@@ -12,13 +12,17 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from parley.client import ParleyAPIError, ParleyClient
+
+if TYPE_CHECKING:
+    from core.settings import Settings
+    from parley.demo import Demo
 
 app = typer.Typer(help="Parley: datasets, training, models and predictions.", no_args_is_help=True)
 db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
@@ -38,6 +42,9 @@ agents_app = typer.Typer(
 secrets_app = typer.Typer(
     help="Secrets at rest (operator; works on the local database).", no_args_is_help=True
 )
+demo_app = typer.Typer(
+    help="The demo tenant and bot (operator; works on the local database).", no_args_is_help=True
+)
 for sub, name in (
     (db_app, "db"),
     (tenants_app, "tenants"),
@@ -47,6 +54,7 @@ for sub, name in (
     (aliases_app, "aliases"),
     (agents_app, "agents"),
     (secrets_app, "secrets"),
+    (demo_app, "demo"),
 ):
     app.add_typer(sub, name=name)
 
@@ -112,10 +120,9 @@ def serve(
     import uvicorn
 
     from bot_gateway.app import create_app
-    from core.db import ensure_schema, get_engine
+    from core.db import ensure_schema
     from core.errors import ParleyError
     from core.settings import get_settings
-    from core.storage import store_for
 
     if workers is not None:
         os.environ["PARLEY_QUEUE__WORKERS"] = str(workers)
@@ -130,17 +137,7 @@ def serve(
         _fail(e.message)
     url = f"http://{host}:{port}"
     if demo:
-        from parley.demo import ensure_demo, ensure_demo_bot
-        from training.datasets.importers import Limits
-
-        lim = settings.limits
-        info = ensure_demo(
-            get_engine(settings.database_url),
-            store_for(settings),
-            settings.data_dir,
-            Limits(lim.max_examples, lim.max_labels, lim.max_text_chars),
-        )
-        ensure_demo_bot(get_engine(settings.database_url), info.tenant_id, url)
+        info = _ensure_demo(settings, url)
         console.print(f"[bold]Parley[/bold] on {url}  (data in {settings.data_dir.resolve()})")
         if info.api_key:
             console.print(f"Demo tenant API key: [bold]{info.api_key}[/bold]", highlight=False)
@@ -161,7 +158,7 @@ def serve(
         console.print(f"[bold]Parley[/bold] on {url}")
     sys.stdout.flush()
     mounts: dict[str, Any] = {}
-    if demo:  # the sample orders API the demo bot calls, served beside the gateway
+    if settings.demo:  # the sample orders API the demo bot calls, served beside the gateway
         from parley.demo import ORDERS_API
         from parley.demo_orders import create_orders_app
 
@@ -173,6 +170,72 @@ def serve(
         log_level="warning",
         access_log=False,
     )
+
+
+def _ensure_demo(settings: Settings, url: str) -> Demo:
+    """The demo tenant (dataset, queued model, API key in the data dir) and the demo bot for a
+    server at ``url``; idempotent (``parley.demo``)."""
+    from core.db import get_engine
+    from core.storage import store_for
+    from parley.demo import ensure_demo, ensure_demo_bot
+    from training.datasets.importers import Limits
+
+    lim = settings.limits
+    engine = get_engine(settings.database_url)
+    info = ensure_demo(
+        engine,
+        store_for(settings),
+        settings.data_dir,
+        Limits(lim.max_examples, lim.max_labels, lim.max_text_chars),
+    )
+    ensure_demo_bot(engine, info.tenant_id, url)
+    return info
+
+
+@demo_app.command("create")
+def demo_create(
+    url: Annotated[
+        str | None,
+        typer.Option(
+            help="the public URL of the gateways: the demo bot calls its orders API there and "
+            "accepts web chat from that origin (default: PARLEY_PUBLIC_URL, else "
+            "http://127.0.0.1:8000)"
+        ),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create the demo tenant and bot once, for gateways started with --no-demo (a cluster);
+    later runs only point the bot at --url and print the key again (saved in the data dir).
+    Gateways serve the demo's orders API when PARLEY_DEMO=true."""
+    from core.settings import get_settings
+
+    settings = get_settings()
+    base = (url or settings.public_url or "http://127.0.0.1:8000").rstrip("/")
+    _operator_db()
+    info = _ensure_demo(settings, base)
+    data = {
+        "tenant_id": info.tenant_id,
+        "api_key": info.api_key,
+        "model_id": info.model_id,
+        "created": info.created,
+        "url": base,
+    }
+    if as_json:
+        _print_json(data)
+        return
+    console.print(
+        f"demo tenant {info.tenant_id} ({'created' if info.created else 'already there'}); "
+        f"demo bot at {base}/demo",
+        highlight=False,
+    )
+    if info.api_key:
+        console.print(f"Demo tenant API key: [bold]{info.api_key}[/bold]", highlight=False)
+    else:
+        console.print(
+            f"The demo tenant's API key is not in {settings.data_dir} (it was created by another "
+            "machine); create one with `parley keys create --tenant demo --scope admin`",
+            highlight=False,
+        )
 
 
 @db_app.command("upgrade")
