@@ -46,6 +46,7 @@ from bot_gateway.services.uploads import read_upload_sync
 from bot_gateway.serving.batcher import MicroBatcher
 from bot_gateway.serving.cache import ModelCache
 from bot_gateway.serving.lookup import Lookups
+from core import lookup_changes
 from core.backends import BackendContext, backends
 from core.counters import counter_stores
 from core.db import ensure_schema, get_engine, session_scope
@@ -71,6 +72,7 @@ def build_gateway(settings: Settings) -> Gateway:
 
     engine = get_engine(settings.database_url, echo=settings.db.echo)
     ensure_schema(settings.database_url)
+    lookup_changes.publish_on(engine, settings.redis)  # with Redis: look-up invalidation
     secret_box = open_box(settings, engine)  # refuses a missing or wrong PARLEY_SECRET_KEY
     store = store_for(settings)
     context = BackendContext(
@@ -95,7 +97,7 @@ def build_gateway(settings: Settings) -> Gateway:
             max_batch=settings.serving.max_batch, wait_ms=settings.serving.batch_wait_ms
         ),
         imports=ThreadPoolExecutor(max_workers=1, thread_name_prefix="import"),
-        lookups=Lookups(engine, ttl=settings.serving.lookup_ttl),
+        lookups=Lookups(engine, ttl=settings.serving.lookup_ttl, redis=settings.redis),
         counter_store=counter_stores.get(settings.counter_backend)(settings),
         audit=AuditWriter(engine, retention_days=settings.audit.retention_days),
         secrets=secret_box,

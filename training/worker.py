@@ -12,6 +12,7 @@ import signal
 import sys
 import time
 
+from core import lookup_changes
 from core.backends import BackendContext
 from core.db import ensure_schema, get_engine
 from core.logging import configure_logging, log_event
@@ -46,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         pass
     load_entry_points()
     engine = get_engine(settings.database_url)
+    lookup_changes.publish_on(engine, settings.redis)  # an alias promoted here: to gateways
     ensure_schema(settings.database_url)
     runner = JobRunner(
         engine=engine,

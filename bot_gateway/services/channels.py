@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from bot_gateway import dedupe
 from bot_gateway.conversations import bots as bot_service
 from bot_gateway.deps import Gateway
 from bot_gateway.services.conversations import converse
@@ -282,7 +283,14 @@ async def receive_webhook(
         counters.incr("webhook.ignored", channel=channel.type)
         log_event("webhook.ignored", channel=channel.id, type=channel.type, reason=e.message)
         return None
-    for message in result.messages:
+    fresh = await run_in_threadpool(
+        dedupe.first_deliveries,
+        gateway.settings.redis,
+        channel_id=channel.id,
+        channel_type=channel.type,
+        messages=result.messages,
+    )  # a redelivery (on any gateway, with Redis) is dropped here: bot_gateway.dedupe
+    for message in fresh:
         task = asyncio.create_task(converse(gateway, bot, channel.id, connector, message))
         gateway.background.add(task)
         task.add_done_callback(gateway.background.discard)

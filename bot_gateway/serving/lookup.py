@@ -3,15 +3,26 @@
 A prediction should not pay for database round trips it made a second ago. Entries stay until
 a change invalidates them (or ``MAX_AGE`` passes): this process forgets a tenant's entries at
 once when it revokes a key, moves or deletes an alias, or deletes a model; every change is also
-appended to the look-up change log (``core.lookup_changes``) in the same transaction, which a
-thread here polls every ``ttl`` seconds — so other gateway processes see a change within
-``ttl``, at the cost of one small query per ``ttl`` instead of one per request. If the poll
-fails, the caches are emptied and not filled until it succeeds again. Only succeeded models
-and valid keys are cached; failures never are.
+appended to the look-up change log (``core.lookup_changes``) in the same transaction. Other
+gateway processes learn of it in one of two ways:
+
+- without Redis, a thread here polls the change log every ``ttl`` seconds — a change is seen
+  within ``ttl``, at the cost of one small query per ``ttl`` instead of one per request; if
+  the poll fails, the caches are emptied and not filled until it succeeds again;
+- with Redis (``redis`` given), a thread here subscribes to the changes published on
+  ``core.lookup_changes.CHANNEL`` after each commit (by gateways and workers) and forgets the
+  tenant's entries as each arrives — at once, with no polling. While the subscription is down
+  (Redis away) the caches are emptied and not filled (look-ups go to the database, predictions
+  keep working); once it is back everything cached is forgotten once, since messages may
+  have been lost meanwhile.
+
+Only succeeded models and valid keys are cached; failures never are. ``ttl`` 0 turns the
+caches off in both modes.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from dataclasses import dataclass
@@ -25,6 +36,8 @@ from core.backends import builtin_models
 from core.db import session_scope
 from core.errors import NotFound
 from core.logging import log_event
+from core.redis import sync_client
+from core.settings import RedisSettings
 from core.tables import Alias
 from core.tenants import Principal, authenticate, hash_key
 from training import registry
@@ -35,6 +48,8 @@ MAX_AGE = 600.0
 """Seconds an entry lives at most, whatever the change log says (a safety net)."""
 MAX_ENTRIES = 100_000
 """Entries per table at most; the oldest go first."""
+RESUBSCRIBE_S = 1.0
+"""Seconds between attempts to subscribe again while Redis is away."""
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -86,8 +101,9 @@ class _Table(Generic[K, V]):
 
 
 class Lookups:
-    def __init__(self, engine: Engine, *, ttl: float) -> None:
+    def __init__(self, engine: Engine, *, ttl: float, redis: RedisSettings | None = None) -> None:
         self.engine, self.ttl = engine, ttl
+        self.redis = redis if redis is not None and redis.url else None
         self._principals: _Table[str, Principal] = _Table()
         self._models: _Table[tuple[str, str], ModelInfo] = _Table()
         self._aliases: _Table[tuple[str, str], str] = _Table()
@@ -95,14 +111,30 @@ class Lookups:
         self._poll_lock = threading.Lock()  # one poll at a time
         self._stop = threading.Event()
         self._last_change: int | None = None  # None: the change log is not being followed
+        self._subscribed = False  # with Redis: whether changes are being received
         self._poller: threading.Thread | None = None
         if ttl > 0:
-            self._poller = threading.Thread(target=self._poll_loop, name="lookups", daemon=True)
+            follow = self._poll_loop if self.redis is None else self._subscribe_loop
+            self._poller = threading.Thread(target=follow, name="lookups", daemon=True)
             self._poller.start()
 
     @property
     def caching(self) -> bool:
+        if self.redis is not None:
+            return self._subscribed
         return self._last_change is not None
+
+    def _forget_all(self) -> None:
+        for table in (self._principals, self._models, self._aliases):
+            table.forget()
+
+    def _changed(self, tenant_id: str, kind: str) -> None:
+        """Forget what a change of ``kind`` of ``tenant_id`` makes stale (under the lock)."""
+        if kind == "keys":
+            self._principals.forget(tenant_id)
+        else:
+            self._models.forget(tenant_id)
+            self._aliases.forget(tenant_id)
 
     def stop(self) -> None:
         self._stop.set()
@@ -130,19 +162,13 @@ class Lookups:
                 log_event("lookups.poll_failed", error=repr(e))
             with self._lock:
                 self._last_change = None
-                for table in (self._principals, self._models, self._aliases):
-                    table.forget()
+                self._forget_all()
             return
         with self._lock:
             if self._last_change is None:  # (re)starting: nothing cached may be trusted
-                for table in (self._principals, self._models, self._aliases):
-                    table.forget()
+                self._forget_all()
             for change_id, tenant_id, kind in changes:
-                if kind == "keys":
-                    self._principals.forget(tenant_id)
-                else:
-                    self._models.forget(tenant_id)
-                    self._aliases.forget(tenant_id)
+                self._changed(tenant_id, kind)
                 last = change_id
             self._last_change = last
 
@@ -150,6 +176,47 @@ class Lookups:
         self.poll()
         while not self._stop.wait(self.ttl):
             self.poll()
+
+    # --- the changes published on Redis -------------------------------------------------
+
+    def _subscribe_loop(self) -> None:
+        assert self.redis is not None
+        lost_logged = False
+        while not self._stop.is_set():
+            pubsub = sync_client(self.redis).pubsub()
+            try:
+                pubsub.subscribe(lookup_changes.CHANNEL)
+                while not self._stop.is_set():
+                    message = pubsub.get_message(timeout=0.5)  # raises once Redis is gone
+                    if message is not None:
+                        self._received(message)
+                        lost_logged = False
+            except Exception as e:  # noqa: BLE001 - Redis may be away for a while
+                with self._lock:
+                    self._subscribed = False
+                    self._forget_all()
+                if not lost_logged and not self._stop.is_set():
+                    log_event("lookups.subscription_lost", error=repr(e))
+                    lost_logged = True
+            finally:
+                pubsub.close()
+            self._stop.wait(RESUBSCRIBE_S)
+
+    def _received(self, message: dict[str, object]) -> None:
+        with self._lock:
+            if message["type"] == "subscribe":  # (re)started: messages may have been lost
+                self._forget_all()
+                self._subscribed = True
+                log_event("lookups.subscribed", channel=lookup_changes.CHANNEL)
+                return
+            if message["type"] != "message":
+                return
+            try:
+                change = json.loads(message["data"])  # type: ignore[arg-type]
+                self._changed(str(change["tenant_id"]), str(change["kind"]))
+            except (ValueError, KeyError, TypeError) as e:
+                log_event("lookups.bad_message", error=repr(e))
+                self._forget_all()
 
     # --- API keys -----------------------------------------------------------------------
 

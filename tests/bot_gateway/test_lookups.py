@@ -1,22 +1,27 @@
 """The look-up caches of two gateway processes over one real (migrated) SQLite database: a
-change made through one reaches the other through the change log, and only then."""
+change made through one reaches the other through the change log, and only then; with Redis,
+through a message published after the commit, at once (a real redis-server)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, create_engine
 
 from bot_gateway.serving.lookup import Lookups
 from core import lookup_changes
 from core.db import get_engine, session_scope, upgrade
 from core.errors import NotFound, Unauthenticated
+from core.settings import RedisSettings
 from core.tables import Model
-from core.tenants import create_tenant, revoke_key
+from core.tenants import create_tenant, hash_key, revoke_key
+from tests.support.redis_server import RedisServer
 from training import registry
 
 HOUR = 3600.0  # the poller polls once at start; the tests call poll() themselves
@@ -178,3 +183,86 @@ def test_a_revocation_is_logged_once(engine: Engine) -> None:
     with engine.connect() as conn:
         assert [(t, k) for _, t, k in lookup_changes.after(conn, 0)] == [(tenant_id, "keys")]
         assert lookup_changes.latest(conn) == lookup_changes.after(conn, 0)[0][0]
+
+
+# --- with Redis: changes published after the commit, received at once -----------------------
+
+
+def wait_until(check: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+@contextmanager
+def subscribed(engine: Engine, url: str) -> Iterator[tuple[Lookups, Lookups]]:
+    """Two gateways' caches following Redis (``ttl`` an hour: nothing is polled)."""
+    redis = RedisSettings(url=url)
+    lookup_changes.publish_on(engine, redis)
+    a, b = Lookups(engine, ttl=HOUR, redis=redis), Lookups(engine, ttl=HOUR, redis=redis)
+    try:
+        wait_until(lambda: a.caching and b.caching)
+        yield a, b
+    finally:
+        a.stop(), b.stop()
+
+
+def test_with_redis_a_key_revoked_elsewhere_is_refused_at_once(
+    engine: Engine, redis_url: str
+) -> None:
+    tenant_id, secret, key_id = add_tenant(engine)
+    with subscribed(engine, redis_url) as (a, b):
+        assert run(a.principal(secret)).tenant_id == tenant_id  # cached in both
+        assert run(b.principal(secret)).tenant_id == tenant_id
+        with session_scope(engine) as session:  # rolled back: nothing is published
+            revoke_key(session, tenant_id, key_id)
+            session.rollback()
+        time.sleep(0.3)
+        assert b._principals.get(hash_key(secret), time.monotonic()) is not None
+        with session_scope(engine) as session:
+            revoke_key(session, tenant_id, key_id)
+        for gateway in (a, b):
+            wait_until(
+                lambda g=gateway: g._principals.get(hash_key(secret), time.monotonic()) is None, 2.0
+            )
+            with pytest.raises(Unauthenticated, match="revoked"):
+                run(gateway.principal(secret))
+
+
+def test_with_redis_an_alias_moved_by_a_worker_reaches_every_gateway(
+    engine: Engine, redis_url: str, tmp_path: Path
+) -> None:
+    tenant_id, _, _ = add_tenant(engine)
+    with session_scope(engine) as session:
+        registry.set_alias(session, tenant_id, "production", "mdl_one_acme")
+    with subscribed(engine, redis_url) as (a, b):
+        for gateway in (a, b):
+            assert run(gateway.model(tenant_id, "production")).id == "mdl_one_acme"
+        worker = create_engine(str(engine.url))  # a worker process has its own engine
+        lookup_changes.publish_on(worker, RedisSettings(url=redis_url))
+        with session_scope(worker) as session:  # e.g. auto_promote after a train job
+            registry.set_alias(session, tenant_id, "production", "mdl_two_acme")
+        worker.dispose()
+        for gateway in (a, b):
+            wait_until(lambda g=gateway: run(g.model(tenant_id, "production")).id == "mdl_two_acme")
+
+
+def test_without_redis_the_caches_empty_and_refill_once_it_is_back(engine: Engine) -> None:
+    tenant_id, secret, key_id = add_tenant(engine)
+    with RedisServer() as server, subscribed(engine, server.url) as (a, _):
+        run(a.principal(secret))
+        assert a._principals.get(hash_key(secret), time.monotonic()) is not None
+        server.stop()
+        wait_until(lambda: not a.caching)
+        assert a._principals.get(hash_key(secret), time.monotonic()) is None  # emptied
+        assert run(a.principal(secret)).tenant_id == tenant_id  # from the database
+        assert a._principals.get(hash_key(secret), time.monotonic()) is None  # not filled
+        with session_scope(engine) as session:  # committed; publishing it fails (logged)
+            revoke_key(session, tenant_id, key_id)
+        with pytest.raises(Unauthenticated, match="revoked"):
+            run(a.principal(secret))
+        server.start()
+        wait_until(lambda: a.caching, timeout=10)
+        with pytest.raises(Unauthenticated, match="revoked"):
+            run(a.principal(secret))
