@@ -1,7 +1,8 @@
 """Artifact storage behind one interface: keys like ``tenants/ten_1/models/mdl_2/head.safetensors``.
 
-``LocalStore`` keeps artifacts in a folder (embedded default). A remote store (S3 via fsspec)
-implements the same methods; ``local_dir`` then downloads into a cache folder.
+``LocalStore`` keeps artifacts in a folder (embedded default). ``core.s3.S3Store`` (S3-compatible
+object storage, ``s3://bucket/prefix``) implements the same methods; its ``local_dir`` downloads
+into a verified local cache folder.
 Components persist through the store they are handed, never through paths of their own.
 """
 
@@ -39,6 +40,7 @@ class ArtifactStore(Protocol):
     def local_dir(self, prefix: str) -> Path: ...
     def delete_prefix(self, prefix: str) -> None: ...
     def exists(self, key: str) -> bool: ...
+    def size_of(self, prefix: str) -> int: ...
 
 
 class LocalStore:
@@ -95,6 +97,13 @@ class LocalStore:
 
     def exists(self, key: str) -> bool:
         return self._path(key).exists()
+
+    def size_of(self, prefix: str) -> int:
+        """Bytes stored at or below ``prefix`` (0 when nothing is)."""
+        path = self._path(prefix)
+        if path.is_file():
+            return path.stat().st_size
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
 def sha256_dir(directory: Path) -> str:

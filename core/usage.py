@@ -34,14 +34,13 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any, Literal
 
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from core.db import session_scope, utcnow
-from core.errors import InvalidInput, NotFound
+from core.errors import InvalidInput
 from core.logging import log_event
 from core.metrics import counters
 from core.storage import ArtifactStore
@@ -288,14 +287,7 @@ def record_job_time(engine: Engine, model_id: str, seconds: float, device: str) 
 def stored_bytes(store: ArtifactStore, tenant_id: str) -> int:
     """Bytes of the tenant's stored files: datasets and models (``tenants/<id>/``) and chat
     uploads (``uploads/<id>/``)."""
-    total = 0
-    for prefix in (f"tenants/{tenant_id}", f"uploads/{tenant_id}"):
-        try:
-            root: Path = store.local_dir(prefix)
-        except NotFound:
-            continue
-        total += sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
-    return total
+    return sum(store.size_of(prefix) for prefix in (f"tenants/{tenant_id}", f"uploads/{tenant_id}"))
 
 
 # --- reading usage back -----------------------------------------------------------------------
