@@ -15,6 +15,15 @@ Then the quotas that guard the class (``core.quotas``): ``predictions_per_month`
 ``upload`` (stored bytes plus the request's ``Content-Length``). Tenants without quotas pay
 nothing for them; others a cached total (no query per request).
 
+Where the running totals live: with a shared counter store (Redis), in it, so every gateway
+counts against one total — the tenant's predictions this month
+(``quota:predictions:<tenant>:<YYYY-MM>``, seeded from the usage records the first time it is
+read, then incremented by every gateway's predictions, ``Admission.predicted``; it lives
+until the month is over) and its stored bytes (``quota:storage:<tenant>``, measured every
+``STORAGE_TTL`` seconds, uploads added meanwhile). Otherwise (one gateway) in this process:
+``UsageRecorder``'s cached totals and ``_storage``. The usage records stay the record either
+way; the models and train-minutes quotas are read from the database each time.
+
 Callers: ``deps.get_principal`` (every route keyed by an API key), ``/model/parse``,
 channel webhooks and the chat routes (per tenant of the bot or channel).
 """
@@ -198,10 +207,34 @@ class Admission:
         default: Rate = getattr(self.settings, name)
         return limits.rate(name, default)
 
+    async def predicted(self, tenant_id: str, count: int) -> None:
+        """``count`` predictions were made for the tenant: add them to its shared monthly
+        total (only with a shared store, and for a tenant with that quota)."""
+        if not self.buckets.shared:
+            return  # UsageRecorder.record counts them in this process's running total
+        limits = self.limits_cache.get(tenant_id)
+        if limits is None or "predictions_per_month" not in limits.quotas:
+            return
+        key = _predictions_key(tenant_id, month_start(datetime.now(UTC)))
+        await run_in_threadpool(self.buckets.add, key, count)
+
+    def _shared_predictions(self, tenant_id: str, now: datetime) -> float:
+        since = month_start(now)
+        key = _predictions_key(tenant_id, since)
+        used = self.buckets.total(key)
+        if used is None:
+            total = self.usage.total(tenant_id, "predictions", since)
+            keep = (next_month(now) - now).total_seconds() + 86_400
+            used = self.buckets.seed(key, total, ttl_s=keep)
+        return used
+
     async def _check_predictions(self, tenant_id: str, limits: TenantLimits) -> None:
         now = datetime.now(UTC)
         since = month_start(now)
-        used = self.usage.cached_total(tenant_id, "predictions", since)
+        if self.buckets.shared:
+            used = await run_in_threadpool(self._shared_predictions, tenant_id, now)
+        else:
+            used = self.usage.cached_total(tenant_id, "predictions", since)
         if used is None:
             used = await run_in_threadpool(self.usage.total, tenant_id, "predictions", since)
         limit = limits.quotas["predictions_per_month"]
@@ -218,14 +251,27 @@ class Admission:
 
     def _check_storage(self, tenant_id: str, limits: TenantLimits, incoming: int) -> None:
         limit = limits.quotas["storage_bytes"]
+        if self.buckets.shared:
+            key = f"quota:storage:{tenant_id}"
+            used: float | None = self.buckets.total(key)
+            if used is None:
+                measured_bytes = stored_bytes(self.gateway.store, tenant_id)
+                used = self.buckets.seed(key, measured_bytes, ttl_s=STORAGE_TTL)
+            if used + incoming > limit:
+                raise refuse("storage_bytes", limit=limit, used=used, now=datetime.now(UTC))
+            self.buckets.add(key, incoming)  # until it is measured again
+            return
         measured = self._storage.get(tenant_id)
         if measured is None or time.monotonic() - measured[0] > STORAGE_TTL:
             measured = (time.monotonic(), stored_bytes(self.gateway.store, tenant_id))
-        used = measured[1]
-        if used + incoming > limit:
+        if measured[1] + incoming > limit:
             self._storage[tenant_id] = measured
-            raise refuse("storage_bytes", limit=limit, used=used, now=datetime.now(UTC))
-        self._storage[tenant_id] = (measured[0], used + incoming)  # until it is measured again
+            raise refuse("storage_bytes", limit=limit, used=measured[1], now=datetime.now(UTC))
+        self._storage[tenant_id] = (measured[0], measured[1] + incoming)  # until measured again
+
+
+def _predictions_key(tenant_id: str, month: datetime) -> str:
+    return f"quota:predictions:{tenant_id}:{month:%Y-%m}"
 
 
 class RateLimitHeaders:

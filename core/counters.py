@@ -238,6 +238,7 @@ class FallbackCounterStore(CounterStore):
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.primary = primary
+        self._own_fallback = fallback is None  # emptied when the primary is back
         self.fallback = fallback or MemoryCounterStore()
         self.retry_s = retry_s
         self._clock = clock
@@ -268,6 +269,8 @@ class FallbackCounterStore(CounterStore):
             with self._lock:
                 if self._down_until is not None:
                     self._down_until = None
+                    if self._own_fallback:  # its counts are stale once Redis counts again
+                        self.fallback = MemoryCounterStore()
                     log_event("counters.shared_back")
         return result
 

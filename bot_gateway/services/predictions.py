@@ -126,6 +126,7 @@ async def run_model(
     gateway.usage.predicted(
         principal.tenant_id, info.id, task=info.task, backend=info.backend, count=len(texts)
     )
+    await gateway.admission.predicted(principal.tenant_id, len(texts))  # shared quota
     return Outcome(info, None if probs is None else list(loaded.labels), probs, entities)
 
 
@@ -363,6 +364,7 @@ async def predict_images(
     gateway.usage.predicted(
         principal.tenant_id, info.id, task=info.task, backend=info.backend, count=len(images)
     )
+    await gateway.admission.predicted(principal.tenant_id, len(images))  # shared quota
     if len(results) > 1:
         return PredictResponse(model_id=info.id, results=results)
     one = results[0]

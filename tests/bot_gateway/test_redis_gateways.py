@@ -1,0 +1,221 @@
+"""Two gateways (two ``create_app`` TestClients) on one SQLite file and one real redis-server
+of this module's own: rate limits, the agents' login lockout and quotas are counted once for
+both, a key revoked on one is refused on the other at once (no polling: ``lookup_ttl`` 60 s),
+a provider's redelivery to the other gateway runs no second turn; with Redis stopped
+predictions still answer, what needs Redis answers 503 naming it, and everything works again
+once it is back, without restarting a gateway."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from bot_gateway.app import create_app
+from bot_gateway.services.accounts import create_agent
+from connectors.registry import connectors
+from core.db import get_engine, session_scope
+from core.metrics import counters
+from tests.bot_gateway.conftest import OPERATOR
+from tests.conftest import make_db_url, make_settings
+from tests.connectors.telegram_kit import KIT
+from tests.support.bots import handoff_bot
+from tests.support.images import encode, shape_image
+from tests.support.redis_server import RedisServer
+
+pytestmark = pytest.mark.slow
+
+PASSWORD = "correct horse battery"
+IMAGE = encode(shape_image("circle", 5))
+
+
+@dataclass
+class Pair:
+    a: TestClient
+    b: TestClient
+    redis: RedisServer
+    url: str  # the database's
+    calls: list[httpx.Request]  # what both gateways sent to Telegram's fake
+
+    def tenant(self, name: str) -> tuple[str, dict[str, str]]:
+        r = self.a.post("/v1/tenants", json={"name": name}, headers=OPERATOR)
+        assert r.status_code == 201, r.text
+        return r.json()["tenant_id"], {"Authorization": f"Bearer {r.json()['api_key']}"}
+
+    def agent(self, tenant_id: str, username: str) -> None:
+        with session_scope(get_engine(self.url)) as session:
+            create_agent(session, tenant_id=tenant_id, username=username, password=PASSWORD)
+
+
+@pytest.fixture(scope="module")
+def pair(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Pair]:
+    tmp = tmp_path_factory.mktemp("redis-gateways")
+    url = make_db_url("sqlite", tmp, request)
+    calls: list[httpx.Request] = []
+    with RedisServer() as redis:
+
+        def gateway(name: str, workers: int) -> TestClient:
+            settings = make_settings(
+                tmp / name,
+                url,
+                redis={"url": redis.url},
+                serving={"lookup_ttl": 60},
+                queue={"workers": workers, "threads": 1, "poll_interval": 0.1},
+            )
+            app = create_app(
+                settings, warm_encoder=False, http_transport=KIT.provider(IMAGE, calls)
+            )
+            return TestClient(app)
+
+        with gateway("a", 1) as a, gateway("b", 0) as b:
+            yield Pair(a, b, redis, url, calls)
+
+
+def statuses(pair: Pair, send: Callable[[TestClient], Any], times: int) -> list[int]:
+    """``send`` through A and B in turn, ``times`` in all: the status codes."""
+    return [send(pair.a if i % 2 == 0 else pair.b).status_code for i in range(times)]
+
+
+def login(client: TestClient, tenant: str, username: str, password: str = PASSWORD) -> Any:
+    body = {"tenant": tenant, "username": username, "password": password}
+    return client.post("/v1/agent/login", json=body)
+
+
+def predict(client: TestClient, key: dict[str, str]) -> Any:
+    body = {"text": "Send it to Paris on Monday"}
+    return client.post("/v1/models/prebuilt-entities/predict", json=body, headers=key)
+
+
+def test_rate_limits_are_counted_once_for_both_gateways(pair: Pair) -> None:
+    tenant_id, key = pair.tenant("limited")
+    rates = {"api_key": {"per_second": 0.01, "burst": 6}}
+    r = pair.a.patch(f"/v1/tenants/{tenant_id}", json={"rate_limits": rates}, headers=OPERATOR)
+    assert r.status_code == 200, r.text
+    codes = statuses(pair, lambda c: c.get("/v1/models", headers=key), 10)
+    assert codes == [200] * 6 + [429] * 4  # 6 in all, not 6 per gateway
+    refused = pair.b.get("/v1/models", headers=key)
+    assert refused.json()["error"] == "rate_limited" and "Retry-After" in refused.headers
+
+
+def test_the_login_lockout_is_counted_once_for_both_gateways(pair: Pair) -> None:
+    tenant_id, _ = pair.tenant("desk")
+    pair.agent(tenant_id, "ana")
+    wrong = statuses(pair, lambda c: login(c, "desk", "ana", "not-the-password"), 5)
+    assert wrong == [401] * 5
+    for client in (pair.a, pair.b):  # locked on both, even with the right password
+        locked = login(client, "desk", "ana")
+        assert locked.status_code == 429, locked.text
+        assert "too many failed logins" in locked.json()["message"]
+
+
+def test_the_predictions_quota_is_counted_once_for_both_gateways(pair: Pair) -> None:
+    tenant_id, key = pair.tenant("metered")
+    quotas = {"predictions_per_month": 3}
+    r = pair.a.patch(f"/v1/tenants/{tenant_id}", json={"quotas": quotas}, headers=OPERATOR)
+    assert r.status_code == 200, r.text
+    codes = statuses(pair, lambda c: predict(c, key), 5)
+    assert codes == [200, 200, 200, 429, 429]  # 3 in all, not 3 per gateway
+    refused = predict(pair.b, key).json()
+    assert refused["quota"] == "predictions_per_month" and refused["used"] == 3
+
+
+def test_a_key_revoked_on_one_gateway_is_refused_on_the_other_at_once(pair: Pair) -> None:
+    _, admin = pair.tenant("revoking")
+    body = {"name": "ci", "scopes": ["predict", "train"]}
+    r = pair.a.post("/v1/keys", json=body, headers=admin)
+    assert r.status_code == 201, r.text
+    created = r.json()
+    key = {"Authorization": f"Bearer {created['api_key']}"}
+    assert pair.b.get("/v1/models", headers=key).status_code == 200  # now cached on B
+    assert pair.b.get("/v1/models", headers=key).status_code == 200
+    revoked_at = time.monotonic()
+    assert pair.a.delete(f"/v1/keys/{created['id']}", headers=admin).status_code == 200
+    while (r := pair.b.get("/v1/models", headers=key)).status_code == 200:
+        assert time.monotonic() - revoked_at < 2, "B still takes a key revoked on A"
+        time.sleep(0.02)
+    assert r.status_code == 401 and "revoked" in r.json()["message"]
+
+
+@pytest.fixture(scope="module")
+def channel(pair: Pair) -> dict[str, Any]:
+    """A trained bot of a new tenant, connected to Telegram (the kit's fake)."""
+    _, key = pair.tenant("telegraphed")
+    bot = pair.a.post("/v1/bots", json=handoff_bot(), headers=key).json()
+    deadline = time.monotonic() + 180
+    while pair.a.get(f"/v1/bots/{bot['id']}", headers=key).json()["status"] == "training":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    body = {"type": "telegram", "config": KIT.config()}
+    r = pair.a.post(f"/v1/bots/{bot['id']}/channels", json=body, headers=key)
+    assert r.status_code == 201, r.text
+    return r.json()  # type: ignore[no-any-return]
+
+
+def deliver(client: TestClient, channel: dict[str, Any], text: str, message_id: str) -> Any:
+    cls = connectors.get("telegram")
+    connector = cls(
+        cls.Config.model_validate(KIT.config()),
+        httpx.AsyncClient(),
+        webhook_url=channel["webhook_url"],
+    )
+    request = KIT.text_webhook(connector, text, sender="cust-9", message_id=message_id)
+    return client.post(f"/webhooks/{channel['id']}", content=request.body, headers=request.headers)
+
+
+def sent(pair: Pair) -> list[str]:
+    return [m["text"] for m in KIT.sent(pair.calls)]
+
+
+def test_a_redelivery_to_the_other_gateway_runs_no_second_turn(
+    pair: Pair, channel: dict[str, Any]
+) -> None:
+    before, duplicates = len(sent(pair)), counters.get("webhook.duplicate", channel="telegram")
+    assert deliver(pair.a, channel, "hello", "msg-41").status_code == 200
+    assert deliver(pair.b, channel, "hello", "msg-41").status_code == 200  # the provider's retry
+    deadline = time.monotonic() + 30
+    while len(sent(pair)) < before + 1:
+        assert time.monotonic() < deadline, sent(pair)
+        time.sleep(0.05)
+    time.sleep(1.0)
+    assert sent(pair)[before:] == ["Hello from the bot!"]  # one turn, one answer
+    assert counters.get("webhook.duplicate", channel="telegram") == duplicates + 1
+
+
+def test_with_redis_stopped_predictions_answer_and_the_rest_says_redis(
+    pair: Pair, channel: dict[str, Any]
+) -> None:
+    tenant_id, key = pair.tenant("outage")
+    pair.agent(tenant_id, "bo")
+    pair.redis.stop()
+    try:
+        for client in (pair.a, pair.b):
+            assert predict(client, key).status_code == 200  # rate limits count in process
+            refused = login(client, "outage", "bo")
+            assert refused.status_code == 503, refused.text
+            body = refused.json()
+            assert body["error"] == "unavailable"
+            assert f"Redis at redis://127.0.0.1:{pair.redis.port}/0" in body["message"]
+            assert "login lockout" in body["message"] and "Retry-After" in refused.headers
+        webhook = deliver(pair.b, channel, "hello", "msg-77")
+        assert webhook.status_code == 503, webhook.text  # the provider delivers it again later
+        assert "Redis" in webhook.json()["message"]
+    finally:
+        pair.redis.start()
+    deadline = time.monotonic() + 10
+    while login(pair.b, "outage", "bo").status_code != 200:  # no restart needed
+        assert time.monotonic() < deadline, "login still refused after Redis came back"
+        time.sleep(0.2)
+    assert login(pair.a, "outage", "bo").status_code == 200
+    before = len(sent(pair))
+    assert deliver(pair.b, channel, "hello", "msg-77").status_code == 200  # redelivered: runs
+    deadline = time.monotonic() + 30
+    while len(sent(pair)) < before + 1:
+        assert time.monotonic() < deadline, sent(pair)
+        time.sleep(0.05)
