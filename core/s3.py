@@ -187,11 +187,11 @@ class S3Store:
         code = str(e.response.get("Error", {}).get("Code", ""))
         return code in ("NoSuchKey", "404", "NotFound")
 
-    def _keys_under(self, prefix: str) -> Iterator[tuple[str, int]]:
+    def _keys_under(self, prefix: str, what: str) -> Iterator[tuple[str, int]]:
         """Every (full key, size) stored at ``prefix`` itself or below ``prefix/``."""
         full = self._key(prefix)
         paginator = self.client.get_paginator("list_objects_v2")
-        with self._errors(f"listing {prefix}"):
+        with self._errors(what):
             pages = paginator.paginate(
                 Bucket=self.bucket, Prefix=full, PaginationConfig={"PageSize": self.page_size}
             )
@@ -234,7 +234,9 @@ class S3Store:
     def size_of(self, prefix: str) -> int:
         """Bytes stored at or below ``prefix`` (manifests not counted), from one listing."""
         return sum(
-            size for key, size in self._keys_under(prefix) if not key.endswith("/" + MANIFEST_NAME)
+            size
+            for key, size in self._keys_under(prefix, f"measuring {prefix}")
+            if not key.endswith("/" + MANIFEST_NAME)
         )
 
     def put_dir(self, prefix: str, directory: Path) -> None:
@@ -249,8 +251,9 @@ class S3Store:
             check_key(rel)
             entries.append({"path": rel, "size": path.stat().st_size, "sha256": _file_sha256(path)})
         manifest = {"format": MANIFEST_FORMAT, "sha256": sha256_dir(directory), "files": entries}
-        self.delete_prefix(prefix)  # the old manifest first, so no reader mixes old and new
-        with self._errors(f"storing {prefix}"):
+        what = f"storing {prefix}"
+        self._delete(prefix, what)  # the old manifest first, so no reader mixes old and new
+        with self._errors(what):
             for path, entry in zip(files, entries, strict=True):
                 with path.open("rb") as body:
                     self.client.put_object(
@@ -266,11 +269,14 @@ class S3Store:
     def delete_prefix(self, prefix: str) -> None:
         """Delete the object at ``prefix`` and every object below it (the manifest first), and
         the local cache of that folder."""
+        self._delete(prefix, f"deleting {prefix}")
+
+    def _delete(self, prefix: str, what: str) -> None:
         manifest = self._key(f"{prefix}/{MANIFEST_NAME}")
-        with self._errors(f"deleting {prefix}"):
+        with self._errors(what):
             self.client.delete_object(Bucket=self.bucket, Key=manifest)
-        keys = [key for key, _ in self._keys_under(prefix)]
-        with self._errors(f"deleting {prefix}"):
+        keys = [key for key, _ in self._keys_under(prefix, what)]
+        with self._errors(what):
             for start in range(0, len(keys), self.page_size):
                 batch = [{"Key": k} for k in keys[start : start + self.page_size]]
                 self.client.delete_objects(

@@ -115,12 +115,16 @@ class S3Server:
             self.buckets.append(name)
         return name
 
+    def object_sizes(self, bucket: str) -> dict[str, int]:
+        """Every key stored in ``bucket`` and its size in bytes."""
+        sizes: dict[str, int] = {}
+        for page in self._client().get_paginator("list_objects_v2").paginate(Bucket=bucket):
+            sizes.update((obj["Key"], int(obj["Size"])) for obj in page.get("Contents", []))
+        return sizes
+
     def object_keys(self, bucket: str) -> list[str]:
         """Every key stored in ``bucket`` (for tests that check what was written)."""
-        keys: list[str] = []
-        for page in self._client().get_paginator("list_objects_v2").paginate(Bucket=bucket):
-            keys.extend(obj["Key"] for obj in page.get("Contents", []))
-        return keys
+        return list(self.object_sizes(bucket))
 
     def __enter__(self) -> S3Server:
         self.start()
