@@ -152,8 +152,9 @@ class ServingSettings(BaseModel):
         default=1.0,
         ge=0,
         description="seconds between polls of the look-up change log: a key revoked or an "
-        "alias moved through another gateway process is seen here within this time; 0 turns "
-        "the key and model look-up caches off",
+        "alias moved through another gateway process is seen here within this time (with "
+        "PARLEY_REDIS__URL changes arrive at once over pub/sub instead); 0 turns the key and "
+        "model look-up caches off",
     )
 
 
