@@ -231,6 +231,7 @@ class Admission:
     async def _check_predictions(self, tenant_id: str, limits: TenantLimits) -> None:
         now = datetime.now(UTC)
         since = month_start(now)
+        used: float | None
         if self.buckets.shared:
             used = await run_in_threadpool(self._shared_predictions, tenant_id, now)
         else:
