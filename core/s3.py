@@ -31,6 +31,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,7 +40,7 @@ from urllib.parse import urlsplit
 
 from core.errors import ConfigurationError, InvalidInput, NotFound, ParleyError, Unavailable
 from core.settings import Settings
-from core.storage import check_key, sha256_dir
+from core.storage import check_key
 
 __all__ = ["MANIFEST_FORMAT", "MANIFEST_NAME", "S3Store"]
 
@@ -96,6 +97,8 @@ class S3Store:
         self._files = cache / "files" / self.root if self.root else cache / "files"
         self._manifests = cache / "manifests" / self.root if self.root else cache / "manifests"
         self._tmp = cache / "tmp"
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
         # each attempt gets half the budget less the retry's back-off (at most 1 s), so a call
         # gives up within timeout_s whether the store refuses connections or hangs
         per_attempt = max(0.1, (timeout_s - 1.0) / _ATTEMPTS)
@@ -107,6 +110,10 @@ class S3Store:
                 connect_timeout=per_attempt,
                 read_timeout=per_attempt,
                 retries={"total_max_attempts": _ATTEMPTS, "mode": "standard"},
+                # checksums only where S3 requires them: some S3-compatible stores refuse the
+                # newer default ones; the manifest's sha256s check what matters
+                request_checksum_calculation="when_required",
+                response_checksum_validation="when_required",
             ),
         )
 
@@ -154,7 +161,7 @@ class S3Store:
                     f"{self.where} has no bucket {self.bucket!r}; create it (`mc mb` with MinIO, "
                     f"`aws s3 mb s3://{self.bucket}` on AWS) or fix PARLEY_STORAGE__URL"
                 ) from e
-            if code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+            if code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403"):
                 raise ConfigurationError(
                     f"{self.where} refused Parley's credentials while {what} ({code}); check "
                     "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
@@ -166,7 +173,7 @@ class S3Store:
             raise ConfigurationError(
                 f"no credentials for {self.where}; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
             ) from e
-        except (ConnectionError, HTTPClientError, OSError) as e:
+        except (ConnectionError, HTTPClientError) as e:  # refused, timed out, cut off
             raise self._unavailable(what, e) from e
 
     def _unavailable(self, what: str, error: BaseException) -> Unavailable:
@@ -250,7 +257,7 @@ class S3Store:
                 raise InvalidInput(f"a stored folder may not contain a file named {MANIFEST_NAME}")
             check_key(rel)
             entries.append({"path": rel, "size": path.stat().st_size, "sha256": _file_sha256(path)})
-        manifest = {"format": MANIFEST_FORMAT, "sha256": sha256_dir(directory), "files": entries}
+        manifest = {"format": MANIFEST_FORMAT, "sha256": _digest(entries), "files": entries}
         what = f"storing {prefix}"
         self._delete(prefix, what)  # the old manifest first, so no reader mixes old and new
         with self._errors(what):
@@ -279,24 +286,57 @@ class S3Store:
         with self._errors(what):
             for start in range(0, len(keys), self.page_size):
                 batch = [{"Key": k} for k in keys[start : start + self.page_size]]
-                self.client.delete_objects(
+                answer = self.client.delete_objects(
                     Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True}
                 )
+                if answer.get("Errors"):
+                    first = answer["Errors"][0]
+                    raise ParleyError(
+                        f"{self.where} did not delete {len(answer['Errors'])} object(s) while "
+                        f"{what}, e.g. {first.get('Key')}: {first.get('Code')} "
+                        f"{first.get('Message')}; try again"
+                    )
         self._drop_cache(prefix)
 
     def local_dir(self, prefix: str) -> Path:
         """The folder at ``prefix`` on local disk: the cached copy while it still matches its
-        manifest, else a fresh, verified download."""
+        manifest, else a fresh, verified download (one at a time per folder in this process)."""
         check_key(prefix)
         target = self._files / prefix
         cached = self._manifests / f"{prefix}.json"
-        if cached.is_file() and target.is_dir():
-            try:
-                if self._matches(target, json.loads(cached.read_text())) is None:
-                    return target
-            except (ValueError, KeyError, TypeError):
-                pass  # an unreadable cached manifest: download the folder again
-        manifest = self._fetch_manifest(prefix)
+        if self._cached(target, cached):
+            return target
+        with self._lock_for(prefix):
+            if self._cached(target, cached):  # another thread downloaded it meanwhile
+                return target
+            manifest = self._fetch_manifest(prefix)
+            if not (target.is_dir() and self._matches(target, manifest) is None):
+                self._place(prefix, manifest, target)
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            self._tmp.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self._tmp, prefix="manifest-")
+            with os.fdopen(fd, "w") as f:
+                json.dump(manifest, f)
+            os.replace(tmp, cached)
+        return target
+
+    # --- the local cache ----------------------------------------------------------------------
+
+    def _lock_for(self, prefix: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(prefix, threading.Lock())
+
+    def _cached(self, target: Path, cached: Path) -> bool:
+        """Whether ``target`` holds exactly the files of its cached manifest."""
+        if not (cached.is_file() and target.is_dir()):
+            return False
+        try:
+            return self._matches(target, json.loads(cached.read_text())) is None
+        except (ValueError, KeyError, TypeError, OSError):
+            return False  # unreadable, or changed while we read it: download the folder again
+
+    def _place(self, prefix: str, manifest: dict[str, Any], target: Path) -> None:
+        """Download into a temporary folder, check it, then rename it over ``target``."""
         self._tmp.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=self._tmp, prefix="dl-"))
         try:
@@ -305,19 +345,11 @@ class S3Store:
             target.parent.mkdir(parents=True, exist_ok=True)
             try:
                 os.replace(staging, target)
-            except OSError:  # another thread or process placed it first
+            except OSError:  # another process placed it first
                 if self._matches(target, manifest) is not None:
                     raise
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self._tmp, prefix="manifest-")
-            with os.fdopen(fd, "w") as f:
-                json.dump(manifest, f)
-            os.replace(tmp, cached)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        return target
-
-    # --- the local cache ----------------------------------------------------------------------
 
     def _fetch_manifest(self, prefix: str) -> dict[str, Any]:
         try:
@@ -339,7 +371,7 @@ class S3Store:
         return dict(manifest)
 
     def _download(self, prefix: str, manifest: dict[str, Any], staging: Path) -> None:
-        """Every file of the manifest into ``staging``, each checked as it arrives."""
+        """Every file of the manifest into ``staging``, then checked against it."""
         for entry in manifest["files"]:
             rel = check_key(entry["path"])
             path = staging / rel

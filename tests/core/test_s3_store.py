@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -114,6 +115,22 @@ def test_the_local_cache_is_reused_without_asking_the_store(
     assert first.is_relative_to(tmp_path / "gateway" / "artifacts")
     assert files_under(first) == files_under(source)
     assert sha256_dir(first) == sha256_dir(source)
+
+
+def test_threads_asking_for_one_folder_download_it_once(
+    store: S3Store, s3_settings: Settings, tmp_path: Path
+) -> None:
+    source = make_model_dir(tmp_path / "trained")
+    store.put_dir(PREFIX, source)
+    gateway = another_gateway(s3_settings, tmp_path, "gateway")
+    calls = calls_of(gateway)
+
+    with ThreadPoolExecutor(8) as pool:
+        folders = list(pool.map(lambda _: gateway.local_dir(PREFIX), range(8)))
+
+    assert len(set(folders)) == 1
+    assert files_under(folders[0]) == files_under(source)
+    assert calls.count("GetObject") == 4
 
 
 @pytest.mark.parametrize("tamper", ["edit", "add", "remove"])
