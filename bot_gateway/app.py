@@ -32,6 +32,7 @@ from bot_gateway.audit import AuditMiddleware, AuditWriter
 from bot_gateway.body_limits import BodyLimits
 from bot_gateway.conversations.actions import Actions
 from bot_gateway.conversations.runtime import ConversationRuntime
+from bot_gateway.conversations.sharing import sharing_for
 from bot_gateway.conversations.understanding import Parse, Seen
 from bot_gateway.deps import Gateway
 from bot_gateway.errors import install_error_handlers
@@ -129,6 +130,7 @@ def conversation_runtime(gateway: Gateway, client: httpx.AsyncClient) -> Convers
         parse=parse,
         see=see,
         read_upload=read_upload,
+        sharing=sharing_for(gateway.settings),  # Redis locks and fan-out when it is set
     )
 
 
@@ -167,6 +169,7 @@ def create_app(
             trust_env=False,
         )
         gateway.conversations = conversation_runtime(gateway, actions_client)
+        await gateway.conversations.start()
         gateway.http = httpx.AsyncClient(transport=http_transport, timeout=10.0)
         try:
             import torch
@@ -195,6 +198,7 @@ def create_app(
             gateway.imports.shutdown(wait=False, cancel_futures=True)
             for task in list(gateway.background):
                 task.cancel()
+            await gateway.conversations.stop()
             await actions_client.aclose()
             await gateway.http.aclose()
 

@@ -245,6 +245,7 @@ async def live(websocket: WebSocket) -> None:
     hub = gateway.conversations.hub
     topic = agents_topic(agent.tenant_id)
     queue = hub.subscribe(topic)
+    await hub.ready(topic)  # frames from other gateways reach it before the first ping's pong
 
     async def forward() -> None:
         while True:

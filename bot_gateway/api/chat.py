@@ -142,6 +142,7 @@ async def webchat_socket(websocket: WebSocket, bot_id: str) -> None:
         await _refuse(websocket, e)
         return
     queue = hub.subscribe(chat.record.id)
+    await hub.ready(chat.record.id)  # frames from other gateways reach it before the welcome
     await websocket.send_json(chat.welcome())
     writer = asyncio.create_task(_forward(websocket, queue))
     connector = webchat.connector(gateway, caller.bot, chat, socket=websocket.send_json)

@@ -4,8 +4,12 @@ Per message: the bot (cached by id and version), the conversation's lock (messag
 conversation are processed in order, one at a time), its tracker from the store, session expiry,
 NLU (skipped for ``/intent`` button payloads), the bot's vision steps for attached images, the
 dialog engine, and the new events and state saved in one transaction. Outbound messages also go
-to the conversation's live listeners (a web chat socket, later the agents' console) through the
+to the conversation's live listeners (a web chat socket, the agents' console) through the
 ``Hub``.
+
+What gateways share (``bot_gateway.conversations.sharing``): with Redis, the conversation's lock
+holds across gateways (taken inside the asyncio lock, checked again right before the save) and
+the hub's frames reach listeners on every gateway; embedded, both stay in this process.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from bot_gateway.conversations.actions import Actions
 from bot_gateway.conversations.definition import BotDefinition, parse_definition
 from bot_gateway.conversations.engine import DialogEngine, UserMessage, parse_payload
 from bot_gateway.conversations.events import AgentEvent, TrackerEvent, UserEvent
+from bot_gateway.conversations.sharing import Fence, HubTransport, InProcess, Sharing
 from bot_gateway.conversations.store import CLOSED, ConversationRecord, TrackerStore
 from bot_gateway.conversations.tracker import BOT, Tracker
 from bot_gateway.conversations.understanding import Parse, Seen, VisionResult
@@ -80,15 +85,27 @@ class TurnOutcome:
 
 
 class Hub:
-    """Live listeners of conversations in this process (web chat sockets, agents)."""
+    """Live listeners of conversations (web chat sockets, agents), by topic: a conversation id
+    or ``agents_topic(tenant)``. A frame published here reaches this process's listeners and,
+    through the ``transport``, those of the other gateways (``sharing``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, transport: HubTransport | None = None) -> None:
         self._listeners: dict[str, set[asyncio.Queue[dict[str, Any]]]] = {}
+        self.transport: HubTransport = transport or InProcess()
+        self.transport.attach(self.deliver)
 
     def subscribe(self, conversation_id: str) -> asyncio.Queue[dict[str, Any]]:
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=1000)
-        self._listeners.setdefault(conversation_id, set()).add(queue)
+        listeners = self._listeners.setdefault(conversation_id, set())
+        if not listeners:
+            self.transport.watch(conversation_id)
+        listeners.add(queue)
         return queue
+
+    async def ready(self, conversation_id: str) -> None:
+        """Return once frames published on other gateways reach this process's listeners of
+        ``conversation_id`` (at once embedded, or while Redis is down)."""
+        await self.transport.ready(conversation_id)
 
     def unsubscribe(self, conversation_id: str, queue: asyncio.Queue[dict[str, Any]]) -> None:
         listeners = self._listeners.get(conversation_id)
@@ -96,8 +113,14 @@ class Hub:
             listeners.discard(queue)
             if not listeners:
                 del self._listeners[conversation_id]
+                self.transport.unwatch(conversation_id)
 
     def publish(self, conversation_id: str, frame: dict[str, Any], *, skip: object = None) -> None:
+        self.deliver(conversation_id, frame, skip=skip)
+        self.transport.send(conversation_id, frame)
+
+    def deliver(self, conversation_id: str, frame: dict[str, Any], *, skip: object = None) -> None:
+        """Hand ``frame`` to this process's listeners (but ``skip``)."""
         for queue in list(self._listeners.get(conversation_id, ())):
             if queue is skip:
                 continue
@@ -137,13 +160,15 @@ class ConversationRuntime:
         see: Seer,
         read_upload: UploadReader,
         engines_cached: int = 1000,
+        sharing: Sharing | None = None,
     ) -> None:
         self.store = store
         self.actions = actions
         self.parse = parse
         self.see = see
         self.read_upload = read_upload
-        self.hub = Hub()
+        self.sharing: Sharing = sharing or InProcess()
+        self.hub = Hub(self.sharing.transport)
         self._engines: OrderedDict[tuple[str, int], DialogEngine] = OrderedDict()
         self._engines_cached = engines_cached
         self._locks: dict[str, _Lock] = {}
@@ -161,17 +186,25 @@ class ConversationRuntime:
             self._engines.move_to_end(key)
         return found
 
+    async def start(self) -> None:
+        """Start what the gateways share (the fan-out's tasks); the app's lifespan calls it."""
+        await self.sharing.start()
+
+    async def stop(self) -> None:
+        await self.sharing.stop()
+
     @asynccontextmanager
-    async def locked(self, key: str) -> AsyncIterator[None]:
+    async def locked(self, key: str) -> AsyncIterator[Fence]:
         """Messages of one conversation run one at a time, in arrival order (asyncio locks are
-        fair: waiters acquire in FIFO order)."""
+        fair: waiters acquire in FIFO order); across gateways, one at a time too (``sharing``:
+        the fence it yields is checked right before a save)."""
         entry = self._locks.get(key)
         if entry is None:
             entry = self._locks[key] = _Lock()
         entry.users += 1
         try:
-            async with entry.lock:
-                yield
+            async with entry.lock, self.sharing.locks.hold(key) as fence:
+                yield fence
         finally:
             entry.users -= 1
             if entry.users == 0:
@@ -223,7 +256,7 @@ class ConversationRuntime:
             await self.read_upload(bot.tenant_id, bot.id, upload_id)
             for upload_id in message.uploads
         ]
-        async with self.locked(f"{bot.id}:{channel}:{message.sender_id}"):
+        async with self.locked(f"{bot.id}:{channel}:{message.sender_id}") as fence:
             record, tracker = await self.open(bot, engine, channel, message.sender_id)
             if message.message_id is not None and message.message_id in tracker.seen:
                 log_event("conversation.duplicate_message", conversation=record.id)
@@ -237,6 +270,7 @@ class ConversationRuntime:
                 tracker.reply_metadata = dict(message.metadata)
             before = record.status
             new = tracker.events[loaded:]
+            await fence.check()
             await self.store.save(
                 record,
                 status=tracker.status,
@@ -315,7 +349,7 @@ class ConversationRuntime:
         """``handoff`` or ``release`` a conversation (an API call or an agent); a release with
         ``reset_flow`` also ends the flows that were running."""
         engine = self.engine(bot)
-        async with self.locked(f"{bot.id}:{record.channel}:{record.sender_id}"):
+        async with self.locked(f"{bot.id}:{record.channel}:{record.sender_id}") as fence:
             record, tracker = await self.open(bot, engine, record.channel, record.sender_id)
             before, start = record.status, tracker.new_events
             if what == "handoff":
@@ -325,6 +359,7 @@ class ConversationRuntime:
                     engine.end_flows(tracker, "reset by an agent")
                 out = engine.release(tracker)
             new = tracker.events[start:]
+            await fence.check()
             await self.store.save(record, status=tracker.status, state=tracker.state(), events=new)
         self.tell_agents(record, new, changed=before != tracker.status)
         return TurnOutcome(record.id, out, tracker.status, new)
