@@ -71,6 +71,9 @@ def build_gateway(settings: Settings) -> Gateway:
     load_entry_points()
     import training.queue.local  # noqa: F401  (registers the embedded queue)
 
+    if settings.queue.backend == "celery":  # Celery workers on Redis: imported only when asked
+        import training.queue.celery  # noqa: F401  (registers the celery queue)
+
     engine = get_engine(settings.database_url, echo=settings.db.echo)
     ensure_schema(settings.database_url)
     lookup_changes.publish_on(engine, settings.redis)  # with Redis: look-up invalidation

@@ -88,6 +88,12 @@ class QueueSettings(BaseModel):
         "longer than the longest job (a dead worker's job is re-queued sooner, by its heartbeat)",
     )
     poll_interval: float = Field(default=0.2, gt=0)
+    sweep_interval_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="celery: seconds between the sweeps (in every gateway and worker) that "
+        "re-queue a dead worker's job and send queued jobs that have no message",
+    )
     max_attempts: int = Field(default=2, ge=1, description="runs of a job interrupted by a crash")
     threads: int = Field(default=0, ge=0, description="threads per worker; 0 = all cores")
     heartbeat_interval: float = Field(default=5.0, gt=0, description="seconds between beats")

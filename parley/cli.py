@@ -114,7 +114,10 @@ def serve(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
     demo: Annotated[bool, typer.Option(help="create the demo tenant on first start")] = True,
-    workers: Annotated[int | None, typer.Option(help="train worker processes")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="local train worker processes (0: this server trains nothing)"),
+    ] = None,
 ) -> None:
     """Run the Parley server (and its train workers). Migrates an embedded SQLite database."""
     import uvicorn
@@ -236,6 +239,33 @@ def demo_create(
             "machine); create one with `parley keys create --tenant demo --scope admin`",
             highlight=False,
         )
+
+
+@app.command()
+def worker(
+    queues: Annotated[
+        str, typer.Option(help="queues to take jobs from, comma-separated: cpu, gpu")
+    ] = "cpu",
+    concurrency: Annotated[int, typer.Option(min=1, help="jobs run at once (processes)")] = 1,
+    name: Annotated[
+        str | None, typer.Option(help="Celery node name; default parley-<pid>@<host>")
+    ] = None,
+) -> None:
+    """Run a Celery train worker (PARLEY_QUEUE__BACKEND=celery, PARLEY_REDIS__URL): it takes
+    jobs from the given queues; on a GPU host use --queues gpu,cpu."""
+    from core.errors import ParleyError
+    from core.settings import get_settings
+    from training.celery_app import QUEUES, run_worker
+
+    chosen = [q.strip() for q in queues.split(",") if q.strip()]
+    unknown = sorted(set(chosen) - set(QUEUES))
+    if unknown or not chosen:
+        _fail(f"unknown queue(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(QUEUES)}")
+    get_settings.cache_clear()
+    try:
+        run_worker(get_settings(), queues=chosen, concurrency=concurrency, name=name)
+    except ParleyError as e:
+        _fail(e.message)
 
 
 @db_app.command("upgrade")

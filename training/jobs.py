@@ -1,4 +1,4 @@
-"""Running one train job: ``run_train_job(model_id)`` does the same work in every deployment.
+"""Running one train job: ``run_train_job`` does the same work in every deployment.
 
     claim → snapshot the dataset → featurize → split → train on the split (learning curve) →
     metrics on the held-out part → refit on all examples → save + checksum → succeeded
@@ -7,18 +7,25 @@ The backend's task base (``core.backends``) says what the targets are, how to sp
 to score the held-out part; nothing here depends on the task's name.
 
 A cancelled job stops at its next progress report; a failure records a message a user can act on.
+While a job runs, a heartbeat thread also watches its row: once the job is no longer this
+worker's (cancelled, deleted, re-queued), the next progress report stops it even between two
+database writes, and a job run in a process's main thread (every worker's) is interrupted at
+once by a signal, so a backend that reports progress rarely still stops within a beat.
 """
 
 from __future__ import annotations
 
 import shutil
+import signal
 import tempfile
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import Any, Literal
 
 import numpy as np
 from sqlalchemy import Engine, update
@@ -43,10 +50,15 @@ from core.storage import ArtifactStore, sha256_dir
 from core.tables import Model
 from core.usage import record_job_time
 from training.datasets.service import DatasetSnapshot, StoredImages, snapshot
-from training.queue.fair import claim_next_job
+from training.queue.fair import Claim, claim_job, claim_next_job
 from training.registry import JobParams, parse_params, set_alias
 
-__all__ = ["JobRunner", "artifact_key"]
+__all__ = ["JobOutcome", "JobRunner", "artifact_key", "run_train_job"]
+
+FinalStatus = Literal["succeeded", "failed", "cancelled"]
+
+# The signal a job's heartbeat thread sends the main thread when the job is no longer its own.
+_INTERRUPT = signal.SIGUSR2
 
 
 def artifact_key(tenant_id: str, model_id: str) -> str:
@@ -85,25 +97,38 @@ class JobRunner:
         )
         return changed.rowcount == 1  # type: ignore[attr-defined,no-any-return]
 
-    def heartbeat(self, model_id: str) -> None:
-        """Tell other processes this job's worker is alive (see ``recover_interrupted``)."""
+    def heartbeat(self, model_id: str) -> bool:
+        """Tell other processes this job's worker is alive (see ``recover_interrupted``);
+        False when the job is no longer this worker's."""
         with session_scope(self.engine) as session:
-            self._own(session, model_id, heartbeat_at=utcnow())
+            return self._own(session, model_id, heartbeat_at=utcnow())
 
-    def run(self, model_id: str, *, heartbeat_interval: float | None = None) -> str:
+    def run(
+        self, model_id: str, *, heartbeat_interval: float | None = None, interrupt: bool = False
+    ) -> FinalStatus:
         """Run a claimed (running) job to its end; the final status.
 
         With ``heartbeat_interval``, a thread beats for the job while it runs, so that a long
-        step (one big epoch) is not mistaken for a dead worker.
+        step (one big epoch) is not mistaken for a dead worker, and notices a job that is no
+        longer this worker's. With ``interrupt`` too, and run in the main thread, that notice
+        interrupts training at once (``JobCancelled`` from a signal handler) instead of at the
+        backend's next progress report.
         """
         started = time.monotonic()
         stop = threading.Event()
+        watch = _Watch()
+        beat: threading.Thread | None = None
+        restore = watch.install() if interrupt and heartbeat_interval else None
         if heartbeat_interval:
-            threading.Thread(
-                target=self._beat, args=(model_id, heartbeat_interval, stop), daemon=True
-            ).start()
+            beat = threading.Thread(
+                target=self._beat, args=(model_id, heartbeat_interval, stop, watch), daemon=True
+            )
+            beat.start()
         try:
-            self._run(model_id)
+            try:
+                self._run(model_id, watch)
+            finally:
+                watch.armed = False  # the handlers below are never interrupted
         except JobCancelled:
             log_event("job.cancelled", model=model_id)
             return "cancelled"
@@ -116,6 +141,10 @@ class JobRunner:
             return "failed"
         finally:
             stop.set()
+            if beat is not None:
+                beat.join(timeout=30)
+            if restore is not None and (beat is None or not beat.is_alive()):
+                restore()
             self._meter(model_id, time.monotonic() - started)
         log_event("job.succeeded", model=model_id, seconds=round(time.monotonic() - started, 2))
         return "succeeded"
@@ -127,16 +156,22 @@ class JobRunner:
         except Exception as e:  # noqa: BLE001 - the job's outcome stands; the loss is logged
             log_event("job.usage_not_recorded", model=model_id, seconds=seconds, error=repr(e))
 
-    def _beat(self, model_id: str, interval: float, stop: threading.Event) -> None:
+    def _beat(self, model_id: str, interval: float, stop: threading.Event, watch: _Watch) -> None:
         while not stop.wait(interval):
             try:
-                self.heartbeat(model_id)
+                ours = self.heartbeat(model_id)
             except Exception as e:  # noqa: BLE001 - a missed beat is logged, the job goes on
                 log_event("job.heartbeat_failed", model=model_id, error=repr(e))
+                continue
+            if not ours and not stop.is_set():
+                log_event("job.lost", model=model_id, worker=self.worker_name)
+                watch.lose()
+                return
 
     # --- steps --------------------------------------------------------------------------
 
-    def _run(self, model_id: str) -> None:
+    def _run(self, model_id: str, watch: _Watch) -> None:
+        watch.armed = True
         with session_scope(self.engine) as session:
             record = session.get(Model, model_id)
             if record is None or record.status != "running":
@@ -146,7 +181,7 @@ class JobRunner:
             job, config = parse_params(backend_cls, params)
             data = snapshot(session, tenant_id, record.dataset_id, with_feedback=job.with_feedback)
         backend = backend_cls(self.context)
-        reporter = _Reporter(self, model_id)
+        reporter = _Reporter(self, model_id, watch)
 
         inputs: Any = data.texts
         if any(data.blob_keys):  # an image dataset: the backend gets the decoded images
@@ -199,6 +234,7 @@ class JobRunner:
             entity_model = self._train_joint_entities(
                 data, train_idx, held_idx, refit, job, metrics, reporter
             )
+        watch.armed = False  # from here on, only the checks below stop the job
         reporter(1.0, force=True)  # raises JobCancelled if the job is no longer ours
 
         key = artifact_key(tenant_id, model_id)
@@ -310,14 +346,47 @@ def _take(features: Any, idx: list[int]) -> Any:
     return [features[i] for i in idx]
 
 
-class _Reporter:
-    """Throttled progress reports (at most one DB write per interval)."""
+class _Watch:
+    """One running job's link to its heartbeat thread: ``lost`` once the row is no longer this
+    worker's. Installed in the main thread (``install``), losing the job also sends that thread
+    ``_INTERRUPT``, whose handler raises ``JobCancelled`` while training is ``armed``."""
 
-    def __init__(self, runner: JobRunner, model_id: str) -> None:
-        self.runner, self.model_id = runner, model_id
+    def __init__(self) -> None:
+        self.lost = threading.Event()
+        self.armed = False  # read and written by the training thread (and its signal handler)
+        self._thread: int | None = None
+
+    def install(self) -> Callable[[], object] | None:
+        """Handle ``_INTERRUPT`` in this (main) thread; a function that restores the previous
+        handler, or None where signals cannot be handled (not the main thread)."""
+        if threading.current_thread() is not threading.main_thread():
+            return None
+        previous = signal.signal(_INTERRUPT, self._interrupted)
+        self._thread = threading.get_ident()
+        return lambda: signal.signal(_INTERRUPT, previous)
+
+    def lose(self) -> None:
+        self.lost.set()
+        if self._thread is not None:
+            signal.pthread_kill(self._thread, _INTERRUPT)
+
+    def _interrupted(self, _signum: int, _frame: FrameType | None) -> None:
+        if self.armed:
+            self.armed = False
+            raise JobCancelled()
+
+
+class _Reporter:
+    """Throttled progress reports (at most one DB write per interval); a job its heartbeat
+    found lost stops at the next report, written or not."""
+
+    def __init__(self, runner: JobRunner, model_id: str, watch: _Watch) -> None:
+        self.runner, self.model_id, self.watch = runner, model_id, watch
         self.last = 0.0
 
     def __call__(self, fraction: float, *, force: bool = False) -> None:
+        if self.watch.lost.is_set():
+            raise JobCancelled()
         now = time.monotonic()
         if force or now - self.last >= self.runner.report_interval:
             self.last = now
@@ -325,3 +394,49 @@ class _Reporter:
 
     def span(self, lo: float, hi: float) -> Progress:
         return lambda f: self(lo + (hi - lo) * f)
+
+
+JobStatus = FinalStatus | Literal["not_queued", "tenant_busy", "idle"]
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    """What ``run_train_job`` did: the job it ran (its final status), or why it ran none:
+    ``not_queued`` (taken by another worker, cancelled or deleted), ``tenant_busy`` (its
+    tenant runs as many jobs as it may; still queued), ``idle`` (no job waiting)."""
+
+    model_id: str | None
+    status: JobStatus
+
+    @property
+    def ran(self) -> bool:
+        return self.status in ("succeeded", "failed", "cancelled")
+
+
+def run_train_job(
+    runner: JobRunner, model_id: str | None = None, *, heartbeat_interval: float | None = None
+) -> JobOutcome:
+    """Claim a job for ``runner``'s worker and run it to its end; every queue calls this.
+
+    ``model_id``: that job (a Celery message names it; ``claim_job``); None: the next one,
+    tenants in turn (embedded workers poll; ``claim_next_job``). A running job is interrupted
+    as soon as a heartbeat finds it is no longer this worker's (see ``JobRunner.run``).
+    """
+    if model_id is None:
+        model_id = runner.claim_next()
+        if model_id is None:
+            return JobOutcome(None, "idle")
+    else:
+        claim = claim_job(
+            runner.engine,
+            model_id,
+            worker=runner.worker_name,
+            per_tenant_concurrency=runner.per_tenant_concurrency,
+        )
+        if claim is Claim.NOT_QUEUED:
+            return JobOutcome(model_id, "not_queued")
+        if claim is Claim.TENANT_BUSY:
+            return JobOutcome(model_id, "tenant_busy")
+    log_event("job.started", model=model_id, worker=runner.worker_name)
+    status = runner.run(model_id, heartbeat_interval=heartbeat_interval, interrupt=True)
+    return JobOutcome(model_id, status)

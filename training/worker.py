@@ -1,7 +1,8 @@
 """A train worker process: ``python -m training.worker --name NAME``.
 
-Loops: claim the next queued job (tenants in turn), run it, repeat. Exits when its parent
-process (the embedded server) is gone, so no worker outlives the server that started it.
+Loops: claim the next queued job (tenants in turn) and run it (``run_train_job``), repeat.
+Exits when its parent process (the embedded server) is gone, so no worker outlives the server
+that started it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from core.logging import configure_logging, log_event
 from core.registry import load_entry_points
 from core.settings import get_settings
 from core.storage import store_for
-from training.jobs import JobRunner
+from training.jobs import JobRunner, run_train_job
 from training.queue.base import worker_name
 
 
@@ -70,14 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _stop)
     log_event("worker.ready", worker=args.name, threads=threads)
     while not stopping and _parent_alive(args.parent):
-        model_id = runner.claim_next()
-        if model_id is None:
+        outcome = run_train_job(runner, heartbeat_interval=settings.queue.heartbeat_interval)
+        if not outcome.ran:
             if args.once:
                 return 0
             time.sleep(settings.queue.poll_interval)
-            continue
-        log_event("job.started", model=model_id, worker=args.name)
-        runner.run(model_id, heartbeat_interval=settings.queue.heartbeat_interval)
     return 0
 
 

@@ -169,6 +169,9 @@ class Backend(ABC, Generic[FeaturesT, TargetT, ModelT]):
     Config: ClassVar[type[BackendConfig]]
     joint_entities: ClassVar[bool] = False
     """Intent backends: an intent dataset with entity spans also trains an entity model."""
+    prefers_gpu: ClassVar[bool] = False
+    """Training gains much from a GPU (fine-tuning, detection): the Celery queue sends its jobs
+    to ``gpu`` workers first (``training.queue.celery``)."""
 
     def __init__(self, context: BackendContext) -> None:
         self.context = context

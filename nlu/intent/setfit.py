@@ -215,6 +215,7 @@ class SetFitBackend(TextsBackend, IntentBackend[list[str]]):
     name: ClassVar[str] = "setfit"
     version: ClassVar[str] = "1"
     Config: ClassVar[type[BackendConfig]] = SetFitConfig
+    prefers_gpu: ClassVar[bool] = True
 
     def train(
         self,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import socket
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy import Engine, select, update
 
@@ -65,6 +65,17 @@ def is_abandoned(model: Model, *, stale_after: float, now: datetime | None = Non
     return beat is None or (now - beat).total_seconds() > stale_after
 
 
+def _still_stuck(model: Model) -> list[Any]:
+    """The run that was seen stuck, not a new run of the same job: another sweep may have
+    re-queued it meanwhile, and a worker claimed it again (several sweep at once with Celery)."""
+    return [
+        Model.id == model.id,
+        Model.status == "running",
+        Model.worker.is_not_distinct_from(model.worker),
+        Model.attempts == model.attempts,
+    ]
+
+
 def _times(n: int) -> str:
     return {1: "once", 2: "twice"}.get(n, f"{n} times")
 
@@ -90,14 +101,14 @@ def recover_interrupted(
             if model.attempts < max_attempts:
                 session.execute(
                     update(Model)
-                    .where(Model.id == model.id, Model.status == "running")
+                    .where(*_still_stuck(model))
                     .values(status="queued", progress=0.0, worker=None)
                 )
                 log_event("job.requeued", model=model.id, attempts=model.attempts)
             else:
                 session.execute(
                     update(Model)
-                    .where(Model.id == model.id, Model.status == "running")
+                    .where(*_still_stuck(model))
                     .values(
                         status="failed",
                         finished_at=utcnow(),

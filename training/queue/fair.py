@@ -1,10 +1,10 @@
 """Which queued job runs next: tenants in turn, so one tenant's backlog never holds another's job.
 
-``claim_next_job`` is the one pick every queue uses (the embedded workers today, Celery workers
-later): among tenants with a queued job and fewer than ``per_tenant_concurrency`` running jobs,
-the tenant served least recently (the latest ``started_at`` of its jobs; never served first)
-gets its oldest queued job. The claim is one conditional ``UPDATE`` (still queued, tenant still
-under its limit), so any number of workers in any number of processes can pick at once:
+``claim_next_job`` is the pick of workers that poll the database (the embedded queue): among
+tenants with a queued job and fewer than ``per_tenant_concurrency`` running jobs, the tenant served
+least recently (the latest ``started_at`` of its jobs; never served first) gets its oldest queued
+job. The claim is one conditional ``UPDATE`` (still queued, tenant still under its limit), so
+any number of workers in any number of processes can pick at once:
 
 - SQLite runs writes one at a time, and the ``UPDATE`` is the first write of its transaction,
   so it reads the latest rows.
@@ -14,20 +14,25 @@ under its limit), so any number of workers in any number of processes can pick a
   job as not yet running, so a claim first locks the tenant's row (``FOR NO KEY UPDATE``, which
   does not block new model rows of that tenant): claims for one tenant take turns. Each tenant
   is tried in its own transaction (one lock at a time: no deadlocks).
+
+``claim_job`` claims one named job the same way (a queue that carries job ids, Celery): the
+tenant's row lock, the same conditional ``UPDATE``; it tells a job taken by someone else (or
+cancelled, or deleted) from one whose tenant is at its limit, so the caller can try again later.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import Enum
 
 from sqlalchemy import Engine, case, func, select, update
-from sqlalchemy.orm import aliased
+from sqlalchemy.orm import Session, aliased
 
 from core.db import session_scope, utcnow
 from core.tables import Model, Tenant
 
-__all__ = ["TenantTurn", "claim_next_job", "tenants_in_turn"]
+__all__ = ["Claim", "TenantTurn", "claim_job", "claim_next_job", "tenants_in_turn"]
 
 # Queued jobs of the chosen tenant tried before giving up on it (others may be claiming them).
 _CANDIDATES = 5
@@ -93,14 +98,42 @@ def claim_next_job(
     return None
 
 
+class Claim(Enum):
+    """What ``claim_job`` did with the job it was asked for."""
+
+    CLAIMED = "claimed"
+    """now ``running`` for this worker"""
+    TENANT_BUSY = "tenant_busy"
+    """still ``queued``: its tenant already runs ``per_tenant_concurrency`` jobs"""
+    NOT_QUEUED = "not_queued"
+    """taken by another worker, cancelled, finished or deleted: nothing to do"""
+
+
+def claim_job(
+    engine: Engine, model_id: str, *, worker: str, per_tenant_concurrency: int | None
+) -> Claim:
+    """Claim the job ``model_id`` for ``worker`` (status ``running``, attempts + 1) if it is
+    still queued and its tenant is under its limit."""
+    with session_scope(engine) as session:
+        tenant_id = session.scalar(
+            select(Model.tenant_id).where(Model.id == model_id, Model.status == "queued")
+        )
+        if tenant_id is None:
+            return Claim.NOT_QUEUED
+        _lock_tenant(session, engine, tenant_id)
+        if _try_claim(session, model_id, tenant_id, worker, per_tenant_concurrency):
+            return Claim.CLAIMED
+        still_queued = session.scalar(
+            select(Model.id).where(Model.id == model_id, Model.status == "queued")
+        )
+        return Claim.TENANT_BUSY if still_queued is not None else Claim.NOT_QUEUED
+
+
 def _claim_for_tenant(
     engine: Engine, tenant_id: str, *, worker: str, per_tenant_concurrency: int | None
 ) -> str | None:
     with session_scope(engine) as session:
-        if engine.dialect.name == "postgresql":
-            session.execute(
-                select(Tenant.id).where(Tenant.id == tenant_id).with_for_update(key_share=True)
-            )
+        _lock_tenant(session, engine, tenant_id)
         candidates = session.scalars(
             select(Model.id)
             .where(Model.tenant_id == tenant_id, Model.status == "queued")
@@ -108,33 +141,52 @@ def _claim_for_tenant(
             .limit(_CANDIDATES)
         ).all()
         for model_id in candidates:
-            conditions = [Model.id == model_id, Model.status == "queued"]
-            if per_tenant_concurrency is not None:
-                running = aliased(Model)
-                conditions.append(
-                    select(func.count())
-                    .select_from(running)
-                    .where(running.tenant_id == tenant_id, running.status == "running")
-                    .scalar_subquery()
-                    < per_tenant_concurrency
-                )
-            now = utcnow()
-            claimed = session.execute(
-                update(Model)
-                .where(*conditions)
-                .values(
-                    status="running",
-                    started_at=now,
-                    attempts=Model.attempts + 1,
-                    worker=worker,
-                    progress=0.0,
-                    heartbeat_at=now,
-                )
-                .execution_options(synchronize_session=False)
-            )
-            if claimed.rowcount == 1:  # type: ignore[attr-defined]
+            if _try_claim(session, model_id, tenant_id, worker, per_tenant_concurrency):
                 return model_id
     return None
+
+
+def _lock_tenant(session: Session, engine: Engine, tenant_id: str) -> None:
+    """PostgreSQL: claims for one tenant take turns (see the module's docstring)."""
+    if engine.dialect.name == "postgresql":
+        session.execute(
+            select(Tenant.id).where(Tenant.id == tenant_id).with_for_update(key_share=True)
+        )
+
+
+def _try_claim(
+    session: Session,
+    model_id: str,
+    tenant_id: str,
+    worker: str,
+    per_tenant_concurrency: int | None,
+) -> bool:
+    """The conditional ``UPDATE``: the job is still queued and its tenant under its limit."""
+    conditions = [Model.id == model_id, Model.status == "queued"]
+    if per_tenant_concurrency is not None:
+        running = aliased(Model)
+        conditions.append(
+            select(func.count())
+            .select_from(running)
+            .where(running.tenant_id == tenant_id, running.status == "running")
+            .scalar_subquery()
+            < per_tenant_concurrency
+        )
+    now = utcnow()
+    claimed = session.execute(
+        update(Model)
+        .where(*conditions)
+        .values(
+            status="running",
+            started_at=now,
+            attempts=Model.attempts + 1,
+            worker=worker,
+            progress=0.0,
+            heartbeat_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return claimed.rowcount == 1  # type: ignore[attr-defined,no-any-return]
 
 
 def _aware(value: datetime | None) -> datetime | None:

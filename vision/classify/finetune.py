@@ -145,6 +145,7 @@ class FineTuneBackend(ImageClassificationBackend[Sequence[Any]]):
     name: ClassVar[str] = "lite0-finetune"
     version: ClassVar[str] = "1"
     Config: ClassVar[type[BackendConfig]] = FineTuneConfig
+    prefers_gpu: ClassVar[bool] = True
 
     def __init__(self, context: BackendContext) -> None:
         self.context = context

@@ -431,6 +431,7 @@ class DetectionBackend(ObjectDetectionBackend[Sequence[Image.Image]]):
     name: ClassVar[str] = "faster-rcnn-lite0"
     version: ClassVar[str] = "1"
     Config: ClassVar[type[BackendConfig]] = DetectionConfig
+    prefers_gpu: ClassVar[bool] = True
 
     def __init__(self, context: BackendContext) -> None:
         self.context = context
