@@ -102,6 +102,8 @@ def test_the_store_stopped_during_training_fails_the_job_naming_the_store(
     api: Api, server: S3Server
 ) -> None:
     dataset = api.upload(intent_csv(), name="intents").json()
+    earlier = api.train(dataset["id"], params={"epochs": 20})  # stored, never loaded here
+    assert earlier["status"] == "succeeded", earlier["failure_message"]
     r = api.client.post(
         "/v1/models", json={"dataset_id": dataset["id"], "params": {"epochs": 400}}, headers=api.a
     )
@@ -116,3 +118,9 @@ def test_the_store_stopped_during_training_fails_the_job_naming_the_store(
     message = model["failure_message"]
     assert f"the object store at {server.endpoint_url} (bucket {BUCKET}) is unreachable" in message
     assert f"while storing tenants/{api.a_tenant}/models/{model_id}" in message
+
+    # a model this gateway has not loaded yet cannot be fetched: 503, naming the store
+    r = api.client.post(f"/v1/models/{earlier['id']}/predict", json={"text": "hi"}, headers=api.a)
+    assert r.status_code == 503, r.text
+    assert r.json()["error"] == "unavailable"
+    assert f"the object store at {server.endpoint_url}" in r.json()["message"]
