@@ -203,6 +203,36 @@ def test_a_missing_bucket_says_to_create_it(s3_settings: Settings) -> None:
         store.put_bytes("a.bin", b"1")
 
 
+class _ErrorBody:
+    def __init__(self, code: str) -> None:
+        self.code = code
+
+    def stream(self, **_: object) -> Iterator[bytes]:
+        yield f"<Error><Code>{self.code}</Code><Message>as told</Message></Error>".encode()
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "error", "message"),
+    [
+        (503, "ServiceUnavailable", Unavailable, "is unreachable .*ServiceUnavailable"),
+        (500, "InternalError", Unavailable, "is unreachable .*InternalError"),
+        (403, "AccessDenied", ConfigurationError, "refused Parley's credentials"),
+    ],
+)
+def test_error_answers_become_errors_that_say_what_to_do(
+    store: S3Store, status: int, code: str, error: type[Exception], message: str
+) -> None:
+    from botocore.awsrequest import AWSResponse
+
+    store.client.meta.events.register(
+        "before-send.s3",
+        lambda request, **_: AWSResponse(request.url, status, {}, _ErrorBody(code)),
+    )
+
+    with pytest.raises(error, match=f"the object store at http.*{message}"):
+        store.put_bytes("a.bin", b"1")
+
+
 # --- faults: a server of our own, stopped and frozen --------------------------------------------
 
 TIMEOUT_S = 2.0
