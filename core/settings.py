@@ -308,6 +308,7 @@ class Settings(BaseSettings):
         for name, value in (
             ("PARLEY_STORAGE__ENDPOINT_URL", self.storage.endpoint_url),
             ("PARLEY_STORAGE__REGION", self.storage.region),
+            ("PARLEY_STORAGE__TIMEOUT_S", str(self.storage.timeout_s)),
             ("PARLEY_REDIS__URL", self.redis.url),
         ):
             if value:

@@ -193,6 +193,20 @@ def test_stored_bytes_lists_sizes_without_downloading(store: S3Store, tmp_path: 
     assert set(calls) == {"ListObjectsV2"}
 
 
+def test_worker_processes_get_the_same_store(
+    s3_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``LocalQueue`` starts its workers with ``worker_env()``: the same bucket, endpoint and
+    timeout."""
+    for name, value in s3_settings.worker_env().items():
+        monkeypatch.setenv(name, value)
+
+    worker = Settings()
+
+    assert worker.storage == s3_settings.storage
+    assert worker.artifacts_dir == s3_settings.artifacts_dir
+
+
 def test_a_missing_bucket_says_to_create_it(s3_settings: Settings) -> None:
     settings = s3_settings.model_copy(
         update={"storage": s3_settings.storage.model_copy(update={"url": "s3://no-such-bucket/p"})}
