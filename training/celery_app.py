@@ -282,7 +282,7 @@ class _WorkerProcess:
 _state: dict[int, _WorkerProcess] = {}
 
 
-def _process_state(settings: Settings, app: Any) -> _WorkerProcess:
+def _process_state(settings: Settings, app: Any, *, threads: int | None = None) -> _WorkerProcess:
     """This process's runner, built on first use (after the fork: a pool child's own pid)."""
     pid = os.getpid()
     state = _state.get(pid)
@@ -290,7 +290,7 @@ def _process_state(settings: Settings, app: Any) -> _WorkerProcess:
         engine = get_engine(settings.database_url)
         engine.dispose(close=False)  # connections inherited over fork belong to the parent
         lookup_changes.publish_on(engine, settings.redis)  # an alias promoted here: to gateways
-        threads = _threads(settings, int(os.environ.get("PARLEY_WORKER_CONCURRENCY", "1")))
+        threads = threads or _threads(settings, 1)
         state = _WorkerProcess(
             runner=JobRunner(
                 engine=engine,
@@ -330,12 +330,12 @@ def run_worker(
     _set_torch_threads(_threads(settings, concurrency))  # imported once, before the pool forks
     ensure_schema(settings.database_url)
     app = make_celery(settings)
-    os.environ["PARLEY_WORKER_CONCURRENCY"] = str(concurrency)
     sweeper = Sweeper(get_engine(settings.database_url), Dispatcher(settings, app))
 
     def process_init(**_: Any) -> None:
-        _set_torch_threads(_threads(settings, concurrency))
-        state = _process_state(settings, app)
+        threads = _threads(settings, concurrency)
+        _set_torch_threads(threads)
+        state = _process_state(settings, app, threads=threads)
         log_event("worker.process_ready", worker=state.runner.worker_name)
 
     def ready(**_: Any) -> None:
