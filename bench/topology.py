@@ -69,6 +69,16 @@ def private_cache(folder: Path, shared: Path | None) -> Path:
     return folder
 
 
+def warm_cache(folder: Path) -> Path:
+    """The shared cache with the encoder's ONNX graph in it, built here once (when missing)
+    rather than by every process of the cluster at the same time."""
+    from nlu.encoder import SentenceEncoder
+
+    folder.mkdir(parents=True, exist_ok=True)
+    SentenceEncoder(cache_dir=folder, device="cpu")
+    return folder
+
+
 def kill_group(proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
     """Send ``sig`` to the process group of ``proc`` (started with ``start_new_session``)."""
     with contextlib.suppress(ProcessLookupError):
@@ -301,6 +311,8 @@ class Cluster:
 
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
+        if self.shared_cache is not None:
+            warm_cache(self.shared_cache)
         self.redis.start()
         self._stack.callback(self.redis.stop)
         self.postgres.start()

@@ -15,8 +15,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 # bench/ modules that are not benches: the shared harness and report, the web chat gateway
-# helpers of the socket benches, and the generators of the synthetic photos and documents.
-SUPPORT = {"__init__", "harness", "report", "webchat", "documents", "scenes"}
+# helpers of the socket benches, the generators of the synthetic photos and documents, and the
+# loopback cluster (bench.topology) of the cluster bench and tests/cluster.
+SUPPORT = {"__init__", "harness", "report", "webchat", "documents", "scenes", "topology"}
 BENCHES = sorted(p.stem for p in (ROOT / "bench").glob("*.py") if p.stem not in SUPPORT)
 # The header of the targets table every bench ends with ("engine"/"split" first for some).
 TARGETS_HEADER = re.compile(r"^(\w+\s+)?target\s+value\s+goal\s+(result|met)$", re.M)
@@ -25,7 +26,7 @@ QUICK_TIMEOUT_S = 240
 
 
 def test_the_benches_are_found() -> None:
-    assert {"intent", "entities", "serving", "chat", "soak"} <= set(BENCHES)
+    assert {"intent", "entities", "serving", "chat", "soak", "cluster"} <= set(BENCHES)
 
 
 @pytest.mark.slow
