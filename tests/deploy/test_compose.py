@@ -505,3 +505,34 @@ def test_the_build_context_leaves_out_environments_data_and_secrets() -> None:
     }
     for entry in (".venv", "var", ".git", ".env", "tests"):
         assert entry in ignored, f".dockerignore does not leave out {entry}"
+
+
+# --- the README's deployment section ---------------------------------------------------------
+
+
+def deploying_section() -> str:
+    text = (ROOT / "README.md").read_text()
+    start = text.index("## Deploying distributed\n")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end > 0 else None]
+
+
+def test_the_readme_deployment_section_names_real_settings() -> None:
+    section = deploying_section()
+    names = set(re.findall(r"\bPARLEY_[A-Z0-9_]+", section))
+    assert "PARLEY_REDIS__URL" in names
+    unknown = sorted(names - setting_names())
+    assert not unknown, f"README 'Deploying distributed' names unknown settings: {unknown}"
+
+
+def test_the_readme_deployment_commands_exist() -> None:
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", deploying_section(), flags=re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            words = shlex.split(line, comments=True)
+            words = [w for w in words if not re.fullmatch(r"[A-Z_]+=\S*", w)]  # VAR=value
+            if words and Path(words[0]).name == "parley":
+                commands.append(["parley", *[w for w in words[1:] if w != "&"]])
+    assert len(commands) >= 3, commands
+    for argv in commands:
+        parse_cli(argv)
