@@ -40,7 +40,7 @@ from bot_gateway.services.uploads import read_public_file, read_upload_sync, sto
 from connectors.rest import RestMessage
 from connectors.webchat import WebchatConnector, static_file
 from connectors.webchat.frames import FrameError, error_frame, frame_text
-from core.errors import ParleyError
+from core.errors import ParleyError, Unavailable
 from core.logging import log_event
 from core.tables import Bot
 
@@ -212,7 +212,15 @@ async def _read_loop(
                 conversation_id=widget_conversation,
             )
         except Exception as e:  # noqa: BLE001 - the socket must survive a failed turn
-            if isinstance(e, ParleyError):
+            if isinstance(e, Unavailable):  # the visitor is told to retry, not where Redis is
+                log_event("webchat.turn_unavailable", bot=bot.id, error=e.message)
+                error = error_frame(
+                    e.code,
+                    "the chat is briefly unavailable; send your message again in a few seconds",
+                    retry_after=e.details.get("retry_after"),
+                    **client_id,
+                )
+            elif isinstance(e, ParleyError):
                 error = error_frame(e.code, e.message, **client_id)
             else:
                 log_event("webchat.turn_failed", bot=bot.id, error=repr(e))
