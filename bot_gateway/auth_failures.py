@@ -18,10 +18,11 @@ uvicorn with ``--proxy-headers --forwarded-allow-ips <proxy>`` so it is the clie
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection
 
 from core.errors import TooManyRequests, Unauthenticated
@@ -63,22 +64,20 @@ def failed(gateway: Gateway, connection: HTTPConnection) -> None:
     gateway.counter_store.add_event(_key(address_of(connection)), window_s=_window_s(gateway))
 
 
-@contextmanager
-def guarded(
+@asynccontextmanager
+async def guarded(
     gateway: Gateway, connection: HTTPConnection, *, expensive: bool = False
-) -> Iterator[None]:
+) -> AsyncIterator[None]:
     """Count an ``Unauthenticated`` raised inside as a failure of the caller's address, and
     answer it with ``429`` once the address is over the limit. With ``expensive`` the address
-    is refused before the block runs."""
+    is refused before the block runs. The counter store is used from a worker thread (with
+    Redis it is a network round trip, which must not stall the event loop)."""
     if expensive:
-        check(gateway, connection)
+        await run_in_threadpool(check, gateway, connection)
     try:
         yield
     except Unauthenticated:
-        failed(gateway, connection)
-        check(
-            gateway,
-            connection,
-            allowed=gateway.settings.rate_limits.auth_failures_per_address.burst,
-        )
+        await run_in_threadpool(failed, gateway, connection)
+        allowed = gateway.settings.rate_limits.auth_failures_per_address.burst
+        await run_in_threadpool(check, gateway, connection, allowed=allowed)
         raise

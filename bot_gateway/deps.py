@@ -108,7 +108,7 @@ async def get_principal(request: Request, gateway: GatewayDep) -> Principal:
     """The calling key's principal; also left on ``request.state.principal`` for the
     middleware that meters, limits and audits the request. Rate limits and quotas are
     checked here (``bot_gateway.ratelimit``)."""
-    with auth_failures.guarded(gateway, request):
+    async with auth_failures.guarded(gateway, request):
         principal = await gateway.lookups.principal(bearer(request))
     request.state.principal = principal
     await gateway.admission.admit(request, principal)
@@ -140,7 +140,7 @@ async def require_operator(request: Request, gateway: GatewayDep) -> None:
             "operator endpoints are disabled; set PARLEY_OPERATOR_TOKEN on the server to enable "
             "them, or use `parley tenants create` on the server"
         )
-    with auth_failures.guarded(gateway, request):
+    async with auth_failures.guarded(gateway, request):
         given = bearer(request)
         if given is None:
             raise Unauthenticated("missing operator token; send `Authorization: Bearer <token>`")

@@ -17,10 +17,13 @@ nothing for them; others a cached total (no query per request).
 
 Where the running totals live: with a shared counter store (Redis), in it, so every gateway
 counts against one total — the tenant's predictions this month
-(``quota:predictions:<tenant>:<YYYY-MM>``, seeded from the usage records the first time it is
-read, then incremented by every gateway's predictions, ``Admission.predicted``; it lives
-until the month is over) and its stored bytes (``quota:storage:<tenant>``, measured every
-``STORAGE_TTL`` seconds, uploads added meanwhile). Otherwise (one gateway) in this process:
+(``quota:predictions:<tenant>:<YYYY-MM>``, seeded from the usage records, then incremented by
+every gateway's predictions, ``Admission.predicted``, and seeded again every
+``PREDICTIONS_TTL`` seconds, so predictions counted in a gateway's own memory while Redis was
+away count again in the shared total within a minute of its return) and its stored bytes
+(``quota:storage:<tenant>``, measured every ``STORAGE_TTL`` seconds, uploads added meanwhile).
+With a shared store the rate-limit buckets are taken in a worker thread (a Redis round trip
+must not stall the event loop while Redis hangs). Otherwise (one gateway) in this process:
 ``UsageRecorder``'s cached totals and ``_storage``. The usage records stay the record either
 way; the models and train-minutes quotas are read from the database each time.
 
@@ -90,6 +93,10 @@ LIMITS_TTL = 10.0
 """Seconds a tenant's quotas and rate overrides are cached per process."""
 STORAGE_TTL = 30.0
 """Seconds a tenant's measured storage is trusted (uploads meanwhile are added to it)."""
+PREDICTIONS_TTL = 60.0
+"""Seconds a tenant's shared predictions total is trusted (predictions meanwhile are added to
+it) before it is read again from the usage records, which hold what a gateway counted while the
+shared store was away."""
 STATE = "rate_limit"  # the request.state attribute the middleware reads
 
 
@@ -157,7 +164,10 @@ class Admission:
         cls = route_class(request)
         limits = await self.limits(tenant_id)
         if self.settings.enabled:
-            self._take(request, cls, tenant_id, key_id, limits)
+            if self.buckets.shared:  # Redis: a network round trip, off the event loop
+                await run_in_threadpool(self._take, request, cls, tenant_id, key_id, limits)
+            else:  # this process's memory: no I/O, no thread hop on every request
+                self._take(request, cls, tenant_id, key_id, limits)
         try:
             if cls == "predict" and "predictions_per_month" in limits.quotas:
                 await self._check_predictions(tenant_id, limits)
@@ -224,8 +234,7 @@ class Admission:
         used = self.buckets.total(key)
         if used is None:
             total = self.usage.total(tenant_id, "predictions", since)
-            keep = (next_month(now) - now).total_seconds() + 86_400
-            used = self.buckets.seed(key, total, ttl_s=keep)
+            used = self.buckets.seed(key, total, ttl_s=PREDICTIONS_TTL)
         return used
 
     async def _check_predictions(self, tenant_id: str, limits: TenantLimits) -> None:

@@ -99,6 +99,12 @@ class CounterStore(ABC):
         """Record one event for ``key``; the events within the last ``window_s`` seconds."""
 
     @abstractmethod
+    def try_add_event(self, key: str, *, window_s: float, limit: int) -> tuple[bool, Window]:
+        """Record one event for ``key`` only if fewer than ``limit`` are within the last
+        ``window_s`` seconds, in one atomic step (so parallel callers cannot all pass a
+        check made before the event is added): whether it was recorded, and the events."""
+
+    @abstractmethod
     def events(self, key: str, *, window_s: float) -> Window:
         """The events within the last ``window_s`` seconds, recording none."""
 
@@ -163,16 +169,25 @@ class MemoryCounterStore(CounterStore):
                 del self._buckets[k]
 
     def add_event(self, key: str, *, window_s: float) -> Window:
+        return self._add_event(key, window_s, None)[1]
+
+    def try_add_event(self, key: str, *, window_s: float, limit: int) -> tuple[bool, Window]:
+        return self._add_event(key, window_s, limit)
+
+    def _add_event(self, key: str, window_s: float, limit: int | None) -> tuple[bool, Window]:
         now = self._clock()
         with self._lock:
             recent = [t for t in self._events.get(key, []) if now - t < window_s]
-            recent.append(now)
+            added = limit is None or len(recent) < limit
+            if added:
+                recent.append(now)
             if len(self._events) >= self.MAX_KEYS and key not in self._events:
                 self._events = {
                     k: v for k, v in self._events.items() if v and now - v[-1] < window_s
                 }
-            self._events[key] = recent
-            return Window(len(recent), recent[0] + window_s - now)
+            if recent:
+                self._events[key] = recent
+            return added, Window(len(recent), recent[0] + window_s - now if recent else 0.0)
 
     def events(self, key: str, *, window_s: float) -> Window:
         now = self._clock()
@@ -279,6 +294,9 @@ class FallbackCounterStore(CounterStore):
 
     def add_event(self, key: str, *, window_s: float) -> Window:
         return self._call(lambda s: s.add_event(key, window_s=window_s))
+
+    def try_add_event(self, key: str, *, window_s: float, limit: int) -> tuple[bool, Window]:
+        return self._call(lambda s: s.try_add_event(key, window_s=window_s, limit=limit))
 
     def events(self, key: str, *, window_s: float) -> Window:
         return self._call(lambda s: s.events(key, window_s=window_s))

@@ -5,11 +5,13 @@ conversation locks, live fan-out, look-up cache invalidation, login lockouts, ra
 counters and the de-duplication of provider redeliveries; Celery uses it as broker. Without it
 all of that stays in process (the embedded mode), and nothing here is imported.
 
-Every caller turns a lost connection into ``Unavailable`` (503, naming Redis) through
-``redis_errors``; callers decide what still works without it (predictions do).
+Every caller turns "Redis cannot serve" into ``Unavailable`` (503, naming Redis) through
+``redis_errors`` (``cannot_serve`` says which errors those are: a lost connection or a timeout,
+and Redis refusing commands it would run when well, such as writes while out of memory or on a
+read-only replica); callers decide what still works without it (predictions do).
 
     client = sync_client(settings.redis)
-    with redis_errors("the conversation lock"):
+    with redis_errors(settings.redis.url, "the conversation lock"):
         client.set(...)
 """
 
@@ -27,6 +29,7 @@ from core.settings import RedisSettings
 __all__ = [
     "KEY_PREFIX",
     "async_client",
+    "cannot_serve",
     "describe",
     "redis_errors",
     "sync_client",
@@ -37,6 +40,24 @@ KEY_PREFIX = "parley:"
 """Every key and channel Parley uses starts with this."""
 
 RETRY_AFTER_S = 5
+
+REFUSAL_CODES = frozenset(
+    {
+        "OOM",
+        "READONLY",
+        "MISCONF",
+        "NOREPLICAS",
+        "MASTERDOWN",
+        "CLUSTERDOWN",
+        "TRYAGAIN",
+        "BUSY",
+        "LOADING",
+    }
+)
+"""Error codes of a Redis that cannot serve now (out of memory under ``maxmemory`` with
+``noeviction``, a read-only replica, a failed snapshot with ``stop-writes-on-bgsave-error``,
+too few replicas, a replica without its master, a cluster slot moving, a script or module
+hogging the server, a dataset still loading): an outage to wait out, not a wrong command."""
 
 
 def describe(url: str) -> str:
@@ -83,13 +104,41 @@ def async_client(settings: RedisSettings) -> Any:
     )
 
 
+def _unreachable(error: BaseException) -> bool:
+    import redis
+
+    errors = redis.exceptions
+    return isinstance(error, errors.ConnectionError | errors.TimeoutError | OSError)
+
+
+def cannot_serve(error: BaseException) -> bool:
+    """Whether ``error`` means Redis cannot serve now: it cannot be reached or timed out
+    (``OSError`` too), or it refused the command with one of ``REFUSAL_CODES``. Other errors
+    (a wrong type, a bad argument) are bugs, not outages."""
+    import redis
+
+    if _unreachable(error):
+        return True
+    if not isinstance(error, redis.exceptions.ResponseError):
+        return False
+    # redis-py strips the codes it knows into status_code; the others lead the message
+    # (so do codes from inside a Lua script: "OOM command not allowed ... script: ...")
+    code = getattr(error, "status_code", None) or str(error).split(" ", 1)[0]
+    return code in REFUSAL_CODES
+
+
 def unavailable(url: str | None, what: str, error: BaseException | None = None) -> Unavailable:
-    """The 503 for ``what`` (``"the conversation lock"``) when Redis cannot be reached."""
+    """The 503 for ``what`` (``"the conversation lock"``) when Redis cannot serve."""
     where = describe(url) if url else "Redis"
     cause = f" ({type(error).__name__}: {error})" if error is not None else ""
+    if error is None or _unreachable(error):
+        state, check = "is unreachable", "check that redis-server is running"
+    else:
+        state = "refuses commands"
+        check = "the refusal (in parentheses) names what to fix: memory, replicas or disk"
     return Unavailable(
-        f"Redis at {where} is unreachable{cause}, and {what} needs it; nothing was changed. "
-        "Try again in a few seconds; operators: check that redis-server is running",
+        f"Redis at {where} {state}{cause}, and {what} needs it; nothing was changed. "
+        f"Try again in a few seconds; operators: {check}",
         retry_after=RETRY_AFTER_S,
         service="redis",
     )
@@ -97,10 +146,11 @@ def unavailable(url: str | None, what: str, error: BaseException | None = None) 
 
 @contextmanager
 def redis_errors(url: str | None, what: str) -> Iterator[None]:
-    """Turn Redis connection and timeout errors inside the block into ``Unavailable``."""
-    import redis
-
+    """Turn the errors of a Redis that cannot serve (``cannot_serve``) inside the block into
+    ``Unavailable``; other errors pass through."""
     try:
         yield
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as e:
-        raise unavailable(url, what, e) from e
+    except Exception as e:
+        if cannot_serve(e):
+            raise unavailable(url, what, e) from e
+        raise

@@ -7,10 +7,12 @@ Each operation is one Lua script (atomic on the server) that reads the clock wit
 - a token bucket is a hash ``{tokens, at}`` under ``parley:counters:bucket:<key>``; it expires
   when it would be full again (a missing bucket is a full one);
 - an event window is a sorted set of event times under ``parley:counters:events:<key>``:
-  ``ZREMRANGEBYSCORE`` (drop what left the window) + ``ZADD`` + ``ZCARD`` + ``PEXPIRE``;
+  ``ZREMRANGEBYSCORE`` (drop what left the window) + ``ZADD`` (for ``try_add_event`` only
+  while ``ZCARD`` is below the limit) + ``ZCARD`` + ``PEXPIRE``;
 - a total is a number under ``parley:counters:total:<key>`` with a time to live.
 
-Lost connections and timeouts become ``Unavailable`` naming Redis (``core.redis``); the
+Lost connections, timeouts and a Redis refusing to serve (out of memory, read-only, …:
+``core.redis.cannot_serve``) become ``Unavailable`` naming Redis; the
 registry wraps this store in ``FallbackCounterStore`` (``core.counters``).
 """
 
@@ -52,16 +54,18 @@ return {allowed, f(tokens)}
 WINDOW = (
     _NOW
     + """
-local window = tonumber(ARGV[1])
+local window, limit = tonumber(ARGV[1]), tonumber(ARGV[3])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', f(now - window))
-if ARGV[2] ~= '' then
+local added = 0
+if ARGV[2] ~= '' and (limit == nil or redis.call('ZCARD', KEYS[1]) < limit) then
   redis.call('ZADD', KEYS[1], f(now), ARGV[2])
   redis.call('PEXPIRE', KEYS[1], math.max(1, math.ceil(window * 1000)))
+  added = 1
 end
 local count = redis.call('ZCARD', KEYS[1])
 local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 local first = oldest[2] or ''
-return {count, first, f(now)}
+return {count, first, f(now), added}
 """
 )
 
@@ -107,17 +111,24 @@ class RedisCounterStore(CounterStore):
         )
         return Decision.of(bool(allowed), float(tokens), rate, cost)
 
-    def _window(self, key: str, window_s: float, member: str) -> Window:
-        count, first, now = self._run(WINDOW, PREFIX + "events:" + key, repr(window_s), member)
+    def _window(
+        self, key: str, window_s: float, member: str, limit: int | None = None
+    ) -> tuple[bool, Window]:
+        count, first, now, added = self._run(
+            WINDOW, PREFIX + "events:" + key, repr(window_s), member, "" if limit is None else limit
+        )
         if not count:
-            return Window(0, 0.0)
-        return Window(int(count), float(first) + window_s - float(now))
+            return bool(added), Window(0, 0.0)
+        return bool(added), Window(int(count), float(first) + window_s - float(now))
 
     def add_event(self, key: str, *, window_s: float) -> Window:
-        return self._window(key, window_s, secrets.token_hex(8))
+        return self._window(key, window_s, secrets.token_hex(8))[1]
+
+    def try_add_event(self, key: str, *, window_s: float, limit: int) -> tuple[bool, Window]:
+        return self._window(key, window_s, secrets.token_hex(8), limit)
 
     def events(self, key: str, *, window_s: float) -> Window:
-        return self._window(key, window_s, "")
+        return self._window(key, window_s, "")[1]
 
     def clear(self, key: str) -> None:
         with redis_errors(self.url, self.what):

@@ -69,7 +69,7 @@ async def login(
     """A session cookie for an agent. Five failures lock the account for up to five minutes
     (``429`` with ``Retry-After``; the right password too), and failures count against the
     caller's address as every failed authentication does."""
-    with auth_failures.guarded(gateway, request, expensive=True):
+    async with auth_failures.guarded(gateway, request, expensive=True):
         agent, token = await service.log_in(
             gateway, tenant=body.tenant, username=body.username, password=body.password
         )

@@ -139,12 +139,19 @@ def authenticate(
     ``MAX_FAILED_LOGINS`` failures within ``LOCKOUT`` lock the account (tenant id and
     username, however the tenant was named): until the oldest of them leaves the window every
     login fails with ``TooManyRequests`` (``retry_after`` seconds), even the right password.
-    ``Unavailable`` when the shared lockout cannot be read (see the module docstring).
+    Each attempt is counted as a failure before the password is checked, in the same atomic
+    step as the check of the count (``try_add_event``), and forgotten with the rest once the
+    password matches: parallel guesses, on one gateway or several, get no more than
+    ``MAX_FAILED_LOGINS`` checks in all. A refused attempt counts nothing (the lockout ends
+    when it said it would). ``Unavailable`` when the shared lockout cannot be used (see the
+    module docstring).
     """
     counters = counters.strict(LOCKOUT_NEEDS)
     key, tenant_id = _account(session, tenant, username)
-    window = counters.events(key, window_s=LOCKOUT.total_seconds())
-    if window.count >= MAX_FAILED_LOGINS:
+    counted, window = counters.try_add_event(
+        key, window_s=LOCKOUT.total_seconds(), limit=MAX_FAILED_LOGINS
+    )
+    if not counted:
         wait = max(1, math.ceil(window.oldest_leaves_in))
         raise TooManyRequests(
             f"too many failed logins for this account; try again in {wait} s", retry_after=wait
@@ -158,8 +165,7 @@ def authenticate(
         row = None
     matches = check_password(password, row.password_hash if row is not None else _DUMMY_HASH)
     if row is None or not matches:
-        counters.add_event(key, window_s=LOCKOUT.total_seconds())
-        raise Unauthenticated("wrong tenant, username or password")
+        raise Unauthenticated("wrong tenant, username or password")  # counted above
     counters.clear(key)
     return row
 

@@ -58,7 +58,7 @@ async def authorize(
     """The bot, if this caller may chat with it (see the module docstring); a wrong key
     counts as a failed authentication of the caller's address. A ``socket`` without an
     ``Origin`` is refused the widget key where the bot names its origins."""
-    with auth_failures.guarded(gateway, connection):
+    async with auth_failures.guarded(gateway, connection):
         if key:
 
             def by_key() -> Bot | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,9 +17,11 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from bot_gateway import ratelimit
 from bot_gateway.app import create_app
 from bot_gateway.services.accounts import create_agent
 from connectors.registry import connectors
+from core.counters import FallbackCounterStore
 from core.db import get_engine, session_scope
 from core.metrics import counters
 from tests.bot_gateway.conftest import OPERATOR
@@ -115,6 +118,24 @@ def test_the_login_lockout_is_counted_once_for_both_gateways(pair: Pair) -> None
         assert "too many failed logins" in locked.json()["message"]
 
 
+def test_parallel_guesses_on_both_gateways_get_no_more_than_the_lockout_allows(
+    pair: Pair,
+) -> None:
+    tenant_id, _ = pair.tenant("rushed")
+    pair.agent(tenant_id, "di")
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(
+            pool.map(
+                lambda i: login(pair.a if i % 2 else pair.b, "rushed", "di", f"guess-{i}"),
+                range(8),
+            )
+        )
+    codes = sorted(r.status_code for r in answers)
+    assert codes == [401] * 5 + [429] * 3, [r.text for r in answers]  # 5 guesses checked in all
+    for locked in (r for r in answers if r.status_code == 429):
+        assert "too many failed logins" in locked.json()["message"]
+
+
 def test_the_predictions_quota_is_counted_once_for_both_gateways(pair: Pair) -> None:
     tenant_id, key = pair.tenant("metered")
     quotas = {"predictions_per_month": 3}
@@ -126,6 +147,25 @@ def test_the_predictions_quota_is_counted_once_for_both_gateways(pair: Pair) -> 
     assert refused["quota"] == "predictions_per_month" and refused["used"] == 3
 
 
+def test_predictions_made_while_redis_refused_them_count_once_it_is_back(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ratelimit, "PREDICTIONS_TTL", 1.0)  # 60 s in production
+    tenant_id, key = pair.tenant("metered-outage")
+    quotas = {"predictions_per_month": 4}
+    r = pair.a.patch(f"/v1/tenants/{tenant_id}", json={"quotas": quotas}, headers=OPERATOR)
+    assert r.status_code == 200, r.text
+    assert predict(pair.a, key).status_code == 200  # the shared total: 1
+    with pair.redis.refusing_writes("readonly"):  # Redis keeps its data, takes no counts
+        assert predict(pair.a, key).status_code == 200  # counted in process (and the usage)
+        assert predict(pair.b, key).status_code == 200
+    time.sleep(FallbackCounterStore.RETRY_S + 0.5)  # both gateways on Redis again
+    codes = [predict(client, key).status_code for client in (pair.a, pair.b, pair.a)]
+    assert codes == [200, 429, 429]  # 3 + 1: the outage's two were not lost
+    refused = predict(pair.b, key).json()
+    assert refused["quota"] == "predictions_per_month" and refused["used"] == 4
+
+
 def test_a_key_revoked_on_one_gateway_is_refused_on_the_other_at_once(pair: Pair) -> None:
     _, admin = pair.tenant("revoking")
     body = {"name": "ci", "scopes": ["predict", "train"]}
@@ -135,8 +175,8 @@ def test_a_key_revoked_on_one_gateway_is_refused_on_the_other_at_once(pair: Pair
     key = {"Authorization": f"Bearer {created['api_key']}"}
     assert pair.b.get("/v1/models", headers=key).status_code == 200  # now cached on B
     assert pair.b.get("/v1/models", headers=key).status_code == 200
-    revoked_at = time.monotonic()
     assert pair.a.delete(f"/v1/keys/{created['id']}", headers=admin).status_code == 200
+    revoked_at = time.monotonic()  # from the answer: the 2 s are the news', not the DELETE's
     while (r := pair.b.get("/v1/models", headers=key)).status_code == 200:
         assert time.monotonic() - revoked_at < 2, "B still takes a key revoked on A"
         time.sleep(0.02)
@@ -219,3 +259,47 @@ def test_with_redis_stopped_predictions_answer_and_the_rest_says_redis(
     while len(sent(pair)) < before + 1:
         assert time.monotonic() < deadline, sent(pair)
         time.sleep(0.05)
+
+
+def test_a_redis_refusing_writes_answers_503_where_needed_and_predictions_go_on(
+    pair: Pair, channel: dict[str, Any]
+) -> None:
+    tenant_id, key = pair.tenant("refused")
+    pair.agent(tenant_id, "eve")
+    where = f"Redis at redis://127.0.0.1:{pair.redis.port}/0 refuses commands"
+    with pair.redis.refusing_writes("oom"):  # maxmemory reached, noeviction
+        for client in (pair.a, pair.b):
+            assert predict(client, key).status_code == 200  # rate limits count in process
+        webhook = deliver(pair.b, channel, "hello", "msg-91")
+        assert webhook.status_code == 503, webhook.text  # not 500: the provider retries
+        assert where in webhook.json()["message"] and "OutOfMemoryError" in webhook.text
+    with pair.redis.refusing_writes("readonly"):  # a replica: reads only
+        for client in (pair.a, pair.b):
+            assert predict(client, key).status_code == 200
+            refused = login(client, "refused", "eve")
+            assert refused.status_code == 503, refused.text
+            body = refused.json()
+            assert body["error"] == "unavailable" and where in body["message"]
+            assert "login lockout" in body["message"] and "Retry-After" in refused.headers
+    deadline = time.monotonic() + 10
+    while login(pair.a, "refused", "eve").status_code != 200:  # no restart needed
+        assert time.monotonic() < deadline, "login still refused after Redis took writes again"
+        time.sleep(0.2)
+    assert deliver(pair.a, channel, "hello", "msg-91").status_code == 200
+
+
+def test_a_hung_redis_does_not_stall_the_gateways_other_requests(pair: Pair) -> None:
+    _, key = pair.tenant("hung")
+    assert pair.a.get("/v1/models", headers=key).status_code == 200
+    timeout = pair.a.app.state.gateway.settings.redis.socket_timeout_s
+    with pair.redis.paused(), ThreadPoolExecutor(max_workers=1) as pool:
+        started = time.monotonic()
+        keyed = pool.submit(pair.a.get, "/v1/models", headers=key)  # waits on Redis, falls back
+        time.sleep(0.3)
+        asked = time.monotonic()
+        assert pair.a.get("/v1/health").status_code == 200
+        health_s = time.monotonic() - asked
+        assert keyed.result(timeout=60).status_code == 200
+        keyed_s = time.monotonic() - started
+    assert keyed_s >= timeout * 0.9, "the keyed request never waited on the hung Redis"
+    assert health_s < timeout / 2, f"health waited {health_s:.1f} s behind a Redis call"

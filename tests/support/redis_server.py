@@ -4,18 +4,25 @@ installs it), listening only on 127.0.0.1 on a free port, no persistence::
     with RedisServer() as redis:
         url = redis.url            # redis://127.0.0.1:PORT/0
         redis.stop(); redis.start()  # a fault: Redis goes away and comes back, same port
+        with redis.refusing_writes("oom"): ...  # up, answering reads, refusing writes
+        with redis.paused(): ...   # SIGSTOP: connections open, nothing answered (a hang)
 
 No pytest import here: fixtures wrap this class in a conftest.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Literal
 
 __all__ = ["RedisServer", "redis_server_path"]
 
@@ -84,6 +91,38 @@ class RedisServer:
             self.proc.kill()
             self.proc.wait(timeout=10)
         self.proc = None
+
+    @contextmanager
+    def refusing_writes(self, how: Literal["oom", "readonly"]) -> Iterator[None]:
+        """Up and answering reads, but refusing writes: ``oom`` (``maxmemory`` 1 byte under
+        ``noeviction``: ``OOM``) or ``readonly`` (a replica of a master that is not there:
+        ``READONLY``); as before afterwards."""
+        import redis
+
+        admin = redis.Redis.from_url(self.url)
+        if how == "oom":
+            admin.config_set("maxmemory", 1)
+        else:
+            admin.execute_command("REPLICAOF", "127.0.0.1", str(_free_port()))
+        try:
+            yield
+        finally:
+            if how == "oom":
+                admin.config_set("maxmemory", 0)
+            else:
+                admin.execute_command("REPLICAOF", "NO", "ONE")
+            admin.close()
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """The server stopped with SIGSTOP (connections stay open, nothing is answered: a hung
+        Redis) until the block ends."""
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.kill(self.proc.pid, signal.SIGCONT)
 
     def flush(self) -> None:
         """Forget every key (between tests sharing one server)."""
