@@ -69,11 +69,6 @@ API_PREFIX = "/v1"
 def build_gateway(settings: Settings) -> Gateway:
     """Connect to the database and storage, and build the serving machinery."""
     load_entry_points()
-    import training.queue.local  # noqa: F401  (registers the embedded queue)
-
-    if settings.queue.backend == "celery":  # Celery workers on Redis: imported only when asked
-        import training.queue.celery  # noqa: F401  (registers the celery queue)
-
     engine = get_engine(settings.database_url, echo=settings.db.echo)
     ensure_schema(settings.database_url)
     lookup_changes.publish_on(engine, settings.redis)  # with Redis: look-up invalidation
@@ -84,7 +79,7 @@ def build_gateway(settings: Settings) -> Gateway:
         device=settings.serving.device,
         threads=settings.serving.torch_threads,
     )
-    queue = train_queues.get(settings.queue.backend)(settings=settings, engine=engine)  # type: ignore[call-arg]
+    queue = train_queues.get(settings.queue.backend).from_settings(settings, engine)
     return Gateway(
         settings=settings,
         engine=engine,

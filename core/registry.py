@@ -13,6 +13,7 @@ tenant is never imported.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from importlib import import_module
 from importlib.metadata import entry_points
 from typing import Generic, TypeVar
 
@@ -29,6 +30,12 @@ class Registry(Generic[T]):
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._items: dict[str, T] = {}
+        self._lazy: dict[str, str] = {}
+
+    def register_lazy(self, name: str, module: str) -> None:
+        """``name`` is registered by importing ``module``, which happens on its first look-up
+        (a plug-in whose imports are heavy and that most processes never use)."""
+        self._lazy[name] = module
 
     def register(self, name: str) -> Callable[[T], T]:
         def decorator(item: T) -> T:
@@ -41,17 +48,19 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> T:
         load_entry_points()
+        if name not in self._items and name in self._lazy:
+            import_module(self._lazy[name])
         try:
             return self._items[name]
         except KeyError:
-            known = ", ".join(sorted(self._items)) or "none"
+            known = ", ".join(self.names()) or "none"
             raise UnknownPluginError(
-                f"unknown {self.kind} {name!r}; known: {known}", known=sorted(self._items)
+                f"unknown {self.kind} {name!r}; known: {known}", known=self.names()
             ) from None
 
     def names(self) -> list[str]:
         load_entry_points()
-        return sorted(self._items)
+        return sorted({*self._items, *self._lazy})
 
     def items(self) -> Iterator[tuple[str, T]]:
         load_entry_points()
@@ -59,7 +68,7 @@ class Registry(Generic[T]):
 
     def __contains__(self, name: object) -> bool:
         load_entry_points()
-        return name in self._items
+        return name in self._items or name in self._lazy
 
 
 _loaded = False

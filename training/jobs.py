@@ -414,20 +414,26 @@ class JobOutcome:
 
 
 def run_train_job(
-    runner: JobRunner, model_id: str | None = None, *, heartbeat_interval: float | None = None
+    runner: JobRunner,
+    model_id: str | None = None,
+    *,
+    heartbeat_interval: float | None = None,
+    on_claimed: Callable[[str], None] | None = None,
 ) -> JobOutcome:
     """Claim a job for ``runner``'s worker and run it to its end; every queue calls this.
 
-    ``model_id``: that job (a Celery message names it; ``claim_job``); None: the next one,
-    tenants in turn (embedded workers poll; ``claim_next_job``). A running job is interrupted
-    as soon as a heartbeat finds it is no longer this worker's (see ``JobRunner.run``).
+    ``model_id``: a Celery message names it; the oldest queued job of its tenant is claimed
+    (``claim_job``: that job, or an older one), and ``on_claimed(claimed_id)`` is called before
+    it runs. None: the next job, tenants in turn (embedded workers poll; ``claim_next_job``).
+    A running job is interrupted as soon as a heartbeat finds it is no longer this worker's
+    (see ``JobRunner.run``).
     """
     if model_id is None:
         model_id = runner.claim_next()
         if model_id is None:
             return JobOutcome(None, "idle")
     else:
-        claim = claim_job(
+        claim, claimed = claim_job(
             runner.engine,
             model_id,
             worker=runner.worker_name,
@@ -435,8 +441,11 @@ def run_train_job(
         )
         if claim is Claim.NOT_QUEUED:
             return JobOutcome(model_id, "not_queued")
-        if claim is Claim.TENANT_BUSY:
+        if claim is Claim.TENANT_BUSY or claimed is None:
             return JobOutcome(model_id, "tenant_busy")
+        model_id = claimed
+        if on_claimed is not None:
+            on_claimed(model_id)
     log_event("job.started", model=model_id, worker=runner.worker_name)
     status = runner.run(model_id, heartbeat_interval=heartbeat_interval, interrupt=True)
     return JobOutcome(model_id, status)

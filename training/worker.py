@@ -18,7 +18,7 @@ from core.backends import BackendContext
 from core.db import ensure_schema, get_engine
 from core.logging import configure_logging, log_event
 from core.registry import load_entry_points
-from core.settings import get_settings
+from core.settings import Settings, get_settings
 from core.storage import store_for
 from training.jobs import JobRunner, run_train_job
 from training.queue.base import worker_name
@@ -30,6 +30,38 @@ def _parent_alive(pid: int | None) -> bool:
     return os.getppid() == pid
 
 
+def worker_threads(settings: Settings, concurrency: int = 1) -> int:
+    """Torch threads of one of ``concurrency`` worker processes on this machine."""
+    return settings.queue.threads or max(1, (os.cpu_count() or 1) // max(1, concurrency))
+
+
+def set_torch_threads(threads: int) -> None:
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def make_runner(settings: Settings, *, worker_name: str, threads: int) -> JobRunner:
+    """The job runner of one worker process (embedded or Celery): its own engine (connections
+    inherited over a fork belong to the parent), which publishes look-up changes to gateways
+    (an alias promoted here), and the artifact store."""
+    engine = get_engine(settings.database_url)
+    engine.dispose(close=False)
+    lookup_changes.publish_on(engine, settings.redis)
+    return JobRunner(
+        engine=engine,
+        store=store_for(settings),
+        context=BackendContext(
+            cache_dir=settings.cache_dir, device=settings.serving.device, threads=threads
+        ),
+        worker_name=worker_name,
+        per_tenant_concurrency=settings.queue.per_tenant_concurrency,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Parley train worker")
     parser.add_argument("--name", default=worker_name(os.getpid()))
@@ -39,28 +71,11 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = get_settings()
     configure_logging(settings.log_level)
-    threads = settings.queue.threads or max(1, os.cpu_count() or 1)
-    try:
-        import torch
-
-        torch.set_num_threads(threads)
-    except ImportError:  # pragma: no cover
-        pass
+    threads = worker_threads(settings)
+    set_torch_threads(threads)
     load_entry_points()
-    engine = get_engine(settings.database_url)
-    lookup_changes.publish_on(engine, settings.redis)  # an alias promoted here: to gateways
     ensure_schema(settings.database_url)
-    runner = JobRunner(
-        engine=engine,
-        store=store_for(settings),
-        context=BackendContext(
-            cache_dir=settings.cache_dir,
-            device=settings.serving.device,
-            threads=threads,
-        ),
-        worker_name=args.name,
-        per_tenant_concurrency=settings.queue.per_tenant_concurrency,
-    )
+    runner = make_runner(settings, worker_name=args.name, threads=threads)
     stopping = False
 
     def _stop(*_: object) -> None:

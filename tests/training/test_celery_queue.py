@@ -2,9 +2,12 @@
 (``parley worker`` with the ``toy-bow`` test backend, ``tests.support.celery_worker``) and a
 SQLite database file they share with this process, which submits jobs like a gateway does.
 
-Fast tests first (no worker): ``claim_job`` and the routing of jobs to the ``gpu`` and ``cpu``
-queues. Then, against the workers: a job runs and succeeds; a ``prefers_gpu`` job runs on a cpu
-worker (after ``gpu_wait_s``); duplicated messages never run a job twice; a cancel stops a
+Fast tests first (no worker): ``claim_job`` (the tenant's oldest job first), the routing of jobs
+to the ``gpu`` (only while a gpu worker is registered) and ``cpu`` queues, a send's record that
+expires soon after its countdown, tenant-busy messages that never multiply, a message that runs
+its tenant's older job while its own goes on. Then, against the workers: a job runs and
+succeeds; a ``prefers_gpu`` job runs on a cpu worker (after ``gpu_wait_s``) and nothing is sent
+to ``gpu``; duplicated messages never run a job twice; a cancel stops a
 running job within 2 s although its backend reports progress only every 20 s; a job submitted
 while Redis is down runs once it is back (``202``); a worker killed mid-job (the whole process
 tree, then a pool process twice) → the job runs again, or fails after ``max_attempts``.
@@ -26,10 +29,13 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine
+from sqlalchemy import Engine, update
 
 from bot_gateway.app import create_app
+from core.backends import BackendContext
 from core.db import get_engine, session_scope, upgrade, utcnow
+from core.errors import Unavailable
+from core.redis import sync_client
 from core.settings import Settings
 from core.storage import LocalStore, store_for
 from core.tables import Model
@@ -38,9 +44,11 @@ from tests.conftest import ROOT, make_settings
 from tests.support.data import intent_csv
 from tests.support.redis_server import RedisServer, redis_server_path
 from tests.support.toy_backend import ToyBowBackend
+from training import celery_app
 from training.celery_app import Dispatcher
 from training.datasets.importers import Limits
 from training.datasets.service import create_dataset, run_import
+from training.jobs import JobRunner
 from training.queue import Claim, claim_job
 from training.queue.celery import CeleryQueue
 from training.registry import cancel_model, create_model
@@ -95,76 +103,284 @@ def db(tmp_path: Path) -> Iterator[tuple[Engine, LocalStore]]:
     engine.dispose()
 
 
-def test_claim_job_claims_that_job_once_and_says_why_it_did_not(
+def test_claim_job_claims_the_tenants_oldest_job_once_and_says_why_it_did_not(
     db: tuple[Engine, LocalStore],
 ) -> None:
     engine, store = db
     tenant_id, dataset_id = _tenant_with_dataset(engine, store, "acme")
     with session_scope(engine) as session:
-        first, second, third = (
+        other, first, second, third = (
             create_model(session, tenant_id=tenant_id, dataset_id=dataset_id, backend="toy-bow").id
-            for _ in range(3)
+            for _ in range(4)
         )
+        # the oldest job is of another backend (routed otherwise: perhaps waiting for a GPU)
+        session.execute(update(Model).where(Model.id == other).values(backend="gpu-backend"))
 
-    # the newest job, not the oldest: a message names its job
-    assert claim_job(engine, third, worker="w1", per_tenant_concurrency=2) is Claim.CLAIMED
-    assert claim_job(engine, third, worker="w2", per_tenant_concurrency=2) is Claim.NOT_QUEUED
-    record = _model(engine, third)
+    # a message names the newest job: the tenant's oldest one of that backend starts first
+    assert claim_job(engine, third, worker="w1", per_tenant_concurrency=2) == (
+        Claim.CLAIMED,
+        first,
+    )
+    record = _model(engine, first)
     assert (record.status, record.worker, record.attempts) == ("running", "w1", 1)
-    assert claim_job(engine, first, worker="w2", per_tenant_concurrency=2) is Claim.CLAIMED
+    assert _model(engine, third).status == "queued"
+    assert claim_job(engine, first, worker="w2", per_tenant_concurrency=2) == (
+        Claim.NOT_QUEUED,
+        None,
+    )
+    assert claim_job(engine, third, worker="w2", per_tenant_concurrency=2) == (
+        Claim.CLAIMED,
+        second,
+    )
     # the tenant runs two jobs: the third waits, still queued
-    assert claim_job(engine, second, worker="w3", per_tenant_concurrency=2) is Claim.TENANT_BUSY
-    assert _model(engine, second).status == "queued"
-    assert claim_job(engine, second, worker="w3", per_tenant_concurrency=None) is Claim.CLAIMED
+    assert claim_job(engine, third, worker="w3", per_tenant_concurrency=2) == (
+        Claim.TENANT_BUSY,
+        None,
+    )
+    assert _model(engine, third).status == "queued"
+    assert claim_job(engine, third, worker="w3", per_tenant_concurrency=None) == (
+        Claim.CLAIMED,
+        third,
+    )
+    assert _model(engine, other).status == "queued"
+    assert claim_job(engine, other, worker="w4", per_tenant_concurrency=None) == (
+        Claim.CLAIMED,
+        other,
+    )
     with session_scope(engine) as session:
         fourth = create_model(
             session, tenant_id=tenant_id, dataset_id=dataset_id, backend="toy-bow"
         ).id
         cancel_model(session, tenant_id, fourth)
-    assert claim_job(engine, fourth, worker="w1", per_tenant_concurrency=None) is Claim.NOT_QUEUED
-    assert claim_job(engine, "mdl_gone", worker="w1", per_tenant_concurrency=None) is (
+    assert claim_job(engine, fourth, worker="w1", per_tenant_concurrency=None)[0] is (
         Claim.NOT_QUEUED
     )
+    assert claim_job(engine, "mdl_gone", worker="w1", per_tenant_concurrency=None)[0] is (
+        Claim.NOT_QUEUED
+    )
+
+
+@dataclass(frozen=True)
+class Message:
+    model_id: str
+    queue: str
+    countdown: float | None
+    token: str
+    busy: int
 
 
 class RecordingApp:
     """Stands in for the Celery app: records what would be published."""
 
     def __init__(self) -> None:
-        self.sent: list[tuple[str, str, float | None]] = []
+        self.messages: list[Message] = []
+
+    @property
+    def sent(self) -> list[tuple[str, str, float | None]]:
+        return [(m.model_id, m.queue, m.countdown) for m in self.messages]
 
     def send_task(
-        self, name: str, *, args: list[str], queue: str, countdown: float | None, **_: Any
+        self,
+        name: str,
+        *,
+        args: list[str],
+        kwargs: dict[str, Any],
+        queue: str,
+        countdown: float | None,
+        **_: Any,
     ) -> None:
-        self.sent.append((args[0], queue, countdown))
+        self.messages.append(Message(args[0], queue, countdown, kwargs["token"], kwargs["busy"]))
 
 
-def test_gpu_jobs_go_to_gpu_and_to_cpu_after_gpu_wait_s(
+def _dispatcher(
+    tmp_path: Path, redis_url: str, db_url: str = "sqlite://", **queue: Any
+) -> tuple[Dispatcher, RecordingApp]:
+    settings = make_settings(tmp_path, db_url, redis={"url": redis_url}, queue=queue)
+    app = RecordingApp()
+    return Dispatcher(settings, app), app
+
+
+def test_gpu_jobs_go_to_gpu_while_a_gpu_worker_exists_and_to_cpu_after_gpu_wait_s(
     tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def dispatcher(gpu_wait_s: float) -> tuple[Dispatcher, RecordingApp]:
-        settings = make_settings(
-            tmp_path, "sqlite://", redis={"url": redis_url}, queue={"gpu_wait_s": gpu_wait_s}
-        )
-        app = RecordingApp()
-        return Dispatcher(settings, app), app
-
-    now, sent_now = dispatcher(0)
+    now, sent_now = _dispatcher(tmp_path, redis_url, gpu_wait_s=0)
     assert now.send("mdl_1", "toy-bow")
     assert sent_now.sent == [("mdl_1", "cpu", None)]
 
     monkeypatch.setattr(ToyBowBackend, "prefers_gpu", True)
+    # no worker consumes gpu (the compose default): nothing waits on gpu forever
     assert now.send("mdl_2", "toy-bow")
-    assert sent_now.sent[1:] == [("mdl_2", "gpu", None), ("mdl_2", "cpu", None)]
-    later, sent_later = dispatcher(3)
+    later, sent_later = _dispatcher(tmp_path, redis_url, gpu_wait_s=3)
     assert later.send("mdl_3", "toy-bow")
-    assert sent_later.sent == [("mdl_3", "gpu", None), ("mdl_3", "cpu", 3)]
+    assert sent_now.sent[1:] == [("mdl_2", "cpu", None)]
+    assert sent_later.sent == [("mdl_3", "cpu", 3)]
+
+    later.register_consumer(["gpu", "cpu"])  # a gpu worker's sweep
+    assert now.send("mdl_4", "toy-bow")
+    assert sent_now.sent[2:] == [("mdl_4", "gpu", None), ("mdl_4", "cpu", None)]
+    assert later.send("mdl_5", "toy-bow")
+    assert sent_later.sent[1:] == [("mdl_5", "gpu", None), ("mdl_5", "cpu", 3)]
+    # both messages of one send carry one token: one chain per queue
+    assert len({m.token for m in sent_later.messages[1:]}) == 1
 
     # a send is recorded: a sweep does not send that job again until a worker took the message
-    assert not later.send("mdl_3", "toy-bow", unless_sent=True)
-    later.forget("mdl_3")
-    assert later.send("mdl_3", "toy-bow", unless_sent=True)
-    assert len(sent_later.sent) == 4
+    assert not later.send("mdl_5", "toy-bow", unless_sent=True)
+    later.release("mdl_5", "not-its-token")  # a stale message's release changes nothing
+    assert not later.send("mdl_5", "toy-bow", unless_sent=True)
+    later.release("mdl_5", sent_later.messages[-1].token)
+    assert later.send("mdl_5", "toy-bow", unless_sent=True)
+    assert len(sent_later.sent) == 5
+
+
+def _queued_jobs(engine: Engine, store: Any, n: int, tenant: str = "acme") -> list[str]:
+    tenant_id, dataset_id = _tenant_with_dataset(engine, store, tenant)
+    ids = []
+    for _ in range(n):
+        with session_scope(engine) as session:
+            ids.append(
+                create_model(
+                    session,
+                    tenant_id=tenant_id,
+                    dataset_id=dataset_id,
+                    backend="toy-bow",
+                    params=QUICK,
+                ).id
+            )
+    return ids
+
+
+def test_a_send_record_outlives_its_countdown_briefly_so_a_lost_message_is_sent_again(
+    db: tuple[Engine, LocalStore], tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A message held by a worker that died comes back after the visibility timeout (6 h):
+    the record expires long before, and the sweep sends the job again."""
+    import redis
+
+    engine, store = db
+    (model_id,) = _queued_jobs(engine, store, 1)
+    dispatcher, app = _dispatcher(tmp_path, redis_url, str(engine.url))
+    client = redis.Redis.from_url(redis_url)
+
+    assert dispatcher.send(model_id, "toy-bow")
+    ttl = client.ttl(dispatcher.key(model_id))
+    assert 0 < ttl <= celery_app.RECORD_SLACK_S
+    assert ttl < dispatcher.settings.queue.visibility_timeout_s / 10
+    assert dispatcher.send_unsent(engine, older_than=0) == 0  # on its way: not sent twice
+
+    monkeypatch.setattr(celery_app, "RECORD_SLACK_S", 0.5)
+    assert dispatcher.send(model_id, "toy-bow")  # a new chain, recorded for 1 s
+    assert client.ttl(dispatcher.key(model_id)) == 1
+    deadline = time.monotonic() + 10
+    while client.exists(dispatcher.key(model_id)):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert dispatcher.send_unsent(engine, older_than=0) == 1
+    assert app.sent[-1] == (model_id, "cpu", None)
+
+
+def _worker_process(
+    engine: Engine, store: Any, tmp_path: Path, dispatcher: Dispatcher, name: str = "w1"
+) -> Any:
+    return celery_app._WorkerProcess(
+        runner=JobRunner(
+            engine=engine,
+            store=store,
+            context=BackendContext(cache_dir=tmp_path / "cache", device="cpu", threads=1),
+            worker_name=name,
+            per_tenant_concurrency=1,
+        ),
+        dispatcher=dispatcher,
+        heartbeat_interval=1.0,
+    )
+
+
+def test_tenant_busy_messages_never_multiply(
+    db: tuple[Engine, LocalStore], tmp_path: Path, redis_url: str
+) -> None:
+    """However sweeps and duplicate sends interleave with tenant-busy bounces, a queued job
+    keeps at most one live message chain: a message whose token was replaced ends."""
+    engine, store = db
+    running, waiting = _queued_jobs(engine, store, 2)
+    dispatcher, app = _dispatcher(tmp_path, redis_url, str(engine.url))
+    worker = _worker_process(engine, store, tmp_path, dispatcher)
+    # the tenant's only slot is taken (by another worker): ``waiting`` bounces
+    assert claim_job(engine, running, worker="other", per_tenant_concurrency=1)[1] == running
+
+    assert dispatcher.send(waiting, "toy-bow")
+    live = list(app.messages)
+    for round_ in range(12):
+        if round_ % 3 == 1:  # a sweep: the job has a record, so nothing is sent
+            assert dispatcher.send_unsent(engine, older_than=0) == 0
+        if round_ in (2, 6):  # a racing duplicate send (a new chain replaces the record)
+            before = len(app.messages)
+            dispatcher.send(waiting, "toy-bow")
+            live += app.messages[before:]
+        message = live.pop(0)
+        before = len(app.messages)
+        status = worker.train(
+            message.model_id, queue=message.queue, busy=message.busy, token=message.token
+        )
+        assert status == "tenant_busy"
+        resent = app.messages[before:]
+        live += resent
+        assert len(resent) <= 1
+        current = sync_client(dispatcher.settings.redis).get(dispatcher.key(waiting)).decode()
+        # only the current chain goes on; a replaced one ends at its next bounce
+        assert all(m.token == current for m in resent)
+        assert len(live) <= 2
+    assert [m.token for m in live] == [current]
+    # bounces back off, 1 s doubling up to BUSY_RETRY_MAX_S: a freed slot is taken soon
+    assert max(m.countdown or 0 for m in app.messages) == celery_app.BUSY_RETRY_MAX_S
+
+
+@pytest.mark.slow
+def test_a_message_starts_its_tenants_oldest_job_and_its_own_job_goes_on(
+    db: tuple[Engine, LocalStore], tmp_path: Path, redis_url: str
+) -> None:
+    engine, store = db
+    older, newer = _queued_jobs(engine, store, 2)
+    dispatcher, app = _dispatcher(tmp_path, redis_url, str(engine.url))
+    worker = _worker_process(engine, store, tmp_path, dispatcher)
+    assert dispatcher.send(newer, "toy-bow")  # the newer job's message arrives first
+    (message,) = app.messages
+
+    status = worker.train(newer, queue="cpu", busy=0, token=message.token)
+
+    assert status == "succeeded"
+    assert _model(engine, older).status == "succeeded"
+    assert _model(engine, newer).status == "queued"
+    # the newer job's chain went on at once (before the older job ran), same token
+    resent = app.messages[1:]
+    assert [(m.model_id, m.queue, m.token, m.busy) for m in resent] == [
+        (newer, "cpu", message.token, 0)
+    ]
+    assert resent[0].countdown == celery_app.BUSY_RETRY_S
+    assert worker.train(newer, queue="cpu", busy=0, token=message.token) == "succeeded"
+    assert _model(engine, newer).status == "succeeded"
+    # its chain ended with the claim: a sweep may send it again should it be re-queued
+    assert not sync_client(dispatcher.settings.redis).exists(dispatcher.key(newer))
+
+
+def test_redis_refusing_writes_is_unavailable_and_a_wrong_command_is_a_fault(
+    tmp_path: Path, redis_url: str
+) -> None:
+    import redis
+
+    dispatcher, app = _dispatcher(tmp_path, redis_url)
+    client = redis.Redis.from_url(redis_url)
+    client.lpush(dispatcher.key("mdl_list"), "x")  # a key of another type: a bug, not an outage
+    with pytest.raises(redis.exceptions.ResponseError, match="WRONGTYPE"):
+        dispatcher.send_again("mdl_list", "cpu", token="t", countdown=1, busy=1)
+
+    client.config_set("maxmemory", 1)  # every write refused: OOM
+    try:
+        with pytest.raises(Unavailable) as refused:
+            dispatcher.send("mdl_1", "toy-bow")
+    finally:
+        client.config_set("maxmemory", 0)
+    assert "memory" in refused.value.message and "unreachable" not in refused.value.message
+    assert app.sent == []
+    assert dispatcher.send("mdl_1", "toy-bow")
 
 
 def test_redis_down_at_submit_leaves_the_job_queued_for_the_sweep(tmp_path: Path) -> None:
@@ -182,7 +398,7 @@ def test_redis_down_at_submit_leaves_the_job_queued_for_the_sweep(tmp_path: Path
     queue = CeleryQueue(settings=settings, engine=engine)
     started = time.monotonic()
     queue.submit(model_id)  # logged and counted, not raised: the job of record exists
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 10  # refused at once: no wait for a timeout
     assert _model(engine, model_id).status == "queued"
     engine.dispose()
 
@@ -234,7 +450,7 @@ class Cluster:
         self.workers.append(worker)
         return worker
 
-    def wait_ready(self, worker: Worker, timeout: float = 60) -> None:
+    def wait_ready(self, worker: Worker, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
         while "worker.process_ready" not in worker.text():
             assert worker.alive(), worker.text()[-3000:]
@@ -273,7 +489,7 @@ class Cluster:
     def model(self, model_id: str) -> Model:
         return _model(self.engine, model_id)
 
-    def wait(self, model_id: str, until: Callable[[Model], bool], timeout: float = 40) -> Model:
+    def wait(self, model_id: str, until: Callable[[Model], bool], timeout: float = 90) -> Model:
         deadline = time.monotonic() + timeout
         while True:
             model = self.model(model_id)
@@ -356,18 +572,25 @@ def test_a_gpu_job_runs_on_cpu_workers_after_gpu_wait_s(
         queue={**QUEUE, "gpu_wait_s": 2.0},
     )
     submitted = utcnow()
-    later = cluster.train(queue=CeleryQueue(settings=waiting, engine=cluster.engine))
-    at_once = cluster.train()
+    # tenants of their own: a message may start its tenant's older job of the same backend
+    later = cluster.train(
+        tenant="gpu-later", queue=CeleryQueue(settings=waiting, engine=cluster.engine)
+    )
+    at_once = cluster.train(tenant="gpu-at-once")
 
     assert cluster.wait(at_once, finished).status == "succeeded"
     model = cluster.wait(later, finished)
     assert model.status == "succeeded", model.failure_message
     assert model.started_at is not None
     assert (model.started_at - submitted).total_seconds() >= 2.0
-    # their gpu messages wait for a gpu worker (none here); the cpu ones ran them
+    # no worker consumes gpu here (the workers registered cpu only): nothing was sent to gpu,
+    # where it would have waited forever
     import redis
 
-    assert redis.Redis.from_url(cluster.redis.url).llen("gpu") == 2
+    client = redis.Redis.from_url(cluster.redis.url)
+    assert client.llen("gpu") == 0
+    assert client.exists(Dispatcher.consumers_key("cpu"))
+    assert not client.exists(Dispatcher.consumers_key("gpu"))
 
 
 @pytest.mark.slow
@@ -398,7 +621,7 @@ def test_cancel_stops_a_running_job_within_2_s(cluster: Cluster) -> None:
     cancelled_at = time.time()
 
     pattern = re.compile(rf'^(\S+ \S+) INFO job\.cancelled model="{model_id}"', re.M)
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while (found := pattern.search(cluster.logs())) is None:
         assert time.monotonic() < deadline, cluster.logs()[-3000:]
         time.sleep(0.05)
@@ -444,7 +667,7 @@ def test_a_job_submitted_while_redis_is_down_runs_once_it_is_back(cluster: Clust
         finally:
             cluster.redis.start()
 
-        model = cluster.wait(model_id, finished, timeout=60)
+        model = cluster.wait(model_id, finished, timeout=120)
         assert model.status == "succeeded", model.failure_message
         assert client.get(f"/v1/models/{model_id}", headers=headers).json()["status"] == (
             "succeeded"
@@ -470,7 +693,7 @@ def test_a_job_killed_max_attempts_times_fails_with_the_message(cluster: Cluster
     model_id = cluster.train(LONG)
     first = cluster.running_pid(model_id)
     os.kill(first, signal.SIGKILL)  # the pool process only: its worker starts another
-    cluster.wait(model_id, lambda m: m.attempts == 2 and m.status == "running", timeout=30)
+    cluster.wait(model_id, lambda m: m.attempts == 2 and m.status == "running", timeout=90)
     os.kill(cluster.running_pid(model_id), signal.SIGKILL)
 
     model = cluster.wait(model_id, finished)

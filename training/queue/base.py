@@ -17,10 +17,16 @@ from sqlalchemy import Engine, select, update
 from core.db import session_scope, utcnow
 from core.logging import log_event
 from core.registry import Registry
+from core.settings import Settings
 from core.tables import Model
 
 
 class TrainQueue(Protocol):
+    @classmethod
+    def from_settings(cls, settings: Settings, engine: Engine) -> TrainQueue:
+        """The queue ``settings.queue.backend`` names, on ``engine``'s database."""
+        ...
+
     def start(self) -> None:
         """Begin running jobs (start workers); recover jobs a crash left behind."""
 

@@ -5,9 +5,14 @@ record (status, progress, queue position, cancel, metrics); a message only names
 (``training.celery_app``). A gateway with this queue trains nothing itself.
 
 Routing: a job whose backend says ``prefers_gpu`` (fine-tuning, detection) gets a message on
-queue ``gpu`` and another on ``cpu`` after ``PARLEY_QUEUE__GPU_WAIT_S`` (0: at once), so a
-deployment without GPU workers still runs it; whichever worker claims it first runs it, and the
-other message finds it taken and is dropped. Other jobs go to ``cpu``.
+``cpu`` after ``PARLEY_QUEUE__GPU_WAIT_S`` (0: at once), so a deployment without GPU workers
+still runs it, and, while some worker consumes ``gpu`` (workers register their queues in
+Redis), another on ``gpu`` at once; whichever worker claims it first runs it, and the other
+message finds it taken and is dropped. Without a ``gpu`` worker nothing is sent to ``gpu``, so
+no message waits there forever. Other jobs go to ``cpu``.
+
+Order: tenants take turns (a busy tenant's message comes back later and others pass), and a
+tenant's jobs start oldest first (a message claims its tenant's oldest queued job).
 
 Redis down when a job is submitted: the request still succeeds (``202``, the job ``queued`` in
 the database) and the job runs once Redis is back: every gateway and worker sweeps every
@@ -44,6 +49,10 @@ class CeleryQueue:
         self.settings, self.engine = settings, engine
         self.dispatcher = Dispatcher(settings, make_celery(settings))
         self.sweeper = Sweeper(engine, self.dispatcher)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, engine: Engine) -> CeleryQueue:
+        return cls(settings=settings, engine=engine)
 
     def start(self) -> None:
         """No local workers; the sweep starts (and re-queues what a crash left running)."""

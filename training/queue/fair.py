@@ -15,13 +15,20 @@ any number of workers in any number of processes can pick at once:
   does not block new model rows of that tenant): claims for one tenant take turns. Each tenant
   is tried in its own transaction (one lock at a time: no deadlocks).
 
-``claim_job`` claims one named job the same way (a queue that carries job ids, Celery): the
-tenant's row lock, the same conditional ``UPDATE``; it tells a job taken by someone else (or
-cancelled, or deleted) from one whose tenant is at its limit, so the caller can try again later.
+``claim_job`` serves a queue whose messages name a job (Celery): the same tenant's row lock and
+conditional ``UPDATE``, on the OLDEST queued job of the named job's tenant and backend (the
+named job when it is the oldest), so a tenant's jobs of one backend start oldest first whichever
+message arrives first (jobs of one backend are routed alike, so a message never starts a job
+its queue should not run, such as a GPU job before its wait for a GPU worker is over); the
+caller keeps the named job's message going when another job was claimed. Across a tenant's
+backends the order is the messages' order, about the order of submission. It tells a job
+taken by someone else (or cancelled, or deleted) from one whose tenant is at its limit, so the
+caller can try again later.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
@@ -111,22 +118,42 @@ class Claim(Enum):
 
 def claim_job(
     engine: Engine, model_id: str, *, worker: str, per_tenant_concurrency: int | None
-) -> Claim:
-    """Claim the job ``model_id`` for ``worker`` (status ``running``, attempts + 1) if it is
-    still queued and its tenant is under its limit."""
+) -> tuple[Claim, str | None]:
+    """Claim, for ``worker`` (status ``running``, attempts + 1), the oldest queued job of
+    ``model_id``'s tenant and backend if that tenant is under its limit; ``(CLAIMED, the job
+    claimed)``, which is ``model_id`` or an older job of the same tenant and backend;
+    ``(TENANT_BUSY, None)`` when ``model_id`` stays queued, ``(NOT_QUEUED, None)`` when it is no
+    longer queued."""
     with session_scope(engine) as session:
-        tenant_id = session.scalar(
-            select(Model.tenant_id).where(Model.id == model_id, Model.status == "queued")
-        )
-        if tenant_id is None:
-            return Claim.NOT_QUEUED
+        named = session.execute(
+            select(Model.tenant_id, Model.backend).where(
+                Model.id == model_id, Model.status == "queued"
+            )
+        ).first()
+        if named is None:
+            return Claim.NOT_QUEUED, None
+        tenant_id, backend = named
         _lock_tenant(session, engine, tenant_id)
-        if _try_claim(session, model_id, tenant_id, worker, per_tenant_concurrency):
-            return Claim.CLAIMED
+        candidates = list(_oldest_queued(session, tenant_id, backend=backend))
+        if model_id not in candidates:
+            candidates.append(model_id)
+        for candidate in candidates:
+            if _try_claim(session, candidate, tenant_id, worker, per_tenant_concurrency):
+                return Claim.CLAIMED, candidate
         still_queued = session.scalar(
             select(Model.id).where(Model.id == model_id, Model.status == "queued")
         )
-        return Claim.TENANT_BUSY if still_queued is not None else Claim.NOT_QUEUED
+        return (Claim.TENANT_BUSY if still_queued is not None else Claim.NOT_QUEUED), None
+
+
+def _oldest_queued(
+    session: Session, tenant_id: str, *, backend: str | None = None
+) -> Sequence[str]:
+    """The tenant's oldest queued jobs (of ``backend``; a few: others may be claiming them)."""
+    query = select(Model.id).where(Model.tenant_id == tenant_id, Model.status == "queued")
+    if backend is not None:
+        query = query.where(Model.backend == backend)
+    return session.scalars(query.order_by(Model.created_at, Model.id).limit(_CANDIDATES)).all()
 
 
 def _claim_for_tenant(
@@ -134,13 +161,7 @@ def _claim_for_tenant(
 ) -> str | None:
     with session_scope(engine) as session:
         _lock_tenant(session, engine, tenant_id)
-        candidates = session.scalars(
-            select(Model.id)
-            .where(Model.tenant_id == tenant_id, Model.status == "queued")
-            .order_by(Model.created_at, Model.id)
-            .limit(_CANDIDATES)
-        ).all()
-        for model_id in candidates:
+        for model_id in _oldest_queued(session, tenant_id):
             if _try_claim(session, model_id, tenant_id, worker, per_tenant_concurrency):
                 return model_id
     return None

@@ -29,6 +29,10 @@ class LocalQueue:
     _stop: threading.Event = field(default_factory=threading.Event)
     _watcher: threading.Thread | None = None
 
+    @classmethod
+    def from_settings(cls, settings: Settings, engine: Engine) -> LocalQueue:
+        return cls(settings=settings, engine=engine)
+
     def start(self) -> None:
         self._recover_abandoned()
         for i in range(self.settings.queue.workers):
