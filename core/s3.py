@@ -20,12 +20,17 @@ The cache (``settings.artifacts_dir``, below ``cache_dir``) is laid out as::
     <artifacts_dir>/<bucket>/manifests/<url prefix>/<prefix>.json     the manifest they match
 
 A cached folder is used without asking the store again as long as its files still match that
-manifest (artifacts are written once per model id); one that was tampered with is downloaded
-again. Connection failures, timeouts and 5xx answers raise ``Unavailable`` naming the store.
+manifest (artifacts are written once per model id and attempt); one that was tampered with is
+downloaded again. Processes sharing a cache dir change a folder's cached copy one at a time (an
+``flock`` per folder under ``<artifacts_dir>/<bucket>/locks``), so none moves away a copy that
+another has just placed and is loading. Connection failures, timeouts and 5xx answers raise
+``Unavailable`` naming the store; missing credentials or region, and a skewed clock, raise
+``ConfigurationError`` saying what to set.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -148,6 +153,8 @@ class S3Store:
             ConnectionError,
             HTTPClientError,
             NoCredentialsError,
+            NoRegionError,
+            PartialCredentialsError,
         )
 
         try:
@@ -166,12 +173,24 @@ class S3Store:
                     f"{self.where} refused Parley's credentials while {what} ({code}); check "
                     "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
                 ) from e
+            if code in ("RequestTimeTooSkewed", "RequestExpired"):
+                raise ConfigurationError(
+                    f"{self.where} refused a request while {what} because this machine's clock "
+                    f"differs too much from the store's ({code}); set the clock right (run NTP: "
+                    "chrony or systemd-timesyncd) on this machine"
+                ) from e
             if status >= 500 or code in ("SlowDown", "ServiceUnavailable", "InternalError"):
                 raise self._unavailable(what, e) from e
             raise ParleyError(f"{self.where} answered {code or status} while {what}: {e}") from e
-        except NoCredentialsError as e:
+        except (NoCredentialsError, PartialCredentialsError) as e:
             raise ConfigurationError(
-                f"no credentials for {self.where}; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+                f"no complete credentials for {self.where} ({e}); set both AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE naming a profile that has them)"
+            ) from e
+        except NoRegionError as e:
+            raise ConfigurationError(
+                f"no region for {self.where}; set PARLEY_STORAGE__REGION (or AWS_DEFAULT_REGION), "
+                "e.g. us-east-1"
             ) from e
         except (ConnectionError, HTTPClientError) as e:  # refused, timed out, cut off
             raise self._unavailable(what, e) from e
@@ -296,7 +315,8 @@ class S3Store:
                         f"{what}, e.g. {first.get('Key')}: {first.get('Code')} "
                         f"{first.get('Message')}; try again"
                     )
-        self._drop_cache(prefix)
+        with self._lock_for(prefix), self._cache_lock(prefix):
+            self._drop_cache(prefix)
 
     def local_dir(self, prefix: str) -> Path:
         """The folder at ``prefix`` on local disk: the cached copy while it still matches its
@@ -306,8 +326,8 @@ class S3Store:
         cached = self._manifests / f"{prefix}.json"
         if self._cached(target, cached):
             return target
-        with self._lock_for(prefix):
-            if self._cached(target, cached):  # another thread downloaded it meanwhile
+        with self._lock_for(prefix), self._cache_lock(prefix):
+            if self._cached(target, cached):  # another thread or process downloaded it meanwhile
                 return target
             manifest = self._fetch_manifest(prefix)
             if not (target.is_dir() and self._matches(target, manifest) is None):
@@ -326,6 +346,21 @@ class S3Store:
         with self._locks_guard:
             return self._locks.setdefault(prefix, threading.Lock())
 
+    @contextmanager
+    def _cache_lock(self, prefix: str) -> Iterator[None]:
+        """One process at a time changes the cached copy of ``prefix`` (processes sharing one
+        cache dir: a gateway's workers, a worker's pool): an exclusive ``flock`` on a file
+        named after the folder. Not re-entrant: take it once per call."""
+        locks = self._tmp.parent / "locks"
+        locks.mkdir(parents=True, exist_ok=True)
+        name = hashlib.sha256(prefix.encode()).hexdigest()[:32]
+        fd = os.open(locks / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
     def _cached(self, target: Path, cached: Path) -> bool:
         """Whether ``target`` holds exactly the files of its cached manifest."""
         if not (cached.is_file() and target.is_dir()):
@@ -341,6 +376,8 @@ class S3Store:
         staging = Path(tempfile.mkdtemp(dir=self._tmp, prefix="dl-"))
         try:
             self._download(prefix, manifest, staging)
+            if target.is_dir() and self._matches(target, manifest) is None:
+                return  # placed meanwhile (by a process not sharing the lock): a reader may use it
             self._drop_cache(prefix)
             target.parent.mkdir(parents=True, exist_ok=True)
             try:

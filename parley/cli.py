@@ -208,9 +208,11 @@ def demo_create(
     as_json: JsonOpt = False,
 ) -> None:
     """Create the demo tenant and bot once, for gateways started with --no-demo (a cluster);
-    later runs only point the bot at --url and print the key again (saved in the data dir).
+    later runs only point the bot at --url. The admin API key is saved in the data dir; the
+    output names that file (the key itself only with --json, so it stays out of logs).
     Gateways serve the demo's orders API when PARLEY_DEMO=true."""
     from core.settings import get_settings
+    from parley.demo import KEY_FILE
 
     settings = get_settings()
     base = (url or settings.public_url or "http://127.0.0.1:8000").rstrip("/")
@@ -232,7 +234,15 @@ def demo_create(
         highlight=False,
     )
     if info.api_key:
-        console.print(f"Demo tenant API key: [bold]{info.api_key}[/bold]", highlight=False)
+        # not the key itself: this output ends up in logs (`docker compose logs demo`)
+        key_file = settings.data_dir / KEY_FILE
+        console.print(
+            f"Demo tenant API key: saved in {key_file} (not printed here, to keep it out of "
+            f"logs); read it with `cat {key_file}` on this machine (Docker Compose: `docker "
+            f"compose run --rm --no-deps demo cat {key_file}`), or run `parley demo create "
+            "--json`",
+            highlight=False,
+        )
     else:
         console.print(
             f"The demo tenant's API key is not in {settings.data_dir} (it was created by another "

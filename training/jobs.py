@@ -10,7 +10,14 @@ A cancelled job stops at its next progress report; a failure records a message a
 While a job runs, a heartbeat thread also watches its row: once the job is no longer this
 worker's (cancelled, deleted, re-queued), the next progress report stops it even between two
 database writes, and a job run in a process's main thread (every worker's) is interrupted at
-once by a signal, so a backend that reports progress rarely still stops within a beat.
+once by a signal while the backend computes (never inside a database write or a log call), so a
+backend that reports progress rarely still stops within a beat. A run whose heartbeats have all
+failed for ``stale_after`` (the database unreachable from this worker) stops itself too: a
+sweeper may have handed the job to another worker by then.
+
+Each attempt stores its artifact under its own key (``artifact_key(..., attempt)``, recorded in
+``Model.artifact_key``), so a run that lost its job never overwrites the winner's files; the
+loser deletes what it stored.
 """
 
 from __future__ import annotations
@@ -21,7 +28,8 @@ import tempfile
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import FrameType
@@ -61,8 +69,12 @@ FinalStatus = Literal["succeeded", "failed", "cancelled"]
 _INTERRUPT = signal.SIGUSR2
 
 
-def artifact_key(tenant_id: str, model_id: str) -> str:
-    return f"tenants/{tenant_id}/models/{model_id}"
+def artifact_key(tenant_id: str, model_id: str, attempt: int | None = None) -> str:
+    """Where a model's artifact is stored: one folder per attempt (``.../models/<id>/<attempt>``,
+    the one that succeeded is ``Model.artifact_key``); without ``attempt``, the folder of all
+    of them (what deleting a model deletes)."""
+    key = f"tenants/{tenant_id}/models/{model_id}"
+    return key if attempt is None else f"{key}/{attempt}"
 
 
 @dataclass
@@ -76,6 +88,9 @@ class JobRunner:
     report_interval: float = 0.5
     # Jobs of one tenant running at once across all workers (``settings.queue``); None: no limit.
     per_tenant_concurrency: int | None = None
+    # ``settings.queue.stale_after``: a run with no successful heartbeat for this long stops
+    # itself (others take its job for abandoned by then); None: never.
+    stale_after: float | None = None
 
     def claim_next(self) -> str | None:
         """Take the next queued job (atomically; tenants in turn, see ``training.queue.fair``);
@@ -116,7 +131,7 @@ class JobRunner:
         """
         started = time.monotonic()
         stop = threading.Event()
-        watch = _Watch()
+        watch = _Watch(self.stale_after)
         beat: threading.Thread | None = None
         restore = watch.install() if interrupt and heartbeat_interval else None
         if heartbeat_interval:
@@ -158,11 +173,23 @@ class JobRunner:
 
     def _beat(self, model_id: str, interval: float, stop: threading.Event, watch: _Watch) -> None:
         while not stop.wait(interval):
+            sent = time.monotonic()
             try:
                 ours = self.heartbeat(model_id)
             except Exception as e:  # noqa: BLE001 - a missed beat is logged, the job goes on
                 log_event("job.heartbeat_failed", model=model_id, error=repr(e))
+                if watch.stale() and not stop.is_set():
+                    log_event(
+                        "job.lost",
+                        model=model_id,
+                        worker=self.worker_name,
+                        reason=f"no heartbeat stored for {self.stale_after} s",
+                    )
+                    watch.lose()
+                    return
                 continue
+            if ours:
+                watch.beaten(sent)
             if not ours and not stop.is_set():
                 log_event("job.lost", model=model_id, worker=self.worker_name)
                 watch.lose()
@@ -171,12 +198,12 @@ class JobRunner:
     # --- steps --------------------------------------------------------------------------
 
     def _run(self, model_id: str, watch: _Watch) -> None:
-        watch.armed = True
         with session_scope(self.engine) as session:
             record = session.get(Model, model_id)
             if record is None or record.status != "running":
                 raise JobCancelled()
             tenant_id, backend_name, params = record.tenant_id, record.backend, dict(record.params)
+            attempt = record.attempts
             backend_cls = backends.get(backend_name)
             job, config = parse_params(backend_cls, params)
             data = snapshot(session, tenant_id, record.dataset_id, with_feedback=job.with_feedback)
@@ -186,7 +213,8 @@ class JobRunner:
         inputs: Any = data.texts
         if any(data.blob_keys):  # an image dataset: the backend gets the decoded images
             inputs = StoredImages(self.store, [k or "" for k in data.blob_keys])
-        features = backend.featurize(inputs, reporter.span(0.0, 0.6), config=config)
+        with watch.interruptible():
+            features = backend.featurize(inputs, reporter.span(0.0, 0.6), config=config)
         train_idx, held_idx = backend.split(data, job.train_split, job.seed)
         targets = backend.targets(data)
         curve: list[dict[str, Any]] = []
@@ -195,55 +223,59 @@ class JobRunner:
         def on_epoch(rec: EpochRecord) -> None:
             curve.append(asdict(rec))
 
-        model = backend.train(
-            _take(features, train_idx),
-            [targets[i] for i in train_idx],
-            config,
-            seed=job.seed,
-            validation=(_take(features, held_idx), [targets[i] for i in held_idx])
-            if held_idx
-            else None,
-            on_epoch=on_epoch,
-            progress=reporter.span(0.6, 0.78 if refit else 0.95),
-            extras=data.extras,
-        )
+        with watch.interruptible():
+            model = backend.train(
+                _take(features, train_idx),
+                [targets[i] for i in train_idx],
+                config,
+                seed=job.seed,
+                validation=(_take(features, held_idx), [targets[i] for i in held_idx])
+                if held_idx
+                else None,
+                on_epoch=on_epoch,
+                progress=reporter.span(0.6, 0.78 if refit else 0.95),
+                extras=data.extras,
+            )
         metrics: dict[str, Any] | None = None
         if held_idx:
-            metrics = backend.evaluate(
-                model,
-                _take(features, held_idx),
-                [targets[i] for i in held_idx],
-                dataset_labels=sorted(set(data.labels)),
-                options=EvaluationOptions(out_of_scope_threshold=job.out_of_scope_threshold),
-            )
+            with watch.interruptible():
+                metrics = backend.evaluate(
+                    model,
+                    _take(features, held_idx),
+                    [targets[i] for i in held_idx],
+                    dataset_labels=sorted(set(data.labels)),
+                    options=EvaluationOptions(out_of_scope_threshold=job.out_of_scope_threshold),
+                )
             metrics["train_examples"] = len(train_idx)
             metrics["refit_on_all"] = refit
         if refit:
-            model = backend.train(
-                features,
-                targets,
-                config,
-                seed=job.seed,
-                validation=None,
-                on_epoch=None,
-                progress=reporter.span(0.78, 0.95),
-                extras=data.extras,
-            )
+            with watch.interruptible():
+                model = backend.train(
+                    features,
+                    targets,
+                    config,
+                    seed=job.seed,
+                    validation=None,
+                    on_epoch=None,
+                    progress=reporter.span(0.78, 0.95),
+                    extras=data.extras,
+                )
         entity_model = None
         if backend.joint_entities and any(data.annotations):
             entity_model = self._train_joint_entities(
-                data, train_idx, held_idx, refit, job, metrics, reporter
+                data, train_idx, held_idx, refit, job, metrics, reporter, watch
             )
-        watch.armed = False  # from here on, only the checks below stop the job
+        # from here on, only the checks below stop the job (no signal: files are being written)
         reporter(1.0, force=True)  # raises JobCancelled if the job is no longer ours
 
-        key = artifact_key(tenant_id, model_id)
+        key = artifact_key(tenant_id, model_id, attempt)  # this attempt's own folder
         tmp = Path(tempfile.mkdtemp(prefix="parley-model-"))
         try:
             model.save(tmp)
             if entity_model is not None:
                 entity_model.save(tmp / JOINT_ENTITIES_DIR)
             digest = sha256_dir(tmp)
+            watch.check()  # lost, or no heartbeat for stale_after: store nothing
             self.store.put_dir(key, tmp)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -269,10 +301,7 @@ class JobRunner:
                 if record.promote_alias:
                     set_alias(session, record.tenant_id, record.promote_alias, record.id)
         if taken:  # cancelled, deleted or handed to another worker while the files were stored
-            with session_scope(self.engine) as session:
-                now = session.get(Model, model_id)
-                if now is None or now.status == "cancelled":
-                    self.store.delete_prefix(key)
+            self.store.delete_prefix(key)  # this attempt's folder: never another run's
             raise JobCancelled()
 
     def _train_joint_entities(
@@ -284,6 +313,7 @@ class JobRunner:
         job: JobParams,
         metrics: dict[str, Any] | None,
         reporter: _Reporter,
+        watch: _Watch,
     ) -> Any:
         """The entity half of a joint intent + entities model (an intent dataset whose
         examples carry entity spans): trained with ``params.entity_backend`` (default: the
@@ -294,29 +324,32 @@ class JobRunner:
         backend = backends.get(name)(self.context)
         config = backend.Config()
         spans = backend.targets(data)
-        texts = backend.featurize(data.texts, config=config)
+        with watch.interruptible():
+            texts = backend.featurize(data.texts, config=config)
 
         def fit(idx: list[int], progress: Progress) -> Any:
-            return backend.train(
-                _take(texts, idx),
-                [spans[i] for i in idx],
-                config,
-                seed=job.seed,
-                validation=None,
-                on_epoch=None,
-                progress=progress,
-                extras=data.extras,
-            )
+            with watch.interruptible():
+                return backend.train(
+                    _take(texts, idx),
+                    [spans[i] for i in idx],
+                    config,
+                    seed=job.seed,
+                    validation=None,
+                    on_epoch=None,
+                    progress=progress,
+                    extras=data.extras,
+                )
 
         model = fit(train_idx, reporter.span(0.95, 0.97 if refit else 0.99))
         if held_idx and metrics is not None:
-            metrics["entities"] = backend.evaluate(
-                model,
-                _take(texts, held_idx),
-                [spans[i] for i in held_idx],
-                dataset_labels=sorted(set(data.labels)),
-                options=EvaluationOptions(),
-            )
+            with watch.interruptible():
+                metrics["entities"] = backend.evaluate(
+                    model,
+                    _take(texts, held_idx),
+                    [spans[i] for i in held_idx],
+                    dataset_labels=sorted(set(data.labels)),
+                    options=EvaluationOptions(),
+                )
             metrics["entities"]["backend"] = name
         if refit:
             model = fit(list(range(len(texts))), reporter.span(0.97, 0.99))
@@ -348,13 +381,55 @@ def _take(features: Any, idx: list[int]) -> Any:
 
 class _Watch:
     """One running job's link to its heartbeat thread: ``lost`` once the row is no longer this
-    worker's. Installed in the main thread (``install``), losing the job also sends that thread
-    ``_INTERRUPT``, whose handler raises ``JobCancelled`` while training is ``armed``."""
+    worker's (or no heartbeat was stored for ``stale_after``). Installed in the main thread
+    (``install``), losing the job also sends that thread ``_INTERRUPT``, whose handler raises
+    ``JobCancelled`` while training is ``armed``: only inside ``interruptible`` (the backend's
+    own computing), never in a database write or a log call (``held``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, stale_after: float | None = None) -> None:
         self.lost = threading.Event()
         self.armed = False  # read and written by the training thread (and its signal handler)
         self._thread: int | None = None
+        self.stale_after = stale_after
+        self.last_beat = time.monotonic()  # when the last heartbeat that was stored was sent
+
+    def beaten(self, sent: float) -> None:
+        """A heartbeat (or progress report) sent at ``sent`` was stored."""
+        self.last_beat = max(self.last_beat, sent)
+
+    def stale(self) -> bool:
+        """No heartbeat stored for ``stale_after``: sweepers may take the job for abandoned."""
+        return self.stale_after is not None and time.monotonic() - self.last_beat > self.stale_after
+
+    def check(self) -> None:
+        """Raise ``JobCancelled`` if the job is lost or its heartbeats are stale."""
+        if self.lost.is_set() or self.stale():
+            raise JobCancelled()
+
+    @contextmanager
+    def interruptible(self) -> Iterator[None]:
+        """The backend computes: losing the job interrupts it at once (in the main thread)."""
+        self.check()
+        self.armed = True
+        try:
+            yield
+        finally:
+            self.armed = False
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """No interruption here (a database write, a log call: a signal there could leave a
+        connection mid-query or a lock held); a loss noticed meanwhile stops the job right
+        after, where it was interruptible."""
+        was = self.armed
+        self.armed = False
+        try:
+            yield
+        finally:
+            self.armed = was
+        if was and self.lost.is_set():
+            self.armed = False
+            raise JobCancelled()
 
     def install(self) -> Callable[[], object] | None:
         """Handle ``_INTERRUPT`` in this (main) thread; a function that restores the previous
@@ -385,12 +460,13 @@ class _Reporter:
         self.last = 0.0
 
     def __call__(self, fraction: float, *, force: bool = False) -> None:
-        if self.watch.lost.is_set():
-            raise JobCancelled()
-        now = time.monotonic()
-        if force or now - self.last >= self.runner.report_interval:
-            self.last = now
-            self.runner.report(self.model_id, fraction)
+        with self.watch.held():
+            self.watch.check()
+            now = time.monotonic()
+            if force or now - self.last >= self.runner.report_interval:
+                self.last = now
+                self.runner.report(self.model_id, fraction)
+                self.watch.beaten(now)  # the report stored a heartbeat too
 
     def span(self, lo: float, hi: float) -> Progress:
         return lambda f: self(lo + (hi - lo) * f)

@@ -40,6 +40,11 @@ def calls_of(store: S3Store) -> list[str]:
     return calls
 
 
+def cached_files(cache: Path) -> list[Path]:
+    """The files a store's local cache holds, but its lock files (``locks/``: empty, kept)."""
+    return [p for p in cache.rglob("*") if p.is_file() and p.parent.name != "locks"]
+
+
 def another_gateway(s3_settings: Settings, tmp_path: Path, name: str) -> S3Store:
     """A second store on the same bucket with its own local cache (another machine)."""
     return S3Store.from_settings(s3_settings.model_copy(update={"cache_path": tmp_path / name}))
@@ -76,9 +81,7 @@ def test_files_without_a_manifest_are_never_returned(store: S3Store, tmp_path: P
 
     with pytest.raises(NotFound, match="no manifest"):
         store.local_dir(PREFIX)
-    assert not (tmp_path / "cache" / "artifacts").exists() or not any(
-        p.is_file() for p in (tmp_path / "cache" / "artifacts").rglob("*")
-    )
+    assert cached_files(tmp_path / "cache" / "artifacts") == []
 
 
 @pytest.mark.parametrize("damage", ["corrupted", "missing"])
@@ -94,7 +97,7 @@ def test_a_folder_that_does_not_match_its_manifest_is_refused(
 
     with pytest.raises(NotFound, match=f"artifact folder {PREFIX} in the object store at http"):
         reader.local_dir(PREFIX)
-    assert [p for p in (tmp_path / "reader").rglob("*") if p.is_file()] == []
+    assert cached_files(tmp_path / "reader") == []
 
 
 def test_the_local_cache_is_reused_without_asking_the_store(
@@ -231,6 +234,7 @@ class _ErrorBody:
         (503, "ServiceUnavailable", Unavailable, "is unreachable .*ServiceUnavailable"),
         (500, "InternalError", Unavailable, "is unreachable .*InternalError"),
         (403, "AccessDenied", ConfigurationError, "refused Parley's credentials"),
+        (403, "RequestTimeTooSkewed", ConfigurationError, "clock .*set the clock right"),
     ],
 )
 def test_error_answers_become_errors_that_say_what_to_do(
@@ -314,3 +318,70 @@ def test_a_hung_store_is_unavailable_within_the_timeout(
 
     assert elapsed < TIMEOUT_S + 0.5
     assert fault_store.get_bytes("a.bin") == b"1"
+
+
+def test_two_processes_sharing_a_cache_never_move_a_placed_folder_away(
+    store: S3Store, s3_settings: Settings, tmp_path: Path
+) -> None:
+    import threading
+
+    store.put_dir(PREFIX, make_model_dir(tmp_path / "trained"))
+    # two gateway processes on one machine: one cache dir, no lock in common but the file's
+    first, second = S3Store.from_settings(s3_settings), S3Store.from_settings(s3_settings)
+    downloading, go_on = threading.Event(), threading.Event()
+
+    def stall(params: dict[str, str], **_: object) -> None:
+        if not params["Key"].endswith(MANIFEST_NAME) and not downloading.is_set():
+            downloading.set()
+            go_on.wait(timeout=30)
+
+    second.client.meta.events.register("before-parameter-build.s3.GetObject", stall)
+    placed: dict[str, tuple[Path, int]] = {}
+
+    def load(name: str, which: S3Store) -> None:
+        folder = which.local_dir(PREFIX)
+        placed[name] = (folder, folder.stat().st_ino)
+
+    with ThreadPoolExecutor(2) as pool:
+        slow = pool.submit(load, "second", second)  # downloading, stalled mid-way
+        assert downloading.wait(timeout=30)
+        fast = pool.submit(load, "first", first)  # the first process wants it too
+        time.sleep(1.0)  # unlocked, it would have downloaded and placed its own copy by now
+        go_on.set()
+        slow.result(timeout=30)
+        fast.result(timeout=30)
+
+    folder, inode = placed["first"]
+    assert folder == placed["second"][0]
+    # the folder the first process was handed is still the one on disk (not moved away and
+    # replaced by the second's download while it was loading it)
+    assert folder.stat().st_ino == inode
+    assert files_under(folder) == files_under(tmp_path / "trained")
+
+
+@pytest.mark.parametrize(
+    ("raised", "message"),
+    [
+        ("partial", "set both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"),
+        ("none", "set both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"),
+        ("region", "set PARLEY_STORAGE__REGION"),
+    ],
+)
+def test_missing_credentials_or_region_say_what_to_set(
+    store: S3Store, raised: str, message: str
+) -> None:
+    from botocore.exceptions import NoCredentialsError, NoRegionError, PartialCredentialsError
+
+    error = {
+        "partial": PartialCredentialsError(provider="env", cred_var="AWS_SECRET_ACCESS_KEY"),
+        "none": NoCredentialsError(),
+        "region": NoRegionError(),
+    }[raised]
+
+    def fail(**_: object) -> None:
+        raise error
+
+    store.client.meta.events.register("before-call.s3", fail)
+
+    with pytest.raises(ConfigurationError, match=message):
+        store.put_bytes("a.bin", b"1")

@@ -90,3 +90,19 @@ def test_serve_no_demo_serves_the_orders_api_when_parley_demo_is_set(
     assert mounted(parley_demo=True) is True
     assert mounted(parley_demo=False) is False
     assert not (tmp_path / KEY_FILE).exists()  # --no-demo creates no demo tenant
+
+
+def test_demo_create_names_the_key_file_and_keeps_the_key_out_of_its_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PARLEY_DATA_DIR", str(tmp_path))
+    for _ in range(2):  # created, then already there: a compose service's log, each start
+        result = CliRunner().invoke(cli.app, ["demo", "create", "--url", "http://127.0.0.1:8000"])
+        assert result.exit_code == 0, result.output
+
+        key = (tmp_path / KEY_FILE).read_text().strip()
+        assert key and key not in result.output
+        flat = " ".join(result.output.split())
+        assert str(tmp_path / KEY_FILE) in flat
+        assert f"cat {tmp_path / KEY_FILE}" in flat
+    assert _demo_create()["api_key"] == key  # --json still carries it

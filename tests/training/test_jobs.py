@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -107,7 +108,9 @@ class Env:
         return runner.run(model_id)
 
     def load(self, model_id: str) -> ToyBowModel:
-        directory = self.store.local_dir(artifact_key(self.tenant_id, model_id))
+        key = self.model(model_id).artifact_key
+        assert key is not None
+        directory = self.store.local_dir(key)
         return ToyBowBackend(BackendContext(cache_dir=self.cache_dir)).load(directory)
 
 
@@ -211,8 +214,8 @@ def test_run_stores_metrics_curve_artifact_and_hashes(env: Env) -> None:
     assert all(p["validation_accuracy"] is not None for p in curve)
     assert curve[-1]["train_loss"] < curve[0]["train_loss"]
 
-    key = artifact_key(env.tenant_id, model_id)
-    assert record.artifact_key == key
+    key = artifact_key(env.tenant_id, model_id, 1)  # the first attempt's own folder
+    assert record.artifact_key == key == f"tenants/{env.tenant_id}/models/{model_id}/1"
     assert record.artifact_sha256 == sha256_dir(env.store.local_dir(key))
     with session_scope(env.engine) as session:
         expected_hash = snapshot(session, env.tenant_id, env.dataset_id).content_hash
@@ -367,7 +370,7 @@ def test_cancel_during_training_stops_the_job(env: Env) -> None:
             cancel_model(session, env.tenant_id, slow)
         cancelled_at = time.monotonic()
         assert result.result(timeout=10) == "cancelled"
-    assert time.monotonic() - cancelled_at < 2, "stops at its next progress report (~5 s left)"
+    assert time.monotonic() - cancelled_at < 3, "stops at its next progress report (~5 s left)"
 
     record = env.model(slow)
     assert record.status == "cancelled" and record.progress < 1.0
@@ -395,7 +398,8 @@ def test_cancel_while_the_artifact_is_stored_leaves_no_files(
 
     assert env.claim_and_run(env.runner(), model_id) == "cancelled"
     assert env.model(model_id).status == "cancelled"
-    assert not env.store.exists(artifact_key(env.tenant_id, model_id))
+    assert not env.store.exists(artifact_key(env.tenant_id, model_id, 1))
+    assert env.store.size_of(artifact_key(env.tenant_id, model_id)) == 0
 
 
 # --- recovering interrupted jobs --------------------------------------------------------------
@@ -550,10 +554,168 @@ def test_a_joint_model_trains_its_entities_with_params_entity_backend(env: Env) 
     model_id = env.create({"entity_backend": "spacy-ner"}, dataset_id=dataset_id)
     assert env.claim_and_run(env.runner(), model_id) == "succeeded"
     assert env.model(model_id).metrics["entities"]["backend"] == "spacy-ner"
-    directory = env.store.local_dir(artifact_key(env.tenant_id, model_id))
+    directory = env.store.local_dir(env.model(model_id).artifact_key or "")
     loaded = load_model("toy-bow", directory, BackendContext(cache_dir=env.cache_dir))
     assert isinstance(loaded.entity_model, SpacyNerModel)
     with pytest.raises(InvalidInput, match="entity_backend 'toy-bow' trains intent models"):
         env.create({"entity_backend": "toy-bow"}, dataset_id=dataset_id)
     with pytest.raises(InvalidInput, match="no-such-ner"):
         env.create({"entity_backend": "no-such-ner"}, dataset_id=dataset_id)
+
+
+def test_a_sweep_that_lost_the_race_neither_counts_nor_logs_the_job(
+    env: Env, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import training.queue.base as base
+
+    model_id = env.create()
+    env.set(model_id, status="running", attempts=1, worker=worker_name(dead_pid()))
+    seen = base._still_stuck
+
+    def recovered_meanwhile(model: Model) -> list[Any]:
+        # another sweeper re-queued it between this one's read and its guarded UPDATE, and a
+        # worker claimed it again
+        env.set(model_id, attempts=2, worker="w2", heartbeat_at=utcnow())
+        return seen(model)
+
+    monkeypatch.setattr(base, "_still_stuck", recovered_meanwhile)
+
+    with caplog.at_level("INFO"):
+        assert recover_interrupted(env.engine, max_attempts=5) == 0
+
+    assert "job.requeued" not in caplog.text
+    assert (env.model(model_id).status, env.model(model_id).worker) == ("running", "w2")
+
+
+# --- a run that lost its job ------------------------------------------------------------------
+
+
+def test_a_run_whose_heartbeats_fail_stops_itself_and_the_next_run_wins(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model_id = env.create({"epochs": 60, "sleep_per_epoch": 0.1, "refit_on_all": False})
+    cut_off = env.runner("host-a.example/1/0", report_interval=3600, stale_after=0.5)
+    assert cut_off.claim_next() == model_id
+
+    def unreachable(_model_id: str) -> bool:
+        raise RuntimeError("the database is unreachable from this worker")
+
+    monkeypatch.setattr(cut_off, "heartbeat", unreachable)
+    started = time.monotonic()
+    assert cut_off.run(model_id, heartbeat_interval=0.05) == "cancelled"
+    assert time.monotonic() - started < 4.0, "stopped after stale_after, not after 6 s of epochs"
+    assert env.model(model_id).status == "running"  # the database never heard of it
+
+    assert recover_interrupted(env.engine, max_attempts=5, stale_after=0.5) == 1
+    assert env.claim_and_run(env.runner("host-b.example/2/0"), model_id) == "succeeded"
+
+    record = env.model(model_id)
+    assert record.artifact_key == artifact_key(env.tenant_id, model_id, 2)
+    assert env.store.size_of(artifact_key(env.tenant_id, model_id, 1)) == 0
+    assert sha256_dir(env.store.local_dir(record.artifact_key)) == record.artifact_sha256
+
+
+def test_a_run_that_stores_after_losing_its_job_never_touches_the_winners_artifact(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model_id = env.create()
+    first, second = env.runner("host-a.example/1/0"), env.runner("host-b.example/2/0")
+    put_dir = env.store.put_dir
+    winner: list[str] = []
+
+    def taken_over_then_put(prefix: str, directory: Path) -> None:
+        if prefix.endswith("/1") and not winner:  # the first run, about to store its files
+            env.set(model_id, status="queued", worker=None)  # a sweep re-queued it meanwhile
+            winner.append(env.claim_and_run(second, model_id))
+        put_dir(prefix, directory)
+
+    monkeypatch.setattr(env.store, "put_dir", taken_over_then_put)
+
+    assert env.claim_and_run(first, model_id) == "cancelled"
+
+    record = env.model(model_id)
+    assert winner == ["succeeded"] and record.status == "succeeded"
+    assert record.worker == "host-b.example/2/0"
+    assert record.artifact_key == artifact_key(env.tenant_id, model_id, 2)
+    assert not env.store.exists(artifact_key(env.tenant_id, model_id, 1))  # the loser's: deleted
+    assert sha256_dir(env.store.local_dir(record.artifact_key)) == record.artifact_sha256
+    assert env.load(model_id).labels == LABELS
+
+
+# --- the interrupting signal ------------------------------------------------------------------
+
+
+def test_a_lost_job_is_interrupted_mid_training_by_the_signal(env: Env) -> None:
+    model_id = env.create({"epochs": 60, "sleep_per_epoch": 0.1, "refit_on_all": False})
+    runner = env.runner(report_interval=3600)  # no progress report to stop at
+    assert runner.claim_next() == model_id
+    cancelled_at: list[float] = []
+
+    def cancel() -> None:
+        with session_scope(env.engine) as session:
+            cancel_model(session, env.tenant_id, model_id)
+        cancelled_at.append(time.monotonic())
+
+    timer = threading.Timer(0.5, cancel)
+    timer.start()
+    try:
+        assert runner.run(model_id, heartbeat_interval=0.05, interrupt=True) == "cancelled"
+    finally:
+        timer.cancel()
+    assert time.monotonic() - cancelled_at[0] < 3.0, "interrupted, not after 6 s of epochs"
+    assert env.model(model_id).status == "cancelled"
+
+
+def test_the_signal_during_a_progress_write_waits_for_the_write_then_cancels(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import signal
+
+    model_id = env.create({"epochs": 10, "refit_on_all": False})
+    runner = env.runner()
+    assert runner.claim_next() == model_id
+    report = runner.report
+    written: list[float] = []
+
+    def cancelled_while_writing(job: str, fraction: float) -> None:
+        if 0.6 < fraction < 0.95 and not written:  # a report from inside training
+            with session_scope(env.engine) as session:
+                cancel_model(session, env.tenant_id, model_id)
+            # the heartbeat thread's signal arrives while this write is under way
+            signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGUSR2)
+            time.sleep(0.05)  # the handler runs here (were it armed, JobCancelled from here)
+            written.append(fraction)
+        report(job, fraction)
+
+    monkeypatch.setattr(runner, "report", cancelled_while_writing)
+
+    assert runner.run(model_id, heartbeat_interval=60, interrupt=True) == "cancelled"
+
+    assert len(written) == 1, "the write was interrupted by the signal"
+    record = env.model(model_id)
+    assert record.status == "cancelled" and record.artifact_key is None
+    with session_scope(env.engine) as session:  # the connection pool is usable afterwards
+        assert session.scalar(select(func.count()).select_from(Model)) >= 1
+
+
+# --- worker names -----------------------------------------------------------------------------
+
+
+def test_a_dead_pid_counts_only_in_this_pid_namespace(env: Env) -> None:
+    from training.queue.base import pid_namespace
+
+    pid = dead_pid()
+    here = worker_name(pid)
+    assert here.split("/")[:3] == [socket.gethostname(), str(pid), "0"]
+    assert pid_namespace() is not None and here.endswith(f"/{pid_namespace()}")
+    other_container = f"{socket.gethostname()}/{pid}/0/00000000.1"  # same host, own pids
+    old_style = f"{socket.gethostname()}/{pid}/0"  # a name written before names had one
+    ids = {name: env.create() for name in (here, other_container, old_style)}
+    for name, model_id in ids.items():
+        env.set(model_id, status="running", attempts=1, worker=name, heartbeat_at=utcnow())
+
+    assert recover_interrupted(env.engine, max_attempts=5, stale_after=60) == 2
+
+    assert env.model(ids[here]).status == "queued"
+    assert env.model(ids[old_style]).status == "queued"
+    assert env.model(ids[other_container]).status == "running"  # beating: left alone

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import socket
 from datetime import datetime
+from functools import lru_cache
+from pathlib import Path
 from typing import Any, Protocol
 
 from sqlalchemy import Engine, select, update
@@ -41,9 +43,25 @@ train_queues: Registry[type[TrainQueue]] = Registry("train queue")
 
 
 def worker_name(pid: int, index: int = 0) -> str:
-    """``host/pid/index``: the pid whose death means the worker is gone (its parent server's
-    pid for embedded workers, its own for standalone ones)."""
-    return f"{socket.gethostname()}/{pid}/{index}"
+    """``host/pid/index/namespace``: the pid whose death means the worker is gone (its parent
+    server's pid for embedded workers, its own for standalone ones), and the pid namespace it
+    is a pid of (``pid_namespace``; left out where there is none to tell)."""
+    name = f"{socket.gethostname()}/{pid}/{index}"
+    namespace = pid_namespace()
+    return f"{name}/{namespace}" if namespace else name
+
+
+@lru_cache(maxsize=1)
+def pid_namespace() -> str | None:
+    """This process's pid namespace: the boot's id and the namespace's inode (Linux). Two
+    containers sharing a host name (``--network host``, Kubernetes ``hostNetwork``) have
+    different ones, so neither reads the other's pids. None where /proc cannot tell."""
+    try:
+        inode = os.stat("/proc/self/ns/pid").st_ino
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip().replace("-", "")
+    except OSError:
+        return None
+    return f"{boot[:8]}.{inode}" if boot else None
 
 
 def _pid_alive(pid: int) -> bool:
@@ -59,16 +77,27 @@ def _pid_alive(pid: int) -> bool:
 def is_abandoned(model: Model, *, stale_after: float, now: datetime | None = None) -> bool:
     """True when no live worker can be running this job.
 
-    On this host a dead pid tells at once; otherwise a heartbeat older than ``stale_after``.
+    On this host and in this pid namespace a dead pid tells at once; otherwise a heartbeat
+    older than ``stale_after``. A name without a namespace (written before names had one, or
+    where /proc cannot tell) counts as this namespace when the host names match.
     """
-    host, _, rest = (model.worker or "").partition("/")
-    pid = rest.partition("/")[0]
-    if host == socket.gethostname() and pid.isdigit() and not _pid_alive(int(pid)):
+    host, pid, namespace = _parse_worker(model.worker or "")
+    ours = host == socket.gethostname() and namespace in (None, pid_namespace())
+    if ours and pid.isdigit() and not _pid_alive(int(pid)):
         return True
     # elsewhere, or a live pid that may be a new process (a restarted container): the heartbeat
     beat = model.heartbeat_at or model.started_at
     now = now or utcnow()
     return beat is None or (now - beat).total_seconds() > stale_after
+
+
+def _parse_worker(name: str) -> tuple[str, str, str | None]:
+    """``(host, pid, namespace)`` of a ``worker_name`` (namespace None in a name without one)."""
+    parts = name.split("/")
+    host = parts[0]
+    pid = parts[1] if len(parts) > 1 else ""
+    namespace = parts[3] if len(parts) > 3 and parts[3] else None
+    return host, pid, namespace
 
 
 def _still_stuck(model: Model) -> list[Any]:
@@ -92,7 +121,8 @@ def recover_interrupted(
     """Jobs left ``running`` by a dead worker: re-queued, or failed after ``max_attempts``.
 
     ``worker`` recovers that worker's jobs (its process was seen to die); without it, every
-    running job that ``is_abandoned``. Returns how many jobs were recovered.
+    running job that ``is_abandoned``. Returns how many jobs this call recovered (a job another
+    sweep recovered first is neither counted nor logged).
     """
     with session_scope(engine) as session:
         query = select(Model).where(Model.status == "running")
@@ -103,16 +133,17 @@ def recover_interrupted(
             for m in session.scalars(query)
             if worker is not None or is_abandoned(m, stale_after=stale_after)
         ]
+        recovered = 0
         for model in stuck:
             if model.attempts < max_attempts:
-                session.execute(
+                changed = session.execute(
                     update(Model)
                     .where(*_still_stuck(model))
                     .values(status="queued", progress=0.0, worker=None)
                 )
-                log_event("job.requeued", model=model.id, attempts=model.attempts)
+                event = "job.requeued"
             else:
-                session.execute(
+                changed = session.execute(
                     update(Model)
                     .where(*_still_stuck(model))
                     .values(
@@ -125,5 +156,9 @@ def recover_interrupted(
                         ),
                     )
                 )
-                log_event("job.abandoned", model=model.id, attempts=model.attempts)
-        return len(stuck)
+                event = "job.abandoned"
+            if changed.rowcount == 1:  # type: ignore[attr-defined]
+                # another sweep (or the worker's own end) got there first: not ours to report
+                recovered += 1
+                log_event(event, model=model.id, attempts=model.attempts)
+        return recovered
