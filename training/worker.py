@@ -59,6 +59,7 @@ def make_runner(settings: Settings, *, worker_name: str, threads: int) -> JobRun
         ),
         worker_name=worker_name,
         per_tenant_concurrency=settings.queue.per_tenant_concurrency,
+        stale_after=settings.queue.stale_after,
     )
 
 

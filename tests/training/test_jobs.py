@@ -719,3 +719,17 @@ def test_a_dead_pid_counts_only_in_this_pid_namespace(env: Env) -> None:
     assert env.model(ids[here]).status == "queued"
     assert env.model(ids[old_style]).status == "queued"
     assert env.model(ids[other_container]).status == "running"  # beating: left alone
+
+
+def test_a_worker_process_runner_stops_after_the_queue_s_stale_after(tmp_path: Path) -> None:
+    from tests.conftest import make_settings
+    from training.worker import make_runner
+
+    settings = make_settings(
+        tmp_path, f"sqlite:///{tmp_path / 'w.db'}", queue={"stale_after": 42.0}
+    )
+    runner = make_runner(settings, worker_name="w", threads=1)
+    try:
+        assert runner.stale_after == 42.0
+    finally:
+        runner.engine.dispose()
