@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -141,6 +142,24 @@ def _resume_imports(gateway: Gateway) -> None:
         gateway.imports.submit(import_in_background, gateway, dataset_id)
 
 
+BACKGROUND_STOP_S = 5.0
+
+
+async def _stop_background(gateway: Gateway) -> None:
+    """Cancel the channel turns still running and wait (at most ``BACKGROUND_STOP_S``) until
+    they have let go of their conversations' locks, which need the Redis client still open."""
+    tasks = list(gateway.background)
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        done, pending = await asyncio.wait(tasks, timeout=BACKGROUND_STOP_S)
+        for task in done:  # retrieved: a turn that failed while stopping is not news
+            if not task.cancelled():
+                task.exception()
+        if pending:
+            log_event("gateway.background_left", turns=len(pending))
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -194,8 +213,7 @@ def create_app(
             gateway.batcher.stop()
             gateway.lookups.stop()
             gateway.imports.shutdown(wait=False, cancel_futures=True)
-            for task in list(gateway.background):
-                task.cancel()
+            await _stop_background(gateway)  # their locks released before Redis closes
             await gateway.conversations.stop()
             await actions_client.aclose()
             await gateway.http.aclose()

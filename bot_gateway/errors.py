@@ -1,9 +1,13 @@
-"""Domain errors → HTTP problem responses ``{"error": code, "message": ...}``, in one place."""
+"""Domain errors → HTTP problem responses ``{"error": code, "message": ...}``, in one place;
+and the form of an error a chat visitor sees (``for_visitor``): the widget's REST calls and the
+web chat socket tell the visitor to send the message again, never where the servers are."""
 
 from __future__ import annotations
 
 import math
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -61,6 +65,37 @@ def close_code_for(error: e.ParleyError) -> int:
         if isinstance(error, cls):
             return code
     return 1011
+
+
+VISITOR_UNAVAILABLE = "the chat is briefly unavailable; send your message again in a few seconds"
+
+
+def for_visitor(error: e.ParleyError) -> e.ParleyError:
+    """The form of ``error`` a chat visitor (the widget) sees: ``Unavailable`` becomes "send
+    your message again" with its ``retry_after`` (its message names the server, for operators:
+    it goes to the server log); other errors are returned unchanged."""
+    if not isinstance(error, e.Unavailable):
+        return error
+    log_event("chat.unavailable", error=error.message)
+    retry_after = error.details.get("retry_after")
+    shown = e.Unavailable(
+        VISITOR_UNAVAILABLE, **({"retry_after": retry_after} if retry_after is not None else {})
+    )
+    shown.__cause__ = error
+    return shown
+
+
+@contextmanager
+def visitor_errors(visitor: bool = True) -> Iterator[None]:
+    """Raise errors of the block in the form a chat visitor sees (``for_visitor``) when
+    ``visitor``; unchanged otherwise (an API key's caller is a server, told everything)."""
+    try:
+        yield
+    except e.ParleyError as error:
+        shown = for_visitor(error) if visitor else error
+        if shown is error:
+            raise
+        raise shown from error
 
 
 def status_for(error: e.ParleyError) -> int:

@@ -245,7 +245,6 @@ async def live(websocket: WebSocket) -> None:
     hub = gateway.conversations.hub
     topic = agents_topic(agent.tenant_id)
     queue = hub.subscribe(topic)
-    await hub.ready(topic)  # frames from other gateways reach it before the first ping's pong
 
     async def forward() -> None:
         while True:
@@ -253,8 +252,10 @@ async def live(websocket: WebSocket) -> None:
             if frame is not None:
                 await websocket.send_json(frame)
 
-    writer = asyncio.create_task(forward())
-    try:
+    writer: asyncio.Task[None] | None = None
+    try:  # from the subscription on: a socket gone at any await below unsubscribes
+        await hub.ready(topic)  # frames from other gateways reach it before the first pong
+        writer = asyncio.create_task(forward())
         while True:
             message = await websocket.receive()
             if message["type"] == "websocket.disconnect":
@@ -264,7 +265,8 @@ async def live(websocket: WebSocket) -> None:
     except WebSocketDisconnect:
         pass
     finally:
-        writer.cancel()
+        if writer is not None:
+            writer.cancel()
         hub.unsubscribe(topic, queue)
 
 

@@ -12,6 +12,10 @@ and uploads answer ``401``; with a token of another conversation or sender, ``40
 of another conversation is ``404``. The websocket protocol is in
 ``connectors/webchat/protocol.md``; its frames are read by ``connectors.webchat``, and turns run
 through ``bot_gateway.services.conversations`` like every channel's.
+
+Errors reach a visitor (the widget key's REST calls and uploads, the web chat socket) in the
+form ``bot_gateway.errors.for_visitor`` gives them: "send it again", never the address of a
+server (the server log keeps it); a caller with an API key (a server) hears the full message.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse
 
 from bot_gateway.deps import Gateway, GatewayDep, bearer
-from bot_gateway.errors import close_code_for
+from bot_gateway.errors import close_code_for, for_visitor, visitor_errors
 from bot_gateway.requests import form_file, read_form, read_limited
 from bot_gateway.schemas import RestReply, UploadPublic
 from bot_gateway.services import conversations, webchat
@@ -39,8 +43,9 @@ from bot_gateway.services.chat_access import (
 from bot_gateway.services.uploads import read_public_file, read_upload_sync, store_upload
 from connectors.rest import RestMessage
 from connectors.webchat import WebchatConnector, static_file
+from connectors.webchat.access import WIDGET_KEY_HEADER
 from connectors.webchat.frames import FrameError, error_frame, frame_text
-from core.errors import ParleyError, Unavailable
+from core.errors import ParleyError
 from core.logging import log_event
 from core.tables import Bot
 
@@ -61,9 +66,15 @@ async def rest_webhook(
 ) -> list[dict[str, Any]]:
     """Rasa's REST channel: ``{"sender", "message"}`` (optionally ``attachments``: upload ids)
     → ``[{"recipient_id", "text", "buttons", "image", ...}]``."""
-    caller = await authorize_request(gateway, bot_id, request)
-    session = await widget_session(gateway, caller.bot, request) if caller.widget else None
-    return await conversations.rest_turn(gateway, caller.bot, body, widget_session=session)
+    with visitor_errors(_from_widget(request)):
+        caller = await authorize_request(gateway, bot_id, request)
+        session = await widget_session(gateway, caller.bot, request) if caller.widget else None
+        return await conversations.rest_turn(gateway, caller.bot, body, widget_session=session)
+
+
+def _from_widget(request: Request) -> bool:
+    """A call with the bot's public widget key (a visitor's browser, ``authorize``)."""
+    return bool(request.query_params.get("key") or request.headers.get(WIDGET_KEY_HEADER))
 
 
 # --- uploads ----------------------------------------------------------------------------------
@@ -75,16 +86,17 @@ async def upload_image(
 ) -> UploadPublic:
     """An image for a conversation (multipart ``file``); send its ``upload_id`` in a message.
     With the widget key it belongs to the session's conversation, which alone can read it."""
-    caller = await authorize_request(gateway, bot_id, request)
-    allow_origin(response, request, caller.bot)
-    conversation_id = await widget_conversation(gateway, caller, request)
-    limit = gateway.settings.limits.max_image_bytes
-    form = await read_form(request, limit=limit, max_fields=5, setting="max_image_bytes")
-    upload = form_file(form, "file", "the image")
-    data = await read_limited(upload, limit, setting="max_image_bytes")
-    return await store_upload(
-        gateway, caller.bot, data, upload.filename or "image", conversation_id=conversation_id
-    )
+    with visitor_errors(_from_widget(request)):
+        caller = await authorize_request(gateway, bot_id, request)
+        allow_origin(response, request, caller.bot)
+        conversation_id = await widget_conversation(gateway, caller, request)
+        limit = gateway.settings.limits.max_image_bytes
+        form = await read_form(request, limit=limit, max_fields=5, setting="max_image_bytes")
+        upload = form_file(form, "file", "the image")
+        data = await read_limited(upload, limit, setting="max_image_bytes")
+        return await store_upload(
+            gateway, caller.bot, data, upload.filename or "image", conversation_id=conversation_id
+        )
 
 
 @public_router.get("/files/{upload_id}/{token}", response_class=Response)
@@ -99,12 +111,18 @@ async def get_upload(
     bot_id: str, upload_id: str, request: Request, gateway: GatewayDep
 ) -> Response:
     """An image sent to the bot; with the widget key, only one of the session's own."""
-    caller = await authorize_request(gateway, bot_id, request)
-    bot = caller.bot
-    conversation_id = await widget_conversation(gateway, caller, request)
-    data, public = await run_in_threadpool(
-        read_upload_sync, gateway, bot.tenant_id, bot.id, upload_id, conversation_id=conversation_id
-    )
+    with visitor_errors(_from_widget(request)):
+        caller = await authorize_request(gateway, bot_id, request)
+        bot = caller.bot
+        conversation_id = await widget_conversation(gateway, caller, request)
+        data, public = await run_in_threadpool(
+            read_upload_sync,
+            gateway,
+            bot.tenant_id,
+            bot.id,
+            upload_id,
+            conversation_id=conversation_id,
+        )
     response = Response(
         data, media_type=public["media_type"], headers={"Cache-Control": "private, max-age=3600"}
     )
@@ -142,12 +160,13 @@ async def webchat_socket(websocket: WebSocket, bot_id: str) -> None:
         await _refuse(websocket, e)
         return
     queue = hub.subscribe(chat.record.id)
-    await hub.ready(chat.record.id)  # frames from other gateways reach it before the welcome
-    await websocket.send_json(chat.welcome())
-    writer = asyncio.create_task(_forward(websocket, queue))
-    connector = webchat.connector(gateway, caller.bot, chat, socket=websocket.send_json)
-    own = chat.record.id if caller.widget else None
-    try:
+    writer: asyncio.Task[None] | None = None
+    try:  # from the subscription on: a socket gone at any await below unsubscribes
+        await hub.ready(chat.record.id)  # frames from other gateways reach it before the welcome
+        await websocket.send_json(chat.welcome())
+        writer = asyncio.create_task(_forward(websocket, queue))
+        connector = webchat.connector(gateway, caller.bot, chat, socket=websocket.send_json)
+        own = chat.record.id if caller.widget else None
         await _read_loop(
             websocket, gateway, caller.bot, connector, widget_conversation=own, listener=queue
         )
@@ -156,12 +175,15 @@ async def webchat_socket(websocket: WebSocket, bot_id: str) -> None:
     except ParleyError as e:  # the bot was deleted while the socket was open
         await _refuse(websocket, e)
     finally:
-        writer.cancel()
+        if writer is not None:
+            writer.cancel()
         hub.unsubscribe(chat.record.id, queue)
 
 
 async def _refuse(websocket: WebSocket, error: ParleyError) -> None:
-    await websocket.send_json(error_frame(error.code, error.message))
+    """Close the socket for ``error``, told in the visitor's form (``for_visitor``)."""
+    error = for_visitor(error)
+    await websocket.send_json(error_frame(error.code, error.message, **_retry(error)))
     await websocket.close(code=close_code_for(error), reason=error.code)
 
 
@@ -212,16 +234,9 @@ async def _read_loop(
                 conversation_id=widget_conversation,
             )
         except Exception as e:  # noqa: BLE001 - the socket must survive a failed turn
-            if isinstance(e, Unavailable):  # the visitor is told to retry, not where Redis is
-                log_event("webchat.turn_unavailable", bot=bot.id, error=e.message)
-                error = error_frame(
-                    e.code,
-                    "the chat is briefly unavailable; send your message again in a few seconds",
-                    retry_after=e.details.get("retry_after"),
-                    **client_id,
-                )
-            elif isinstance(e, ParleyError):
-                error = error_frame(e.code, e.message, **client_id)
+            if isinstance(e, ParleyError):  # the visitor's form: "send it again" (errors.py)
+                shown = for_visitor(e)
+                error = error_frame(shown.code, shown.message, **_retry(shown), **client_id)
             else:
                 log_event("webchat.turn_failed", bot=bot.id, error=repr(e))
                 error = error_frame("internal", "something went wrong; try again", **client_id)
@@ -235,6 +250,12 @@ async def _read_loop(
         await websocket.send_json({"type": "typing", "on": False})
         if outcome is not None and outcome.status != "bot":
             await websocket.send_json({"type": "status", "status": outcome.status})
+
+
+def _retry(error: ParleyError) -> dict[str, Any]:
+    """An error frame's ``retry_after``, where the error has one."""
+    retry_after = error.details.get("retry_after")
+    return {"retry_after": retry_after} if retry_after is not None else {}
 
 
 # --- the widget and the demo page ------------------------------------------------------------

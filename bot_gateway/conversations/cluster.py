@@ -1,8 +1,10 @@
 """Conversations across gateways, on Redis (``PARLEY_REDIS__URL``).
 
 **Locks.** A conversation's messages run one at a time on every gateway: inside the runtime's
-asyncio lock (FIFO within a process) a turn takes ``parley:lock:conv:{key}`` with
-``SET NX PX`` and a random token, for a lease of ``settings.redis.lock_lease_s``. A background
+asyncio lock (FIFO within a process) a turn takes ``parley:lock:conv:{key}`` with a random
+token, for a lease of ``settings.redis.lock_lease_s`` (a Lua script: set when the key is free,
+or when it already holds this token, so a retry whose first reply was lost does not wait on
+its own lock; a turn cancelled while taking it deletes it again, best effort). A background
 task renews the lease every third of it (compare-and-extend, a Lua script), and the lock is
 released with compare-and-delete, so a gateway only ever extends or deletes its own lock. A
 dead gateway's lock expires after the lease. Waiting polls with a short backoff (5 ms doubling
@@ -25,7 +27,10 @@ that have listeners here (subscribed on the first, unsubscribed after the last) 
 frames of other origins to the hub. Publishing never raises and never blocks the caller: a
 publisher task drains an outbox and logs what Redis refused. When Redis goes away the
 subscriber reconnects with backoff (50 ms doubling to 2 s) and subscribes every topic again;
-frames published while it was away are lost (the next one arrives).
+frames published while it was away are lost (the next one arrives). Subscribing,
+unsubscribing and closing the connection take turns (one asyncio lock), and the connection is
+shared with the subscriber only once its first subscription is confirmed, so a pub/sub
+connection is never opened twice nor used after it is closed.
 """
 
 from __future__ import annotations
@@ -54,6 +59,16 @@ FIRST_POLL_S, LAST_POLL_S = 0.005, 0.05
 RECONNECT_S, RECONNECT_MAX_S = 0.05, 2.0
 OUTBOX = 10_000  # frames waiting for Redis before new ones are dropped (and logged)
 
+_TAKE = """
+if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return 1
+end
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  redis.call('pexpire', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
 _EXTEND = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
   return redis.call('pexpire', KEYS[1], ARGV[2])
@@ -123,8 +138,10 @@ class RedisLocks:
         self.url = settings.url
         self.lease_s = settings.lock_lease_s
         self.wait_s = settings.lock_wait_s
+        self.take_script = client.register_script(_TAKE)
         self.extend_script = client.register_script(_EXTEND)
         self.release_script = client.register_script(_RELEASE)
+        self._releasing: set[asyncio.Task[None]] = set()
 
     @asynccontextmanager
     async def hold(self, key: str) -> AsyncIterator[Fence]:
@@ -143,19 +160,29 @@ class RedisLocks:
         ms = int(self.lease_s * 1000)
         deadline = time.monotonic() + self.wait_s
         pause = FIRST_POLL_S
-        with redis_errors(self.url, LOCK_WHAT):
-            while not await self.client.set(name, token, nx=True, px=ms):
-                if time.monotonic() + pause > deadline:
-                    counters.incr("conversation.lock_timeout")
-                    raise Conflict(
-                        f"the conversation is busy: one of its messages has been running for "
-                        f"more than {self.wait_s:g} s on another gateway; try again in a few "
-                        "seconds",
-                        retry_after=max(1.0, self.lease_s / 3),
-                    )
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, LAST_POLL_S)
-        return _Lease(self, name, token)
+        lease = _Lease(self, name, token)
+        try:
+            with redis_errors(self.url, LOCK_WHAT):
+                while not await self.take_script(keys=[name], args=[token, ms]):
+                    if time.monotonic() + pause > deadline:
+                        counters.incr("conversation.lock_timeout")
+                        raise Conflict(
+                            f"the conversation is busy: one of its messages has been running "
+                            f"for more than {self.wait_s:g} s on another gateway; try again in "
+                            "a few seconds",
+                            retry_after=max(1.0, self.lease_s / 3),
+                        )
+                    await asyncio.sleep(pause)
+                    pause = min(pause * 2, LAST_POLL_S)
+        except asyncio.CancelledError:
+            # the script may have run with its reply in flight: let go of what may be ours
+            release = asyncio.create_task(self.release(lease))
+            self._releasing.add(release)
+            release.add_done_callback(self._releasing.discard)
+            with suppress(asyncio.CancelledError):
+                await asyncio.shield(release)
+            raise
+        return lease
 
     async def release(self, lease: _Lease) -> None:
         """Delete the lock if it is still this lease's; a Redis error is logged (the lock then
@@ -171,10 +198,11 @@ class RedisFanout:
 
     def __init__(self, client: Any, settings: RedisSettings) -> None:
         self.client = client
-        self.url = settings.url
+        self.where = describe(settings.url or "")  # no password: for logs
         self.ready_s = settings.socket_timeout_s
         self.origin = uuid.uuid4().hex  # this gateway (process and app)
         self.connected = False
+        self.down = False  # Redis failed the subscriber, and it has not reconnected yet
         self._deliver: Deliver | None = None
         self._wanted: set[str] = set()  # topics with listeners here
         self._sent: set[str] = set()  # topics asked of the current connection
@@ -182,7 +210,8 @@ class RedisFanout:
         self._waiting: dict[str, list[asyncio.Future[None]]] = {}
         self._outbox: asyncio.Queue[tuple[str, str]] = asyncio.Queue(maxsize=OUTBOX)
         self._changed = asyncio.Event()
-        self._pubsub: Any = None
+        self._pubsub: Any = None  # the subscriber's connection, once subscribed
+        self._lock = asyncio.Lock()  # subscribe, unsubscribe and close take turns
         self._tasks: list[asyncio.Task[None]] = []
 
     # --- the HubTransport interface --------------------------------------------------------
@@ -207,7 +236,8 @@ class RedisFanout:
         self._changed.set()
 
     async def ready(self, topic: str) -> None:
-        if not self.connected or topic in self._confirmed or topic not in self._wanted:
+        # while the subscriber starts, wait for it; while Redis is down, do not
+        if self.down or topic in self._confirmed or topic not in self._wanted:
             return
         waiter = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(topic, []).append(waiter)
@@ -216,9 +246,12 @@ class RedisFanout:
         except TimeoutError:
             log_event("hub.subscribe_slow", topic=topic)
         finally:
-            waiters = self._waiting.get(topic, [])
-            if waiter in waiters:
-                waiters.remove(waiter)
+            waiters = self._waiting.get(topic)
+            if waiters is not None:
+                if waiter in waiters:
+                    waiters.remove(waiter)
+                if not waiters:
+                    del self._waiting[topic]
 
     # --- the tasks -------------------------------------------------------------------------
 
@@ -236,7 +269,8 @@ class RedisFanout:
             with suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks = []
-        await self._close()
+        if self._pubsub is not None:
+            await self._close(self._pubsub)
 
     async def _publish(self) -> None:
         while True:
@@ -251,25 +285,30 @@ class RedisFanout:
         pause = RECONNECT_S
         control = f"{TOPIC_PREFIX}@{self.origin}"  # keeps the connection subscribed
         while True:
+            pubsub = self.client.pubsub()
             try:
-                self._pubsub = self.client.pubsub()
-                self._sent, self._confirmed = set(), set()
-                await self._pubsub.subscribe(control)
+                async with self._lock:  # shared with _sync only once connected and subscribed
+                    self._sent, self._confirmed = set(), set()
+                    await pubsub.subscribe(control)
+                    self._pubsub = pubsub
                 self._changed.set()  # every topic again
                 while True:
-                    message = await self._pubsub.get_message(timeout=1.0)
+                    message = await pubsub.get_message(timeout=1.0)
                     if message is not None:
-                        self.connected = True
+                        self.connected, self.down = True, False
                         pause = RECONNECT_S
                         self._handle(message)
             except asyncio.CancelledError:
+                if pubsub is not self._pubsub:  # stopped while connecting (stop closes the other)
+                    with suppress(Exception):
+                        await pubsub.aclose()
                 raise
             except Exception as e:  # noqa: BLE001 - Redis went away: reconnect
                 if self.connected:
-                    log_event("hub.disconnected", redis=self.url, error=repr(e))
-                self.connected = False
+                    log_event("hub.disconnected", redis=self.where, error=repr(e))
+                self.connected, self.down = False, True
                 self._release_waiters()
-                await self._close()
+                await self._close(pubsub)
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, RECONNECT_MAX_S)
 
@@ -278,20 +317,21 @@ class RedisFanout:
         while True:
             await self._changed.wait()
             self._changed.clear()
-            pubsub = self._pubsub
-            if pubsub is None:
-                continue
-            add, drop = self._wanted - self._sent, self._sent - self._wanted
-            try:
-                if add:
-                    self._sent |= add
-                    await pubsub.subscribe(*(TOPIC_PREFIX + t for t in add))
-                if drop:
-                    self._sent -= drop
-                    self._confirmed -= drop
-                    await pubsub.unsubscribe(*(TOPIC_PREFIX + t for t in drop))
-            except Exception as e:  # noqa: BLE001 - the listener reconnects and resubscribes
-                log_event("hub.subscribe_failed", redis=self.url, error=repr(e))
+            async with self._lock:
+                pubsub = self._pubsub
+                if pubsub is None:  # not connected: _listen sets _changed once it is
+                    continue
+                add, drop = self._wanted - self._sent, self._sent - self._wanted
+                try:
+                    if add:
+                        self._sent |= add
+                        await pubsub.subscribe(*(TOPIC_PREFIX + t for t in add))
+                    if drop:
+                        self._sent -= drop
+                        self._confirmed -= drop
+                        await pubsub.unsubscribe(*(TOPIC_PREFIX + t for t in drop))
+                except Exception as e:  # noqa: BLE001 - the listener reconnects, subscribes again
+                    log_event("hub.subscribe_failed", redis=self.where, error=repr(e))
 
     def _handle(self, message: dict[str, Any]) -> None:
         kind = message.get("type")
@@ -320,9 +360,11 @@ class RedisFanout:
                     waiter.set_result(None)
         self._waiting.clear()
 
-    async def _close(self) -> None:
-        pubsub, self._pubsub = self._pubsub, None
-        if pubsub is not None:
+    async def _close(self, pubsub: Any) -> None:
+        """Close ``pubsub`` (no longer the shared connection, if it was)."""
+        async with self._lock:
+            if self._pubsub is pubsub:
+                self._pubsub = None
             with suppress(Exception):
                 await pubsub.aclose()
 

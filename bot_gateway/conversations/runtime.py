@@ -18,7 +18,7 @@ import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -256,7 +256,7 @@ class ConversationRuntime:
             await self.read_upload(bot.tenant_id, bot.id, upload_id)
             for upload_id in message.uploads
         ]
-        async with self.locked(f"{bot.id}:{channel}:{message.sender_id}") as fence:
+        async with self.locked(conversation_key(bot.id, channel, message.sender_id)) as fence:
             record, tracker = await self.open(bot, engine, channel, message.sender_id)
             if message.message_id is not None and message.message_id in tracker.seen:
                 log_event("conversation.duplicate_message", conversation=record.id)
@@ -349,7 +349,7 @@ class ConversationRuntime:
         """``handoff`` or ``release`` a conversation (an API call or an agent); a release with
         ``reset_flow`` also ends the flows that were running."""
         engine = self.engine(bot)
-        async with self.locked(f"{bot.id}:{record.channel}:{record.sender_id}") as fence:
+        async with self.locked_conversation(record) as fence:
             record, tracker = await self.open(bot, engine, record.channel, record.sender_id)
             before, start = record.status, tracker.new_events
             if what == "handoff":
@@ -366,8 +366,9 @@ class ConversationRuntime:
 
     async def record(self, record: ConversationRecord, item: TrackerEvent) -> None:
         """Add an event from outside the dialog (an agent's message or note, a claim), under
-        the conversation's lock; agents see it."""
-        async with self.locked(f"{record.bot_id}:{record.channel}:{record.sender_id}"):
+        the conversation's lock (fenced, as every write under it); agents see it."""
+        async with self.locked_conversation(record) as fence:
+            await fence.check()
             await self.store.append(record.id, [item])
         self.tell_agents(record, [item], changed=False)
         if isinstance(item, AgentEvent):
@@ -376,11 +377,17 @@ class ConversationRuntime:
                 message["text"] = item.text
             self.hub.said(record.id, OutboundMessage.of(message), by="agent")
 
-    def locked_conversation(self, record: ConversationRecord) -> Any:
-        return self.locked(f"{record.bot_id}:{record.channel}:{record.sender_id}")
+    def locked_conversation(self, record: ConversationRecord) -> AbstractAsyncContextManager[Fence]:
+        """``locked`` for a stored conversation; check the fence right before each write."""
+        return self.locked(conversation_key(record.bot_id, record.channel, record.sender_id))
 
 
 TURN_EVENTS = frozenset({"user", "bot", "agent", "note", "handoff", "release", "claim", "closed"})
+
+
+def conversation_key(bot_id: str, channel: str, sender_id: str) -> str:
+    """What a conversation's lock is named by (one conversation per bot, channel and sender)."""
+    return f"{bot_id}:{channel}:{sender_id}"
 
 
 def agents_topic(tenant_id: str) -> str:

@@ -298,7 +298,8 @@ async def claim(
     when another agent holds it and the caller is not a supervisor."""
     record = await _conversation(gateway, agent, conversation_id)
     holder = for_agent or agent.id
-    async with gateway.conversations.locked_conversation(record):
+    async with gateway.conversations.locked_conversation(record) as fence:
+        await fence.check()
         claimed = await _desk(gateway).claim(
             agent.tenant_id, conversation_id, holder, take_over=agent.supervisor
         )
@@ -398,7 +399,8 @@ async def close(gateway: Gateway, agent: AgentPrincipal, conversation_id: str) -
     """End the conversation; the customer's next message starts a new session with the bot."""
     record = await _conversation(gateway, agent, conversation_id)
     _check_holder(agent, record)
-    async with gateway.conversations.locked_conversation(record):
+    async with gateway.conversations.locked_conversation(record) as fence:
+        await fence.check()
         closed = await _desk(gateway).close(agent.tenant_id, conversation_id)
     await gateway.conversations.record(
         closed, event("closed", agent_id=agent.id, agent_name=agent.name)
