@@ -127,12 +127,16 @@ def test_unknown_and_known_usernames_take_the_same_time(gw: Gw) -> None:
                 times[name].append(time.perf_counter() - started)
     known = statistics.median(times["known"])
     for measured in times.values():
-        assert abs(statistics.median(measured) - known) / known < 0.3, times
-    # and through the route: an unknown username is not answered faster
-    c = gw.at("10.0.2.1")
-    started = time.perf_counter()
-    assert login(c, "shop", "ghost-user-2", "wrong-1").status_code == 401
-    assert time.perf_counter() - started > known * 0.7
+        assert abs(statistics.median(measured) - known) / known < 0.5, times
+    # and through the route: an unknown username is not answered faster (the median of three,
+    # against half the service's time: skipping scrypt would answer in a few milliseconds)
+    through_route = []
+    for i in range(3):
+        c = gw.at(f"10.0.2.{i + 1}")
+        started = time.perf_counter()
+        assert login(c, "shop", f"ghost-user-{i + 2}", "wrong-1").status_code == 401
+        through_route.append(time.perf_counter() - started)
+    assert statistics.median(through_route) > known * 0.5, (through_route, known)
 
 
 def test_the_agents_socket_takes_only_the_consoles_origin(
