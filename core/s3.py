@@ -454,6 +454,7 @@ class S3Store:
     def _drop_cache(self, prefix: str) -> None:
         check_key(prefix)
         (self._manifests / f"{prefix}.json").unlink(missing_ok=True)
+        shutil.rmtree(self._manifests / prefix, ignore_errors=True)  # folders below it (attempts)
         target = self._files / prefix
         if not target.exists():
             return

@@ -303,6 +303,19 @@ class JobRunner:
         if taken:  # cancelled, deleted or handed to another worker while the files were stored
             self.store.delete_prefix(key)  # this attempt's folder: never another run's
             raise JobCancelled()
+        self._drop_earlier_attempts(tenant_id, model_id, attempt)
+
+    def _drop_earlier_attempts(self, tenant_id: str, model_id: str, attempt: int) -> None:
+        """Folders an interrupted earlier attempt may have left half-written (a worker killed
+        while storing): nothing reads them, and they would count against the storage quota.
+        Best effort: the job has succeeded whatever happens here."""
+        for earlier in range(1, attempt):
+            try:
+                self.store.delete_prefix(artifact_key(tenant_id, model_id, earlier))
+            except Exception as e:  # noqa: BLE001 - logged; the model is stored and serving
+                log_event(
+                    "job.old_attempt_not_deleted", model=model_id, attempt=earlier, error=repr(e)
+                )
 
     def _train_joint_entities(
         self,
@@ -521,7 +534,10 @@ def run_train_job(
             return JobOutcome(model_id, "tenant_busy")
         model_id = claimed
         if on_claimed is not None:
-            on_claimed(model_id)
+            try:  # the job is ours now: a failing hook (Redis) must not strand it
+                on_claimed(model_id)
+            except Exception as e:  # noqa: BLE001 - logged; the job runs
+                log_event("queue.on_claimed_failed", model=model_id, error=repr(e))
     log_event("job.started", model=model_id, worker=runner.worker_name)
     status = runner.run(model_id, heartbeat_interval=heartbeat_interval, interrupt=True)
     return JobOutcome(model_id, status)

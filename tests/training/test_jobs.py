@@ -429,6 +429,23 @@ def test_job_of_a_dead_worker_process_is_requeued_and_runs_again(env: Env) -> No
     assert env.model(model_id).attempts == 2
 
 
+def test_a_half_written_folder_of_an_interrupted_attempt_is_removed_when_a_later_one_succeeds(
+    env: Env,
+) -> None:
+    """A worker killed while storing leaves attempt 1's folder half-written: nothing reads it,
+    and it would count against the tenant's storage quota for as long as the model lives."""
+    model_id = env.create()
+    assert env.runner(worker_name(dead_pid())).claim_next() == model_id
+    first = artifact_key(env.tenant_id, model_id, 1)
+    env.store.put_bytes(f"{first}/weights.partial", b"half of it")
+    assert recover_interrupted(env.engine, max_attempts=2) == 1
+
+    assert env.claim_and_run(env.runner("w2"), model_id) == "succeeded"
+    assert env.model(model_id).artifact_key == artifact_key(env.tenant_id, model_id, 2)
+    assert not env.store.exists(first)
+    assert env.load(model_id).labels  # the winner's files are intact
+
+
 def test_job_of_a_live_worker_process_is_left_running(env: Env) -> None:
     model_id = env.create()
     assert env.runner(worker_name(os.getpid())).claim_next() == model_id
