@@ -27,6 +27,7 @@ from core.errors import ConfigurationError, Unavailable
 from core.settings import RedisSettings
 
 __all__ = [
+    "COMPARE_AND_DELETE",
     "KEY_PREFIX",
     "async_client",
     "cannot_serve",
@@ -40,6 +41,14 @@ KEY_PREFIX = "parley:"
 """Every key and channel Parley uses starts with this."""
 
 RETRY_AFTER_S = 5
+
+COMPARE_AND_DELETE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+"""A Lua script: delete KEYS[1] only while it holds ARGV[1] (a lock's or a record's token)."""
 
 REFUSAL_CODES = frozenset(
     {

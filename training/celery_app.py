@@ -61,7 +61,7 @@ from core.backends import backends
 from core.db import ensure_schema, get_engine, session_scope, utcnow
 from core.errors import ConfigurationError, ParleyError, Unavailable
 from core.logging import configure_logging, log_event
-from core.redis import KEY_PREFIX, cannot_serve, sync_client, unavailable
+from core.redis import COMPARE_AND_DELETE, KEY_PREFIX, cannot_serve, sync_client, unavailable
 from core.registry import load_entry_points
 from core.settings import Settings
 from core.tables import Model
@@ -94,12 +94,6 @@ _CONTINUE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
   return 1
-end
-return 0
-"""
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
 end
 return 0
 """
@@ -234,7 +228,7 @@ class Dispatcher:
         """The chain of ``token`` ends (its job was claimed or is no longer queued): a sweep
         may send the job again once it is queued again. Another chain's record is kept."""
         try:
-            sync_client(self.settings.redis).eval(_RELEASE, 1, self.key(model_id), token)
+            sync_client(self.settings.redis).eval(COMPARE_AND_DELETE, 1, self.key(model_id), token)
         except Exception as e:
             if not _cannot_serve(e):
                 raise

@@ -26,7 +26,7 @@ to its local listeners (the ``Hub``) and, as ``{"origin", "topic", "frame"}`` JS
 that have listeners here (subscribed on the first, unsubscribed after the last) and hands
 frames of other origins to the hub. Publishing never raises and never blocks the caller: a
 publisher task drains an outbox and logs what Redis refused. When Redis goes away the
-subscriber reconnects with backoff (50 ms doubling to 2 s) and subscribes every topic again;
+subscriber reconnects with backoff (50 ms doubling to 1 s) and subscribes every topic again;
 frames published while it was away are lost (the next one arrives). Subscribing,
 unsubscribing and closing the connection take turns (one asyncio lock), and the connection is
 shared with the subscriber only once its first subscription is confirmed, so a pub/sub
@@ -47,7 +47,7 @@ from bot_gateway.conversations.sharing import Deliver, Fence
 from core.errors import Conflict
 from core.logging import log_event
 from core.metrics import counters
-from core.redis import KEY_PREFIX, async_client, describe, redis_errors
+from core.redis import COMPARE_AND_DELETE, KEY_PREFIX, async_client, describe, redis_errors
 from core.settings import RedisSettings
 
 __all__ = ["LOCK_PREFIX", "TOPIC_PREFIX", "RedisFanout", "RedisLocks", "RedisSharing"]
@@ -56,7 +56,7 @@ LOCK_PREFIX = f"{KEY_PREFIX}lock:conv:"
 TOPIC_PREFIX = f"{KEY_PREFIX}hub:"
 LOCK_WHAT = "the conversation lock"
 FIRST_POLL_S, LAST_POLL_S = 0.005, 0.05
-RECONNECT_S, RECONNECT_MAX_S = 0.05, 2.0
+RECONNECT_S, RECONNECT_MAX_S = 0.05, 1.0
 OUTBOX = 10_000  # frames waiting for Redis before new ones are dropped (and logged)
 
 _TAKE = """
@@ -72,12 +72,6 @@ return 0
 _EXTEND = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
   return redis.call('pexpire', KEYS[1], ARGV[2])
-end
-return 0
-"""
-_RELEASE = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-  return redis.call('del', KEYS[1])
 end
 return 0
 """
@@ -140,7 +134,7 @@ class RedisLocks:
         self.wait_s = settings.lock_wait_s
         self.take_script = client.register_script(_TAKE)
         self.extend_script = client.register_script(_EXTEND)
-        self.release_script = client.register_script(_RELEASE)
+        self.release_script = client.register_script(COMPARE_AND_DELETE)
         self._releasing: set[asyncio.Task[None]] = set()
 
     @asynccontextmanager
@@ -236,8 +230,11 @@ class RedisFanout:
         self._changed.set()
 
     async def ready(self, topic: str) -> None:
-        # while the subscriber starts, wait for it; while Redis is down, do not
-        if self.down or topic in self._confirmed or topic not in self._wanted:
+        # Wait (at most ready_s) for Redis to confirm the topic, also while the subscriber is
+        # reconnecting: a socket opened just as Redis comes back would otherwise miss what other
+        # gateways publish before its topic is subscribed. During an outage this delays a new
+        # socket's welcome by ready_s; messages still answer (503 for what needs Redis).
+        if topic in self._confirmed or topic not in self._wanted:
             return
         waiter = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(topic, []).append(waiter)
