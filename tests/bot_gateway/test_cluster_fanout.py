@@ -8,9 +8,9 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import suppress
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -145,18 +145,28 @@ def test_a_turn_cancelled_while_taking_the_lock_lets_go_of_it(redis_url: str) ->
     asyncio.run(run())
 
 
+@asynccontextmanager
+async def two_hubs(redis_url: str) -> AsyncIterator[tuple[Hub, Hub]]:
+    """Two gateways' hubs fanned out through one Redis, started and stopped."""
+    settings = RedisSettings(url=redis_url)
+    clients = [_fail_fast(async_client(settings)) for _ in range(2)]
+    fanouts = [RedisFanout(c, settings) for c in clients]
+    for fanout in fanouts:
+        fanout.start()
+    try:
+        yield Hub(fanouts[0]), Hub(fanouts[1])
+    finally:
+        for fanout, client in zip(fanouts, clients, strict=True):
+            await fanout.stop()
+            await client.aclose()
+
+
 def test_a_gateway_subscribes_on_one_connection_from_the_start(redis_url: str) -> None:
     """A listener that arrives while the subscriber is still connecting is subscribed on the
     subscriber's own connection (not a second one nobody reads), and hears frames."""
 
     async def run() -> None:
-        settings = RedisSettings(url=redis_url)
-        clients = [_fail_fast(async_client(settings)) for _ in range(2)]
-        fanouts = [RedisFanout(c, settings) for c in clients]
-        a, b = Hub(fanouts[0]), Hub(fanouts[1])
-        for fanout in fanouts:
-            fanout.start()
-        try:
+        async with two_hubs(redis_url) as (a, b):
             on_a = a.subscribe("early")  # before the subscriber has connected
             await a.ready("early")
             await asyncio.sleep(0.2)
@@ -166,10 +176,6 @@ def test_a_gateway_subscribes_on_one_connection_from_the_start(redis_url: str) -
             await b.ready("early")
             b.publish("early", {"type": "message", "n": 1})
             assert await asyncio.wait_for(on_a.get(), 5) == {"type": "message", "n": 1}
-        finally:
-            for fanout, client in zip(fanouts, clients, strict=True):
-                await fanout.stop()
-                await client.aclose()
 
     asyncio.run(run())
 
@@ -222,13 +228,7 @@ def test_an_agents_event_under_a_lost_lock_is_not_saved(redis_url: str) -> None:
 
 def test_frames_reach_the_other_gateway_once(redis_url: str) -> None:
     async def run() -> None:
-        settings = RedisSettings(url=redis_url)
-        clients = [_fail_fast(async_client(settings)) for _ in range(2)]
-        fanouts = [RedisFanout(c, settings) for c in clients]
-        a, b = Hub(fanouts[0]), Hub(fanouts[1])
-        for fanout in fanouts:
-            fanout.start()
-        try:
+        async with two_hubs(redis_url) as (a, b):
             on_a, on_b = a.subscribe("conv"), b.subscribe("conv")
             mine = b.subscribe("conv")  # the publisher's own socket, skipped
             for hub in (a, b):
@@ -240,10 +240,6 @@ def test_frames_reach_the_other_gateway_once(redis_url: str) -> None:
             assert (await asyncio.wait_for(on_a.get(), 5))["n"] == 2
             await asyncio.sleep(0.2)  # nothing of its own comes back to b through Redis
             assert on_b.qsize() == 1 and mine.qsize() == 1 and on_a.qsize() == 0
-        finally:
-            for fanout, client in zip(fanouts, clients, strict=True):
-                await fanout.stop()
-                await client.aclose()
 
     asyncio.run(run())
 
