@@ -57,8 +57,10 @@ import httpx
 from bench.harness import (
     SHARED_DATA,
     BenchError,
+    check,
     common_flags,
     cpu_seconds,
+    create_tenant,
     free_port,
     guarded,
     load_average,
@@ -70,6 +72,8 @@ from bench.harness import (
     read_split,
     rss_mb,
     tail,
+    train,
+    upload_dataset,
     write_json,
 )
 from bench.report import fmt, render_table, targets_table
@@ -309,6 +313,35 @@ def child_pids(pid: int) -> list[int]:
     return out
 
 
+def tree_pids(pid: int) -> list[int]:
+    """``pid`` and its descendants (gateway processes, train workers)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo += child_pids(p)
+    return out
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of ``pid`` and its descendants so far."""
+    return sum(c for c in map(cpu_seconds, tree_pids(pid)) if c == c)
+
+
+def tree_memory_mb(pid: int) -> tuple[float, float]:
+    """(RSS, PSS) summed over ``pid`` and its descendants, MB (PSS shares a page among the
+    processes that map it, so shared libraries count once)."""
+    rss = pss = 0.0
+    for p in tree_pids(pid):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
+                name, _, rest = line.partition(":")
+                if name in ("Rss", "Pss"):
+                    kb = int(rest.split()[0]) * 1024 / MB
+                    rss, pss = (rss + kb, pss) if name == "Rss" else (rss, pss + kb)
+    return rss, pss
+
+
 @contextlib.contextmanager
 def run_server(
     data_dir: Path, port: int, max_batch: int, device: str, log_path: Path
@@ -433,10 +466,13 @@ def predict_request(host: str, tenant: TenantModel, text: str) -> bytes:
 
 
 async def raw_exchange(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    request: bytes,
+    expect: bytes = b'"predictions"',
 ) -> str | None:
     """Send one request on a kept-alive connection and read its whole answer; ``None`` if it
-    was a 200 with predictions, else what went wrong."""
+    was a 200 whose body holds ``expect``, else what went wrong."""
     writer.write(request)
     head = await reader.readuntil(b"\r\n\r\n")
     status = int(head[9:12])
@@ -446,43 +482,51 @@ async def raw_exchange(
     body = await reader.readexactly(int(match.group(1)))
     if status != 200:
         return f"HTTP {status}: {body[:300].decode(errors='replace')}"
-    if b'"predictions"' not in body:
-        return f"no predictions: {body[:300].decode(errors='replace')}"
+    if expect not in body:
+        return f"no {expect.decode()}: {body[:300].decode(errors='replace')}"
     return None
 
 
-def run_load(
-    url: str,
-    tenants: Sequence[TenantModel],
-    clients: int,
-    per_client: int,
-    max_seconds: float,
-    seed: int,
-    result: LoadResult,
-    server_pid: int,
-) -> None:
-    """``clients`` concurrent keep-alive connections each send up to ``per_client``
-    single-text requests for random tenants, one at a time (closed loop), stopping at
-    ``max_seconds``; fill ``result``.
-
-    The clients are one asyncio loop writing pre-built HTTP/1.1 requests on raw sockets (like
-    ``wrk``): a few tens of microseconds of client CPU a request, so that on a small machine
-    the load generator takes little CPU from the server it measures.
-    """
+def tenant_plans(
+    url: str, tenants: Sequence[TenantModel], clients: int, per_client: int, seed: int
+) -> list[list[bytes]]:
+    """Each client's ``predict`` requests, for random tenants (seeded)."""
     parsed = httpx.URL(url)
-    host, port = parsed.host, parsed.port or 80
+    host = f"{parsed.host}:{parsed.port or 80}"
     plans = []
     for index in range(clients):
         rng = random.Random(seed * 1_000_003 + clients * 1_000 + index)
         plan = []
         for _ in range(per_client):
             tenant = rng.choice(tenants)
-            plan.append(predict_request(f"{host}:{port}", tenant, rng.choice(tenant.texts)))
+            plan.append(predict_request(host, tenant, rng.choice(tenant.texts)))
         plans.append(plan)
+    return plans
+
+
+def run_load(
+    url: str,
+    plans: Sequence[Sequence[bytes]],
+    max_seconds: float,
+    result: LoadResult,
+    server_pid: int,
+    expect: bytes = b'"predictions"',
+) -> None:
+    """One concurrent keep-alive connection a plan sends the plan's requests, one at a time
+    (closed loop), stopping at ``max_seconds``; fill ``result``.
+
+    The clients are one asyncio loop writing pre-built HTTP/1.1 requests on raw sockets (like
+    ``wrk``): a few tens of microseconds of client CPU a request, so that on a small machine
+    the load generator takes little CPU from the server it measures. Server CPU is that of the
+    server's process tree.
+    """
+    parsed = httpx.URL(url)
+    host, port = parsed.host, parsed.port or 80
+    clients = len(plans)
     clock: dict[str, float] = {}
 
     async def client(
-        plan: list[bytes], ready: asyncio.Barrier
+        plan: Sequence[bytes], ready: asyncio.Barrier
     ) -> tuple[list[float], int, list[str], bool]:
         samples: list[float] = []
         errors: list[str] = []
@@ -496,7 +540,7 @@ def run_load(
                     break
                 t0 = time.perf_counter()
                 try:
-                    error = await raw_exchange(reader, writer, request)
+                    error = await raw_exchange(reader, writer, request, expect)
                 except (OSError, asyncio.IncompleteReadError, ValueError) as e:
                     error = f"{type(e).__name__}: {e}"
                     writer.close()
@@ -522,7 +566,7 @@ def run_load(
             raise BenchError("load clients did not connect within 120 s") from e
         clock["t0"] = time.perf_counter()
         clock["deadline"] = time.monotonic() + max_seconds
-        clock["server_cpu"] = cpu_seconds(server_pid)
+        clock["server_cpu"] = tree_cpu_seconds(server_pid)
         clock["bench_cpu"] = time.process_time()
         return await asyncio.gather(*tasks)
 
@@ -530,7 +574,7 @@ def run_load(
     clock["deadline"] = time.monotonic() + max_seconds + 120
     outcomes = asyncio.run(main())
     result.wall_s = time.perf_counter() - clock["t0"]
-    result.server_cpu_s = cpu_seconds(server_pid) - clock["server_cpu"]
+    result.server_cpu_s = tree_cpu_seconds(server_pid) - clock["server_cpu"]
     result.bench_cpu_s = time.process_time() - clock["bench_cpu"]
     samples = [ms for o in outcomes for ms in o[0]]
     result.requests = len(samples)
@@ -592,16 +636,8 @@ def serve_config(
                 load = LoadResult(
                     batching=label, max_batch=max_batch, clients=clients, per_client=per_client
                 )
-                run_load(
-                    url,
-                    tenants,
-                    clients,
-                    per_client,
-                    args.max_seconds,
-                    args.seed,
-                    load,
-                    proc.pid,
-                )
+                plans = tenant_plans(url, tenants, clients, per_client, args.seed)
+                run_load(url, plans, args.max_seconds, load, proc.pid)
                 result.load.append(load)
                 print(
                     f"  {clients:3d} clients x {per_client}: {load.requests} ok, "
@@ -622,6 +658,277 @@ def serve_config(
         for err in result.error_samples:
             print(f"  error: {err}")
     return result
+
+
+# --- the Rasa-shaped scenario: one bot's intent model from a Rasa nlu.yml -----------------
+
+RASA_NLU = Path(__file__).resolve().parent / "data" / "rasa_init_nlu.yml"
+# Messages the model was not trained on, for /model/parse (in the spirit of `rasa init`'s bot).
+RASA_MESSAGES = (
+    "hey, good morning to you",
+    "hello, anybody there?",
+    "ok bye, see you tomorrow",
+    "I need to leave now, goodbye",
+    "yes, that is right",
+    "sure, go ahead",
+    "no, I don't want that",
+    "absolutely not",
+    "I'm feeling fantastic today",
+    "things are going really well",
+    "I feel miserable",
+    "today was a really bad day",
+    "wait, am I speaking to a bot?",
+    "is a human answering me?",
+    "hi!",
+    "nope",
+)
+RASA_OPERATOR_TOKEN = "bench-operator-token-0123456789abcdef"
+RASA_ONE_CLIENT = 300  # sequential /model/parse requests of the one-client measurement
+RASA_PER_CLIENT = 40  # requests per client at RASA_CLIENTS clients
+RASA_CLIENTS = 64
+EXTRA_MODELS = 100
+# Targets of issue 15 (Rasa 3.6 on its own `rasa init` bot here: 80 req/s, p50 12.9 ms with
+# one client, 1.15 GB for one model, ready 52 s after start).
+RASA_RPS_TARGET = 400.0
+RASA_P99_TARGET_MS = 300.0
+RASA_ONE_P50_TARGET_MS = 5.0
+RASA_IDLE_TARGET_MB = 1000.0
+RASA_PER_MODEL_TARGET_KB = 50.0
+RASA_FIRST_ANSWER_TARGET_S = 10.0
+
+
+@dataclass
+class RasaResult:
+    processes: str
+    train_s: float = float("nan")
+    first_answer_s: float = float("nan")
+    healthy_s: float = float("nan")
+    idle_rss_mb: float = float("nan")
+    idle_pss_mb: float = float("nan")
+    idle_processes: int = 0
+    extra_models: int = 0
+    extra_errors: int = 0
+    loaded_rss_mb: float = float("nan")
+    loaded_pss_mb: float = float("nan")
+    load: list[LoadResult] = field(default_factory=list)
+    error_samples: list[str] = field(default_factory=list)
+
+    @property
+    def per_model_kb(self) -> float:
+        if not self.extra_models:
+            return float("nan")
+        return (self.loaded_rss_mb - self.idle_rss_mb) * MB / 1000 / self.extra_models
+
+
+def parse_request(host: str, api_key: str, text: str) -> bytes:
+    """The raw HTTP/1.1 bytes of one Rasa ``POST /model/parse`` call (keep-alive)."""
+    body = json.dumps({"text": text}).encode()
+    head = (
+        "POST /model/parse HTTP/1.1\r\n"
+        f"Host: {host}\r\n"
+        f"Authorization: Bearer {api_key}\r\n"
+        "Content-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def train_rasa_bot(data_dir: Path, workdir: Path, result: RasaResult) -> str:
+    """On a first server: a tenant, its dataset imported from ``RASA_NLU``, an intent model
+    trained by the server's train worker and made ``production``; return the tenant's key."""
+    log_path = workdir / "server-rasa-setup.log"
+    env = {"PARLEY_OPERATOR_TOKEN": RASA_OPERATOR_TOKEN}
+    with parley_server(data_dir, free_port(), log_path, env) as (url, _proc, _up):
+        api_key = create_tenant(url, RASA_OPERATOR_TOKEN)
+        headers = {"Authorization": f"Bearer {api_key}"}
+        with httpx.Client(base_url=url, timeout=60.0, headers=headers) as client:
+            dataset = upload_dataset(client, "rasa-init", RASA_NLU, content_type="application/yaml")
+            model, result.train_s = train(client, dataset["id"], "rasa-init")
+            check(client.put("/v1/aliases/production", json={"model_id": model["id"]}), 200)
+    print(
+        f"rasa bot: {dataset['num_labels']} intents, {dataset['num_examples']} examples; "
+        f"trained in {result.train_s:.1f} s (through the API and the train worker)",
+        flush=True,
+    )
+    return api_key
+
+
+def run_rasa(
+    args: argparse.Namespace, tenants: Sequence[TenantModel], data_dir: Path, workdir: Path
+) -> RasaResult:
+    """The Rasa-shaped measurements on a fresh ``parley serve`` (see the module docstring)."""
+    result = RasaResult(processes=str(args.processes or "default"))
+    print("\n== Rasa-shaped /model/parse (a rasa-init bot trained from nlu.yml)", flush=True)
+    api_key = train_rasa_bot(data_dir, workdir, result)
+    env = {"PARLEY_SERVING__PROCESSES": str(args.processes)} if args.processes else {}
+    log_path = workdir / "server-rasa.log"
+    try:
+        with parley_server(data_dir, free_port(), log_path, env) as (url, proc, healthy):
+            host = url.removeprefix("http://")
+            with httpx.Client(base_url=url, timeout=60.0) as client:
+                headers = {"Authorization": f"Bearer {api_key}"}
+                t0 = time.perf_counter()
+                client.post("/model/parse", json={"text": "hello"}, headers=headers)
+                # spawn → healthy (polled every 0.25 s) + the first parse: slightly pessimistic
+                result.healthy_s = healthy
+                first = client.post("/model/parse", json={"text": "hi"}, headers=headers)
+                result.first_answer_s = healthy + time.perf_counter() - t0
+                check(first, 200)
+                time.sleep(1.0)  # start-up allocations settle
+                pids = tree_pids(proc.pid)
+                result.idle_processes = len(pids)
+                result.idle_rss_mb, result.idle_pss_mb = tree_memory_mb(proc.pid)
+                print(
+                    f"  first answer {result.first_answer_s:.1f} s after spawn; idle: "
+                    f"{len(pids)} processes, RSS {result.idle_rss_mb:.0f} MB, PSS "
+                    f"{result.idle_pss_mb:.0f} MB",
+                    flush=True,
+                )
+            rng = random.Random(args.seed)
+            levels = [(1, args.rasa_one_client), (args.rasa_clients, args.rasa_per_client)]
+            for clients, per_client in levels:
+                plans = [
+                    [
+                        parse_request(host, api_key, rng.choice(RASA_MESSAGES))
+                        for _ in range(per_client)
+                    ]
+                    for _ in range(clients)
+                ]
+                load = LoadResult(
+                    batching="rasa",
+                    max_batch=args.max_batch,
+                    clients=clients,
+                    per_client=per_client,
+                )
+                run_load(url, plans, args.max_seconds, load, proc.pid, expect=b'"intent"')
+                result.load.append(load)
+                print(
+                    f"  {clients:3d} clients x {per_client}: {load.requests} ok, {load.errors} "
+                    f"errors, {load.rps:.1f} req/s; p50 {load.p50_ms:.1f} ms, p99 "
+                    f"{load.p99_ms:.1f} ms; server CPU {server_ms(load):.2f} ms a request",
+                    flush=True,
+                )
+                for err in load.error_samples:
+                    note_error(result.error_samples, err)
+            extra = tenants[: args.extra_models]
+            with httpx.Client(base_url=url, timeout=60.0) as client:
+                for t in extra:
+                    error = predict(client, t, t.texts[0])
+                    if error is not None:
+                        result.extra_errors += 1
+                        note_error(result.error_samples, f"extra models: {error}")
+            result.extra_models = len(extra)
+            time.sleep(1.0)
+            result.loaded_rss_mb, result.loaded_pss_mb = tree_memory_mb(proc.pid)
+            print(
+                f"  {len(extra)} extra models loaded ({result.extra_errors} errors): RSS "
+                f"{result.loaded_rss_mb:.0f} MB, {result.per_model_kb:.0f} kB a model",
+                flush=True,
+            )
+            if proc.poll() is not None:
+                raise BenchError(f"server exited during the run; log tail:\n{tail(log_path)}")
+    finally:
+        for err in result.error_samples:
+            print(f"  error: {err}")
+    return result
+
+
+def server_ms(load: LoadResult) -> float:
+    """Server CPU milliseconds a request (all its processes): comparable under other load."""
+    return load.server_cpu_s * 1000 / load.requests if load.requests else float("nan")
+
+
+def rasa_tables(rasa: RasaResult) -> str:
+    rows = [
+        [
+            str(r.clients),
+            str(r.requests),
+            str(r.errors),
+            fmt(r.p50_ms, ".1f"),
+            fmt(r.p99_ms, ".1f"),
+            fmt(r.rps, ".1f"),
+            fmt(server_ms(r), ".2f"),
+            fmt(r.requests / r.server_cpu_s if r.server_cpu_s else float("nan"), ".0f"),
+            fmt(r.bench_cpu_s, ".1f"),
+            r.load_1m,
+        ]
+        for r in rasa.load
+    ]
+    header = [
+        "clients",
+        "ok",
+        "errors",
+        "p50 ms",
+        "p99 ms",
+        "req/s",
+        "server CPU ms/req",
+        "req per server CPU s",
+        "client cpu s",
+        "load 1m",
+    ]
+    load = render_table(header, rows, "rrrrrrrrrr")
+    memory = render_table(
+        [
+            "processes",
+            "train s",
+            "first answer s",
+            "idle RSS MB",
+            "idle PSS MB",
+            "procs",
+            f"RSS +{rasa.extra_models} models MB",
+            "kB/model",
+        ],
+        [
+            [
+                rasa.processes,
+                fmt(rasa.train_s, ".1f"),
+                fmt(rasa.first_answer_s, ".1f"),
+                fmt(rasa.idle_rss_mb, ".0f"),
+                fmt(rasa.idle_pss_mb, ".0f"),
+                str(rasa.idle_processes),
+                fmt(rasa.loaded_rss_mb, ".0f"),
+                fmt(rasa.per_model_kb, ".0f"),
+            ]
+        ],
+        "lrrrrrrr",
+    )
+    return f"{load}\n\n{memory}"
+
+
+def rasa_targets(rasa: RasaResult) -> list[dict[str, Any]]:
+    nan = float("nan")
+    one = next((r for r in rasa.load if r.clients == 1), None)
+    top = max(rasa.load, key=lambda r: r.clients, default=None)
+    n = top.clients if top else 0
+    note = "" if n >= RASA_CLIENTS else f" (only {n}; target is for {RASA_CLIENTS})"
+    checks = [
+        (f"rasa: req/s at {n} clients{note}", top.rps if top else nan, ">=", RASA_RPS_TARGET),
+        (f"rasa: p99 ms at {n} clients", top.p99_ms if top else nan, "<=", RASA_P99_TARGET_MS),
+        ("rasa: p50 ms, one client", one.p50_ms if one else nan, "<=", RASA_ONE_P50_TARGET_MS),
+        ("rasa: idle RSS MB, gateway + workers", rasa.idle_rss_mb, "<=", RASA_IDLE_TARGET_MB),
+        (
+            "rasa: kB per extra loaded model (RSS)",
+            rasa.per_model_kb,
+            "<=",
+            RASA_PER_MODEL_TARGET_KB,
+        ),
+        ("rasa: spawn to first answer s", rasa.first_answer_s, "<=", RASA_FIRST_ANSWER_TARGET_S),
+    ]
+    return [check_row(*c) for c in checks]
+
+
+def check_row(
+    title: str, value: float, op: str, threshold: float, spec: str = ".1f"
+) -> dict[str, Any]:
+    """One row of the targets table: ``value`` against ``op`` (<= or >=) ``threshold``."""
+    ok = value == value and (value <= threshold if op == "<=" else value >= threshold)
+    return {
+        "check": title,
+        "value": value,
+        "shown": fmt(value, spec),
+        "target": f"{op} {threshold:g}",
+        "pass": bool(ok),
+    }
 
 
 # --- report -------------------------------------------------------------------------------
@@ -753,19 +1060,7 @@ def evaluate_targets(
         (f"batching speed-up, req/s on/off at {top} clients", speedup, ">=", SPEEDUP_TARGET, ".2f"),
         (f"p99 ms at {top} clients (batching on)", p99, "<=", P99_TARGET_MS, ".1f"),
     ]
-    out = []
-    for title, value, op, threshold, spec in checks:
-        ok = value == value and (value <= threshold if op == "<=" else value >= threshold)
-        out.append(
-            {
-                "check": title,
-                "value": value,
-                "shown": fmt(value, spec),
-                "target": f"{op} {threshold:g}",
-                "pass": bool(ok),
-            }
-        )
-    return out
+    return [check_row(*c) for c in checks]
 
 
 # --- main ---------------------------------------------------------------------------------
@@ -804,17 +1099,53 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     )
     p.add_argument("--threads", type=int, default=2, help="encoder threads for the setup")
     p.add_argument("--only", choices=["on", "off"], help="run one configuration only")
-    common_flags(p, "3 tenants on 12 generated intents, 1 and 2 clients, 5 requests each")
+    p.add_argument(
+        "--scenario",
+        choices=["both", "tenants", "rasa"],
+        default="both",
+        help="tenants: many tenants' models (batching on/off); rasa: one bot's model from a "
+        "Rasa nlu.yml on /model/parse (its extra models are the first --extra-models tenants; "
+        "alone it sets up only those)",
+    )
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=0,
+        help="rasa: gateway processes of the server (PARLEY_SERVING__PROCESSES; 0: its default)",
+    )
+    p.add_argument(
+        "--extra-models", type=int, default=EXTRA_MODELS, help="rasa: models loaded after idle"
+    )
+    p.add_argument("--rasa-clients", type=int, default=RASA_CLIENTS, help="rasa: clients")
+    p.add_argument(
+        "--rasa-per-client", type=int, default=RASA_PER_CLIENT, help="rasa: requests a client"
+    )
+    p.add_argument(
+        "--rasa-one-client", type=int, default=RASA_ONE_CLIENT, help="rasa: one-client requests"
+    )
+    common_flags(
+        p,
+        "3 tenants on 12 generated intents, 1 and 2 clients, 5 requests each; the rasa bot "
+        "with 3 extra models, 1 and 4 clients",
+    )
     args = p.parse_args(argv)
+    if args.scenario == "rasa":
+        args.tenants = args.extra_models
     if args.quick:
         args.tenants, args.clients, args.per_client, args.cold_models = 3, [1, 2], 5, 2
         args.max_seconds = min(args.max_seconds, 10.0)
+        args.extra_models, args.rasa_clients, args.rasa_per_client = 3, 4, 5
+        args.rasa_one_client = 20
     if args.tenants < 1 or args.cold_models < 0 or args.max_batch < 2 or args.per_client < 0:
         p.error("--tenants must be >= 1, --max-batch >= 2, --cold-models/--per-client >= 0")
+    if min(args.rasa_clients, args.rasa_per_client, args.rasa_one_client) < 1:
+        p.error("--rasa-clients, --rasa-per-client and --rasa-one-client must be >= 1")
     return args
 
 
-def run(args: argparse.Namespace, workdir: Path) -> tuple[dict[str, Any], list[ServerResult]]:
+def run(
+    args: argparse.Namespace, workdir: Path
+) -> tuple[dict[str, Any], list[ServerResult], RasaResult | None]:
     data_dir = workdir / "data"
     scratch = workdir / "scratch"
     scratch.mkdir(parents=True)
@@ -824,9 +1155,12 @@ def run(args: argparse.Namespace, workdir: Path) -> tuple[dict[str, Any], list[S
     tenants, timings = setup_tenants(args, data_dir, scratch)
     timings["setup_s"] = time.perf_counter() - t0
     print(f"setup took {timings['setup_s']:.1f} s", flush=True)
-    configs = [b for b in (True, False) if args.only in (None, "on" if b else "off")]
-    servers = [serve_config(b, tenants, data_dir, workdir, args) for b in configs]
-    return timings, servers
+    servers = []
+    if args.scenario != "rasa":
+        configs = [b for b in (True, False) if args.only in (None, "on" if b else "off")]
+        servers = [serve_config(b, tenants, data_dir, workdir, args) for b in configs]
+    rasa = run_rasa(args, tenants, data_dir, workdir) if args.scenario != "tenants" else None
+    return timings, servers, rasa
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -843,23 +1177,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     outcome, total, code = guarded(lambda tmp: run(args, tmp), "parley-bench-serving-")
     if outcome is None:
         return code
-    timings, servers = outcome
-    checks = evaluate_targets(servers, args.tenants, args.clients)
+    timings, servers, rasa = outcome
+    checks = evaluate_targets(servers, args.tenants, args.clients) if servers else []
+    if rasa is not None:
+        checks += rasa_targets(rasa)
     print(
         f"\nSetup: {args.tenants} tenants in {timings['setup_s']:.1f} s (featurize "
         f"{timings['featurize_s']:.1f} s with the {timings['precision']} encoder; heads "
         f"{timings['heads_total_s']:.1f} s, of which training {timings['heads_train_s']:.1f} s)"
     )
-    print("\nLoad (single-text predict, random tenant per request)")
-    print(load_table(servers))
-    if any(r.stopped_early for s in servers for r in s.load):
-        print("* stopped at --max-seconds before every client sent its requests")
-    print("\nMemory (VmRSS of the parley serve process; MB = 10^6 bytes)")
-    print(memory_table(servers, args.tenants))
-    on = next((s for s in servers if s.batching == "on"), None)
-    if on and on.cold:
-        print()
-        print(cold_table(on.cold))
+    if servers:
+        print("\nLoad (single-text predict, random tenant per request)")
+        print(load_table(servers))
+        if any(r.stopped_early for s in servers for r in s.load):
+            print("* stopped at --max-seconds before every client sent its requests")
+        print("\nMemory (VmRSS of the parley serve process; MB = 10^6 bytes)")
+        print(memory_table(servers, args.tenants))
+        on = next((s for s in servers if s.batching == "on"), None)
+        if on and on.cold:
+            print()
+            print(cold_table(on.cold))
+    if rasa is not None:
+        print(
+            "\nRasa-shaped POST /model/parse (one bot trained from bench/data/rasa_init_nlu.yml; "
+            "server: parley serve --no-demo with its train worker; memory summed over the "
+            "process tree, MB = 10^6 bytes; server CPU = all its processes)"
+        )
+        print(rasa_tables(rasa))
     print("\nTargets")
     print(targets_table(checks))
     passed = sum(c["pass"] for c in checks)
@@ -873,6 +1217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             total,
             setup=timings,
             servers=[asdict(s) for s in servers],
+            rasa=asdict(rasa) if rasa is not None else None,
             targets=checks,
         )
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -49,7 +50,7 @@ from bot_gateway.serving.batcher import MicroBatcher
 from bot_gateway.serving.cache import ModelCache
 from bot_gateway.serving.lookup import Lookups
 from core import lookup_changes
-from core.backends import BackendContext, backends
+from core.backends import BackendContext, backends, set_torch_threads
 from core.counters import counter_stores
 from core.db import ensure_schema, get_engine, session_scope
 from core.logging import configure_logging, log_event
@@ -94,7 +95,9 @@ def build_gateway(settings: Settings) -> Gateway:
             shared=shared_models,
         ),
         batcher=MicroBatcher(
-            max_batch=settings.serving.max_batch, wait_ms=settings.serving.batch_wait_ms
+            max_batch=settings.serving.max_batch,
+            wait_ms=settings.serving.batch_wait_ms,
+            threads=settings.serving.inference_threads or len(os.sched_getaffinity(0)),
         ),
         imports=ThreadPoolExecutor(max_workers=1, thread_name_prefix="import"),
         lookups=Lookups(engine, ttl=settings.serving.lookup_ttl, redis=settings.redis),
@@ -188,17 +191,14 @@ def create_app(
         gateway.conversations = conversation_runtime(gateway, actions_client)
         await gateway.conversations.start()
         gateway.http = httpx.AsyncClient(transport=http_transport, timeout=10.0)
-        try:
-            import torch
-
-            torch.set_num_threads(settings.serving.torch_threads)
-        except ImportError:  # pragma: no cover
-            pass
         if warm_encoder:  # load shared weights now, not on the first prediction
             for _, backend_cls in backends.items():
                 warm_up = getattr(backend_cls, "warm_up", None)
                 if warm_up is not None:
                     warm_up(gateway.cache.context)
+        # torch only where something loaded it (ONNX serving never does; the model cache sets
+        # it for models loaded later)
+        set_torch_threads(settings.serving.torch_threads, if_imported=True)
         gateway.queue.start()
         gateway.usage.start()
         gateway.audit.start()

@@ -152,6 +152,18 @@ class ServingSettings(BaseModel):
     batch_wait_ms: float = Field(
         default=1.0, ge=0, le=100, description="how long a batch waits for more requests"
     )
+    processes: int = Field(
+        default=1,
+        ge=1,
+        description="gateway processes `parley serve` runs on its port (each with its own model "
+        "cache; the train workers and the demo are set up once)",
+    )
+    inference_threads: int = Field(
+        default=0,
+        ge=0,
+        description="threads of a gateway process that run inference batches (ONNX Runtime "
+        "releases the GIL, so each keeps a core busy); 0: one per core",
+    )
     torch_threads: int = Field(default=1, ge=1)
     device: str = Field(default="auto", description="auto, cpu or cuda")
     lookup_ttl: float = Field(

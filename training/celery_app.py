@@ -57,7 +57,7 @@ from kombu import Queue
 from kombu.exceptions import OperationalError
 from sqlalchemy import Engine, select
 
-from core.backends import backends
+from core.backends import backends, set_torch_threads
 from core.db import ensure_schema, get_engine, session_scope, utcnow
 from core.errors import ConfigurationError, ParleyError, Unavailable
 from core.logging import configure_logging, log_event
@@ -67,7 +67,7 @@ from core.settings import Settings
 from core.tables import Model
 from training.jobs import JobRunner, run_train_job
 from training.queue.base import recover_interrupted, worker_name
-from training.worker import make_runner, set_torch_threads, worker_threads
+from training.worker import make_runner, worker_threads
 
 __all__ = [
     "QUEUES",

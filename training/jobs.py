@@ -50,6 +50,7 @@ from core.backends import (
     backends,
     default_backend,
     resolve_device,
+    set_torch_threads,
 )
 from core.db import session_scope, utcnow
 from core.errors import ParleyError
@@ -207,6 +208,7 @@ class JobRunner:
             backend_cls = backends.get(backend_name)
             job, config = parse_params(backend_cls, params)
             data = snapshot(session, tenant_id, record.dataset_id, with_feedback=job.with_feedback)
+        set_torch_threads(self.context.threads)  # workers import torch for their first job
         backend = backend_cls(self.context)
         reporter = _Reporter(self, model_id, watch)
 

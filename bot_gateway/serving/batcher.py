@@ -1,15 +1,18 @@
 """Micro-batching: concurrent predictions share one encoder pass (dynamic batching).
 
-Requests queue up while the inference thread is busy; it then takes everything waiting (up to
+Requests queue up while the inference threads are busy; a free thread then takes what waits
+(its share: the waiting requests divided among the ``threads`` inference threads, up to
 ``max_batch`` texts, waiting at most ``wait_ms`` for more to arrive — only while requests are
 arriving together: after a batch of one, the next batch does not wait), featurizes the texts of
 models that share a ``feature_key`` together (many tenants' heads over one encoder; identical
-texts once), and answers each request's future. Inference runs on this one thread, never on
-the event loop. ``max_batch=1`` turns batching off.
+texts once), and answers each request's future. Inference runs on these threads, never on the
+event loop; ONNX Runtime releases the GIL, so ``threads`` inference threads keep as many cores
+busy. ``max_batch=1`` turns batching off.
 """
 
 from __future__ import annotations
 
+import math
 import queue
 import threading
 import time
@@ -41,16 +44,22 @@ def _key(item: Any) -> Any:
 
 
 class MicroBatcher:
-    def __init__(self, *, max_batch: int = 64, wait_ms: float = 0.0) -> None:
+    def __init__(self, *, max_batch: int = 64, wait_ms: float = 0.0, threads: int = 1) -> None:
+        if threads < 1:
+            raise ValueError(f"threads={threads}: an inference batcher needs 1 thread or more")
         self.max_batch = max_batch
         self.wait_s = wait_ms / 1000
+        self.threads = threads
         self._queue: queue.Queue[object] = queue.Queue()
-        self._held: _Request | None = None
-        self._last_batch_requests = 2  # assume concurrency until a batch of one says otherwise
-        self._thread = threading.Thread(target=self._loop, name="inference", daemon=True)
-        self._thread.start()
+        self._count_lock = threading.Lock()
         self.batches = 0
         self.requests = 0
+        self._threads = [
+            threading.Thread(target=self._loop, name=f"inference-{i}", daemon=True)
+            for i in range(threads)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def submit(self, model: TextClassifier, texts: Sequence[Any]) -> Future[np.ndarray]:
         """A future of ``len(texts) x len(model.labels)`` probabilities."""
@@ -59,17 +68,27 @@ class MicroBatcher:
         return request.future
 
     def stop(self) -> None:
-        self._queue.put(_STOP)
-        self._thread.join(timeout=5)
+        self._queue.put(_STOP)  # each thread that sees it puts it back for the next
+        for thread in self._threads:
+            thread.join(timeout=5)
 
-    def _take_batch(self, first: _Request) -> list[_Request]:
-        """``first`` and whatever waits behind it, up to ``max_batch`` texts in all (a single
-        larger request still runs, alone)."""
-        batch, size = [first], len(first.texts)
+    def _share(self) -> int:
+        """Texts the next batch takes at most: its share of what waits among the threads."""
+        if self.threads == 1:
+            return self.max_batch
+        waiting = self._queue.qsize() + 1
+        return max(1, min(self.max_batch, math.ceil(waiting / self.threads)))
+
+    def _take_batch(
+        self, first: _Request, *, concurrent: bool
+    ) -> tuple[list[_Request], _Request | None]:
+        """``first`` and whatever waits behind it, up to this thread's share of texts (a single
+        larger request still runs, alone); and the request taken that did not fit, if any."""
+        batch, size, limit = [first], len(first.texts), self._share()
         # A lone request last time means no concurrency: waiting would only add latency.
-        wait = self.wait_s if self._last_batch_requests > 1 else 0.0
+        wait = self.wait_s if concurrent else 0.0
         deadline = time.monotonic() + wait
-        while size < self.max_batch:
+        while size < limit:
             try:
                 left = deadline - time.monotonic()
                 item = self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
@@ -79,27 +98,30 @@ class MicroBatcher:
                 self._queue.put(_STOP)
                 break
             assert isinstance(item, _Request)
-            if size + len(item.texts) > self.max_batch:
-                self._held = item  # first in the next batch
-                break
+            if size + len(item.texts) > limit:
+                return batch, item  # first in this thread's next batch
             batch.append(item)
             size += len(item.texts)
-        self._last_batch_requests = len(batch)
-        return batch
+        return batch, None
 
     def _loop(self) -> None:
+        held: _Request | None = None
+        concurrent = True  # assume concurrency until a batch of one says otherwise
         while True:
             item: object  # a _Request, or _STOP
-            if self._held is not None:
-                item, self._held = self._held, None
+            if held is not None:
+                item, held = held, None
             else:
                 item = self._queue.get()
             if item is _STOP:
+                self._queue.put(_STOP)
                 return
             assert isinstance(item, _Request)
-            batch = self._take_batch(item)
-            self.batches += 1
-            self.requests += len(batch)
+            batch, held = self._take_batch(item, concurrent=concurrent)
+            concurrent = len(batch) > 1
+            with self._count_lock:
+                self.batches += 1
+                self.requests += len(batch)
             groups: dict[str, list[_Request]] = defaultdict(list)
             for request in batch:
                 groups[request.model.feature_key].append(request)

@@ -17,7 +17,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from core.backends import BackendContext, TextClassifier, load_model
+from core.backends import BackendContext, TextClassifier, load_model, set_torch_threads
 from core.errors import ModelLoadError, NotFound
 from core.logging import log_event
 from core.shared_models import SharedModels
@@ -115,6 +115,7 @@ class ModelCache:
                 "them. Train the model again"
             )
         model = load_model(ref.backend, directory, self.context)
+        set_torch_threads(self.context.threads, if_imported=True)  # a model that loaded torch
         self.loads += 1
         log_event("serving.model_loaded", model=ref.id)
         return model

@@ -48,6 +48,7 @@ from core.backends.base import (
     load_model,
     read_artifact,
     resolve_device,
+    set_torch_threads,
     unreadable_model,
 )
 from core.backends.detection import (
@@ -111,4 +112,5 @@ __all__ = [
     "read_artifact",
     "unreadable_model",
     "resolve_device",
+    "set_torch_threads",
 ]

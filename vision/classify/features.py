@@ -42,21 +42,29 @@ class LiteFeatures:
     GPU in PyTorch. Thread-safe."""
 
     def __init__(self, *, device: str = "cpu", cache_dir: Path, threads: int = 1) -> None:
+        self.device = device
+        self._lock = threading.Lock()
+        self._session: Any = None
+        self._torch: Any = None
+        self._onnx_path: Path | None = None
+        path = cache_dir / f"lite0-features-{WEIGHTS_SHA256[:16]}.onnx"
+        head = cache_dir / f"lite0-classifier-{WEIGHTS_SHA256[:16]}.npz"
+        if not device.startswith("cuda") and path.is_file() and head.is_file():
+            # both derived once into the cache: serving on CPU needs no torch (about 470 MB)
+            with np.load(head, allow_pickle=False) as saved:
+                self._weight, self._bias = saved["weight"], saved["bias"]
+            self._onnx_path = path
+            self._session = onnx_session(path, threads)
+            return
         import torch
 
         model = lite0()
         classifier = model.get_classifier()
         self._weight = classifier.weight.detach().numpy().astype(np.float32).T.copy()
         self._bias = classifier.bias.detach().numpy().astype(np.float32)
-        self.device = device
-        self._lock = threading.Lock()
-        self._session: Any = None
-        self._torch: Any = None
-        self._onnx_path: Path | None = None
         if device.startswith("cuda"):
             self._torch = _pooled(model).to(torch.device(device)).eval()
             return
-        path = cache_dir / f"lite0-features-{WEIGHTS_SHA256[:16]}.onnx"
         if not path.is_file():
             log_event("vision.lite0.export_onnx", path=str(path))
             pooled = _pooled(model).eval()
@@ -77,6 +85,7 @@ class LiteFeatures:
                     )
 
             write_atomically(path, write)
+        write_atomically(head, lambda tmp: _save_npz(tmp, weight=self._weight, bias=self._bias))
         self._onnx_path = path
         self._session = onnx_session(path, threads)
 
@@ -109,6 +118,12 @@ class LiteFeatures:
     def classify_features(self, features: np.ndarray) -> np.ndarray:
         """ImageNet logits from pooled features (the model's own classifier layer)."""
         return np.asarray(features, dtype=np.float32) @ self._weight + self._bias
+
+
+def _save_npz(path: str, **arrays: np.ndarray) -> None:
+    """Arrays to ``path`` as an uncompressed .npz (under that exact name; no pickle)."""
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
 
 
 def _pooled(model: Any) -> Any:
