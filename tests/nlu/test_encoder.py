@@ -3,6 +3,8 @@ and weights that fail their checksum are refused."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from tokenizers import Tokenizer
@@ -128,7 +130,8 @@ def test_similar_meanings_are_close(onnx_encoder: SentenceEncoder) -> None:
 
 
 def test_weights_with_another_checksum_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(nlu.encoder, "ENCODER_SHA256", "0" * 64)
+    spec = nlu.encoder.ENCODERS[ENCODER_NAME]
+    monkeypatch.setitem(nlu.encoder.ENCODERS, ENCODER_NAME, replace(spec, sha256="0" * 64))
 
     with pytest.raises(ModelLoadError, match="sha256") as info:
         SentenceEncoder(cache_dir=CACHE_DIR)
