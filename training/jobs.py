@@ -246,7 +246,10 @@ class JobRunner:
                     _take(features, held_idx),
                     [targets[i] for i in held_idx],
                     dataset_labels=sorted(set(data.labels)),
-                    options=EvaluationOptions(out_of_scope_threshold=job.out_of_scope_threshold),
+                    options=EvaluationOptions(
+                        out_of_scope_threshold=job.out_of_scope_threshold,
+                        out_of_scope_share=job.out_of_scope_share,
+                    ),
                 )
             metrics["train_examples"] = len(train_idx)
             metrics["refit_on_all"] = refit

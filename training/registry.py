@@ -49,6 +49,14 @@ class JobParams(BaseModel):
         le=1,
         description="intent models: fixed confidence threshold; default: calibrated; 0: off",
     )
+    out_of_scope_share: float | None = Field(
+        default=None,
+        gt=0,
+        lt=1,
+        description="intent models trained with out_of_scope examples: the share of messages "
+        "you expect to be out of scope (e.g. 0.2); the threshold maximises accuracy over all "
+        "messages at that share; default: the share in the held-out split",
+    )
     entity_backend: str | None = Field(
         default=None,
         description="joint intent + entities models: the entity half's backend; "

@@ -55,6 +55,10 @@ class IntentBackend(Backend[FeaturesT, str, TextClassifier]):
         predicted = [model.labels[i] for i in probs.argmax(axis=1)]
         metrics = classification_metrics(truth, predicted, dataset_labels)
         metrics["out_of_scope"] = calibrate_out_of_scope(
-            truth, probs, model.labels, fixed=options.out_of_scope_threshold
+            truth,
+            probs,
+            model.labels,
+            fixed=options.out_of_scope_threshold,
+            share=options.out_of_scope_share,
         )
         return metrics

@@ -203,8 +203,9 @@ def test_out_of_scope_from_examples_and_threshold(api: Api) -> None:
     ds = api.upload(DEMO_DATA.read_bytes(), name="demo").json()
     model = api.train(ds["id"])
     oos = model["metrics"]["out_of_scope"]
-    assert oos["method"] == "balanced_on_out_of_scope_examples" and oos["num_out_of_scope"] >= 4
-    assert 0 < oos["threshold"] < 1
+    assert oos["method"] == "overall_accuracy_on_out_of_scope_examples"
+    assert oos["num_out_of_scope"] >= 4
+    assert 0 <= oos["threshold"] < 1 and len(oos["curve"]) >= 20
     assert oos["in_scope_accuracy"] > 0.7 and oos["out_of_scope_recall"] > 0.5
     url = f"/v1/models/{model['id']}/predict"
     r = api.client.post(
@@ -230,7 +231,8 @@ def test_out_of_scope_threshold_without_examples_and_fixed(
     api: Api, trained: dict[str, Any]
 ) -> None:
     oos = trained["metrics"]["out_of_scope"]
-    assert oos["method"].startswith("in_scope_quantile") and oos["out_of_scope_recall"] is None
+    assert oos["method"] == "in_scope_within_2_points_of_raw_top1"
+    assert oos["out_of_scope_recall"] is None
     assert oos["num_out_of_scope"] == 0 and oos["in_scope_accuracy"] is not None
     ds = api.upload(intent_csv()).json()
     fixed = api.train(ds["id"], params={"epochs": 5, "out_of_scope_threshold": 0.99})

@@ -173,7 +173,7 @@ def test_intent_held_out_metrics_score_the_model_and_calibrate_out_of_scope(
     assert calibrated["accuracy"] == pytest.approx(right / len(truth))
     assert calibrated["num_evaluated"] == len(truth)
     assert calibrated["confusion_matrix"]["labels"] == dataset_labels
-    assert calibrated["out_of_scope"]["method"] == "balanced_on_out_of_scope_examples"
+    assert calibrated["out_of_scope"]["method"] == "overall_accuracy_on_out_of_scope_examples"
     assert calibrated["out_of_scope"]["num_out_of_scope"] == 1
 
     fixed = backend.evaluate(
