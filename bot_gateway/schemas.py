@@ -242,6 +242,24 @@ class ModelPublic(BaseModel):
         )
 
 
+class ModelUpdate(BaseModel):
+    """What a trained model lets you change without retraining."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"out_of_scope_threshold": 0.42}, {"out_of_scope_threshold": None}]
+        },
+    )
+    out_of_scope_threshold: float | None = Field(
+        ge=0,
+        le=1,
+        description="intent models: below this top confidence a message is out_of_scope "
+        "(0: never); null restores the calibrated threshold. metrics.out_of_scope.curve shows "
+        "the trade-off",
+    )
+
+
 class LearningCurvePoint(BaseModel):
     epoch: int
     train_loss: float

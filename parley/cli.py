@@ -946,6 +946,34 @@ def models_metrics(model_id: str, as_json: JsonOpt = False) -> None:
     )
 
 
+@models_app.command("threshold")
+def models_threshold(
+    model_id: str,
+    value: Annotated[str, typer.Argument(help="0 to 1, or 'calibrated' to restore it")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Move an intent model's out-of-scope threshold without retraining."""
+    threshold = None
+    if value != "calibrated":
+        try:
+            threshold = float(value)
+        except ValueError:
+            _fail(f"threshold {value!r}: give a number from 0 to 1, or 'calibrated'")
+    with _client() as client:
+        model = _api(client.set_out_of_scope_threshold, model_id, threshold)
+    if as_json:
+        _print_json(model)
+        return
+    oos = model["metrics"]["out_of_scope"]
+    recall = oos.get("out_of_scope_recall")
+    console.print(
+        f"{model_id}: out of scope below {oos['threshold']} ({oos['method']}; calibrated "
+        f"{oos.get('calibrated_threshold')}): held-out in-scope accuracy "
+        f"{oos.get('in_scope_accuracy')}, out-of-scope recall "
+        + ("n/a (no out_of_scope examples)" if recall is None else f"{recall}")
+    )
+
+
 @models_app.command("curve")
 def models_curve(model_id: str, as_json: JsonOpt = False) -> None:
     """The learning curve: per epoch loss and held-out accuracy."""

@@ -191,6 +191,11 @@ class ParleyClient:
     def learning_curve(self, model_id: str) -> dict[str, Any]:
         return self._call("GET", f"/models/{model_id}/learning-curve")
 
+    def set_out_of_scope_threshold(self, model_id: str, threshold: float | None) -> dict[str, Any]:
+        """Move an intent model's out-of-scope threshold (``None``: the calibrated one)."""
+        body = {"out_of_scope_threshold": threshold}
+        return self._call("PATCH", f"/models/{model_id}", json=body)
+
     def cancel(self, model_id: str) -> dict[str, Any]:
         return self._call("POST", f"/models/{model_id}/cancel")
 

@@ -1,7 +1,8 @@
 """The model registry: model records (train jobs), their lifecycle, and aliases.
 
 Status: ``queued → running → succeeded | failed | cancelled``. Every function filters by
-tenant; another tenant's model or alias is ``NotFound``.
+tenant; another tenant's model or alias is ``NotFound``. A succeeded intent model's
+out-of-scope threshold can be moved without retraining (``set_out_of_scope_threshold``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from core import lookup_changes
 from core.backends import (
+    INTENT,
     AnyBackend,
     BackendConfig,
     DatasetStats,
@@ -25,6 +27,7 @@ from core.backends import (
 )
 from core.db import utcnow
 from core.errors import Conflict, InvalidInput, NotFound, NotReady
+from core.evaluation import curve_point
 from core.ids import new_id
 from core.tables import Alias, Dataset, Example, Model
 from training.datasets.service import get_dataset
@@ -227,6 +230,55 @@ def delete_model(session: Session, tenant_id: str, model_id: str) -> Model:
         )
     session.delete(model)
     lookup_changes.record(session, tenant_id, "models")
+    return model
+
+
+def set_out_of_scope_threshold(
+    session: Session, tenant_id: str, model_id: str, threshold: float | None, *, actor: str
+) -> Model:
+    """Move a succeeded intent model's out-of-scope threshold without retraining (``None``:
+    back to the calibrated one), record it in ``metrics.out_of_scope`` with its effect on the
+    held-out split (read off the stored curve), and note the change for every gateway's
+    look-up cache (the loaded model stays loaded; only the threshold it is served with moves).
+    """
+    model = get_model(session, tenant_id, model_id)
+    if model.status != "succeeded":
+        raise NotReady(
+            f"model {model_id} is {model.status}; its out-of-scope threshold can be set once it "
+            "has succeeded",
+            status=model.status,
+        )
+    if model.task != INTENT:
+        raise InvalidInput(
+            f"model {model_id} is a {model.task} model; only intent models have an "
+            "out-of-scope threshold"
+        )
+    if threshold is not None and not 0 <= threshold <= 1:
+        raise InvalidInput(f"out_of_scope_threshold {threshold}: use a number from 0 to 1")
+    metrics = dict(model.metrics or {})
+    oos = dict(metrics.get("out_of_scope") or {})
+    if "calibrated_threshold" not in oos:  # the first change keeps what training chose
+        oos["calibrated_threshold"] = oos.get("threshold")
+        oos["calibrated_method"] = oos.get("method")
+    if threshold is None:
+        chosen, method = oos["calibrated_threshold"], oos["calibrated_method"]
+    else:
+        chosen, method = float(threshold), "manual"
+    oos["threshold"], oos["method"] = chosen, method
+    if oos.get("curve"):
+        effect = curve_point(oos["curve"], float(chosen or 0.0))
+        oos.update(effect)
+        share = oos.get("out_of_scope_share")
+        if share is not None and effect["out_of_scope_recall"] is not None:
+            in_acc = effect["in_scope_accuracy"] or 0.0
+            oos["overall_accuracy"] = round(
+                (1 - share) * in_acc + share * effect["out_of_scope_recall"], 6
+            )
+    oos["set_by"], oos["set_at"] = actor, utcnow().isoformat()
+    metrics["out_of_scope"] = oos
+    model.metrics = metrics  # a new dict: the JSON column is written
+    lookup_changes.record(session, tenant_id, "models")
+    session.flush()
     return model
 
 

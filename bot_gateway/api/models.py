@@ -1,4 +1,5 @@
-"""Models: train (queue a job), read status and metrics, learning curve, cancel, delete."""
+"""Models: train (queue a job), read status and metrics, learning curve, move an intent
+model's out-of-scope threshold, cancel, delete."""
 
 from __future__ import annotations
 
@@ -8,7 +9,13 @@ from fastapi import APIRouter, Response
 from sqlalchemy.orm import Session
 
 from bot_gateway.deps import GatewayDep, PredictDep, SessionDep, TrainDep
-from bot_gateway.schemas import LearningCurve, LearningCurvePoint, ModelCreate, ModelPublic
+from bot_gateway.schemas import (
+    LearningCurve,
+    LearningCurvePoint,
+    ModelCreate,
+    ModelPublic,
+    ModelUpdate,
+)
 from core.backends import builtin_models
 from core.errors import NotReady
 from core.tables import Model
@@ -97,6 +104,25 @@ def learning_curve(model_id: str, principal: PredictDep, session: SessionDep) ->
     return LearningCurve(
         model_id=model.id, points=[LearningCurvePoint(**p) for p in model.learning_curve or []]
     )
+
+
+@router.patch("/{model_id}", response_model=ModelPublic)
+def update_model(
+    model_id: str, body: ModelUpdate, principal: TrainDep, session: SessionDep, gateway: GatewayDep
+) -> ModelPublic:
+    """Move a succeeded intent model's out-of-scope threshold (``null``: the calibrated one),
+    without retraining; every alias serves the new threshold at once, with no reload. The
+    change, and its effect on the held-out split, are recorded in ``metrics.out_of_scope``."""
+    model = registry.set_out_of_scope_threshold(
+        session,
+        principal.tenant_id,
+        model_id,
+        body.out_of_scope_threshold,
+        actor=f"key:{principal.key_id}",
+    )
+    session.commit()
+    gateway.lookups.forget_models(principal.tenant_id)
+    return public(session, model)
 
 
 @router.post("/{model_id}/cancel", response_model=ModelPublic)
