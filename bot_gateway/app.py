@@ -97,7 +97,8 @@ def build_gateway(settings: Settings) -> Gateway:
         batcher=MicroBatcher(
             max_batch=settings.serving.max_batch,
             wait_ms=settings.serving.batch_wait_ms,
-            threads=settings.serving.inference_threads or len(os.sched_getaffinity(0)),
+            threads=settings.serving.inference_threads
+            or max(1, len(os.sched_getaffinity(0)) // settings.serving.processes),
         ),
         imports=ThreadPoolExecutor(max_workers=1, thread_name_prefix="import"),
         lookups=Lookups(engine, ttl=settings.serving.lookup_ttl, redis=settings.redis),

@@ -162,7 +162,8 @@ class ServingSettings(BaseModel):
         default=0,
         ge=0,
         description="threads of a gateway process that run inference batches (ONNX Runtime "
-        "releases the GIL, so each keeps a core busy); 0: one per core",
+        "releases the GIL, so each keeps a core busy); 0: the cores shared out among the "
+        "gateway processes (one a core with one process)",
     )
     torch_threads: int = Field(default=1, ge=1)
     device: str = Field(default="auto", description="auto, cpu or cuda")

@@ -118,23 +118,34 @@ def serve(
         int | None,
         typer.Option(help="local train worker processes (0: this server trains nothing)"),
     ] = None,
+    processes: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="gateway processes sharing the port, each with its own model cache (default "
+            "PARLEY_SERVING__PROCESSES, 1: one process, inference on one thread per core); more "
+            "than 1 needs PARLEY_REDIS__URL for the shared rate limits and quotas",
+        ),
+    ] = None,
 ) -> None:
     """Run the Parley server (and its train workers). Migrates an embedded SQLite database."""
-    import uvicorn
-
-    from bot_gateway.app import create_app
     from core.db import ensure_schema
     from core.errors import ParleyError
     from core.settings import get_settings
+    from parley.serving import check_processes
+    from parley.serving import serve as serve_gateway
 
     if workers is not None:
         os.environ["PARLEY_QUEUE__WORKERS"] = str(workers)
+    if processes is not None:
+        os.environ["PARLEY_SERVING__PROCESSES"] = str(processes)
     if demo:
         os.environ["PARLEY_DEMO"] = "1"
     get_settings.cache_clear()
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     try:
+        check_processes(settings)
         ensure_schema(settings.database_url)
     except ParleyError as e:
         _fail(e.message)
@@ -160,19 +171,10 @@ def serve(
     else:
         console.print(f"[bold]Parley[/bold] on {url}")
     sys.stdout.flush()
-    mounts: dict[str, Any] = {}
-    if settings.demo:  # the sample orders API the demo bot calls, served beside the gateway
-        from parley.demo import ORDERS_API
-        from parley.demo_orders import create_orders_app
-
-        mounts[ORDERS_API] = create_orders_app()
-    uvicorn.run(
-        create_app(settings, mounts=mounts),
-        host=host,
-        port=port,
-        log_level="warning",
-        access_log=False,
-    )
+    try:
+        serve_gateway(settings, host=host, port=port)
+    except ParleyError as e:
+        _fail(e.message)
 
 
 def _ensure_demo(settings: Settings, url: str) -> Demo:

@@ -1,0 +1,147 @@
+"""Inference on several threads, with a real intent model: every concurrent request gets its own
+answer (the one the model gives that text alone), the threads share the batches, and a gateway
+that serves ONNX models (the encoder and the image backbone) never loads torch."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from bot_gateway.serving.batcher import MicroBatcher
+from core.backends import BackendContext
+from nlu.intent.embedding_head import EmbeddingHeadBackend, EmbeddingHeadConfig
+from tests.conftest import CACHE_DIR, ROOT
+from tests.support.data import INTENTS
+
+pytestmark = pytest.mark.slow
+
+TRAIN = [(text, label) for label, texts in INTENTS.items() for text in texts]
+MESSAGES = [
+    "where's my package",
+    "i'd like a refund please",
+    "hey there",
+    "see you soon",
+    "has the parcel been shipped",
+    "return the money for my order",
+    "good evening",
+    "bye bye",
+]
+
+
+@pytest.fixture(scope="module")
+def trained() -> Any:
+    backend = EmbeddingHeadBackend(BackendContext(cache_dir=CACHE_DIR, device="cpu"))
+    texts = [t for t, _ in TRAIN]
+    return backend.train(
+        backend.featurize(texts),
+        [label for _, label in TRAIN],
+        EmbeddingHeadConfig(epochs=20),
+        seed=0,
+        validation=None,
+        on_epoch=None,
+        progress=lambda _f: None,
+    )
+
+
+class _Seen:
+    """The real model, noting which thread featurized each batch."""
+
+    def __init__(self, model: Any) -> None:
+        self.model, self.threads = model, set[str]()
+        self.labels, self.feature_key = model.labels, model.feature_key
+
+    def featurize(self, texts: Any) -> Any:
+        self.threads.add(threading.current_thread().name)
+        return self.model.featurize(texts)
+
+    def predict_features(self, features: Any) -> Any:
+        return self.model.predict_features(features)
+
+
+def test_several_inference_threads_answer_every_request_with_its_own_text(trained: Any) -> None:
+    alone = {text: trained.predict_features(trained.featurize([text]))[0] for text in MESSAGES}
+    seen = _Seen(trained)
+    batcher = MicroBatcher(max_batch=8, threads=2)
+    asked = [MESSAGES[i % len(MESSAGES)] for i in range(240)]
+    try:
+        with ThreadPoolExecutor(24) as clients:  # 24 callers at once, like 24 HTTP clients
+            answers = list(clients.map(lambda t: batcher.submit(seen, [t]).result(30), asked))
+    finally:
+        batcher.stop()
+    for text, probs in zip(asked, answers, strict=True):
+        assert probs.shape == (1, len(trained.labels))
+        np.testing.assert_allclose(probs[0], alone[text], atol=1e-5, err_msg=text)
+    assert batcher.requests == len(asked)
+    assert batcher.batches < len(asked)  # requests were batched
+    assert seen.threads == {"inference-0", "inference-1"}  # both threads took batches
+
+
+SERVE_ONNX = """
+import json, sys
+from pathlib import Path
+from fastapi.testclient import TestClient
+from bot_gateway.app import create_app
+from core.backends import load_model
+from core.settings import get_settings
+
+with TestClient(create_app(get_settings())) as client:
+    assert client.get("/v1/health").status_code == 200
+    gateway = client.app.state.gateway
+    model = load_model("embedding-head", Path(sys.argv[1]), gateway.cache.context)
+    probs = gateway.batcher.submit(model, ["where's my package"]).result(30)
+    label = model.labels[int(probs[0].argmax())]
+    print(json.dumps({"label": label, "torch": "torch" in sys.modules}))
+"""
+
+IDLE_WORKER = """
+import json, sys
+from training.worker import main
+code = main(["--once", "--name", "idle"])
+print(json.dumps({"code": code, "torch": "torch" in sys.modules}))
+"""
+
+
+def _run(script: str, tmp_path: Path, *args: str) -> dict[str, Any]:
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "PARLEY_DATA_DIR": str(tmp_path / "data"),
+        "PARLEY_CACHE_DIR": str(CACHE_DIR),
+        "PARLEY_QUEUE__WORKERS": "0",
+        "PARLEY_SERVING__DEVICE": "auto",
+        "PARLEY_LOG_LEVEL": "WARNING",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stderr
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+def test_a_gateway_serving_an_onnx_intent_model_never_imports_torch(
+    trained: Any, tmp_path: Path
+) -> None:
+    from vision.classify.features import get_features
+
+    # the derived files the gateway loads at start are in the cache (made here, with torch)
+    get_features(BackendContext(cache_dir=CACHE_DIR, device="cpu"), "cpu")
+    trained.save(tmp_path / "model")
+    out = _run(SERVE_ONNX, tmp_path, str(tmp_path / "model"))
+    assert out == {"label": "track_order", "torch": False}
+
+
+def test_an_idle_train_worker_does_not_import_torch(tmp_path: Path) -> None:
+    assert _run(IDLE_WORKER, tmp_path) == {"code": 0, "torch": False}
