@@ -264,8 +264,11 @@ class _Scores:
         """``(1 - share) * in-scope accuracy + share * out-of-scope recall``."""
         in_acc = self.in_scope_accuracy(t)
         recall = self.out_of_scope_recall(t)
-        return (1 - share) * (0.0 if in_acc is None else in_acc) + share * (
-            0.0 if recall is None else recall
+        zero = np.zeros(np.shape(t))
+        return np.asarray(
+            (1 - share) * (zero if in_acc is None else in_acc)
+            + share * (zero if recall is None else recall),
+            dtype=float,
         )
 
 
@@ -378,8 +381,9 @@ def curve_point(curve: Sequence[Mapping[str, Any]], threshold: float) -> dict[st
     xs = [float(p["threshold"]) for p in points]
     result: dict[str, float | None] = {}
     for key in ("in_scope_accuracy", "out_of_scope_recall", "in_scope_flagged"):
-        known = [(x, p.get(key)) for x, p in zip(xs, points, strict=True)]
-        known = [(x, float(v)) for x, v in known if v is not None]
+        known = [
+            (x, float(p[key])) for x, p in zip(xs, points, strict=True) if p.get(key) is not None
+        ]
         if not known:
             result[key] = None
             continue
