@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from bot_gateway.services.predictions import rank
 from core.evaluation import OUT_OF_SCOPE, calibrate_out_of_scope, curve_point
@@ -137,3 +138,16 @@ def test_rank_flags_low_confidence_and_explicit_label() -> None:
     assert oos and preds[0].label == OUT_OF_SCOPE
     preds, oos = rank(np.array([0.8, 0.1, 0.1]), LABELS, 1, threshold=0.6)
     assert not oos and [p.label for p in preds] == ["greet"]
+
+
+def test_job_params_take_an_out_of_scope_share_strictly_between_0_and_1() -> None:
+    from core.errors import InvalidInput
+    from nlu.intent.embedding_head import EmbeddingHeadBackend
+    from training.registry import parse_params
+
+    job, _ = parse_params(EmbeddingHeadBackend, {"out_of_scope_share": 0.2})
+    assert job.out_of_scope_share == 0.2
+    assert parse_params(EmbeddingHeadBackend, {})[0].out_of_scope_share is None
+    for bad in (0, 1, -0.1, 1.5, "a lot"):
+        with pytest.raises(InvalidInput, match="out_of_scope_share"):
+            parse_params(EmbeddingHeadBackend, {"out_of_scope_share": bad})

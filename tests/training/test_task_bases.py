@@ -186,6 +186,16 @@ def test_intent_held_out_metrics_score_the_model_and_calibrate_out_of_scope(
     assert fixed["out_of_scope"]["method"] == "fixed"
     assert fixed["out_of_scope"]["threshold"] == 0.25
 
+    shared = backend.evaluate(
+        model,
+        features,
+        truth,
+        dataset_labels=dataset_labels,
+        options=EvaluationOptions(out_of_scope_share=0.5),
+    )
+    assert shared["out_of_scope"]["out_of_scope_share"] == 0.5  # the job's prior, not 1/n
+    assert calibrated["out_of_scope"]["out_of_scope_share"] == round(1 / len(truth), 6)
+
 
 def test_entity_held_out_metrics_count_exact_spans_only(tmp_path: Path) -> None:
     from core.backends import Entity
