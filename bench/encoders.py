@@ -389,7 +389,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     if unknown:
         p.error(f"unknown protocols {unknown}; use {', '.join(PROTOCOLS)}")
     if args.quick:
-        args.latency_calls, args.throughput_texts, args.runtime = 5, 32, "torch"
+        args.latency_calls, args.throughput_texts = 5, 32
+        args.runtime = "torch" if args.precision == "fp32" else args.runtime
+    if args.runtime == "torch" and args.precision == "int8":
+        p.error("int8 runs on ONNX Runtime only: --runtime onnx or auto")
     return args
 
 
