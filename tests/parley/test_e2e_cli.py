@@ -167,6 +167,12 @@ def test_demo_tenant_then_cli_workflow_then_restart(
     assert [p[0]["label"] for p in answer["predictions"]] == ["greet", "refund"]
     human = cli(acme, "predict", "live", "bye for now").stdout
     assert "goodbye" in human
+    # the out-of-scope threshold moves without retraining, and back
+    moved = cli_json(acme, "models", "threshold", model["id"], "1")
+    assert moved["metrics"]["out_of_scope"]["method"] == "manual"
+    assert cli_json(acme, "predict", "live", "hello there")["out_of_scope"] is True
+    restored = cli_json(acme, "models", "threshold", model["id"], "calibrated")
+    assert restored["metrics"]["out_of_scope"]["threshold"] == metrics["out_of_scope"]["threshold"]
     # the CLI reports API errors clearly and exits non-zero
     bad = cli(acme, "predict", "production", "hi", check=False)
     assert bad.returncode == 1 and "404 not_found" in bad.stderr
