@@ -687,6 +687,7 @@ RASA_ONE_CLIENT = 300  # sequential /model/parse requests of the one-client meas
 RASA_PER_CLIENT = 40  # requests per client at RASA_CLIENTS clients
 RASA_CLIENTS = 64
 EXTRA_MODELS = 100
+EXTRA_WARM = 10  # models loaded before the extra ones are measured (warm the predict route)
 # Targets of issue 15 (Rasa 3.6 on its own `rasa init` bot here: 80 req/s, p50 12.9 ms with
 # one client, 1.15 GB for one model, ready 52 s after start).
 RASA_RPS_TARGET = 400.0
@@ -707,7 +708,9 @@ class RasaResult:
     idle_pss_mb: float = float("nan")
     idle_processes: int = 0
     extra_models: int = 0
+    extra_labels: float = 0.0
     extra_errors: int = 0
+    warm_rss_mb: float = float("nan")
     loaded_rss_mb: float = float("nan")
     loaded_pss_mb: float = float("nan")
     load: list[LoadResult] = field(default_factory=list)
@@ -717,7 +720,7 @@ class RasaResult:
     def per_model_kb(self) -> float:
         if not self.extra_models:
             return float("nan")
-        return (self.loaded_rss_mb - self.idle_rss_mb) * MB / 1000 / self.extra_models
+        return (self.loaded_rss_mb - self.warm_rss_mb) * MB / 1000 / self.extra_models
 
 
 def parse_request(host: str, api_key: str, text: str) -> bytes:
@@ -810,19 +813,28 @@ def run_rasa(
                 )
                 for err in load.error_samples:
                     note_error(result.error_samples, err)
-            extra = tenants[: args.extra_models]
+            # the first EXTRA_WARM models warm the predict route (one-off allocations); the
+            # next --extra-models are the ones measured
+            n_warm = args.extra_warm
+            warm, extra = tenants[:n_warm], tenants[n_warm : n_warm + args.extra_models]
             with httpx.Client(base_url=url, timeout=60.0) as client:
-                for t in extra:
+                for i, t in enumerate([*warm, *extra]):
+                    if i == len(warm):
+                        time.sleep(1.0)
+                        result.warm_rss_mb, _ = tree_memory_mb(proc.pid)
                     error = predict(client, t, t.texts[0])
                     if error is not None:
                         result.extra_errors += 1
                         note_error(result.error_samples, f"extra models: {error}")
             result.extra_models = len(extra)
+            result.extra_labels = statistics.fmean(t.labels for t in extra) if extra else 0.0
             time.sleep(1.0)
             result.loaded_rss_mb, result.loaded_pss_mb = tree_memory_mb(proc.pid)
             print(
-                f"  {len(extra)} extra models loaded ({result.extra_errors} errors): RSS "
-                f"{result.loaded_rss_mb:.0f} MB, {result.per_model_kb:.0f} kB a model",
+                f"  {len(warm)} + {len(extra)} extra models loaded ({result.extra_errors} errors; "
+                f"{result.extra_labels:.1f} intents a model): RSS {result.warm_rss_mb:.0f} MB "
+                f"after the first {len(warm)}, {result.loaded_rss_mb:.0f} MB after all, "
+                f"{result.per_model_kb:.0f} kB a model",
                 flush=True,
             )
             if proc.poll() is not None:
@@ -875,7 +887,9 @@ def rasa_tables(rasa: RasaResult) -> str:
             "idle RSS MB",
             "idle PSS MB",
             "procs",
-            f"RSS +{rasa.extra_models} models MB",
+            "RSS warm-up models MB",
+            f"RSS +{rasa.extra_models} more MB",
+            "intents/model",
             "kB/model",
         ],
         [
@@ -886,11 +900,13 @@ def rasa_tables(rasa: RasaResult) -> str:
                 fmt(rasa.idle_rss_mb, ".0f"),
                 fmt(rasa.idle_pss_mb, ".0f"),
                 str(rasa.idle_processes),
+                fmt(rasa.warm_rss_mb, ".0f"),
                 fmt(rasa.loaded_rss_mb, ".0f"),
+                fmt(rasa.extra_labels, ".1f"),
                 fmt(rasa.per_model_kb, ".0f"),
             ]
         ],
-        "lrrrrrrr",
+        "lrrrrrrrrr",
     )
     return f"{load}\n\n{memory}"
 
@@ -1126,16 +1142,19 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     common_flags(
         p,
         "3 tenants on 12 generated intents, 1 and 2 clients, 5 requests each; the rasa bot "
-        "with 3 extra models, 1 and 4 clients",
+        "with 2 extra models after 1 warm-up model, 1 and 4 clients",
     )
     args = p.parse_args(argv)
-    if args.scenario == "rasa":
-        args.tenants = args.extra_models
+    args.extra_warm = EXTRA_WARM
     if args.quick:
         args.tenants, args.clients, args.per_client, args.cold_models = 3, [1, 2], 5, 2
         args.max_seconds = min(args.max_seconds, 10.0)
-        args.extra_models, args.rasa_clients, args.rasa_per_client = 3, 4, 5
-        args.rasa_one_client = 20
+        args.extra_models, args.rasa_clients, args.rasa_per_client = 2, 4, 5
+        args.rasa_one_client, args.extra_warm = 20, 1
+    if args.scenario == "rasa":
+        args.tenants = args.extra_models + args.extra_warm
+    elif args.scenario == "both":
+        args.tenants = max(args.tenants, args.extra_models + args.extra_warm)
     if args.tenants < 1 or args.cold_models < 0 or args.max_batch < 2 or args.per_client < 0:
         p.error("--tenants must be >= 1, --max-batch >= 2, --cold-models/--per-client >= 0")
     if min(args.rasa_clients, args.rasa_per_client, args.rasa_one_client) < 1:
@@ -1171,8 +1190,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"Parley serving benchmark ({args.tenants} tenants, HWU64)",
         [str(Path(sys.argv[0])), *argv],
         facts,
-        server=f"parley serve --no-demo, PARLEY_QUEUE__WORKERS=0, PARLEY_SERVING__MAX_BATCH="
-        f"{args.max_batch} (on) / 1 (off), device {args.device}; load clients run here too",
+        server=f"parley serve --no-demo; tenants: PARLEY_QUEUE__WORKERS=0, "
+        f"PARLEY_SERVING__MAX_BATCH={args.max_batch} (on) / 1 (off); rasa: with its train "
+        f"worker, processes {args.processes or 'default'}; device {args.device}; load clients "
+        "run here too",
     )
     outcome, total, code = guarded(lambda tmp: run(args, tmp), "parley-bench-serving-")
     if outcome is None:
