@@ -294,6 +294,14 @@ def calibrate_out_of_scope(
     them, it is the highest threshold that keeps held-out in-scope accuracy within
     ``tolerance`` of the raw top-1 accuracy (less a safety margin on a small split). ``fixed``
     skips calibration.
+
+    A job calibrates the model trained without the held-out split, and with ``refit_on_all``
+    serves one refit on everything. Measured on Banking77-OOS (``bench/out_of_scope.py``), the
+    refit model is a little more confident: at the same threshold it turned away 0-2 points
+    fewer in-scope messages of the test split (0.8 full, 2.0 at 10-shot with share 0.25) and
+    caught from 3.5 points fewer to 2 points more out-of-scope ones. That errs on the side the
+    threshold promises (in-scope answers kept), and a correction would need data the refit
+    model has not seen, so the threshold is served as calibrated.
     """
     labels = list(labels)
     top = np.asarray(probs.max(axis=1), dtype=float)
