@@ -27,7 +27,7 @@ from core.backends import (
 )
 from core.db import utcnow
 from core.errors import Conflict, InvalidInput, NotFound, NotReady
-from core.evaluation import curve_point
+from core.evaluation import OUT_OF_SCOPE, curve_point
 from core.ids import new_id
 from core.tables import Alias, Dataset, Example, Model
 from training.datasets.service import get_dataset
@@ -139,6 +139,11 @@ def create_model(
                 f"params.entity_backend {job.entity_backend!r} trains {entity_cls.task} models;"
                 " name an entities backend"
             )
+    if job.out_of_scope_share is not None and OUT_OF_SCOPE not in (dataset.label_counts or {}):
+        raise InvalidInput(
+            f"params.out_of_scope_share weighs out_of_scope examples, but dataset {dataset_id} "
+            "has none; add examples labelled out_of_scope, or leave the param out"
+        )
     backend_cls.check_dataset(_stats(session, dataset))
     if alias is not None:
         check_alias_name(alias)

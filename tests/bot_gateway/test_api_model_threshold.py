@@ -115,3 +115,21 @@ def test_only_succeeded_intent_models(api: Api) -> None:
     assert entity_model["status"] == "succeeded", entity_model["failure_message"]
     r = patch(api, entity_model["id"], {"out_of_scope_threshold": 0.5})
     assert r.status_code == 422 and "only intent models" in r.json()["message"]
+
+
+def test_the_out_of_scope_share_param(api: Api) -> None:
+    from parley.demo import DEMO_DATA
+
+    plain = api.upload(intent_csv()).json()
+    for share, words in ((0.3, "has none"), (1.5, "out_of_scope_share"), (0, "greater than 0")):
+        body = {"dataset_id": plain["id"], "params": {"out_of_scope_share": share}}
+        r = api.client.post("/v1/models", json=body, headers=api.a)
+        assert r.status_code == 422 and words in r.json()["message"], (share, r.text)
+    demo = api.upload(DEMO_DATA.read_bytes(), name="demo").json()
+    model = api.train(demo["id"], params={"out_of_scope_share": 0.5})
+    oos = model["metrics"]["out_of_scope"]
+    assert oos["out_of_scope_share"] == 0.5 and oos["num_out_of_scope"] >= 4
+    default = api.train(demo["id"])["metrics"]["out_of_scope"]
+    assert default["out_of_scope_share"] < 0.2  # the held-out split's own share
+    # a prior of one in two off topic never turns away fewer messages than the split's own
+    assert oos["threshold"] >= default["threshold"]
