@@ -85,7 +85,7 @@ class LiteFeatures:
                     )
 
             write_atomically(path, write)
-        write_atomically(head, lambda tmp: _save_npz(tmp, weight=self._weight, bias=self._bias))
+        write_atomically(head, lambda tmp: _save_npz(tmp, self._weight, self._bias))
         self._onnx_path = path
         self._session = onnx_session(path, threads)
 
@@ -120,10 +120,10 @@ class LiteFeatures:
         return np.asarray(features, dtype=np.float32) @ self._weight + self._bias
 
 
-def _save_npz(path: str, **arrays: np.ndarray) -> None:
-    """Arrays to ``path`` as an uncompressed .npz (under that exact name; no pickle)."""
+def _save_npz(path: str, weight: np.ndarray, bias: np.ndarray) -> None:
+    """The classifier to ``path`` as an uncompressed .npz (under that exact name; no pickle)."""
     with open(path, "wb") as f:
-        np.savez(f, **arrays)
+        np.savez(f, weight=weight, bias=bias)
 
 
 def _pooled(model: Any) -> Any:
