@@ -936,11 +936,11 @@ def models_metrics(model_id: str, as_json: JsonOpt = False) -> None:
     console.print(f"accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}")
     oos = metrics.get("out_of_scope")
     if oos:
-        recall = oos["out_of_scope_recall"]
+        recall, in_scope = oos["out_of_scope_recall"], oos["in_scope_accuracy"]
         console.print(
-            f"out of scope below {oos['threshold']:.3f} ({oos['method']}): in-scope accuracy "
-            f"{oos['in_scope_accuracy']:.4f}, out-of-scope recall "
-            + ("n/a (no out_of_scope examples)" if recall is None else f"{recall:.4f}")
+            f"out of scope below {oos['threshold'] or 0:.3f} ({oos['method']}): in-scope "
+            f"accuracy {'n/a' if in_scope is None else format(in_scope, '.4f')}, out-of-scope "
+            "recall " + ("n/a (no out_of_scope examples)" if recall is None else f"{recall:.4f}")
         )
     _table(
         [{"label": k, **v} for k, v in metrics["per_label"].items()],

@@ -270,7 +270,10 @@ def set_out_of_scope_threshold(
     else:
         chosen, method = float(threshold), "manual"
     oos["threshold"], oos["method"] = chosen, method
-    if oos.get("curve"):
+    if not oos.get("curve"):  # trained before curves were stored: the effect is unknown
+        for key in ("in_scope_accuracy", "out_of_scope_recall", "overall_accuracy"):
+            oos[key] = None
+    else:
         effect = curve_point(oos["curve"], float(chosen or 0.0))
         oos.update(effect)
         share = oos.get("out_of_scope_share")

@@ -133,3 +133,23 @@ def test_the_out_of_scope_share_param(api: Api) -> None:
     assert default["out_of_scope_share"] < 0.2  # the held-out split's own share
     # a prior of one in two off topic never turns away fewer messages than the split's own
     assert oos["threshold"] >= default["threshold"]
+
+
+def test_a_model_trained_before_curves_were_stored(api: Api, trained: dict[str, Any]) -> None:
+    from core.db import session_scope
+    from core.tables import Model
+
+    gateway = api.client.app.state.gateway  # type: ignore[attr-defined]
+    old = {"threshold": 0.3, "method": "in_scope_quantile_0.05", "in_scope_accuracy": 0.95}
+    with session_scope(gateway.engine) as session:
+        record = session.get(Model, trained["id"])
+        assert record is not None
+        record.metrics = {**(record.metrics or {}), "out_of_scope": old}
+    r = patch(api, trained["id"], {"out_of_scope_threshold": 0.6})
+    assert r.status_code == 200, r.text
+    oos = r.json()["metrics"]["out_of_scope"]
+    assert oos["threshold"] == 0.6 and oos["calibrated_threshold"] == 0.3
+    assert oos["in_scope_accuracy"] is None  # the old number was measured at 0.3, not 0.6
+    restored = patch(api, trained["id"], {"out_of_scope_threshold": None}).json()
+    assert restored["metrics"]["out_of_scope"]["threshold"] == 0.3
+    assert restored["metrics"]["out_of_scope"]["method"] == "in_scope_quantile_0.05"
