@@ -17,6 +17,7 @@ folder on first use.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 import os
@@ -425,7 +426,9 @@ class SentenceEncoder:
         done = 0
         for start in range(0, n, batch_size):
             idx = order[start : start + batch_size]
-            with self._lock:
+            # ONNX Runtime sessions run concurrently (the gateway's inference threads); one
+            # PyTorch model at a time
+            with self._lock if self.runtime == "torch" else contextlib.nullcontext():
                 out[idx] = self._encode_batch([texts[i] for i in idx])
             done += len(idx)
             if progress is not None:
