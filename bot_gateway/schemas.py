@@ -301,7 +301,11 @@ class PredictRequest(BaseModel):
         description="entity and joint models: return only entities of these types "
         "(each must be a type the model knows)",
     )
-    engine: str | None = Field(default=None, description="prebuilt-ocr: rapidocr or tesseract")
+    engine: str | None = Field(
+        default=None,
+        description="prebuilt-ocr: auto (the default: each line read by the engine that reads "
+        "it best), rapidocr or tesseract",
+    )
     task: str | None = Field(default=None, description="prebuilt-ocr: `contact` adds entities")
     min_score: float | None = Field(
         default=None, ge=0, le=1, description="detection models: the lowest box probability"
@@ -352,6 +356,9 @@ class OcrLinePublic(BaseModel):
     text: str
     confidence: float
     box: BoxPublic
+    engine: str | None = Field(
+        default=None, description="the engine that read this line (rapidocr or tesseract)"
+    )
 
 
 class ImageResult(BaseModel):

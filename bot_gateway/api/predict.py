@@ -95,7 +95,8 @@ ocr_router = APIRouter(tags=["predict"])
     openapi_extra=PREDICT_BODY,
 )
 async def ocr(request: Request, principal: PredictDep, gateway: GatewayDep) -> PredictResponse:
-    """Read the text in images: the shortcut for ``prebuilt-ocr`` (options ``engine``:
-    rapidocr or tesseract; ``task``: contact adds the entities found in the text)."""
+    """Read the text in images: the shortcut for ``prebuilt-ocr`` (options ``engine``: auto,
+    the default, rapidocr or tesseract; ``task``: contact adds the entities found in the
+    text). Each line says which engine read it."""
     body, files = await read_predict_request(request, gateway.settings.limits)
     return await predictions.predict_images(gateway, principal, "prebuilt-ocr", body, files)

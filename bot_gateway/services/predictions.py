@@ -328,6 +328,7 @@ async def predict_images(
                     text=line["text"],
                     confidence=round(float(line["confidence"]), 4),
                     box=_box(line["box"]),
+                    engine=line.get("engine"),
                 )
                 for line in found["lines"]
             ]

@@ -15,9 +15,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 # bench/ modules that are not benches: the shared harness and report, the web chat gateway
-# helpers of the socket benches, the generators of the synthetic photos and documents, and the
-# loopback cluster (bench.topology) of the cluster bench and tests/cluster.
-SUPPORT = {"__init__", "harness", "report", "webchat", "documents", "scenes", "topology"}
+# helpers of the socket benches, the generators of the synthetic photos, documents and scans,
+# and the loopback cluster (bench.topology) of the cluster bench and tests/cluster.
+SUPPORT = {"__init__", "harness", "report", "webchat", "documents", "scans", "scenes", "topology"}
 BENCHES = sorted(p.stem for p in (ROOT / "bench").glob("*.py") if p.stem not in SUPPORT)
 # The header of the targets table every bench ends with ("engine"/"split" first for some).
 TARGETS_HEADER = re.compile(r"^(\w+\s+)?target\s+value\s+goal\s+(result|met)$", re.M)

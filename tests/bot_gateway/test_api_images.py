@@ -246,8 +246,9 @@ def test_ocr_reads_a_label_through_the_shortcut_and_the_model_route(api: Api) ->
     )
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["model_id"] == "prebuilt-ocr" and body["engine"] == "rapidocr"
+    assert body["model_id"] == "prebuilt-ocr" and body["engine"] == "auto"  # the default
     assert "ORD-2026-48213" in body["text"] and len(body["lines"]) == 3
+    assert {line["engine"] for line in body["lines"]} <= {"rapidocr", "tesseract"}
     assert body["lines"][0]["box"]["x_min"] < body["lines"][0]["box"]["x_max"]
     emails = [e for e in body["entities"] if e["entity"] == "email"]
     assert emails and body["text"][emails[0]["start"] : emails[0]["end"]] == "ana@example.com"
@@ -258,13 +259,15 @@ def test_ocr_reads_a_label_through_the_shortcut_and_the_model_route(api: Api) ->
     )
     assert r.status_code == 200, r.text
     assert r.json()["engine"] == "tesseract" and "48213" in r.json()["text"]
+    assert {line["engine"] for line in r.json()["lines"]} == {"tesseract"}
     r = api.client.post(
         "/v1/ocr",
         files={"file": ("l.png", label, "image/png")},
         data={"engine": "easyocr"},
         headers=api.a,
     )
-    assert r.status_code == 422 and "rapidocr" in r.json()["message"]
+    assert r.status_code == 422, r.text
+    assert "known: auto, rapidocr, tesseract" in r.json()["message"]
 
 
 def test_a_detection_dataset_trains_a_detector_that_finds_boxes(api: Api) -> None:

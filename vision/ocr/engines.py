@@ -30,6 +30,8 @@ import hashlib
 import math
 import threading
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -54,7 +56,7 @@ __all__ = [
     "ocr_engines",
 ]
 
-DEFAULT_ENGINE = "rapidocr"
+DEFAULT_ENGINE = "auto"
 TESSDATA_DIR = Path("/usr/share/tesseract-ocr/5/tessdata/")
 TESSERACT_LANG = "eng"
 
@@ -82,6 +84,11 @@ RAPIDOCR_PARAMS: dict[str, Any] = {
     # receipts (800 x 600) at 1.50 % character error against 1.01 % for this, and slower.
     "Det.limit_type": "max",
     "Det.limit_side_len": 1280,
+    # Recognition one line at a time, each at its own width (at least 96 px): RapidOCR's
+    # default (6 lines a batch, padded to the widest and to at least 320 px) spent about a
+    # third more time on the same lines of generated labels, for the same text.
+    "Rec.rec_batch_num": 1,
+    "Rec.rec_img_shape": [3, 48, 96],
 }
 RAPIDOCR_MIN_SIDE = 640
 """Images whose long side is shorter are enlarged to it (at most 4x) before RapidOCR reads them:
@@ -140,6 +147,24 @@ def _box(
     return Box(x_min / factor, y_min / factor, x_max / factor, y_max / factor).clipped(
         rgb.width, rgb.height
     )
+
+
+def _quad_box(points: np.ndarray, factor: float, rgb: Image.Image) -> Box:
+    """The axis-aligned box of a quadrilateral read on an image enlarged by ``factor``."""
+    x_min, y_min = points.min(axis=0)
+    x_max, y_max = points.max(axis=0)
+    return _box(float(x_min), float(y_min), float(x_max), float(y_max), factor, rgb)
+
+
+@dataclass(frozen=True)
+class TextRegion:
+    """One line of text found by a detector: its box in the input image's pixels, its text
+    direction in degrees, and the line cut out and straightened (RGB pixels, text left to
+    right, as tall as the detector's box)."""
+
+    box: Box
+    angle: float
+    crop: np.ndarray
 
 
 def _sha256(path: Path) -> str:
@@ -220,7 +245,7 @@ class RapidOcrEngine:
         bgr = np.ascontiguousarray(np.asarray(scaled)[:, :, ::-1])
         output: Any  # RapidOCR's result type is a union of its pipeline stages' outputs
         with self._lock:
-            output = self._ocr(bgr)
+            output = self._ocr(bgr, use_det=True, use_cls=True, use_rec=True)
         boxes, texts, scores = output.boxes, output.txts, output.scores
         if boxes is None or texts is None or scores is None:
             return OcrResult.from_lines([])
@@ -228,11 +253,51 @@ class RapidOcrEngine:
         for quad, text, score in zip(boxes, texts, scores, strict=True):
             points = np.asarray(quad, dtype=float).reshape(-1, 2)
             angles.append(_quad_angle(points))
-            x_min, y_min = points.min(axis=0)
-            x_max, y_max = points.max(axis=0)
-            box = _box(float(x_min), float(y_min), float(x_max), float(y_max), factor, rgb)
-            lines.append(OcrLine(text=str(text).strip(), confidence=_unit(score), box=box))
+            box = _quad_box(points, factor, rgb)
+            lines.append(OcrLine(str(text).strip(), _unit(score), box, self.name))
         return OcrResult.from_lines(lines, angles)
+
+    def detect(self, image: Image.Image) -> list[TextRegion]:
+        """Where ``image`` has text: one region per line RapidOCR's detector finds, each with
+        its box, direction and the line cut out straight (``crop``), in reading order of
+        the detector (top to bottom)."""
+        rgb = _rgb(image)
+        scaled, factor = _enlarged(rgb, RAPIDOCR_MIN_SIDE, 4.0)
+        bgr = np.ascontiguousarray(np.asarray(scaled)[:, :, ::-1])
+        output: Any
+        with self._lock:
+            output = self._ocr(bgr, use_det=True, use_cls=False, use_rec=False)
+        if output.boxes is None:
+            return []
+        from rapidocr.utils.process_img import get_rotate_crop_image
+
+        regions = []
+        for quad in output.boxes:
+            points = np.asarray(quad, dtype=np.float32).reshape(-1, 2)
+            crop = get_rotate_crop_image(bgr, points.copy())
+            regions.append(
+                TextRegion(
+                    box=_quad_box(points, factor, rgb),
+                    angle=_quad_angle(points.astype(float)),
+                    crop=np.ascontiguousarray(crop[:, :, ::-1]),  # RGB
+                )
+            )
+        return regions
+
+    def recognize(self, crops: Sequence[np.ndarray]) -> list[tuple[str, float]]:
+        """The text and confidence of each line crop (RGB, text running left to right or
+        upside down: the direction classifier turns those)."""
+        out: list[tuple[str, float]] = []
+        with self._lock:
+            for crop in crops:
+                bgr = np.ascontiguousarray(crop[:, :, ::-1])
+                result: Any = self._ocr(bgr, use_det=False, use_cls=True, use_rec=True)
+                texts, scores = result.txts, result.scores
+                if not texts or not scores:
+                    out.append(("", 0.0))
+                else:
+                    out.append((str(texts[0]).strip(), _unit(scores[0])))
+        return out
 
 
 @ocr_engines.register("tesseract")
@@ -306,12 +371,65 @@ class TesseractEngine:
                         continue
                     x_min, y_min, x_max, y_max = (float(v) for v in bounds)
                     box = _box(x_min, y_min, x_max, y_max, factor, rgb)
-                    lines.append(
-                        OcrLine(text=text, confidence=_unit(item.Confidence(level) / 100), box=box)
-                    )
+                    confidence = _unit(item.Confidence(level) / 100)
+                    lines.append(OcrLine(text, confidence, box, self.name))
                     angles.append(_baseline_angle(item.Baseline(level)))
             self._api.Clear()
         return OcrResult.from_lines(lines, angles)
+
+    def read_lines(self, crops: Sequence[np.ndarray]) -> list[LineReading]:
+        """Each crop (RGB, one straight line of text, as ``RapidOcrEngine.detect`` cuts
+        them) read as a single line: its text, mean and lowest word confidence."""
+        out: list[LineReading] = []
+        with self._lock:
+            self._api.SetPageSegMode(self._tesserocr.PSM.SINGLE_LINE)
+            try:
+                for crop in crops:
+                    self._api.SetImage(_line_image(crop))
+                    self._api.SetSourceResolution(TESSERACT_PPI)
+                    text = " ".join((self._api.GetUTF8Text() or "").split())
+                    words = [c / 100 for c in self._api.AllWordConfidences()]
+                    if not text or not words:
+                        out.append(LineReading("", 0.0, 0.0))
+                    else:
+                        mean = _unit(sum(words) / len(words))
+                        out.append(LineReading(text, mean, _unit(min(words))))
+            finally:
+                self._api.SetPageSegMode(self._tesserocr.PSM.AUTO)
+                self._api.Clear()
+        return out
+
+
+@dataclass(frozen=True)
+class LineReading:
+    """One line as Tesseract read it: its text, and the mean and lowest confidence (0..1)
+    of its words."""
+
+    text: str
+    confidence: float
+    lowest: float
+
+
+TESSERACT_LINE_HEIGHT = 48
+"""Line crops are scaled to this height (px) before Tesseract reads them."""
+TESSERACT_LINE_MARGIN = 0.25
+"""A margin of this share of the line height, in the crop's paper colour, is added around
+each crop: Tesseract reads a line that touches the image's edge worse."""
+
+
+def _line_image(crop: np.ndarray) -> Image.Image:
+    """A line crop as Tesseract reads it best: grey, ``TESSERACT_LINE_HEIGHT`` high, with a
+    margin of paper colour (the median of its border pixels)."""
+    grey = Image.fromarray(crop).convert("L")
+    factor = TESSERACT_LINE_HEIGHT / max(grey.height, 1)
+    size = (max(1, round(grey.width * factor)), TESSERACT_LINE_HEIGHT)
+    grey = grey.resize(size, Image.Resampling.LANCZOS)
+    pixels = np.asarray(grey)
+    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
+    pad = round(TESSERACT_LINE_MARGIN * TESSERACT_LINE_HEIGHT)
+    framed = Image.new("L", (grey.width + 2 * pad, grey.height + 2 * pad), int(np.median(border)))
+    framed.paste(grey, (pad, pad))
+    return framed
 
 
 def _quad_angle(points: np.ndarray) -> float:

@@ -2,15 +2,16 @@
 
 ``read(images, engine=..., task=...)`` returns, per image, a JSON-ready dict::
 
-    {"text": "ACME Ltd\\nORD-2026-48213", "engine": "rapidocr",
-     "lines": [{"text": "ACME Ltd", "confidence": 0.99,
+    {"text": "ACME Ltd\\nORD-2026-48213", "engine": "auto",
+     "lines": [{"text": "ACME Ltd", "confidence": 0.96, "engine": "tesseract",
                 "box": {"x_min": 12.0, "y_min": 8.0, "x_max": 140.0, "y_max": 31.0}}, ...]}
 
 Boxes are in the input image's pixels (floats); lines come in reading order (see
-``vision.ocr.results``). ``task="contact"`` adds ``"entities"``: what the pre-built entity
-model (``prebuilt-entities``: email, phone_number, url, number, PERSON, ORG, GPE, ...) finds
-in ``text``, with ``start``/``end`` offsets into ``text``. The entity model is loaded on the
-first ``contact`` request, not before.
+``vision.ocr.results``); each line names the engine that read it (``auto``, the default,
+chooses per line: ``vision.ocr.auto``). ``task="contact"`` adds ``"entities"``: what the
+pre-built entity model (``prebuilt-entities``: email, phone_number, url, number, PERSON, ORG,
+GPE, ...) finds in ``text``, with ``start``/``end`` offsets into ``text``. The entity model is
+loaded on the first ``contact`` request, not before.
 """
 
 from __future__ import annotations
@@ -91,9 +92,10 @@ PREBUILT_OCR = builtin_models.register("prebuilt-ocr")(
         name="prebuilt-ocr",
         task="ocr",
         backend="builtin",
-        description="Text lines with confidences and boxes from images (RapidOCR PP-OCRv6, or "
-        "Tesseract 5 with engine='tesseract'); task='contact' adds emails, phone numbers, "
-        "names and the other pre-built entities; no training",
+        description="Text lines with confidences and boxes from images: engine='auto' (the "
+        "default) reads each line with Tesseract 5 when it is sure and RapidOCR PP-OCRv6 "
+        "otherwise; 'rapidocr' or 'tesseract' alone; task='contact' adds emails, phone "
+        "numbers, names and the other pre-built entities; no training",
         load=_load,
     )
 )

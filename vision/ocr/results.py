@@ -30,14 +30,21 @@ smaller of their heights."""
 
 @dataclass(frozen=True)
 class OcrLine:
-    """One line of text as an engine read it; ``confidence`` is in 0..1."""
+    """One line of text as an engine read it; ``confidence`` is in 0..1; ``engine`` names the
+    engine that read it (with ``auto``, the one it chose for this line)."""
 
     text: str
     confidence: float
     box: Box
+    engine: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"text": self.text, "confidence": self.confidence, "box": self.box.to_dict()}
+        return {
+            "text": self.text,
+            "confidence": self.confidence,
+            "box": self.box.to_dict(),
+            "engine": self.engine,
+        }
 
 
 @dataclass(frozen=True)
