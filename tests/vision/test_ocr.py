@@ -321,6 +321,9 @@ def test_auto_reads_a_noisy_photo_sending_the_lines_tesseract_is_unsure_of_to_ra
     assert not by_engine["auto"]
     # Tesseract keeps only the lines it is sure of
     assert min(item.confidence for item in by_engine["tesseract"]) >= 0.9 - 1e-9
+    # with two threads RapidOCR reads the unsure lines beside Tesseract: the same lines
+    both = get_engine("auto", threads=2).read(photo.image)
+    assert [(i.text, i.engine) for i in both.lines] == [(i.text, i.engine) for i in result.lines]
 
 
 @pytest.mark.slow

@@ -14,13 +14,16 @@ is sure it agrees with RapidOCR on all but about 0.3 % of characters; its read o
 about a quarter of RapidOCR's.
 
 The engine holds the process's shared ``rapidocr`` and ``tesseract`` engines (its own size is
-nothing) and takes their locks one step at a time.
+nothing) and takes their locks one step at a time. With ``threads`` of 2 or more, RapidOCR's
+recogniser reads the unsure lines on a second thread while Tesseract reads the next ones (both
+release the GIL), and RapidOCR's detector runs on ``threads`` ONNX Runtime threads.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import ClassVar
 
 from PIL import Image
@@ -42,6 +45,9 @@ TESSERACT_SURE = 0.9
 """Tesseract's line is kept when its least confident word is at least this confident."""
 RAPIDOCR_MIN_SCORE = 0.5
 """RapidOCR's lines under this confidence are dropped (its own pipeline's ``text_score``)."""
+OVERLAP_CHUNK = 4
+"""With two or more threads, Tesseract reads this many lines at a time and hands the unsure
+ones to RapidOCR on a second thread straight away."""
 
 
 @ocr_engines.register("auto")
@@ -64,6 +70,7 @@ class AutoEngine:
         self._tesseract = tesseract
         self._lock = threading.Lock()  # only to match the other engines; steps lock their own
         self.threads = threads
+        self._second = ThreadPoolExecutor(1, thread_name_prefix="ocr-auto") if threads > 1 else None
         log_event(
             "vision.ocr.engine_loaded",
             engine=self.name,
@@ -81,11 +88,22 @@ class AutoEngine:
         regions = self._rapid.detect(_rgb(image))
         if not regions:
             return OcrResult.from_lines([])
-        readings = self._tesseract.read_lines([r.crop for r in regions])
-        unsure = [i for i, r in enumerate(readings) if r.lowest < TESSERACT_SURE]
-        second = dict(
-            zip(unsure, self._rapid.recognize([regions[i].crop for i in unsure]), strict=True)
-        )
+        crops = [r.crop for r in regions]
+        if self._second is None:
+            readings = self._tesseract.read_lines(crops)
+            unsure = [i for i, r in enumerate(readings) if r.lowest < TESSERACT_SURE]
+            read = self._rapid.recognize([crops[i] for i in unsure])
+            second = dict(zip(unsure, read, strict=True))
+        else:
+            # two or more threads: RapidOCR reads each unsure line while Tesseract goes on
+            readings, pending = [], {}
+            for start in range(0, len(crops), OVERLAP_CHUNK):
+                chunk = self._tesseract.read_lines(crops[start : start + OVERLAP_CHUNK])
+                for i, reading in enumerate(chunk, start):
+                    if reading.lowest < TESSERACT_SURE:
+                        pending[i] = self._second.submit(self._rapid.recognize, [crops[i]])
+                readings.extend(chunk)
+            second = {i: future.result()[0] for i, future in pending.items()}
         lines, angles = [], []
         for i, (region, reading) in enumerate(zip(regions, readings, strict=True)):
             if i in second:
