@@ -35,6 +35,7 @@ a temporary data directory and stops it at the end. Run it as::
 
     .venv/bin/python -m bench.out_of_scope
     .venv/bin/python -m bench.out_of_scope --split train_10 --share 0.3
+    .venv/bin/python -m bench.out_of_scope --split full --variants none
     .venv/bin/python -m bench.out_of_scope --params '{"refit_on_all": false}' --json /tmp/o.json
 """
 
@@ -287,6 +288,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--split", choices=["train_10", "full", "both"], default="both")
     p.add_argument("--oos-examples", type=int, default=100, help="out_of_scope examples")
     p.add_argument(
+        "--variants",
+        default="none,examples,share",
+        help="which models to train, comma-separated: none (no out_of_scope examples), "
+        "examples (--oos-examples), share (the same at --share)",
+    )
+    p.add_argument(
         "--share",
         type=float,
         default=0.25,
@@ -309,6 +316,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.quick:
         args.split = "train_10"
+    args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    if not args.variants or set(args.variants) - {"none", "examples", "share"}:
+        p.error("--variants: a comma-separated subset of none, examples, share")
     if not 0 <= args.share < 1:
         p.error("--share must be in [0, 1)")
     if args.oos_examples < 1:
@@ -329,8 +339,12 @@ def run(args: argparse.Namespace, workdir: Path) -> list[Result]:
         f"{', '.join(sorted(proto.held_out))}\ntest: {len(proto.test_texts)} texts, "
         f"{n_oos_test} out of scope ({n_oos_test / len(proto.test_texts):.1%})"
     )
-    variants: list[tuple[int, float | None]] = [(0, None), (args.oos_examples, None)]
-    if args.share:
+    variants: list[tuple[int, float | None]] = []
+    if "none" in args.variants:
+        variants.append((0, None))
+    if "examples" in args.variants:
+        variants.append((args.oos_examples, None))
+    if "share" in args.variants and args.share:
         variants.append((args.oos_examples, args.share))
 
     def body(url: str, api_key: str) -> list[Result]:

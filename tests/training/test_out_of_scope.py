@@ -76,13 +76,13 @@ def test_without_examples_in_scope_accuracy_stays_within_two_points_of_raw() -> 
     assert result["out_of_scope_share"] is None
     raw, kept = result["raw_top1_accuracy"], result["in_scope_accuracy"]
     assert raw == round(right.mean(), 6)
-    # the budget: 2 points less two standard errors at 2,000 inputs (0.63 points)
-    assert 0.012 <= raw - kept <= 0.02
+    # the budget: half of 2 points, less one standard error at 2,000 inputs (0.31 points)
+    assert 0.005 <= raw - kept <= 0.0069
     # the highest such threshold: the next right answer up would cost one more
     above = np.sort(tops[right])
     assert (above < result["threshold"]).sum() == round((raw - kept) * n)
     # wrong answers below it are turned away for free: more flagged than the accuracy lost
-    assert result["in_scope_flagged"] > raw - kept + 0.03
+    assert result["in_scope_flagged"] > raw - kept + 0.01
 
 
 def test_without_examples_a_small_split_keeps_every_right_answer() -> None:
