@@ -6,23 +6,30 @@ N > 1 that process becomes a small supervisor: it starts N gateway processes (a 
 interpreter each: ``spawn``), each listening on the same address with ``SO_REUSEPORT`` so that
 the kernel spreads connections over them, each with its own model cache and inference threads;
 gateway 0 runs the local train workers (``PARLEY_QUEUE__WORKERS``), the others none, so the
-workers start once. A gateway that dies is started again (gateway 0 with the workers); SIGTERM
-or SIGINT stops them all. Rate limits, quotas and usage counts that must hold across processes
-need a shared counter store (``PARLEY_REDIS__URL``): the supervisor refuses N > 1 with the
-in-memory one.
+workers start once. A gateway that dies after it has served is started again (gateway 0 with
+the workers); one that dies before it ever served (a configuration error, Redis unreachable at
+start) stops them all and ``parley serve`` exits with an error, as one process would. SIGTERM or
+SIGINT stops them all; a gateway whose supervisor is gone (killed) stops itself. The port is
+checked free (without ``SO_REUSEPORT``, so another ``parley serve --processes`` on it counts as
+taken) before any gateway starts. Rate limits, quotas and usage counts that must hold across
+processes need a shared counter store (``PARLEY_REDIS__URL``): the supervisor refuses N > 1 with
+the in-memory one.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import multiprocessing
 import os
 import signal
 import socket
 import time
 from multiprocessing.process import BaseProcess
+from multiprocessing.synchronize import Event
 from typing import TYPE_CHECKING, Any
 
+from core.errors import ConfigurationError
 from core.logging import log_event
 
 if TYPE_CHECKING:
@@ -34,6 +41,7 @@ __all__ = ["check_processes", "gateway_app", "serve", "serve_processes"]
 
 RESTART_PAUSE_S = 1.0  # between a gateway's death and its restart (no busy restart loop)
 STOP_GRACE_S = 15.0
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def gateway_app(settings: Settings) -> FastAPI:
@@ -85,27 +93,62 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _gateway_process(index: int, host: str, port: int) -> None:
-    """One gateway process (the target of a spawned child)."""
+def _check_free(host: str, port: int) -> None:
+    """Refuse ``host:port`` when anything listens on it, another ``parley serve --processes``
+    included: a plain socket (no ``SO_REUSEPORT``) cannot bind beside its listeners."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+            probe.listen(1)
+        except OSError as e:
+            raise ConfigurationError(
+                f"cannot listen on {host}:{port} ({e.strerror}): another server (perhaps "
+                "another parley serve) holds it; stop it or choose another --port"
+            ) from e
+
+
+def _stop_with_parent(parent: int) -> None:
+    """SIGTERM this process when the process ``parent`` is gone (Linux ``PR_SET_PDEATHSIG``),
+    so that a killed supervisor leaves no gateway serving; exit now if it is already gone."""
+    with contextlib.suppress(OSError, AttributeError):  # not Linux: no orphan guard
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # died before the guard was set
+        raise SystemExit(0)
+
+
+def _gateway_process(index: int, host: str, port: int, parent: int, ready: Event) -> None:
+    """One gateway process (the target of a spawned child); sets ``ready`` once it serves and
+    exits with 3 (as ``uvicorn.run`` does) when its start-up failed."""
     import uvicorn
 
     from core.settings import get_settings
 
+    _stop_with_parent(parent)
     if index > 0:
         os.environ["PARLEY_QUEUE__WORKERS"] = "0"  # gateway 0 runs the train workers
     get_settings.cache_clear()
     settings = get_settings()
     sock = _listen(host, port)
-    server = uvicorn.Server(_uvicorn_config(gateway_app(settings), host, port))
+
+    class Gateway(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets=sockets)
+            if self.started:
+                ready.set()
+
+    server = Gateway(_uvicorn_config(gateway_app(settings), host, port))
     server.run(sockets=[sock])
+    if not server.started:
+        raise SystemExit(3)
 
 
 def check_processes(settings: Settings) -> None:
     """Refuse several gateway processes that would not share their counters."""
     count = settings.serving.processes
     if count > 1 and settings.counter_backend == "memory":
-        from core.errors import ConfigurationError
-
         raise ConfigurationError(
             f"{count} gateway processes would each keep their own rate-limit, quota and "
             "failed-login counters (the in-memory counter store), letting a tenant through up "
@@ -116,20 +159,24 @@ def check_processes(settings: Settings) -> None:
 
 def serve_processes(settings: Settings, *, host: str, port: int) -> None:
     """Run ``settings.serving.processes`` gateway processes on ``host:port`` until SIGTERM or
-    SIGINT, starting again any that dies."""
+    SIGINT, starting again any that dies after it has served. ``ConfigurationError`` when the
+    address is taken, or when a gateway dies before it ever served (all are stopped then)."""
     check_processes(settings)
     count = settings.serving.processes
-    probe = _bind(host, port)  # the address is free before any child starts
+    _check_free(host, port)  # before any child binds it with SO_REUSEPORT
     context = multiprocessing.get_context("spawn")
-    children: dict[int, BaseProcess] = {}
+    children: dict[int, tuple[BaseProcess, Event]] = {}
     stopping = False
 
     def start(index: int) -> None:
+        ready = context.Event()
         child = context.Process(
-            target=_gateway_process, args=(index, host, port), name=f"parley-gateway-{index}"
+            target=_gateway_process,
+            args=(index, host, port, os.getpid(), ready),
+            name=f"parley-gateway-{index}",
         )
         child.start()
-        children[index] = child
+        children[index] = (child, ready)
         log_event("serve.gateway_started", index=index, pid=child.pid)
 
     def stop(_signum: int, _frame: object) -> None:
@@ -141,23 +188,27 @@ def serve_processes(settings: Settings, *, host: str, port: int) -> None:
     try:
         for index in range(count):
             start(index)
-        probe.close()  # the children listen now; the kernel spreads connections over them
         while not stopping:
             time.sleep(0.2)
-            for index, child in list(children.items()):
+            for index, (child, ready) in list(children.items()):
                 if child.is_alive() or stopping:
                     continue
                 log_event("serve.gateway_died", index=index, exit_code=child.exitcode)
+                if not ready.is_set():  # it would fail again: a restart loop helps nobody
+                    raise ConfigurationError(
+                        f"gateway process {index} stopped before it served (exit code "
+                        f"{child.exitcode}; its error is in the log above); fix that and start "
+                        "parley serve again"
+                    )
                 time.sleep(RESTART_PAUSE_S)
                 start(index)
     finally:
-        probe.close()
-        for child in children.values():
+        for child, _ in children.values():
             if child.is_alive() and child.pid is not None:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(child.pid, signal.SIGTERM)  # uvicorn stops gracefully on SIGTERM
         deadline = time.monotonic() + STOP_GRACE_S
-        for child in children.values():
+        for child, _ in children.values():
             child.join(timeout=max(0.1, deadline - time.monotonic()))
             if child.is_alive():
                 child.kill()

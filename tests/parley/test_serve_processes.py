@@ -1,6 +1,8 @@
 """``parley serve --processes N``: N gateway processes answer on one port, the train workers
 start once, a gateway that dies is started again while the others keep answering, and N > 1
-is refused where the processes could not share their rate-limit and quota counters."""
+is refused where the processes could not share their rate-limit and quota counters, where
+the port is taken (another ``parley serve --processes`` included), and where a gateway cannot
+start (no restart loop). A killed supervisor leaves no gateway serving."""
 
 from __future__ import annotations
 
@@ -18,7 +20,10 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
+from core.errors import ConfigurationError
+from core.settings import Settings
 from parley import cli
+from parley.serving import serve_processes
 from tests.conftest import CACHE_DIR
 
 PARLEY = str(Path(sys.executable).parent / "parley")
@@ -74,16 +79,20 @@ def _answers(url: str, times: int) -> bool:
     return True
 
 
-@pytest.fixture
-def server(tmp_path: Path, redis_url: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    port = _free_port()
-    env = {
+def _env(data_dir: Path, redis_url: str) -> dict[str, str]:
+    return {
         **{k: v for k, v in os.environ.items() if not k.startswith("PARLEY_")},
-        "PARLEY_DATA_DIR": str(tmp_path),
+        "PARLEY_DATA_DIR": str(data_dir),
         "PARLEY_CACHE_DIR": str(CACHE_DIR),
         "PARLEY_REDIS__URL": redis_url,
         "PARLEY_LOG_LEVEL": "WARNING",
     }
+
+
+@pytest.fixture
+def server(tmp_path: Path, redis_url: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    port = _free_port()
+    env = _env(tmp_path, redis_url)
     cmd = [PARLEY, "serve", "--no-demo", "--port", str(port), "--processes", "2"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
@@ -151,3 +160,47 @@ def test_several_processes_need_a_shared_counter_store(
     result = CliRunner().invoke(cli.app, ["serve", "--no-demo", "--processes", "2"])
     assert result.exit_code == 1
     assert "PARLEY_REDIS__URL" in result.output and "--processes 1" in result.output
+
+
+@pytest.mark.slow
+def test_gateways_stop_when_their_supervisor_is_killed(
+    server: tuple[str, subprocess.Popen[bytes]],
+) -> None:
+    url, proc = server
+    _wait(lambda: len(_workers(proc.pid)) == 1, 60, "the train worker started")
+    orphans = _gateways(proc.pid) + _workers(proc.pid)
+    proc.kill()  # SIGKILL: the supervisor stops nothing itself
+    proc.wait(timeout=10)
+    _wait(lambda: not any(_alive(p) for p in orphans), 30, "gateways and worker gone with it")
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"{url}/v1/health", timeout=2)
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie awaiting its reaper counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.slow
+def test_a_gateway_that_cannot_start_stops_the_server(tmp_path: Path, redis_url: str) -> None:
+    env = {**_env(tmp_path, redis_url), "PARLEY_SECRET_KEY": "short"}
+    cmd = [PARLEY, "serve", "--no-demo", "--port", str(_free_port()), "--processes", "2"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode != 0
+    assert "stopped before it served" in done.stderr
+    assert done.stderr.count("Traceback") <= 2  # each gateway failed once: no restart loop
+
+
+def test_a_port_another_server_listens_on_is_refused(redis_url: str) -> None:
+    with socket.socket() as other:  # the way another ``parley serve --processes`` listens
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        other.bind(("127.0.0.1", 0))
+        other.listen(1)
+        port = int(other.getsockname()[1])
+        settings = Settings(serving={"processes": 2}, redis={"url": redis_url})
+        with pytest.raises(ConfigurationError, match="another server"):
+            serve_processes(settings, host="127.0.0.1", port=port)
