@@ -96,6 +96,13 @@ class QueueSettings(BaseModel):
     )
     max_attempts: int = Field(default=2, ge=1, description="runs of a job interrupted by a crash")
     threads: int = Field(default=0, ge=0, description="threads per worker; 0 = all cores")
+    recycle_idle_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="a local train worker that imported PyTorch for a job exits after this many "
+        "seconds without one, and `parley serve` starts a fresh one (PyTorch, ~470 MB, is "
+        "released); 0: never",
+    )
     heartbeat_interval: float = Field(default=5.0, gt=0, description="seconds between beats")
     stale_after: float = Field(
         default=60.0, gt=0, description="a running job without a heartbeat this long is re-queued"
@@ -315,6 +322,7 @@ class Settings(BaseSettings):
             "PARLEY_QUEUE__THREADS": str(self.queue.threads),
             "PARLEY_QUEUE__POLL_INTERVAL": str(self.queue.poll_interval),
             "PARLEY_QUEUE__PER_TENANT_CONCURRENCY": str(self.queue.per_tenant_concurrency),
+            "PARLEY_QUEUE__RECYCLE_IDLE_S": str(self.queue.recycle_idle_s),
             "PARLEY_SERVING__DEVICE": self.serving.device,
             "PARLEY_LOG_LEVEL": self.log_level,
         }

@@ -2,7 +2,9 @@
 
 Loops: claim the next queued job (tenants in turn) and run it (``run_train_job``), repeat.
 Exits when its parent process (the embedded server) is gone, so no worker outlives the server
-that started it.
+that started it. A worker started by a server (``--parent``) that imported PyTorch for a job
+exits with ``RECYCLED_EXIT`` after ``queue.recycle_idle_s`` without a job; its server starts a
+fresh one, which holds no PyTorch until its next job (training.queue.local).
 """
 
 from __future__ import annotations
@@ -21,7 +23,14 @@ from core.registry import load_entry_points
 from core.settings import Settings, get_settings
 from core.storage import store_for
 from training.jobs import JobRunner, run_train_job
-from training.queue.base import worker_name
+from training.queue.base import RECYCLED_EXIT, worker_name
+
+
+def recycle_due(settings: Settings, idle_since: float) -> bool:
+    """Whether a worker idle since ``idle_since`` (``time.monotonic``) should exit to release
+    PyTorch, which a job imported and which it would hold until it exits."""
+    limit = settings.queue.recycle_idle_s
+    return bool(limit) and "torch" in sys.modules and time.monotonic() - idle_since >= limit
 
 
 def _parent_alive(pid: int | None) -> bool:
@@ -78,12 +87,18 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     log_event("worker.ready", worker=args.name, threads=threads)
+    idle_since = time.monotonic()
     while not stopping and _parent_alive(args.parent):
         outcome = run_train_job(runner, heartbeat_interval=settings.queue.heartbeat_interval)
-        if not outcome.ran:
-            if args.once:
-                return 0
-            time.sleep(settings.queue.poll_interval)
+        if outcome.ran:
+            idle_since = time.monotonic()
+            continue
+        if args.once:
+            return 0
+        if args.parent is not None and recycle_due(settings, idle_since):
+            log_event("worker.recycled", worker=args.name, idle_s=settings.queue.recycle_idle_s)
+            return RECYCLED_EXIT
+        time.sleep(settings.queue.poll_interval)
     return 0
 
 

@@ -1,6 +1,7 @@
 """The embedded train queue for real: the gateway app, its worker subprocess and the real
 ``embedding-head`` backend. A worker killed mid-job is restarted and its job re-queued (or failed
-after ``max_attempts``); a job a crash left ``running`` is re-queued when the server starts."""
+after ``max_attempts``); a job a crash left ``running`` is re-queued when the server starts. A
+worker idle after a job is replaced by one without PyTorch."""
 
 from __future__ import annotations
 
@@ -208,3 +209,25 @@ def test_job_left_running_by_a_crash_is_requeued_at_startup(tmp_path: Path) -> N
         done = wait_model(client, headers, model_id, finished)
         assert done["status"] == "succeeded", done["failure_message"]
         assert attempts(client, model_id) == 2
+
+
+def _maps_torch(pid: int) -> bool:
+    """Whether process ``pid`` has PyTorch's library mapped (imported torch)."""
+    return "libtorch" in Path(f"/proc/{pid}/maps").read_text()
+
+
+def test_a_worker_idle_after_a_job_is_replaced_by_one_without_torch(tmp_path: Path) -> None:
+    with gateway(tmp_path, queue={"recycle_idle_s": 1.0}) as client:
+        headers = tenant_headers(client)
+        dataset_id = upload(client, headers)
+        first = wait_model(client, headers, train(client, headers, dataset_id, epochs=3), finished)
+        assert first["status"] == "succeeded", first["failure_message"]
+        procs = client.app.state.gateway.queue._procs  # type: ignore[attr-defined]
+        ((name, trained),) = procs.items()
+        trained.wait(timeout=30)  # it exits by itself, idle
+        wait_restarted(client, name, trained.pid)
+        time.sleep(1.0)  # the fresh worker has started (and is idle)
+        assert not _maps_torch(procs[name].pid)
+        again = wait_model(client, headers, train(client, headers, dataset_id, epochs=3), finished)
+        assert again["status"] == "succeeded", again["failure_message"]
+        assert attempts(client, again["id"]) == 1

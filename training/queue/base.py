@@ -42,6 +42,11 @@ class TrainQueue(Protocol):
 train_queues: Registry[type[TrainQueue]] = Registry("train queue")
 
 
+# The exit code of a local train worker that exits by itself, idle, to release PyTorch (its
+# server starts it again): EX_TEMPFAIL, unlike a stop (0) or a crash.
+RECYCLED_EXIT = 75
+
+
 def worker_name(pid: int, index: int = 0) -> str:
     """``host/pid/index/namespace``: the pid whose death means the worker is gone (its parent
     server's pid for embedded workers, its own for standalone ones), and the pid namespace it

@@ -2,7 +2,8 @@
 
 Each worker (``python -m training.worker``) polls the database for the next queued job
 (``claim_next_job``: tenants in turn), so the database is the queue. A worker that dies is
-restarted, and its job re-queued or failed.
+restarted, and its job re-queued or failed; one that exits by itself to release PyTorch after
+an idle spell (``RECYCLED_EXIT``) is started again the same way.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from sqlalchemy import Engine
 
 from core.logging import log_event
 from core.settings import Settings
-from training.queue.base import recover_interrupted, train_queues, worker_name
+from training.queue.base import RECYCLED_EXIT, recover_interrupted, train_queues, worker_name
 
 
 @train_queues.register("local")
@@ -71,7 +72,10 @@ class LocalQueue:
                 code = proc.poll()
                 if code is None or self._stop.is_set():
                     continue
-                log_event("queue.worker_died", worker=name, exit_code=code)
+                if code == RECYCLED_EXIT:  # idle: it released PyTorch
+                    log_event("queue.worker_recycled", worker=name)
+                else:
+                    log_event("queue.worker_died", worker=name, exit_code=code)
                 recover_interrupted(
                     self.engine, max_attempts=self.settings.queue.max_attempts, worker=name
                 )
