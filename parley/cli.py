@@ -9,6 +9,7 @@ reads data back accepts ``--json``.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -933,17 +934,20 @@ def models_metrics(model_id: str, as_json: JsonOpt = False) -> None:
         return
     if not metrics:
         _fail(f"model {model_id} has no metrics (status {model['status']})")
-    console.print(f"accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}")
+    if metrics.get("accuracy") is None:  # no held-out split: only a threshold set by hand
+        console.print("accuracy n/a (no held-out split)")
+    else:
+        console.print(f"accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}")
     oos = metrics.get("out_of_scope")
     if oos:
-        recall, in_scope = oos["out_of_scope_recall"], oos["in_scope_accuracy"]
+        recall, in_scope = oos.get("out_of_scope_recall"), oos.get("in_scope_accuracy")
         console.print(
             f"out of scope below {oos['threshold'] or 0:.3f} ({oos['method']}): in-scope "
             f"accuracy {'n/a' if in_scope is None else format(in_scope, '.4f')}, out-of-scope "
             "recall " + ("n/a (no out_of_scope examples)" if recall is None else f"{recall:.4f}")
         )
     _table(
-        [{"label": k, **v} for k, v in metrics["per_label"].items()],
+        [{"label": k, **v} for k, v in metrics.get("per_label", {}).items()],
         ["label", "precision", "recall", "f1", "support"],
     )
 
@@ -960,6 +964,8 @@ def models_threshold(
         try:
             threshold = float(value)
         except ValueError:
+            threshold = math.nan
+        if not (math.isfinite(threshold) and 0 <= threshold <= 1):  # nan, inf: no JSON number
             _fail(f"threshold {value!r}: give a number from 0 to 1, or 'calibrated'")
     with _client() as client:
         model = _api(client.set_out_of_scope_threshold, model_id, threshold)
