@@ -75,6 +75,11 @@ class QueueSettings(BaseModel):
         ge=0,
         description="local worker processes started by serve (0: this server trains nothing)",
     )
+    workers_elsewhere: bool = Field(
+        default=False,
+        description="set by `parley serve --processes N` in the gateways without workers: "
+        "another gateway's local workers run their jobs (no `queue.no_workers` log)",
+    )
     gpu_wait_s: float = Field(
         default=0.0,
         ge=0,

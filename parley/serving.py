@@ -129,6 +129,7 @@ def _gateway_process(index: int, host: str, port: int, parent: int, ready: Event
     _stop_with_parent(parent)
     if index > 0:
         os.environ["PARLEY_QUEUE__WORKERS"] = "0"  # gateway 0 runs the train workers
+        os.environ["PARLEY_QUEUE__WORKERS_ELSEWHERE"] = "true"
     get_settings.cache_clear()
     settings = get_settings()
     sock = _listen(host, port)

@@ -42,8 +42,8 @@ class LocalQueue:
         self._watcher.start()
 
     def submit(self, model_id: str) -> None:
-        # Workers poll the database; nothing else to do. Warn when no worker would run it.
-        if not self._procs:
+        # Workers poll the database; nothing else to do. Say so when no worker would run it.
+        if not self._procs and not self.settings.queue.workers_elsewhere:
             log_event("queue.no_workers", model=model_id)
 
     def _spawn(self, name: str) -> None:
