@@ -68,6 +68,13 @@ from training.queue import train_queues
 API_PREFIX = "/v1"
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity where the platform tells it)."""
+    if hasattr(os, "sched_getaffinity"):  # Linux; not macOS
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def build_gateway(settings: Settings) -> Gateway:
     """Connect to the database and storage, and build the serving machinery."""
     load_entry_points()
@@ -98,7 +105,7 @@ def build_gateway(settings: Settings) -> Gateway:
             max_batch=settings.serving.max_batch,
             wait_ms=settings.serving.batch_wait_ms,
             threads=settings.serving.inference_threads
-            or max(1, len(os.sched_getaffinity(0)) // settings.serving.processes),
+            or max(1, usable_cpus() // settings.serving.processes),
         ),
         imports=ThreadPoolExecutor(max_workers=1, thread_name_prefix="import"),
         lookups=Lookups(engine, ttl=settings.serving.lookup_ttl, redis=settings.redis),

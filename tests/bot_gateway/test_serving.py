@@ -619,3 +619,13 @@ def test_no_wait_after_a_lone_request() -> None:
         assert time.monotonic() - started < 0.25  # no 500 ms window for a lone caller
     finally:
         batcher.stop()
+
+
+def test_inference_threads_default_where_the_platform_has_no_cpu_affinity(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from bot_gateway.app import usable_cpus
+
+    monkeypatch.delattr("os.sched_getaffinity", raising=False)  # as on macOS
+    monkeypatch.setattr("os.cpu_count", lambda: 3)
+    assert usable_cpus() == 3
