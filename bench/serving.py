@@ -22,6 +22,23 @@ micro-batching on (``PARLEY_SERVING__MAX_BATCH=64``) and once off (``=1``), with
   random tenant's model and one of its texts), a fixed count per client, bounded by
   ``--max-seconds``; p50 / p99 latency and requests/s.
 
+The Rasa-shaped scenario (``--scenario rasa``, part of ``both``): a first server imports
+``bench/data/rasa_init_nlu.yml`` as a dataset and trains an intent model on it through the API
+and its train worker (alias ``production``). A fresh server (with its train worker,
+``PARLEY_QUEUE__RECYCLE_IDLE_S=--recycle-idle-s``) is then measured: spawn to the first 200 from
+``POST /model/parse``; idle memory (RSS and PSS summed over the process tree: gateway(s) and
+train worker); the memory after ``--extra-models`` more tenants' models are loaded, measured
+right after idle, before any load (the first few models warm the predict route and are not
+counted); one client, then 64 closed-loop clients sending ``/model/parse``. Every request's
+text is distinct, so that the micro-batcher, which encodes identical texts of a batch once,
+does no less work than for a bot's real traffic: an example of the nlu.yml file or one of
+``RASA_MESSAGES`` (messages it was not trained on), drawn at random (seeded), followed by
+a space and a request number unique in the run ("good morning 1733"). Then this server's
+worker trains the model once more and the idle memory is read again right after (the worker
+now holds PyTorch) and after the worker has exited, idle, and been replaced by a fresh one
+without PyTorch. ``--processes N`` > 1 needs a shared counter store: the bench starts a
+throwaway ``redis-server`` unless ``PARLEY_REDIS__URL`` is set.
+
 The results are printed as plain-text tables, followed by the targets with PASS/FAIL: 1,000
 models in <= 1.5 GB server RSS; cold-load p50 <= 50 ms; micro-batching >= 3x the unbatched
 throughput at 64 clients; p99 <= 100 ms at 64 clients (batching on). The load clients run on
@@ -37,6 +54,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import random
@@ -682,6 +700,7 @@ RASA_MESSAGES = (
     "hi!",
     "nope",
 )
+RASA_RECYCLE_IDLE_S = 15.0  # the measured server's worker releases PyTorch after this idle
 RASA_OPERATOR_TOKEN = "bench-operator-token-0123456789abcdef"
 RASA_ONE_CLIENT = 300  # sequential /model/parse requests of the one-client measurement
 RASA_PER_CLIENT = 40  # requests per client at RASA_CLIENTS clients
@@ -707,6 +726,14 @@ class RasaResult:
     idle_rss_mb: float = float("nan")
     idle_pss_mb: float = float("nan")
     idle_processes: int = 0
+    retrain_s: float = float("nan")
+    trained_rss_mb: float = float("nan")  # idle, right after this server's worker trained
+    trained_pss_mb: float = float("nan")
+    recycled_s: float = float("nan")  # seconds after the training until the worker recycled
+    recycled_rss_mb: float = float("nan")  # idle, after the worker released PyTorch
+    recycled_pss_mb: float = float("nan")
+    distinct_texts: int = 0  # distinct /model/parse texts among the requests sent
+    sent_texts: int = 0
     extra_models: int = 0
     extra_labels: float = 0.0
     extra_errors: int = 0
@@ -736,9 +763,10 @@ def parse_request(host: str, api_key: str, text: str) -> bytes:
     return head.encode() + body
 
 
-def train_rasa_bot(data_dir: Path, workdir: Path, result: RasaResult) -> str:
+def train_rasa_bot(data_dir: Path, workdir: Path, result: RasaResult) -> tuple[str, str]:
     """On a first server: a tenant, its dataset imported from ``RASA_NLU``, an intent model
-    trained by the server's train worker and made ``production``; return the tenant's key."""
+    trained by the server's train worker and made ``production``; return the tenant's key and
+    the dataset's id."""
     log_path = workdir / "server-rasa-setup.log"
     env = {"PARLEY_OPERATOR_TOKEN": RASA_OPERATOR_TOKEN}
     with parley_server(data_dir, free_port(), log_path, env) as (url, _proc, _up):
@@ -753,7 +781,67 @@ def train_rasa_bot(data_dir: Path, workdir: Path, result: RasaResult) -> str:
         f"trained in {result.train_s:.1f} s (through the API and the train worker)",
         flush=True,
     )
-    return api_key
+    return api_key, str(dataset["id"])
+
+
+def rasa_texts() -> list[str]:
+    """The texts /model/parse requests start with: the nlu.yml examples and ``RASA_MESSAGES``."""
+    examples = [
+        line.strip()[2:].strip()
+        for line in RASA_NLU.read_text().splitlines()
+        if line.strip().startswith("- ") and not line.strip().startswith("- intent:")
+    ]
+    return [*examples, *RASA_MESSAGES]
+
+
+def rasa_plans(
+    host: str,
+    api_key: str,
+    clients: int,
+    per_client: int,
+    rng: random.Random,
+    numbers: Iterator[int],
+) -> tuple[list[list[bytes]], list[str]]:
+    """Each client's /model/parse requests, and their texts: a random base text and a request
+    number from ``numbers`` (unique in the run), so that no two requests send the same text."""
+    bases = rasa_texts()
+    texts = [f"{rng.choice(bases)} {next(numbers)}" for _ in range(clients * per_client)]
+    plans = [
+        [parse_request(host, api_key, t) for t in texts[c * per_client : (c + 1) * per_client]]
+        for c in range(clients)
+    ]
+    return plans, texts
+
+
+def worker_pids(pid: int) -> set[int]:
+    """The train worker processes in ``pid``'s process tree."""
+    return {p for p in tree_pids(pid) if b"training.worker" in _cmdline(p)}
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+@contextlib.contextmanager
+def counter_store(processes: int) -> Iterator[dict[str, str]]:
+    """The environment of a server of ``processes`` gateway processes: those need a shared
+    counter store, so a throwaway redis-server when PARLEY_REDIS__URL is not set."""
+    if processes <= 1 or os.environ.get("PARLEY_REDIS__URL"):
+        yield {}
+        return
+    from tests.support.redis_server import RedisServer, redis_server_path
+
+    if redis_server_path() is None:
+        raise BenchError(
+            f"--processes {processes} needs a shared counter store: set PARLEY_REDIS__URL or "
+            "install redis-server"
+        )
+    with RedisServer() as redis:
+        print(f"  counters in a throwaway redis-server ({redis.url})", flush=True)
+        yield {"PARLEY_REDIS__URL": redis.url}
 
 
 def run_rasa(
@@ -762,19 +850,25 @@ def run_rasa(
     """The Rasa-shaped measurements on a fresh ``parley serve`` (see the module docstring)."""
     result = RasaResult(processes=str(args.processes or "default"))
     print("\n== Rasa-shaped /model/parse (a rasa-init bot trained from nlu.yml)", flush=True)
-    api_key = train_rasa_bot(data_dir, workdir, result)
-    env = {"PARLEY_SERVING__PROCESSES": str(args.processes)} if args.processes else {}
+    api_key, dataset_id = train_rasa_bot(data_dir, workdir, result)
     log_path = workdir / "server-rasa.log"
+    headers = {"Authorization": f"Bearer {api_key}"}
     try:
-        with parley_server(data_dir, free_port(), log_path, env) as (url, proc, healthy):
+        with contextlib.ExitStack() as stack:
+            env = stack.enter_context(counter_store(args.processes))
+            env["PARLEY_QUEUE__RECYCLE_IDLE_S"] = str(args.recycle_idle_s)
+            if args.processes:
+                env["PARLEY_SERVING__PROCESSES"] = str(args.processes)
+            url, proc, healthy = stack.enter_context(
+                parley_server(data_dir, free_port(), log_path, env)
+            )
             host = url.removeprefix("http://")
-            with httpx.Client(base_url=url, timeout=60.0) as client:
-                headers = {"Authorization": f"Bearer {api_key}"}
+            with httpx.Client(base_url=url, timeout=60.0, headers=headers) as client:
                 t0 = time.perf_counter()
-                client.post("/model/parse", json={"text": "hello"}, headers=headers)
+                client.post("/model/parse", json={"text": "hello"})
                 # spawn → healthy (polled every 0.25 s) + the first parse: slightly pessimistic
                 result.healthy_s = healthy
-                first = client.post("/model/parse", json={"text": "hi"}, headers=headers)
+                first = client.post("/model/parse", json={"text": "hi"})
                 result.first_answer_s = healthy + time.perf_counter() - t0
                 check(first, 200)
                 time.sleep(1.0)  # start-up allocations settle
@@ -787,16 +881,13 @@ def run_rasa(
                     f"{result.idle_pss_mb:.0f} MB",
                     flush=True,
                 )
-            rng = random.Random(args.seed)
+            load_extra_models(args, tenants, url, proc.pid, result)
+            rng, numbers = random.Random(args.seed), itertools.count(1)
             levels = [(1, args.rasa_one_client), (args.rasa_clients, args.rasa_per_client)]
             for clients, per_client in levels:
-                plans = [
-                    [
-                        parse_request(host, api_key, rng.choice(RASA_MESSAGES))
-                        for _ in range(per_client)
-                    ]
-                    for _ in range(clients)
-                ]
+                plans, texts = rasa_plans(host, api_key, clients, per_client, rng, numbers)
+                result.sent_texts += len(texts)
+                result.distinct_texts += len(set(texts))
                 load = LoadResult(
                     batching="rasa",
                     max_batch=args.max_batch,
@@ -813,36 +904,88 @@ def run_rasa(
                 )
                 for err in load.error_samples:
                     note_error(result.error_samples, err)
-            # the first EXTRA_WARM models warm the predict route (one-off allocations); the
-            # next --extra-models are the ones measured
-            n_warm = args.extra_warm
-            warm, extra = tenants[:n_warm], tenants[n_warm : n_warm + args.extra_models]
-            with httpx.Client(base_url=url, timeout=60.0) as client:
-                for i, t in enumerate([*warm, *extra]):
-                    if i == len(warm):
-                        time.sleep(1.0)
-                        result.warm_rss_mb, _ = tree_memory_mb(proc.pid)
-                    error = predict(client, t, t.texts[0])
-                    if error is not None:
-                        result.extra_errors += 1
-                        note_error(result.error_samples, f"extra models: {error}")
-            result.extra_models = len(extra)
-            result.extra_labels = statistics.fmean(t.labels for t in extra) if extra else 0.0
-            time.sleep(1.0)
-            result.loaded_rss_mb, result.loaded_pss_mb = tree_memory_mb(proc.pid)
-            print(
-                f"  {len(warm)} + {len(extra)} extra models loaded ({result.extra_errors} errors; "
-                f"{result.extra_labels:.1f} intents a model): RSS {result.warm_rss_mb:.0f} MB "
-                f"after the first {len(warm)}, {result.loaded_rss_mb:.0f} MB after all, "
-                f"{result.per_model_kb:.0f} kB a model",
-                flush=True,
-            )
+            retrain_and_idle(args, url, headers, dataset_id, proc.pid, result)
             if proc.poll() is not None:
                 raise BenchError(f"server exited during the run; log tail:\n{tail(log_path)}")
     finally:
         for err in result.error_samples:
             print(f"  error: {err}")
     return result
+
+
+def load_extra_models(
+    args: argparse.Namespace,
+    tenants: Sequence[TenantModel],
+    url: str,
+    server_pid: int,
+    result: RasaResult,
+) -> None:
+    """Load the warm-up models, then ``--extra-models`` more, right after idle (before any load
+    phase has grown and freed the heap, whose slack the models would fill unseen)."""
+    n_warm = args.extra_warm
+    warm, extra = tenants[:n_warm], tenants[n_warm : n_warm + args.extra_models]
+    with httpx.Client(base_url=url, timeout=60.0) as client:
+        for i, t in enumerate([*warm, *extra]):
+            if i == len(warm):
+                time.sleep(1.0)
+                result.warm_rss_mb, _ = tree_memory_mb(server_pid)
+            error = predict(client, t, t.texts[0])
+            if error is not None:
+                result.extra_errors += 1
+                note_error(result.error_samples, f"extra models: {error}")
+    result.extra_models = len(extra)
+    result.extra_labels = statistics.fmean(t.labels for t in extra) if extra else 0.0
+    time.sleep(1.0)
+    result.loaded_rss_mb, result.loaded_pss_mb = tree_memory_mb(server_pid)
+    print(
+        f"  {len(warm)} + {len(extra)} extra models loaded ({result.extra_errors} errors; "
+        f"{result.extra_labels:.1f} intents a model): RSS {result.warm_rss_mb:.0f} MB "
+        f"after the first {len(warm)}, {result.loaded_rss_mb:.0f} MB after all, "
+        f"{result.per_model_kb:.0f} kB a model",
+        flush=True,
+    )
+
+
+def retrain_and_idle(
+    args: argparse.Namespace,
+    url: str,
+    headers: dict[str, str],
+    dataset_id: str,
+    server_pid: int,
+    result: RasaResult,
+) -> None:
+    """This server's worker trains the bot's model once; the idle memory right after, and
+    after the worker has exited to release PyTorch and been replaced."""
+    before = worker_pids(server_pid)
+    with httpx.Client(base_url=url, timeout=60.0, headers=headers) as client:
+        model, result.retrain_s = train(client, dataset_id, "rasa-init again")
+    if model["status"] != "succeeded":
+        raise BenchError(f"the second training {model['status']}: {model.get('failure_message')}")
+    done = time.perf_counter()
+    time.sleep(2.0)
+    result.trained_rss_mb, result.trained_pss_mb = tree_memory_mb(server_pid)
+    print(
+        f"  trained again in {result.retrain_s:.1f} s on this server; idle right after: RSS "
+        f"{result.trained_rss_mb:.0f} MB, PSS {result.trained_pss_mb:.0f} MB",
+        flush=True,
+    )
+    deadline = done + args.recycle_idle_s + 60
+    while time.perf_counter() < deadline:  # the worker exits idle and a fresh one starts
+        now = worker_pids(server_pid)
+        if now and not now & before:
+            result.recycled_s = time.perf_counter() - done
+            break
+        time.sleep(0.5)
+    else:
+        print(f"  the worker did not recycle within {args.recycle_idle_s + 60:.0f} s", flush=True)
+        return
+    time.sleep(3.0)  # the fresh worker has started
+    result.recycled_rss_mb, result.recycled_pss_mb = tree_memory_mb(server_pid)
+    print(
+        f"  worker recycled {result.recycled_s:.0f} s after the training: idle RSS "
+        f"{result.recycled_rss_mb:.0f} MB, PSS {result.recycled_pss_mb:.0f} MB",
+        flush=True,
+    )
 
 
 def server_ms(load: LoadResult) -> float:
@@ -887,6 +1030,8 @@ def rasa_tables(rasa: RasaResult) -> str:
             "idle RSS MB",
             "idle PSS MB",
             "procs",
+            "idle RSS after training MB",
+            "worker recycled MB",
             "RSS warm-up models MB",
             f"RSS +{rasa.extra_models} more MB",
             "intents/model",
@@ -900,15 +1045,21 @@ def rasa_tables(rasa: RasaResult) -> str:
                 fmt(rasa.idle_rss_mb, ".0f"),
                 fmt(rasa.idle_pss_mb, ".0f"),
                 str(rasa.idle_processes),
+                fmt(rasa.trained_rss_mb, ".0f"),
+                fmt(rasa.recycled_rss_mb, ".0f"),
                 fmt(rasa.warm_rss_mb, ".0f"),
                 fmt(rasa.loaded_rss_mb, ".0f"),
                 fmt(rasa.extra_labels, ".1f"),
                 fmt(rasa.per_model_kb, ".0f"),
             ]
         ],
-        "lrrrrrrrrr",
+        "lrrrrrrrrrrr",
     )
-    return f"{load}\n\n{memory}"
+    texts = (
+        f"/model/parse texts: {rasa.distinct_texts} distinct of {rasa.sent_texts} sent (each "
+        "request its own text: no batch encodes a text once for several requests)"
+    )
+    return f"{load}\n\n{memory}\n{texts}"
 
 
 def rasa_targets(rasa: RasaResult) -> list[dict[str, Any]]:
@@ -922,6 +1073,12 @@ def rasa_targets(rasa: RasaResult) -> list[dict[str, Any]]:
         (f"rasa: p99 ms at {n} clients", top.p99_ms if top else nan, "<=", RASA_P99_TARGET_MS),
         ("rasa: p50 ms, one client", one.p50_ms if one else nan, "<=", RASA_ONE_P50_TARGET_MS),
         ("rasa: idle RSS MB, gateway + workers", rasa.idle_rss_mb, "<=", RASA_IDLE_TARGET_MB),
+        (
+            "rasa: idle RSS MB after a training (worker recycled)",
+            rasa.recycled_rss_mb,
+            "<=",
+            RASA_IDLE_TARGET_MB,
+        ),
         (
             "rasa: kB per extra loaded model (RSS)",
             rasa.per_model_kb,
@@ -1127,10 +1284,18 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "--processes",
         type=int,
         default=0,
-        help="rasa: gateway processes of the server (PARLEY_SERVING__PROCESSES; 0: its default)",
+        help="rasa: gateway processes of the server (PARLEY_SERVING__PROCESSES; 0: its default; "
+        "more than 1 uses PARLEY_REDIS__URL, or a throwaway redis-server when it is unset)",
     )
     p.add_argument(
         "--extra-models", type=int, default=EXTRA_MODELS, help="rasa: models loaded after idle"
+    )
+    p.add_argument(
+        "--recycle-idle-s",
+        type=float,
+        default=RASA_RECYCLE_IDLE_S,
+        help="rasa: PARLEY_QUEUE__RECYCLE_IDLE_S of the measured server (its worker releases "
+        "PyTorch after this many idle seconds; the server's default is 300)",
     )
     p.add_argument("--rasa-clients", type=int, default=RASA_CLIENTS, help="rasa: clients")
     p.add_argument(
@@ -1142,7 +1307,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     common_flags(
         p,
         "3 tenants on 12 generated intents, 1 and 2 clients, 5 requests each; the rasa bot "
-        "with 2 extra models after 1 warm-up model, 1 and 4 clients",
+        "with 2 extra models after 1 warm-up model, 1 and 4 clients, worker recycled after 3 s",
     )
     args = p.parse_args(argv)
     args.extra_warm = EXTRA_WARM
@@ -1151,6 +1316,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         args.max_seconds = min(args.max_seconds, 10.0)
         args.extra_models, args.rasa_clients, args.rasa_per_client = 2, 4, 5
         args.rasa_one_client, args.extra_warm = 20, 1
+        args.recycle_idle_s = min(args.recycle_idle_s, 3.0)
     if args.scenario == "rasa":
         args.tenants = args.extra_models + args.extra_warm
     elif args.scenario == "both":
