@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat
 
 from core.quotas import QuotaName, RateName
 from core.settings import Rate
@@ -251,7 +251,8 @@ class ModelUpdate(BaseModel):
             "examples": [{"out_of_scope_threshold": 0.42}, {"out_of_scope_threshold": None}]
         },
     )
-    out_of_scope_threshold: float | None = Field(
+    # strict: JSON true is not a threshold of 1 (it would turn every message away)
+    out_of_scope_threshold: StrictFloat | None = Field(
         ge=0,
         le=1,
         description="intent models: below this top confidence a message is out_of_scope "

@@ -83,6 +83,7 @@ def test_refusals(api: Api, trained: dict[str, Any]) -> None:
         {"out_of_scope_threshold": 1.5},
         {"out_of_scope_threshold": -0.1},
         {"out_of_scope_threshold": "high"},
+        {"out_of_scope_threshold": True},  # not 1.0: that would turn every message away
         {},
         {"out_of_scope_threshold": 0.5, "name": "x"},
     ):
