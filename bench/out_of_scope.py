@@ -201,10 +201,14 @@ def run_variant(
     result.in_scope, result.in_scope_flagged, result.recall, result.overall = score(
         proto.test_truth, said
     )
-    # raw: the same model with its threshold moved to 0 (no reload, no retraining)
-    body = {"out_of_scope_threshold": 0}
-    check(client.patch(f"/v1/models/{model['id']}", json=body), 200)
-    raw = answers(client, model["id"], proto.test_texts)
+    # raw: the same model with its threshold moved to 0 (no reload, no retraining), then
+    # back to the calibrated one: a model of a server given by --url keeps serving as trained
+    url = f"/v1/models/{model['id']}"
+    check(client.patch(url, json={"out_of_scope_threshold": 0}), 200)
+    try:
+        raw = answers(client, model["id"], proto.test_texts)
+    finally:
+        check(client.patch(url, json={"out_of_scope_threshold": None}), 200)
     result.raw_in_scope, _, result.raw_recall, result.raw_overall = score(proto.test_truth, raw)
     result.extra["predict_s"] = round(time.perf_counter() - t0, 1)
     print(
