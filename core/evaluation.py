@@ -26,6 +26,7 @@ import numpy as np
 __all__ = [
     "OUT_OF_SCOPE",
     "stratified_split",
+    "held_out_count",
     "accuracy_and_macro_f1",
     "average_precision",
     "calibrate_out_of_scope",
@@ -208,10 +209,15 @@ def stratified_split(
     for label in sorted(by_label):
         idx = by_label[label]
         rng.shuffle(idx)
-        n_held = min(len(idx) - 1, round(len(idx) * (1 - train_fraction)))
+        n_held = held_out_count(len(idx), train_fraction)
         held.extend(idx[:n_held])
         train.extend(idx[n_held:])
     return sorted(train), sorted(held)
+
+
+def held_out_count(n: int, train_fraction: float) -> int:
+    """How many of a label's ``n`` examples ``stratified_split`` holds out."""
+    return min(n - 1, round(n * (1 - train_fraction)))
 
 
 IN_SCOPE_TOLERANCE = 0.02

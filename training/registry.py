@@ -27,7 +27,7 @@ from core.backends import (
 )
 from core.db import utcnow
 from core.errors import Conflict, InvalidInput, NotFound, NotReady
-from core.evaluation import OUT_OF_SCOPE, curve_point
+from core.evaluation import OUT_OF_SCOPE, curve_point, held_out_count
 from core.ids import new_id
 from core.tables import Alias, Dataset, Example, Model
 from training.datasets.service import get_dataset
@@ -139,11 +139,8 @@ def create_model(
                 f"params.entity_backend {job.entity_backend!r} trains {entity_cls.task} models;"
                 " name an entities backend"
             )
-    if job.out_of_scope_share is not None and OUT_OF_SCOPE not in (dataset.label_counts or {}):
-        raise InvalidInput(
-            f"params.out_of_scope_share weighs out_of_scope examples, but dataset {dataset_id} "
-            "has none; add examples labelled out_of_scope, or leave the param out"
-        )
+    if job.out_of_scope_share is not None:
+        _check_out_of_scope_share(session, dataset, job)
     backend_cls.check_dataset(_stats(session, dataset))
     if alias is not None:
         check_alias_name(alias)
@@ -162,6 +159,36 @@ def create_model(
     session.add(model)
     session.flush()
     return model
+
+
+def _check_out_of_scope_share(session: Session, dataset: Dataset, job: JobParams) -> None:
+    """``InvalidInput`` unless the share will weigh something: the held-out split gets
+    out_of_scope examples (``stratified_split`` holds out none of a label with 1-2 at 0.8)
+    and the threshold is calibrated, not fixed."""
+    if job.out_of_scope_threshold is not None:
+        raise InvalidInput(
+            "params.out_of_scope_share chooses the calibrated threshold, but "
+            "params.out_of_scope_threshold fixes it; leave one of them out"
+        )
+    where = [Example.dataset_id == dataset.id, Example.label == OUT_OF_SCOPE]
+    if not job.with_feedback:  # the job trains without them (training.datasets.snapshot)
+        where.append(Example.source != "feedback")
+    count = int(session.scalar(select(func.count()).select_from(Example).where(*where)) or 0)
+    if not count:
+        raise InvalidInput(
+            f"params.out_of_scope_share weighs out_of_scope examples, but dataset {dataset.id} "
+            "has none; add examples labelled out_of_scope, or leave the param out"
+        )
+    needed = count
+    while held_out_count(needed, job.train_split) < 1:
+        needed += 1
+    if needed > count:
+        raise InvalidInput(
+            f"params.out_of_scope_share weighs the out_of_scope examples of the held-out split, "
+            f"but with train_split {job.train_split:g} none of dataset {dataset.id}'s {count} is "
+            f"held out; add {needed - count} more labelled out_of_scope ({needed} in all), or "
+            "leave the param out"
+        )
 
 
 def _stats(session: Session, dataset: Dataset) -> DatasetStats:

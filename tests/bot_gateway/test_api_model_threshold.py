@@ -7,9 +7,9 @@ from __future__ import annotations
 from typing import Any
 
 from bot_gateway.serving.cache import ModelRef
-from core.evaluation import curve_point
+from core.evaluation import OUT_OF_SCOPE, curve_point
 from tests.bot_gateway.conftest import Api
-from tests.support.data import intent_csv
+from tests.support.data import intent_csv, intent_rows
 
 TEXT = "where is my parcel?"
 
@@ -126,7 +126,19 @@ def test_the_out_of_scope_share_param(api: Api) -> None:
         body = {"dataset_id": plain["id"], "params": {"out_of_scope_share": share}}
         r = api.client.post("/v1/models", json=body, headers=api.a)
         assert r.status_code == 422 and words in r.json()["message"], (share, r.text)
+    # two out_of_scope examples: the held-out split (train_split 0.8) gets none of them
+    two = intent_rows() + [("what is the weather", OUT_OF_SCOPE), ("tell a joke", OUT_OF_SCOPE)]
+    few = api.upload(intent_csv(two)).json()
+    body = {"dataset_id": few["id"], "params": {"out_of_scope_share": 0.3}}
+    r = api.client.post("/v1/models", json=body, headers=api.a)
+    assert r.status_code == 422 and "add 1 more" in r.json()["message"], r.text
     demo = api.upload(DEMO_DATA.read_bytes(), name="demo").json()
+    # a fixed threshold is not chosen with the share: refused, not reweighted in silence
+    params = {"out_of_scope_share": 0.3, "out_of_scope_threshold": 0.5}
+    r = api.client.post(
+        "/v1/models", json={"dataset_id": demo["id"], "params": params}, headers=api.a
+    )
+    assert r.status_code == 422 and "leave one of them out" in r.json()["message"], r.text
     model = api.train(demo["id"], params={"out_of_scope_share": 0.5})
     oos = model["metrics"]["out_of_scope"]
     assert oos["out_of_scope_share"] == 0.5 and oos["num_out_of_scope"] >= 4
