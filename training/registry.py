@@ -287,34 +287,45 @@ def set_out_of_scope_threshold(
         )
     if threshold is not None and not 0 <= threshold <= 1:
         raise InvalidInput(f"out_of_scope_threshold {threshold}: use a number from 0 to 1")
-    metrics = dict(model.metrics or {})
+    metrics = dict(model.metrics or {})  # None: trained without a held-out split
     oos = dict(metrics.get("out_of_scope") or {})
     if "calibrated_threshold" not in oos:  # the first change keeps what training chose
         oos["calibrated_threshold"] = oos.get("threshold")
-        oos["calibrated_method"] = oos.get("method")
+        oos["calibrated_method"] = oos.get("method") or "none"  # none: nothing was calibrated
+        oos["calibrated_effect"] = {key: oos.get(key) for key in _EFFECT}
     if threshold is None:
-        chosen, method = oos["calibrated_threshold"], oos["calibrated_method"]
+        oos["threshold"], oos["method"] = oos["calibrated_threshold"], oos["calibrated_method"]
+        # as measured at training (a threshold moved before the effect was kept: the curve)
+        effect = oos.get("calibrated_effect") or _effect(oos, oos["calibrated_threshold"])
     else:
-        chosen, method = float(threshold), "manual"
-    oos["threshold"], oos["method"] = chosen, method
-    if not oos.get("curve"):  # trained before curves were stored: the effect is unknown
-        for key in ("in_scope_accuracy", "out_of_scope_recall", "overall_accuracy"):
-            oos[key] = None
-    else:
-        effect = curve_point(oos["curve"], float(chosen or 0.0))
-        oos.update(effect)
-        share = oos.get("out_of_scope_share")
-        if share is not None and effect["out_of_scope_recall"] is not None:
-            in_acc = effect["in_scope_accuracy"] or 0.0
-            oos["overall_accuracy"] = round(
-                (1 - share) * in_acc + share * effect["out_of_scope_recall"], 6
-            )
+        oos["threshold"], oos["method"] = float(threshold), "manual"
+        effect = _effect(oos, float(threshold))
+    oos.update(effect)
     oos["set_by"], oos["set_at"] = actor, utcnow().isoformat()
     metrics["out_of_scope"] = oos
     model.metrics = metrics  # a new dict: the JSON column is written
     lookup_changes.record(session, tenant_id, "models")
     session.flush()
     return model
+
+
+_EFFECT = ("in_scope_accuracy", "out_of_scope_recall", "overall_accuracy", "in_scope_flagged")
+"""The held-out effect of an out-of-scope threshold, as ``metrics.out_of_scope`` reports it."""
+
+
+def _effect(oos: dict[str, Any], threshold: float | None) -> dict[str, float | None]:
+    """The held-out effect of ``threshold``, read off the stored curve; all None without one
+    (trained before curves were stored, or without a held-out split)."""
+    if not oos.get("curve"):
+        return dict.fromkeys(_EFFECT)
+    effect = curve_point(oos["curve"], float(threshold or 0.0))
+    share, recall = oos.get("out_of_scope_share"), effect["out_of_scope_recall"]
+    effect["overall_accuracy"] = (
+        None
+        if share is None or recall is None
+        else round((1 - share) * (effect["in_scope_accuracy"] or 0.0) + share * recall, 6)
+    )
+    return effect
 
 
 def check_alias_name(name: str) -> str:

@@ -166,3 +166,21 @@ def test_a_model_trained_before_curves_were_stored(api: Api, trained: dict[str, 
     restored = patch(api, trained["id"], {"out_of_scope_threshold": None}).json()
     assert restored["metrics"]["out_of_scope"]["threshold"] == 0.3
     assert restored["metrics"]["out_of_scope"]["method"] == "in_scope_quantile_0.05"
+    assert restored["metrics"]["out_of_scope"]["in_scope_accuracy"] == 0.95  # as trained
+
+
+def test_a_model_without_a_held_out_split(api: Api) -> None:
+    rows = [("hello there", "greet"), ("hi friend", "greet")]
+    rows += [("where is my order", "track"), ("track my parcel", "track")]
+    ds = api.upload(intent_csv(rows)).json()
+    model = api.train(ds["id"], params={"epochs": 2})
+    assert model["status"] == "succeeded" and model["metrics"] is None  # nothing held out
+    r = patch(api, model["id"], {"out_of_scope_threshold": 0.4})
+    assert r.status_code == 200, r.text
+    oos = r.json()["metrics"]["out_of_scope"]
+    assert oos["threshold"] == 0.4 and oos["method"] == "manual"
+    assert oos["calibrated_threshold"] is None and oos["calibrated_method"] == "none"
+    assert oos["in_scope_accuracy"] is None  # no held-out split to measure it on
+    restored = patch(api, model["id"], {"out_of_scope_threshold": None}).json()
+    assert restored["metrics"]["out_of_scope"]["threshold"] is None
+    assert restored["metrics"]["out_of_scope"]["method"] == "none"
