@@ -19,7 +19,9 @@ Per engine and set:
   warm-up reads of other documents. Images are decoded from their PNG / JPEG files first,
   outside the timing. Beside it, the CPU milliseconds the process spent in the read (p50):
   on a machine that other work shares, the wall time grows with the load and this does not
-  (with one thread it is what the read takes on an idle core).
+  (with one thread it is what the read takes on an idle core);
+* lines by RapidOCR: the share of the lines read that name ``rapidocr`` as their reader
+  (``auto`` hands RapidOCR the lines Tesseract is unsure of).
 
 ONNX Runtime and torch run with ``--threads`` threads (1 by default, as served on 2 cores).
 The results are printed as a plain-text table, followed by the targets with PASS/FAIL: CER
@@ -71,6 +73,8 @@ class DocResult:
     ms: float
     cpu_ms: float
     text: str
+    lines: int  # lines the engine returned
+    by_rapidocr: int  # of them, read by RapidOCR (``auto`` sends it Tesseract's unsure ones)
 
 
 @dataclass
@@ -84,6 +88,12 @@ class SetResult:
         chars = sum(d.chars for d in self.docs)
         return sum(d.distance for d in self.docs) / chars if chars else float("nan")
 
+    @property
+    def rapidocr_share(self) -> float:
+        """The share of the lines read that RapidOCR read."""
+        lines = sum(d.lines for d in self.docs)
+        return sum(d.by_rapidocr for d in self.docs) / lines if lines else float("nan")
+
     def p(self, q: float) -> float:
         return percentile([d.ms for d in self.docs], q)
 
@@ -96,6 +106,7 @@ class SetResult:
             "p50_ms": self.p(50),
             "p95_ms": self.p(95),
             "cpu_p50_ms": percentile([d.cpu_ms for d in self.docs], 50),
+            "rapidocr_line_share": self.rapidocr_share,
             "mean_ms": sum(d.ms for d in self.docs) / len(self.docs) if self.docs else None,
         }
 
@@ -123,8 +134,19 @@ def run_set(engine: Any, name: str, set_name: str, docs: Sequence[Document]) -> 
         cpu_ms = (time.process_time() - cpu_began) * 1000
         truth = normalize_text(doc.text)
         distance = levenshtein(normalize_text(read.text), truth)
+        by_rapidocr = sum(line.engine == "rapidocr" for line in read.lines)
         result.docs.append(
-            DocResult(doc.index, doc.kind, len(truth), distance, ms, cpu_ms, read.text)
+            DocResult(
+                doc.index,
+                doc.kind,
+                len(truth),
+                distance,
+                ms,
+                cpu_ms,
+                read.text,
+                len(read.lines),
+                by_rapidocr,
+            )
         )
     return result
 
@@ -139,10 +161,20 @@ def results_table(results: Sequence[SetResult]) -> str:
             fmt(r.p(50), ".0f"),
             fmt(r.p(95), ".0f"),
             fmt(percentile([d.cpu_ms for d in r.docs], 50), ".0f"),
+            fmt(100 * r.rapidocr_share, ".0f"),
         ]
         for r in results
     ]
-    header = ["engine", "set", "documents", "CER %", "p50 ms", "p95 ms", "CPU p50 ms"]
+    header = [
+        "engine",
+        "set",
+        "documents",
+        "CER %",
+        "p50 ms",
+        "p95 ms",
+        "CPU p50 ms",
+        "lines by RapidOCR %",
+    ]
     return render_table(header, rows)
 
 
