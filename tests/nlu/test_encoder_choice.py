@@ -9,8 +9,11 @@ loading of the same folder, and a head trains, saves and loads on them.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import os
+import time
 import zipfile
 from pathlib import Path
 
@@ -110,6 +113,59 @@ def test_a_split_archive_reads_as_one_zip(tmp_path: Path) -> None:
 
     with nlu.mpnet._Joined(parts) as joined, zipfile.ZipFile(io.BufferedReader(joined)) as z:
         assert {n: z.read(n) for n in z.namelist()} == payload
+
+
+@pytest.fixture
+def small_parts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, bytes]:
+    """Five installed "parts" of a small archive laid out like mpnet's (for CI, which has not
+    got the 400 MB of the real ones); returns the files the archive holds."""
+    files = {"model.safetensors": bytes(range(256)) * 400, "config.json": b'{"model_type": "x"}'}
+    whole = io.BytesIO()
+    with zipfile.ZipFile(whole, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in files.items():
+            archive.writestr(nlu.mpnet.ARCHIVE_FOLDER + name, data)
+    data = whole.getvalue()
+    size = len(data) // 5 + 1
+    paths = {}
+    for i, part in enumerate(nlu.mpnet.PARTS):
+        paths[part] = tmp_path / "site-packages" / f"all-mpnet-base-v2.zip.00{i + 1}"
+        paths[part].parent.mkdir(exist_ok=True)
+        paths[part].write_bytes(data[i * size : (i + 1) * size])
+    monkeypatch.setattr(nlu.mpnet, "_part_path", paths.get)
+    digest = hashlib.sha256(files["model.safetensors"]).hexdigest()
+    monkeypatch.setattr(nlu.mpnet, "FILES", {"model.safetensors": digest, "config.json": None})
+    return files
+
+
+def test_the_parts_unpack_once_into_the_cache_and_a_changed_file_is_refused(
+    tmp_path: Path, small_parts: dict[str, bytes]
+) -> None:
+    cache = tmp_path / "cache"
+    folder = nlu.mpnet.model_dir(cache)
+
+    assert {n: (folder / n).read_bytes() for n in small_parts} == small_parts
+    assert [p.name for p in folder.parent.iterdir()] == [folder.name]  # no temporary folder
+    assert nlu.mpnet.model_dir(cache) == folder
+    (folder / "model.safetensors").write_bytes(b"changed")
+    with pytest.raises(ModelLoadError, match="model.safetensors has sha256"):
+        nlu.mpnet.model_dir(cache)
+
+
+def test_an_unpack_killed_midway_leaves_nothing_after_an_hour(
+    tmp_path: Path, small_parts: dict[str, bytes]
+) -> None:
+    encoders = tmp_path / "cache" / "encoders"
+    name = f"{nlu.mpnet.NAME}-{nlu.mpnet.SHA256[:16]}"
+    stale, live = encoders / f".{name}.tmpkilled", encoders / f".{name}.tmprunning"
+    for folder in (stale, live):
+        folder.mkdir(parents=True)
+        (folder / "model.safetensors").write_bytes(b"half")
+    hour_ago = time.time() - nlu.mpnet.STALE_S - 60
+    os.utime(stale, (hour_ago, hour_ago))
+
+    folder = nlu.mpnet.model_dir(tmp_path / "cache")
+
+    assert sorted(p.name for p in encoders.iterdir()) == sorted([folder.name, live.name])
 
 
 def test_a_saved_model_records_the_full_encoder_name(tmp_path: Path) -> None:
