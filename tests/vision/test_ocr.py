@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -336,3 +337,29 @@ def test_auto_reads_a_clean_scan_that_rapidocr_alone_garbles() -> None:
     assert doc_cer(get_engine("rapidocr").read(scan.image).text, scan.text) > 0.1
     readers = [item.engine for item in result.lines]
     assert readers.count("tesseract") > len(readers) / 2, readers
+
+
+@pytest.mark.slow
+def test_requests_reading_at_once_each_get_the_lines_they_get_alone() -> None:
+    """The gateway reads OCR requests on several threads at once, and ``auto`` shares one
+    RapidOCR (detection-only and recognition-only calls, whose flags RapidOCR keeps on the
+    instance) and one Tesseract with the ``rapidocr`` and ``tesseract`` engines: every read
+    made at the same time as the others still gets the lines it gets alone."""
+    images = [
+        render(LABEL)[0],
+        render([(24, 20, "Invoice INV-7731"), (300, 20, "Total 48.20"), (24, 90, "Paid")])[0],
+    ]
+    readers = [("auto", 1), ("auto", 2), ("rapidocr", 1), ("tesseract", 1)]
+    jobs = [(name, threads, image) for name, threads in readers for image in images] * 2
+
+    def read(job: tuple[str, int, Image.Image]) -> list[tuple[str, str | None]]:
+        name, threads, image = job
+        return [
+            (item.text, item.engine) for item in get_engine(name, threads=threads).read(image).lines
+        ]
+
+    alone = [read(job) for job in jobs]
+    assert all(alone), alone
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        together = list(pool.map(read, reversed(jobs)))[::-1]
+    assert together == alone
