@@ -1,6 +1,9 @@
 """OCR engines behind one method: ``read(image) -> OcrResult``.
 
-``rapidocr`` (the default)
+``auto`` (the default, ``vision.ocr.auto``)
+    RapidOCR's detector finds the lines; each is read by Tesseract when it is sure, else by
+    RapidOCR's recogniser, and names its reader (``OcrLine.engine``).
+``rapidocr``
     RapidOCR 3.x on ONNX Runtime with the models shipped inside the ``rapidocr`` wheel:
     PP-OCRv6 small detection and recognition, and the PP-OCR v2.0 mobile direction
     classifier. Each model is passed by path and its sha256 checked against the value RapidOCR
