@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
 
 import numpy as np
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from core.backends import (
     BackendConfig,
@@ -74,14 +74,16 @@ class EmbeddingHeadConfig(EncoderChoice):
     weight_decay: float = Field(default=1e-4, ge=0, le=1)
     encoder_precision: Literal["auto", "fp32", "int8"] = "auto"
 
-    @model_validator(mode="after")
-    def _precision_fits_encoder(self) -> EmbeddingHeadConfig:
-        if self.encoder_precision == "int8" and not encoder_spec(self.encoder).int8:
+    @field_validator("encoder_precision")
+    @classmethod
+    def _precision_fits_encoder(cls, value: str, info: ValidationInfo) -> str:
+        encoder = info.data.get("encoder", ENCODER_NAME)  # validated first (EncoderChoice)
+        if value == "int8" and not encoder_spec(encoder).int8:
             raise ValueError(
-                f"encoder {self.encoder} runs in fp32 only (int8 quantisation moves its "
+                f"encoder {encoder} runs in fp32 only (int8 quantisation moves its "
                 "embeddings too far); use encoder_precision fp32 or auto"
             )
-        return self
+        return value
 
 
 def encoder_feature_key(spec: EncoderSpec, precision: str) -> str:

@@ -34,6 +34,7 @@ from nlu.intent.setfit import SetFitConfig
 from tests.conftest import CACHE_DIR
 from tests.support.data import INTENTS
 from tests.support.mpnet import MISSING_PART, hide_mpnet_part
+from training.registry import parse_params
 
 MPNET = "all-mpnet-base-v2"
 
@@ -189,6 +190,8 @@ def test_int8_is_refused_for_mpnet(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(nlu.mpnet, "check_installed", lambda: None)
     with pytest.raises(pydantic.ValidationError, match="fp32 only"):
         EmbeddingHeadConfig(encoder="mpnet", encoder_precision="int8")
+    with pytest.raises(InvalidInput, match="^invalid params: encoder_precision: .*fp32 only"):
+        parse_params(EmbeddingHeadBackend, {"encoder": "mpnet", "encoder_precision": "int8"})
     assert EmbeddingHeadConfig(encoder="mpnet", encoder_precision="auto").encoder == MPNET
 
 
