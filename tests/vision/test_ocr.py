@@ -363,3 +363,21 @@ def test_requests_reading_at_once_each_get_the_lines_they_get_alone() -> None:
     with ThreadPoolExecutor(len(jobs)) as pool:
         together = list(pool.map(read, reversed(jobs)))[::-1]
     assert together == alone
+
+
+@pytest.mark.slow
+def test_auto_has_rapidocr_read_a_line_longer_than_2000_px_as_its_own_pipeline_does() -> None:
+    """The lines Tesseract is unsure of go to RapidOCR's recogniser as crops. A full-width
+    line of a page scanned at 300 dpi is over 2,000 px long: it must reach the recogniser as
+    it is, not squashed to 32 px high by the shrinking RapidOCR applies to whole images."""
+    text = (
+        "Thank you for shopping with us today, please keep this receipt as proof of purchase "
+        "for the warranty and returns."
+    )
+    image, _ = render([(30, 80, text)], size=(round(font(40).getlength(text)) + 60, 200), px=40)
+    rapid = get_engine("rapidocr")
+    assert isinstance(rapid, engines.RapidOcrEngine)
+    [region] = rapid.detect(image)
+    assert region.crop.shape[1] > 2000
+    [(read, confidence)] = rapid.recognize([region.crop])
+    assert cer(read, text) <= 0.02 and confidence > 0.9, read

@@ -290,17 +290,24 @@ class RapidOcrEngine:
     def recognize(self, crops: Sequence[np.ndarray]) -> list[tuple[str, float]]:
         """The text and confidence of each line crop (RGB, text running left to right or
         upside down: the direction classifier turns those)."""
-        out: list[tuple[str, float]] = []
+        if not crops:
+            return []
+        from rapidocr.main import RapidOCRError
+
+        bgr = [np.ascontiguousarray(crop[:, :, ::-1]) for crop in crops]
+        result: Any
         with self._lock:
-            for crop in crops:
-                bgr = np.ascontiguousarray(crop[:, :, ::-1])
-                result: Any = self._ocr(bgr, use_det=False, use_cls=True, use_rec=True)
-                texts, scores = result.txts, result.scores
-                if not texts or not scores:
-                    out.append(("", 0.0))
-                else:
-                    out.append((str(texts[0]).strip(), _unit(scores[0])))
-        return out
+            # The steps RapidOCR's pipeline runs on its own crops. Its __call__ would first
+            # resize each crop as a whole image (long side at most 2,000 px, both sides rounded
+            # to multiples of 32): a line longer than that reached the recogniser squashed or
+            # stretched and came back garbled, and a thinner one raised ResizeImgError.
+            try:
+                turned, _ = self._ocr.cls_and_rotate(bgr)
+                result = self._ocr.recognize_txt(turned)
+            except RapidOCRError:
+                return [("", 0.0)] * len(crops)
+        texts, scores = result.txts, result.scores
+        return [(str(t).strip(), _unit(s)) for t, s in zip(texts, scores, strict=True)]
 
 
 @ocr_engines.register("tesseract")
