@@ -381,3 +381,14 @@ def test_auto_has_rapidocr_read_a_line_longer_than_2000_px_as_its_own_pipeline_d
     assert region.crop.shape[1] > 2000
     [(read, confidence)] = rapid.recognize([region.crop])
     assert cer(read, text) <= 0.02 and confidence > 0.9, read
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["auto", "rapidocr"])
+def test_an_image_too_thin_for_rapidocr_is_refused_saying_what_to_do(
+    model: OcrModel, name: str
+) -> None:
+    """RapidOCR shrinks an image's long side to 2,000 px and rounds both sides to multiples
+    of 32: a 3,000 x 20 strip would be 0 px high. That is the sender's image, not a fault."""
+    with pytest.raises(InvalidInput, match="3000 x 20 px.*engine='tesseract'"):
+        model.read([Image.new("RGB", (3000, 20), "white")], engine=name)

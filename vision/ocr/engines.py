@@ -42,7 +42,7 @@ import numpy as np
 from PIL import Image
 
 from core.backends import Box
-from core.errors import ConfigurationError, ModelLoadError
+from core.errors import ConfigurationError, InvalidInput, ModelLoadError
 from core.logging import log_event
 from core.registry import Registry
 from core.shared_models import SharedKey, files_nbytes, shared_models
@@ -246,9 +246,8 @@ class RapidOcrEngine:
         rgb = _rgb(image)
         scaled, factor = _enlarged(rgb, RAPIDOCR_MIN_SIDE, 4.0)
         bgr = np.ascontiguousarray(np.asarray(scaled)[:, :, ::-1])
-        output: Any  # RapidOCR's result type is a union of its pipeline stages' outputs
-        with self._lock:
-            output = self._ocr(bgr, use_det=True, use_cls=True, use_rec=True)
+        # RapidOCR's result type is a union of its pipeline stages' outputs
+        output = self._run(bgr, rgb, use_det=True, use_cls=True, use_rec=True)
         boxes, texts, scores = output.boxes, output.txts, output.scores
         if boxes is None or texts is None or scores is None:
             return OcrResult.from_lines([])
@@ -260,6 +259,21 @@ class RapidOcrEngine:
             lines.append(OcrLine(str(text).strip(), _unit(score), box, self.name))
         return OcrResult.from_lines(lines, angles)
 
+    def _run(self, bgr: np.ndarray, rgb: Image.Image, **steps: bool) -> Any:
+        """RapidOCR's pipeline on a whole image (``steps``: use_det, use_cls, use_rec)."""
+        from rapidocr.utils.process_img import ResizeImgError
+
+        try:
+            with self._lock:
+                return self._ocr(bgr, **steps)
+        except ResizeImgError as e:
+            # it shrinks the long side to 2,000 px and rounds both sides to multiples of 32
+            raise InvalidInput(
+                f"RapidOCR cannot read a {rgb.width} x {rgb.height} px image: shrunk to its "
+                "2,000 px limit, its short side would vanish. Crop or pad it to at most 100 "
+                "times as long as it is high, or read it with engine='tesseract'"
+            ) from e
+
     def detect(self, image: Image.Image) -> list[TextRegion]:
         """Where ``image`` has text: one region per line RapidOCR's detector finds, each with
         its box, direction and the line cut out straight (``crop``), in reading order of
@@ -267,9 +281,7 @@ class RapidOcrEngine:
         rgb = _rgb(image)
         scaled, factor = _enlarged(rgb, RAPIDOCR_MIN_SIDE, 4.0)
         bgr = np.ascontiguousarray(np.asarray(scaled)[:, :, ::-1])
-        output: Any
-        with self._lock:
-            output = self._ocr(bgr, use_det=True, use_cls=False, use_rec=False)
+        output = self._run(bgr, rgb, use_det=True, use_cls=False, use_rec=False)
         if output.boxes is None:
             return []
         from rapidocr.utils.process_img import get_rotate_crop_image
