@@ -83,10 +83,14 @@ def build_gateway(settings: Settings) -> Gateway:
     lookup_changes.publish_on(engine, settings.redis)  # with Redis: look-up invalidation
     secret_box = open_box(settings, engine)  # refuses a missing or wrong PARLEY_SECRET_KEY
     store = store_for(settings)
+    inference_threads = settings.serving.inference_threads or max(
+        1, usable_cpus() // settings.serving.processes
+    )
     context = BackendContext(
         cache_dir=settings.cache_dir,
         device=settings.serving.device,
         threads=settings.serving.torch_threads,
+        ocr_threads=settings.serving.ocr_threads or inference_threads,
     )
     queue = train_queues.get(settings.queue.backend).from_settings(settings, engine)
     return Gateway(
@@ -104,8 +108,7 @@ def build_gateway(settings: Settings) -> Gateway:
         batcher=MicroBatcher(
             max_batch=settings.serving.max_batch,
             wait_ms=settings.serving.batch_wait_ms,
-            threads=settings.serving.inference_threads
-            or max(1, usable_cpus() // settings.serving.processes),
+            threads=inference_threads,
         ),
         imports=ThreadPoolExecutor(max_workers=1, thread_name_prefix="import"),
         lookups=Lookups(engine, ttl=settings.serving.lookup_ttl, redis=settings.redis),

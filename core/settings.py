@@ -178,6 +178,13 @@ class ServingSettings(BaseModel):
         "gateway processes (one a core with one process)",
     )
     torch_threads: int = Field(default=1, ge=1)
+    ocr_threads: int = Field(
+        default=0,
+        ge=0,
+        description="threads one OCR read uses (RapidOCR's ONNX Runtime sessions, and `auto`'s "
+        "second reader); 0: as many as the inference threads (the cores shared out among the "
+        "gateway processes)",
+    )
     device: str = Field(default="auto", description="auto, cpu or cuda")
     lookup_ttl: float = Field(
         default=1.0,

@@ -94,6 +94,7 @@ class BackendContext:
     cache_dir: Path
     device: str = "auto"
     threads: int = 1
+    ocr_threads: int = 1  # pre-built OCR: threads one read uses (a latency-bound single request)
 
 
 class TrainingData(Protocol):

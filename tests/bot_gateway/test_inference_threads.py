@@ -18,7 +18,7 @@ import pytest
 from bot_gateway.serving.batcher import MicroBatcher
 from core.backends import BackendContext
 from nlu.intent.embedding_head import EmbeddingHeadBackend, EmbeddingHeadConfig
-from tests.conftest import CACHE_DIR, ROOT
+from tests.conftest import CACHE_DIR, ROOT, make_settings
 from tests.support.data import INTENTS
 
 pytestmark = pytest.mark.slow
@@ -186,3 +186,24 @@ def test_a_gateway_serving_an_onnx_intent_model_never_imports_torch(
 
 def test_an_idle_train_worker_does_not_import_torch(tmp_path: Path) -> None:
     assert _run(IDLE_WORKER, tmp_path) == {"code": 0, "torch": False}
+
+
+@pytest.mark.parametrize(("configured", "expected"), [(0, None), (3, 3)])
+def test_a_pre_built_ocr_read_uses_the_ocr_threads_setting(
+    tmp_path: Path, configured: int, expected: int | None
+) -> None:
+    """By default one OCR read uses as many threads as the gateway has inference threads (a
+    lone read is latency-bound: on 2 cores, 2 threads read a photographed label faster);
+    ``PARLEY_SERVING__OCR_THREADS`` overrides it."""
+    from bot_gateway.app import build_gateway
+    from vision.ocr.prebuilt import PREBUILT_OCR
+
+    settings = make_settings(
+        tmp_path, f"sqlite:///{tmp_path / 'p.db'}", serving={"ocr_threads": configured}
+    )
+    gateway = build_gateway(settings)
+    try:
+        ocr = PREBUILT_OCR.load(gateway.cache.context)
+        assert ocr.threads == (expected or gateway.batcher.threads)
+    finally:
+        gateway.batcher.stop()

@@ -41,7 +41,7 @@ class OcrModel:
     def __init__(self, context: BackendContext) -> None:
         self.labels: list[str] = []
         self.context = context
-        self.threads = context.threads
+        self.threads = context.ocr_threads
         self._entities: Any = None
         self._entities_lock = threading.Lock()
 
