@@ -67,9 +67,9 @@ from bench.harness import (
     machine_facts,
     percentile,
     print_header,
+    report_targets,
     rss_mb,
     tail,
-    write_json,
 )
 from bench.report import fmt, render_table, targets_table
 from bench.webchat import (
@@ -626,23 +626,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if any(r.errors for r in levels):
         print("server log, last lines:")
         print(outcome["server_log_tail"] or "(empty)")
-    print("\nTargets (2 cores)")
-    print(targets_table(checks, marks=("✅", "❌"), verdict="met"))
-    passed = sum(c["pass"] for c in checks)
-    print(f"\n{passed}/{len(checks)} targets met; benchmark took {total:.0f} s")
-    print(f"client CPU in this process: {cpu_self():.1f} s in all")
-    print(f"load average at the start: {facts['load_average_start']}, at the end: {load_average()}")
-    if args.json:
-        write_json(
-            args.json,
-            args,
-            facts,
-            total,
-            bot_ready_s=outcome["bot_ready_s"],
-            levels=[asdict(r) for r in levels],
-            targets=checks,
-        )
-    return 0
+    return report_targets(
+        checks,
+        total,
+        facts,
+        args,
+        title="Targets (2 cores)",
+        table=targets_table(checks, marks=("✅", "❌"), verdict="met"),
+        notes=[f"client CPU in this process: {cpu_self():.1f} s in all"],
+        bot_ready_s=outcome["bot_ready_s"],
+        levels=[asdict(r) for r in levels],
+    )
 
 
 if __name__ == "__main__":

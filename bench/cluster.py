@@ -44,18 +44,17 @@ from bench.harness import (
     check,
     common_flags,
     guarded,
-    load_average,
     machine_facts,
     percentile,
     print_header,
     quick_intent_data,
     read_split,
+    report_targets,
     upload_dataset,
     write_csv,
-    write_json,
 )
 from bench.harness import train as train_model
-from bench.report import fmt, render_table, targets_table
+from bench.report import fmt, render_table
 from bench.topology import Cluster, Gateway, Tenant
 from bench.webchat import EXPECTED_INTENT, bot_definition
 
@@ -338,21 +337,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         for sample in out[key].samples:
             print(f"  {out[key].name}: {sample}")
     checks = evaluate_targets(out)
-    print(f"\nTargets ({facts['cpus_usable']} cores shared by every process and the clients)")
-    print(targets_table(checks))
-    passed = sum(c["pass"] for c in checks)
-    print(f"\n{passed}/{len(checks)} targets met; benchmark took {total:.0f} s")
-    print(f"load average at the start: {facts['load_average_start']}, at the end: {load_average()}")
-    if args.json:
-        write_json(
-            args.json,
-            args,
-            facts,
-            total,
-            series={k: {**asdict(out[k]), "p50": out[k].p50, "p99": out[k].p99} for k in SERIES},
-            targets=checks,
-        )
-    return 0
+    return report_targets(
+        checks,
+        total,
+        facts,
+        args,
+        title=f"Targets ({facts['cpus_usable']} cores shared by every process and the clients)",
+        series={k: {**asdict(out[k]), "p50": out[k].p50, "p99": out[k].p99} for k in SERIES},
+    )
 
 
 if __name__ == "__main__":

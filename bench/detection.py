@@ -36,13 +36,12 @@ from typing import Any
 
 from bench.harness import (
     common_flags,
-    load_average,
     machine_facts,
     percentile,
     print_header,
-    write_json,
+    report_targets,
 )
-from bench.report import fmt, render_table, targets_table
+from bench.report import fmt, render_table
 from bench.scenes import detection_set
 
 TRAIN_SEED, TEST_SEED = 101, 202
@@ -257,14 +256,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(results_table(result, args))
     print("\nPer kind (test set)")
     print(labels_table(result))
-    print("\nTargets")
-    print(targets_table(checks))
-    passed = sum(c["pass"] for c in checks)
-    print(f"\n{passed}/{len(checks)} targets met; benchmark took {total:.0f} s")
-    print(f"load average at the end: {load_average()}")
-    if args.json:
-        write_json(args.json, args, facts, total, results=result, targets=checks)
-    return 0
+    return report_targets(
+        checks,
+        total,
+        facts,
+        args,
+        results=result,
+    )
 
 
 if __name__ == "__main__":

@@ -43,13 +43,12 @@ from bench.harness import (
     SHARED_DATA,
     common_flags,
     guarded,
-    load_average,
     machine_facts,
     percentile,
     print_header,
     quick_intent_data,
     read_split,
-    write_json,
+    report_targets,
 )
 from bench.report import fmt, render_table, targets_table
 
@@ -439,21 +438,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(results_table(rows))
     print("\nEncoding speed")
     print(speed_table(speeds, args.threads))
-    if checks:
-        print("\nTargets")
-        print(targets_table(checks, by="dataset"))
-    print(f"\nbenchmark took {total:.0f} s; load average at the end: {load_average()}")
-    if args.json:
-        write_json(
-            args.json,
-            args,
-            facts,
-            total,
-            rows=[asdict(r) for r in rows],
-            speeds=[asdict(s) for s in speeds],
-            targets=checks,
-        )
-    return 0
+    return report_targets(
+        checks,
+        total,
+        facts,
+        args,
+        table=targets_table(checks, by="dataset"),
+        rows=[asdict(r) for r in rows],
+        speeds=[asdict(s) for s in speeds],
+    )
 
 
 if __name__ == "__main__":

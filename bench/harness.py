@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from bench.report import json_safe
+from bench.report import json_safe, targets_table
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -389,6 +389,32 @@ def write_json(
     }
     path.write_text(json.dumps(json_safe(payload), indent=2, default=str) + "\n")
     print(f"wrote {path}")
+
+
+def report_targets(
+    checks: Sequence[dict[str, Any]],
+    total: float,
+    facts: dict[str, Any],
+    args: argparse.Namespace,
+    *,
+    title: str = "Targets",
+    table: str | None = None,
+    notes: Sequence[str] = (),
+    **sections: Any,
+) -> int:
+    """The end of every bench: the targets table (``table``, default ``targets_table(checks)``)
+    under ``title``, how many were met and how long it took, ``notes``, the load average, and
+    with ``--json`` the run's JSON (``sections`` and the targets). Returns 0, ``main``'s code."""
+    print(f"\n{title}")
+    print(table if table is not None else targets_table(checks))
+    passed = sum(bool(c["pass"]) for c in checks)
+    print(f"\n{passed}/{len(checks)} targets met; benchmark took {total:.0f} s")
+    for note in notes:
+        print(note)
+    print(f"load average at the start: {facts['load_average_start']}, at the end: {load_average()}")
+    if args.json:
+        write_json(args.json, args, facts, total, **sections, targets=list(checks))
+    return 0
 
 
 def interrupt(signum: int, _frame: object) -> None:

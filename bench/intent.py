@@ -57,18 +57,17 @@ from bench.harness import (
     create_tenant,
     free_port,
     guarded,
-    load_average,
     machine_facts,
     parse_time,
     percentile,
     print_header,
     quick_intent_data,
     read_split,
+    report_targets,
     run_server,
     train,
     upload_dataset,
     write_csv,
-    write_json,
 )
 from bench.report import fmt, render_table, targets_table
 
@@ -483,16 +482,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     checks = evaluate_targets(results, args.data.name)
     print("\nResults")
     print(results_table(results, args))
-    print("\nTargets")
-    print(targets_table(checks, by="split"))
-    passed = sum(c["pass"] for c in checks)
-    print(f"\n{passed}/{len(checks)} targets met; benchmark took {total:.0f} s")
-    print(f"load average at the end: {load_average()}")
-    if args.json:
-        write_json(
-            args.json, args, facts, total, results=[asdict(r) for r in results], targets=checks
-        )
-    return 0
+    return report_targets(
+        checks,
+        total,
+        facts,
+        args,
+        table=targets_table(checks, by="split"),
+        results=[asdict(r) for r in results],
+    )
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ from bench.harness import (
     machine_facts,
     percentile,
     print_header,
-    write_json,
+    report_targets,
 )
 from bench.report import fmt, render_table, targets_table
 from bench.scans import generate_scans
@@ -297,21 +297,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(results_table(results))
     print("\nBy kind")
     print(kinds_table(results))
-    print("\nTargets")
-    print(targets_table(checks, by="engine"))
-    passed = sum(c["pass"] for c in checks)
-    print(f"\n{passed}/{len(checks)} targets met; benchmark took {total:.0f} s")
-    print(f"load average at the end: {load_average()}")
-    if args.json:
-        write_json(
-            args.json,
-            args,
-            facts,
-            total,
-            results=[{**r.summary(), "docs": [asdict(d) for d in r.docs]} for r in results],
-            targets=checks,
-        )
-    return 0
+    return report_targets(
+        checks,
+        total,
+        facts,
+        args,
+        table=targets_table(checks, by="engine"),
+        results=[{**r.summary(), "docs": [asdict(d) for d in r.docs]} for r in results],
+    )
 
 
 if __name__ == "__main__":

@@ -88,13 +88,13 @@ from bench.harness import (
     print_header,
     quick_intent_data,
     read_split,
+    report_targets,
     rss_mb,
     tail,
     train,
     upload_dataset,
-    write_json,
 )
-from bench.report import fmt, render_table, targets_table
+from bench.report import fmt, render_table
 
 DEFAULT_DATA = SHARED_DATA / "hwu64"
 MIN_INTENTS, MAX_INTENTS = 10, 40
@@ -1391,23 +1391,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             "process tree, MB = 10^6 bytes; server CPU = all its processes)"
         )
         print(rasa_tables(rasa))
-    print("\nTargets")
-    print(targets_table(checks))
-    passed = sum(c["pass"] for c in checks)
-    print(f"\n{passed}/{len(checks)} targets met; benchmark took {total:.0f} s")
-    print(f"load average at the start: {facts['load_average_start']}, at the end: {load_average()}")
-    if args.json:
-        write_json(
-            args.json,
-            args,
-            facts,
-            total,
-            setup=timings,
-            servers=[asdict(s) for s in servers],
-            rasa=asdict(rasa) if rasa is not None else None,
-            targets=checks,
-        )
-    return 0
+    return report_targets(
+        checks,
+        total,
+        facts,
+        args,
+        setup=timings,
+        servers=[asdict(s) for s in servers],
+        rasa=asdict(rasa) if rasa is not None else None,
+    )
 
 
 if __name__ == "__main__":

@@ -67,11 +67,11 @@ from bench.harness import (
     machine_facts,
     percentile,
     print_header,
+    report_targets,
     rss_mb,
     tail,
-    write_json,
 )
-from bench.report import fmt, render_table, targets_table
+from bench.report import fmt, render_table
 from bench.webchat import (
     FD_SLACK,
     TEXTS,
@@ -599,26 +599,19 @@ def main(argv: list[str] | None = None) -> int:
     if any(r.errors for r in soak.rows):
         print("server log, last lines:")
         print(soak.log_tail or "(empty)")
-    print("\nTargets")
-    print(targets_table(checks))
-    passed = sum(c["pass"] for c in checks)
-    print(f"\n{passed}/{len(checks)} targets met; benchmark took {total:.0f} s")
-    print(f"load average at the start: {facts['load_average_start']}, at the end: {load_average()}")
-    if args.json:
-        write_json(
-            args.json,
-            args,
-            facts,
-            total,
-            sockets_open_s=soak.open_s,
-            baseline_rss_mb=soak.baseline_rss_mb,
-            minutes=[asdict(r) for r in soak.rows],
-            predictions_sent=soak.predictions.total_sent,
-            predictions_not_sent=soak.predictions.total_not_sent,
-            overall_p99_ms=percentile(soak.predictions.all_ms, 99),
-            targets=checks,
-        )
-    return 0 if passed == len(checks) else 1
+    report_targets(
+        checks,
+        total,
+        facts,
+        args,
+        sockets_open_s=soak.open_s,
+        baseline_rss_mb=soak.baseline_rss_mb,
+        minutes=[asdict(r) for r in soak.rows],
+        predictions_sent=soak.predictions.total_sent,
+        predictions_not_sent=soak.predictions.total_not_sent,
+        overall_p99_ms=percentile(soak.predictions.all_ms, 99),
+    )
+    return 0 if all(c["pass"] for c in checks) else 1
 
 
 if __name__ == "__main__":

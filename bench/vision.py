@@ -32,14 +32,13 @@ from bench.harness import (
     create_tenant,
     free_port,
     guarded,
-    load_average,
     machine_facts,
     percentile,
     print_header,
+    report_targets,
     run_server,
     train,
     upload_dataset,
-    write_json,
 )
 from bench.report import render_table, targets_table
 from bench.scenes import KINDS, classification_set, write_classification_zip
@@ -199,17 +198,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     checks = evaluate_targets(outcome)
     print("\nResults")
     print(results_table(outcome))
-    print("\nTargets")
     shown = [
         {"check": c["target"], "shown": f"{c['value']:.3f}", "target": c["goal"], "pass": c["pass"]}
         for c in checks
     ]
-    print(targets_table(shown))
-    print(f"\n{sum(c['pass'] for c in checks)}/{len(checks)} targets met; took {total:.0f} s")
-    print(f"load average at the end: {load_average()}")
-    if args.json:
-        write_json(args.json, args, facts, total, outcome=outcome, targets=checks)
-    return 0
+    return report_targets(checks, total, facts, args, table=targets_table(shown), outcome=outcome)
 
 
 if __name__ == "__main__":
