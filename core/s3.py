@@ -45,7 +45,7 @@ from urllib.parse import urlsplit
 
 from core.errors import ConfigurationError, InvalidInput, NotFound, ParleyError, Unavailable
 from core.settings import Settings
-from core.storage import check_key
+from core.storage import check_key, sha256_file
 
 __all__ = ["MANIFEST_FORMAT", "MANIFEST_NAME", "S3Store"]
 
@@ -54,14 +54,6 @@ MANIFEST_FORMAT = "parley-artifact/1"
 RETRY_AFTER_S = 5
 _ATTEMPTS = 2  # one retry: a store that is down answers quickly with an error
 _CHUNK = 1 << 20
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _digest(files: list[dict[str, Any]]) -> str:
@@ -275,7 +267,7 @@ class S3Store:
             if rel == MANIFEST_NAME:
                 raise InvalidInput(f"a stored folder may not contain a file named {MANIFEST_NAME}")
             check_key(rel)
-            entries.append({"path": rel, "size": path.stat().st_size, "sha256": _file_sha256(path)})
+            entries.append({"path": rel, "size": path.stat().st_size, "sha256": sha256_file(path)})
         manifest = {"format": MANIFEST_FORMAT, "sha256": _digest(entries), "files": entries}
         what = f"storing {prefix}"
         self._delete(prefix, what)  # the old manifest first, so no reader mixes old and new
@@ -445,7 +437,7 @@ class S3Store:
             return f"files {sorted(present ^ expected)} differ"
         for entry in files:
             path = folder / entry["path"]
-            if path.stat().st_size != entry["size"] or _file_sha256(path) != entry["sha256"]:
+            if path.stat().st_size != entry["size"] or sha256_file(path) != entry["sha256"]:
                 return f"{entry['path']} has other content"
         if _digest(files) != manifest.get("sha256"):
             return "the folder's digest differs"

@@ -106,6 +106,12 @@ class LocalStore:
         return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
+def sha256_file(path: Path) -> str:
+    """The hex sha256 of one file, read in chunks (model weights run to hundreds of MB)."""
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
 def sha256_dir(directory: Path) -> str:
     """One digest over every file's relative name and bytes (sorted), for artifact checks."""
     h = hashlib.sha256()

