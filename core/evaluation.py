@@ -267,15 +267,21 @@ class _Scores:
         return np.asarray((self._caught_oos + below) / self.n_oos, dtype=float)
 
     def overall_accuracy(self, t: np.ndarray, share: float) -> np.ndarray:
-        """``(1 - share) * in-scope accuracy + share * out-of-scope recall``."""
         in_acc = self.in_scope_accuracy(t)
         recall = self.out_of_scope_recall(t)
         zero = np.zeros(np.shape(t))
         return np.asarray(
-            (1 - share) * (zero if in_acc is None else in_acc)
-            + share * (zero if recall is None else recall),
+            overall_accuracy(
+                zero if in_acc is None else in_acc, zero if recall is None else recall, share
+            ),
             dtype=float,
         )
+
+
+def overall_accuracy(in_scope_accuracy: Any, out_of_scope_recall: Any, share: float) -> Any:
+    """Accuracy over all messages when ``share`` of them are out of scope: ``(1 - share) *
+    in-scope accuracy + share * out-of-scope recall`` (numbers or arrays)."""
+    return (1 - share) * in_scope_accuracy + share * out_of_scope_recall
 
 
 def _scalar(values: np.ndarray | None) -> float | None:
@@ -389,9 +395,12 @@ def _curve(scores: _Scores, top: np.ndarray, threshold: float) -> list[dict[str,
     ]
 
 
-def curve_point(curve: Sequence[Mapping[str, Any]], threshold: float) -> dict[str, float | None]:
+def curve_point(
+    curve: Sequence[Mapping[str, Any]], threshold: float, *, share: float | None = None
+) -> dict[str, float | None]:
     """In-scope accuracy, out-of-scope recall and in-scope flagged share at ``threshold``, read
-    off a stored ``curve`` (linear between its two nearest points)."""
+    off a stored ``curve`` (linear between its two nearest points), and the overall accuracy
+    at out-of-scope ``share`` (None without a share or a recall)."""
     points = sorted(curve, key=lambda p: float(p["threshold"]))
     xs = [float(p["threshold"]) for p in points]
     result: dict[str, float | None] = {}
@@ -404,6 +413,12 @@ def curve_point(curve: Sequence[Mapping[str, Any]], threshold: float) -> dict[st
             continue
         value = np.interp(threshold, [x for x, _ in known], [v for _, v in known])
         result[key] = round(float(value), 6)
+    recall, in_scope = result["out_of_scope_recall"], result["in_scope_accuracy"]
+    result["overall_accuracy"] = (
+        None
+        if share is None or recall is None
+        else round(overall_accuracy(in_scope or 0.0, recall, share), 6)
+    )
     return result
 
 

@@ -318,14 +318,7 @@ def _effect(oos: dict[str, Any], threshold: float | None) -> dict[str, float | N
     (trained before curves were stored, or without a held-out split)."""
     if not oos.get("curve"):
         return dict.fromkeys(_EFFECT)
-    effect = curve_point(oos["curve"], float(threshold or 0.0))
-    share, recall = oos.get("out_of_scope_share"), effect["out_of_scope_recall"]
-    effect["overall_accuracy"] = (
-        None
-        if share is None or recall is None
-        else round((1 - share) * (effect["in_scope_accuracy"] or 0.0) + share * recall, 6)
-    )
-    return effect
+    return curve_point(oos["curve"], float(threshold or 0.0), share=oos.get("out_of_scope_share"))
 
 
 def check_alias_name(name: str) -> str:

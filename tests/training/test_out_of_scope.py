@@ -121,6 +121,10 @@ def test_curve_point_reads_the_trade_off_at_any_threshold() -> None:
     assert abs(read["out_of_scope_recall"] - exact["out_of_scope_recall"]) <= 0.06
     at_chosen = curve_point(result["curve"], result["threshold"])
     assert at_chosen["in_scope_accuracy"] == result["in_scope_accuracy"]
+    assert at_chosen["overall_accuracy"] is None  # no share given
+    weighed = calibrate_out_of_scope(truth, probs, LABELS, share=0.3)
+    overall = curve_point(weighed["curve"], weighed["threshold"], share=0.3)["overall_accuracy"]
+    assert abs(overall - weighed["overall_accuracy"]) <= 1e-3
 
 
 def test_fixed_threshold_and_zero_disables() -> None:
