@@ -71,8 +71,7 @@ def serve(settings: Settings, *, host: str, port: int) -> None:
         return
     import uvicorn
 
-    app = gateway_app(settings)
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    uvicorn.Server(_uvicorn_config(gateway_app(settings), host, port)).run()
 
 
 def _bind(host: str, port: int) -> socket.socket:
