@@ -75,7 +75,7 @@ def test_serve_no_demo_serves_the_orders_api_when_parley_demo_is_set(
     import uvicorn
 
     served: list[Any] = []
-    monkeypatch.setattr(uvicorn, "run", lambda app, **_: served.append(app))
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, **_: served.append(self.config.app))
     monkeypatch.setenv("PARLEY_DATA_DIR", str(tmp_path))
 
     def mounted(parley_demo: bool) -> bool:
