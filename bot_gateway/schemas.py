@@ -475,6 +475,30 @@ class BotVersionPublic(BaseModel):
     created_at: datetime
 
 
+class BotValidate(BaseModel):
+    """A bot definition to check without saving it: an object, or YAML/JSON text."""
+
+    model_config = ConfigDict(extra="forbid")
+    definition: dict[str, Any] | str
+
+
+class DefinitionProblem(BaseModel):
+    path: str = Field(description="where, e.g. flows.order.steps[2].if; (top): the whole")
+    message: str
+
+
+class BotValidation(BaseModel):
+    valid: bool
+    errors: list[DefinitionProblem]
+
+
+class BotDiff(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+    from_: int = Field(alias="from")
+    to: int
+    diff: str = Field(description="unified diff of the two versions' YAML; empty if the same")
+
+
 class ConversationPublic(BaseModel):
     id: str
     bot_id: str

@@ -1,11 +1,12 @@
 """Bots: create from YAML or JSON (versioned on every change), read, update, enable/disable,
-delete; import a Rasa project; run story tests against a bot."""
+delete; read one version or the diff of two; check a definition without saving it; import a
+Rasa project; run story tests against a bot."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from starlette.datastructures import UploadFile
 
 from bot_gateway.conversations import bots as service
@@ -17,7 +18,17 @@ from bot_gateway.conversations.rasa_import import import_rasa
 from bot_gateway.conversations.storytest import load_cases
 from bot_gateway.deps import AdminDep, GatewayDep, PredictDep, SessionDep, TrainDep
 from bot_gateway.requests import check_length, form_file, read_form, read_limited
-from bot_gateway.schemas import BotPatch, BotPublic, BotVersionPublic, StoryTestReport
+from bot_gateway.schemas import (
+    BotDiff,
+    BotPatch,
+    BotPublic,
+    BotValidate,
+    BotValidation,
+    BotVersionPublic,
+    DefinitionProblem,
+    RowNumber,
+    StoryTestReport,
+)
 from bot_gateway.services import bots as bots_service
 from core.documents import document_limits
 from core.errors import InvalidInput
@@ -115,6 +126,20 @@ async def import_rasa_project(
     return BotPublic.of(bot)
 
 
+@router.post("/validate", response_model=BotValidation)
+async def validate_bot(
+    body: BotValidate, principal: TrainDep, gateway: GatewayDep
+) -> BotValidation:
+    """Check a definition (an object, or YAML/JSON text) as creating or replacing a bot would,
+    without saving it: ``errors`` lists each problem with its path (``flows.order.steps[2].if``),
+    the paths a 422 from ``PUT /v1/bots/{id}`` gives in ``details``."""
+    problems = await bots_service.validate_definition(gateway, principal.tenant_id, body.definition)
+    return BotValidation(
+        valid=not problems,
+        errors=[DefinitionProblem(path=p.path, message=p.message) for p in problems],
+    )
+
+
 @router.get("", response_model=list[BotPublic])
 def list_bots(principal: PredictDep, session: SessionDep) -> list[BotPublic]:
     return [BotPublic.of(bot) for bot in bots_service.list_bots(session, principal.tenant_id)]
@@ -149,6 +174,28 @@ def list_versions(
         BotVersionPublic(version=v.version, definition=v.definition, created_at=v.created_at)
         for v in bots_service.versions(session, principal.tenant_id, bot_id)
     ]
+
+
+@router.get("/{bot_id}/versions/{version}", response_model=BotVersionPublic)
+def get_version(
+    bot_id: str, version: RowNumber, principal: PredictDep, session: SessionDep
+) -> BotVersionPublic:
+    """One version of the bot's definition."""
+    v = bots_service.version(session, principal.tenant_id, bot_id, version)
+    return BotVersionPublic(version=v.version, definition=v.definition, created_at=v.created_at)
+
+
+@router.get("/{bot_id}/diff", response_model=BotDiff)
+def diff_versions(
+    bot_id: str,
+    principal: PredictDep,
+    session: SessionDep,
+    old: Annotated[RowNumber, Query(alias="from", description="the older version")],
+    new: Annotated[RowNumber, Query(alias="to", description="the newer version")],
+) -> BotDiff:
+    """The unified diff of two versions' definitions, as YAML."""
+    diff = bots_service.diff_versions(session, principal.tenant_id, bot_id, old=old, new=new)
+    return BotDiff.model_validate({"from": old, "to": new, "diff": diff})
 
 
 @router.delete("/{bot_id}", status_code=204, response_class=Response)

@@ -18,6 +18,7 @@ from bot_gateway.conversations.definition import (
     BotDefinition,
     HttpAction,
     InvalidBotDefinition,
+    Problem,
     parse_definition,
 )
 from bot_gateway.conversations.runtime import BotInfo
@@ -70,8 +71,8 @@ def check_definition(
     return bot
 
 
-def _reference_problems(session: Session, tenant_id: str, bot: BotDefinition) -> list[str]:
-    problems: list[str] = []
+def _reference_problems(session: Session, tenant_id: str, bot: BotDefinition) -> list[Problem]:
+    problems: list[Problem] = []
     nlu = bot.nlu
     if nlu.model is not None:
         problems += _model_problem(
@@ -94,11 +95,14 @@ def _reference_problems(session: Session, tenant_id: str, bot: BotDefinition) ->
     if nlu.dataset not in (None, RASA_PLACEHOLDER):
         dataset = session.get(Dataset, nlu.dataset)
         if dataset is None or dataset.tenant_id != tenant_id:
-            problems.append(f'nlu.dataset: no dataset "{nlu.dataset}" in this tenant')
+            problems.append(Problem("nlu.dataset", f'no dataset "{nlu.dataset}" in this tenant'))
         elif DATASET_TYPES[dataset.type].task != "intent":
             problems.append(
-                f'nlu.dataset: dataset "{nlu.dataset}" is of type {dataset.type}; the bot\'s '
-                "NLU trains on a text-intent dataset"
+                Problem(
+                    "nlu.dataset",
+                    f'dataset "{nlu.dataset}" is of type {dataset.type}; the bot\'s NLU trains '
+                    "on a text-intent dataset",
+                )
             )
     for i, step in enumerate(bot.vision):
         problems += _model_problem(
@@ -120,7 +124,7 @@ def _model_problem(
     name: str,
     tasks: set[str] | frozenset[str],
     hint: str,
-) -> list[str]:
+) -> list[Problem]:
     """The problem with the model ``name`` (an id, an alias or a built-in) at ``path``."""
     if name in builtin_models:
         task = builtin_models.get(name).task
@@ -132,20 +136,22 @@ def _model_problem(
             model_id = alias.model_id if alias is not None else ""
         model = session.get(Model, model_id) if model_id else None
         if model is None or model.tenant_id != tenant_id:
-            return [f'{path}: no model "{name}" (or alias) in this tenant']
+            return [Problem(path, f'no model "{name}" (or alias) in this tenant')]
         task = model.task
     if task not in tasks:
         article = "an" if task[0] in "aeiou" else "a"
-        return [f'{path}: model "{name}" is {article} {task} model; {hint}']
+        return [Problem(path, f'model "{name}" is {article} {task} model; {hint}')]
     if model is not None and model.status in ("failed", "cancelled"):
         return [
-            f'{path}: model "{name}" {model.status}; point at a model that trained (or train '
-            "it again)"
+            Problem(
+                path,
+                f'model "{name}" {model.status}; point at a model that trained (or train it again)',
+            )
         ]
     return []
 
 
-def _url_problems(bot: BotDefinition, guard: OutboundGuard) -> list[str]:
+def _url_problems(bot: BotDefinition, guard: OutboundGuard) -> list[Problem]:
     """Action URLs whose host is an IP address the server will not call."""
     urls = [
         (f"actions.{name}.url", action.url)
@@ -155,7 +161,7 @@ def _url_problems(bot: BotDefinition, guard: OutboundGuard) -> list[str]:
     if bot.action_server is not None:
         urls.append(("action_server.url", bot.action_server.url))
     return [
-        f"{path}: {problem}"
+        Problem(path, problem)
         for path, url in urls
         if (problem := guard.literal_refusal(url)) is not None
     ]

@@ -2,7 +2,8 @@
 fallback, handoff, session, and Rasa stories; parsed and checked as a whole.
 
 ``parse_definition(data)`` returns a ``BotDefinition`` or raises ``InvalidBotDefinition`` whose
-``errors`` list every problem with its path::
+``problems`` list every problem with its path (``errors``: the same as ``path: message`` lines;
+``details``: as ``{field, path, message}``)::
 
     flows.track_order.steps[2].slot: unknown slot "order_id"
 
@@ -21,6 +22,7 @@ A flow is a list of steps, each a mapping with one of these keys::
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import yaml
@@ -42,6 +44,7 @@ __all__ = [
     "BUILTIN_ACTIONS",
     "BotDefinition",
     "InvalidBotDefinition",
+    "Problem",
     "parse_definition",
     "read_definition_text",
 ]
@@ -59,14 +62,34 @@ BUILTIN_ACTIONS = {
 NAME = r"^[A-Za-z_][A-Za-z0-9_\-]*$"
 
 
+@dataclass(frozen=True)
+class Problem:
+    """One problem of a bot definition: where (a path such as ``flows.order.steps[2].if``;
+    ``(top)`` for the definition as a whole) and what is wrong."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
 class InvalidBotDefinition(InvalidInput):
-    """A bot definition with problems; ``details["errors"]`` lists ``path: message`` lines."""
+    """A bot definition with problems: ``problems``; ``details["errors"]`` lists them as
+    ``path: message`` lines and ``details["details"]`` as ``{field, path, message}`` (the
+    shape of the API's other validation errors)."""
 
     code = "invalid_bot"
 
-    def __init__(self, errors: list[str]) -> None:
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        errors = [str(p) for p in problems]
         shown = "; ".join(errors[:5]) + (f"; and {len(errors) - 5} more" if len(errors) > 5 else "")
-        super().__init__(f"the bot definition has {len(errors)} problem(s): {shown}", errors=errors)
+        super().__init__(
+            f"the bot definition has {len(errors)} problem(s): {shown}",
+            errors=errors,
+            details=[{"field": p.path, "path": p.path, "message": p.message} for p in problems],
+        )
 
 
 class _Model(BaseModel):
@@ -414,29 +437,31 @@ def read_definition_text(text: str, limits: DocumentLimits | None = None) -> Any
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(e, "problem", None) or str(e)
-        raise InvalidBotDefinition([f"{where}invalid YAML: {problem}"]) from e
+        raise InvalidBotDefinition([Problem("(top)", f"{where}invalid YAML: {problem}")]) from e
 
 
 def parse_definition(data: Any) -> BotDefinition:
     """Check a whole definition; every problem is reported with its path."""
     if not isinstance(data, dict):
-        raise InvalidBotDefinition(["(top): a bot definition is a mapping (name, flows, ...)"])
+        raise InvalidBotDefinition(
+            [Problem("(top)", "a bot definition is a mapping (name, flows, ...)")]
+        )
     try:
         bot = BotDefinition.model_validate(data)
     except ValidationError as e:
-        raise InvalidBotDefinition([_pydantic_line(err) for err in e.errors()]) from e
+        raise InvalidBotDefinition([_pydantic_problem(err) for err in e.errors()]) from e
     errors = _References(bot).check()
     if errors:
         raise InvalidBotDefinition(errors)
     return bot
 
 
-def _pydantic_line(err: Any) -> str:
+def _pydantic_problem(err: Any) -> Problem:
     path = _path(err["loc"])
     message = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         message = "unknown field"
-    return f"{path or '(top)'}: {message}"
+    return Problem(path or "(top)", message)
 
 
 def _path(loc: tuple[Any, ...]) -> str:
@@ -459,12 +484,12 @@ class _References:
 
     def __init__(self, bot: BotDefinition) -> None:
         self.bot = bot
-        self.errors: list[str] = []
+        self.errors: list[Problem] = []
 
     def add(self, path: str, message: str) -> None:
-        self.errors.append(f"{path}: {message}")
+        self.errors.append(Problem(path, message))
 
-    def check(self) -> list[str]:
+    def check(self) -> list[Problem]:
         bot = self.bot
         no_nlu = bot.nlu.model is None and bot.nlu.dataset is None and bot.nlu.intents is None
         if no_nlu and (bot.flows or bot.stories):

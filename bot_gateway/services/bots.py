@@ -1,19 +1,27 @@
 """Bots for the gateway: create one from its definition (training its inline NLU first),
-replace the definition (a new version), list, enable or disable, read versions, delete with its
-uploads. Definitions are checked and stored by ``bot_gateway.conversations.bots``; this module
-runs that with the gateway's engine, store, limits and train queue."""
+replace the definition (a new version), list, enable or disable, read versions (one, or the
+diff of two), check a definition without saving it, delete with its uploads. Definitions are
+checked and stored by ``bot_gateway.conversations.bots``; this module runs that with the
+gateway's engine, store, limits and train queue."""
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import yaml
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bot_gateway.conversations import bots as definitions
-from bot_gateway.conversations.definition import BotDefinition
+from bot_gateway.conversations.definition import (
+    BotDefinition,
+    InvalidBotDefinition,
+    Problem,
+    read_definition_text,
+)
 from bot_gateway.conversations.events import BotEvent, UserEvent
 from bot_gateway.conversations.runtime import Inbound
 from bot_gateway.conversations.storytest import (
@@ -26,16 +34,21 @@ from bot_gateway.conversations.storytest import (
 from bot_gateway.deps import Gateway
 from bot_gateway.services.uploads import store_upload
 from core.db import session_scope
+from core.documents import document_limits
+from core.errors import NotFound
 from core.tables import Bot, BotVersion
 
 __all__ = [
     "TEST_CHANNEL",
     "create_bot",
     "delete_bot",
+    "diff_versions",
     "list_bots",
     "run_story_tests",
     "set_enabled",
     "update_bot",
+    "validate_definition",
+    "version",
     "versions",
 ]
 
@@ -141,6 +154,59 @@ def versions(session: Session, tenant_id: str, bot_id: str) -> list[BotVersion]:
         select(BotVersion).where(BotVersion.bot_id == bot_id).order_by(BotVersion.version)
     )
     return list(rows)
+
+
+def version(session: Session, tenant_id: str, bot_id: str, number: int) -> BotVersion:
+    """One version of a bot's definition (``NotFound`` naming the versions there are)."""
+    definitions.get_bot(session, tenant_id, bot_id)
+    row = session.get(BotVersion, (bot_id, number))
+    if row is None:
+        last = session.scalar(
+            select(BotVersion.version)
+            .where(BotVersion.bot_id == bot_id)
+            .order_by(BotVersion.version.desc())
+        )
+        raise NotFound(f"bot {bot_id} has no version {number}; its versions are 1 to {last}")
+    return row
+
+
+def definition_yaml(definition: dict[str, Any]) -> str:
+    """A definition as the YAML a person would write (keys in their order)."""
+    return yaml.safe_dump(definition, sort_keys=False, allow_unicode=True, width=100)
+
+
+def diff_versions(session: Session, tenant_id: str, bot_id: str, *, old: int, new: int) -> str:
+    """The unified diff from version ``old`` to version ``new`` of the definition's YAML."""
+    before = definition_yaml(version(session, tenant_id, bot_id, old).definition)
+    after = definition_yaml(version(session, tenant_id, bot_id, new).definition)
+    lines = difflib.unified_diff(
+        before.splitlines(keepends=True),
+        after.splitlines(keepends=True),
+        fromfile=f"version {old}",
+        tofile=f"version {new}",
+    )
+    return "".join(lines)
+
+
+async def validate_definition(
+    gateway: Gateway, tenant_id: str, definition: dict[str, Any] | str
+) -> list[Problem]:
+    """The problems of a definition (an object, or YAML/JSON text), with their paths, as
+    creating or replacing a bot would report them; nothing is saved or trained."""
+
+    def check() -> list[Problem]:
+        try:
+            data = definition
+            if isinstance(data, str):
+                data = read_definition_text(data, document_limits(gateway.settings.limits))
+            definitions.check_definition(
+                gateway.engine, gateway.settings, tenant_id=tenant_id, data=data
+            )
+        except InvalidBotDefinition as e:
+            return e.problems
+        return []
+
+    return await run_in_threadpool(check)
 
 
 def delete_bot(gateway: Gateway, session: Session, tenant_id: str, bot_id: str) -> None:
