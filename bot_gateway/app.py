@@ -18,6 +18,7 @@ from starlette.types import ASGIApp
 from bot_gateway.api import (
     agents,
     aliases,
+    analytics,
     bots,
     channels,
     chat,
@@ -29,6 +30,7 @@ from bot_gateway.api import (
     tenants,
 )
 from bot_gateway.api import audit as audit_api
+from bot_gateway.api import studio as studio_api
 from bot_gateway.api import usage as usage_api
 from bot_gateway.audit import AuditMiddleware, AuditWriter
 from bot_gateway.body_limits import BodyLimits
@@ -257,11 +259,13 @@ def create_app(
         chat,
         agents,
         system,
+        analytics,
     ):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(audit_api.router, prefix=API_PREFIX)
     app.include_router(usage_api.router, prefix=API_PREFIX)
     app.include_router(agents.pages)
+    app.include_router(studio_api.pages)  # / and /studio: Parley Studio
     app.include_router(channels.webhook_router)
     app.include_router(chat.public_router)
     for path, mounted in (mounts or {}).items():

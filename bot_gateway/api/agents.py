@@ -22,6 +22,7 @@ from bot_gateway import auth_failures
 from bot_gateway.conversations.runtime import agents_topic
 from bot_gateway.deps import AGENT_COOKIE, AgentDep, Gateway, GatewayDep
 from bot_gateway.errors import close_code_for
+from bot_gateway.pages import page, static_file
 from bot_gateway.requests import form_file, read_form, read_limited
 from bot_gateway.schemas import (
     AgentConversation,
@@ -40,7 +41,7 @@ from bot_gateway.schemas import (
 )
 from bot_gateway.services import agents as service
 from bot_gateway.services.accounts import SESSION_TTL
-from core.errors import Forbidden, InvalidInput, NotFound, ParleyError
+from core.errors import Forbidden, InvalidInput, ParleyError
 from core.logging import log_event
 
 router = APIRouter(prefix="/agent", tags=["agents' console"])
@@ -48,15 +49,6 @@ pages = APIRouter(include_in_schema=False)
 
 COOKIE = AGENT_COOKIE
 CONSOLE = Path(__file__).resolve().parents[2] / "console" / "agents"
-CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
-    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
-)
-SECURITY_HEADERS = {
-    "Content-Security-Policy": CSP,
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-}
 
 
 # --- who is calling ---------------------------------------------------------------------------
@@ -275,15 +267,9 @@ async def live(websocket: WebSocket) -> None:
 
 @pages.get("/console/agents", response_class=HTMLResponse)
 def console_page() -> Response:
-    index = CONSOLE / "index.html"
-    if not index.exists():
-        raise NotFound("the agents' console is not installed")
-    return FileResponse(index, media_type="text/html", headers=SECURITY_HEADERS)
+    return page(CONSOLE / "index.html", "the agents' console")
 
 
 @pages.get("/console/agents/static/{name}", response_class=FileResponse)
 def console_static(name: str) -> Response:
-    path = (CONSOLE / "static" / name).resolve()
-    if path.parent != (CONSOLE / "static").resolve() or not path.is_file():
-        raise NotFound(f"no file {name}")
-    return FileResponse(path, headers={**SECURITY_HEADERS, "Cache-Control": "no-cache"})
+    return static_file(CONSOLE / "static", name)
