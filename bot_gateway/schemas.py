@@ -172,6 +172,18 @@ class ExamplePublic(BaseModel):
         )
 
 
+class ExampleUpdate(BaseModel):
+    """Fields of one example to change (the others stay): ``text``, ``label`` (and
+    ``entities``) for text; ``label``, ``labels`` or ``boxes`` for images, by dataset type."""
+
+    model_config = ConfigDict(extra="forbid")
+    text: str | None = None
+    label: str | None = None
+    entities: list[dict[str, Any]] | None = None
+    labels: list[str] | None = None
+    boxes: list[dict[str, Any]] | None = None
+
+
 class ExamplePage(BaseModel):
     total: int
     offset: int

@@ -1,5 +1,6 @@
-"""Datasets: upload (multipart file or JSON), read, page through examples, append, delete.
-The work is done by ``bot_gateway.services.datasets``."""
+"""Datasets: upload (multipart file or JSON), read, page through and search examples, append,
+edit or delete one, an example's image or thumbnail, the label distribution chart, delete. The
+work is done by ``bot_gateway.services.datasets``."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from bot_gateway.schemas import (
     ExamplePage,
     ExamplePublic,
     ExamplesAdded,
+    ExampleUpdate,
     RowNumber,
 )
 from bot_gateway.services import datasets as datasets_service
@@ -85,9 +87,15 @@ def list_examples(
     offset: RowNumber = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     label: str | None = None,
+    q: Annotated[
+        str | None,
+        Query(max_length=200, description="only examples whose text (or file name) holds this"),
+    ] = None,
 ) -> ExamplePage:
+    """A page of the dataset's examples in import order, of one ``label`` and/or holding
+    ``q`` (any case)."""
     total, page = service.list_examples(
-        session, principal.tenant_id, dataset_id, offset=offset, limit=limit, label=label
+        session, principal.tenant_id, dataset_id, offset=offset, limit=limit, label=label, q=q
     )
     return ExamplePage(
         total=total, offset=offset, limit=limit, examples=[ExamplePublic.of(e) for e in page]
@@ -129,17 +137,52 @@ async def add_examples(
     responses={200: {"content": {"image/*": {}}, "description": "the image as uploaded"}},
 )
 def example_image(
-    dataset_id: str, example_id: RowNumber, principal: TrainDep, gateway: GatewayDep
+    dataset_id: str,
+    example_id: RowNumber,
+    principal: TrainDep,
+    gateway: GatewayDep,
+    size: Annotated[
+        int | None,
+        Query(
+            ge=datasets_service.THUMBNAIL_SIZES[0],
+            le=datasets_service.THUMBNAIL_SIZES[1],
+            description="a JPEG thumbnail whose longest side is this many pixels",
+        ),
+    ] = None,
 ) -> Response:
-    """The image of an image example, as it was uploaded."""
+    """The image of an image example, as it was uploaded; with ``size``, a thumbnail."""
     data, media_type = datasets_service.example_image(
-        gateway, principal.tenant_id, dataset_id, example_id
+        gateway, principal.tenant_id, dataset_id, example_id, size
     )
     return Response(
         data,
         media_type=media_type,
         headers={"Cache-Control": "private, max-age=86400", "X-Content-Type-Options": "nosniff"},
     )
+
+
+@router.patch("/{dataset_id}/examples/{example_id}", response_model=ExamplePublic)
+def update_example(
+    dataset_id: str,
+    example_id: RowNumber,
+    body: ExampleUpdate,
+    principal: TrainDep,
+    gateway: GatewayDep,
+) -> ExamplePublic:
+    """Edit one example: ``label`` or ``text`` (and ``entities``) of a text example; ``label``,
+    ``labels`` or ``boxes`` of an image example. 409 when the dataset already has the result."""
+    return datasets_service.update_example(
+        gateway, principal.tenant_id, dataset_id, example_id, body
+    )
+
+
+@router.delete("/{dataset_id}/examples/{example_id}", status_code=204, response_class=Response)
+def delete_example(
+    dataset_id: str, example_id: RowNumber, principal: TrainDep, gateway: GatewayDep
+) -> Response:
+    """Delete one example; the dataset's counts follow."""
+    datasets_service.delete_example(gateway, principal.tenant_id, dataset_id, example_id)
+    return Response(status_code=204)
 
 
 @router.delete("/{dataset_id}", status_code=204, response_class=Response)

@@ -1,23 +1,28 @@
 """Datasets for the gateway: create one from an upload (imported now, or in the background when
-large), append text or image examples, read an example's image, delete. The importers and the
-SQL are ``training.datasets``'; this module runs them off the event loop with the gateway's
-store and limits."""
+large), append text or image examples, edit or delete one, read an example's image (or a
+thumbnail of it), delete. The importers and the SQL are ``training.datasets``'; this module runs
+them off the event loop with the gateway's store and limits."""
 
 from __future__ import annotations
 
+import io
 import json
 import mimetypes
 import re
+import threading
+from collections import OrderedDict
 from typing import Any
 
 from fastapi.concurrency import run_in_threadpool
 
 from bot_gateway.deps import Gateway
-from bot_gateway.schemas import DatasetPublic, ExamplesAdded
+from bot_gateway.schemas import DatasetPublic, ExamplePublic, ExamplesAdded, ExampleUpdate
 from core.db import session_scope
 from core.documents import check_json_depth
 from core.errors import InvalidInput, NotFound, ParleyError
+from core.images import decode_image
 from core.logging import log_event
+from core.storage import ArtifactStore
 from training.datasets import service
 from training.datasets.image_import import ImageExample, parse_image_archive, single_image
 from training.datasets.importers import decode_text, pick_importer
@@ -28,9 +33,17 @@ __all__ = [
     "create_dataset",
     "dataset_type",
     "delete_dataset",
+    "delete_example",
     "example_image",
     "import_in_background",
+    "update_example",
 ]
+
+THUMBNAIL_SIZES = (32, 1024)
+"""The smallest and largest ``size`` (longest side, pixels) of an example's thumbnail."""
+CACHED_THUMBNAIL_SIZE = 400
+"""Thumbnails up to this size are kept in memory (the most recent 512): a page of a dataset's
+grid is drawn from memory the second time."""
 
 
 async def create_dataset(
@@ -207,16 +220,78 @@ def _json_or_split(
 
 
 def example_image(
-    gateway: Gateway, tenant_id: str, dataset_id: str, example_id: int
+    gateway: Gateway, tenant_id: str, dataset_id: str, example_id: int, size: int | None = None
 ) -> tuple[bytes, str]:
-    """The bytes and media type of an image example, as it was uploaded."""
+    """The bytes and media type of an image example, as it was uploaded; with ``size``, a JPEG
+    thumbnail of it, upright, whose longest side is ``size`` pixels (or the image's own, when
+    smaller)."""
     with session_scope(gateway.engine) as session:
         example = service.get_example(session, tenant_id, dataset_id, example_id)
         key = example.blob_key
     if key is None:
         raise NotFound(f"example {example_id} has no image (it is a text example)")
+    if size is not None:
+        low, high = THUMBNAIL_SIZES
+        if not low <= size <= high:
+            raise InvalidInput(f"size {size}: a thumbnail's longest side is {low} to {high} pixels")
+        if size <= CACHED_THUMBNAIL_SIZE:
+            return _thumbnails.get(gateway.store, key, size), "image/jpeg"
+        return _thumbnail(gateway.store, key, size), "image/jpeg"
     media_type = mimetypes.guess_type(key)[0] or "application/octet-stream"
     return gateway.store.get_bytes(key), media_type
+
+
+def _thumbnail(store: ArtifactStore, key: str, size: int) -> bytes:
+    image = decode_image(store.get_bytes(key), name=key.rsplit("/", 1)[-1]).image
+    image.thumbnail((size, size))
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=85)
+    return out.getvalue()
+
+
+class _ThumbnailCache:
+    """The most recent thumbnails by (image key, size). An image's key names its content (a
+    sha256), so the thumbnail of a key never changes, whichever store holds it."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.items: OrderedDict[tuple[str, int], bytes] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, store: ArtifactStore, key: str, size: int) -> bytes:
+        with self.lock:
+            hit = self.items.get((key, size))
+            if hit is not None:
+                self.items.move_to_end((key, size))
+                return hit
+        data = _thumbnail(store, key, size)
+        with self.lock:
+            self.items[(key, size)] = data
+            while len(self.items) > self.capacity:
+                self.items.popitem(last=False)
+        return data
+
+
+_thumbnails = _ThumbnailCache(512)
+
+
+def update_example(
+    gateway: Gateway, tenant_id: str, dataset_id: str, example_id: int, body: ExampleUpdate
+) -> ExamplePublic:
+    """Edit one example (relabel, correct its text, its labels or boxes); the dataset's counts
+    follow."""
+    change = service.ExampleChange(**body.model_dump(exclude_unset=True))
+    with session_scope(gateway.engine) as session:
+        example = service.update_example(
+            session, gateway.store, tenant_id, dataset_id, example_id, change, gateway.limits
+        )
+        return ExamplePublic.of(example)
+
+
+def delete_example(gateway: Gateway, tenant_id: str, dataset_id: str, example_id: int) -> None:
+    """Delete one example (its image too, when no other example shows it)."""
+    with session_scope(gateway.engine) as session:
+        service.delete_example(session, gateway.store, tenant_id, dataset_id, example_id)
 
 
 def delete_dataset(gateway: Gateway, tenant_id: str, dataset_id: str) -> None:

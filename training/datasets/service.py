@@ -1,4 +1,5 @@
-"""The dataset service: create from a file, import (now or in the background), read, append, delete.
+"""The dataset service: create from a file, import (now or in the background), read and search,
+append, edit or delete one example, delete.
 
 Every function takes the tenant id and filters on it: another tenant's dataset is ``NotFound``.
 """
@@ -14,11 +15,12 @@ from pathlib import PurePosixPath
 from typing import Any, overload
 
 from PIL import Image
-from sqlalchemy import Engine, delete, func, insert, select
+from sqlalchemy import Engine, delete, func, insert, or_, select
 from sqlalchemy.orm import Session
 
 from core.db import session_scope, utcnow
 from core.errors import (
+    Conflict,
     ImportValidationError,
     InvalidInput,
     LimitExceeded,
@@ -30,7 +32,12 @@ from core.images import DEFAULT_MAX_PIXELS, decode_image
 from core.logging import log_event
 from core.storage import ArtifactStore
 from core.tables import Dataset, Example
-from training.datasets.image_import import ImageExample, ImageLimits, parse_image_archive
+from training.datasets.image_import import (
+    ImageExample,
+    ImageLimits,
+    parse_image_archive,
+    single_image,
+)
 from training.datasets.importers import (
     Limits,
     Validated,
@@ -45,17 +52,20 @@ SOURCES = ("import", "api", "feedback")
 
 __all__ = [
     "DatasetSnapshot",
+    "ExampleChange",
     "StoredImages",
     "append_examples",
     "append_images",
     "get_example",
     "create_dataset",
     "delete_dataset",
+    "delete_example",
     "get_dataset",
     "list_datasets",
     "list_examples",
     "run_import",
     "snapshot",
+    "update_example",
 ]
 
 
@@ -276,12 +286,21 @@ def list_examples(
     offset: int = 0,
     limit: int = 100,
     label: str | None = None,
+    q: str | None = None,
 ) -> tuple[int, list[Example]]:
-    """(total matching, one page) of a dataset's examples in import order."""
+    """(total matching, one page) of a dataset's examples in import order; ``label`` keeps
+    one label's, ``q`` those whose text (or an image's file name) holds it, in any case."""
     get_dataset(session, tenant_id, dataset_id)
     where = [Example.dataset_id == dataset_id]
     if label is not None:
         where.append(Example.label == label)
+    if q:
+        where.append(
+            or_(
+                Example.text.icontains(q, autoescape=True),
+                Example.file.icontains(q, autoescape=True),
+            )
+        )
     total = session.scalar(select(func.count()).select_from(Example).where(*where)) or 0
     page = session.scalars(
         select(Example).where(*where).order_by(Example.id).offset(offset).limit(limit)
@@ -360,6 +379,144 @@ def get_example(session: Session, tenant_id: str, dataset_id: str, example_id: i
     if example is None or example.dataset_id != dataset_id:
         raise NotFound(f"example {example_id} not found in dataset {dataset_id}")
     return example
+
+
+@dataclass(frozen=True)
+class ExampleChange:
+    """What to change in one example; ``None`` keeps a field as it is. Text examples take
+    ``text``, ``label`` and ``entities``; image examples ``label`` (image), ``labels``
+    (image-multi-label) or ``boxes`` (image-detection)."""
+
+    text: str | None = None
+    label: str | None = None
+    entities: list[dict[str, Any]] | None = None
+    labels: list[str] | None = None
+    boxes: list[dict[str, Any]] | None = None
+
+
+def _editable(session: Session, tenant_id: str, dataset_id: str) -> Dataset:
+    dataset = get_dataset(session, tenant_id, dataset_id)
+    if dataset.status != "ready":
+        raise InvalidInput(
+            f"dataset {dataset_id} is {dataset.status}; examples of a ready dataset can be "
+            "changed (upload the file again if its import failed)"
+        )
+    return dataset
+
+
+def update_example(
+    session: Session,
+    store: ArtifactStore,
+    tenant_id: str,
+    dataset_id: str,
+    example_id: int,
+    change: ExampleChange,
+    limits: Limits,
+) -> Example:
+    """Edit one example of a ready dataset, checked as an imported one is; ``Conflict`` when
+    the dataset already has another example just like the result. The dataset's counts follow."""
+    dataset = _editable(session, tenant_id, dataset_id)
+    example = get_example(session, tenant_id, dataset_id, example_id)
+    if example.blob_key is None:
+        _change_text(session, dataset, example, change, limits)
+    else:
+        _change_image(session, store, dataset, example, change, limits)
+    session.flush()
+    _refresh_counts(session, dataset)
+    return example
+
+
+def _change_text(
+    session: Session, dataset: Dataset, example: Example, change: ExampleChange, limits: Limits
+) -> None:
+    if change.labels is not None or change.boxes is not None:
+        raise InvalidInput("`labels` and `boxes` are for image examples; send `text` or `label`")
+    if change.text is not None and change.entities is None and example.annotations:
+        raise InvalidInput(
+            "the example has entity spans over its text; send `entities` for the new text too"
+        )
+    parsed = ParsedExample(
+        line=example.line or 0,
+        text=example.text if change.text is None else change.text,
+        label=example.label if change.label is None else change.label,
+        annotations=example.annotations if change.entities is None else change.entities,
+    )
+    others = {
+        (t or "", lab)
+        for t, lab in session.execute(
+            select(Example.text, Example.label).where(
+                Example.dataset_id == dataset.id, Example.id != example.id
+            )
+        )
+    }
+    try:
+        checked = validate(
+            ParsedDataset([parsed]), dataset_type=dataset.type, limits=limits, existing=others
+        )
+    except ImportValidationError as e:
+        problems = [str(p["message"]) for p in e.details.get("errors", [])]
+        raise InvalidInput("; ".join(problems) or e.message) from e
+    if checked.duplicates:
+        raise Conflict("the dataset already has an example with this text and label")
+    kept = checked.examples[0]
+    example.text, example.label, example.annotations = kept.text, kept.label, kept.annotations
+
+
+def _change_image(
+    session: Session,
+    store: ArtifactStore,
+    dataset: Dataset,
+    example: Example,
+    change: ExampleChange,
+    limits: Limits,
+) -> None:
+    if change.text is not None or change.entities is not None:
+        raise InvalidInput("an image example takes `label`, `labels` or `boxes`, not text")
+    kind, key = dataset.type, str(example.blob_key)
+    image = single_image(
+        example.file or key.rsplit("/", 1)[-1],
+        store.get_bytes(key),
+        kind,
+        label=change.label if change.label is not None else example.label,
+        labels=change.labels
+        if change.labels is not None
+        else (example.labels if kind == "image-multi-label" else None),
+        boxes=change.boxes
+        if change.boxes is not None
+        else (example.annotations if kind == "image-detection" else None),
+        max_pixels=limits.max_image_pixels,
+    )
+    target = _image_target(image)
+    twins = session.execute(
+        select(Example.label, Example.labels, Example.annotations).where(
+            Example.dataset_id == dataset.id, Example.blob_key == key, Example.id != example.id
+        )
+    )
+    if any(json.dumps(list(row), sort_keys=True) == target for row in twins):
+        raise Conflict("the dataset already has this image with these labels or boxes")
+    example.label, example.labels, example.annotations = image.label, image.labels, image.boxes
+
+
+def delete_example(
+    session: Session, store: ArtifactStore, tenant_id: str, dataset_id: str, example_id: int
+) -> Dataset:
+    """Delete one example of a ready dataset (and its image, when no other example shows it);
+    the dataset's counts follow."""
+    dataset = _editable(session, tenant_id, dataset_id)
+    example = get_example(session, tenant_id, dataset_id, example_id)
+    key = example.blob_key
+    session.delete(example)
+    session.flush()
+    _refresh_counts(session, dataset)
+    if key is not None:
+        shared = session.scalar(
+            select(Example.id)
+            .where(Example.dataset_id == dataset_id, Example.blob_key == key)
+            .limit(1)
+        )
+        if shared is None:
+            store.delete_prefix(key)
+    return dataset
 
 
 def delete_dataset(session: Session, store: ArtifactStore, tenant_id: str, dataset_id: str) -> None:
