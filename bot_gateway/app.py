@@ -30,8 +30,10 @@ from bot_gateway.api import (
     tenants,
 )
 from bot_gateway.api import audit as audit_api
+from bot_gateway.api import auth as auth_api
 from bot_gateway.api import studio as studio_api
 from bot_gateway.api import usage as usage_api
+from bot_gateway.api import users as users_api
 from bot_gateway.audit import AuditMiddleware, AuditWriter
 from bot_gateway.body_limits import BodyLimits
 from bot_gateway.conversations.actions import Actions
@@ -264,6 +266,8 @@ def create_app(
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(audit_api.router, prefix=API_PREFIX)
     app.include_router(usage_api.router, prefix=API_PREFIX)
+    app.include_router(auth_api.router, prefix=API_PREFIX)  # the Studio's sign-in
+    app.include_router(users_api.router, prefix=API_PREFIX)
     app.include_router(agents.pages)
     app.include_router(studio_api.pages)  # / and /studio: Parley Studio
     app.include_router(channels.webhook_router)

@@ -5,7 +5,8 @@ matches a route, whatever its outcome (a refused attempt — 401, 403, 404, 413,
 recorded with its status, and an unhandled error as 500; one a middleware answered before
 routing is matched to its route template by path), with
 
-- who: the API key that authenticated it (``key:<id>``: ``request.state.principal``, left
+- who: the API key that authenticated it (``key:<id>``; a Studio user's session on ``/v1``
+  is ``user:<id>``: ``request.state.principal``, left
   there by ``deps.get_principal``, else the request's bearer key if it is valid), else the
   agent's console session (``agent:<id>``, ``request.state.agent``), else the operator token
   (``operator``, ``request.state.operator``), else a bot's widget key (``widget:<bot id>``,
@@ -371,7 +372,7 @@ async def _queue_entry(
         principal = await _key_principal(gateway, scope)
     agent = state.get("agent")
     if principal is not None:
-        pending = replace(pending, actor=f"key:{principal.key_id}", tenant_id=principal.tenant_id)
+        pending = replace(pending, actor=principal.actor, tenant_id=principal.tenant_id)
     elif agent is not None:
         pending = replace(pending, actor=f"agent:{agent.id}", tenant_id=agent.tenant_id)
     elif state.get("operator"):

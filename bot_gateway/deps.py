@@ -12,11 +12,10 @@ from typing import Annotated, Any
 
 import httpx
 from fastapi import Depends, Request
-from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from bot_gateway import auth_failures
+from bot_gateway import auth_failures, sessions
 from bot_gateway.audit import AuditWriter
 from bot_gateway.conversations.runtime import ConversationRuntime
 from bot_gateway.ratelimit import Admission
@@ -105,11 +104,20 @@ def bearer(request: Request) -> str | None:
 
 
 async def get_principal(request: Request, gateway: GatewayDep) -> Principal:
-    """The calling key's principal; also left on ``request.state.principal`` for the
-    middleware that meters, limits and audits the request. Rate limits and quotas are
-    checked here (``bot_gateway.ratelimit``)."""
-    async with auth_failures.guarded(gateway, request):
-        principal = await gateway.lookups.principal(bearer(request))
+    """The caller's principal: the bearer key's, or else (no ``Authorization`` header) the
+    signed-in user's of the session cookie, with the role's scopes (a write with the cookie
+    needs its CSRF token: ``bot_gateway.sessions``). Also left on ``request.state.principal``
+    for the middleware that meters, limits and audits the request. Rate limits and quotas are
+    checked here (``bot_gateway.ratelimit``). A stale session cookie is not counted as a failed
+    authentication (its token cannot be guessed; a page left open would lock its address)."""
+    secret, token = bearer(request), request.cookies.get(sessions.COOKIE)
+    if secret is None and token:
+        user = await sessions.user_of(gateway, token)
+        sessions.check_csrf(request, token)
+        principal = accounts.principal_of(user)
+    else:
+        async with auth_failures.guarded(gateway, request):
+            principal = await gateway.lookups.principal(secret)
     request.state.principal = principal
     await gateway.admission.admit(request, principal)
     return principal
@@ -152,22 +160,25 @@ async def require_operator(request: Request, gateway: GatewayDep) -> None:
 OperatorDep = Annotated[None, Depends(require_operator)]
 
 
-AGENT_COOKIE = "parley_agent"
-"""The agents' session cookie (HttpOnly, SameSite=Strict), set by ``POST /v1/agent/login``."""
+async def current_user(request: Request, gateway: GatewayDep) -> AgentPrincipal:
+    """The signed-in user (any role) whose session cookie came with the request
+    (``Unauthenticated`` otherwise; a write needs the CSRF token); also left on
+    ``request.state.agent`` for the audit log."""
+    token = request.cookies.get(sessions.COOKIE)
+    user = await sessions.user_of(gateway, token)
+    sessions.check_csrf(request, token or "")
+    request.state.agent = user  # for the audit log
+    return user
 
 
-async def current_agent(request: Request, gateway: GatewayDep) -> AgentPrincipal:
-    """The agent whose session cookie came with the request (``Unauthenticated`` otherwise);
-    also left on ``request.state.agent`` for the audit log."""
-    token = request.cookies.get(AGENT_COOKIE)
+UserDep = Annotated[AgentPrincipal, Depends(current_user)]
 
-    def load() -> AgentPrincipal:
-        with session_scope(gateway.engine) as session:
-            return accounts.session_agent(session, token)
 
-    agent = await run_in_threadpool(load)
-    request.state.agent = agent  # for the audit log
-    return agent
+async def current_agent(user: UserDep) -> AgentPrincipal:
+    """The signed-in user of the agents' console (``accounts.CONSOLE_ROLES``; others are
+    ``Forbidden``)."""
+    accounts.check_console_role(user)
+    return user
 
 
 AgentDep = Annotated[AgentPrincipal, Depends(current_agent)]

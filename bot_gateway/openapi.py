@@ -36,7 +36,7 @@ from pydantic.json_schema import models_json_schema
 from starlette.routing import compile_path
 
 from bot_gateway.conversations.definition import BotDefinition
-from bot_gateway.deps import current_agent, get_principal, require_operator
+from bot_gateway.deps import current_agent, current_user, get_principal, require_operator
 from bot_gateway.schemas import AgentMessage, DatasetCreate, ExampleIn
 
 __all__ = [
@@ -71,12 +71,16 @@ ERRORS: dict[int, str] = {
     429: "Too many requests (rate limit, quota or failed logins); see `Retry-After`",
 }
 
-AUTHENTICATORS = frozenset({get_principal, require_operator, current_agent})
+AUTHENTICATORS = frozenset({get_principal, require_operator, current_agent, current_user})
 """Dependencies that authenticate a caller."""
 
 AUTHENTICATED_BY_HAND = frozenset(
     {
         "login",  # agent's password; lockout 429
+        "logout",  # the session's CSRF token (403)
+        "studio_login",  # a user's password; lockout 429
+        "studio_logout",  # the session's CSRF token (403)
+        "accept_invite",  # the invite link's token (401, counted per address)
         "rest_webhook",  # widget or API key (bot_gateway.services.chat_access.authorize_request)
         "upload_image",
         "get_upload",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat
 
@@ -608,7 +608,7 @@ class AgentPublic(BaseModel):
     id: str
     username: str
     name: str
-    role: str = Field(description="agent or supervisor")
+    role: str = Field(description="agent, supervisor or admin (an admin supervises too)")
     tenant_id: str
 
     @classmethod
@@ -626,6 +626,110 @@ class AgentSessionPublic(BaseModel):
     """The agent a session cookie belongs to (login, ``/me``)."""
 
     agent: AgentPublic
+    csrf_token: str = Field(description="send it in X-CSRF-Token on every write")
+
+
+UserRole = Literal["admin", "builder", "agent", "supervisor"]
+
+
+class StudioUser(BaseModel):
+    id: str
+    username: str
+    name: str
+    role: UserRole
+    tenant_id: str
+    tenant_name: str
+
+    @classmethod
+    def of(cls, user: Any) -> StudioUser:
+        return cls(
+            id=user.id,
+            username=user.username,
+            name=user.name,
+            role=user.role,
+            tenant_id=user.tenant_id,
+            tenant_name=user.tenant_name,
+        )
+
+
+class StudioSession(BaseModel):
+    """The signed-in user of a session cookie (login, ``/v1/auth/me``, accepting an invite)."""
+
+    user: StudioUser
+    scopes: list[str] = Field(description="what the session may do on /v1 (admin holds all)")
+    csrf_token: str = Field(description="send it in X-CSRF-Token on every write")
+
+
+class AcceptInvite(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    token: str = Field(min_length=1, max_length=200)
+    password: str = Field(min_length=8, max_length=500)
+    name: str | None = Field(default=None, max_length=200)
+
+
+class UserPublic(BaseModel):
+    id: str
+    username: str
+    name: str
+    role: UserRole
+    created_at: datetime
+    disabled: bool
+
+    @classmethod
+    def of(cls, user: Any) -> UserPublic:
+        return cls(
+            id=user.id,
+            username=user.username,
+            name=user.name,
+            role=user.role,
+            created_at=user.created_at,
+            disabled=user.disabled_at is not None,
+        )
+
+
+class UserList(BaseModel):
+    users: list[UserPublic]
+
+
+class UserUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    role: UserRole | None = None
+    disabled: bool | None = Field(default=None, description="true ends the user's sessions")
+
+
+class InviteCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    username: str = Field(min_length=1, max_length=100)
+    name: str | None = Field(default=None, max_length=200)
+    role: UserRole
+
+
+class InvitePublic(BaseModel):
+    id: str
+    username: str
+    name: str | None
+    role: UserRole
+    expires_at: datetime
+
+    @classmethod
+    def of(cls, invite: Any) -> InvitePublic:
+        return cls(
+            id=invite.id,
+            username=invite.username,
+            name=invite.name,
+            role=invite.role,
+            expires_at=invite.expires_at,
+        )
+
+
+class InviteCreated(BaseModel):
+    invite: InvitePublic
+    token: str = Field(description="the invite link's secret; shown once")
+    url: str = Field(description="the link to give the new user: /studio/accept-invite?token=...")
+
+
+class InviteList(BaseModel):
+    invites: list[InvitePublic] = Field(description="pending invites (not accepted, not expired)")
 
 
 class AgentInboxItem(BaseModel):

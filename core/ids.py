@@ -20,6 +20,7 @@ IdKind = Literal[
     "upload",
     "channel",
     "agent",
+    "invite",
 ]
 
 PREFIXES: dict[IdKind, str] = {
@@ -33,6 +34,7 @@ PREFIXES: dict[IdKind, str] = {
     "upload": "up",
     "channel": "ch",
     "agent": "ag",
+    "invite": "inv",
 }
 
 

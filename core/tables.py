@@ -236,8 +236,8 @@ class Channel(Base):
 
 
 class Agent(Base):
-    """A person of a tenant's service team who takes over conversations (role ``agent`` or
-    ``supervisor``); the password is stored as a scrypt hash."""
+    """A user of a tenant who signs in (the Studio, the agents' console): role ``admin``,
+    ``builder``, ``agent`` or ``supervisor``; the password is stored as a scrypt hash."""
 
     __tablename__ = "agents"
     __table_args__ = (Index("ux_agents_username", "tenant_id", "username", unique=True),)
@@ -261,6 +261,24 @@ class AgentSession(Base):
     expires_at: Mapped[datetime] = mapped_column()
 
 
+class Invite(Base):
+    """An admin's invitation of a new user: the link's token is stored hashed (sha256); the
+    invite is pending until accepted (then ``accepted_at``) or past ``expires_at``."""
+
+    __tablename__ = "invites"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    username: Mapped[str] = mapped_column(String(100))
+    name: Mapped[str | None] = mapped_column(String(200), default=None)
+    role: Mapped[str] = mapped_column(String(16))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_by: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
+    accepted_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
 class UsageRecord(Base):
     """Metered usage of a tenant in one UTC hour: ``metric`` (``predictions``, ``ocr_pages``,
     ``train_seconds``, ``conversations``, ``messages``) split by ``dimension`` (a model and kind,
@@ -280,8 +298,8 @@ class UsageRecord(Base):
 
 
 class AuditEntry(Base):
-    """One write: who (``actor``: ``key:<id>``, ``agent:<id>``, ``operator``) did what
-    (``action``: method and route template) to which id, when, from which address."""
+    """One write: who (``actor``: ``key:<id>``, ``user:<id>``, ``agent:<id>``, ``operator``)
+    did what (``action``: method and route template) to which id, when, from which address."""
 
     __tablename__ = "audit_log"
     __table_args__ = (Index("ix_audit_log_tenant_time", "tenant_id", "created_at"),)

@@ -21,20 +21,40 @@ KEY_PREFIX = "pk_"
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: a tenant, through one key with some scopes."""
+    """Who is calling: a tenant, through one key with some scopes, or a signed-in user of the
+    tenant (``role`` set; ``key_id`` is then the user's id and the scopes are the role's)."""
 
     tenant_id: str
     key_id: str
     scopes: frozenset[str]
+    role: str | None = None
+
+    @property
+    def actor(self) -> str:
+        """Who this is in the audit log: ``key:<id>`` or ``user:<id>``."""
+        return f"{'key' if self.role is None else 'user'}:{self.key_id}"
 
     def require(self, scope: str) -> None:
         """Raise ``Forbidden`` unless the key holds ``scope`` (``admin`` holds them all)."""
-        if scope not in self.scopes and "admin" not in self.scopes:
+        if scope in self.scopes or "admin" in self.scopes:
+            return
+        if self.role in ("agent", "supervisor"):
             raise Forbidden(
-                f"this API key lacks the {scope!r} scope (it has: "
-                f"{', '.join(sorted(self.scopes))}); create a key with `--scope {scope}`",
+                "agents work in the agents' console at /console/agents; the Studio and the "
+                "rest of the API are for builders and admins",
                 missing_scope=scope,
             )
+        if self.role is not None:
+            raise Forbidden(
+                f"a {self.role} cannot do this (it needs the {scope!r} scope); ask an admin of "
+                "your tenant",
+                missing_scope=scope,
+            )
+        raise Forbidden(
+            f"this API key lacks the {scope!r} scope (it has: "
+            f"{', '.join(sorted(self.scopes))}); create a key with `--scope {scope}`",
+            missing_scope=scope,
+        )
 
 
 @dataclass(frozen=True)
@@ -112,7 +132,10 @@ def revoke_key(session: Session, tenant_id: str, key_id: str) -> ApiKey:
 def authenticate(session: Session, secret: str | None) -> Principal:
     """The principal for a bearer secret; ``Unauthenticated`` if missing, wrong or revoked."""
     if not secret:
-        raise Unauthenticated("missing API key; send `Authorization: Bearer <api key>`")
+        raise Unauthenticated(
+            "missing API key; send `Authorization: Bearer <api key>` (or sign in to the Studio "
+            "at /studio)"
+        )
     row = session.execute(
         select(ApiKey.tenant_id, ApiKey.id, ApiKey.scopes, ApiKey.revoked_at).where(
             ApiKey.key_hash == hash_key(secret)

@@ -5,7 +5,9 @@ The console's pages are served at ``/console/agents`` with a strict Content-Secu
 The work is done by ``bot_gateway.services.agents``.
 
 Agents authenticate with a session cookie (``parley_agent``: HttpOnly, SameSite=Strict) from
-``POST /v1/agent/login``; accounts are made with ``parley agents create``.
+``POST /v1/agent/login`` (the Studio's session works too); writes send the session's CSRF token
+in ``X-CSRF-Token`` (``bot_gateway.sessions``). Accounts are made with ``parley agents create``
+or ``parley users create``; admins work here with a supervisor's rights.
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ from fastapi import APIRouter, Request, Response, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse, HTMLResponse
 from starlette.datastructures import UploadFile
 
-from bot_gateway import auth_failures
+from bot_gateway import sessions
 from bot_gateway.conversations.runtime import agents_topic
-from bot_gateway.deps import AGENT_COOKIE, AgentDep, Gateway, GatewayDep
+from bot_gateway.deps import AgentDep, Gateway, GatewayDep
 from bot_gateway.errors import close_code_for
 from bot_gateway.pages import page, static_file
 from bot_gateway.requests import form_file, read_form, read_limited
@@ -40,14 +42,14 @@ from bot_gateway.schemas import (
     Note,
 )
 from bot_gateway.services import agents as service
-from bot_gateway.services.accounts import SESSION_TTL
+from bot_gateway.services.accounts import csrf_token
 from core.errors import Forbidden, InvalidInput, ParleyError
 from core.logging import log_event
 
 router = APIRouter(prefix="/agent", tags=["agents' console"])
 pages = APIRouter(include_in_schema=False)
 
-COOKIE = AGENT_COOKIE
+COOKIE = sessions.COOKIE
 CONSOLE = Path(__file__).resolve().parents[2] / "console" / "agents"
 
 
@@ -58,43 +60,32 @@ CONSOLE = Path(__file__).resolve().parents[2] / "console" / "agents"
 async def login(
     body: Login, request: Request, response: Response, gateway: GatewayDep
 ) -> AgentSessionPublic:
-    """A session cookie for an agent. Five failures lock the account for up to five minutes
-    (``429`` with ``Retry-After``; the right password too), and failures count against the
-    caller's address as every failed authentication does."""
-    async with auth_failures.guarded(gateway, request, expensive=True):
-        agent, token = await service.log_in(
-            gateway, tenant=body.tenant, username=body.username, password=body.password
-        )
-    request.state.agent = agent  # for the audit log
-    response.set_cookie(
-        COOKIE,
-        token,
-        httponly=True,
-        samesite="strict",
-        secure=request.url.scheme == "https" or _served_over_https(gateway),
-        max_age=int(SESSION_TTL.total_seconds()),
-        path="/",
+    """A session cookie for an agent, a supervisor or an admin (others are ``403``). Five
+    failures lock the account for up to five minutes (``429`` with ``Retry-After``; the right
+    password too), and failures count against the caller's address as every failed
+    authentication does. ``csrf_token`` goes in ``X-CSRF-Token`` on every write."""
+    agent, token = await sessions.sign_in(
+        gateway,
+        request,
+        response,
+        tenant=body.tenant,
+        username=body.username,
+        password=body.password,
+        console=True,
     )
-    return AgentSessionPublic(agent=AgentPublic.of(agent))
-
-
-def _served_over_https(gateway: Gateway) -> bool:
-    return (gateway.settings.public_url or "").lower().startswith("https://")
+    return AgentSessionPublic(agent=AgentPublic.of(agent), csrf_token=csrf_token(token))
 
 
 @router.post("/logout", status_code=204, response_class=Response)
 async def logout(request: Request, gateway: GatewayDep) -> Response:
-    token = request.cookies.get(COOKIE)
-    if token:
-        await service.log_out(gateway, token)
-    response = Response(status_code=204)
-    response.delete_cookie(COOKIE, path="/")
-    return response
+    """End the session (with its CSRF token) and clear the cookie."""
+    return await sessions.sign_out(gateway, request)
 
 
 @router.get("/me", response_model=AgentSessionPublic)
-async def me(agent: AgentDep) -> AgentSessionPublic:
-    return AgentSessionPublic(agent=AgentPublic.of(agent))
+async def me(agent: AgentDep, request: Request) -> AgentSessionPublic:
+    token = request.cookies.get(COOKIE, "")
+    return AgentSessionPublic(agent=AgentPublic.of(agent), csrf_token=csrf_token(token))
 
 
 # --- the inbox and a conversation -------------------------------------------------------------

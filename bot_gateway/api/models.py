@@ -118,7 +118,7 @@ def update_model(
         principal.tenant_id,
         model_id,
         body.out_of_scope_threshold,
-        actor=f"key:{principal.key_id}",
+        actor=principal.actor,
     )
     session.commit()
     gateway.lookups.forget_models(principal.tenant_id)

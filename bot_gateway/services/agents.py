@@ -47,8 +47,6 @@ __all__ = [
     "holding",
     "inbox",
     "live_frame",
-    "log_in",
-    "log_out",
     "send_message",
     "session_agent",
     "turn_of",
@@ -70,35 +68,6 @@ async def session_agent(gateway: Gateway, token: str | None) -> AgentPrincipal:
             return accounts.session_agent(session, token)
 
     return await run_in_threadpool(load)
-
-
-async def log_in(
-    gateway: Gateway, *, tenant: str, username: str, password: str
-) -> tuple[AgentPrincipal, str]:
-    """The agent and a new session token, after checking the password (and the lockout)."""
-
-    def check() -> tuple[AgentPrincipal, str]:
-        with session_scope(gateway.engine) as session:
-            agent = accounts.authenticate(
-                session,
-                gateway.counter_store,
-                tenant=tenant,
-                username=username,
-                password=password,
-            )
-            return AgentPrincipal.of(agent), accounts.login(session, agent)
-
-    return await run_in_threadpool(check)
-
-
-async def log_out(gateway: Gateway, token: str) -> None:
-    """End the session of ``token``."""
-
-    def drop() -> None:
-        with session_scope(gateway.engine) as session:
-            accounts.logout(session, token)
-
-    await run_in_threadpool(drop)
 
 
 def console_origin(gateway: Gateway, host: str, origin: str) -> bool:
@@ -427,7 +396,13 @@ async def agent_loads(gateway: Gateway, agent: AgentPrincipal) -> list[dict[str,
     def rows() -> list[dict[str, Any]]:
         with session_scope(gateway.engine) as session:
             found = session.scalars(
-                select(Agent).where(Agent.tenant_id == agent.tenant_id).order_by(Agent.username)
+                select(Agent)
+                .where(
+                    Agent.tenant_id == agent.tenant_id,
+                    Agent.role.in_(accounts.CONSOLE_ROLES),
+                    Agent.disabled_at.is_(None),
+                )
+                .order_by(Agent.username)
             )
             return [
                 {
@@ -451,7 +426,12 @@ async def assign(
 
     def check() -> None:
         with session_scope(gateway.engine) as session:
-            accounts.get_agent(session, agent.tenant_id, agent_id)
+            target = accounts.get_agent(session, agent.tenant_id, agent_id)
+            if target.role not in accounts.CONSOLE_ROLES or target.disabled_at is not None:
+                raise InvalidInput(
+                    f"{target.username} does not work in the agents' console; pick an agent, "
+                    "a supervisor or an admin"
+                )
 
     await run_in_threadpool(check)
     return await claim(gateway, agent, conversation_id, for_agent=agent_id)

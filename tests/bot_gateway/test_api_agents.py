@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -40,6 +40,7 @@ class Desk:
     bot: dict[str, Any]
     channel: dict[str, Any]
     tenant: str
+    csrf: dict[str, str] = field(default_factory=dict)  # session cookie -> its CSRF token
 
     def customer(self, text: str, message_id: str, sender: str = "cust") -> None:
         cls = connectors.get("telegram")
@@ -70,11 +71,15 @@ class Desk:
         )
         assert r.status_code == 200, r.text
         assert "httponly" in r.headers["set-cookie"].lower()
+        self.csrf[r.cookies["parley_agent"]] = r.json()["csrf_token"]
         self.client.cookies.clear()
         return r.cookies
 
     def as_agent(self, cookies: httpx.Cookies, method: str, path: str, **kw: Any) -> Any:
+        """A request with an agent's session (and, for a write, its CSRF token)."""
         self.client.cookies.clear()
+        if method != "GET":
+            kw["headers"] = {"X-CSRF-Token": self.csrf[cookies["parley_agent"]]}
         return self.client.request(method, path, cookies=cookies, **kw)
 
 

@@ -90,8 +90,10 @@ def test_an_agents_writes_name_the_agent(api: Api) -> None:
         )
         agent_id = agent.id
     login = {"tenant": api.a_tenant, "username": "ana", "password": "correct horse 1"}
-    assert api.client.post("/v1/agent/login", json=login).status_code == 200
-    r = api.client.post("/v1/agent/conversations/conv_missing/claim")
+    signed_in = api.client.post("/v1/agent/login", json=login)
+    assert signed_in.status_code == 200
+    csrf = {"X-CSRF-Token": signed_in.json()["csrf_token"]}
+    r = api.client.post("/v1/agent/conversations/conv_missing/claim", headers=csrf)
     assert r.status_code == 404
     api.client.cookies.clear()
     log = entries(api, api.a, actor=f"agent:{agent_id}")

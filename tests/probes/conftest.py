@@ -115,6 +115,13 @@ class LiveGateway:
         return "\n".join(text[-lines:])
 
 
+def agent_headers(cookie: str) -> dict[str, str]:
+    """The headers of a request with an agent's session: the cookie and its CSRF token."""
+    from bot_gateway.services.accounts import csrf_token
+
+    return {"Cookie": f"parley_agent={cookie}", "X-CSRF-Token": csrf_token(cookie)}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -48,7 +48,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from tests.probes.conftest import LiveGateway, ProbeTenant, wait_for
+from tests.probes.conftest import LiveGateway, ProbeTenant, agent_headers, wait_for
 from tests.support.data import intent_csv
 from tests.support.images import encode, folder_zip, shape_image
 
@@ -71,6 +71,8 @@ PARAMETERS: dict[str, str] = {
     "name": "an alias of that model",
     "key_id": "a second API key",
     "agent_id": "an agent account",
+    "user_id": "a user of the tenant (that agent account)",
+    "invite_id": "a pending invite of a new user",
     "tenant_id": "the tenant itself",
     "target_id": "an id the tenant's audit log names (its bot)",
 }
@@ -313,7 +315,7 @@ def build_estate(gateway: LiveGateway, tenant: ProbeTenant, tag: str) -> Estate:
         username = f"{mark}-agent"
         agent_id = gateway.add_agent(tenant, username)
         cookie = gateway.agent_cookie(tenant, username)
-        agent = {"Cookie": f"parley_agent={cookie}"}
+        agent = agent_headers(cookie)
         _ok(c.post(f"/v1/conversations/{conversation['id']}/handoff", headers=h), 200)
         _ok(c.post(f"/v1/agent/conversations/{conversation['id']}/claim", headers=agent), 200)
         sent = _ok(
@@ -327,6 +329,14 @@ def build_estate(gateway: LiveGateway, tenant: ProbeTenant, tag: str) -> Estate:
         )
         link = re.search(r"/files/([^/]+)/([^/\"]+)$", sent["turn"]["image"])
         assert link, sent
+        invite = _ok(
+            c.post(
+                "/v1/users/invites",
+                json={"username": f"{mark}-invitee", "role": "builder"},
+                headers=h,
+            ),
+            201,
+        )
     ids = {
         "bot_id": bot["id"],
         "channel_id": channel["id"],
@@ -339,6 +349,8 @@ def build_estate(gateway: LiveGateway, tenant: ProbeTenant, tag: str) -> Estate:
         "name": alias,
         "key_id": key["id"],
         "agent_id": agent_id,
+        "user_id": agent_id,
+        "invite_id": invite["invite"]["id"],
         "tenant_id": tenant.id,
         "target_id": bot["id"],
     }
@@ -363,7 +375,7 @@ def snapshot(gateway: LiveGateway, estate: Estate) -> dict[str, Any]:
     """What A sees of its own things (to compare before and after B's requests)."""
     h = estate.tenant.headers
     ids = estate.ids
-    agent = {"Cookie": f"parley_agent={estate.agent_cookie}"}
+    agent = agent_headers(estate.agent_cookie)
     reads = {
         "bot": f"/v1/bots/{ids['bot_id']}",
         "versions": f"/v1/bots/{ids['bot_id']}/versions",
@@ -374,6 +386,8 @@ def snapshot(gateway: LiveGateway, estate: Estate) -> dict[str, Any]:
         "model": f"/v1/models/{ids['model_id']}",
         "aliases": "/v1/aliases",
         "keys": "/v1/keys",
+        "users": "/v1/users",
+        "invites": "/v1/users/invites",
         "conversations": "/v1/conversations",
         "bots": "/v1/bots",
         "datasets": "/v1/datasets",
@@ -490,7 +504,7 @@ def send(
     b = world.b
     path = fill(op, values)
     if credential == "key":
-        headers = {**b.tenant.headers, "Cookie": f"parley_agent={b.agent_cookie}"}
+        headers = {**b.tenant.headers, **agent_headers(b.agent_cookie)}
         params: dict[str, str] = {}
     else:
         headers = {"X-Parley-Widget-Key": b.widget_key}
@@ -708,7 +722,7 @@ def _format(value: Any, ids: dict[str, str], own: dict[str, str]) -> Any:
 def test_another_tenant_cannot_refer_to_a_in_a_body(world: World, ref: BodyReference) -> None:
     a, b = world.a, world.b
     path = ref.path.format(**b.ids)
-    headers = {**b.tenant.headers, "Cookie": f"parley_agent={b.agent_cookie}"}
+    headers = {**b.tenant.headers, **agent_headers(b.agent_cookie)}
     fakes = {k: fake_of(v) for k, v in a.ids.items()}
     answers = []
     with world.gateway.client(timeout=60) as c:
@@ -740,7 +754,7 @@ def test_a_reads_its_own(world: World) -> None:
     for op in OPERATIONS:
         if op.method != "GET" or not op.path_params or op.path.startswith("/webhooks/"):
             continue  # webhooks are signed by the provider, not by a tenant's credential
-        headers = {**a.tenant.headers, "Cookie": f"parley_agent={a.agent_cookie}"}
+        headers = {**a.tenant.headers, **agent_headers(a.agent_cookie)}
         r = httpx.get(world.gateway.url + fill(op, a.ids), headers=headers, timeout=60)
         if not 200 <= r.status_code < 300:
             failures.append(f"{op.id}: {r.status_code} {r.text[:200]}")
@@ -760,8 +774,8 @@ def test_b_agents_socket_hears_nothing_of_a(world: World) -> None:
     base = world.gateway.url.replace("http://", "ws://") + "/v1/agent/ws"
     a, b = world.a, world.b
     with (
-        connect(base, additional_headers={"Cookie": f"parley_agent={a.agent_cookie}"}) as wa,
-        connect(base, additional_headers={"Cookie": f"parley_agent={b.agent_cookie}"}) as wb,
+        connect(base, additional_headers=agent_headers(a.agent_cookie)) as wa,
+        connect(base, additional_headers=agent_headers(b.agent_cookie)) as wb,
     ):
         for ws in (wa, wb):  # both subscribed before A writes
             ws.send(json.dumps({"type": "ping"}))
@@ -770,7 +784,7 @@ def test_b_agents_socket_hears_nothing_of_a(world: World) -> None:
         r = httpx.post(
             f"{world.gateway.url}/v1/agent/conversations/{a.ids['conversation_id']}/notes",
             json={"text": note},
-            headers={"Cookie": f"parley_agent={a.agent_cookie}"},
+            headers=agent_headers(a.agent_cookie),
             timeout=30,
         )
         assert r.status_code == 200, r.text

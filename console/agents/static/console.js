@@ -40,6 +40,7 @@
 
   var state = {
     me: null,
+    csrf: null, // the session's CSRF token: sent in X-CSRF-Token on every write
     inbox: { waiting: [], mine: [], others: null },
     agents: [],
     openId: null,
@@ -163,6 +164,7 @@
   /** Call the agents' API; resolves with the JSON body (null for 204), rejects with ApiError. */
   function api(method, route, body) {
     var init = { method: method, credentials: "same-origin", headers: { Accept: "application/json" } };
+    if (method !== "GET" && state.csrf) init.headers["X-CSRF-Token"] = state.csrf;
     if (body instanceof FormData) {
       init.body = body;
     } else if (body !== undefined) {
@@ -251,7 +253,7 @@
     $("login-error").textContent = "";
     api("POST", "/login", body)
       .then(function (data) {
-        start(data.agent);
+        start(data);
       })
       .catch(function (err) {
         $("login-error").textContent = err.message;
@@ -275,6 +277,7 @@
   /** Forget everything about the session (nothing of it stays on screen) and ask to sign in. */
   function signedOut(message) {
     state.me = null;
+    state.csrf = null;
     closeSocket();
     Object.keys(state.timers).forEach(function (k) {
       clearTimeout(state.timers[k]);
@@ -290,15 +293,22 @@
     showLogin(message);
   }
 
-  function start(agent) {
+  /** Whether the user has a supervisor's rights (supervisors, and admins). */
+  function supervises(agent) {
+    return agent.role === "supervisor" || agent.role === "admin";
+  }
+
+  function start(session) {
+    var agent = session.agent;
     state.me = agent;
+    state.csrf = session.csrf_token;
     $("login-screen").hidden = true;
     $("app-screen").hidden = false;
     var who = $("whoami");
-    who.textContent = (agent.name || agent.username) + (agent.role === "supervisor" ? " · supervisor" : "");
+    who.textContent = (agent.name || agent.username) + (supervises(agent) ? " · " + agent.role : "");
     who.hidden = false;
     $("logout").hidden = false;
-    $("supervisor-panel").hidden = agent.role !== "supervisor";
+    $("supervisor-panel").hidden = !supervises(agent);
     state.timers.tick = setInterval(updateWaits, WAIT_TICK_MS);
     connect();
     refreshInbox();
@@ -314,7 +324,7 @@
   }
 
   function isSupervisor() {
-    return !!state.me && state.me.role === "supervisor";
+    return !!state.me && supervises(state.me);
   }
 
   // ---------------------------------------------------------------- the inbox
@@ -1016,7 +1026,7 @@
     $("transcript").addEventListener("scroll", onTranscriptScroll, { passive: true });
     api("GET", "/me")
       .then(function (data) {
-        start(data.agent);
+        start(data);
       })
       .catch(function (err) {
         showLogin(err.status === 401 ? "" : err.message);
