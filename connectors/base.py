@@ -1,4 +1,5 @@
-"""What every channel connector is: a config schema, capabilities, and four jobs —
+"""What every channel connector is: a config schema, capabilities, what a person needs to set
+it up (``title``, ``setup_steps``, ``docs_url``, ``webhook_path``), and four jobs —
 ``verify`` a webhook (signatures, replay window; never optional), ``parse`` it into
 ``InboundMessage``s, ``fetch`` the media a message points to, and ``send`` an outbound message.
 
@@ -22,6 +23,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict
 
 from core.messages import Button, Card, OutboundMessage
+from core.secrets import secret_fields
 
 __all__ = [
     "Button",
@@ -46,6 +48,9 @@ class ConnectorConfig(BaseModel):
 
 
 C = TypeVar("C", bound=ConnectorConfig)
+
+WEBHOOK_PATH = "/webhooks/{channel_id}"
+"""Where a provider calls a connected channel (the gateway's route; ``webhook_url`` in full)."""
 
 
 @dataclass(frozen=True)
@@ -113,12 +118,21 @@ class WebhookResult:
 
 
 class Connector(Generic[C]):
-    """Base of every connector; subclasses set ``type``, ``Config``, ``capabilities`` and
+    """Base of every connector; subclasses set ``type``, ``Config``, ``capabilities``, what a
+    person needs to set the channel up (``title``, ``setup_steps``, ``docs_url``) and
     implement ``verify``, ``parse``, ``send`` (and ``fetch`` when customers can send images)."""
 
     type: ClassVar[str]
     Config: ClassVar[builtins.type[ConnectorConfig]]  # builtins: ``type`` here is the name above
     capabilities: ClassVar[Capabilities] = Capabilities()
+    title: ClassVar[str]
+    """The channel's name as people know it (``Slack``, ``SMS and WhatsApp (Twilio)``)."""
+    setup_steps: ClassVar[tuple[str, ...]] = ()
+    """What to do at the provider, in order; ``{webhook_url}`` stands for the channel's URL."""
+    docs_url: ClassVar[str | None] = None
+    """The provider's documentation of what the setup steps touch."""
+    webhook_path: ClassVar[str | None] = WEBHOOK_PATH
+    """Where the provider calls the gateway; the built-in channels name their own route."""
     replay_window_s: ClassVar[float] = 300.0
     _sleep = staticmethod(asyncio.sleep)  # the waits between retries (tests replace it)
 
@@ -153,6 +167,16 @@ class Connector(Generic[C]):
         """Deliver one outbound message; raise ``DeliveryFailed`` when it cannot be.
         ``metadata`` is the reply address ``parse`` put on the customer's message."""
         raise NotImplementedError
+
+    @classmethod
+    def config_schema(cls) -> dict[str, Any]:
+        """The JSON Schema of ``Config``, each secret (``SecretStr``) field ``writeOnly``: it is
+        set, never shown again."""
+        schema = cls.Config.model_json_schema()
+        properties = schema.get("properties", {})
+        for name in secret_fields(cls.Config):
+            properties[name]["writeOnly"] = True
+        return schema
 
     async def register(self) -> None:
         """Tell the platform where the webhook is, where it has an API for that; raise

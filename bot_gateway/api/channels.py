@@ -1,6 +1,9 @@
 """Channels: connect a bot to Slack, Telegram, Twilio (SMS/WhatsApp) or Messenger, and the
 webhook route every provider calls.
 
+``GET /v1/channel-types`` lists the channel types with their config's JSON Schema (secrets
+``writeOnly``), webhook path, setup steps and documentation, for a form built from them.
+
 ``POST /v1/bots/{bot_id}/channels`` ``{type, config}`` checks the config against the connector's
 schema and answers the channel's ``id`` and public ``webhook_url``; secrets are write-only.
 Where the provider has an API for the webhook (Telegram), the channel is registered there: the
@@ -21,11 +24,18 @@ from fastapi import APIRouter, Request, Response
 
 from bot_gateway.deps import GatewayDep, PredictDep, SessionDep, TrainDep
 from bot_gateway.services import channels
-from bot_gateway.services.channels import ChannelCreate, ChannelPublic
+from bot_gateway.services.channels import ChannelCreate, ChannelPublic, ChannelTypes
 from bot_gateway.services.delivery import public_base
 
 router = APIRouter(tags=["channels"])
 webhook_router = APIRouter(tags=["channels"])
+
+
+@router.get("/channel-types", response_model=ChannelTypes)
+def channel_types(principal: PredictDep) -> ChannelTypes:
+    """The channel types (and the built-in web chat and REST channels): each one's config
+    schema, webhook path, capabilities and the steps to set it up at the provider."""
+    return channels.channel_types()
 
 
 @router.post("/bots/{bot_id}/channels", status_code=201, response_model=ChannelPublic)

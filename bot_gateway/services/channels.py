@@ -24,7 +24,7 @@ from bot_gateway.deps import Gateway
 from bot_gateway.services.conversations import converse
 from bot_gateway.services.delivery import connector_for, public_base, webhook_url
 from connectors.base import Connector, WebhookReply, WebhookRequest
-from connectors.registry import connectors
+from connectors.registry import builtin_connectors, connectors
 from core.db import session_scope
 from core.errors import InvalidInput, NotFound, ParleyError, Unauthenticated
 from core.ids import new_id
@@ -38,6 +38,9 @@ __all__ = [
     "ChannelCreate",
     "ChannelPublic",
     "ChannelRegistration",
+    "ChannelType",
+    "ChannelTypes",
+    "channel_types",
     "create",
     "delete",
     "get",
@@ -98,18 +101,67 @@ def _public_config(connector_cls: type[Connector[Any]], stored: dict[str, Any]) 
     return {name: value for name, value in stored.items() if name not in secrets}
 
 
+class ChannelType(BaseModel):
+    type: str = Field(description="what POST /v1/bots/{bot_id}/channels takes as `type`")
+    title: str
+    builtin: bool = Field(
+        description="every bot has this channel already (web chat, REST): it is not created"
+    )
+    config_schema: dict[str, Any] = Field(
+        description="JSON Schema of `config`; secrets are writeOnly (never shown again)"
+    )
+    webhook_path: str | None = Field(
+        description="where the provider calls Parley; a channel's webhook_url is this in full"
+    )
+    setup_steps: list[str] = Field(
+        description="what to do at the provider; {webhook_url} stands for the channel's URL"
+    )
+    docs_url: str | None
+    capabilities: dict[str, bool]
+
+
+class ChannelTypes(BaseModel):
+    channel_types: list[ChannelType]
+
+
+def _capabilities(cls: type[Connector[Any]]) -> dict[str, bool]:
+    caps = cls.capabilities
+    return {k: bool(getattr(caps, k)) for k in caps.__dataclass_fields__}
+
+
+def channel_types() -> ChannelTypes:
+    """Every channel type a bot can be connected to, then the built-in ones, each with what
+    a form and a person need to set it up."""
+    registered = [(cls, False) for _, cls in connectors.items()]
+    registered += [(cls, True) for _, cls in builtin_connectors.items()]
+    return ChannelTypes(
+        channel_types=[
+            ChannelType(
+                type=cls.type,
+                title=cls.title,
+                builtin=builtin,
+                config_schema=cls.config_schema(),
+                webhook_path=cls.webhook_path,
+                setup_steps=list(cls.setup_steps),
+                docs_url=cls.docs_url,
+                capabilities=_capabilities(cls),
+            )
+            for cls, builtin in registered
+        ]
+    )
+
+
 def public(channel: Channel, base: str) -> ChannelPublic:
     """The channel as the API shows it: its settings without secrets, and its webhook URL
     under ``base``."""
     cls = connectors.get(channel.type)
-    caps = cls.capabilities
     return ChannelPublic(
         id=channel.id,
         bot_id=channel.bot_id,
         type=channel.type,
         config=_public_config(cls, channel.config),
         webhook_url=webhook_url(base, channel.id),
-        capabilities={k: bool(getattr(caps, k)) for k in caps.__dataclass_fields__},
+        capabilities=_capabilities(cls),
         registration=(
             ChannelRegistration.model_validate(channel.registration)
             if channel.registration

@@ -92,6 +92,22 @@ class MessengerConnector(Connector[MessengerConfig]):
         buttons=True, quick_replies=True, images=True, cards=True, inbound_images=True
     )
     api_url: ClassVar[str] = "https://graph.facebook.com/v19.0"
+    title: ClassVar[str] = "Messenger"
+    docs_url: ClassVar[str | None] = (
+        "https://developers.facebook.com/docs/messenger-platform/webhooks"
+    )
+    setup_steps: ClassVar[tuple[str, ...]] = (
+        "Create a Meta app (type Business) at https://developers.facebook.com/apps and add the "
+        "Messenger product; copy App settings > Basic > App Secret into app_secret.",
+        "Choose a verify_token (any string); Meta sends it back when it checks the webhook.",
+        "Messenger settings: connect your Facebook page, generate its page access token and "
+        "copy it into page_access_token; save the channel.",
+        "Messenger settings > Webhooks: set the callback URL to {webhook_url} and the verify "
+        "token to your verify_token (Meta checks it at once), then subscribe the page to "
+        "messages and messaging_postbacks.",
+        "Write to the page on Messenger (while the app is in development, as a person with a "
+        "role in the app).",
+    )
 
     def handshake(self, request: WebhookRequest) -> WebhookReply | None:
         query = request.query

@@ -51,6 +51,14 @@ class RestConnector(Connector[RestConfig]):
 
     type = "rest"
     Config = RestConfig
+    title = "REST (Rasa-compatible)"
+    webhook_path = "/v1/bots/{bot_id}/webhooks/rest"
+    docs_url = "https://rasa.com/docs/rasa/connectors/your-own-website/#rest-channels"
+    setup_steps = (
+        'Every bot has a REST channel: POST {"sender": ..., "message": ...} to '
+        "/v1/bots/{bot_id}/webhooks/rest with an API key (or the bot's widget key) and read "
+        "the replies from the answer, as Rasa's REST channel does.",
+    )
     capabilities = Capabilities(
         buttons=True, images=True, cards=True, inbound_images=True
     )  # quick replies are answered as buttons, as Rasa does

@@ -101,6 +101,21 @@ class SlackConnector(Connector[SlackConfig]):
         buttons=True, quick_replies=True, images=True, cards=True, inbound_images=True
     )
     api_url: ClassVar[str] = "https://slack.com/api"
+    title: ClassVar[str] = "Slack"
+    docs_url: ClassVar[str | None] = "https://api.slack.com/apis/events-api"
+    setup_steps: ClassVar[tuple[str, ...]] = (
+        "Create a Slack app at https://api.slack.com/apps (From scratch) in your workspace.",
+        "OAuth & Permissions: add the bot scopes chat:write, files:read and im:history (and "
+        "channels:history / groups:history for channels), then install the app to the "
+        "workspace and copy the Bot User OAuth Token (xoxb-…) into bot_token.",
+        "Basic Information: copy the Signing Secret into signing_secret, and save the channel.",
+        "Event Subscriptions: turn events on, set the Request URL to {webhook_url} (Slack "
+        "checks it at once), and subscribe to the bot events message.im (and message.channels, "
+        "message.groups).",
+        "Interactivity & Shortcuts: turn it on with the same Request URL {webhook_url}, so "
+        "buttons work.",
+        "App Home: allow users to send messages in the Messages tab; then write to the bot.",
+    )
 
     def verify(self, request: WebhookRequest) -> None:
         stamp = request.header("x-slack-request-timestamp")

@@ -204,6 +204,17 @@ class TelegramConnector(Connector[TelegramConfig]):
         buttons=True, quick_replies=True, images=True, cards=True, inbound_images=True
     )
     api_base: ClassVar[str] = "https://api.telegram.org"
+    title: ClassVar[str] = "Telegram"
+    docs_url: ClassVar[str | None] = "https://core.telegram.org/bots/api#setwebhook"
+    setup_steps: ClassVar[tuple[str, ...]] = (
+        "In Telegram, talk to @BotFather: /newbot, choose a name and a username, and copy "
+        "the token it gives (123456:ABC-…) into bot_token.",
+        "Choose a secret_token (1-256 of A-Z, a-z, 0-9, _ and -); Telegram sends it back with "
+        "every update, so only Telegram can call {webhook_url}.",
+        "Save the channel: Parley registers {webhook_url} with Telegram (setWebhook) itself; "
+        "if its registration says failed, fix what it names and register it again.",
+        "Write to your bot in Telegram.",
+    )
 
     # -- inbound --
 

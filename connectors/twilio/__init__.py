@@ -103,6 +103,18 @@ class TwilioConnector(Connector[TwilioConfig]):
     Config = TwilioConfig
     capabilities: ClassVar[Capabilities] = Capabilities(images=True, inbound_images=True)
     api_base: ClassVar[str] = "https://api.twilio.com"
+    title: ClassVar[str] = "SMS and WhatsApp (Twilio)"
+    docs_url: ClassVar[str | None] = "https://www.twilio.com/docs/messaging/guides/webhook-request"
+    setup_steps: ClassVar[tuple[str, ...]] = (
+        "In the Twilio Console (Account info), copy the Account SID into account_sid and the "
+        "Auth Token into auth_token.",
+        "Put the number customers write to in from_number: +15551234567 for SMS, or "
+        "whatsapp:+15551234567 for WhatsApp (a WhatsApp sender or the WhatsApp Sandbox).",
+        "Save the channel, then under Phone Numbers > Manage > Active numbers (or the WhatsApp "
+        "sender's or Sandbox's settings) set 'A message comes in' to Webhook, {webhook_url}, "
+        "HTTP POST.",
+        "Send a message to the number.",
+    )
 
     @property
     def whatsapp(self) -> bool:

@@ -51,6 +51,14 @@ class WebchatConnector(Connector[WebchatConfig]):
 
     type = "webchat"
     Config = WebchatConfig
+    title = "Web chat"
+    webhook_path = "/v1/bots/{bot_id}/ws"
+    setup_steps = (
+        "Every bot has a web chat: add the pages that may embed it to the bot definition's "
+        "allowed_origins.",
+        "Paste the widget snippet (the bot's widget key) into those pages; the widget talks "
+        "to the bot over the websocket at /v1/bots/{bot_id}/ws.",
+    )
     capabilities = Capabilities(
         buttons=True, quick_replies=True, images=True, cards=True, inbound_images=True
     )
