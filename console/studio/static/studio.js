@@ -67,7 +67,9 @@ function errorFrom(status, text, statusText) {
         ? body.detail
         : `The server answered ${status} ${statusText || ""}`.trim() + ".";
   const code = (body && body.error) || `http_${status}`;
-  return new ApiError(status, code, message, body && Array.isArray(body.details) ? body.details : [], body);
+  // the API's lists of problems: `details` [{field|path|line, message}] or a dataset's `errors` [{line, message}]
+  const list = body && (Array.isArray(body.details) ? body.details : Array.isArray(body.errors) ? body.errors : []);
+  return new ApiError(status, code, message, (list || []).filter((d) => d && typeof d === "object"), body);
 }
 
 function parse(text) {
@@ -227,7 +229,7 @@ export function errorBox(err) {
  * cannot draw says why. */
 export function chartImg(src, alt, caption) {
   const url = apiUrl(src);
-  const img = h("img", { src: url, alt, class: "chart-img", loading: "lazy", decoding: "async" });
+  const img = h("img", { src: url, alt, class: "chart-img", decoding: "async" });
   const figure = h("figure", { class: "chart", "data-testid": "chart" }, img, caption ? h("figcaption", null, caption) : null);
   img.addEventListener("error", async () => {
     let reason = "The chart could not be drawn.";
@@ -250,7 +252,11 @@ const SVG_DROP = new Set(["script", "foreignObject", "style", "iframe", "object"
  */
 export async function inlineSvg(path) {
   const response = await api("GET", path, { raw: true });
-  const text = await response.text();
+  // a parsed document keeps the page's CSP: style attributes and <style> elements would be
+  // refused (a console error each) as they are parsed, so their text moves to data-style first
+  const text = (await response.text())
+    .replace(/<style[\s\S]*?<\/style>/g, "")
+    .replace(/<[a-zA-Z][^>]*>/g, (tag) => tag.replace(/\sstyle=/g, " data-style="));
   const doc = new DOMParser().parseFromString(text, "image/svg+xml");
   const root = doc.documentElement;
   if (!root || root.nodeName !== "svg") throw new ApiError(0, "bad_svg", "The chart is not an SVG image.");
@@ -267,7 +273,7 @@ export async function inlineSvg(path) {
       const name = attr.name.toLowerCase();
       if (name.startsWith("on")) el.removeAttribute(attr.name);
       else if ((name === "href" || name === "xlink:href") && !attr.value.startsWith("#")) el.removeAttribute(attr.name);
-      else if (name === "style") {
+      else if (name === "style" || name === "data-style") {
         styles.push([el, attr.value]);
         el.removeAttribute(attr.name);
       }
@@ -297,21 +303,21 @@ export async function inlineSvg(path) {
  */
 export function table(columns, rows, { sortable = false, caption, empty = "Nothing here yet.", testid } = {}) {
   const tbody = h("tbody");
-  const state = { key: null, dir: 1 };
+  const order = { key: null, dir: 1 };
   const heads = [];
   const fill = () => {
     tbody.replaceChildren();
     let list = rows.slice();
-    if (state.key !== null) {
-      const col = columns.find((c) => c.key === state.key);
+    if (order.key !== null) {
+      const col = columns.find((c) => c.key === order.key);
       list.sort((a, b) => {
         const x = a[col.key];
         const y = b[col.key];
         if (x === y) return 0;
         if (x === null || x === undefined) return 1;
         if (y === null || y === undefined) return -1;
-        const order = col.numeric ? Number(x) - Number(y) : String(x).localeCompare(String(y));
-        return order * state.dir;
+        const cmp = col.numeric ? Number(x) - Number(y) : String(x).localeCompare(String(y));
+        return cmp * order.dir;
       });
     }
     if (!list.length) {
@@ -339,10 +345,10 @@ export function table(columns, rows, { sortable = false, caption, empty = "Nothi
               class: "sort",
               on: {
                 click: () => {
-                  state.dir = state.key === c.key ? -state.dir : 1;
-                  state.key = c.key;
+                  order.dir = order.key === c.key ? -order.dir : 1;
+                  order.key = c.key;
                   for (const other of heads) other.setAttribute("aria-sort", "none");
-                  th.setAttribute("aria-sort", state.dir === 1 ? "ascending" : "descending");
+                  th.setAttribute("aria-sort", order.dir === 1 ? "ascending" : "descending");
                   fill();
                 },
               },
