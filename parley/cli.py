@@ -40,6 +40,11 @@ agents_app = typer.Typer(
     help="Agents of the service console (operator; works on the local database).",
     no_args_is_help=True,
 )
+users_app = typer.Typer(
+    help="Users of a tenant: admins, builders (the Studio), agents and supervisors (the agents' "
+    "console) (operator; works on the local database).",
+    no_args_is_help=True,
+)
 secrets_app = typer.Typer(
     help="Secrets at rest (operator; works on the local database).", no_args_is_help=True
 )
@@ -54,6 +59,7 @@ for sub, name in (
     (models_app, "models"),
     (aliases_app, "aliases"),
     (agents_app, "agents"),
+    (users_app, "users"),
     (secrets_app, "secrets"),
     (demo_app, "demo"),
 ):
@@ -164,6 +170,8 @@ def serve(
                 soft_wrap=True,
             )
         console.print(f"Demo bot: open {url}/demo and chat with it", highlight=False)
+        for line in _demo_logins(info, url):
+            console.print(line, highlight=False)
         if info.created:
             console.print(
                 "The demo model is training; alias `production` points at it when done "
@@ -176,6 +184,21 @@ def serve(
         serve_gateway(settings, host=host, port=port)
     except ParleyError as e:
         _fail(e.message)
+
+
+def _demo_logins(info: Demo, url: str) -> list[str]:
+    """Where the demo users sign in, with their passwords (from the data dir's logins file)."""
+    from parley.demo import DEMO_TENANT
+
+    places = {"admin": ("Studio", "/studio"), "agent": ("Agents' console", "/console/agents")}
+    lines = []
+    for username, password in info.logins.items():
+        title, path = places.get(username, ("Studio", "/studio"))
+        note = " (new)" if username in info.logins_changed else ""
+        lines.append(
+            f"{title}: {url}{path}  tenant {DEMO_TENANT}  user {username} password {password}{note}"
+        )
+    return lines
 
 
 def _ensure_demo(settings: Settings, url: str) -> Demo:
@@ -215,7 +238,7 @@ def demo_create(
     output names that file (the key itself only with --json, so it stays out of logs).
     Gateways serve the demo's orders API when PARLEY_DEMO=true."""
     from core.settings import get_settings
-    from parley.demo import KEY_FILE
+    from parley.demo import KEY_FILE, LOGINS_FILE
 
     settings = get_settings()
     base = (url or settings.public_url or "http://127.0.0.1:8000").rstrip("/")
@@ -227,6 +250,7 @@ def demo_create(
         "model_id": info.model_id,
         "created": info.created,
         "url": base,
+        "logins": info.logins,
     }
     if as_json:
         _print_json(data)
@@ -252,6 +276,13 @@ def demo_create(
             "machine); create one with `parley keys create --tenant demo --scope admin`",
             highlight=False,
         )
+    logins_file = settings.data_dir / LOGINS_FILE
+    console.print(
+        f"Demo users admin (the Studio, {base}/studio) and agent (the agents' console): their "
+        f"passwords are saved in {logins_file} (not printed here); `parley demo create --json` "
+        "shows them",
+        highlight=False,
+    )
 
 
 @app.command()
@@ -320,20 +351,27 @@ def agents_create(
     as_json: JsonOpt = False,
 ) -> None:
     """Create an agent who logs in at /console/agents (the password is asked for)."""
-    from bot_gateway.services.accounts import create_agent
-    from core.db import session_scope
-    from core.errors import ParleyError
-    from core.tenants import get_tenant
-
     if password_stdin:
         password = sys.stdin.readline().rstrip("\n")
     else:
         password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    _create_user(username, tenant=tenant, role=role, name=name, password=password, as_json=as_json)
+
+
+def _create_user(
+    username: str, *, tenant: str, role: str, name: str | None, password: str, as_json: bool
+) -> None:
+    """Create a user of ``tenant`` in the local database and say where they sign in."""
+    from bot_gateway.services.accounts import create_user
+    from core.db import session_scope
+    from core.errors import ParleyError
+    from core.tenants import get_tenant
+
     engine = _operator_db()
     try:
         with session_scope(engine) as session:
             found = get_tenant(session, tenant)
-            agent = create_agent(
+            user = create_user(
                 session,
                 tenant_id=found.id,
                 username=username,
@@ -342,22 +380,80 @@ def agents_create(
                 name=name,
             )
             data = {
-                "id": agent.id,
+                "id": user.id,
                 "tenant": found.name,
-                "username": agent.username,
-                "name": agent.name,
-                "role": agent.role,
+                "username": user.username,
+                "name": user.name,
+                "role": user.role,
             }
     except ParleyError as e:
         _fail(e.message)
     if as_json:
         _print_json(data)
-    else:
-        console.print(
-            f"Agent [bold]{data['username']}[/bold] ({data['role']}) of {data['tenant']}: log in "
-            "at /console/agents",
-            highlight=False,
-        )
+        return
+    where = (
+        "log in at /console/agents"
+        if data["role"] in ("agent", "supervisor")
+        else "sign in to the Studio at /studio"
+    )
+    console.print(
+        f"{data['role'].title()} [bold]{data['username']}[/bold] of {data['tenant']}: {where}",
+        highlight=False,
+    )
+
+
+@users_app.command("create")
+def users_create(
+    username: Annotated[str, typer.Argument(help="the user's login name")],
+    tenant: Annotated[str, typer.Option(help="the tenant (name or id)")],
+    role: Annotated[str, typer.Option(help="admin, builder, agent or supervisor")],
+    password: Annotated[
+        str | None,
+        typer.Option(help="the password (asked for when not given; a flag shows in the history)"),
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="the name others see")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create a user: admins and builders sign in to the Studio (/studio), agents and
+    supervisors to the agents' console (/console/agents)."""
+    if password is None:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    _create_user(username, tenant=tenant, role=role, name=name, password=password, as_json=as_json)
+
+
+@users_app.command("list")
+def users_list(
+    tenant: Annotated[str, typer.Option(help="the tenant (name or id)")], as_json: JsonOpt = False
+) -> None:
+    """The tenant's users with their roles."""
+    from bot_gateway.services.accounts import list_users
+    from core.db import session_scope
+    from core.errors import ParleyError
+    from core.tenants import get_tenant
+
+    try:
+        with session_scope(_operator_db()) as session:
+            found = get_tenant(session, tenant)
+            rows = [
+                {
+                    "id": u.id,
+                    "username": u.username,
+                    "name": u.name,
+                    "role": u.role,
+                    "created_at": u.created_at,
+                    "disabled": u.disabled_at is not None,
+                }
+                for u in list_users(session, found.id)
+            ]
+    except ParleyError as e:
+        _fail(e.message)
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table("id", "username", "name", "role", "disabled")
+    for row in rows:
+        table.add_row(row["id"], row["username"], row["name"], row["role"], str(row["disabled"]))
+    console.print(table)
 
 
 @tenants_app.command("create")

@@ -4,12 +4,20 @@ service (``parley.demo_orders``, mounted at ``/demo/orders-api``).
 
 ``ensure_demo`` is idempotent: the first start creates the tenant, saves its API key to
 ``<data dir>/demo-api-key`` (mode 600) and queues training; later starts only read the key.
+
+It also makes two users of the demo tenant, ``admin`` (role admin: the Studio) and ``agent``
+(role agent: the agents' console), with random passwords saved in ``<data dir>/demo-logins.json``
+(mode 600). Later starts leave a user whose password is saved there unchanged; a user missing,
+or one whose password is not saved here (say, a demo made by another machine), is created or
+gets a new password, which is saved.
 """
 
 from __future__ import annotations
 
+import json
 import os
-from dataclasses import dataclass
+import secrets
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +27,10 @@ from sqlalchemy.orm import Session
 
 from bot_gateway.conversations.bots import Nlu, create_bot, update_bot
 from bot_gateway.conversations.definition import parse_definition
+from bot_gateway.services.accounts import create_user, hash_password
 from core.db import session_scope
 from core.storage import ArtifactStore
-from core.tables import Alias, Bot, Model, Tenant
+from core.tables import Agent, Alias, Bot, Model, Tenant
 from core.tenants import create_tenant
 from training import registry
 from training.datasets import service
@@ -32,6 +41,9 @@ DEMO_DATA = Path(__file__).parent / "demo_data" / "order_tracking.csv"
 DEMO_BOT = Path(__file__).parent / "demo_data" / "order_bot.yaml"
 ORDERS_API = "/demo/orders-api"
 KEY_FILE = "demo-api-key"
+LOGINS_FILE = "demo-logins.json"
+DEMO_USERS = (("admin", "admin"), ("agent", "agent"))
+"""(username, role) of the demo tenant's users."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +52,8 @@ class Demo:
     api_key: str | None
     model_id: str | None
     created: bool
+    logins: dict[str, str] = field(default_factory=dict)  # username -> password
+    logins_changed: tuple[str, ...] = ()  # usernames created or given a new password now
 
 
 def ensure_demo(engine: Engine, store: ArtifactStore, data_dir: Path, limits: Limits) -> Demo:
@@ -49,7 +63,8 @@ def ensure_demo(engine: Engine, store: ArtifactStore, data_dir: Path, limits: Li
         if tenant is not None:
             api_key = key_path.read_text().strip() if key_path.exists() else None
             model_id = _ensure_model(session, tenant.id)
-            return Demo(tenant.id, api_key, model_id, created=False)
+            logins, changed = ensure_demo_users(session, tenant.id, data_dir)
+            return Demo(tenant.id, api_key, model_id, False, logins, changed)
         tenant, key = create_tenant(session, DEMO_TENANT)
         dataset = service.create_dataset(
             session,
@@ -64,10 +79,45 @@ def ensure_demo(engine: Engine, store: ArtifactStore, data_dir: Path, limits: Li
     service.run_import(engine, store, dataset_id, limits)
     with session_scope(engine) as session:
         model_id = _ensure_model(session, tenant_id)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    key_path.write_text(key.secret + "\n")
-    os.chmod(key_path, 0o600)
-    return Demo(tenant_id, key.secret, model_id, created=True)
+        logins, changed = ensure_demo_users(session, tenant_id, data_dir)
+    _write_private(key_path, key.secret + "\n")
+    return Demo(tenant_id, key.secret, model_id, True, logins, changed)
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path``, readable by this user only."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600, exist_ok=True)
+    os.chmod(path, 0o600)
+    path.write_text(text)
+
+
+def ensure_demo_users(
+    session: Session, tenant_id: str, data_dir: Path
+) -> tuple[dict[str, str], tuple[str, ...]]:
+    """The demo users' passwords (``DEMO_USERS``; see the module docstring), and which of them
+    were created or given a new password now."""
+    path = data_dir / LOGINS_FILE
+    saved: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    changed = []
+    for username, role in DEMO_USERS:
+        user = session.scalar(
+            select(Agent).where(Agent.tenant_id == tenant_id, Agent.username == username)
+        )
+        if user is not None and username in saved:
+            continue
+        password = secrets.token_urlsafe(12)
+        if user is None:
+            create_user(
+                session, tenant_id=tenant_id, username=username, password=password, role=role
+            )
+        else:
+            user.password_hash = hash_password(password)
+        saved[username] = password
+        changed.append(username)
+    if changed:
+        _write_private(path, json.dumps(saved, indent=2) + "\n")
+    return saved, tuple(changed)
 
 
 def _ensure_model(session: Session, tenant_id: str) -> str | None:
