@@ -287,6 +287,25 @@ class LearningCurve(BaseModel):
     points: list[LearningCurvePoint]
 
 
+class HeldOutExamplePublic(BaseModel):
+    """A held-out example and what the model predicted for it; ``text`` and ``image_url``
+    are null for an example deleted from the dataset since."""
+
+    example_id: int
+    text: str | None
+    label: str
+    predicted: str
+    confidence: float
+    image_url: str | None = None
+
+
+class HeldOutPage(BaseModel):
+    total: int
+    offset: int
+    limit: int
+    examples: list[HeldOutExamplePublic]
+
+
 class AliasSet(BaseModel):
     model_config = ConfigDict(extra="forbid")
     model_id: str

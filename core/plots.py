@@ -33,6 +33,7 @@ def _configure() -> None:
         if _configured:
             return
         import matplotlib
+        from cycler import cycler  # matplotlib's own dependency
 
         matplotlib.use("Agg", force=True)
         matplotlib.rcParams.update(
@@ -42,7 +43,7 @@ def _configure() -> None:
                 "font.size": 10,
                 "axes.spines.top": False,
                 "axes.spines.right": False,
-                "axes.prop_cycle": matplotlib.cycler(color=PALETTE),
+                "axes.prop_cycle": cycler(color=PALETTE),
                 "figure.dpi": 100,
             }
         )

@@ -1088,6 +1088,35 @@ def models_curve(model_id: str, as_json: JsonOpt = False) -> None:
     )
 
 
+@models_app.command("plot")
+def models_plot(
+    model_id: str,
+    kind: Annotated[
+        str,
+        typer.Option(
+            "--kind",
+            help="confusion-matrix, learning-curve, out-of-scope, per-label or ap-per-label",
+        ),
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="the file to write: .svg or .png")],
+    max_labels: Annotated[
+        int | None, typer.Option(help="past this many labels, keep the most telling")
+    ] = None,
+) -> None:
+    """Save a model's chart as SVG or PNG (the format from the file's extension)."""
+    from core.errors import InvalidInput
+    from core.plots import parse_format
+
+    try:
+        fmt = parse_format(output.name)
+    except InvalidInput as e:
+        _fail(f"{output}: {e.message}")
+    with _client() as client:
+        data = _api(client.plot, model_id, kind, fmt, max_labels=max_labels)
+    output.write_bytes(data)
+    console.print(f"wrote {output} ({len(data):,} bytes)")
+
+
 @models_app.command("cancel")
 def models_cancel(model_id: str, as_json: JsonOpt = False) -> None:
     with _client() as client:

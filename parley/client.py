@@ -54,6 +54,12 @@ class ParleyClient:
         self.close()
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._request(method, path, **kwargs)
+        if response.status_code == 204 or not response.content:
+            return None
+        return response.json()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.ConnectError as e:
@@ -70,9 +76,7 @@ class ParleyClient:
             except ValueError:
                 body, code, message = None, "error", response.text
             raise ParleyAPIError(response.status_code, code, message, body)
-        if response.status_code == 204 or not response.content:
-            return None
-        return response.json()
+        return response
 
     # tenants and keys
     def create_tenant(self, name: str, *, operator_token: str) -> dict[str, Any]:
@@ -190,6 +194,19 @@ class ParleyClient:
 
     def learning_curve(self, model_id: str) -> dict[str, Any]:
         return self._call("GET", f"/models/{model_id}/learning-curve")
+
+    def plot(
+        self, model_id: str, kind: str, fmt: str = "png", *, max_labels: int | None = None
+    ) -> bytes:
+        """A model's chart (``confusion-matrix``, ``learning-curve``, ``out-of-scope``,
+        ``per-label``, ``ap-per-label``) as SVG or PNG bytes."""
+        params = {} if max_labels is None else {"max_labels": max_labels}
+        return self._request("GET", f"/models/{model_id}/plots/{kind}.{fmt}", params=params).content
+
+    def held_out(self, model_id: str, **filters: Any) -> dict[str, Any]:
+        """Held-out examples with their predictions (``label=``, ``predicted=``, ``offset=``,
+        ``limit=``)."""
+        return self._call("GET", f"/models/{model_id}/held-out", params=filters)
 
     def set_out_of_scope_threshold(self, model_id: str, threshold: float | None) -> dict[str, Any]:
         """Move an intent model's out-of-scope threshold (``None``: the calibrated one)."""

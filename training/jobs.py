@@ -22,6 +22,7 @@ loser deletes what it stored.
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import tempfile
@@ -62,9 +63,13 @@ from training.datasets.service import DatasetSnapshot, StoredImages, snapshot
 from training.queue.fair import Claim, claim_job, claim_next_job
 from training.registry import JobParams, parse_params, set_alias
 
-__all__ = ["JobOutcome", "JobRunner", "artifact_key", "run_train_job"]
+__all__ = ["HELD_OUT_FILE", "JobOutcome", "JobRunner", "artifact_key", "run_train_job"]
 
 FinalStatus = Literal["succeeded", "failed", "cancelled"]
+
+HELD_OUT_FILE = "held_out.json"
+"""In a classifier's artifact: each held-out example's id, label, prediction and confidence
+(``{"examples": [{"example_id", "label", "predicted", "confidence"}]}``)."""
 
 # The signal a job's heartbeat thread sends the main thread when the job is no longer its own.
 _INTERRUPT = signal.SIGUSR2
@@ -239,9 +244,10 @@ class JobRunner:
                 extras=data.extras,
             )
         metrics: dict[str, Any] | None = None
+        held_out: list[dict[str, Any]] | None = None
         if held_idx:
             with watch.interruptible():
-                metrics = backend.evaluate(
+                evaluation = backend.evaluate_held_out(
                     model,
                     _take(features, held_idx),
                     [targets[i] for i in held_idx],
@@ -251,6 +257,17 @@ class JobRunner:
                         out_of_scope_share=job.out_of_scope_share,
                     ),
                 )
+            metrics = evaluation.metrics
+            if evaluation.predictions is not None:
+                held_out = [
+                    {
+                        "example_id": data.example_ids[held_idx[p.index]],
+                        "label": targets[held_idx[p.index]],
+                        "predicted": p.predicted,
+                        "confidence": p.confidence,
+                    }
+                    for p in evaluation.predictions
+                ]
             metrics["train_examples"] = len(train_idx)
             metrics["refit_on_all"] = refit
         if refit:
@@ -277,6 +294,8 @@ class JobRunner:
         tmp = Path(tempfile.mkdtemp(prefix="parley-model-"))
         try:
             model.save(tmp)
+            if held_out is not None:
+                (tmp / HELD_OUT_FILE).write_text(json.dumps({"examples": held_out}))
             if entity_model is not None:
                 entity_model.save(tmp / JOINT_ENTITIES_DIR)
             digest = sha256_dir(tmp)

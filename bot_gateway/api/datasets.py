@@ -9,6 +9,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 
+from bot_gateway.charts import CHART_RESPONSES, DEFAULT_MAX_LABELS, MaxLabels, chart_response
 from bot_gateway.deps import Gateway, GatewayDep, SessionDep, TrainDep
 from bot_gateway.requests import check_length, form_file, read_form, read_limited
 from bot_gateway.schemas import (
@@ -21,7 +22,9 @@ from bot_gateway.schemas import (
     RowNumber,
 )
 from bot_gateway.services import datasets as datasets_service
+from bot_gateway.services import insight
 from core.errors import InvalidInput
+from core.plots import parse_format
 from training.datasets import service
 from training.datasets.types import get_dataset_type
 
@@ -77,6 +80,22 @@ def list_datasets(principal: TrainDep, session: SessionDep) -> list[DatasetPubli
 @router.get("/{dataset_id}", response_model=DatasetPublic)
 def get_dataset(dataset_id: str, principal: TrainDep, session: SessionDep) -> DatasetPublic:
     return DatasetPublic.of(service.get_dataset(session, principal.tenant_id, dataset_id))
+
+
+@router.get("/{dataset_id}/plots/labels.{fmt}", response_class=Response, responses=CHART_RESPONSES)
+def label_distribution_plot(
+    dataset_id: str,
+    fmt: str,
+    principal: TrainDep,
+    gateway: GatewayDep,
+    max_labels: MaxLabels = DEFAULT_MAX_LABELS,
+) -> Response:
+    """The dataset's label distribution (examples per label) as an SVG or PNG bar chart."""
+    chart_format = parse_format(fmt)
+    data = insight.dataset_plot(
+        gateway, principal.tenant_id, dataset_id, chart_format, max_labels=max_labels
+    )
+    return chart_response(data, chart_format)
 
 
 @router.get("/{dataset_id}/examples", response_model=ExamplePage)

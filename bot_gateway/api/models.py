@@ -1,23 +1,29 @@
-"""Models: train (queue a job), read status and metrics, learning curve, move an intent
-model's out-of-scope threshold, cancel, delete."""
+"""Models: train (queue a job), read status and metrics, learning curve, charts and held-out
+examples, move an intent model's out-of-scope threshold, cancel, delete."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Annotated
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Query, Response
 from sqlalchemy.orm import Session
 
+from bot_gateway.charts import CHART_RESPONSES, DEFAULT_MAX_LABELS, MaxLabels, chart_response
 from bot_gateway.deps import GatewayDep, PredictDep, SessionDep, TrainDep
 from bot_gateway.schemas import (
+    HeldOutPage,
     LearningCurve,
     LearningCurvePoint,
     ModelCreate,
     ModelPublic,
     ModelUpdate,
+    RowNumber,
 )
+from bot_gateway.services import insight
 from core.backends import builtin_models
 from core.errors import NotReady
+from core.plots import parse_format
 from core.tables import Model
 from training import registry
 from training.jobs import artifact_key
@@ -104,6 +110,50 @@ def learning_curve(model_id: str, principal: PredictDep, session: SessionDep) ->
     return LearningCurve(
         model_id=model.id, points=[LearningCurvePoint(**p) for p in model.learning_curve or []]
     )
+
+
+@router.get("/{model_id}/plots/{kind}.{fmt}", response_class=Response, responses=CHART_RESPONSES)
+def model_plot(
+    model_id: str,
+    kind: str,
+    fmt: str,
+    principal: TrainDep,
+    gateway: GatewayDep,
+    max_labels: MaxLabels = DEFAULT_MAX_LABELS,
+) -> Response:
+    """A succeeded model's chart as SVG or PNG: ``confusion-matrix`` (every cell an element
+    with id ``cell-{i}-{j}``: true label i, predicted j, in ``metrics.confusion_matrix.labels``
+    order), ``learning-curve``, ``out-of-scope`` (intent models), ``per-label``,
+    ``ap-per-label`` (detectors, multi-label classifiers)."""
+    chart_format = parse_format(fmt)
+    data = insight.model_plot(
+        gateway, principal.tenant_id, model_id, kind, chart_format, max_labels=max_labels
+    )
+    return chart_response(data, chart_format)
+
+
+@router.get("/{model_id}/held-out", response_model=HeldOutPage)
+def held_out(
+    model_id: str,
+    principal: TrainDep,
+    gateway: GatewayDep,
+    label: str | None = None,
+    predicted: str | None = None,
+    offset: RowNumber = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+) -> HeldOutPage:
+    """The held-out examples a classifier was scored on, with its prediction and confidence;
+    ``label`` and ``predicted`` pick a confusion-matrix cell."""
+    page = insight.held_out(
+        gateway,
+        principal.tenant_id,
+        model_id,
+        label=label,
+        predicted=predicted,
+        offset=offset,
+        limit=limit,
+    )
+    return HeldOutPage.model_validate(page, from_attributes=True)
 
 
 @router.patch("/{model_id}", response_model=ModelPublic)

@@ -44,7 +44,9 @@ __all__ = [
     "BuiltinModel",
     "DatasetStats",
     "EpochRecord",
+    "Evaluation",
     "EvaluationOptions",
+    "HeldOutPrediction",
     "JobCancelled",
     "Progress",
     "TextClassifier",
@@ -61,6 +63,7 @@ __all__ = [
     "unreadable_model",
     "resolve_device",
     "set_torch_threads",
+    "top_predictions",
 ]
 
 Progress = Callable[[float], None]
@@ -129,6 +132,34 @@ class EvaluationOptions:
     out_of_scope_threshold: float | None = None  # intent: fixed threshold; None: calibrated
     out_of_scope_share: float | None = None  # intent: the share of out-of-scope messages
     # expected (the calibration's prior); None: the share in the held-out split
+
+
+@dataclass(frozen=True)
+class HeldOutPrediction:
+    """What a classifier said of one held-out example: ``index`` is its position in the
+    held-out targets, ``predicted`` the top label, ``confidence`` that label's probability."""
+
+    index: int
+    predicted: str
+    confidence: float
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """A held-out split's metrics and, for single-label classifiers, each example's
+    prediction (what the Studio shows behind a confusion-matrix cell)."""
+
+    metrics: dict[str, Any]
+    predictions: list[HeldOutPrediction] | None = None
+
+
+def top_predictions(probs: np.ndarray, labels: Sequence[str]) -> list[HeldOutPrediction]:
+    """Each row's top label and its probability."""
+    best = probs.argmax(axis=1) if len(probs) else np.zeros(0, dtype=int)
+    return [
+        HeldOutPrediction(i, labels[int(j)], round(float(probs[i, j]), 6))
+        for i, j in enumerate(best)
+    ]
 
 
 class TrainedModel(Protocol):
@@ -244,6 +275,21 @@ class Backend(ABC, Generic[FeaturesT, TargetT, ModelT]):
     ) -> dict[str, Any]:
         """Metrics of ``model`` on a held-out split, in the shape the API returns;
         ``dataset_labels``: every label of the dataset, sorted."""
+
+    def evaluate_held_out(
+        self,
+        model: ModelT,
+        features: FeaturesT,
+        targets: Sequence[TargetT],
+        *,
+        dataset_labels: Sequence[str],
+        options: EvaluationOptions,
+    ) -> Evaluation:
+        """``evaluate``'s metrics and, where the task has them (single-label classifiers
+        override this), each held-out example's prediction, from one pass of the model."""
+        return Evaluation(
+            self.evaluate(model, features, targets, dataset_labels=dataset_labels, options=options)
+        )
 
 
 AnyBackend = Backend[Any, Any, Any]

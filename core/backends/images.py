@@ -3,7 +3,8 @@
 A trained image classifier scores features with class probabilities like a text classifier
 (``TextClassifier``: the gateway batches them the same way) and scores a held-out split itself
 (``evaluate``: single-label models the classification metrics, multi-label models per-label
-average precision at their tuned thresholds).
+average precision at their tuned thresholds). A single-label task scores its held-out split
+from ``probabilities``, keeping each image's prediction (``evaluate_held_out``).
 """
 
 from __future__ import annotations
@@ -14,13 +15,16 @@ from typing import Any, ClassVar, Protocol
 from core.backends.base import (
     Backend,
     DatasetStats,
+    Evaluation,
     EvaluationOptions,
     FeaturesT,
     TextClassifier,
     TrainingData,
     check_classes,
+    top_predictions,
 )
 from core.errors import InvalidInput
+from core.evaluation import classification_metrics
 
 __all__ = [
     "IMAGE_CLASSIFICATION",
@@ -38,6 +42,10 @@ class ImageClassifier(TextClassifier, Protocol):
     """A trained image classifier: class probabilities, and its own held-out metrics."""
 
     def evaluate(self, features: Any, targets: Sequence[Any]) -> dict[str, Any]: ...
+
+    def probabilities(self, features: Any) -> Any:
+        """Class probabilities (an array, one row per image) of held-out ``features`` as the
+        backend's ``featurize`` made them."""
 
 
 class ImageClassificationBackend(Backend[FeaturesT, str, ImageClassifier]):
@@ -62,7 +70,24 @@ class ImageClassificationBackend(Backend[FeaturesT, str, ImageClassifier]):
         dataset_labels: Sequence[str],
         options: EvaluationOptions,
     ) -> dict[str, Any]:
-        return model.evaluate(features, targets)
+        return self.evaluate_held_out(
+            model, features, targets, dataset_labels=dataset_labels, options=options
+        ).metrics
+
+    def evaluate_held_out(
+        self,
+        model: ImageClassifier,
+        features: FeaturesT,
+        targets: Sequence[str],
+        *,
+        dataset_labels: Sequence[str],
+        options: EvaluationOptions,
+    ) -> Evaluation:
+        truth = list(targets)
+        predictions = top_predictions(model.probabilities(features), model.labels)
+        labels = sorted(set(model.labels) | set(truth))
+        metrics = classification_metrics(truth, [p.predicted for p in predictions], labels)
+        return Evaluation(metrics, predictions)
 
 
 class MultiLabelImageBackend(Backend[FeaturesT, list[str], ImageClassifier]):

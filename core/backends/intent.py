@@ -14,11 +14,13 @@ from typing import Any, ClassVar
 from core.backends.base import (
     Backend,
     DatasetStats,
+    Evaluation,
     EvaluationOptions,
     FeaturesT,
     TextClassifier,
     TrainingData,
     check_classes,
+    top_predictions,
 )
 from core.evaluation import calibrate_out_of_scope, classification_metrics
 
@@ -50,10 +52,23 @@ class IntentBackend(Backend[FeaturesT, str, TextClassifier]):
         dataset_labels: Sequence[str],
         options: EvaluationOptions,
     ) -> dict[str, Any]:
+        return self.evaluate_held_out(
+            model, features, targets, dataset_labels=dataset_labels, options=options
+        ).metrics
+
+    def evaluate_held_out(
+        self,
+        model: TextClassifier,
+        features: FeaturesT,
+        targets: Sequence[str],
+        *,
+        dataset_labels: Sequence[str],
+        options: EvaluationOptions,
+    ) -> Evaluation:
         truth = list(targets)
         probs = model.predict_features(features)
-        predicted = [model.labels[i] for i in probs.argmax(axis=1)]
-        metrics = classification_metrics(truth, predicted, dataset_labels)
+        predictions = top_predictions(probs, model.labels)
+        metrics = classification_metrics(truth, [p.predicted for p in predictions], dataset_labels)
         metrics["out_of_scope"] = calibrate_out_of_scope(
             truth,
             probs,
@@ -61,4 +76,4 @@ class IntentBackend(Backend[FeaturesT, str, TextClassifier]):
             fixed=options.out_of_scope_threshold,
             share=options.out_of_scope_share,
         )
-        return metrics
+        return Evaluation(metrics, predictions)

@@ -565,6 +565,7 @@ class DatasetSnapshot:
     content_hash: str
     blob_keys: list[str | None] = field(default_factory=list)  # images
     multi_labels: list[list[str] | None] = field(default_factory=list)  # image-multi-label
+    example_ids: list[int] = field(default_factory=list)  # Example.id, in the same order
 
 
 def snapshot(
@@ -576,14 +577,21 @@ def snapshot(
     if not with_feedback:
         where.append(Example.source != "feedback")
     rows = session.execute(
-        select(Example.text, Example.label, Example.annotations, Example.blob_key, Example.labels)
+        select(
+            Example.text,
+            Example.label,
+            Example.annotations,
+            Example.blob_key,
+            Example.labels,
+            Example.id,
+        )
         .where(*where)
         .order_by(Example.id)
     ).all()
     texts = [r[0] or "" for r in rows]
     labels = [r[1] or "" for r in rows]
     h = hashlib.sha256()
-    for t, lab, ann, blob, multi in rows:
+    for t, lab, ann, blob, multi, _ in rows:
         row = [t, lab, ann] if blob is None and multi is None else [t, lab, ann, blob, multi]
         h.update(json.dumps(row, sort_keys=True).encode())
     return DatasetSnapshot(
@@ -596,4 +604,5 @@ def snapshot(
         content_hash=h.hexdigest(),
         blob_keys=[r[3] for r in rows],
         multi_labels=[r[4] for r in rows],
+        example_ids=[r[5] for r in rows],
     )

@@ -98,8 +98,11 @@ class FineTunedModel:
         exp = np.exp(logits)
         return exp / exp.sum(axis=1, keepdims=True)
 
+    def probabilities(self, images: Sequence[Any]) -> np.ndarray:
+        return self.predict_features(self.featurize(images))
+
     def evaluate(self, images: Sequence[Any], targets: Sequence[str]) -> dict[str, Any]:
-        probs = self.predict_features(self.featurize(images))
+        probs = self.probabilities(images)
         predicted = [self.labels[i] for i in probs.argmax(axis=1)]
         return classification_metrics(
             list(targets), predicted, sorted(set(self.labels) | set(targets))

@@ -94,6 +94,9 @@ class ImageHeadModel:
         exp = np.exp(logits)
         return exp / exp.sum(axis=1, keepdims=True)
 
+    def probabilities(self, features: np.ndarray) -> np.ndarray:
+        return self.predict_features(features)
+
     def evaluate(self, features: np.ndarray, targets: Sequence[Any]) -> dict[str, Any]:
         """Held-out metrics: accuracy, macro-F1, per label, confusion matrix (single label);
         per-label P/R/F1 at the thresholds, average precision and mAP (multi-label)."""
