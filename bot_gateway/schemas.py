@@ -11,6 +11,7 @@ from core.quotas import QuotaName, RateName
 from core.settings import Rate
 from core.tables import ApiKey, Bot, Dataset, Example, Model
 from core.usage import Granularity, Metric
+from training.datasets.service import IMPORT_PROBLEMS
 
 MAX_ROW = 2**31 - 1
 """The largest offset or row id the API takes: ids are 32-bit INTEGER columns (PostgreSQL)."""
@@ -90,6 +91,12 @@ class LabelCount(BaseModel):
     num_examples: int
 
 
+class ImportProblem(BaseModel):
+    field: str = Field(description="where: `line 17`, or a zip member's name and line")
+    line: int | None = None
+    message: str
+
+
 class DatasetPublic(BaseModel):
     id: str
     name: str
@@ -103,10 +110,15 @@ class DatasetPublic(BaseModel):
     extras: dict[str, Any]
     created_at: datetime
     updated_at: datetime
+    details: list[ImportProblem] = Field(
+        default=[], description="a failed import's rows at fault, each with its line"
+    )
 
     @classmethod
     def of(cls, d: Dataset) -> DatasetPublic:
         counts = d.label_counts or {}
+        extras = dict(d.extras or {})
+        problems = extras.pop(IMPORT_PROBLEMS, [])
         return cls(
             id=d.id,
             name=d.name,
@@ -117,9 +129,10 @@ class DatasetPublic(BaseModel):
             num_labels=len(counts),
             num_duplicates=d.num_duplicates,
             labels=[LabelCount(name=k, num_examples=v) for k, v in counts.items()],
-            extras=d.extras or {},
+            extras=extras,
             created_at=d.created_at,
             updated_at=d.updated_at,
+            details=[ImportProblem.model_validate(p) for p in problems],
         )
 
 
@@ -906,3 +919,114 @@ class RestReply(BaseModel):
     image: str | None = Field(default=None, description="the image's URL")
     cards: list[dict[str, Any]] | None = None
     custom: Any = Field(default=None, description="a custom payload, as the bot defines it")
+
+
+# --- analytics and the improve inbox ---------------------------------------------------------
+
+
+class Rates(BaseModel):
+    conversations: int
+    messages: int = Field(description="customers' messages")
+    contained: int = Field(description="conversations never handed to a person")
+    handoffs: int = Field(description="conversations handed to a person")
+    fallbacks: int = Field(description="messages the bot did not understand")
+    bot_messages: int
+    agent_messages: int
+    containment_rate: float | None = Field(description="contained / conversations")
+    handoff_rate: float | None = Field(description="handoffs / conversations")
+    fallback_rate: float | None = Field(description="fallbacks / messages")
+
+
+class AnalyticsTotals(Rates):
+    average_confidence: float | None = Field(
+        description="mean NLU confidence of the customers' typed messages"
+    )
+
+
+class AnalyticsPeriod(Rates):
+    period: str = Field(description="start of the period: 2026-11-30, or 2026-11-30T14:00:00Z")
+
+
+class IntentCount(BaseModel):
+    intent: str
+    count: int
+
+
+class ChannelAnalytics(Rates):
+    channel: str
+
+
+class AnalyticsPublic(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    bot_id: str | None
+    start: str = Field(alias="from", description="first instant counted (UTC)")
+    end: str = Field(alias="to", description="end of the window, excluded (UTC)")
+    timezone: str = "UTC"
+    granularity: str
+    totals: AnalyticsTotals
+    series: list[AnalyticsPeriod]
+    top_intents: list[IntentCount]
+    channels: list[ChannelAnalytics]
+
+
+MAX_IMPROVE_ITEMS = 500
+ItemIds = Annotated[list[RowNumber], Field(min_length=1, max_length=MAX_IMPROVE_ITEMS)]
+"""The items one label or dismiss call takes."""
+
+
+class ImproveItemPublic(BaseModel):
+    id: int = Field(description="the customer message's event id")
+    text: str
+    reason: Literal["fallback", "low_confidence", "corrected"]
+    intent: str | None = Field(description="what NLU made of it; for labelled items, the label")
+    confidence: float | None
+    conversation_id: str
+    channel: str
+    at: datetime
+    status: Literal["open", "labelled", "dismissed"]
+
+    model_config = ConfigDict(from_attributes=True)
+
+
+class ImproveGroup(BaseModel):
+    id: str
+    size: int
+    suggested_intent: str | None = Field(description="the intent NLU gave most of its messages")
+    items: list[ImproveItemPublic]
+
+
+class ImproveInbox(BaseModel):
+    bot_id: str
+    model_id: str
+    dataset_id: str
+    alias: str | None = Field(description="the alias the bot's NLU follows, if any")
+    intents: list[str] = Field(description="the intents an item can be labelled with")
+    low_confidence_below: float = Field(
+        description="messages understood with a confidence under this are low_confidence items"
+    )
+    groups: list[ImproveGroup]
+
+
+class ImproveLabel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    item_ids: ItemIds
+    intent: str | None = Field(default=None, min_length=1, max_length=200)
+    out_of_scope: bool = False
+
+
+class ImproveLabelled(BaseModel):
+    added: int = Field(description="feedback examples added (a text already there is not)")
+    labelled: int
+    dataset_id: str
+
+
+class ImproveDismiss(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    item_ids: ItemIds
+
+
+class ImproveDismissed(BaseModel):
+    dismissed: int

@@ -83,9 +83,25 @@ class UnsupportedMediaType(InvalidInput):
 
 
 class ImportValidationError(InvalidInput):
-    """A dataset file with bad rows; ``details["errors"]`` lists ``{line, message}``."""
+    """A dataset file with bad rows; ``details["errors"]`` lists ``{line, message}`` (an image
+    zip's: ``{file, line?, message}``), and ``details["details"]`` the same as ``{field,
+    line?, message}`` (``field``: ``line 17`` or ``labels.csv line 3``), the shape of the
+    API's other validation errors."""
 
     code = "invalid_dataset"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        errors = details.get("errors") or []
+        details.setdefault("details", [_row_detail(e) for e in errors if isinstance(e, dict)])
+        super().__init__(message, **details)
+
+
+def _row_detail(error: dict[str, Any]) -> dict[str, Any]:
+    line = error.get("line")
+    where = [str(error["file"])] if error.get("file") else []
+    where += [f"line {line}"] if line is not None else []
+    detail = {"field": " ".join(where), "message": error.get("message", "")}
+    return detail | ({"line": line} if line is not None else {})
 
 
 class OutboundRefused(InvalidInput):

@@ -49,6 +49,9 @@ from training.datasets.types import ParsedDataset, ParsedExample, get_dataset_ty
 
 IMAGE_SUFFIX = {"JPEG": ".jpg", "MPO": ".jpg"}  # other formats: their own name (.png, ...)
 SOURCES = ("import", "api", "feedback")
+IMPORT_PROBLEMS = "import_problems"
+"""The key of a failed import's rows at fault (``{field, line, message}``) in the dataset's
+``extras`` (a failed dataset has no other extras); the API shows them as ``details``."""
 
 __all__ = [
     "DatasetSnapshot",
@@ -124,6 +127,7 @@ def run_import(engine: Engine, store: ArtifactStore, dataset_id: str, limits: Li
         except ParleyError as e:
             dataset.status = "failed"
             dataset.status_message = e.message
+            dataset.extras = {IMPORT_PROBLEMS: e.details.get("details", [])}
             log_event("dataset.import_failed", dataset=dataset_id, reason=e.message)
             session.flush()
             failure = e
