@@ -45,11 +45,6 @@ users_app = typer.Typer(
     "console) (operator; works on the local database).",
     no_args_is_help=True,
 )
-users_app = typer.Typer(
-    help="Users of a tenant: admins, builders (the Studio), agents and supervisors (the agents' "
-    "console) (operator; works on the local database).",
-    no_args_is_help=True,
-)
 secrets_app = typer.Typer(
     help="Secrets at rest (operator; works on the local database).", no_args_is_help=True
 )
@@ -64,7 +59,6 @@ for sub, name in (
     (models_app, "models"),
     (aliases_app, "aliases"),
     (agents_app, "agents"),
-    (users_app, "users"),
     (users_app, "users"),
     (secrets_app, "secrets"),
     (demo_app, "demo"),
@@ -178,8 +172,6 @@ def serve(
         console.print(f"Demo bot: open {url}/demo and chat with it", highlight=False)
         for line in _demo_logins(info, url):
             console.print(line, highlight=False)
-        for line in _demo_logins(info, url):
-            console.print(line, highlight=False)
         if info.created:
             console.print(
                 "The demo model is training; alias `production` points at it when done "
@@ -192,21 +184,6 @@ def serve(
         serve_gateway(settings, host=host, port=port)
     except ParleyError as e:
         _fail(e.message)
-
-
-def _demo_logins(info: Demo, url: str) -> list[str]:
-    """Where the demo users sign in, with their passwords (from the data dir's logins file)."""
-    from parley.demo import DEMO_TENANT
-
-    places = {"admin": ("Studio", "/studio"), "agent": ("Agents' console", "/console/agents")}
-    lines = []
-    for username, password in info.logins.items():
-        title, path = places.get(username, ("Studio", "/studio"))
-        note = " (new)" if username in info.logins_changed else ""
-        lines.append(
-            f"{title}: {url}{path}  tenant {DEMO_TENANT}  user {username} password {password}{note}"
-        )
-    return lines
 
 
 def _demo_logins(info: Demo, url: str) -> list[str]:
@@ -299,13 +276,6 @@ def demo_create(
             "machine); create one with `parley keys create --tenant demo --scope admin`",
             highlight=False,
         )
-    logins_file = settings.data_dir / LOGINS_FILE
-    console.print(
-        f"Demo users admin (the Studio, {base}/studio) and agent (the agents' console): their "
-        f"passwords are saved in {logins_file} (not printed here); `parley demo create --json` "
-        "shows them",
-        highlight=False,
-    )
     logins_file = settings.data_dir / LOGINS_FILE
     console.print(
         f"Demo users admin (the Studio, {base}/studio) and agent (the agents' console): their "
