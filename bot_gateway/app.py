@@ -24,6 +24,7 @@ from bot_gateway.api import (
     chat,
     conversations,
     datasets,
+    improve,
     models,
     predict,
     system,
@@ -262,6 +263,7 @@ def create_app(
         agents,
         system,
         analytics,
+        improve,
     ):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(audit_api.router, prefix=API_PREFIX)

@@ -924,7 +924,7 @@ class RestReply(BaseModel):
 # --- analytics and the improve inbox ---------------------------------------------------------
 
 
-class Rates(BaseModel):
+class AnalyticsCounts(BaseModel):
     conversations: int
     messages: int = Field(description="customers' messages")
     contained: int = Field(description="conversations never handed to a person")
@@ -937,13 +937,13 @@ class Rates(BaseModel):
     fallback_rate: float | None = Field(description="fallbacks / messages")
 
 
-class AnalyticsTotals(Rates):
+class AnalyticsTotals(AnalyticsCounts):
     average_confidence: float | None = Field(
         description="mean NLU confidence of the customers' typed messages"
     )
 
 
-class AnalyticsPeriod(Rates):
+class AnalyticsPeriod(AnalyticsCounts):
     period: str = Field(description="start of the period: 2026-11-30, or 2026-11-30T14:00:00Z")
 
 
@@ -952,7 +952,7 @@ class IntentCount(BaseModel):
     count: int
 
 
-class ChannelAnalytics(Rates):
+class ChannelAnalytics(AnalyticsCounts):
     channel: str
 
 

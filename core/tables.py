@@ -312,3 +312,21 @@ class AuditEntry(Base):
     status: Mapped[int] = mapped_column(Integer)
     address: Mapped[str | None] = mapped_column(String(64), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class ImproveItem(Base):
+    """The state of one item of a bot's improve inbox (a customer message, by its ``user``
+    event): ``labelled`` (added to the NLU dataset as a feedback example with ``intent``) or
+    ``dismissed``. Items without a row are open."""
+
+    __tablename__ = "improve_items"
+
+    event_id: Mapped[int] = mapped_column(
+        ForeignKey("conversation_events.id", ondelete="CASCADE"), primary_key=True
+    )
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    bot_id: Mapped[str] = mapped_column(ForeignKey("bots.id", ondelete="CASCADE"), index=True)
+    status: Mapped[str] = mapped_column(String(16))  # labelled, dismissed
+    intent: Mapped[str | None] = mapped_column(String(200), default=None)
+    dataset_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

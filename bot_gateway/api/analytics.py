@@ -9,61 +9,15 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, ConfigDict, Field
 
 from bot_gateway.conversations.bots import get_bot
 from bot_gateway.deps import GatewayDep, TrainDep
+from bot_gateway.schemas import AnalyticsPublic
 from bot_gateway.services import analytics as service
 from core import plots
 from core.db import session_scope
 
 router = APIRouter(prefix="/analytics", tags=["analytics"])
-
-
-class Rates(BaseModel):
-    conversations: int
-    messages: int = Field(description="customers' messages")
-    contained: int = Field(description="conversations never handed to a person")
-    handoffs: int = Field(description="conversations handed to a person")
-    fallbacks: int = Field(description="messages the bot did not understand")
-    bot_messages: int
-    agent_messages: int
-    containment_rate: float | None = Field(description="contained / conversations")
-    handoff_rate: float | None = Field(description="handoffs / conversations")
-    fallback_rate: float | None = Field(description="fallbacks / messages")
-
-
-class AnalyticsTotals(Rates):
-    average_confidence: float | None = Field(
-        description="mean NLU confidence of the customers' typed messages"
-    )
-
-
-class AnalyticsPeriod(Rates):
-    period: str = Field(description="start of the period: 2026-11-30, or 2026-11-30T14:00:00Z")
-
-
-class IntentCount(BaseModel):
-    intent: str
-    count: int
-
-
-class ChannelAnalytics(Rates):
-    channel: str
-
-
-class AnalyticsPublic(BaseModel):
-    model_config = ConfigDict(populate_by_name=True)
-
-    bot_id: str | None
-    start: str = Field(alias="from", description="first instant counted (UTC)")
-    end: str = Field(alias="to", description="end of the window, excluded (UTC)")
-    timezone: str = "UTC"
-    granularity: str
-    totals: AnalyticsTotals
-    series: list[AnalyticsPeriod]
-    top_intents: list[IntentCount]
-    channels: list[ChannelAnalytics]
 
 
 BotQuery = Annotated[str | None, Query(description="one bot (default: all the tenant's bots)")]

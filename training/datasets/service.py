@@ -10,7 +10,7 @@ import hashlib
 import json
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import PurePosixPath
 from typing import Any, overload
 
@@ -318,11 +318,17 @@ def append_examples(
     dataset_id: str,
     parsed: ParsedDataset,
     limits: Limits,
+    *,
+    source: str = "import",
 ) -> tuple[Dataset, int, int]:
-    """Append examples to a ready dataset: (dataset, added, duplicates skipped)."""
+    """Append examples to a ready dataset: (dataset, added, duplicates skipped). ``source``
+    ``feedback`` marks examples taken from real conversations (used in training only with
+    ``params.with_feedback``)."""
     dataset = get_dataset(session, tenant_id, dataset_id)
     if dataset.status != "ready":
         raise InvalidInput(f"dataset {dataset_id} is {dataset.status}; append to a ready dataset")
+    if source not in SOURCES:
+        raise InvalidInput(f"source {source!r}: use one of {', '.join(SOURCES)}")
     existing = {
         (t or "", lab)
         for t, lab in session.execute(
@@ -332,7 +338,7 @@ def append_examples(
     checked = validate(parsed, dataset_type=dataset.type, limits=limits, existing=existing)
     if not checked.examples and not checked.duplicates:
         raise ImportValidationError("no examples given", errors=[])
-    _insert(session, dataset_id, checked.examples)
+    _insert(session, dataset_id, [replace(ex, source=source) for ex in checked.examples])
     dataset.num_duplicates += checked.duplicates
     _refresh_counts(session, dataset)
     return dataset, len(checked.examples), checked.duplicates
