@@ -265,3 +265,22 @@ def test_cli_models_plot_writes_a_png(
         ["models", "plot", intent["id"], "--kind", "per-label", "-o", str(tmp_path / "x.gif")],
     )
     assert result.exit_code == 1 and "svg or png" in result.output
+
+
+def test_moving_the_threshold_redraws_the_out_of_scope_chart(
+    api: Api, intent: dict[str, Any]
+) -> None:
+    before = "".join(svg(chart(api, intent["id"], "out-of-scope.svg")).itertext())
+    r = api.client.patch(
+        f"/v1/models/{intent['id']}", json={"out_of_scope_threshold": 0.123}, headers=api.a
+    )
+    assert r.status_code == 200, r.text
+    try:
+        after = "".join(svg(chart(api, intent["id"], "out-of-scope.svg")).itertext())
+        assert "threshold 0.123" in after and "threshold 0.123" not in before
+        calibrated = intent["metrics"]["out_of_scope"]["threshold"]
+        assert f"calibrated {calibrated:.3f}" in after
+    finally:
+        api.client.patch(
+            f"/v1/models/{intent['id']}", json={"out_of_scope_threshold": None}, headers=api.a
+        )
