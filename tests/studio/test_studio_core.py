@@ -19,9 +19,10 @@ import re
 import httpx
 import pytest
 
-from tests.connectors.test_widget_browser import Page, expect
+from tests.connectors.test_widget_browser import Locator, Page, expect
 from tests.studio.conftest import Studio, shot, sign_in
 from tests.support.data import intent_csv, intent_rows
+from tests.support.images import detection_zip
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -36,6 +37,11 @@ def upload(page: Page, name: str, filename: str, data: bytes) -> None:
         {"name": filename, "mimeType": "text/csv", "buffer": data}
     )
     page.get_by_test_id("upload-submit").click()
+
+
+def loaded(page: Page, img: Locator) -> None:
+    """Wait until the image has arrived and decoded (a broken one never does)."""
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=img.element_handle())
 
 
 def no_problems(page: Page) -> None:
@@ -85,9 +91,7 @@ def test_builder_uploads_fixes_and_trains(studio: Studio) -> None:
         expect(labels.get_by_role("row", name=re.compile(rf"^{label} {count}$"))).to_have_count(1)
     chart = page.get_by_role("img", name="Examples per label (bar chart)")
     chart.scroll_into_view_if_needed()
-    page.wait_for_function(
-        "img => img.complete && img.naturalWidth > 0", arg=chart.element_handle()
-    )
+    loaded(page, chart)
     expect(page.get_by_test_id("examples-range")).to_contain_text(f"of {len(rows)}")
 
     # search, relabel
@@ -218,4 +222,38 @@ def test_other_tenants_and_agents_see_none_of_it(studio: Studio) -> None:
     expect(page.get_by_test_id("agents-only")).to_be_visible()
     expect(page.get_by_test_id("agents-console-link")).to_have_attribute("href", "/console/agents")
     expect(page.get_by_test_id("nav")).to_be_hidden()
+    no_problems(page)
+
+
+def test_image_examples_are_thumbnails_with_their_boxes(studio: Studio) -> None:
+    page = studio.open_page()
+    sign_in(page, studio.builder.tenant, studio.builder.username, studio.builder.password)
+    page.get_by_test_id("upload-name").fill("parcels")
+    page.get_by_test_id("upload-type").select_option("image-detection")
+    page.get_by_test_id("upload-file").set_input_files(
+        {"name": "parcels.zip", "mimeType": "application/zip", "buffer": detection_zip(4)}
+    )
+    page.get_by_test_id("upload-submit").click()
+    expect(page).to_have_url(re.compile(r"/studio/datasets/[^/]+$"))
+    dataset_id = page.url.rsplit("/", 1)[1]
+    examples = studio.api.get(f"/v1/datasets/{dataset_id}/examples").json()["examples"]
+    thumbs = page.get_by_test_id("thumb")
+    expect(thumbs).to_have_count(len(examples))
+    expect(page.get_by_test_id("box")).to_have_count(sum(len(e["boxes"]) for e in examples))
+    # each box sits where it is on the picture, scaled with the thumbnail
+    for thumb, example in zip(thumbs.all(), examples, strict=True):
+        img = thumb.locator("img")
+        loaded(page, img)
+        frame = img.bounding_box()
+        assert frame is not None
+        scale = frame["width"] / example["width"]
+        for box, truth in zip(thumb.get_by_test_id("box").all(), example["boxes"], strict=True):
+            drawn = box.bounding_box()
+            assert drawn is not None
+            assert abs(drawn["x"] - frame["x"] - truth["x_min"] * scale) < 2, (drawn, truth)
+            assert abs(drawn["y"] - frame["y"] - truth["y_min"] * scale) < 2, (drawn, truth)
+            width = (truth["x_max"] - truth["x_min"]) * scale
+            assert abs(drawn["width"] - width) < 2, (drawn, truth)
+            expect(box).to_have_attribute("title", truth["label"])
+    shot(page, "dataset-images")
     no_problems(page)

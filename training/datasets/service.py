@@ -25,6 +25,7 @@ from core.errors import (
     InvalidInput,
     LimitExceeded,
     NotFound,
+    NotReady,
     ParleyError,
 )
 from core.ids import new_id
@@ -407,7 +408,7 @@ class ExampleChange:
 def _editable(session: Session, tenant_id: str, dataset_id: str) -> Dataset:
     dataset = get_dataset(session, tenant_id, dataset_id)
     if dataset.status != "ready":
-        raise InvalidInput(
+        raise NotReady(
             f"dataset {dataset_id} is {dataset.status}; examples of a ready dataset can be "
             "changed (upload the file again if its import failed)"
         )

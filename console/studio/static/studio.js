@@ -243,7 +243,7 @@ export function chartImg(src, alt, caption) {
   return figure;
 }
 
-const SVG_DROP = new Set(["script", "foreignObject", "style", "iframe", "object", "embed"]);
+const SVG_DROP = new Set(["script", "foreignObject", "style", "iframe", "object", "embed", "metadata"]);
 
 /**
  * Fetch an SVG chart (with the session) and return it as a sanitised `<svg>` element, so its
@@ -287,6 +287,7 @@ export async function inlineSvg(path) {
   const copyOf = new Map(originals.map((el, i) => [el, copies[i]]));
   for (const [el, text] of styles) {
     const copy = copyOf.get(el);
+    if (!copy || !copy.style) continue;
     for (const declaration of text.split(";")) {
       const colon = declaration.indexOf(":");
       if (colon < 0) continue;

@@ -380,7 +380,7 @@ function imageGrid(dataset, examples, reload, changed) {
         "li",
         { class: "thumb", "data-testid": "thumb" },
         thumbnail(ex),
-        h("p", { class: "thumb-caption" }, ex.label || (ex.labels || []).join(", ") || `${(ex.boxes || []).length} boxes`, ex.file ? h("span", { class: "muted" }, ` · ${ex.file}`) : null),
+        h("p", { class: "thumb-caption" }, ex.label || (ex.labels || []).join(", ") || `${(ex.boxes || []).length} box${(ex.boxes || []).length === 1 ? "" : "es"}`, ex.file ? h("span", { class: "muted" }, ` · ${ex.file}`) : null),
         deleteButton(dataset, ex, reload, changed),
       ),
     ),
