@@ -410,7 +410,7 @@ def _editable(session: Session, tenant_id: str, dataset_id: str) -> Dataset:
     if dataset.status != "ready":
         raise NotReady(
             f"dataset {dataset_id} is {dataset.status}; examples of a ready dataset can be "
-            "changed (upload the file again if its import failed)"
+            "changed (wait for its import to finish, or upload the file again if it failed)"
         )
     return dataset
 
