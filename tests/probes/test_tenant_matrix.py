@@ -86,6 +86,8 @@ does not apply to them (the status and no-data checks do)."""
 
 NOT_TENANT_DATA = {
     "/console/agents/static/{name}": "the agents' console's own script and style files",
+    "/studio/static/{name:path}": "the Studio's own script and style files",
+    "/studio/{path:path}": "the Studio's page URLs: every one serves the same index.html",
 }
 """Routes with a path parameter that names nothing of a tenant's (why, for the reviewer)."""
 
