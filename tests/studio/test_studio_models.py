@@ -6,10 +6,12 @@ A builder opens the first intent model's page: headline metrics, a per-label tab
 confusion matrix; clicking a cell (and pressing Enter on another) lists the held-out examples
 behind it. The builder moves the out-of-scope threshold and restores it, promotes the model to
 ``production`` (the alias API confirms), promotes the second over it and rolls back, compares
-the two, tries a text on ``production`` (ranked intents, snippets with the ids) and an image on
-the detector (boxes drawn inside the picture). Another tenant's admin gets the not-found page.
+the two, tries a text on ``production`` (ranked intents, snippets with the ids), a text on
+``prebuilt-entities`` (entities marked at their code-point offsets), a label on ``prebuilt-ocr``
+and a picture on the detector (lines and boxes drawn inside the picture). Another tenant's
+admin gets the not-found page.
 
-Screenshots: ``var/test-artifacts/studio-{model,compare,try,try-image}.png``.
+Screenshots: ``var/test-artifacts/studio-{model,compare,try,try-image,try-ocr}.png``.
 """
 
 from __future__ import annotations
@@ -25,7 +27,12 @@ import pytest
 from tests.connectors.test_widget_browser import Page, expect
 from tests.studio.conftest import Studio, shot, sign_in, wait_for
 from tests.support.data import intent_csv, intent_rows
-from tests.support.images import detection_scene, detection_zip, draw_object
+from tests.support.images import (
+    detection_scene,
+    detection_zip,
+    draw_object,
+    shipping_label_png,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -234,6 +241,45 @@ def test_try_a_text_ranks_the_intents_and_shows_the_request(page: Page, models: 
     javascript = page.get_by_test_id("snippet-javascript").locator("pre").inner_text()
     assert "fetch(" in javascript and "/v1/models/production/predict" in javascript
     shot(page, "try")
+
+
+def test_try_prebuilt_entities_marks_them_in_the_text(page: Page) -> None:
+    text = "😀 Jo in Berlin: write to jo@example.com"  # an emoji: 1 code point, 2 UTF-16 units
+    page.goto("/studio/try?model=prebuilt-entities")
+    page.get_by_test_id("try-text").fill(text)
+    page.get_by_test_id("try-send").click()
+    marks = page.get_by_test_id("entities-text").locator("mark")
+    expect(marks.first).to_be_visible()
+    found = dict(
+        marks.evaluate_all("els => els.map(e => [e.dataset.entity, e.firstChild.textContent])")
+    )
+    assert found.get("email") == "jo@example.com" and found.get("GPE") == "Berlin", found
+    assert (
+        page.get_by_test_id("entities-text").evaluate(
+            "p => Array.from(p.childNodes).map(n => n.firstChild && n.nodeName === 'MARK'"
+            " ? n.firstChild.textContent : n.textContent).join('')"
+        )
+        == text
+    )  # the text around the marks is kept whole
+
+
+def test_try_ocr_draws_the_lines_it_read(page: Page) -> None:
+    label = shipping_label_png("PX-100234")
+    page.goto("/studio/try?model=prebuilt-ocr")
+    page.get_by_test_id("try-file").set_input_files(
+        files=[{"name": "label.png", "mimeType": "image/png", "buffer": label}]
+    )
+    page.get_by_test_id("try-send").click()
+    expect(page.get_by_test_id("ocr-lines")).to_contain_text("PX-100234", timeout=60_000)
+    image = page.get_by_test_id("try-image").bounding_box()
+    boxes = page.get_by_test_id("ocr-box")
+    lines = page.get_by_test_id("ocr-lines").locator("li")
+    assert image is not None and boxes.count() == lines.count()
+    for i in range(boxes.count()):
+        box = boxes.nth(i).bounding_box()
+        assert box is not None and inside(box, image), (box, image)
+    assert "/v1/ocr" in page.get_by_test_id("snippet-curl").locator("pre").inner_text()
+    shot(page, "try-ocr")
 
 
 def test_try_an_image_draws_the_detectors_boxes_on_it(

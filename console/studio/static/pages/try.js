@@ -297,7 +297,7 @@ async function choices() {
     models: models
       .filter((m) => m.status === "succeeded")
       .map((m) => ({ value: m.id, label: `${m.name || m.id} · ${m.task} · ${m.id}` })),
-    builtins: backends.builtin_models.map((b) => ({ value: b.name, label: `${b.name} · ${b.description}` })),
+    builtins: backends.builtin_models.map((b) => ({ value: b.name, label: `${b.name} · ${b.task}` })),
   };
 }
 
