@@ -27,7 +27,7 @@ from bot_gateway.conversations.events import event
 from bot_gateway.conversations.runtime import ConversationRuntime, Hub, conversation_key
 from bot_gateway.conversations.sharing import InProcess
 from bot_gateway.conversations.store import ConversationRecord
-from bot_gateway.services.accounts import create_agent
+from bot_gateway.services.accounts import create_agent, csrf_token
 from core.db import get_engine, session_scope
 from core.errors import Conflict
 from core.redis import async_client
@@ -276,6 +276,11 @@ class Gateways:
         return r.cookies
 
 
+def csrf(cookies: Any) -> dict[str, str]:
+    """The CSRF header of an agent's session (every write with the cookie sends it)."""
+    return {"X-CSRF-Token": csrf_token(cookies["parley_agent"])}
+
+
 @pytest.fixture(scope="module")
 def gateways(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
@@ -348,9 +353,9 @@ def test_a_handoff_on_b_shows_live_on_a_and_the_agents_reply_reaches_b(
         cid = welcome["conversation_id"]
         at = f"/v1/agent/conversations/{cid}"
         a.cookies.clear()
-        assert a.post(f"{at}/claim", cookies=ana).status_code == 200
+        assert a.post(f"{at}/claim", cookies=ana, headers=csrf(ana)).status_code == 200
         a.cookies.clear()
-        r = a.post(f"{at}/messages", json={"text": "Hi, I'm Ana"}, cookies=ana)
+        r = a.post(f"{at}/messages", json={"text": "Hi, I'm Ana"}, cookies=ana, headers=csrf(ana))
         assert r.status_code == 200, r.text
         frame = frames_until(customer, "message")
         assert frame["from"] == "agent" and frame["message"]["text"] == "Hi, I'm Ana"
@@ -437,11 +442,13 @@ def test_while_redis_is_down_turns_answer_503_and_resume_after(gateways: Gateway
         assert frames_until(ws, "status")["status"] == "waiting_for_agent"
         at = f"/v1/agent/conversations/{cid}"
         a.cookies.clear()
-        assert a.post(f"{at}/claim", cookies=ana).status_code == 200
+        assert a.post(f"{at}/claim", cookies=ana, headers=csrf(ana)).status_code == 200
         gateways.redis.stop()
         try:
             a.cookies.clear()
-            r = a.post(f"{at}/messages", json={"text": "Still there?"}, cookies=ana)
+            r = a.post(
+                f"{at}/messages", json={"text": "Still there?"}, cookies=ana, headers=csrf(ana)
+            )
             assert r.status_code == 503 and r.json()["error"] == "unavailable", r.text
             assert "Redis" in r.json()["message"]  # the /v1 API names it
         finally:
@@ -453,7 +460,7 @@ def test_while_redis_is_down_turns_answer_503_and_resume_after(gateways: Gateway
             assert time.monotonic() < deadline, "gateway B did not subscribe again"
             time.sleep(0.05)
         a.cookies.clear()
-        r = a.post(f"{at}/messages", json={"text": "Hi, I'm Ana"}, cookies=ana)
+        r = a.post(f"{at}/messages", json={"text": "Hi, I'm Ana"}, cookies=ana, headers=csrf(ana))
         assert r.status_code == 200, r.text
         frame = frames_until(ws, "message")  # through A, Redis, B
         assert frame["from"] == "agent" and frame["message"]["text"] == "Hi, I'm Ana"
