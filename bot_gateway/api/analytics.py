@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response
 from fastapi.concurrency import run_in_threadpool
 
+from bot_gateway.charts import CHART_RESPONSES, chart_response
 from bot_gateway.conversations.bots import get_bot
 from bot_gateway.deps import GatewayDep, TrainDep
 from bot_gateway.schemas import AnalyticsPublic
@@ -77,13 +78,10 @@ async def get_analytics(
     }
 
 
-@router.get(
-    "/plots/{name}",
-    response_class=Response,
-    responses={200: {"content": {"image/svg+xml": {}, "image/png": {}}}},
-)
+@router.get("/plots/{kind}.{fmt}", response_class=Response, responses=CHART_RESPONSES)
 async def get_analytics_plot(
-    name: str,
+    kind: str,
+    fmt: str,
     principal: TrainDep,
     gateway: GatewayDep,
     bot_id: BotQuery = None,
@@ -91,12 +89,11 @@ async def get_analytics_plot(
     end: ToQuery = None,
     granularity: GranularityQuery = "day",
 ) -> Response:
-    """A chart of ``GET /v1/analytics`` as ``{kind}.svg`` or ``{kind}.png``; kinds:
-    ``conversations`` (conversations and messages per period), ``rates`` (containment, handoff,
-    fallback), ``top-intents``, ``channels``."""
-    kind = name.rpartition(".")[0]
-    fmt = plots.parse_format(name)
+    """A chart of ``GET /v1/analytics`` as SVG or PNG; kinds: ``conversations``
+    (conversations and messages per period), ``rates`` (containment, handoff, fallback),
+    ``top-intents``, ``channels``."""
+    chart_format = plots.parse_format(fmt)
     service.check_plot_kind(kind)
     report = await _report(gateway, principal.tenant_id, bot_id, start, end, granularity)
-    body = await run_in_threadpool(service.plot, report, kind, fmt)
-    return Response(body, media_type=plots.media_type(fmt), headers={"Cache-Control": "private"})
+    data = await run_in_threadpool(service.plot, report, kind, chart_format)
+    return chart_response(data, chart_format)
