@@ -18,7 +18,7 @@ pages = APIRouter(include_in_schema=False)
 STUDIO = Path(__file__).resolve().parents[2] / "console" / "studio"
 
 
-@pages.get("/")
+@pages.get("/", response_class=RedirectResponse)
 def root() -> RedirectResponse:
     return RedirectResponse("/studio", status_code=307)
 
