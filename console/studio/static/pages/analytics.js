@@ -5,7 +5,7 @@
  * (`GET /v1/analytics`) as tables. The choice lives in the URL, so a view can be shared.
  */
 import { api, chartImg, errorBox, h, heading, navigate, register, table } from "../studio.js";
-import { botPicker, pageStyle } from "./bots.js";
+import { botPicker, pageStyle, scrolling } from "./bots.js";
 
 const GRANULARITIES = ["hour", "day", "week"];
 const CHARTS = [
@@ -99,12 +99,12 @@ async function analyticsPage(main, _params, query) {
   const qs = new URLSearchParams(apiQuery).toString();
   const scope = choice.bot ? (picker.bots.find((b) => b.id === choice.bot) || { name: choice.bot }).name : "all bots";
   body.replaceChildren(
-    h("p", { class: "hint" }, `${scope}, ${data.from} to ${data.to}, per ${data.granularity}.`),
+    h("p", { class: "hint" }, `${scope}, ${choice.from} to ${choice.to} (UTC), per ${data.granularity}.`),
     totalsList(data.totals),
     h(
       "div",
       { class: "charts" },
-      ...CHARTS.map(([kind, alt]) => chartImg(`/v1/analytics/plots/${kind}.svg?${qs}`, `${alt} (${scope}, ${data.from} to ${data.to})`))
+      ...CHARTS.map(([kind, alt]) => chartImg(`/v1/analytics/plots/${kind}.svg?${qs}`, `${alt} (${scope}, ${choice.from} to ${choice.to})`))
     ),
     h(
       "div",
@@ -114,14 +114,14 @@ async function analyticsPage(main, _params, query) {
         { class: "panel", "aria-labelledby": "intents-h" },
         h("h2", { id: "intents-h" }, "Top intents"),
         data.top_intents.length
-          ? table(
+          ? scrolling(table(
               [
                 { key: "intent", label: "Intent" },
                 { key: "count", label: "Messages", numeric: true },
               ],
               data.top_intents,
               { sortable: true, caption: "Intents the bot understood, most frequent first" }
-            )
+            ))
           : h("p", { class: "empty" }, "No messages understood in this period.")
       ),
       h(
@@ -129,7 +129,7 @@ async function analyticsPage(main, _params, query) {
         { class: "panel", "aria-labelledby": "channels-h" },
         h("h2", { id: "channels-h" }, "Channels"),
         data.channels.length
-          ? table([{ key: "channel", label: "Channel" }, ...rateColumns()], data.channels, { sortable: true, caption: "Per channel" })
+          ? scrolling(table([{ key: "channel", label: "Channel" }, ...rateColumns()], data.channels, { sortable: true, caption: "Per channel" }))
           : h("p", { class: "empty" }, "No conversations in this period.")
       )
     ),
@@ -137,7 +137,7 @@ async function analyticsPage(main, _params, query) {
       "details",
       { class: "panel" },
       h("summary", {}, `Per ${data.granularity}: the numbers behind the charts`),
-      table(
+      scrolling(table(
         [
           { key: "period", label: "Period" },
           ...rateColumns(),
@@ -146,7 +146,7 @@ async function analyticsPage(main, _params, query) {
         ],
         data.series,
         { sortable: true, caption: `Per ${data.granularity}` }
-      )
+      ))
     )
   );
 }

@@ -7,7 +7,7 @@
  *
  * Exports `botPicker`, the bot select the channels, analytics and improve pages share.
  */
-import { api, badge, codeBlock, errorBox, h, heading, link, navigate, register, table, toast, when } from "../studio.js";
+import { api, badge, codeBlock, errorBox, h, heading, link, navigate, poll, register, table, toast, when } from "../studio.js";
 
 const STYLE = new URL("./bots.css", import.meta.url).href;
 
@@ -37,6 +37,11 @@ export async function botPicker({ selected = "", onPick, allowAll = false, id = 
     );
   }
   return { element, bots, selected: select.value };
+}
+
+/** A table that scrolls sideways inside its panel on a narrow screen. */
+export function scrolling(tableElement) {
+  return h("div", { class: "table-scroll" }, tableElement);
 }
 
 // ------------------------------------------------------------------ YAML for the editor
@@ -609,7 +614,7 @@ function versionsPanel(bot, versions, editor) {
     }
   });
   const rows = [...versions].sort((a, b) => b.version - a.version);
-  const list = table(
+  const list = scrolling(table(
     [
       { key: "version", label: "Version", numeric: true },
       { key: "created_at", label: "Saved", render: (v) => when(v.created_at) },
@@ -637,7 +642,7 @@ function versionsPanel(bot, versions, editor) {
     ],
     rows,
     { caption: "Versions (newest first)" }
-  );
+  ));
   if (numbers.length > 1) queueMicrotask(() => form.requestSubmit()); // the latest change, at once
   return h(
     "section",
@@ -656,7 +661,17 @@ function modelLink(name) {
   return name ? link(`/studio/models/${encodeURIComponent(name)}`, `NLU model ${name}`) : "no NLU model yet";
 }
 
-async function botPage(main, params) {
+/** The line under a bot's name: status, version, enabled, its NLU model. */
+function botMeta(bot) {
+  return [
+    badge(bot.status),
+    ` version ${bot.version} · ${bot.enabled ? "enabled" : "disabled"} · `,
+    modelLink(bot.nlu_model_id),
+    bot.status_message ? ` · ${bot.status_message}` : "",
+  ];
+}
+
+async function botPage(main, params, _query, { signal } = {}) {
   const id = params.id;
   const [bot, versions] = await Promise.all([api("GET", `/v1/bots/${id}`), api("GET", `/v1/bots/${id}/versions`)]);
   const reload = () => navigate(`/studio/bots/${id}`);
@@ -710,18 +725,24 @@ async function botPage(main, params) {
     }
   });
 
+  const meta = h("p", { class: "meta", "data-testid": "bot-meta", "aria-live": "polite" }, botMeta(bot));
+  if (bot.status === "training") {
+    // its NLU trains: say when it is ready
+    poll(
+      async () => {
+        const now = await api("GET", `/v1/bots/${id}`, { signal });
+        meta.replaceChildren(...botMeta(now));
+        return now.status !== "training";
+      },
+      2000,
+      signal
+    ).catch(() => {});
+  }
   main.replaceChildren(
     pageStyle(),
     h("p", { class: "crumbs" }, link("/studio/bots", "Bots"), " / ", bot.name),
     heading(bot.name),
-    h(
-      "p",
-      { class: "meta", "data-testid": "bot-meta" },
-      badge(bot.status),
-      ` version ${bot.version} · ${bot.enabled ? "enabled" : "disabled"} · `,
-      modelLink(bot.nlu_model_id),
-      bot.status_message ? ` · ${bot.status_message}` : ""
-    ),
+    meta,
     h(
       "p",
       { class: "actions" },
@@ -804,7 +825,7 @@ async function botsPage(main) {
     pageStyle(),
     heading("Bots"),
     bots.length
-      ? table(
+      ? scrolling(table(
           [
             { key: "name", label: "Bot", render: (b) => link(`/studio/bots/${b.id}`, b.name) },
             { key: "version", label: "Version", numeric: true },
@@ -819,7 +840,7 @@ async function botsPage(main) {
           ],
           bots,
           { sortable: true, caption: "The tenant's bots" }
-        )
+        ))
       : h("p", { class: "empty" }, "No bots yet: create the first one below."),
     h("section", { class: "panel", "aria-labelledby": "new-bot-h" }, h("h2", { id: "new-bot-h" }, "Create a bot"), form)
   );

@@ -6,7 +6,7 @@
  * beside the form. The built-in web chat is shown too: its embed snippet and allowed origins.
  */
 import { api, codeBlock, confirmAction, copyButton, errorBox, h, heading, link, navigate, register, table, toast } from "../studio.js";
-import { botPicker, pageStyle } from "./bots.js";
+import { botPicker, pageStyle, scrolling } from "./bots.js";
 
 
 // ------------------------------------------------------------------ schema -> form
@@ -91,8 +91,13 @@ function control(name, prop, required, defs) {
   return { element, read, input, secret };
 }
 
-function setupSteps(type, webhookUrl) {
-  const steps = (type.setup_steps || []).map((s) => (webhookUrl ? s.replaceAll("{webhook_url}", webhookUrl) : s));
+function setupSteps(type, webhookUrl, botId) {
+  const fill = (s) => {
+    let out = webhookUrl ? s.replaceAll("{webhook_url}", webhookUrl) : s;
+    if (botId) out = out.replaceAll("{bot_id}", botId);
+    return out;
+  };
+  const steps = (type.setup_steps || []).map(fill);
   return h(
     "div",
     { class: "setup", "data-testid": "setup-steps" },
@@ -102,9 +107,10 @@ function setupSteps(type, webhookUrl) {
   );
 }
 
-function connectForm(botId, types, after) {
+function connectForm(botId, types, after, chosen) {
   const typeSelect = h("select", { id: "channel-type", name: "type", "data-testid": "channel-type" });
   for (const t of types) typeSelect.append(h("option", { value: t.type }, t.title || t.type));
+  if (chosen && types.some((t) => t.type === chosen)) typeSelect.value = chosen;
   const fields = h("div", { class: "fields" });
   const steps = h("div", {});
   const out = h("div", { "aria-live": "polite" });
@@ -119,7 +125,7 @@ function connectForm(botId, types, after) {
       controls[name] = control(name, prop, required.has(name), schema.$defs || schema.definitions || {});
       fields.append(controls[name].element);
     }
-    steps.replaceChildren(setupSteps(type, null));
+    steps.replaceChildren(setupSteps(type, null, botId));
     out.replaceChildren();
   }
   typeSelect.addEventListener("change", build);
@@ -135,6 +141,7 @@ function connectForm(botId, types, after) {
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     for (const el of fields.querySelectorAll(".field.invalid")) el.classList.remove("invalid");
+    for (const el of fields.querySelectorAll("[aria-invalid]")) el.removeAttribute("aria-invalid");
     const config = {};
     try {
       for (const [name, c] of Object.entries(controls)) {
@@ -152,10 +159,13 @@ function connectForm(botId, types, after) {
       toast(`Connected ${channel.type}`, "success");
       after(channel);
     } catch (err) {
-      for (const d of err.details || []) {
-        const name = String(d.field || d.path || "").split(".").filter((p) => p !== "config" && p !== "body")[0];
-        const el = name && fields.querySelector(`[data-field="${CSS_ESCAPE(name)}"]`);
-        if (el) el.classList.add("invalid");
+      // the fields the answer names: in its details, or in its message ("config.account_sid: ...")
+      const named = (err.details || []).map((d) => String(d.field || d.path || "").split(".").filter((p) => p !== "config" && p !== "body")[0]);
+      for (const name of Object.keys(controls)) {
+        if (named.includes(name) || String(err.message).includes(`config.${name}`)) {
+          fields.querySelector(`[data-field="${CSS_ESCAPE(name)}"]`).classList.add("invalid");
+          controls[name].input.setAttribute("aria-invalid", "true");
+        }
       }
       out.replaceChildren(errorBox(err));
     } finally {
@@ -228,26 +238,25 @@ function channelTable(botId, channels, types, refresh) {
   );
 }
 
-function webchatPanel(bot) {
+function webchatPanel(bot, builtin) {
   const snippet = `<script src="${location.origin}/widget.js" data-bot="${bot.id}" data-key="${bot.widget_key}" async></script>`;
   const origins = bot.allowed_origins || [];
   return h(
     "section",
     { class: "panel", "aria-labelledby": "webchat-h" },
-    h("h3", { id: "webchat-h" }, "Web chat (built in)"),
-    h("p", {}, "Add the widget to a page with one tag:"),
+    h("h2", { id: "webchat-h" }, "Built in: web chat and REST"),
+    h("p", {}, "Every bot has these. Add the web chat widget to a page with one tag:"),
     codeBlock(snippet, "html"),
-    copyButton(snippet, "Copy the snippet"),
     h(
       "p",
       { class: "hint" },
-      origins.length ? `Pages allowed to embed it: ${origins.join(", ")}. ` : "No page may embed it yet: ",
-      "list them under ",
+      origins.length ? `Pages allowed to embed it: ${origins.join(", ")}. Change them under ` : "No page may embed it yet: list them under ",
       h("code", {}, "allowed_origins"),
       " in the ",
       link(`/studio/bots/${bot.id}`, "bot's definition"),
       "."
-    )
+    ),
+    ...builtin.map((t) => setupSteps(t, null, bot.id))
   );
 }
 
@@ -262,7 +271,9 @@ async function channelsPage(main, _params, query) {
   }
   const body = h("div", { "data-testid": "channels" });
   main.append(body);
-  const [bot, { channel_types: types }] = await Promise.all([api("GET", `/v1/bots/${botId}`), api("GET", "/v1/channel-types")]);
+  const [bot, { channel_types: allTypes }] = await Promise.all([api("GET", `/v1/bots/${botId}`), api("GET", "/v1/channel-types")]);
+  const types = allTypes.filter((t) => !t.builtin); // web chat and REST: every bot has them
+  const builtin = allTypes.filter((t) => t.builtin);
   async function refresh(created) {
     try {
       const channels = await api("GET", `/v1/bots/${botId}/channels`);
@@ -270,7 +281,7 @@ async function channelsPage(main, _params, query) {
         "section",
         { class: "panel", "aria-labelledby": "connected-h" },
         h("h2", { id: "connected-h" }, `${bot.name}'s channels`),
-        channels.length ? channelTable(botId, channels, types, () => refresh()) : h("p", { class: "empty" }, "No channels yet: connect one below.")
+        channels.length ? scrolling(channelTable(botId, channels, types, () => refresh())) : h("p", { class: "empty" }, "No channels yet: connect one below.")
       );
       const parts = [list];
       if (created) {
@@ -281,13 +292,13 @@ async function channelsPage(main, _params, query) {
             { class: "panel created", "aria-labelledby": "created-h", "data-testid": "created" },
             h("h2", { id: "created-h" }, `Next: tell ${type ? type.title || type.type : created.type} about the webhook`),
             h("p", {}, h("code", {}, created.webhook_url), " ", copyButton(created.webhook_url, "Copy the webhook URL")),
-            type ? setupSteps(type, created.webhook_url) : ""
+            type ? setupSteps(type, created.webhook_url, botId) : ""
           )
         );
       }
       parts.push(
-        h("section", { class: "panel", "aria-labelledby": "connect-h" }, h("h2", { id: "connect-h" }, "Connect a channel"), connectForm(botId, types, (c) => refresh(c))),
-        webchatPanel(bot)
+        h("section", { class: "panel", "aria-labelledby": "connect-h" }, h("h2", { id: "connect-h" }, "Connect a channel"), connectForm(botId, types, (c) => refresh(c), created && created.type)),
+        webchatPanel(bot, builtin)
       );
       body.replaceChildren(...parts);
     } catch (err) {

@@ -72,7 +72,7 @@ function groupCard(botId, group, intents, onDone) {
   assign.addEventListener("click", () => act("label", { intent: select.value }, `→ ${select.value}`));
   const outOfScope = h("button", { type: "button", class: "btn", "data-testid": "out-of-scope" }, "Out of scope");
   outOfScope.addEventListener("click", () => act("label", { out_of_scope: true }, "→ out of scope"));
-  const dismiss = h("button", { type: "button", class: "btn btn-quiet", "data-testid": "dismiss" }, "Dismiss");
+  const dismiss = h("button", { type: "button", class: "btn", "data-testid": "dismiss" }, "Dismiss");
   dismiss.addEventListener("click", () => act("dismiss", {}, "dismissed"));
 
   const card = h(
@@ -151,6 +151,7 @@ function retrainPanel(botId, inbox, signal) {
       {},
       "The bot's model: ",
       inbox.model_id ? link(`/studio/models/${inbox.model_id}`, inbox.model_id) : "none",
+      inbox.alias ? ` (alias ${inbox.alias})` : "",
       ". Its dataset: ",
       inbox.dataset_id ? link(`/studio/datasets/${inbox.dataset_id}`, inbox.dataset_id) : "none",
       ". A new model trains with the same backend and parameters, with the feedback examples, and takes the bot's place when it succeeds."
@@ -186,7 +187,8 @@ async function improvePage(main, _params, query, { signal } = {}) {
   );
   const groups = h("div", { class: "groups", "data-testid": "groups" });
   const empty = () => h("p", { class: "empty", "data-testid": "inbox-empty" }, "Nothing to review: every message was understood, or has been handled.");
-  function onDone(card, ids, what, result) {
+  function onDone(card, itemIds, what, result) {
+    const ids = itemIds.map(String);
     const texts = [...card.querySelectorAll("li.item")].filter((li) => ids.includes(li.querySelector("input").value)).map((li) => li.querySelector("q").textContent);
     for (const text of texts) done.append(h("li", {}, h("q", {}, text), ` ${what}`));
     const added = result && typeof result.added === "number" ? `${result.added} example(s) added` : what;
