@@ -17,6 +17,7 @@ Screenshots: ``var/test-artifacts/studio-{model,compare,try,try-image,try-ocr}.p
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -51,6 +52,7 @@ class Models:
     intent: dict[str, Any]  # succeeded
     other: dict[str, Any]  # a second intent model, succeeded
     detector_id: str  # trained last; wait for it with ``finished``
+    watching: Page  # the detector's page, opened while it waited in the queue
 
     def labels(self) -> list[str]:
         return list(self.intent["metrics"]["confusion_matrix"]["labels"])
@@ -104,20 +106,33 @@ def inside(box: dict[str, float], image: dict[str, float], slack: float = 1.0) -
     )
 
 
+def builder_page(studio: Studio) -> Page:
+    page = studio.open_page()
+    sign_in(page, studio.builder.tenant, studio.builder.username, studio.builder.password)
+    return page
+
+
 @pytest.fixture(scope="module")
-def models(studio: Studio) -> Models:
+def models(studio: Studio) -> Iterator[Models]:
     texts = upload(studio, intent_csv(), "support", "text-intent", "support.csv")
     boxes = upload(studio, detection_zip(16), "shapes", "image-detection", "shapes.zip")
     first = train(studio, texts, "support v1", {"epochs": 40})
     second = train(studio, texts, "support v2", {"epochs": 10})
     detector = train(studio, boxes, "shapes", DETECTOR_PARAMS)
-    return Models(finished(studio, first), finished(studio, second), detector)
+    # the detector waits behind both intent models: its page shows the queue, then training
+    watching = builder_page(studio)
+    watching.goto(f"/studio/models/{detector}")
+    expect(watching.get_by_test_id("model-progress")).to_be_visible()
+    expect(watching.get_by_test_id("training-status")).to_contain_text(
+        re.compile("Queued|Training")
+    )
+    yield Models(finished(studio, first), finished(studio, second), detector, watching)
+    assert not watching.problems, watching.problems  # type: ignore[attr-defined]
 
 
 @pytest.fixture(scope="module")
 def page(studio: Studio) -> Iterator[Page]:
-    page = studio.open_page()
-    sign_in(page, studio.builder.tenant, studio.builder.username, studio.builder.password)
+    page = builder_page(studio)
     yield page
     assert not page.problems, page.problems  # type: ignore[attr-defined]
 
@@ -286,6 +301,11 @@ def test_try_an_image_draws_the_detectors_boxes_on_it(
     page: Page, studio: Studio, models: Models
 ) -> None:
     detector = finished(studio, models.detector_id)
+    # the page opened while it was queued turned into the model's page, without a reload
+    expect(models.watching.get_by_test_id("model-status")).to_have_text("succeeded")
+    expect(models.watching.locator('[data-metric="map50"] dd')).to_have_text(
+        f"{detector['metrics']['map50'] * 100:.1f}%"
+    )
     scene, _ = detection_scene(np.random.default_rng(999), 0)
     draw_object("square", 70, 40, 60, scene)
     big = scene.resize((scene.width * 2, scene.height * 2))  # shown scaled: boxes must follow
@@ -312,12 +332,7 @@ def test_try_an_image_draws_the_detectors_boxes_on_it(
     assert abs(square["width"] / image["width"] - 60 / 192) < 0.1
     assert "file=@scene.png" in page.get_by_test_id("snippet-curl").locator("pre").inner_text()
     shot(page, "try-image")
-
-    page.goto(f"/studio/models/{detector['id']}")
-    expect(page.locator('[data-metric="map50"] dd')).to_have_text(
-        f"{detector['metrics']['map50'] * 100:.1f}%"
-    )
-    expect(page.locator("#ap-per-label img")).to_be_visible()
+    expect(models.watching.locator("#ap-per-label img")).to_be_visible()
 
 
 def test_another_tenant_sees_no_model(studio: Studio, models: Models) -> None:

@@ -236,6 +236,7 @@ function header(model) {
 /** Status and progress while the model trains, polled until it finishes; then the page. */
 function trainingSection(model, root, signal) {
   const bar = progressBar("Training progress", model.progress || 0);
+  bar.setAttribute("data-testid", "model-progress");
   const words = h("p", { role: "status", "aria-live": "polite", "data-testid": "training-status" });
   const say = (m) => {
     bar.set(Math.max(0, Math.min(1, m.progress || 0)));
@@ -279,8 +280,11 @@ function trainingSection(model, root, signal) {
     POLL_MS,
     signal,
   )
-    .then((done) => {
-      if (done && !signal?.aborted) return showModel(root, latest);
+    .then(async (done) => {
+      if (!done || signal?.aborted) return;
+      await showModel(root, latest);
+      root.querySelector("h1")?.focus(); // the page changed under the reader: start at its top
+      toast(`Training ${latest.status}.`, latest.status === "succeeded" ? "success" : "error");
     })
     .catch((err) => {
       if (err?.name !== "AbortError") root.append(errorBox(err));
