@@ -126,7 +126,7 @@ def bot_nlu(session: Session, tenant_id: str, bot_id: str) -> BotNlu:
     if name is None:
         raise Conflict(
             f"bot {bot_id} has no NLU model to improve; give it one (nlu.model, nlu.dataset or "
-            "nlu.intents) with PUT /v1/bots/{id}"
+            f"nlu.intents) with PUT /v1/bots/{bot_id}"
         )
     alias = session.get(Alias, (tenant_id, name))
     model = registry.resolve(session, tenant_id, name)
@@ -146,9 +146,15 @@ def intents(nlu: BotNlu) -> list[str]:
 
 
 def inbox_items(
-    session: Session, bot: Bot, *, status: str = "open", now: datetime | None = None
+    session: Session,
+    bot: Bot,
+    *,
+    status: str = "open",
+    now: datetime | None = None,
+    limit: int | None = MAX_ITEMS,
 ) -> list[Item]:
-    """The bot's items of ``status`` (or ``all``), newest ``MAX_ITEMS``, in id order."""
+    """The bot's items of ``status`` (or ``all``), the newest ``limit`` (None: all), in id
+    order."""
     if status not in STATUSES:
         raise InvalidInput(
             f"status: {status!r}; use one of {', '.join(STATUSES)}",
@@ -185,16 +191,12 @@ def inbox_items(
         if status not in ("all", item_status):
             continue
         if state is not None and state.intent is not None:
-            item = _with(item, status=item_status, intent=state.intent, confidence=None)
+            item = replace(item, status=item_status, intent=state.intent, confidence=None)
         else:
-            item = _with(item, status=item_status)
+            item = replace(item, status=item_status)
         items.append(item)
     items.sort(key=lambda i: i.id)
-    return items[-MAX_ITEMS:]
-
-
-def _with(item: Item, **changes: Any) -> Item:
-    return replace(item, **changes)
+    return items if limit is None else items[-limit:]
 
 
 def find_items(rows: Sequence[Any], unsure_below: float) -> list[Item]:
@@ -202,43 +204,42 @@ def find_items(rows: Sequence[Any], unsure_below: float) -> list[Item]:
     created_at, channel)`` ordered by conversation then id (see the module docstring for the
     reasons); open, in that order."""
     items: list[Item] = []
-    pending: Item | None = None  # the last customer message, until we know if it fell back
+    message: Item | None = None  # the customer's last message
+    reason: Reason | None = None  # why it is an item so far (a fallback may still follow)
     conversation = None
     fallback_seen = handed_over = agent_replied = False
-
-    def settle() -> None:
-        if pending is not None:
-            items.append(pending)
-
     for event_id, conv_id, kind, data, created_at, channel in rows:
+        if conv_id != conversation or kind == "user":
+            if message is not None and reason is not None:
+                items.append(replace(message, reason=reason))
+            message, reason = None, None
         if conv_id != conversation:
-            settle()
-            pending, conversation = None, conv_id
+            conversation = conv_id
             fallback_seen = handed_over = agent_replied = False
         if kind == "session_started":
             fallback_seen = handed_over = agent_replied = False
         elif kind == "fallback":
             fallback_seen = True
-            if pending is not None:
-                pending = _with(pending, reason="fallback")
+            reason = "fallback" if message is not None else None
         elif kind == "handoff":
             handed_over = fallback_seen
         elif kind == "agent":
             agent_replied = True
         elif kind == "user":
-            settle()
-            pending = _item(event_id, conv_id, data, created_at, channel)
-            if pending is None:
+            message = _item(event_id, conv_id, data, created_at, channel)
+            if message is None:
                 continue
-            unsure = pending.confidence is not None and pending.confidence < unsure_below
             if handed_over and not agent_replied:
-                pending = _with(pending, reason="corrected")
-            elif unsure and pending.intent not in (None, OUT_OF_SCOPE):
-                pending = _with(pending, reason="low_confidence")
-            else:
-                pending = _with(pending, reason="")  # an item only if a fallback follows
-    settle()
-    return [item for item in items if item.reason]
+                reason = "corrected"
+            elif (
+                message.intent not in (None, OUT_OF_SCOPE)
+                and message.confidence is not None
+                and message.confidence < unsure_below
+            ):
+                reason = "low_confidence"
+    if message is not None and reason is not None:
+        items.append(replace(message, reason=reason))
+    return items
 
 
 def _item(
@@ -254,7 +255,7 @@ def _item(
     return Item(
         id=int(event_id),
         text=text,
-        reason="fallback",  # set by the walk
+        reason="fallback",  # find_items gives the reason
         intent=str(name) if name else None,
         confidence=float(confidence) if isinstance(confidence, int | float) else None,
         conversation_id=conv_id,
@@ -322,7 +323,9 @@ def _chosen(session: Session, nlu: BotNlu, item_ids: Sequence[int]) -> list[Item
     """The bot's items with these ids, whatever their state; ``NotFound`` naming those that
     are not."""
     wanted = set(item_ids)
-    found = {i.id: i for i in inbox_items(session, nlu.bot, status="all") if i.id in wanted}
+    found = {
+        i.id: i for i in inbox_items(session, nlu.bot, status="all", limit=None) if i.id in wanted
+    }
     missing = sorted(wanted - set(found))
     if missing:
         raise NotFound(
