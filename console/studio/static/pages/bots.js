@@ -222,15 +222,15 @@ function codeEditor({ id, label, text }) {
   area.addEventListener("scroll", () => {
     gutter.scrollTop = area.scrollTop;
   });
+  let escaped = false; // Escape, then Tab, leaves the editor (keyboard users are not trapped)
   area.addEventListener("keydown", (event) => {
-    if (event.key === "Tab" && !event.shiftKey && !event.ctrlKey && !event.altKey && !event.metaKey) {
-      // two spaces (YAML has no tabs); Escape then Tab leaves the editor
-      if (area.dataset.escaped === "1") return;
-      event.preventDefault();
+    const plainTab = event.key === "Tab" && !event.shiftKey && !event.ctrlKey && !event.altKey && !event.metaKey;
+    if (plainTab && !escaped) {
+      event.preventDefault(); // two spaces: YAML has no tabs
       area.setRangeText("  ", area.selectionStart, area.selectionEnd, "end");
       renumber();
     }
-    area.dataset.escaped = event.key === "Escape" ? "1" : "0";
+    escaped = event.key === "Escape";
   });
   renumber();
   return {

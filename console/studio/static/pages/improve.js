@@ -101,7 +101,8 @@ function groupCard(botId, group, intents, onDone) {
 
 function modelLine(model) {
   const accuracy = model.metrics && model.metrics.accuracy !== undefined ? ` · accuracy ${percent(model.metrics.accuracy)}` : "";
-  return h("span", {}, link(`/studio/models/${model.id}`, model.name || model.id), ` (${model.status}${accuracy})`);
+  const alias = model.alias ? `, alias ${model.alias}` : "";
+  return h("span", {}, link(`/studio/models/${model.id}`, model.name || model.id), ` (${model.status}${accuracy}${alias})`);
 }
 
 function retrainPanel(botId, inbox, signal) {
