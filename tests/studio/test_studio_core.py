@@ -185,6 +185,12 @@ def test_admin_is_for_admins(studio: Studio) -> None:
     expect(page.get_by_test_id("invite-link")).to_contain_text("/studio/accept-invite?token=")
     expect(page.get_by_test_id("invites-table")).to_contain_text("carla")
     shot(page, "admin")
+    # signing out ends the session: the Studio's pages ask to sign in again
+    page.get_by_test_id("sign-out").click()
+    expect(page).to_have_url(re.compile(r"/studio/login$"))
+    page.goto("/studio/admin")
+    expect(page).to_have_url(re.compile(r"/studio/login\?next=%2Fstudio%2Fadmin$"))
+    expect(page.get_by_test_id("who-name")).to_be_hidden()
     no_problems(page)
 
 
