@@ -25,7 +25,8 @@ at least the threshold, else it starts a group. The same items always give the s
 
 from __future__ import annotations
 
-from collections import Counter
+import threading
+from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -275,27 +276,19 @@ def group_items(
     groups first."""
     if not items:
         return []
-    from nlu.encoder import get_encoder
-
-    encoder = get_encoder(
-        cache_dir=context.cache_dir, device=context.device, threads=context.threads
-    )
-    vectors = encoder.encode([item.text for item in items])
+    vectors = _embeddings([item.text for item in items], context)
     members: list[list[int]] = []
-    sums: list[np.ndarray] = []
+    sums = np.zeros((len(items), vectors.shape[1]), dtype=np.float64)  # per group
+    centroids = np.zeros_like(sums)  # the sums, normalised
     for i, vector in enumerate(vectors):
-        best, best_score = -1, similarity
-        for g, total in enumerate(sums):
-            centroid = total / max(float(np.linalg.norm(total)), 1e-9)
-            score = float(vector @ centroid)
-            if score >= best_score:
-                best, best_score = g, score
-        if best < 0:
-            members.append([i])
-            sums.append(vector.astype(np.float64))
-        else:
-            members[best].append(i)
-            sums[best] = sums[best] + vector
+        scores = centroids[: len(members)] @ vector
+        best = int(np.argmax(scores)) if len(members) else -1
+        if best < 0 or scores[best] < similarity:
+            best = len(members)
+            members.append([])
+        members[best].append(i)
+        sums[best] += vector
+        centroids[best] = sums[best] / max(float(np.linalg.norm(sums[best])), 1e-9)
     groups = [
         Group(
             id=f"group-{items[idx[0]].id}",
@@ -306,6 +299,35 @@ def group_items(
     ]
     groups.sort(key=lambda g: (-len(g.items), g.items[0].id))
     return groups
+
+
+_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+_cache_lock = threading.Lock()
+CACHED_TEXTS = 20_000
+"""Embeddings kept per process (about 1.5 kB each), so an inbox opened again encodes only its
+new messages."""
+
+
+def _embeddings(texts: Sequence[str], context: BackendContext) -> np.ndarray:
+    """The shared encoder's embeddings of ``texts`` (unit length), the recent ones cached."""
+    from nlu.encoder import get_encoder
+
+    with _cache_lock:
+        known = {t: _cache[t] for t in texts if t in _cache}
+        for t in known:
+            _cache.move_to_end(t)
+    new = sorted(set(texts) - set(known))
+    if new:
+        encoder = get_encoder(
+            cache_dir=context.cache_dir, device=context.device, threads=context.threads
+        )
+        fresh = dict(zip(new, encoder.encode(new), strict=True))
+        known.update(fresh)
+        with _cache_lock:
+            _cache.update(fresh)
+            while len(_cache) > CACHED_TEXTS:
+                _cache.popitem(last=False)
+    return np.stack([known[t] for t in texts])
 
 
 def _suggest(items: Any) -> str | None:
