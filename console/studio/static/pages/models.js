@@ -192,14 +192,9 @@ async function showModel(root, model) {
   if (model.metrics?.confusion_matrix) root.append(confusionSection(model));
   root.append(learningCurveSection(model));
   if (model.task === "intent" && model.metrics?.out_of_scope) root.append(outOfScopeSection(model));
-  if (model.task === "object-detection") {
-    root.append(
-      section(
-        "AP per label",
-        "ap-per-label",
-        chartImg(`${modelPath(model.id)}/plots/ap-per-label.svg`, "Average precision at IoU 0.5 per label"),
-      ),
-    );
+  if (hasAp(model)) {
+    const what = model.task === "object-detection" ? "Average precision at IoU 0.5 per label" : "Average precision per label";
+    root.append(section("AP per label", "ap-per-label", chartImg(`${modelPath(model.id)}/plots/ap-per-label.svg`, what)));
   }
   root.append(await aliasSection(model), compareSection(model));
 }
