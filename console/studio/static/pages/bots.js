@@ -336,7 +336,8 @@ function stepBox(step) {
   } else if (kind === "set") {
     detail = Object.entries(value).map(([k, v]) => `${k} = ${JSON.stringify(v)}`).join(", ");
   } else if (kind === "link") {
-    detail = h("a", { href: `#flow-${value}` }, `→ ${value}`);
+    // a button, not a #fragment link: the Studio's router owns the URL
+    detail = h("button", { type: "button", class: "linklike", on: { click: () => showFlow(value) } }, `→ ${value}`);
   } else if (value === true) {
     detail = kind === "end" ? "end of flow" : "to a person";
   } else {
@@ -344,6 +345,14 @@ function stepBox(step) {
   }
   box.append(badge, " ", detail);
   return box;
+}
+
+function showFlow(name) {
+  const box = document.getElementById(`flow-${name}`);
+  if (!box) return;
+  box.setAttribute("tabindex", "-1");
+  box.scrollIntoView({ block: "nearest" });
+  box.focus();
 }
 
 function stepList(steps) {
