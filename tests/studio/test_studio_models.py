@@ -112,6 +112,15 @@ def builder_page(studio: Studio) -> Page:
     return page
 
 
+def fits_a_tablet(page: Page) -> bool:
+    """At 768 x 1024 the page needs no sideways scrolling (wide parts scroll in their panel)."""
+    page.set_viewport_size({"width": 768, "height": 1024})
+    try:
+        return bool(page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"))
+    finally:
+        page.set_viewport_size({"width": 1280, "height": 800})
+
+
 @pytest.fixture(scope="module")
 def models(studio: Studio) -> Iterator[Models]:
     texts = upload(studio, intent_csv(), "support", "text-intent", "support.csv")
@@ -180,6 +189,7 @@ def test_a_confusion_matrix_cell_lists_the_held_out_examples_behind_it(
         expect(page.get_by_test_id("held-out")).to_contain_text("No held-out examples")
     expect(page.locator("#learning-curve img")).to_have_js_property("complete", True)
     shot(page, "model")
+    assert fits_a_tablet(page)
 
 
 def test_the_out_of_scope_threshold_is_moved_and_restored(
@@ -256,6 +266,7 @@ def test_try_a_text_ranks_the_intents_and_shows_the_request(page: Page, models: 
     javascript = page.get_by_test_id("snippet-javascript").locator("pre").inner_text()
     assert "fetch(" in javascript and "/v1/models/production/predict" in javascript
     shot(page, "try")
+    assert fits_a_tablet(page)
 
 
 def test_try_prebuilt_entities_marks_them_in_the_text(page: Page) -> None:
