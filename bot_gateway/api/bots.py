@@ -190,11 +190,18 @@ def diff_versions(
     bot_id: str,
     principal: PredictDep,
     session: SessionDep,
-    old: Annotated[RowNumber, Query(alias="from", description="the older version")],
-    new: Annotated[RowNumber, Query(alias="to", description="the newer version")],
+    old: Annotated[
+        RowNumber | None,
+        Query(alias="from", description="the older version (default: the one before `to`)"),
+    ] = None,
+    new: Annotated[
+        RowNumber | None, Query(alias="to", description="the newer version (default: the latest)")
+    ] = None,
 ) -> BotDiff:
-    """The unified diff of two versions' definitions, as YAML."""
-    diff = bots_service.diff_versions(session, principal.tenant_id, bot_id, old=old, new=new)
+    """The unified diff of two versions' definitions, as YAML; by default the latest change."""
+    old, new, diff = bots_service.diff_versions(
+        session, principal.tenant_id, bot_id, old=old, new=new
+    )
     return BotDiff.model_validate({"from": old, "to": new, "diff": diff})
 
 

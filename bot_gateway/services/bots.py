@@ -175,8 +175,15 @@ def definition_yaml(definition: dict[str, Any]) -> str:
     return yaml.safe_dump(definition, sort_keys=False, allow_unicode=True, width=100)
 
 
-def diff_versions(session: Session, tenant_id: str, bot_id: str, *, old: int, new: int) -> str:
-    """The unified diff from version ``old`` to version ``new`` of the definition's YAML."""
+def diff_versions(
+    session: Session, tenant_id: str, bot_id: str, *, old: int | None, new: int | None
+) -> tuple[int, int, str]:
+    """(old, new, the unified diff from version ``old`` to version ``new`` of the
+    definition's YAML); ``new`` defaults to the latest version, ``old`` to the one before."""
+    if new is None:
+        new = definitions.get_bot(session, tenant_id, bot_id).version
+    if old is None:
+        old = max(1, new - 1)
     before = definition_yaml(version(session, tenant_id, bot_id, old).definition)
     after = definition_yaml(version(session, tenant_id, bot_id, new).definition)
     lines = difflib.unified_diff(
@@ -185,7 +192,7 @@ def diff_versions(session: Session, tenant_id: str, bot_id: str, *, old: int, ne
         fromfile=f"version {old}",
         tofile=f"version {new}",
     )
-    return "".join(lines)
+    return old, new, "".join(lines)
 
 
 async def validate_definition(

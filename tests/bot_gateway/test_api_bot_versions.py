@@ -68,6 +68,10 @@ def test_one_version_and_the_diff_of_two(api: Api, bot: dict[str, Any]) -> None:
     assert same["diff"] == ""
     back = api.client.get(f"/v1/bots/{bot_id}/diff?from=2&to=1", headers=api.a).json()
     assert "+  - text: Hello!" in back["diff"].splitlines()
+    latest = api.client.get(f"/v1/bots/{bot_id}/diff", headers=api.a).json()  # the last change
+    assert (latest["from"], latest["to"]) == (1, 2) and latest["diff"] == body["diff"]
+    first = api.client.get(f"/v1/bots/{bot_id}/diff?to=1", headers=api.a).json()
+    assert (first["from"], first["to"], first["diff"]) == (1, 1, "")
 
 
 def test_missing_versions_bad_numbers_and_other_tenants(api: Api, bot: dict[str, Any]) -> None:
@@ -76,10 +80,10 @@ def test_missing_versions_bad_numbers_and_other_tenants(api: Api, bot: dict[str,
     assert r.status_code == 404 and "versions are 1 to 2" in r.json()["message"]
     r = api.client.get(f"/v1/bots/{bot_id}/diff?from=1&to=9", headers=api.a)
     assert r.status_code == 404
-    for bad in ("/versions/one", "/diff?from=1", "/diff?from=x&to=2", "/diff?from=-1&to=2"):
+    for bad in ("/versions/one", "/diff?from=x&to=2", "/diff?from=-1&to=2"):
         r = api.client.get(f"/v1/bots/{bot_id}{bad}", headers=api.a)
         assert r.status_code == 422, (bad, r.text)
-    for path in ("/versions/1", "/diff?from=1&to=2"):
+    for path in ("/versions/1", "/diff?from=1&to=2", "/diff"):
         assert api.client.get(f"/v1/bots/{bot_id}{path}", headers=api.b).status_code == 404
     assert api.client.get("/v1/bots/bot_nope/versions/1", headers=api.a).status_code == 404
 

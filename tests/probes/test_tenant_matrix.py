@@ -91,6 +91,19 @@ NOT_TENANT_DATA = {
 }
 """Routes with a path parameter that names nothing of a tenant's (why, for the reviewer)."""
 
+FIXED: dict[str, str] = {
+    "kind": "confusion-matrix",  # which chart of the thing the route's ids name
+    "fmt": "svg",
+    "version": "1",  # a bot's version number: the bot's id is what is probed
+}
+"""Path parameters that name nothing of a tenant's by themselves (a chart's kind and format,
+a version number of the bot the route's id names): filled with these values for A and B
+alike, so the probe is about the ids beside them. ``FIXED_BY_PATH`` overrides per route."""
+
+FIXED_BY_PATH: dict[str, dict[str, str]] = {
+    "/v1/analytics/plots/{kind}.{fmt}": {"kind": "rates"},
+}
+
 CAPABILITIES = {"token"}
 """Parameters that are themselves credentials: a request that holds all of A's, capability
 included, is allowed to succeed (that is what a public link is for)."""
@@ -158,7 +171,9 @@ def discover() -> tuple[list[Operation], dict[str, Any]]:
     for path, item in schema["paths"].items():
         for method, op in item.items():
             params = op.get("parameters", [])
-            path_params = tuple(p["name"] for p in params if p["in"] == "path")
+            path_params = tuple(
+                p["name"] for p in params if p["in"] == "path" and p["name"] not in FIXED
+            )
             query_ids = tuple(
                 p["name"] for p in params if p["in"] == "query" and p["name"].endswith("_id")
             )
@@ -172,7 +187,7 @@ def discover() -> tuple[list[Operation], dict[str, Any]]:
                 found.append(Operation(method.upper(), path, path_params, query_ids, body, form))
     documented = set(schema["paths"])
     for path, route in _flat_routes(app.routes):
-        params = tuple(re.findall(r"{(\w+)(?::\w+)?}", path))
+        params = tuple(p for p in re.findall(r"{(\w+)(?::\w+)?}", path) if p not in FIXED)
         if not params or path in documented or path in NOT_TENANT_DATA:
             continue
         if isinstance(route, WebSocketRoute) or type(route).__name__ == "APIWebSocketRoute":
@@ -496,6 +511,8 @@ def fill(op: Operation, values: dict[str, str]) -> str:
     path = op.path
     for p in op.path_params:
         path = re.sub("{" + p + r"(:\w+)?}", values[p], path)
+    for p, value in {**FIXED, **FIXED_BY_PATH.get(op.path, {})}.items():
+        path = path.replace("{" + p + "}", value)
     return path
 
 
