@@ -293,7 +293,9 @@ def _errors(path: str, route: APIRoute, method: str, operation: dict[str, Any]) 
     statuses = []
     if authenticated:
         statuses += [401, 403, 429]
-    if "{" in path or has_body:  # an id in the path or the body
+    params = operation.get("parameters", [])
+    query_ids = any(p.get("in") == "query" and p["name"].endswith("_id") for p in params)
+    if "{" in path or has_body or query_ids:  # an id in the path, the body or the query
         statuses.append(404)
     if authenticated and method in ("POST", "PUT", "PATCH", "DELETE"):
         statuses.append(409)
