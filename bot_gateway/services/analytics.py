@@ -76,19 +76,33 @@ class Window:
         return out
 
 
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9999, 1, 1, tzinfo=UTC)
+"""``from`` and ``to`` lie in ``[EARLIEST, LATEST]`` (so the periods around them are dates)."""
+
+
 def _parse_time(value: str, name: str, *, end: bool) -> datetime:
     """An ISO date (``to``: the whole day is included) or date-time (UTC unless it says)."""
     try:
         if len(value) == 10:
             day = date.fromisoformat(value)
             start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-            return start + timedelta(days=1) if end else start
-        parsed = datetime.fromisoformat(value)
+            parsed = start + timedelta(days=1) if end else start
+        else:
+            parsed = datetime.fromisoformat(value)
+            parsed = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
+            parsed = parsed.astimezone(UTC)
     except ValueError:
         raise _invalid(
             name, f"{value!r} is not an ISO date (2026-11-30) or date-time (2026-11-30T14:00:00Z)"
         ) from None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    except OverflowError:  # a day after 9999-12-31 or before 0001-01-01 in UTC
+        parsed = LATEST + timedelta(days=1)
+    if not EARLIEST <= parsed <= LATEST:
+        raise _invalid(
+            name, f"{value!r} is out of range: use a time from 1970-01-01 to 9998-12-31 (UTC)"
+        )
+    return parsed
 
 
 def _invalid(name: str, message: str) -> InvalidInput:

@@ -157,6 +157,11 @@ def test_another_tenants_bot_is_not_found(api: Api, bot: dict[str, Any]) -> None
         ({"from": "last tuesday"}, "from"),
         ({"to": "2026-13-01"}, "to"),
         ({"from": "2026-11-30", "to": "2026-11-01"}, "from"),
+        # at the ends of the calendar (the day after `to`, 30 days before it, UTC of a time)
+        ({"from": "2026-01-01", "to": "9999-12-31"}, "to"),
+        ({"to": "0001-01-05"}, "to"),
+        ({"from": "0001-01-01T00:00:00+01:00", "to": "2026-01-02"}, "from"),
+        ({"from": "9999-12-31T22:00:00", "to": "9999-12-31T23:30:00"}, "to"),
     ],
 )
 def test_a_bad_window_is_422_naming_the_parameter(
