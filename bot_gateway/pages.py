@@ -37,7 +37,11 @@ def static_file(folder: Path, name: str) -> FileResponse:
     """``folder/name`` (``name`` may hold sub-folders) with the security headers; a name that
     leads outside ``folder`` or to no file is ``NotFound``."""
     root = folder.resolve()
-    path = (root / name).resolve()
-    if not path.is_relative_to(root) or not path.is_file():
-        raise NotFound(f"no file {name}")
+    try:
+        path = (root / name).resolve()
+        found = path.is_relative_to(root) and path.is_file()
+    except (OSError, ValueError):  # a NUL byte, or a name too long for the file system
+        found = False
+    if not found:
+        raise NotFound(f"no file {name[:200]}")
     return FileResponse(path, headers={**SECURITY_HEADERS, "Cache-Control": "no-cache"})

@@ -263,7 +263,7 @@ def _bars(
             label=label,
         )
     ax.set_yticks(y, [_short(s) for s in names], fontsize=max(5.0, min(10.0, 400.0 / max(n, 1))))
-    ax.set_ylim(n - 0.5, -0.5)
+    ax.set_ylim(max(n, 1) - 0.5, -0.5)  # an empty dataset: no bars, no singular axis
     if xlim is not None:
         ax.set_xlim(*xlim)
     ax.set_xlabel(xlabel)

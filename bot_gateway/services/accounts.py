@@ -27,6 +27,7 @@ import hashlib
 import hmac
 import math
 import secrets
+import unicodedata
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -152,11 +153,25 @@ def _check_password(password: str) -> None:
         raise InvalidInput("a password has at least 8 characters")
 
 
+def _normal(username: str) -> str:
+    """A username as it is stored and looked up: stripped, in Unicode NFC (so ``é`` typed as
+    one character or as ``e`` and an accent names the same user)."""
+    return unicodedata.normalize("NFC", username.strip())
+
+
 def _username(session: Session, tenant_id: str, username: str) -> str:
-    """``username`` stripped, after checking it is well-formed and free in the tenant."""
-    username = username.strip()
+    """``username`` normalised (``_normal``), after checking it is well-formed and free in
+    the tenant. Control and format characters (such as U+202E, which turns the text around
+    it) are refused: a name in the users list must read as what it is."""
+    username = _normal(username)
     if not username or len(username) > 100:
         raise InvalidInput("a username is 1-100 characters")
+    odd = next((ch for ch in username if unicodedata.category(ch).startswith("C")), None)
+    if odd is not None:
+        raise InvalidInput(
+            f"a username cannot hold the control or format character U+{ord(odd):04X}; "
+            "use letters, digits, spaces and punctuation"
+        )
     taken = session.scalar(
         select(Agent.id).where(Agent.tenant_id == tenant_id, Agent.username == username)
     )
@@ -210,7 +225,7 @@ def _account(session: Session, tenant: str, username: str) -> tuple[str, str | N
     """The lockout key of the account these credentials name, and the tenant's id. The key is
     the tenant's id (whether it was given by name or by id) and the username; for an unknown
     tenant it is the normalised names, so guesses there are throttled too."""
-    name, user = tenant.strip(), username.strip()
+    name, user = tenant.strip(), _normal(username)
     tenant_id = session.scalar(select(Tenant.id).where((Tenant.name == name) | (Tenant.id == name)))
     if tenant_id is None:
         return f"agent_login:?{name.lower()}:{user.lower()}", None
@@ -246,7 +261,7 @@ def authenticate(
     row = None
     if tenant_id is not None:
         row = session.scalar(
-            select(Agent).where(Agent.tenant_id == tenant_id, Agent.username == username.strip())
+            select(Agent).where(Agent.tenant_id == tenant_id, Agent.username == _normal(username))
         )
     if row is not None and row.disabled_at is not None:
         row = None
