@@ -31,6 +31,7 @@ from training.datasets import service as datasets
 from training.jobs import HELD_OUT_FILE
 
 __all__ = [
+    "MAX_MATRIX_LABELS",
     "MODEL_PLOTS",
     "HeldOutExample",
     "HeldOutPage",
@@ -42,6 +43,10 @@ __all__ = [
 
 CACHE_BYTES = 64 * 1024 * 1024
 """The most chart bytes kept in memory per gateway process (least recently used go first)."""
+MAX_MATRIX_LABELS = 150
+"""The most labels a confusion-matrix chart draws: its cells grow with the square of the labels
+(150 are 22,500 cells, tens of seconds of drawing and megabytes of SVG), so a larger
+``max_labels`` for a model with more labels is refused rather than left to tie up a worker."""
 
 Metrics = Mapping[str, Any]
 
@@ -158,6 +163,8 @@ def model_plot(
                 f"model {model.id} ({model.task}) has no {kind} chart; its charts: "
                 + (", ".join(kinds) if kinds else "none (it was trained without a held-out split)")
             )
+        if kind == "confusion-matrix":
+            _check_matrix_labels(model, max_labels)
         threshold = ((model.metrics or {}).get("out_of_scope") or {}).get("threshold")
         key = (model.id, model.finished_at, threshold, kind, fmt, max_labels)
         cached = _cache.get(key)
@@ -167,6 +174,17 @@ def model_plot(
     data = render(plot.draw(model, max_labels), fmt)
     _cache.put(key, data)
     return data
+
+
+def _check_matrix_labels(model: Model, max_labels: int) -> None:
+    """``InvalidInput`` when the confusion matrix would draw more than ``MAX_MATRIX_LABELS``."""
+    labels = len((model.metrics or {})["confusion_matrix"]["labels"])
+    if min(labels, max_labels) > MAX_MATRIX_LABELS:
+        message = (
+            f"a confusion matrix draws at most {MAX_MATRIX_LABELS} of the model's {labels} "
+            f"labels; ask for max_labels={MAX_MATRIX_LABELS} or fewer (the most confused stay)"
+        )
+        raise InvalidInput(message, details=[{"field": "max_labels", "message": message}])
 
 
 def dataset_plot(
