@@ -377,11 +377,14 @@ def list_users(session: Session, tenant_id: str) -> list[Agent]:
 
 
 def _active_admins(session: Session, tenant_id: str) -> int:
+    """How many active admins the tenant has, their rows locked until the transaction ends
+    (on PostgreSQL), so that two admins demoting or disabling each other at once cannot both
+    see the other still there: the second waits, then counts again."""
     return len(
         session.scalars(
-            select(Agent.id).where(
-                Agent.tenant_id == tenant_id, Agent.role == "admin", Agent.disabled_at.is_(None)
-            )
+            select(Agent.id)
+            .where(Agent.tenant_id == tenant_id, Agent.role == "admin", Agent.disabled_at.is_(None))
+            .with_for_update()
         ).all()
     )
 
