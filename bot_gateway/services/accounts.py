@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from core.counters import CounterStore
@@ -489,7 +489,14 @@ def accept_invite(session: Session, *, token: str, password: str, name: str | No
     """The new user an invite link makes (with ``password``); ``Unauthenticated`` for a link
     that is unknown, used or expired."""
     invite = session.scalar(select(Invite).where(Invite.token_hash == _token_hash(token)))
-    if invite is None or invite.accepted_at is not None or invite.expires_at < utcnow():
+    now, claimed = utcnow(), 0
+    if invite is not None and invite.expires_at >= now:  # claimed once, even by two at once
+        claimed = session.execute(
+            update(Invite)
+            .where(Invite.id == invite.id, Invite.accepted_at.is_(None))
+            .values(accepted_at=now)
+        ).rowcount  # type: ignore[attr-defined]
+    if invite is None or claimed != 1:
         raise Unauthenticated(
             "this invite link is not valid (used, revoked or expired); ask an admin of your "
             "tenant for a new one"
@@ -502,5 +509,4 @@ def accept_invite(session: Session, *, token: str, password: str, name: str | No
         role=invite.role,
         name=name or invite.name,
     )
-    invite.accepted_at = utcnow()
     return user

@@ -1,6 +1,8 @@
-"""Two admins demoting each other at the same moment on PostgreSQL: one change wins, the other
-is ``Conflict`` (the tenant keeps an active admin), because ``accounts.update_user`` locks the
-active admins' rows while it counts them."""
+"""Accounts' changes racing on PostgreSQL, one transaction held open while the other runs:
+two admins demoting each other (one wins, the other is ``Conflict``: ``accounts.update_user``
+locks the active admins' rows while it counts them), and one invite link accepted twice at
+once (one user; the second is ``Unauthenticated``, as a used link is: the invite is claimed by
+a conditional update)."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from bot_gateway.services import accounts
 from core.db import get_engine, session_scope
-from core.errors import Conflict
+from core.errors import Conflict, Unauthenticated
 from core.tables import Agent
 from core.tenants import create_tenant
 from tests.conftest import make_db_url
@@ -69,3 +71,42 @@ def test_two_admins_demoting_each_other_at_once_leave_one_admin(engine: Engine) 
             select(Agent.username).where(Agent.tenant_id == tenant_id, Agent.role == "admin")
         ).all()
     assert admins == ["bob"]
+
+
+def test_an_invite_accepted_twice_at_once_makes_one_user(engine: Engine) -> None:
+    with session_scope(engine) as session:
+        tenant, _ = create_tenant(session, "acme")
+        tenant_id = tenant.id
+        admin = accounts.create_user(
+            session, tenant_id=tenant_id, username="ada", password="password1", role="admin"
+        )
+        token = accounts.create_invite(
+            session, tenant_id=tenant_id, username="cy", role="builder", created_by=admin.id
+        ).token
+    first = engine.connect()
+    held = Session(bind=first)
+    outcome: list[BaseException | None] = []
+    try:
+        accounts.accept_invite(held, token=token, password="password1")
+
+        def other() -> None:
+            try:
+                with session_scope(engine) as session:
+                    accounts.accept_invite(session, token=token, password="password2")
+                outcome.append(None)
+            except BaseException as e:  # noqa: BLE001 - reported to the test's thread
+                outcome.append(e)
+
+        thread = threading.Thread(target=other)
+        thread.start()
+        thread.join(timeout=1.0)
+        held.commit()
+        thread.join(timeout=30)
+        assert not thread.is_alive()
+    finally:
+        held.close()
+        first.close()
+    assert len(outcome) == 1 and isinstance(outcome[0], Unauthenticated), outcome
+    with session_scope(engine) as session:
+        users = session.scalars(select(Agent.username).where(Agent.tenant_id == tenant_id)).all()
+    assert sorted(users) == ["ada", "cy"]
