@@ -9,7 +9,9 @@ a builder and an agent; one runs against the real ``parley serve`` of ``live_gat
 
 from __future__ import annotations
 
+import io
 import unicodedata
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 
 from bot_gateway.app import create_app
 from bot_gateway.services import accounts
@@ -26,6 +29,7 @@ from tests.conftest import make_db_url, make_settings
 from tests.probes.conftest import LiveGateway
 
 PASSWORD = "correct horse battery"
+MAX_LABELS = 5  # the world's PARLEY_LIMITS__MAX_LABELS
 STATIC_PROBES = [
     "/studio/static/%00",
     "/studio/static/studio.js%00.png",
@@ -68,7 +72,8 @@ def world(
 ) -> Iterator[World]:
     tmp = tmp_path_factory.mktemp("studio_probe")
     url = make_db_url("sqlite", tmp, request)
-    app = create_app(make_settings(tmp, url, queue={"workers": 0}), warm_encoder=False)
+    settings = make_settings(tmp, url, queue={"workers": 0}, limits={"max_labels": MAX_LABELS})
+    app = create_app(settings, warm_encoder=False)
     with TestClient(app) as client:
         made = {
             n: client.post("/v1/tenants", json={"name": n}, headers=OPERATOR).json()
@@ -156,6 +161,43 @@ def test_an_empty_datasets_label_chart_is_drawn(world: World) -> None:
     chart = builder.get(f"/v1/datasets/{ds}/plots/labels.svg")
     assert chart.status_code == 200, chart.text
     assert chart.headers["content-type"].startswith("image/svg+xml")
+
+
+def test_editing_an_images_boxes_keeps_the_datasets_label_limit(world: World) -> None:
+    """PATCH of a detection example's boxes took any number of new labels (5,000 boxes of
+    5,000 labels were kept), past the per-dataset label limit an import enforces; over the
+    limit the edit is refused and the dataset is as it was."""
+    builder, csrf = world.sign_in("bob")
+    pictures = io.BytesIO()
+    with zipfile.ZipFile(pictures, "w") as archive:
+        for i in range(2):
+            png = io.BytesIO()
+            Image.new("RGB", (40, 30), (90 * i, 0, 0)).save(png, "PNG")
+            archive.writestr(f"{i}.png", png.getvalue())
+        archive.writestr(
+            "annotations.csv",
+            "file,label,x_min,y_min,x_max,y_max\n0.png,cat,1,1,10,10\n1.png,dog,2,2,20,20\n",
+        )
+    r = builder.post(
+        "/v1/datasets",
+        files={"file": ("boxes.zip", pictures.getvalue())},
+        data={"name": "boxes", "type": "image-detection"},
+        headers=csrf,
+    )
+    assert r.status_code == 201, r.text
+    ds = r.json()["id"]
+    first = builder.get(f"/v1/datasets/{ds}/examples").json()["examples"][0]["id"]
+    box = {"x_min": 1, "y_min": 1, "x_max": 5, "y_max": 5}
+    within = [{"label": f"l{i}", **box} for i in range(MAX_LABELS - 1)]  # + dog = the limit
+    r = builder.patch(f"/v1/datasets/{ds}/examples/{first}", json={"boxes": within}, headers=csrf)
+    assert r.status_code == 200, r.text
+    over = [*within, {"label": "one-too-many", **box}]
+    r = builder.patch(f"/v1/datasets/{ds}/examples/{first}", json={"boxes": over}, headers=csrf)
+    assert r.status_code == 422, r.text
+    assert r.json()["error"] == "limit_exceeded" and "max_labels" in r.text.lower()
+    dataset = builder.get(f"/v1/datasets/{ds}").json()
+    assert dataset["num_labels"] == MAX_LABELS
+    assert "one-too-many" not in {label["name"] for label in dataset["labels"]}
 
 
 def test_sign_in_and_invites_refuse_what_they_must(world: World) -> None:

@@ -434,6 +434,13 @@ def update_example(
         _change_image(session, store, dataset, example, change, limits)
     session.flush()
     _refresh_counts(session, dataset)
+    if len(dataset.label_counts) > limits.max_labels:  # an image's new labels or boxes
+        raise LimitExceeded(
+            f"the dataset would have {len(dataset.label_counts)} labels; the limit is "
+            f"{limits.max_labels} per dataset (PARLEY_LIMITS__MAX_LABELS): reuse a label the "
+            "dataset has",
+            limit="max_labels",
+        )
     return example
 
 
