@@ -198,7 +198,12 @@ def dataset_plot(
     """A dataset's label distribution (examples per label) as SVG or PNG bytes."""
     with session_scope(gateway.engine) as session:
         counts = dict(datasets.get_dataset(session, tenant_id, dataset_id).label_counts or {})
-    return render(charts.label_distribution(counts, max_labels=max_labels), fmt)
+    key = ("dataset-labels", dataset_id, tuple(sorted(counts.items())), fmt, max_labels)
+    cached = _cache.get(key)  # the chart is drawn from the counts alone
+    if cached is None:
+        cached = render(charts.label_distribution(counts, max_labels=max_labels), fmt)
+        _cache.put(key, cached)
+    return cached
 
 
 @dataclass(frozen=True)

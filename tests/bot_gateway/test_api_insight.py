@@ -192,6 +192,14 @@ def test_a_dataset_label_distribution_chart(api: Api) -> None:
     assert png.status_code == 200 and png.content.startswith(PNG_MAGIC)
     r = api.client.get(f"/v1/datasets/{dataset['id']}/plots/labels.svg", headers=api.b)
     assert r.status_code == 404
+    added = api.client.post(  # the chart (cached by its counts) follows the dataset
+        f"/v1/datasets/{dataset['id']}/examples",
+        json=[{"text": "a brand new kind of question", "label": "brand_new_label"}],
+        headers=api.a,
+    )
+    assert added.status_code == 201, added.text
+    r = api.client.get(f"/v1/datasets/{dataset['id']}/plots/labels.svg", headers=api.a)
+    assert "brand_new_label" in "".join(svg(r).itertext())
 
 
 def test_an_image_classifier_has_its_charts_and_held_out_images(
