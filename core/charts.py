@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from core.plots import PALETTE, figure
+from core.plots import PALETTE, counts_axis, figure
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -324,6 +324,7 @@ def label_distribution(
         xlim=None,
     )
     ax = fig.axes[0]
+    counts_axis(ax.xaxis)
     for y, name in enumerate(names):
         ax.annotate(
             str(counts[name]),

@@ -18,7 +18,15 @@ from core.errors import InvalidInput
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["FORMATS", "PlotFormat", "figure", "media_type", "parse_format", "render"]
+__all__ = [
+    "FORMATS",
+    "PlotFormat",
+    "counts_axis",
+    "figure",
+    "media_type",
+    "parse_format",
+    "render",
+]
 
 PlotFormat = Literal["svg", "png"]
 FORMATS: dict[str, str] = {"svg": "image/svg+xml", "png": "image/png"}
@@ -40,6 +48,7 @@ def _configure() -> None:
             {
                 "svg.fonttype": "none",  # text stays text: selectable, searchable, small
                 "svg.hashsalt": "parley",  # the same chart gives the same bytes
+                "text.parse_math": False,  # a tenant's label ("$5 off", "a_b") is text, not TeX
                 "font.size": 10,
                 "axes.spines.top": False,
                 "axes.spines.right": False,
@@ -57,6 +66,13 @@ def figure(width: float = 7.0, height: float = 4.0) -> Figure:
     from matplotlib.figure import Figure
 
     return Figure(figsize=(width, height), layout="constrained")
+
+
+def counts_axis(axis: Any) -> None:
+    """Ticks at whole numbers only on an axis that counts things (no "0.25 conversations")."""
+    from matplotlib.ticker import MaxNLocator
+
+    axis.set_major_locator(MaxNLocator(integer=True))
 
 
 def render(fig: Figure, fmt: PlotFormat, *, metadata: dict[str, Any] | None = None) -> bytes:

@@ -367,6 +367,7 @@ def plot(report: Analytics, kind: str, fmt: plots.PlotFormat) -> bytes:
         ax.bar([i + width / 2 for i in x], [r["messages"] for r in report.series],
                width, label="customer messages")  # fmt: skip
         ax.set_title(f"Conversations and messages per {report.window.granularity} ({scope}, UTC)")
+        plots.counts_axis(ax.yaxis)
         _period_ticks(ax, periods)
         ax.legend(loc="upper left")
     elif kind == "rates":
@@ -386,6 +387,7 @@ def plot(report: Analytics, kind: str, fmt: plots.PlotFormat) -> bytes:
         names = [row["intent"] for row in report.top_intents][::-1]
         ax.barh(names, [row["count"] for row in report.top_intents][::-1])
         ax.set_xlabel("customer messages")
+        plots.counts_axis(ax.xaxis)
         ax.set_title(f"Top intents ({scope})")
         if not names:
             ax.text(0.5, 0.5, "no messages in this window", ha="center", transform=ax.transAxes)
@@ -399,6 +401,7 @@ def plot(report: Analytics, kind: str, fmt: plots.PlotFormat) -> bytes:
                width, label="handed off")  # fmt: skip
         ax.set_xticks(pos, names)
         ax.set_title(f"Conversations per channel ({scope})")
+        plots.counts_axis(ax.yaxis)
         ax.legend(loc="upper right")
         if not names:
             ax.text(0.5, 0.5, "no conversations in this window", ha="center",
