@@ -163,6 +163,29 @@ def test_an_empty_datasets_label_chart_is_drawn(world: World) -> None:
     assert chart.headers["content-type"].startswith("image/svg+xml")
 
 
+@pytest.mark.parametrize("fmt", ["svg", "png"])
+def test_a_label_with_dollar_signs_is_drawn_as_written(world: World, fmt: str) -> None:
+    """matplotlib read a label between ``$`` signs as TeX: "$\\badcommand$" or an unpaired
+    "$x^{$" made every chart of the dataset (or model, or bot) a 500, and "$5 off ... $10"
+    was typeset as math. A label is text."""
+    builder, csrf = world.sign_in("bob")
+    labels = ["$5 off or $10 back", "$\\badcommand$", "x^{$"]
+    r = builder.post(
+        "/v1/datasets",
+        json={
+            "name": "prices",
+            "type": "text-intent",
+            "examples": [{"text": f"text {i}", "label": label} for i, label in enumerate(labels)],
+        },
+        headers=csrf,
+    )
+    assert r.status_code == 201, r.text
+    chart = builder.get(f"/v1/datasets/{r.json()['id']}/plots/labels.{fmt}")
+    assert chart.status_code == 200, chart.text
+    if fmt == "svg":
+        assert all(label in chart.text for label in labels)
+
+
 def test_editing_an_images_boxes_keeps_the_datasets_label_limit(world: World) -> None:
     """PATCH of a detection example's boxes took any number of new labels (5,000 boxes of
     5,000 labels were kept), past the per-dataset label limit an import enforces; over the
