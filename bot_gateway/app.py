@@ -45,6 +45,7 @@ from bot_gateway.deps import Gateway
 from bot_gateway.errors import install_error_handlers
 from bot_gateway.json_depth import JsonDepthLimit
 from bot_gateway.metering import MeteredTrackerStore
+from bot_gateway.nul_refusal import NulRefusal
 from bot_gateway.openapi import install_openapi
 from bot_gateway.ratelimit import Admission, RateLimitHeaders
 from bot_gateway.schemas import ParseRequest, PredictRequest
@@ -242,6 +243,7 @@ def create_app(
     )
     install_error_handlers(app)
     app.add_middleware(JsonDepthLimit, max_depth=settings.limits.max_document_depth)
+    app.add_middleware(NulRefusal)  # a NUL in the path or query: 422, not PostgreSQL's 500
     app.add_middleware(RateLimitHeaders)  # RateLimit-* on every answer of a limited route
     # bodies capped by route class (413) and unread content types refused (415) as they
     # arrive, before anything reads or authenticates; inside the audit log, which records them
