@@ -26,7 +26,7 @@ from bot_gateway.services import accounts
 from core.db import session_scope
 from tests.bot_gateway.conftest import OPERATOR
 from tests.conftest import make_db_url, make_settings
-from tests.probes.conftest import LiveGateway
+from tests.probes.conftest import AGENT_PASSWORD, LiveGateway
 
 PASSWORD = "correct horse battery"
 MAX_LABELS = 5  # the world's PARLEY_LIMITS__MAX_LABELS
@@ -301,4 +301,40 @@ def test_a_live_gateway_answers_hostile_static_names_and_keeps_serving(
             r = client.get(path)
             assert r.status_code in (404, 414), (path[:60], r.status_code, r.text[:200])
         assert client.get("/studio/datasets").status_code == 200
+    assert live_gateway.alive(), live_gateway.log_tail()
+
+
+@pytest.mark.slow
+def test_a_live_gateways_studio_session_over_real_http(live_gateway: LiveGateway) -> None:
+    """Over real HTTP: the session cookie is HttpOnly, SameSite=Strict, for the whole site;
+    a builder's write needs its CSRF token; an admin of another tenant finds none of this
+    tenant's users (404) and a builder manages no users (403)."""
+    shop, other = live_gateway.new_tenant("studio-shop"), live_gateway.new_tenant("studio-other")
+    builder_id = live_gateway.add_agent(shop, "bea", role="builder")
+    live_gateway.add_agent(other, "oz", role="admin")
+
+    def sign_in(tenant: str, username: str) -> tuple[httpx.Client, dict[str, str]]:
+        client = live_gateway.client()
+        r = client.post(
+            "/v1/auth/login",
+            json={"tenant": tenant, "username": username, "password": AGENT_PASSWORD},
+        )
+        assert r.status_code == 200, r.text
+        cookie = r.headers["set-cookie"].lower()
+        assert "httponly" in cookie and "samesite=strict" in cookie and "path=/" in cookie
+        return client, {"X-CSRF-Token": r.json()["csrf_token"]}
+
+    builder, csrf = sign_in(shop.name, "bea")
+    oz, oz_csrf = sign_in(other.name, "oz")
+    try:
+        body = {"name": "faq", "type": "text-intent", "examples": [{"text": "hi", "label": "a"}]}
+        assert builder.post("/v1/datasets", json=body).status_code == 403
+        assert builder.post("/v1/datasets", json=body, headers=csrf).status_code == 201
+        assert builder.get("/v1/users").status_code == 403
+        r = oz.patch(f"/v1/users/{builder_id}", json={"disabled": True}, headers=oz_csrf)
+        assert r.status_code == 404, r.text
+        assert builder.get("/v1/auth/me").status_code == 200  # still signed in, not disabled
+    finally:
+        builder.close()
+        oz.close()
     assert live_gateway.alive(), live_gateway.log_tail()
