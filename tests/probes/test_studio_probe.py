@@ -14,16 +14,19 @@ import unicodedata
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
+from sqlalchemy import update
 
 from bot_gateway.app import create_app
 from bot_gateway.services import accounts
-from core.db import session_scope
+from core.db import session_scope, utcnow
+from core.tables import Invite
 from tests.bot_gateway.conftest import OPERATOR
 from tests.conftest import make_db_url, make_settings
 from tests.probes.conftest import AGENT_PASSWORD, LiveGateway
@@ -272,6 +275,32 @@ def test_sign_in_and_invites_refuse_what_they_must(world: World) -> None:
 
 def _csrf_of(browser: TestClient) -> dict[str, str]:
     return {"X-CSRF-Token": browser.get("/v1/auth/me").json()["csrf_token"]}
+
+
+def test_an_expired_invite_is_refused_and_can_be_sent_again(world: World) -> None:
+    """An invite past its 7 days: its link is 401, it is no longer pending, and the admin can
+    invite the same name again (the new link works)."""
+    made = invite(world, "late")
+    assert made.status_code == 201, made.text
+    with session_scope(world.app.state.gateway.engine) as session:
+        session.execute(
+            update(Invite)
+            .where(Invite.id == made.json()["invite"]["id"])
+            .values(expires_at=utcnow() - timedelta(seconds=1))
+        )
+    late = world.browser().post(
+        "/v1/auth/accept-invite", json={"token": made.json()["token"], "password": PASSWORD}
+    )
+    assert late.status_code == 401, late.text
+    admin, _ = world.sign_in("ada")
+    pending = {i["username"] for i in admin.get("/v1/users/invites").json()["invites"]}
+    assert "late" not in pending
+    again = invite(world, "late")
+    assert again.status_code == 201, again.text
+    accepted = world.browser().post(
+        "/v1/auth/accept-invite", json={"token": again.json()["token"], "password": PASSWORD}
+    )
+    assert accepted.status_code == 200 and accepted.json()["user"]["username"] == "late"
 
 
 def test_hostile_bot_definitions_to_validate_are_refused_quickly(world: World) -> None:
