@@ -1,8 +1,11 @@
-"""Fixtures for Parley Studio's browser tests: one real gateway per test module (uvicorn on a
-loopback port, the shared encoder warm, a local train worker), tenant ``shop`` with an admin
-and a builder and tenant ``rival`` with an admin, all made through the public API (invites
-accepted like a person would), and one Chromium per module (``browser``, from the widget's
-browser tests).
+"""Fixtures for Parley Studio's browser tests: one real gateway for the whole tests/studio
+package (uvicorn on a loopback port, the shared encoder warm, a local train worker), tenant
+``shop`` with an admin and a builder and tenant ``rival`` with an admin, all made through the
+public API (invites accepted like a person would), and one Chromium for the package (the
+widget's browser tests' ``chromium()``). Starting them once, not once per module, saves a
+server start and a browser launch per module; the modules stay independent of each other's
+order: each makes its own datasets, models and bots under its own names, and when a module
+ends its browser contexts are closed and any training it left running is cancelled.
 
 ``studio.open_page()`` gives a fresh browser context (its own cookies) whose relative URLs go
 to the gateway and whose script errors and CSP violations are collected in ``page.problems``;
@@ -23,8 +26,7 @@ import pytest
 from bot_gateway.app import create_app
 from tests.bot_gateway.conftest import OPERATOR
 from tests.conftest import make_db_url, make_settings
-from tests.connectors.test_widget_browser import ARTIFACTS, Browser, Page, expect
-from tests.connectors.test_widget_browser import browser as browser  # the Chromium fixture
+from tests.connectors.test_widget_browser import ARTIFACTS, Browser, Page, chromium, expect
 from tests.console.test_agents_console import Served
 
 WAIT_MS = 20_000  # each Playwright wait retries until this ceiling
@@ -91,10 +93,19 @@ def invite(client: httpx.Client, tenant: str, username: str, role: str, name: st
     return Account(tenant, username, PASSWORD, role)
 
 
-@pytest.fixture(scope="module")
-def studio(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, browser: Browser
+@pytest.fixture(scope="package")
+def studio_browser() -> Iterator[Browser]:
+    yield from chromium()
+
+
+@pytest.fixture(scope="package")
+def studio_server(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    studio_browser: Browser,
 ) -> Iterator[Studio]:
+    """The package's gateway, tenants and accounts (use ``studio``)."""
+    browser = studio_browser
     tmp = tmp_path_factory.mktemp("studio")
     app = create_app(make_settings(tmp, make_db_url("sqlite", tmp, request)))
     server = Served(app)
@@ -131,6 +142,25 @@ def studio(
         for client in clients:
             client.close()
         server.stop()
+
+
+LIVE = ("queued", "running")
+
+
+@pytest.fixture(scope="module")
+def studio(studio_server: Studio) -> Iterator[Studio]:
+    """The shared gateway for one test module; afterwards the module's browser contexts are
+    closed and the trainings it left queued or running are cancelled (the next module finds
+    the queue empty)."""
+    opened = len(studio_server.contexts)
+    yield studio_server
+    for context in studio_server.contexts[opened:]:
+        context.close()
+    del studio_server.contexts[opened:]
+    for client in (studio_server.api, studio_server.other_api):
+        for model in client.get("/v1/models").json():
+            if model["status"] in LIVE:
+                client.post(f"/v1/models/{model['id']}/cancel")
 
 
 def sign_in(page: Page, tenant: str, user: str, password: str) -> None:

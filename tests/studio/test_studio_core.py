@@ -1,5 +1,5 @@
 """Parley Studio's shell, sign-in, Datasets, Training and Admin in real Chromium against a real
-gateway (one server and one browser for the module; ``tests/studio/conftest.py``).
+gateway (one server and one browser for the package; ``tests/studio/conftest.py``).
 
 A builder signs in (a wrong password first: the API's 401 message is shown), uploads a CSV
 with a bad line and sees the error with its line, uploads a good one, reads the label counts,

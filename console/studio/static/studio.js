@@ -72,6 +72,18 @@ function errorFrom(status, text, statusText) {
   return new ApiError(status, code, message, (list || []).filter((d) => d && typeof d === "object"), body);
 }
 
+/** An answer 401 to someone signed in means the session ended (signed out elsewhere, expired,
+ * the user disabled): wherever the call came from (a page, a form, a poll), go to sign-in and
+ * come back here after. Returns `err` for the caller to throw. */
+function sessionEnded(err, url) {
+  if (err.status === 401 && state.me && !url.startsWith(API + "/auth/")) {
+    state.me = null;
+    toast("Your session has ended: sign in again.", "error");
+    navigate(`/login?next=${encodeURIComponent(location.pathname + location.search)}`, { replace: true });
+  }
+  return err;
+}
+
 function parse(text) {
   if (!text) return null;
   try {
@@ -95,7 +107,7 @@ function xhrUpload(method, url, form, onProgress, signal) {
         onProgress(1);
         resolve(xhr.status === 204 ? null : parse(xhr.responseText));
       } else {
-        reject(errorFrom(xhr.status, xhr.responseText, xhr.statusText));
+        reject(sessionEnded(errorFrom(xhr.status, xhr.responseText, xhr.statusText), url));
       }
     });
     xhr.addEventListener("error", () => reject(new ApiError(0, "network", "The upload failed: the server could not be reached.")));
@@ -129,7 +141,7 @@ export async function api(method, path, { json, form, query, onProgress, raw, si
     throw new ApiError(0, "network", "The server could not be reached; check that Parley is running.");
   }
   if (raw && response.ok) return response;
-  if (!response.ok) throw errorFrom(response.status, await response.text(), response.statusText);
+  if (!response.ok) throw sessionEnded(errorFrom(response.status, await response.text(), response.statusText), url);
   if (response.status === 204) return null;
   return parse(await response.text());
 }
@@ -243,7 +255,13 @@ export function chartImg(src, alt, caption) {
   return figure;
 }
 
-const SVG_DROP = new Set(["script", "foreignObject", "style", "iframe", "object", "embed", "metadata"]);
+// scripts, HTML islands, styles, and SMIL animation (<set>/<animate> can write an href or an
+// event attribute after the sanitiser has looked)
+const SVG_DROP = new Set([
+  "script", "foreignObject", "style", "iframe", "object", "embed", "metadata",
+  "set", "animate", "animateMotion", "animateTransform", "discard", "handler", "listener",
+]);
+const SVG_NS = "http://www.w3.org/2000/svg"; // anything outside it (XHTML islands…) is dropped
 
 /**
  * Fetch an SVG chart (with the session) and return it as a sanitised `<svg>` element, so its
@@ -252,18 +270,19 @@ const SVG_DROP = new Set(["script", "foreignObject", "style", "iframe", "object"
  */
 export async function inlineSvg(path) {
   const response = await api("GET", path, { raw: true });
-  // a parsed document keeps the page's CSP: style attributes and <style> elements would be
-  // refused (a console error each) as they are parsed, so their text moves to data-style first
+  // a parsed document keeps the page's CSP: style attributes, <style> elements and event
+  // attributes would be refused (a console error each) as they are parsed, so styles move to
+  // data-style first and event attributes to data-on… (both dropped below)
   const text = (await response.text())
     .replace(/<style[\s\S]*?<\/style>/g, "")
-    .replace(/<[a-zA-Z][^>]*>/g, (tag) => tag.replace(/\sstyle=/g, " data-style="));
+    .replace(/<[a-zA-Z][^>]*>/g, (tag) => tag.replace(/\sstyle=/g, " data-style=").replace(/\s(?:[\w-]+:)?on(\w+\s*=)/gi, " data-on$1"));
   const doc = new DOMParser().parseFromString(text, "image/svg+xml");
   const root = doc.documentElement;
-  if (!root || root.nodeName !== "svg") throw new ApiError(0, "bad_svg", "The chart is not an SVG image.");
+  if (!root || root.localName !== "svg" || root.namespaceURI !== SVG_NS) throw new ApiError(0, "bad_svg", "The chart is not an SVG image.");
   const styles = [];
   const walk = (el) => {
     for (const child of Array.from(el.children)) {
-      if (SVG_DROP.has(child.localName)) {
+      if (SVG_DROP.has(child.localName) || child.namespaceURI !== SVG_NS) {
         child.remove();
         continue;
       }
@@ -271,9 +290,11 @@ export async function inlineSvg(path) {
     }
     for (const attr of Array.from(el.attributes)) {
       const name = attr.name.toLowerCase();
-      if (name.startsWith("on")) el.removeAttribute(attr.name);
-      else if ((name === "href" || name === "xlink:href") && !attr.value.startsWith("#")) el.removeAttribute(attr.name);
-      else if (name === "style" || name === "data-style") {
+      const local = attr.localName.toLowerCase(); // any prefix: xlink:href, x:href, href
+      if (local.startsWith("on") || local.startsWith("data-on")) el.removeAttribute(attr.name);
+      else if (local === "href" || local === "src") {
+        if (!attr.value.trim().startsWith("#")) el.removeAttribute(attr.name);
+      } else if (name === "style" || name === "data-style") {
         styles.push([el, attr.value]);
         el.removeAttribute(attr.name);
       }
@@ -340,6 +361,7 @@ export function table(columns, rows, { sortable = false, caption, empty = "Nothi
         const th = h("th", { scope: "col", class: c.numeric ? "num" : null });
         if (sortable && c.sortable !== false) {
           th.setAttribute("aria-sort", "none");
+          heads.push(th); // only sortable columns say how they are sorted
           th.appendChild(
             h("button", {
               type: "button",
@@ -358,13 +380,26 @@ export function table(columns, rows, { sortable = false, caption, empty = "Nothi
         } else {
           th.textContent = c.label;
         }
-        heads.push(th);
         return th;
       }),
     ),
   );
   fill();
-  return h("table", { class: "table", "data-testid": testid }, caption ? h("caption", null, caption) : null, thead, tbody);
+  const element = h("table", { class: "table", "data-testid": testid }, caption ? h("caption", null, caption) : null, thead, tbody);
+  /** New rows (a poll's answer): the chosen sort stays, and so does the keyboard focus on a
+   * control in a row (found again by its accessible name). */
+  element.setRows = (next) => {
+    const active = document.activeElement;
+    const nameOf = (el) => el.getAttribute("aria-label") || el.textContent;
+    const focused = active && tbody.contains(active) ? nameOf(active) : null;
+    rows = next;
+    fill();
+    if (focused !== null) {
+      const again = Array.from(tbody.querySelectorAll("a, button, input, select, textarea")).find((el) => nameOf(el) === focused);
+      if (again) again.focus();
+    }
+  };
+  return element;
 }
 
 function fmt(value) {

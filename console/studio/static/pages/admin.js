@@ -159,6 +159,7 @@ async function renderUsers(box, signal) {
                   {
                     type: "button",
                     class: ["btn", "btn-small", u.disabled ? null : "btn-danger"],
+                    "aria-label": `${u.disabled ? "Enable" : "Disable"} ${u.username}`,
                     "data-testid": "user-disable",
                     on: {
                       click: async () => {

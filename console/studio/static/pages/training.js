@@ -233,20 +233,48 @@ async function cancel(model, after) {
   }
 }
 
-/** The job's live card: status, progress, queue position, cancel; the model's page when done. */
+/** The job's live card: status, progress, queue position, cancel; the model's page when done.
+ * `card.update(model)` changes it in place, so a poll neither moves the keyboard focus (on
+ * Cancel) nor recreates the live region a screen reader follows. */
 function jobCard(model, refresh) {
   const bar = progressBar(`Progress of ${model.name}`, model.progress || 0);
-  if (model.status === "queued") bar.progress.removeAttribute("value");
-  else bar.set(model.status === "succeeded" ? 1 : model.progress || 0);
-  return h(
+  const title = h("h2", { id: "job-title" });
+  const actions = h("div", { class: "actions" });
+  const words = h("p", { role: "status", "aria-live": "polite", "data-testid": "job-status" });
+  const facts = h("p", { class: "muted" });
+  const failure = h("div");
+  const cancelButton = h("button", { type: "button", class: "btn btn-danger", "data-testid": "job-cancel", on: { click: () => cancel(current, refresh) } }, "Cancel");
+  let current = model;
+  let shown = null; // which actions are on show: "live", "succeeded" or "none"
+  const card = h(
     "section",
-    { class: "card job", "aria-labelledby": "job-title", "data-testid": "job", "data-status": model.status },
-    h("div", { class: "page-head" }, h("h2", { id: "job-title" }, model.name, " ", badge(model.status)), h("div", { class: "actions" }, LIVE.has(model.status) ? h("button", { type: "button", class: "btn btn-danger", "data-testid": "job-cancel", on: { click: () => cancel(model, refresh) } }, "Cancel") : null, model.status === "succeeded" ? link(`/models/${model.id}`, "Open the model", { class: "btn btn-primary", "data-testid": "job-model-link" }) : null)),
-    h("p", { role: "status", "aria-live": "polite", "data-testid": "job-status" }, statusWords(model)),
+    { class: "card job", "aria-labelledby": "job-title", "data-testid": "job" },
+    h("div", { class: "page-head" }, title, actions),
+    words,
     bar,
-    h("p", { class: "muted" }, `${model.backend} · dataset ${model.dataset_id}${model.alias ? ` · promoted to ${model.alias} when it succeeds` : ""} · started ${when(model.started_at)}`),
-    model.status === "failed" ? errorBox({ message: model.failure_message || "Training failed." }) : null,
+    facts,
+    failure,
   );
+  card.update = (m) => {
+    current = m;
+    card.dataset.status = m.status;
+    title.replaceChildren(m.name, " ", badge(m.status));
+    const want = LIVE.has(m.status) ? "live" : m.status === "succeeded" ? "succeeded" : "none";
+    if (want !== shown) {
+      shown = want;
+      actions.replaceChildren(
+        want === "live" ? cancelButton : want === "succeeded" ? link(`/models/${m.id}`, "Open the model", { class: "btn btn-primary", "data-testid": "job-model-link" }) : "",
+      );
+    }
+    const text = statusWords(m);
+    if (words.textContent !== text) words.textContent = text;
+    if (m.status === "queued") bar.progress.removeAttribute("value");
+    else bar.set(m.status === "succeeded" ? 1 : m.progress || 0);
+    facts.textContent = `${m.backend} · dataset ${m.dataset_id}${m.alias ? ` · promoted to ${m.alias} when it succeeds` : ""} · started ${when(m.started_at)}`;
+    failure.replaceChildren(m.status === "failed" ? errorBox({ message: m.failure_message || "Training failed." }) : "");
+  };
+  card.update(model);
+  return card;
 }
 
 function jobsTable(models, refresh) {
@@ -270,14 +298,19 @@ async function trainingPage(main, params, query, { signal }) {
   const list = h("section", { class: "card", "aria-label": "Training jobs" });
   main.append(current, list);
   let models = [];
+  let card = null;
+  let jobs = null;
+  // each poll updates the card and the table in place (sort order and focus stay)
   const refresh = async () => {
     models = await api("GET", "/models", { signal });
     models.sort((a, b) => String(b.created_at).localeCompare(String(a.created_at)));
     if (query.job) {
       const job = models.find((m) => m.id === query.job) || (await api("GET", `/models/${encodeURIComponent(query.job)}`, { signal }));
-      current.replaceChildren(jobCard(job, refresh));
+      if (card) card.update(job);
+      else current.replaceChildren((card = jobCard(job, refresh)));
     }
-    list.replaceChildren(jobsTable(models, refresh));
+    if (jobs) jobs.setRows(models);
+    else list.replaceChildren((jobs = jobsTable(models, refresh)));
     return !models.some((m) => LIVE.has(m.status));
   };
   await refresh();
