@@ -9,8 +9,6 @@ import io
 import json
 import mimetypes
 import re
-import threading
-from collections import OrderedDict
 from typing import Any
 
 from fastapi.concurrency import run_in_threadpool
@@ -22,6 +20,7 @@ from core.documents import check_json_depth
 from core.errors import InvalidInput, NotFound, ParleyError
 from core.images import decode_image
 from core.logging import log_event
+from core.lru import Lru
 from core.storage import ArtifactStore
 from training.datasets import service
 from training.datasets.image_import import ImageExample, parse_image_archive, single_image
@@ -235,7 +234,10 @@ def example_image(
         if not low <= size <= high:
             raise InvalidInput(f"size {size}: a thumbnail's longest side is {low} to {high} pixels")
         if size <= CACHED_THUMBNAIL_SIZE:
-            return _thumbnails.get(gateway.store, key, size), "image/jpeg"
+            thumbnail = _thumbnails.get_or_make(
+                (key, size), lambda: _thumbnail(gateway.store, key, size)
+            )
+            return thumbnail, "image/jpeg"
         return _thumbnail(gateway.store, key, size), "image/jpeg"
     media_type = mimetypes.guess_type(key)[0] or "application/octet-stream"
     return gateway.store.get_bytes(key), media_type
@@ -249,30 +251,9 @@ def _thumbnail(store: ArtifactStore, key: str, size: int) -> bytes:
     return out.getvalue()
 
 
-class _ThumbnailCache:
-    """The most recent thumbnails by (image key, size). An image's key names its content (a
-    sha256), so the thumbnail of a key never changes, whichever store holds it."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self.items: OrderedDict[tuple[str, int], bytes] = OrderedDict()
-        self.lock = threading.Lock()
-
-    def get(self, store: ArtifactStore, key: str, size: int) -> bytes:
-        with self.lock:
-            hit = self.items.get((key, size))
-            if hit is not None:
-                self.items.move_to_end((key, size))
-                return hit
-        data = _thumbnail(store, key, size)
-        with self.lock:
-            self.items[(key, size)] = data
-            while len(self.items) > self.capacity:
-                self.items.popitem(last=False)
-        return data
-
-
-_thumbnails = _ThumbnailCache(512)
+_thumbnails: Lru[tuple[str, int], bytes] = Lru(512)
+"""The most recent thumbnails by (image key, size). An image's key names its content (a
+sha256), so the thumbnail of a key never changes, whichever store holds it."""
 
 
 def update_example(

@@ -25,8 +25,7 @@ at least the threshold, else it starts a group. The same items always give the s
 
 from __future__ import annotations
 
-import threading
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -41,6 +40,7 @@ from bot_gateway.conversations.definition import parse_definition
 from core.backends import BackendContext
 from core.errors import Conflict, InvalidInput, NotFound
 from core.evaluation import OUT_OF_SCOPE
+from core.lru import Lru
 from core.tables import Alias, Bot, Conversation, ConversationEvent, ImproveItem, Model
 from training import registry
 from training.datasets import service as datasets
@@ -301,21 +301,17 @@ def group_items(
     return groups
 
 
-_cache: OrderedDict[str, np.ndarray] = OrderedDict()
-_cache_lock = threading.Lock()
 CACHED_TEXTS = 20_000
 """Embeddings kept per process (about 1.5 kB each), so an inbox opened again encodes only its
 new messages."""
+_cache: Lru[str, np.ndarray] = Lru(CACHED_TEXTS)
 
 
 def _embeddings(texts: Sequence[str], context: BackendContext) -> np.ndarray:
     """The shared encoder's embeddings of ``texts`` (unit length), the recent ones cached."""
     from nlu.encoder import get_encoder
 
-    with _cache_lock:
-        known = {t: _cache[t] for t in texts if t in _cache}
-        for t in known:
-            _cache.move_to_end(t)
+    known = {t: v for t in set(texts) if (v := _cache.get(t)) is not None}
     new = sorted(set(texts) - set(known))
     if new:
         encoder = get_encoder(
@@ -323,10 +319,8 @@ def _embeddings(texts: Sequence[str], context: BackendContext) -> np.ndarray:
         )
         fresh = dict(zip(new, encoder.encode(new), strict=True))
         known.update(fresh)
-        with _cache_lock:
-            _cache.update(fresh)
-            while len(_cache) > CACHED_TEXTS:
-                _cache.popitem(last=False)
+        for text, vector in fresh.items():
+            _cache.put(text, vector)
     return np.stack([known[t] for t in texts])
 
 

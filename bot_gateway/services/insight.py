@@ -12,8 +12,6 @@ examples' texts and images are read from the dataset when asked for.
 from __future__ import annotations
 
 import json
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +22,7 @@ from bot_gateway.deps import Gateway
 from core import charts
 from core.db import session_scope
 from core.errors import Conflict, InvalidInput, NotFound, NotReady
+from core.lru import Lru
 from core.plots import PlotFormat, render
 from core.tables import Example, Model
 from training import registry
@@ -102,34 +101,7 @@ def available_plots(model: Model) -> list[str]:
     return [kind for kind, plot in MODEL_PLOTS.items() if plot.applies(model)]
 
 
-class _ChartCache:
-    """Rendered charts by key, least recently used dropped past ``max_bytes``."""
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self._items: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()
-        self._size = 0
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple[Any, ...]) -> bytes | None:
-        with self._lock:
-            data = self._items.get(key)
-            if data is not None:
-                self._items.move_to_end(key)
-            return data
-
-    def put(self, key: tuple[Any, ...], data: bytes) -> None:
-        with self._lock:
-            if key in self._items or len(data) > self.max_bytes:
-                return
-            self._items[key] = data
-            self._size += len(data)
-            while self._size > self.max_bytes:
-                _, dropped = self._items.popitem(last=False)
-                self._size -= len(dropped)
-
-
-_cache = _ChartCache(CACHE_BYTES)
+_cache: Lru[tuple[Any, ...], bytes] = Lru(CACHE_BYTES, size=len)
 
 
 def _succeeded(session: Any, tenant_id: str, model_id: str, what: str) -> Model:
