@@ -10,7 +10,8 @@ ends its browser contexts are closed and any training it left running is cancell
 ``studio.open_page()`` gives a fresh browser context (its own cookies) whose relative URLs go
 to the gateway and whose script errors and CSP violations are collected in ``page.problems``;
 ``sign_in(page, tenant, user, password)`` signs in at /studio/login;
-``shot(page, name)`` saves ``var/test-artifacts/studio-<name>.png``.
+``shot(page, name)`` saves ``var/test-artifacts/studio-<name>.png``; ``fits_a_tablet(page)``
+checks the page at 768 x 1024.
 """
 
 from __future__ import annotations
@@ -177,6 +178,16 @@ def shot(page: Page, name: str) -> None:
     """The whole page as ``var/test-artifacts/studio-<name>.png``."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"studio-{name}.png"), full_page=True)
+
+
+def fits_a_tablet(page: Page) -> bool:
+    """At 768 x 1024 (a tablet held upright) the page needs no sideways scrolling: wide parts
+    scroll inside their panels. The viewport goes back to 1280 x 800 after."""
+    page.set_viewport_size({"width": 768, "height": 1024})
+    try:
+        return bool(page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"))
+    finally:
+        page.set_viewport_size({"width": 1280, "height": 800})
 
 
 def wait_for(check: Any, timeout: float = 60, what: str = "the condition") -> Any:

@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from tests.connectors.test_widget_browser import Page, expect
-from tests.studio.conftest import TENANT, Studio, shot, sign_in, wait_for
+from tests.studio.conftest import TENANT, Studio, fits_a_tablet, shot, sign_in, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -241,15 +241,6 @@ def test_a_channel_is_connected_from_its_schema_with_a_write_only_secret(
     expect(page.get_by_text("No channels yet")).to_be_visible()
     assert ok(studio.api.get(f"/v1/bots/{bot['id']}/channels")) == []
     assert page.problems == []  # type: ignore[attr-defined]
-
-
-def fits_a_tablet(page: Page) -> bool:
-    """Nothing on the page is wider than a tablet held upright (768 x 1024)."""
-    page.set_viewport_size({"width": 768, "height": 1024})
-    try:
-        return bool(page.evaluate("document.documentElement.scrollWidth <= 768"))
-    finally:
-        page.set_viewport_size({"width": 1280, "height": 800})
 
 
 def chat_says(page: Page, text: str) -> None:

@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from tests.connectors.test_widget_browser import Locator, Page, expect
-from tests.studio.conftest import Studio, shot, sign_in
+from tests.studio.conftest import Studio, fits_a_tablet, shot, sign_in
 from tests.support.data import intent_csv, intent_rows
 from tests.support.images import detection_zip
 
@@ -110,10 +110,12 @@ def test_builder_uploads_fixes_and_trains(studio: Studio) -> None:
     ).json()
     assert edited["total"] == 1, edited
     shot(page, "dataset")
+    assert fits_a_tablet(page)
 
     page.get_by_test_id("nav").get_by_role("link", name="Datasets").click()
     expect(page.get_by_test_id("datasets-table")).to_contain_text("support")
     shot(page, "datasets")
+    assert fits_a_tablet(page)
 
     # train: the form is the backend's parameter schema
     page.goto(f"/studio/datasets/{dataset['id']}")
@@ -138,6 +140,7 @@ def test_builder_uploads_fixes_and_trains(studio: Studio) -> None:
     expect(job.locator("progress")).to_have_js_property("value", 1)
     expect(page.get_by_test_id("jobs-table")).to_contain_text("succeeded")
     shot(page, "training")
+    assert fits_a_tablet(page)
     model_id = page.url.rsplit("=", 1)[1]
     model = studio.api.get(f"/v1/models/{model_id}").json()
     assert model["params"].get("epochs") == 8, model["params"]
@@ -185,6 +188,7 @@ def test_admin_is_for_admins(studio: Studio) -> None:
     expect(page.get_by_test_id("invite-link")).to_contain_text("/studio/accept-invite?token=")
     expect(page.get_by_test_id("invites-table")).to_contain_text("carla")
     shot(page, "admin")
+    assert fits_a_tablet(page)
     # signing out ends the session: the Studio's pages ask to sign in again
     page.get_by_test_id("sign-out").click()
     expect(page).to_have_url(re.compile(r"/studio/login$"))

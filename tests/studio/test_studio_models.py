@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 from tests.connectors.test_widget_browser import Page, expect
-from tests.studio.conftest import Studio, shot, sign_in, wait_for
+from tests.studio.conftest import Studio, fits_a_tablet, shot, sign_in, wait_for
 from tests.support.data import intent_csv, intent_rows
 from tests.support.images import (
     detection_scene,
@@ -110,15 +110,6 @@ def builder_page(studio: Studio) -> Page:
     page = studio.open_page()
     sign_in(page, studio.builder.tenant, studio.builder.username, studio.builder.password)
     return page
-
-
-def fits_a_tablet(page: Page) -> bool:
-    """At 768 x 1024 the page needs no sideways scrolling (wide parts scroll in their panel)."""
-    page.set_viewport_size({"width": 768, "height": 1024})
-    try:
-        return bool(page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"))
-    finally:
-        page.set_viewport_size({"width": 1280, "height": 800})
 
 
 @pytest.fixture(scope="module")

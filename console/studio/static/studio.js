@@ -558,6 +558,11 @@ export function badge(status) {
   return h("span", { class: ["badge", `badge-${String(status).replace(/[^a-z_-]/gi, "")}`], "data-testid": "status" }, status);
 }
 
+/** A share in [0, 1] as a percentage ("91.3%", `digits` after the point); "—" for none. */
+export function percent(value, digits = 1) {
+  return value === null || value === undefined || Number.isNaN(Number(value)) ? "—" : `${(Number(value) * 100).toFixed(digits)}%`;
+}
+
 /** A date (ISO string) in the reader's locale. */
 export function when(iso) {
   if (!iso) return "—";

@@ -4,7 +4,7 @@
  * containment, handoff and fallback rates; top intents; channels) and the numbers behind them
  * (`GET /v1/analytics`) as tables. The choice lives in the URL, so a view can be shared.
  */
-import { api, chartImg, errorBox, h, heading, navigate, register, table } from "../studio.js";
+import { api, chartImg, errorBox, h, heading, navigate, percent, register, table } from "../studio.js";
 import { botPicker, pageStyle, scrolling } from "./bots.js";
 
 const GRANULARITIES = ["hour", "day", "week"];
@@ -17,10 +17,6 @@ const CHARTS = [
 
 function isoDay(date) {
   return date.toISOString().slice(0, 10);
-}
-
-function percent(value) {
-  return value === null || value === undefined ? "—" : `${(value * 100).toFixed(1)} %`;
 }
 
 function number(value) {

@@ -6,7 +6,7 @@
  * dataset, and "Retrain with these" trains a new model from them (its progress followed here)
  * that takes the bot's place when it succeeds.
  */
-import { api, errorBox, h, heading, link, navigate, poll, progressBar, register, toast } from "../studio.js";
+import { api, errorBox, h, heading, link, navigate, percent as share, poll, progressBar, register, toast } from "../studio.js";
 import { botPicker, pageStyle } from "./bots.js";
 
 const REASONS = {
@@ -15,9 +15,7 @@ const REASONS = {
   corrected: "corrected by an agent",
 };
 
-function percent(value) {
-  return value === null || value === undefined ? "—" : `${Math.round(value * 100)} %`;
-}
+const percent = (value) => share(value, 0);
 
 function itemRow(item) {
   const box = h("input", { type: "checkbox", id: `item-${item.id}`, value: item.id, checked: true });

@@ -20,6 +20,7 @@ import {
   inlineSvg,
   link,
   navigate,
+  percent as pct,
   poll,
   progressBar,
   register,
@@ -36,11 +37,6 @@ const DEFAULT_ALIAS = "production";
 const CHART_MAX_LABELS = 80; // the confusion-matrix chart's default max_labels
 
 // --- small helpers ---------------------------------------------------------------------
-
-/** A number in [0, 1] as a percentage ("91.3%"); "—" for a missing one. */
-export function pct(value) {
-  return value === null || value === undefined ? "—" : `${(value * 100).toFixed(1)}%`;
-}
 
 /** A signed difference of two [0, 1] numbers in percentage points ("+2.1 pts"). */
 function delta(a, b) {

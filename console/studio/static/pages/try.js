@@ -6,7 +6,7 @@
  * JavaScript (fetch) with the model's id and the file's name, the API key left as
  * $PARLEY_API_KEY. It calls the public /v1 predict and OCR routes, as the snippets do.
  */
-import { api, codeBlock, errorBox, h, heading, navigate, register } from "../studio.js";
+import { api, codeBlock, errorBox, h, heading, navigate, percent as pct, register } from "../studio.js";
 
 const CSS = "/studio/static/pages/try.css";
 const TEXT_TASKS = new Set(["intent", "entities"]);
@@ -120,10 +120,6 @@ function snippetsView(request) {
 }
 
 // --- results -------------------------------------------------------------------------------
-
-function pct(value) {
-  return `${(value * 100).toFixed(1)}%`;
-}
 
 /** Ranked labels as bars: each bar's width is its probability. */
 function ranked(rows, caption, testid) {
