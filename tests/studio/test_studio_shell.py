@@ -4,7 +4,7 @@ runs or leads away (scripts, event attributes, outside or ``javascript:`` links 
 prefix, SMIL animation that could write them later, HTML islands); a session that ends while
 a page is open leads to the sign-in page, which comes back to that page; the training page's
 polls keep the jobs table's sort and the keyboard focus on a Cancel button, and stop when the
-user leaves the page.
+user leaves the page; an id taken from the page's URL stays an id in the API call.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import json
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -189,3 +190,18 @@ def test_the_training_pages_polls_keep_the_sort_and_the_focus(studio: Studio) ->
     page.wait_for_timeout(2500)  # no answer can show an absence: 2.5 poll periods pass
     assert calls["n"] == left_at, (left_at, calls["n"])
     assert not page.problems, page.problems  # type: ignore[attr-defined]
+
+
+def test_an_id_in_the_url_cannot_lead_the_studio_to_another_route(studio: Studio) -> None:
+    """/studio/bots/..%2Fdatasets must not make the bot page call /v1/datasets (a link someone
+    sends could otherwise point the page's buttons at any route of the API)."""
+    page = builder(studio)
+    asked: list[str] = []
+    page.on("request", lambda request: asked.append(urlsplit(request.url).path))
+    page.goto("/studio/bots/..%2Fdatasets")
+    expect(page.get_by_test_id("not-found")).to_be_visible()
+    api_calls = [p for p in asked if p.startswith("/v1/") and not p.startswith("/v1/auth/")]
+    assert api_calls and all(path.startswith("/v1/bots/") for path in api_calls), api_calls
+    page.goto("/studio/models/..%2Fkeys")
+    expect(page.get_by_role("heading", level=1)).to_be_visible()
+    assert "/v1/keys" not in asked, asked

@@ -32,9 +32,12 @@ export class ApiError extends Error {
   }
 }
 
-/** `/datasets` → `/v1/datasets`; paths already under /v1 (or /studio) are kept. */
+/** `/datasets` → `/v1/datasets`; paths already under /v1 (or /studio) are kept. A path with a
+ * `.` or `..` segment (an id from a URL that was not encoded) is refused: it would reach
+ * another route than the page meant. */
 export function apiUrl(path, query) {
   let url = path.startsWith(API + "/") || path.startsWith(BASE + "/") || /^https?:/.test(path) ? path : API + path;
+  if (/(^|\/)\.\.?(\/|$)/.test(url.split(/[?#]/)[0])) throw new ApiError(400, "bad_path", `Not a Parley address: ${url}`);
   if (query) {
     const params = new URLSearchParams();
     for (const [key, value] of Object.entries(query)) {

@@ -681,7 +681,7 @@ function botMeta(bot) {
 }
 
 async function botPage(main, params, _query, { signal } = {}) {
-  const id = params.id;
+  const id = encodeURIComponent(params.id); // a "../" in the URL stays inside /v1/bots/
   const [bot, versions] = await Promise.all([api("GET", `/v1/bots/${id}`), api("GET", `/v1/bots/${id}/versions`)]);
   const reload = () => navigate(`/studio/bots/${id}`);
   const editor = codeEditor({ id: "definition", label: `Version ${bot.version}, as YAML`, text: toYaml(bot.definition) });
