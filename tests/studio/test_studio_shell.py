@@ -205,3 +205,30 @@ def test_an_id_in_the_url_cannot_lead_the_studio_to_another_route(studio: Studio
     page.goto("/studio/models/..%2Fkeys")
     expect(page.get_by_role("heading", level=1)).to_be_visible()
     assert "/v1/keys" not in asked, asked
+
+
+def test_an_upload_that_ends_after_the_user_moved_on_leaves_them_there(studio: Studio) -> None:
+    page = builder(studio)  # on the Datasets page
+    held: list[Any] = []
+
+    def hold_uploads(route: Any) -> None:
+        if route.request.method == "POST":
+            held.append(route)  # answered below, once the user is elsewhere
+        else:
+            route.continue_()
+
+    page.route(re.compile(r".*/v1/datasets$"), hold_uploads)
+    page.get_by_test_id("upload-name").fill("later")
+    page.get_by_test_id("upload-file").set_input_files(
+        {"name": "later.csv", "mimeType": "text/csv", "buffer": intent_csv()}
+    )
+    with page.expect_request(lambda r: r.method == "POST" and r.url.endswith("/v1/datasets")):
+        page.get_by_test_id("upload-submit").click()
+    page.get_by_test_id("nav").get_by_role("link", name="Training").click()
+    expect(page.get_by_role("heading", name="Training", level=1)).to_be_focused()
+    (upload,) = held
+    dataset = {"id": "ds_later", "name": "later", "status": "ready", "num_examples": 3}
+    upload.fulfill(status=201, content_type="application/json", body=json.dumps(dataset))
+    expect(page.get_by_test_id("toast").last).to_contain_text("Dataset later")
+    expect(page).to_have_url(re.compile(r"/studio/training$"))
+    expect(page.get_by_role("heading", name="Training", level=1)).to_be_visible()

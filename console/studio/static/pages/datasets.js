@@ -41,7 +41,7 @@ async function datasetTypes() {
 async function listPage(main, params, query, { signal }) {
   main.append(heading("Datasets"));
   const [datasets, types] = await Promise.all([api("GET", "/datasets", { signal }), datasetTypes()]);
-  main.append(uploadForm(types, query.type));
+  main.append(uploadForm(types, query.type, signal));
   main.append(
     h(
       "section",
@@ -63,7 +63,7 @@ async function listPage(main, params, query, { signal }) {
   );
 }
 
-function uploadForm(types, preset) {
+function uploadForm(types, preset, signal) {
   const name = field({ label: "Name", name: "name", required: true, "data-testid": "upload-name" });
   const type = field({
     label: "Type",
@@ -123,7 +123,8 @@ function uploadForm(types, preset) {
               },
             });
             toast(`Dataset ${dataset.name}: ${dataset.status === "ready" ? `${dataset.num_examples} examples imported` : "importing"}.`, "success");
-            navigate(`/datasets/${dataset.id}`);
+            // the upload goes on when the user moves to another page; only here does it open the dataset
+            if (!signal.aborted) navigate(`/datasets/${dataset.id}`);
           } catch (err) {
             bar.hidden = true;
             status.textContent = "";
@@ -191,8 +192,10 @@ async function datasetPage(main, params, query, { signal }) {
     return;
   }
   if (dataset.status_message) body.append(h("p", { class: "notice", "data-testid": "dataset-message" }, dataset.status_message));
-  const examples = examplesSection(dataset, signal, () => refresh(false));
-  body.append(labelsSection(dataset), examples, addSection(dataset, () => refresh(true)));
+  // after an edit: the counts, the chart and (for an addition) the examples again; a failure says so
+  const changed = (reloadExamples) => () => refresh(reloadExamples).catch((err) => toast(`The dataset could not be reloaded: ${err.message}`, "error"));
+  const examples = examplesSection(dataset, signal, changed(false));
+  body.append(labelsSection(dataset), examples, addSection(dataset, changed(true)));
 
   async function refresh(reloadExamples) {
     dataset = await api("GET", `/datasets/${encodeURIComponent(dataset.id)}`);
