@@ -232,3 +232,17 @@ def test_an_upload_that_ends_after_the_user_moved_on_leaves_them_there(studio: S
     expect(page.get_by_test_id("toast").last).to_contain_text("Dataset later")
     expect(page).to_have_url(re.compile(r"/studio/training$"))
     expect(page.get_by_role("heading", name="Training", level=1)).to_be_visible()
+
+
+def test_the_skip_link_keeps_the_page_as_it_is(studio: Studio) -> None:
+    page = builder(studio)  # on the Datasets page
+    page.get_by_test_id("upload-name").fill("half typed")
+    skip = page.get_by_role("link", name="Skip to the page")
+    skip.focus()
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(re.compile(r"/studio/datasets#main$"))
+    expect(page.get_by_test_id("upload-name")).to_have_value("half typed")  # not drawn again
+    page.go_back()  # the same page without the fragment: still as it was
+    expect(page).to_have_url(re.compile(r"/studio/datasets$"))
+    expect(page.get_by_test_id("upload-name")).to_have_value("half typed")
+    assert not page.problems, page.problems  # type: ignore[attr-defined]

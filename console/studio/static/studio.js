@@ -629,7 +629,7 @@ function here() {
 async function route() {
   if (currentPage) currentPage.controller.abort();
   const controller = new AbortController();
-  currentPage = { controller };
+  currentPage = { controller, url: location.pathname + location.search };
   const path = here();
   const query = Object.fromEntries(new URLSearchParams(location.search));
   const main = document.getElementById("main");
@@ -896,7 +896,11 @@ async function loadPages() {
 
 async function start() {
   document.getElementById("sign-out").addEventListener("click", signOut);
-  window.addEventListener("popstate", () => route());
+  // a #fragment (the skip link, an in-page link) changes no page: the page stays as it is
+  window.addEventListener("popstate", () => {
+    if (currentPage && currentPage.url === location.pathname + location.search) return;
+    route();
+  });
   await Promise.all([loadMe(), loadPages()]);
   document.body.dataset.ready = "true";
   await route();
