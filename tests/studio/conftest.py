@@ -19,6 +19,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any
 
 import httpx
@@ -188,6 +189,19 @@ def fits_a_tablet(page: Page) -> bool:
         return bool(page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"))
     finally:
         page.set_viewport_size({"width": 1280, "height": 800})
+
+
+def heading_levels(page: Page) -> list[int]:
+    """The levels of the page's headings in document order; a screen reader's outline skips
+    no level (an h1, then h2s, their h3s…)."""
+    levels: list[int] = page.locator("main :is(h1, h2, h3, h4, h5, h6)").evaluate_all(
+        "els => els.map(e => Number(e.tagName[1]))"
+    )
+    return levels
+
+
+def skips_no_level(levels: list[int]) -> bool:
+    return bool(levels) and levels[0] == 1 and all(b <= a + 1 for a, b in pairwise(levels))
 
 
 def wait_for(check: Any, timeout: float = 60, what: str = "the condition") -> Any:

@@ -25,7 +25,16 @@ import pytest
 import yaml
 
 from tests.connectors.test_widget_browser import Page, expect
-from tests.studio.conftest import TENANT, Studio, fits_a_tablet, shot, sign_in, wait_for
+from tests.studio.conftest import (
+    TENANT,
+    Studio,
+    fits_a_tablet,
+    heading_levels,
+    shot,
+    sign_in,
+    skips_no_level,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -147,6 +156,8 @@ def test_a_definition_with_a_mistake_shows_the_error_at_its_path(
     assert fits_a_tablet(page)
     page.get_by_role("link", name=bot["name"]).click()
     expect(page.get_by_role("heading", name=bot["name"], level=1)).to_be_visible()
+    expect(page.get_by_role("heading", name="Versions", level=2)).to_be_visible()
+    assert skips_no_level(levels := heading_levels(page)), levels
 
     wrong = copy.deepcopy(bot["definition"])
     wrong["flows"]["track"]["steps"][1]["if"][0]["slot"] = "order_number"

@@ -373,7 +373,7 @@ export function flowPicture(definition) {
       h(
         "section",
         { class: "flow", id: `flow-${name}`, "aria-label": `flow ${name}` },
-        h("h4", {}, name, h("span", { class: "starts" }, ` — ${starts}`)),
+        h("h3", {}, name, h("span", { class: "starts" }, ` — ${starts}`)),
         flow.description ? h("p", { class: "hint" }, flow.description) : "",
         stepList(flow.steps || [])
       )
@@ -457,7 +457,7 @@ function forgetChat(bot) {
 function testChat(bot, reload) {
   const origin = location.origin;
   const slot = h("div", { class: "chat-slot", "data-testid": "test-chat" });
-  const section = h("section", { class: "panel", "aria-labelledby": "test-chat-h" }, h("h3", { id: "test-chat-h" }, "Test chat"));
+  const section = h("section", { class: "panel", "aria-labelledby": "test-chat-h" }, h("h2", { id: "test-chat-h" }, "Test chat"));
   const allowed = (bot.allowed_origins || []).some((o) => o === "*" || o.replace(/\/$/, "") === origin);
   if (!allowed) {
     const allow = h("button", { type: "button", class: "btn" }, `Allow ${origin}`);
@@ -571,7 +571,7 @@ function storyTests(bot) {
       run.disabled = false;
     }
   });
-  return h("section", { class: "panel", "aria-labelledby": "stories-h" }, h("h3", { id: "stories-h" }, "Story tests"), form, out);
+  return h("section", { class: "panel", "aria-labelledby": "stories-h" }, h("h2", { id: "stories-h" }, "Story tests"), form, out);
 }
 
 // ------------------------------------------------------------------ versions and diff
@@ -656,7 +656,7 @@ function versionsPanel(bot, versions, editor) {
   return h(
     "section",
     { class: "panel", "aria-labelledby": "versions-h" },
-    h("h3", { id: "versions-h" }, "Versions"),
+    h("h2", { id: "versions-h" }, "Versions"),
     list,
     numbers.length > 1 ? form : h("p", { class: "hint" }, "One version so far: each save adds one."),
     out
@@ -766,12 +766,12 @@ async function botPage(main, params, _query, { signal } = {}) {
       h(
         "section",
         { class: "panel", "aria-labelledby": "def-h" },
-        h("h3", { id: "def-h" }, "Definition"),
+        h("h2", { id: "def-h" }, "Definition"),
         editor.element,
         h("div", { class: "actions" }, validate, save),
         problems
       ),
-      h("section", { class: "panel", "aria-labelledby": "flows-h" }, h("h3", { id: "flows-h" }, "Flows"), flowPicture(bot.definition))
+      h("section", { class: "panel", "aria-labelledby": "flows-h" }, h("h2", { id: "flows-h" }, "Flows"), flowPicture(bot.definition))
     ),
     h("div", { class: "bot-grid" }, testChat(bot, reload), storyTests(bot)),
     versionsPanel(bot, versions, editor)
