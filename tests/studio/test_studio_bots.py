@@ -246,6 +246,7 @@ def test_a_channel_is_connected_from_its_schema_with_a_write_only_secret(
     assert AUTH_TOKEN not in page.content()  # the secret is never shown back
     shot(page, "channels")
     assert fits_a_tablet(page)
+    assert skips_no_level(levels := heading_levels(page)), levels
 
     page.get_by_role("button", name=f"Delete the twilio channel {channel['id']}").click()
     page.get_by_test_id("confirm-ok").click()
@@ -280,6 +281,7 @@ def test_a_fallback_from_the_test_chat_is_labelled_retrained_and_then_understood
     group.get_by_test_id("group-intent").select_option("greet")
     shot(page, "improve")
     assert fits_a_tablet(page)
+    assert skips_no_level(levels := heading_levels(page)), levels
     group.get_by_test_id("assign").click()
     expect(page.get_by_test_id("feedback")).to_contain_text(UNKNOWN)
     expect(group).to_have_count(0)

@@ -20,7 +20,14 @@ import httpx
 import pytest
 
 from tests.connectors.test_widget_browser import Locator, Page, expect
-from tests.studio.conftest import Studio, fits_a_tablet, shot, sign_in
+from tests.studio.conftest import (
+    Studio,
+    fits_a_tablet,
+    heading_levels,
+    shot,
+    sign_in,
+    skips_no_level,
+)
 from tests.support.data import intent_csv, intent_rows
 from tests.support.images import detection_zip
 
@@ -111,6 +118,7 @@ def test_builder_uploads_fixes_and_trains(studio: Studio) -> None:
     assert edited["total"] == 1, edited
     shot(page, "dataset")
     assert fits_a_tablet(page)
+    assert skips_no_level(levels := heading_levels(page)), levels
 
     page.get_by_test_id("nav").get_by_role("link", name="Datasets").click()
     expect(page.get_by_test_id("datasets-table")).to_contain_text("support")
@@ -141,6 +149,7 @@ def test_builder_uploads_fixes_and_trains(studio: Studio) -> None:
     expect(page.get_by_test_id("jobs-table")).to_contain_text("succeeded")
     shot(page, "training")
     assert fits_a_tablet(page)
+    assert skips_no_level(levels := heading_levels(page)), levels
     model_id = page.url.rsplit("=", 1)[1]
     model = studio.api.get(f"/v1/models/{model_id}").json()
     assert model["params"].get("epochs") == 8, model["params"]
@@ -189,6 +198,7 @@ def test_admin_is_for_admins(studio: Studio) -> None:
     expect(page.get_by_test_id("invites-table")).to_contain_text("carla")
     shot(page, "admin")
     assert fits_a_tablet(page)
+    assert skips_no_level(levels := heading_levels(page)), levels
     # signing out ends the session: the Studio's pages ask to sign in again
     page.get_by_test_id("sign-out").click()
     expect(page).to_have_url(re.compile(r"/studio/login$"))

@@ -26,7 +26,15 @@ import numpy as np
 import pytest
 
 from tests.connectors.test_widget_browser import Page, expect
-from tests.studio.conftest import Studio, fits_a_tablet, shot, sign_in, wait_for
+from tests.studio.conftest import (
+    Studio,
+    fits_a_tablet,
+    heading_levels,
+    shot,
+    sign_in,
+    skips_no_level,
+    wait_for,
+)
 from tests.support.data import intent_csv, intent_rows
 from tests.support.images import (
     detection_scene,
@@ -181,6 +189,7 @@ def test_a_confusion_matrix_cell_lists_the_held_out_examples_behind_it(
     expect(page.locator("#learning-curve img")).to_have_js_property("complete", True)
     shot(page, "model")
     assert fits_a_tablet(page)
+    assert skips_no_level(levels := heading_levels(page)), levels
 
 
 def test_the_out_of_scope_threshold_is_moved_and_restored(
@@ -258,6 +267,7 @@ def test_try_a_text_ranks_the_intents_and_shows_the_request(page: Page, models: 
     assert "fetch(" in javascript and "/v1/models/production/predict" in javascript
     shot(page, "try")
     assert fits_a_tablet(page)
+    assert skips_no_level(levels := heading_levels(page)), levels
 
 
 def test_try_prebuilt_entities_marks_them_in_the_text(page: Page) -> None:

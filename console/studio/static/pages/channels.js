@@ -101,7 +101,7 @@ function setupSteps(type, webhookUrl, botId) {
   return h(
     "div",
     { class: "setup", "data-testid": "setup-steps" },
-    h("h4", {}, `Setting up ${type.title || type.type}`),
+    h("h3", {}, `Setting up ${type.title || type.type}`),
     steps.length ? h("ol", {}, ...steps.map((s) => h("li", {}, s))) : h("p", { class: "hint" }, "No setup steps given."),
     /^https?:\/\//.test(type.docs_url || "") ? h("p", {}, h("a", { href: type.docs_url, rel: "noopener noreferrer", target: "_blank" }, "The provider's documentation")) : ""
   );

@@ -210,7 +210,12 @@ async function improvePage(main, _params, query, { signal } = {}) {
   const total = inbox.groups.reduce((n, g) => n + g.size, 0);
   main.append(
     h("p", { class: "hint" }, `${total} message(s) in ${inbox.groups.length} group(s) to review.`),
-    h("div", { class: "improve-grid" }, groups, h("div", { class: "side" }, feedback, retrainPanel(botId, inbox, signal)))
+    h(
+      "div",
+      { class: "improve-grid" },
+      h("section", { "aria-labelledby": "review-h" }, h("h2", { id: "review-h" }, "Messages to review"), groups),
+      h("div", { class: "side" }, feedback, retrainPanel(botId, inbox, signal))
+    )
   );
 }
 

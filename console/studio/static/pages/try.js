@@ -174,11 +174,11 @@ function textResult(text, response) {
         ),
       );
     }
-    parts.push(h("h3", {}, "Intents"), ranked(response.predictions, "Intents, most probable first", "ranked-intents"));
+    parts.push(h("h2", {}, "Intents"), ranked(response.predictions, "Intents, most probable first", "ranked-intents"));
   }
   if (response.entities) {
     parts.push(
-      h("h3", {}, "Entities"),
+      h("h2", {}, "Entities"),
       response.entities.length ? highlighted(text, response.entities) : h("p", {}, "No entities found."),
     );
     if (response.entities.length) {
@@ -258,7 +258,7 @@ function imageResult(task, src, response) {
           testid: "ocr-box",
         })),
       ),
-      h("h3", {}, `Lines read (${lines.length})`),
+      h("h2", {}, `Lines read (${lines.length})`),
       h(
         "ol",
         { class: "ocr-lines", "data-testid": "ocr-lines" },
@@ -271,11 +271,11 @@ function imageResult(task, src, response) {
     parts.push(stage(src, info, []));
     if (response.labels) {
       parts.push(
-        h("h3", {}, "Labels over their thresholds"),
+        h("h2", {}, "Labels over their thresholds"),
         h("p", { "data-testid": "image-labels" }, response.labels.length ? response.labels.join(", ") : "none"),
       );
     }
-    parts.push(h("h3", {}, "Labels"), ranked(response.probabilities || [], "Labels, most probable first", "ranked-labels"));
+    parts.push(h("h2", {}, "Labels"), ranked(response.probabilities || [], "Labels, most probable first", "ranked-labels"));
   }
   return parts;
 }
