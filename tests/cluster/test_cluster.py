@@ -250,7 +250,10 @@ async def _fan_out(shop: Shop) -> None:
         await next_frame(on_b, "ack", client_id="h1")
         await next_frame(on_b, "status", status="waiting_for_agent")
         await next_frame(agents, "inbox")  # the handoff on B, live on A's console
-        async with httpx.AsyncClient(cookies=login.cookies, timeout=TIMEOUT_S) as agent:
+        csrf = {"X-CSRF-Token": login.json()["csrf_token"]}  # writes with the session cookie
+        async with httpx.AsyncClient(
+            cookies=login.cookies, headers=csrf, timeout=TIMEOUT_S
+        ) as agent:
             inbox = (await agent.get(f"{shop.a.url}/v1/agent/inbox")).json()
             assert cid in [item["id"] for item in inbox["waiting"]], inbox
             at = f"{shop.a.url}/v1/agent/conversations/{cid}"
