@@ -21,6 +21,7 @@ from core.db import session_scope, utcnow
 from core.tables import AgentSession
 from tests.bot_gateway.conftest import OPERATOR
 from tests.conftest import make_db_url, make_settings
+from tests.support.sessions import sign_in
 
 PASSWORD = "correct horse battery"
 DATASET = {
@@ -46,11 +47,7 @@ class World:
     def sign_in(self, username: str, tenant: str = "shop") -> tuple[TestClient, dict[str, str]]:
         """A browser signed in as ``username`` and the header with its CSRF token."""
         browser = self.browser()
-        r = browser.post(
-            "/v1/auth/login", json={"tenant": tenant, "username": username, "password": PASSWORD}
-        )
-        assert r.status_code == 200, r.text
-        return browser, {"X-CSRF-Token": r.json()["csrf_token"]}
+        return browser, sign_in(browser, tenant=tenant, username=username, password=PASSWORD)
 
 
 @pytest.fixture(scope="module")

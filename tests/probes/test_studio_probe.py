@@ -30,6 +30,7 @@ from core.tables import Invite
 from tests.bot_gateway.conftest import OPERATOR
 from tests.conftest import make_db_url, make_settings
 from tests.probes.conftest import AGENT_PASSWORD, LiveGateway
+from tests.support.sessions import sign_in
 
 PASSWORD = "correct horse battery"
 MAX_LABELS = 5  # the world's PARLEY_LIMITS__MAX_LABELS
@@ -62,11 +63,7 @@ class World:
     ) -> tuple[TestClient, dict[str, str]]:
         """A browser signed in as ``username`` and the header with its CSRF token."""
         browser = self.browser()
-        r = browser.post(
-            "/v1/auth/login", json={"tenant": tenant, "username": username, "password": password}
-        )
-        assert r.status_code == 200, r.text
-        return browser, {"X-CSRF-Token": r.json()["csrf_token"]}
+        return browser, sign_in(browser, tenant=tenant, username=username, password=password)
 
 
 @pytest.fixture(scope="module")
