@@ -376,7 +376,7 @@ def measure(
     for fmt_name in FORMATS:
         samples, body = t.many(f"{labels_path}.{fmt_name}", heavy)
         check_chart(body, fmt_name, f"labels.{fmt_name}")
-        add("charts", f"labels.{fmt_name} (drawn each call)", labels_path, samples, body)
+        add("charts", f"labels.{fmt_name} (cached by its counts)", labels_path, samples, body)
     model_path = f"/v1/models/{model['id']}/plots"
     for kind in MODEL_CHARTS:
         for fmt_name in FORMATS:
