@@ -781,6 +781,48 @@ def audit(
         _table(rows, columns if tenant else ["tenant_id", *columns])
 
 
+@app.command()
+def openapi(
+    write: Annotated[
+        bool, typer.Option("--write", help="update the committed snapshot docs/openapi.json")
+    ] = False,
+    check: Annotated[
+        bool, typer.Option("--check", help="exit 1 when the API differs from the snapshot")
+    ] = False,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="write the document to this file")
+    ] = None,
+) -> None:
+    """The API's OpenAPI document; --check lists how it differs from the committed snapshot
+    (breaking or additive, by the README's compatibility policy), --write updates it."""
+    from bot_gateway import api_snapshot
+
+    doc = api_snapshot.current_document()
+    text = api_snapshot.dumps(doc)
+    if check or write:
+        old = api_snapshot.load_snapshot() if api_snapshot.SNAPSHOT.exists() else {}
+        changes = api_snapshot.compare(old, doc)
+        for change in changes:
+            typer.echo(str(change))
+        if write:
+            api_snapshot.SNAPSHOT.parent.mkdir(parents=True, exist_ok=True)
+            api_snapshot.SNAPSHOT.write_text(text, encoding="utf-8")
+            typer.echo(
+                f"wrote {api_snapshot.SNAPSHOT} ({len(changes)} changes); say what "
+                "changed for clients in CHANGELOG.md"
+            )
+        elif changes or (old and api_snapshot.dumps(old) != text):
+            _fail(
+                "the API differs from docs/openapi.json: update it with `parley openapi "
+                "--write` and add the changes to CHANGELOG.md"
+            )
+        return
+    if output is not None:
+        output.write_text(text, encoding="utf-8")
+    else:
+        typer.echo(text, nl=False)
+
+
 @secrets_app.command("rotate")
 def secrets_rotate() -> None:
     """Encrypt every channel secret and action header with the first key in
