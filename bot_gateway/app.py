@@ -32,6 +32,9 @@ from bot_gateway.api import (
 )
 from bot_gateway.api import audit as audit_api
 from bot_gateway.api import auth as auth_api
+from bot_gateway.api import model_cards as model_cards_api
+from bot_gateway.api import model_exports as model_exports_api
+from bot_gateway.api import remote_models as remote_models_api
 from bot_gateway.api import studio as studio_api
 from bot_gateway.api import usage as usage_api
 from bot_gateway.api import users as users_api
@@ -51,6 +54,8 @@ from bot_gateway.ratelimit import Admission, RateLimitHeaders
 from bot_gateway.schemas import ParseRequest, PredictRequest
 from bot_gateway.services import predictions
 from bot_gateway.services.datasets import import_in_background
+from bot_gateway.services.exports import ModelExports
+from bot_gateway.services.remote_models import RemoteModels
 from bot_gateway.services.uploads import read_upload_sync
 from bot_gateway.serving.batcher import MicroBatcher
 from bot_gateway.serving.cache import ModelCache
@@ -208,6 +213,13 @@ def create_app(
         gateway.conversations = conversation_runtime(gateway, actions_client)
         await gateway.conversations.start()
         gateway.http = httpx.AsyncClient(transport=http_transport, timeout=10.0)
+        gateway.tenant_http = httpx.AsyncClient(  # providers installed by tenants (Chatwoot)
+            transport=OutboundTransport(OutboundGuard.from_settings(settings), http_transport),
+            timeout=10.0,
+            trust_env=False,
+        )
+        gateway.remote = RemoteModels(settings, gateway.secrets)  # tenants' model servers
+        gateway.exports = ModelExports(settings, gateway.store)  # GET /v1/models/{id}/export
         if warm_encoder:  # load shared weights now, not on the first prediction
             for _, backend_cls in backends.items():
                 warm_up = getattr(backend_cls, "warm_up", None)
@@ -234,6 +246,8 @@ def create_app(
             await gateway.conversations.stop()
             await actions_client.aclose()
             await gateway.http.aclose()
+            await gateway.tenant_http.aclose()
+            await gateway.remote.aclose()
 
     app = FastAPI(
         title="Parley",
@@ -268,6 +282,9 @@ def create_app(
         improve,
     ):
         app.include_router(module.router, prefix=API_PREFIX)
+    app.include_router(remote_models_api.router, prefix=API_PREFIX)
+    app.include_router(model_exports_api.router, prefix=API_PREFIX)
+    app.include_router(model_cards_api.router, prefix=API_PREFIX)
     app.include_router(audit_api.router, prefix=API_PREFIX)
     app.include_router(usage_api.router, prefix=API_PREFIX)
     app.include_router(auth_api.router, prefix=API_PREFIX)  # the Studio's sign-in

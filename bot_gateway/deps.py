@@ -21,6 +21,8 @@ from bot_gateway.conversations.runtime import ConversationRuntime
 from bot_gateway.ratelimit import Admission
 from bot_gateway.services import accounts
 from bot_gateway.services.accounts import AgentPrincipal
+from bot_gateway.services.exports import ModelExports
+from bot_gateway.services.remote_models import RemoteModels
 from bot_gateway.serving.batcher import MicroBatcher
 from bot_gateway.serving.cache import ModelCache
 from bot_gateway.serving.lookup import Lookups
@@ -54,8 +56,11 @@ class Gateway:
     secrets: SecretBox  # channel secrets, action headers at rest (core.secrets)
     conversations: ConversationRuntime = field(init=False)  # built in the app's lifespan
     http: httpx.AsyncClient = field(init=False)  # channel providers' APIs (the lifespan's)
+    tenant_http: httpx.AsyncClient = field(init=False)  # self-hosted providers: core.outbound
     usage: UsageRecorder = field(init=False)  # metered usage (core.usage; the lifespan's)
     admission: Admission = field(init=False)  # rate limits and quotas (bot_gateway.ratelimit)
+    remote: RemoteModels = field(init=False)  # calls to tenants' model servers (the lifespan's)
+    exports: ModelExports = field(init=False)  # model exports as zips (the lifespan's)
     background: set[asyncio.Task[None]] = field(default_factory=set)  # channel turns
     _builtins: dict[str, Any] = field(default_factory=dict)
     _builtin_lock: threading.Lock = field(default_factory=threading.Lock)

@@ -30,6 +30,7 @@ STATUS: list[tuple[type[e.ParleyError], int]] = [
     (e.Conflict, 409),
     (e.ModelLoadError, 500),
     (e.DeliveryFailed, 502),
+    (e.RemoteModelError, 502),
     (e.Unavailable, 503),
     (e.ConfigurationError, 500),
 ]

@@ -42,6 +42,7 @@ from bot_gateway.schemas import AgentMessage, DatasetCreate, ExampleIn
 __all__ = [
     "PROBLEM",
     "READ_BY_HAND",
+    "REMOTE_FAILED",
     "documented_methods",
     "documented_operation",
     "install_openapi",
@@ -58,6 +59,16 @@ PROBLEM_SCHEMA: dict[str, Any] = {
     "properties": {"error": {"type": "string"}, "message": {"type": "string"}},
     "additionalProperties": True,
 }
+
+REMOTE_FAILED: dict[int | str, dict[str, Any]] = {
+    502: {
+        "description": "A remote model's server cannot be reached, timed out or failed "
+        "(`remote_model_failed`; the message names the model and the server)",
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{PROBLEM}"}}},
+    }
+}
+"""The extra answer of the routes that call a model on a tenant's own server
+(``POST /v1/models/remote``, predict, parse): pass as a route's ``responses``."""
 
 ERRORS: dict[int, str] = {
     400: "The body could not be parsed (JSON that is not UTF-8 or not JSON)",

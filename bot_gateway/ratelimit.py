@@ -80,6 +80,7 @@ ROUTE_CLASSES: dict[tuple[str, str], RouteClass] = {
     ("POST", "/v1/ocr"): "predict",
     ("POST", "/model/parse"): "predict",
     ("POST", "/v1/models"): "train",
+    ("POST", "/v1/models/remote"): "train",  # a remote model counts against the models quota
     ("POST", "/v1/datasets"): "upload",
     ("POST", "/v1/datasets/{dataset_id}/examples"): "upload",
     ("POST", "/v1/bots/{bot_id}/uploads"): "upload",

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat
 
 from core.quotas import QuotaName, RateName
+from core.remote_models import BACKEND as REMOTE_BACKEND
 from core.settings import Rate
 from core.tables import ApiKey, Bot, Dataset, Example, Model
 from core.usage import Granularity, Metric
@@ -221,6 +222,53 @@ class ModelCreate(BaseModel):
     )
 
 
+class RemoteModelCreate(BaseModel):
+    """A model served by the tenant's own Open Inference Protocol (KServe V2) server."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "intents on our MLServer",
+                    "task": "text-intent",
+                    "url": "https://models.example.com",
+                    "model_name": "intents",
+                    "labels": ["bye", "greet", "track_order"],
+                    "headers": {"Authorization": "Bearer <token>"},
+                }
+            ]
+        },
+    )
+    name: str = Field(min_length=1, max_length=200)
+    task: str = Field(
+        description="text-intent (or intent) or image (or image-classification)",
+        max_length=50,
+    )
+    url: str = Field(
+        max_length=2000, description="the server's base URL; Parley calls {url}/v2/models/..."
+    )
+    model_name: str = Field(min_length=1, max_length=200, description="the model's V2 name")
+    labels: list[str] | None = Field(
+        default=None,
+        description="the label of each score column, in the model's order; default: "
+        "parameters.labels of the model's metadata (needed unless it answers labels)",
+    )
+    headers: dict[str, str] | None = Field(
+        default=None,
+        description="sent with every call (e.g. Authorization); stored encrypted, never shown",
+    )
+
+
+class RemotePublic(BaseModel):
+    """Where a remote model runs (header values are never shown)."""
+
+    protocol: str = Field(description="v2: the Open Inference Protocol (KServe V2)")
+    url: str
+    model_name: str
+    headers: list[str] = Field(description="the names of the headers sent with every call")
+
+
 class ModelPublic(BaseModel):
     id: str
     dataset_id: str
@@ -241,17 +289,30 @@ class ModelPublic(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    remote: RemotePublic | None = Field(
+        default=None, description="models served elsewhere (POST /v1/models/remote)"
+    )
 
     @classmethod
     def of(cls, m: Model, queue_position: int | None) -> ModelPublic:
+        params, remote = m.params or {}, None
+        if m.backend == REMOTE_BACKEND:  # header values are secrets: their names only
+            params = {k: v for k, v in params.items() if k != "headers"}
+            remote = RemotePublic(
+                protocol=params.get("protocol", "v2"),
+                url=params["url"],
+                model_name=params["model_name"],
+                headers=sorted(m.params.get("headers") or {}),
+            )
         return cls(
+            remote=remote,
             id=m.id,
             dataset_id=m.dataset_id,
             name=m.name,
             backend=m.backend,
             backend_version=m.backend_version,
             task=m.task,
-            params=m.params or {},
+            params=params,
             status=m.status,
             progress=m.progress,
             queue_position=queue_position,
@@ -435,6 +496,13 @@ class PredictResponse(BaseModel):
         description="intent models: the input matches no intent (explicit out_of_scope label, "
         "or top probability under the model's calibrated threshold); then the top prediction "
         "is out_of_scope",
+    )
+    label: str | list[str] | None = Field(
+        default=None,
+        description="prebuilt-sentiment: positive, neutral or negative (one per text for `texts`)",
+    )
+    score: float | list[float] | None = Field(
+        default=None, description="prebuilt-sentiment: the confidence in `label`, 0 to 1"
     )
     image: ImageInfo | None = Field(default=None, description="one image sent: its size")
     probabilities: list[ImagePrediction] | None = None
@@ -775,6 +843,11 @@ class AgentInboxItem(BaseModel):
     customer_name: Any = Field(description="the name the channel gives, when it gives one")
     status: str
     handoff_reason: str | None
+    sentiment: str | None = Field(
+        default=None,
+        description="the sentiment of the customer's last typed message: positive, neutral "
+        "or negative (prebuilt-sentiment)",
+    )
     waiting_since: float | None = Field(description="Unix time of the handoff")
     assigned_agent_id: str | None
     assigned_agent_name: str | None
@@ -794,6 +867,11 @@ class AgentAttachment(BaseModel):
     url: str
 
 
+class AgentSentiment(BaseModel):
+    label: str = Field(description="positive, neutral or negative")
+    score: float = Field(description="the confidence in the label, 0 to 1")
+
+
 class AgentTurn(BaseModel):
     """A transcript line; keys that do not apply are absent."""
 
@@ -808,6 +886,9 @@ class AgentTurn(BaseModel):
     image: Any = Field(default=None, description="the image's URL")
     cards: list[dict[str, Any]] | None = None
     agent_name: str | None = None
+    sentiment: AgentSentiment | None = Field(
+        default=None, description="customer lines: the text's sentiment (prebuilt-sentiment)"
+    )
 
 
 class AgentLastParse(BaseModel):

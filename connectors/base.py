@@ -1,7 +1,8 @@
 """What every channel connector is: a config schema, capabilities, what a person needs to set
 it up (``title``, ``setup_steps``, ``docs_url``, ``webhook_path``), and four jobs —
 ``verify`` a webhook (signatures, replay window; never optional), ``parse`` it into
-``InboundMessage``s, ``fetch`` the media a message points to, and ``send`` an outbound message.
+``InboundMessage``s, ``fetch`` the media a message points to, and ``send`` an outbound message;
+``handoff`` (optional) tells a platform with agents of its own that a person should take over.
 
 Connectors know nothing of FastAPI or the database: the gateway owns the routes
 (``POST /webhooks/{channel_id}``, and ``GET`` for platforms with a verification handshake),
@@ -133,6 +134,10 @@ class Connector(Generic[C]):
     """The provider's documentation of what the setup steps touch."""
     webhook_path: ClassVar[str | None] = WEBHOOK_PATH
     """Where the provider calls the gateway; the built-in channels name their own route."""
+    self_hosted: ClassVar[bool] = False
+    """The provider's API is at an address the tenant configures (an install of its own): the
+    gateway gives the connector a client whose calls obey ``PARLEY_OUTBOUND__ALLOW_HOSTS``
+    (``core.outbound``), private addresses refused unless allowed."""
     replay_window_s: ClassVar[float] = 300.0
     _sleep = staticmethod(asyncio.sleep)  # the waits between retries (tests replace it)
 
@@ -167,6 +172,12 @@ class Connector(Generic[C]):
         """Deliver one outbound message; raise ``DeliveryFailed`` when it cannot be.
         ``metadata`` is the reply address ``parse`` put on the customer's message."""
         raise NotImplementedError
+
+    async def handoff(self, recipient: str, metadata: dict[str, Any]) -> None:
+        """The conversation with ``recipient`` was handed to a person: tell a platform that has
+        human agents of its own (open the conversation to them); raise ``DeliveryFailed`` when
+        it cannot be told. Most channels have nothing to tell (the default)."""
+        return None
 
     @classmethod
     def config_schema(cls) -> dict[str, Any]:

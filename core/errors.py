@@ -22,6 +22,8 @@ responses ``{"error": code, "message": ...}`` in one place.
     │   └── NotReady                 409 not_ready         (model or dataset in the wrong status)
     ├── ModelLoadError               500 model_load_failed (artifact missing, corrupt, unreadable)
     ├── DeliveryFailed               502 delivery_failed   (a channel's provider refused a message)
+    ├── RemoteModelError             502 remote_model_failed (a tenant's own model server failed:
+    │                                                        down, timeout, non-2xx, bad answer)
     ├── Unavailable                  503 unavailable       (a shared service is down: Redis, the
     │                                                        object store; names it; Retry-After)
     └── ConfigurationError           500 configuration     (server set up wrongly; says how to fix)
@@ -51,6 +53,7 @@ __all__ = [
     "QuotaExceeded",
     "QuotaFull",
     "RateLimited",
+    "RemoteModelError",
     "TooManyRequests",
     "Unauthenticated",
     "Unavailable",
@@ -166,6 +169,14 @@ class ModelLoadError(ParleyError):
 
 class DeliveryFailed(ParleyError):
     code = "delivery_failed"
+
+
+class RemoteModelError(ParleyError):
+    """A model registered with ``POST /v1/models/remote`` could not be reached or answered
+    something Parley cannot read; the message names the model and the server's URL
+    (``details["url"]``). Parley itself is fine: other models keep serving."""
+
+    code = "remote_model_failed"
 
 
 class Unavailable(ParleyError):

@@ -14,7 +14,9 @@ HMAC-SHA256). Where secrets live — the only places the marker means anything:
   value that starts with the marker is refused when stored (``seal_config``);
 - ``bots.definition`` and ``bot_versions.definition``: the values of ``action_server.headers``
   and of ``actions.<name>.headers`` (``DEFINITION_SECRETS``). The API shows them as stored
-  (encrypted): they are write-only, and a definition sent back unchanged keeps them.
+  (encrypted): they are write-only, and a definition sent back unchanged keeps them;
+- ``models.params`` of remote models (``core.remote_models``): the values of ``headers``
+  (the API shows their names only).
 
 Without a key, secrets are stored in clear (the embedded default on a laptop) and the
 gateway logs ``secrets.unencrypted`` once; once a row holds an encrypted value, the gateway
@@ -39,8 +41,9 @@ from sqlalchemy.orm import Session
 from core.db import session_scope
 from core.errors import ConfigurationError, InvalidInput
 from core.logging import log_event
+from core.remote_models import BACKEND as REMOTE_BACKEND
 from core.settings import Settings
-from core.tables import Bot, BotVersion, Channel
+from core.tables import Bot, BotVersion, Channel, Model
 
 __all__ = [
     "MARKER",
@@ -245,6 +248,16 @@ def _stored_secrets(session: Session) -> Iterator[str]:
         ):
             for _, headers in _header_maps(definition):
                 yield from (v for v in headers.values() if is_encrypted(v))
+    for (params,) in session.execute(_remote_models(Model.params).where(_holds(MARKER))):
+        yield from (v for v in ((params or {}).get("headers") or {}).values() if is_encrypted(v))
+
+
+def _remote_models(*what: Any) -> Any:
+    return select(*what).where(Model.backend == REMOTE_BACKEND)
+
+
+def _holds(text: str) -> Any:
+    return cast(Model.params, String).like(f"%{text}%")
 
 
 def has_encrypted_rows(session: Session) -> bool:
@@ -286,6 +299,13 @@ def rotate(
                 count += 1
         channel.config = config
     count += _rotate_definitions(session, box, Bot) + _rotate_definitions(session, box, BotVersion)
+    for model in session.scalars(_remote_models(Model).where(_holds("headers"))):
+        params = copy.deepcopy(model.params)
+        headers = params.get("headers") or {}
+        for name, value in headers.items():
+            headers[name] = box.rotated(value) if is_encrypted(value) else box.encrypt(value)
+            count += 1
+        model.params = params  # a new dict: the JSON column is written
     session.flush()
     return count
 

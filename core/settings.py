@@ -194,6 +194,19 @@ class ServingSettings(BaseModel):
         "PARLEY_REDIS__URL changes arrive at once over pub/sub instead); 0 turns the key and "
         "model look-up caches off",
     )
+    export_builds: int = Field(
+        default=1,
+        ge=1,
+        le=16,
+        description="model exports (GET /v1/models/{id}/export) a gateway process builds at "
+        "once; another is 429 with Retry-After (an export already built is sent at once)",
+    )
+    export_cache_bytes: int = Field(
+        default=2 * 1024**3,
+        ge=0,
+        description="disk the built exports keep in the cache folder (exports/) at most; the "
+        "least recently downloaded go first",
+    )
 
 
 class Rate(BaseModel):
@@ -238,6 +251,49 @@ class OutboundSettings(BaseModel):
         default_factory=list,
         description="private or loopback hosts/networks outbound calls may reach "
         "(`10.0.0.5`, `10.0.0.0/8`, `orders.internal`); everything private is refused otherwise",
+    )
+
+
+class RemoteModelSettings(BaseModel):
+    """Models that run on a tenant's own server (``POST /v1/models/remote``, Open Inference
+    Protocol / KServe V2). Their calls obey ``PARLEY_OUTBOUND__ALLOW_HOSTS`` too."""
+
+    timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=120,
+        description="seconds a call to a remote model server may take (waiting for a free "
+        "slot included) before it fails with 502 remote_model_failed",
+    )
+    per_tenant_concurrency: int = Field(
+        default=8,
+        ge=1,
+        description="calls to remote model servers one tenant has in flight at once per "
+        "gateway process; more wait, so one tenant's slow server cannot hold the others' calls",
+    )
+
+
+class MlflowSettings(BaseModel):
+    """Logging every train job to an MLflow tracking server (``training.tracking``): off
+    unless ``tracking_uri`` is set; needs the ``mlflow`` extra (``pip install parley[mlflow]``)."""
+
+    tracking_uri: str | None = Field(
+        default=None,
+        description="MLflow tracking URI (`http://mlflow:5000`, `sqlite:///mlflow.db`, "
+        "`databricks`); unset: nothing is logged",
+    )
+    experiment: str = Field(
+        default="parley/{tenant}",
+        min_length=1,
+        description="experiment each run goes to; `{tenant}` is replaced by the tenant's name, "
+        "`{tenant_id}` by its id",
+    )
+    timeout_s: float = Field(
+        default=15.0,
+        gt=0,
+        le=300,
+        description="seconds logging one finished job may take; past it the job goes on and "
+        "an `mlflow.log_failed` event is logged",
     )
 
 
@@ -289,6 +345,8 @@ class Settings(BaseSettings):
     rate_limits: RateLimitSettings = RateLimitSettings()
     audit: AuditSettings = AuditSettings()
     outbound: OutboundSettings = OutboundSettings()
+    remote_models: RemoteModelSettings = RemoteModelSettings()
+    mlflow: MlflowSettings = MlflowSettings()
 
     @property
     def database_url(self) -> str:
@@ -343,6 +401,9 @@ class Settings(BaseSettings):
             ("PARLEY_STORAGE__REGION", self.storage.region),
             ("PARLEY_STORAGE__TIMEOUT_S", str(self.storage.timeout_s)),
             ("PARLEY_REDIS__URL", self.redis.url),
+            ("PARLEY_MLFLOW__TRACKING_URI", self.mlflow.tracking_uri),
+            ("PARLEY_MLFLOW__EXPERIMENT", self.mlflow.experiment),
+            ("PARLEY_MLFLOW__TIMEOUT_S", str(self.mlflow.timeout_s)),
         ):
             if value:
                 env[name] = value

@@ -169,6 +169,7 @@ __all__ = [
     "load_tokenizer",
     "load_torch_encoder",
     "mean_pool",
+    "onnx_graph",
     "onnx_session",
     "pooled_encoder",
     "verified_model_dir",
@@ -315,6 +316,28 @@ def _export_onnx(model_dir: Path, target: Path) -> None:
     export_onnx(pooled, target, output="embedding", output_axes={0: "batch"})
 
 
+def onnx_graph(encoder: str, precision: str, *, cache_dir: Path) -> Path:
+    """The encoder's pooled ONNX graph in ``precision`` (``fp32`` or ``int8``), as the CPU
+    runtime serves it: exported from the shipped weights into ``cache_dir`` once (and
+    quantised once for int8). Inputs ``input_ids``, ``attention_mask`` (and ``token_type_ids``
+    where the encoder takes them); output ``embedding`` ``[batch, dimension]``."""
+    spec = encoder_spec(encoder)
+    if precision not in PRECISIONS:
+        raise ConfigurationError(f"encoder precision {precision!r}: use fp32 or int8")
+    if precision == "int8" and not spec.int8:
+        raise ConfigurationError(f"the encoder {spec.name} runs in fp32 only")
+    onnx_path = cache_dir / f"{spec.name}-{spec.sha256[:16]}.onnx"
+    if not onnx_path.is_file():
+        log_event("encoder.export_onnx", path=str(onnx_path))
+        _export_onnx(verified_model_dir(spec.name, cache_dir=cache_dir), onnx_path)
+    if precision == "int8":
+        fp32_path, onnx_path = onnx_path, onnx_path.with_suffix(".int8.onnx")
+        if not onnx_path.is_file():
+            log_event("encoder.quantize_onnx", path=str(onnx_path))
+            _quantize_onnx(fp32_path, onnx_path)
+    return onnx_path
+
+
 class SentenceEncoder:
     """Texts → L2-normalised float32 embeddings (384-d MiniLM, 768-d mpnet). Thread-safe."""
 
@@ -358,15 +381,7 @@ class SentenceEncoder:
         self._tokenizer = load_tokenizer(encoder=spec.name, cache_dir=cache_dir)
         self._lock = threading.Lock()
         if runtime == "onnx":
-            onnx_path = cache_dir / f"{spec.name}-{spec.sha256[:16]}.onnx"
-            if not onnx_path.is_file():
-                log_event("encoder.export_onnx", path=str(onnx_path))
-                _export_onnx(model_dir, onnx_path)
-            if precision == "int8":
-                fp32_path, onnx_path = onnx_path, onnx_path.with_suffix(".int8.onnx")
-                if not onnx_path.is_file():
-                    log_event("encoder.quantize_onnx", path=str(onnx_path))
-                    _quantize_onnx(fp32_path, onnx_path)
+            onnx_path = onnx_graph(spec.name, precision, cache_dir=cache_dir)
             # int8 texts run one at a time (see ``encode``), in parallel across threads
             self._onnx_path = onnx_path
             self._set_session(onnx_session(onnx_path, 1 if precision == "int8" else threads))

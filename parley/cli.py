@@ -1159,6 +1159,39 @@ def models_plot(
     console.print(f"wrote {output} ({len(data):,} bytes)")
 
 
+@models_app.command("export")
+def models_export(
+    model_id: str,
+    output: Annotated[Path, typer.Option("--output", "-o", help="the zip file to write")],
+    fmt: Annotated[str, typer.Option("--format", help="the export format: onnx")] = "onnx",
+) -> None:
+    """Save a trained intent or image model as a zip that runs with ONNX Runtime alone
+    (model.onnx, labels.json, preprocessing.json, README.md, model_card.md)."""
+    with _client() as client:
+        data = _api(client.export_model, model_id, fmt)
+    output.write_bytes(data)
+    console.print(f"wrote {output} ({len(data):,} bytes)")
+
+
+@models_app.command("card")
+def models_card(
+    model_id: str,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="the file to write; default: stdout")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="the card as JSON")] = False,
+) -> None:
+    """A trained model's card: dataset, backend and params, training time and hardware,
+    metrics per label, out-of-scope threshold, limitations (Markdown, Hugging Face layout)."""
+    with _client() as client:
+        text = _api(client.model_card, model_id, as_json=as_json)
+    if output is None:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        return
+    output.write_text(text, encoding="utf-8")
+    console.print(f"wrote {output} ({len(text.encode()):,} bytes)")
+
+
 @models_app.command("cancel")
 def models_cancel(model_id: str, as_json: JsonOpt = False) -> None:
     with _client() as client:

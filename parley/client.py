@@ -203,6 +203,15 @@ class ParleyClient:
         params = {} if max_labels is None else {"max_labels": max_labels}
         return self._request("GET", f"/models/{model_id}/plots/{kind}.{fmt}", params=params).content
 
+    def export_model(self, model_id: str, fmt: str = "onnx") -> bytes:
+        """A model exported as a zip (``model.onnx``, labels, preprocessing, README, card)."""
+        return self._request("GET", f"/models/{model_id}/export", params={"format": fmt}).content
+
+    def model_card(self, model_id: str, *, as_json: bool = False) -> str:
+        """A model's card: Markdown (Hugging Face layout), or its JSON text with ``as_json``."""
+        accept = "application/json" if as_json else "text/markdown"
+        return self._request("GET", f"/models/{model_id}/card", headers={"Accept": accept}).text
+
     def held_out(self, model_id: str, **filters: Any) -> dict[str, Any]:
         """Held-out examples with their predictions (``label=``, ``predicted=``, ``offset=``,
         ``limit=``)."""

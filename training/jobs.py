@@ -62,6 +62,7 @@ from core.usage import record_job_time
 from training.datasets.service import DatasetSnapshot, StoredImages, snapshot
 from training.queue.fair import Claim, claim_job, claim_next_job
 from training.registry import JobParams, parse_params, set_alias
+from training.tracking import MlflowTracker
 
 __all__ = ["HELD_OUT_FILE", "JobOutcome", "JobRunner", "artifact_key", "run_train_job"]
 
@@ -97,6 +98,8 @@ class JobRunner:
     # ``settings.queue.stale_after``: a run with no successful heartbeat for this long stops
     # itself (others take its job for abandoned by then); None: never.
     stale_after: float | None = None
+    # ``settings.mlflow``: each finished job is logged to MLflow (training.tracking); None: not.
+    tracker: MlflowTracker | None = None
 
     def claim_next(self) -> str | None:
         """Take the next queued job (atomically; tenants in turn, see ``training.queue.fair``);
@@ -134,7 +137,18 @@ class JobRunner:
         longer this worker's. With ``interrupt`` too, and run in the main thread, that notice
         interrupts training at once (``JobCancelled`` from a signal handler) instead of at the
         backend's next progress report.
+
+        With a ``tracker``, the ended job (succeeded, failed or cancelled) is then logged to
+        MLflow; that never changes its outcome and takes at most ``tracker.timeout_s``.
         """
+        status = self._run_watched(model_id, heartbeat_interval, interrupt=interrupt)
+        if self.tracker is not None:
+            self.tracker.job_finished(self.engine, model_id, status)
+        return status
+
+    def _run_watched(
+        self, model_id: str, heartbeat_interval: float | None, *, interrupt: bool
+    ) -> FinalStatus:
         started = time.monotonic()
         stop = threading.Event()
         watch = _Watch(self.stale_after)
@@ -270,6 +284,7 @@ class JobRunner:
                 ]
             metrics["train_examples"] = len(train_idx)
             metrics["refit_on_all"] = refit
+            metrics["device"] = resolve_device(self.context.device)  # for the model card
         if refit:
             with watch.interruptible():
                 model = backend.train(

@@ -1,7 +1,8 @@
 """The model registry: model records (train jobs), their lifecycle, and aliases.
 
-Status: ``queued → running → succeeded | failed | cancelled``. Every function filters by
-tenant; another tenant's model or alias is ``NotFound``. A succeeded intent model's
+Status: ``queued → running → succeeded | failed | cancelled``; a remote model (served by the
+tenant's own server, ``create_remote_model``) is ``succeeded`` from the start. Every function
+filters by tenant; another tenant's model or alias is ``NotFound``. A succeeded intent model's
 out-of-scope threshold can be moved without retraining (``set_out_of_scope_threshold``).
 """
 
@@ -29,6 +30,7 @@ from core.db import utcnow
 from core.errors import Conflict, InvalidInput, NotFound, NotReady
 from core.evaluation import OUT_OF_SCOPE, curve_point, held_out_count
 from core.ids import new_id
+from core.remote_models import BACKEND as REMOTE_BACKEND
 from core.tables import Alias, Dataset, Example, Model
 from training.datasets.service import get_dataset
 from training.datasets.types import get_dataset_type
@@ -155,6 +157,39 @@ def create_model(
         params=params or {},
         status="queued",
         promote_alias=alias,
+    )
+    session.add(model)
+    session.flush()
+    return model
+
+
+def create_remote_model(
+    session: Session,
+    *,
+    tenant_id: str,
+    name: str,
+    task: str,
+    params: dict[str, Any],
+    labels: list[str] | None,
+) -> Model:
+    """A model served by the tenant's own server (``core.remote_models``): no dataset, no
+    training, ``succeeded`` at once; ``params`` as ``RemoteParams`` holds them."""
+    now = utcnow()
+    model = Model(
+        id=new_id("model"),
+        tenant_id=tenant_id,
+        dataset_id="",
+        name=name.strip(),
+        backend=REMOTE_BACKEND,
+        backend_version=params.get("protocol"),
+        task=task,
+        params=params,
+        status="succeeded",
+        progress=1.0,
+        labels=labels,
+        created_at=now,
+        started_at=now,
+        finished_at=now,
     )
     session.add(model)
     session.flush()

@@ -24,6 +24,7 @@ from core.settings import Settings, get_settings
 from core.storage import store_for
 from training.jobs import JobRunner, run_train_job
 from training.queue.base import RECYCLED_EXIT, worker_name
+from training.tracking import MlflowTracker
 
 
 def recycle_due(settings: Settings, idle_since: float) -> bool:
@@ -47,7 +48,8 @@ def worker_threads(settings: Settings, concurrency: int = 1) -> int:
 def make_runner(settings: Settings, *, worker_name: str, threads: int) -> JobRunner:
     """The job runner of one worker process (embedded or Celery): its own engine (connections
     inherited over a fork belong to the parent), which publishes look-up changes to gateways
-    (an alias promoted here), and the artifact store."""
+    (an alias promoted here), the artifact store, and the MLflow tracker when
+    ``PARLEY_MLFLOW__TRACKING_URI`` is set (training.tracking)."""
     engine = get_engine(settings.database_url)
     engine.dispose(close=False)
     lookup_changes.publish_on(engine, settings.redis)
@@ -60,6 +62,7 @@ def make_runner(settings: Settings, *, worker_name: str, threads: int) -> JobRun
         worker_name=worker_name,
         per_tenant_concurrency=settings.queue.per_tenant_concurrency,
         stale_after=settings.queue.stale_after,
+        tracker=MlflowTracker.from_settings(settings.mlflow),
     )
 
 

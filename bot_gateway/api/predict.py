@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from bot_gateway.deps import GatewayDep, PredictDep, bearer
+from bot_gateway.openapi import REMOTE_FAILED
 from bot_gateway.requests import read_predict_request
 from bot_gateway.schemas import ParseRequest, ParseResponse, PredictRequest, PredictResponse
 from bot_gateway.services import predictions
@@ -53,6 +54,7 @@ route reads either)."""
     response_model=PredictResponse,
     response_model_exclude_none=True,
     openapi_extra=PREDICT_BODY,
+    responses=REMOTE_FAILED,
 )
 async def predict(
     model_id: str, request: Request, principal: PredictDep, gateway: GatewayDep
@@ -65,7 +67,7 @@ async def predict(
     return await predictions.predict(gateway, principal, model_id, body, files)
 
 
-@router.post("/{model_id}/parse", response_model=ParseResponse)
+@router.post("/{model_id}/parse", response_model=ParseResponse, responses=REMOTE_FAILED)
 async def parse(
     model_id: str, body: ParseRequest, principal: PredictDep, gateway: GatewayDep
 ) -> ParseResponse:
@@ -73,7 +75,7 @@ async def parse(
     return await predictions.parse_text(gateway, principal, model_id, body)
 
 
-@rasa_router.post("/model/parse", response_model=ParseResponse)
+@rasa_router.post("/model/parse", response_model=ParseResponse, responses=REMOTE_FAILED)
 async def rasa_parse(request: Request, body: ParseRequest, gateway: GatewayDep) -> ParseResponse:
     """Rasa's ``POST /model/parse`` on the tenant's ``production`` model. Authenticates with
     ``Authorization: Bearer <key>`` or, as Rasa's token auth does, ``?token=<key>``."""

@@ -14,9 +14,15 @@ A flow is a list of steps, each a mapping with one of these keys::
     action: lookup_order   run an action (``actions``, built-in, or the action server)
     set: {slot: value}     set slots
     if: [{slot, equals | in | is_set | not_set | above | below, then: [steps]}], else: [steps]
+    if: "slot == value"    the same, one case: then: [steps] (and else:) beside it
     link: other_flow       end this flow and start another
-    handoff: utter_handoff hand the conversation to a human (the response is optional)
+    handoff: utter_handoff hand the conversation to a human (the response is optional;
+                           ``reason: negative_sentiment`` names why, for the agents)
     end: true              end the flow (``end: utter_bye`` sends a response first)
+
+Built-in slots need no declaration: ``sentiment`` (positive, neutral or negative) and
+``sentiment_score`` (0 to 1) hold the sentiment of the customer's last typed message
+(``nlu.sentiment``), so ``if: sentiment == negative`` branches on it.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from pydantic import (
     Tag,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from core.documents import DocumentLimits, load_yaml
@@ -50,6 +57,11 @@ __all__ = [
 ]
 
 SLOT_TYPES = ("text", "number", "bool", "categorical", "list", "any")
+SENTIMENT_SLOT = "sentiment"
+SENTIMENT_SCORE_SLOT = "sentiment_score"
+BUILTIN_SLOTS = frozenset({SENTIMENT_SLOT, SENTIMENT_SCORE_SLOT})
+"""Slots the engine fills on every typed customer message; conditions may read them undeclared."""
+_CONDITION = re.compile(r"^\s*(?P<slot>[A-Za-z_][\w-]*)\s*==\s*(?P<value>\S(?:.*\S)?)\s*$", re.S)
 BUILTIN_ACTIONS = {
     "action_restart": "forget slots and flows, start over",
     "action_listen": "wait for the customer",
@@ -219,12 +231,42 @@ class Case(_Model):
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _expression(cls, data: Any) -> Any:
+        """``{when: "slot == value", then}`` (a string ``if``, see ``BranchStep``) as
+        ``{slot, equals, then}``; the value may be quoted."""
+        if not isinstance(data, dict) or "when" not in data:
+            return data
+        data = dict(data)
+        text = data.pop("when")
+        m = _CONDITION.match(text) if isinstance(text, str) else None
+        if m is None:
+            raise ValueError(
+                f"{text!r} is not a condition: write `slot == value` (e.g. sentiment == "
+                "negative), or a list of cases {slot, equals | in | ..., then}"
+            )
+        value = m.group("value")
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        return {**data, "slot": m.group("slot"), "equals": value}
+
 
 class BranchStep(_Model):
     if_: list[Case] = Field(alias="if", min_length=1)
     else_: list[Step] = Field(default=[], alias="else")
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_condition(cls, data: Any) -> Any:
+        """``if: "slot == value"`` with ``then`` beside it: one case (``Case._expression``)."""
+        if not isinstance(data, dict) or not isinstance(data.get("if"), str):
+            return data
+        data = dict(data)
+        case = {"when": data.pop("if"), "then": data.pop("then", [])}
+        return {**data, "if": [case]}
 
 
 class LinkStep(_Model):
@@ -233,6 +275,9 @@ class LinkStep(_Model):
 
 class HandoffStep(_Model):
     handoff: str | bool = True
+    reason: str | None = Field(
+        default=None, min_length=1, max_length=200
+    )  # the conversation's handoff_reason (e.g. negative_sentiment); default "flow <name>"
 
 
 class EndStep(_Model):
@@ -598,7 +643,8 @@ class _References:
                     self.slot(f"{here}.set.{slot}", slot)
             elif isinstance(step, BranchStep):
                 for j, case in enumerate(step.if_):
-                    self.slot(f"{here}.if[{j}].slot", case.slot)
+                    if case.slot not in BUILTIN_SLOTS:
+                        self.slot(f"{here}.if[{j}].slot", case.slot)
                     self.steps(f"{here}.if[{j}].then", case.then)
                 self.steps(f"{here}.else", step.else_)
             elif isinstance(step, LinkStep):

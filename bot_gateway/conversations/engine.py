@@ -30,6 +30,8 @@ from typing import Any
 
 from bot_gateway.conversations.definition import (
     BUILTIN_ACTIONS,
+    SENTIMENT_SCORE_SLOT,
+    SENTIMENT_SLOT,
     ActionStep,
     AskStep,
     BotDefinition,
@@ -65,6 +67,7 @@ from core.documents import check_json_depth
 from core.errors import LimitExceeded
 from core.logging import log_event
 from core.messages import OutboundMessage
+from nlu import sentiment
 
 __all__ = ["DialogEngine", "UserMessage", "parse_payload"]
 
@@ -269,6 +272,7 @@ class DialogEngine:
         tracker.new_events = len(tracker.events)
         parse = message.parse.with_text(message.text).to_rasa()
         tracker.latest_message = parse
+        mood = self._sentiment(tracker, message)
         tracker.add(
             event(
                 "user",
@@ -277,6 +281,7 @@ class DialogEngine:
                 attachments=message.attachments,
                 input_channel=tracker.channel,
                 message_id=message.message_id,
+                **({"sentiment": mood.to_dict()} if mood is not None else {}),
             )
         )
         if tracker.status != BOT:
@@ -496,7 +501,9 @@ class DialogEngine:
                 if isinstance(step.handoff, str):
                     self.reply(turn, step.handoff)
                 self._handoff(
-                    turn, f"flow {frame.flow}", announce=not isinstance(step.handoff, str)
+                    turn,
+                    step.reason or f"flow {frame.flow}",
+                    announce=not isinstance(step.handoff, str),
                 )
                 return
             elif isinstance(step, EndStep):
@@ -628,6 +635,19 @@ class DialogEngine:
             self.say(turn, variant)
 
     # -- slots -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _sentiment(tracker: Tracker, message: UserMessage) -> sentiment.Sentiment | None:
+        """Score a typed customer text (VADER: microseconds, no model to load) into the
+        built-in slots ``sentiment`` (the label) and ``sentiment_score``; buttons, commands
+        and messages without text keep the last values."""
+        text = message.text.strip()
+        if not text or message.parse.payload is not None or _PAYLOAD.match(text):
+            return None
+        mood = sentiment.score(text)
+        tracker.slots[SENTIMENT_SLOT] = mood.label
+        tracker.slots[SENTIMENT_SCORE_SLOT] = mood.score
+        return mood
 
     def _set_slot(self, tracker: Tracker, name: str, value: Any) -> None:
         if name not in self.bot.slots:

@@ -86,6 +86,7 @@ class UserEvent(_Event):
     attachments: list[dict[str, Any]] = []
     input_channel: str | None = None
     message_id: str | None = None
+    sentiment: dict[str, Any] | None = None  # {label, score} of a typed text (nlu.sentiment)
 
 
 class BotEvent(_Event):

@@ -19,6 +19,7 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 
 from bot_gateway.conversations import bots as bot_service
+from bot_gateway.conversations.definition import SENTIMENT_SLOT
 from bot_gateway.conversations.events import event
 from bot_gateway.conversations.runtime import agents_topic
 from bot_gateway.conversations.store import WAITING, WITH_AGENT, AgentDesk, ConversationRecord
@@ -122,6 +123,7 @@ def _item(
         "customer_name": (record.state.get("reply_metadata") or {}).get("name"),
         "status": record.status,
         "handoff_reason": record.handoff_reason,
+        "sentiment": (record.state.get("slots") or {}).get(SENTIMENT_SLOT),
         "waiting_since": record.waiting_since.timestamp() if record.waiting_since else None,
         "assigned_agent_id": record.assigned_agent_id,
         "assigned_agent_name": agents.get(record.assigned_agent_id or ""),
@@ -164,6 +166,8 @@ def turn_of(
     }
     if kind == "user":
         turn.update(from_="customer", text=e.get("text") or None)
+        if e.get("sentiment"):  # {label, score} of a typed text (nlu.sentiment)
+            turn["sentiment"] = e["sentiment"]
         attachments = e.get("attachments") or []
         base = f"/v1/agent/conversations/{conversation_id}/uploads"
         if attachments:

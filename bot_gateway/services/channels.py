@@ -56,7 +56,7 @@ MAX_WEBHOOK_BYTES = 1024 * 1024
 
 class ChannelCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    type: str = Field(description="slack, telegram, twilio or messenger")
+    type: str = Field(description="slack, telegram, twilio, messenger or chatwoot")
     config: dict[str, Any]
 
 

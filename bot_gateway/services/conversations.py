@@ -21,7 +21,7 @@ from bot_gateway.conversations import widget_sessions
 from bot_gateway.conversations.runtime import Inbound, TurnOutcome
 from bot_gateway.conversations.widget_sessions import WidgetSession
 from bot_gateway.deps import Gateway
-from bot_gateway.services.delivery import deliver
+from bot_gateway.services.delivery import deliver, hand_off, handed_off
 from bot_gateway.services.uploads import store_upload
 from connectors.base import Connector, InboundMessage
 from connectors.rest import RestConnector, RestMessage
@@ -95,7 +95,8 @@ async def answer(
 ) -> None:
     """The bot's messages of a turn, to the conversation's live listeners (but ``skip``, the
     customer's own socket's subscription, which ``connector`` writes) and to the customer
-    through ``connector``."""
+    through ``connector``; then, when the turn handed the conversation to a person, the
+    channel is told (``Connector.handoff``)."""
     for item in outcome.messages:
         gateway.conversations.hub.said(outcome.conversation_id, item, skip=skip)
         await deliver(
@@ -104,6 +105,14 @@ async def answer(
             outcome.conversation_id,
             message.sender_id,
             item,
+            metadata=message.metadata,
+        )
+    if handed_off(outcome.events):
+        await hand_off(
+            gateway,
+            connector,
+            outcome.conversation_id,
+            message.sender_id,
             metadata=message.metadata,
         )
 

@@ -1,5 +1,7 @@
 """Messages leaving through a channel's connector: which connector serves a stored channel,
-where providers reach this server, and delivery with failures recorded on the conversation."""
+where providers reach this server, and delivery with failures recorded on the conversation;
+also a handoff told to the channel (``Connector.handoff``: a platform with human agents of its
+own opens the conversation to them)."""
 
 from __future__ import annotations
 
@@ -20,7 +22,16 @@ from core.metrics import counters
 from core.secrets import open_config
 from core.tables import Channel
 
-__all__ = ["connector_for", "deliver", "public_base", "send_to_customer", "webhook_url"]
+__all__ = [
+    "connector_for",
+    "deliver",
+    "hand_off",
+    "hand_off_stored",
+    "handed_off",
+    "public_base",
+    "send_to_customer",
+    "webhook_url",
+]
 
 
 def public_base(gateway: Gateway, request: Request) -> str:
@@ -35,7 +46,8 @@ def webhook_url(base: str, channel_id: str) -> str:
 def connector_for(gateway: Gateway, channel: Channel, base: str) -> Connector[Any]:
     cls = connectors.get(channel.type)
     config = cls.Config.model_validate(open_config(gateway.secrets, channel.config))
-    return cls(config, gateway.http, webhook_url=webhook_url(base, channel.id))
+    client = gateway.tenant_http if cls.self_hosted else gateway.http  # core.outbound
+    return cls(config, client, webhook_url=webhook_url(base, channel.id))
 
 
 async def deliver(
@@ -78,4 +90,49 @@ async def send_to_customer(
     metadata = conversation.state.get("reply_metadata") or {}
     return await deliver(
         gateway, connector, conversation.id, conversation.sender_id, item, metadata=metadata
+    )
+
+
+def handed_off(events: list[Any]) -> bool:
+    """Whether a turn's or a control's ``events`` hand the conversation to a person."""
+    return any(getattr(e, "event", None) == "handoff" for e in events)
+
+
+async def hand_off(
+    gateway: Gateway,
+    connector: Connector[Any],
+    conversation_id: str,
+    recipient: str,
+    *,
+    metadata: dict[str, Any],
+) -> bool:
+    """Tell the channel that a person takes the conversation over; a failure is recorded on
+    the conversation (as a failed delivery) and never raised."""
+    try:
+        await connector.handoff(recipient, metadata)
+        return True
+    except DeliveryFailed as e:
+        counters.incr("channel.handoff_failed", channel=connector.type)
+        log_event("channel.handoff_failed", conversation=conversation_id, error=e.message)
+        failed = event("delivery_failed", channel=connector.type, error=e.message, message={})
+        await gateway.conversations.store.append(conversation_id, [failed])
+        return False
+
+
+async def hand_off_stored(gateway: Gateway, conversation: Any) -> bool:
+    """``hand_off`` for a stored conversation (an API or agent handoff, outside a customer's
+    turn), through its channel when that is a connector's."""
+
+    def load() -> Channel | None:
+        with session_scope(gateway.engine) as session:
+            return session.get(Channel, conversation.channel)
+
+    channel = await run_in_threadpool(load)
+    if channel is None or channel.type not in connectors:
+        return True
+    base = (gateway.settings.public_url or "").rstrip("/")
+    connector = connector_for(gateway, channel, base)
+    metadata = conversation.state.get("reply_metadata") or {}
+    return await hand_off(
+        gateway, connector, conversation.id, conversation.sender_id, metadata=metadata
     )

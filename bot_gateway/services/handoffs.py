@@ -10,6 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from bot_gateway.conversations import bots as bot_service
 from bot_gateway.conversations.runtime import TurnOutcome
 from bot_gateway.deps import Gateway
+from bot_gateway.services.delivery import hand_off_stored, handed_off
 from core.db import session_scope
 from core.tables import Bot
 
@@ -23,7 +24,8 @@ async def control(
     what: Literal["handoff", "release"],
 ) -> TurnOutcome:
     """Move a conversation to ``waiting_for_agent`` (``handoff``) or back to the bot
-    (``release``); what the bot says and the new status reach the conversation's sockets."""
+    (``release``); what the bot says and the new status reach the conversation's sockets, and
+    a handoff is told to the conversation's channel (``Connector.handoff``)."""
     runtime = gateway.conversations
     record = await runtime.store.get(tenant_id, conversation_id)
 
@@ -36,6 +38,8 @@ async def control(
     for item in outcome.messages:
         runtime.hub.said(outcome.conversation_id, item)
     runtime.hub.publish(outcome.conversation_id, {"type": "status", "status": outcome.status})
+    if handed_off(outcome.events):
+        await hand_off_stored(gateway, record)
     return outcome
 
 

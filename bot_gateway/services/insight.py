@@ -24,6 +24,7 @@ from core.db import session_scope
 from core.errors import Conflict, InvalidInput, NotFound, NotReady
 from core.lru import Lru
 from core.plots import PlotFormat, render
+from core.remote_models import BACKEND as REMOTE_BACKEND
 from core.tables import Example, Model
 from training import registry
 from training.datasets import service as datasets
@@ -96,6 +97,16 @@ MODEL_PLOTS: dict[str, _Plot] = {
 }
 
 
+def _remote(model: Model) -> bool:
+    return model.backend == REMOTE_BACKEND
+
+
+def _why_no_charts(model: Model) -> str:
+    if _remote(model):  # POST /v1/models/remote: trained and scored elsewhere
+        return "it runs on your own model server; Parley did not train or score it"
+    return "it was trained without a held-out split"
+
+
 def available_plots(model: Model) -> list[str]:
     """The chart kinds ``model``'s metrics can draw."""
     return [kind for kind, plot in MODEL_PLOTS.items() if plot.applies(model)]
@@ -133,7 +144,7 @@ def model_plot(
             kinds = available_plots(model)
             raise InvalidInput(
                 f"model {model.id} ({model.task}) has no {kind} chart; its charts: "
-                + (", ".join(kinds) if kinds else "none (it was trained without a held-out split)")
+                + (", ".join(kinds) if kinds else f"none ({_why_no_charts(model)})")
             )
         if kind == "confusion-matrix":
             _check_matrix_labels(model, max_labels)
@@ -216,7 +227,8 @@ def held_out(
             raise InvalidInput(
                 f"held-out examples are kept for single-label classifiers (intent, "
                 f"image-classification) trained with a held-out split; {model.id} is a "
-                f"{model.task} model" + ("" if metrics else " without a held-out split")
+                f"{model.task} model"
+                + ("" if metrics and not _remote(model) else f" ({_why_no_charts(model)})")
             )
         model_key, dataset_id = model.artifact_key, model.dataset_id
     key = f"{model_key}/{HELD_OUT_FILE}"

@@ -6,7 +6,8 @@ The hot path: a cached principal and model look-up, a cached loaded model, and t
 micro-batcher's future awaited on the event loop; no thread hop when everything is warm.
 Entity extraction, image decoding, detectors and OCR run in the thread pool, never on the event
 loop; classification heads (text and image) go through the micro-batcher (every tenant's image
-head shares one Lite0 feature pass; identical images once).
+head shares one Lite0 feature pass; identical images once). Remote models (served by the
+tenant's own V2 server) are awaited over HTTP instead (``services.remote_models``).
 """
 
 from __future__ import annotations
@@ -40,7 +41,11 @@ from core.errors import InvalidInput, NotReady
 from core.evaluation import OUT_OF_SCOPE
 from core.images import DecodedImage
 from core.outbound import OutboundGuard
+from core.remote_models import RemoteModel
 from core.tenants import Principal
+from nlu import sentiment
+
+SENTIMENT = sentiment.PREBUILT_SENTIMENT.task
 
 __all__ = [
     "IMAGE_TASKS",
@@ -71,6 +76,8 @@ async def load_ready(
         )
     if info.backend == BUILTIN:
         return info, await run_in_threadpool(gateway.builtin, info.id)
+    if info.remote is not None:  # served by the tenant's own server (services.remote_models)
+        return info, gateway.remote.model(info.id, info.task, info.remote)
     ref = ModelRef(
         id=info.id,
         backend=info.backend,
@@ -118,16 +125,19 @@ async def run_model(
             ]
             for row in found
         ]
-    probs = None
-    if info.task != "entities":
+    probs = labels = None
+    if isinstance(loaded, RemoteModel):
+        labels, probs = await gateway.remote.classify_texts(principal.tenant_id, loaded, texts)
+    elif info.task != "entities":
         probs = await asyncio.wait_for(
             asyncio.wrap_future(gateway.batcher.submit(loaded, texts)), TEXT_TIMEOUT_S
         )
+        labels = list(loaded.labels)
     gateway.usage.predicted(
         principal.tenant_id, info.id, task=info.task, backend=info.backend, count=len(texts)
     )
     await gateway.admission.predicted(principal.tenant_id, len(texts))  # shared quota
-    return Outcome(info, None if probs is None else list(loaded.labels), probs, entities)
+    return Outcome(info, labels, probs, entities)
 
 
 async def predict(
@@ -156,10 +166,19 @@ async def predict(
         for row in out.probs
     ]
     results, flags = [r[0] for r in ranked], [r[1] for r in ranked]
+    label: str | list[str] | None = None
+    score: float | list[float] | None = None
+    if out.info.task == SENTIMENT:  # the label and its confidence (nlu.sentiment)
+        answers = [sentiment.from_probabilities(row) for row in out.probs]
+        results = [_first(r, a[0]) for r, a in zip(results, answers, strict=True)]
+        labels, scores = [a[0] for a in answers], [a[1] for a in answers]
+        label, score = (labels[0], scores[0]) if single else (labels, scores)
     return PredictResponse(
         model_id=out.info.id,
         predictions=results[0] if single else results,
         out_of_scope=(flags[0] if single else flags) if out.info.task == "intent" else None,
+        label=label,
+        score=score,
         entities=entities,
     )
 
@@ -168,6 +187,11 @@ async def parse_text(
     gateway: Gateway, principal: Principal, model_id: str, body: ParseRequest
 ) -> ParseResponse:
     """Intent and entities of one text, in Rasa's ``/model/parse`` shape."""
+    if model_id == sentiment.NAME:  # built-in names are never aliases
+        raise InvalidInput(
+            f"{model_id} is a sentiment model, not an intent model: call predict for its "
+            "label and score"
+        )
     texts = _texts(PredictRequest(text=body.text), 1, gateway.settings.limits.max_text_chars)
     out = await run_model(gateway, principal, model_id, texts, body.entity_labels)
     if out.probs is None or out.labels is None:
@@ -207,6 +231,11 @@ def rank(
         rest = [p for p in predictions if p.label != OUT_OF_SCOPE]
         return [flagged, *rest][:k], True
     return predictions, False
+
+
+def _first(predictions: list[Prediction], label: str) -> list[Prediction]:
+    """``predictions`` with ``label`` first (a sentiment on a threshold ties at 0.5)."""
+    return sorted(predictions, key=lambda p: p.label != label)
 
 
 def known_entity_labels(extractor: Any) -> set[str]:
@@ -347,14 +376,19 @@ async def predict_images(
                 for d in detections
             ]
     else:
-        probs = await asyncio.wait_for(
-            asyncio.wrap_future(gateway.batcher.submit(loaded, images)), IMAGE_TIMEOUT_S
-        )
+        if isinstance(loaded, RemoteModel):
+            labels, probs = await gateway.remote.classify_images(
+                principal.tenant_id, loaded, [im.image for im in images]
+            )
+        else:
+            probs = await asyncio.wait_for(
+                asyncio.wrap_future(gateway.batcher.submit(loaded, images)), IMAGE_TIMEOUT_S
+            )
+            labels = list(loaded.labels)
         for result, row in zip(results, probs, strict=True):
             order = np.argsort(-row)[: body.num_results]
             result.probabilities = [
-                ImagePrediction(label=loaded.labels[i], probability=round(float(row[i]), 6))
-                for i in order
+                ImagePrediction(label=labels[i], probability=round(float(row[i]), 6)) for i in order
             ]
             if getattr(loaded, "multi_label", False):
                 result.labels = [

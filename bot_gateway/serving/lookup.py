@@ -26,7 +26,7 @@ import json
 import threading
 import time
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import Engine, select
@@ -37,6 +37,7 @@ from core.db import session_scope
 from core.errors import NotFound
 from core.logging import log_event
 from core.redis import sync_client
+from core.remote_models import BACKEND as REMOTE_BACKEND
 from core.settings import RedisSettings
 from core.tables import Alias
 from core.tenants import Principal, authenticate, hash_key
@@ -67,6 +68,7 @@ class ModelInfo:
     artifact_key: str
     artifact_sha256: str
     out_of_scope_threshold: float | None = None
+    remote: dict[str, Any] | None = None  # a remote model's params (core.remote_models)
 
 
 class _Table(Generic[K, V]):
@@ -267,6 +269,7 @@ class Lookups:
                 backend=m.backend,
                 artifact_key=m.artifact_key or "",
                 artifact_sha256=m.artifact_sha256 or "",
+                remote=dict(m.params or {}) if m.backend == REMOTE_BACKEND else None,
             )
 
     async def model(self, tenant_id: str, name: str) -> ModelInfo:

@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict
 
 from core.errors import InvalidInput, ModelLoadError, UnknownPluginError
 from core.evaluation import stratified_split
+from core.onnx import OnnxExport
 from core.registry import Registry
 
 __all__ = [
@@ -243,6 +244,16 @@ class Backend(ABC, Generic[FeaturesT, TargetT, ModelT]):
     @abstractmethod
     def load(self, directory: Path) -> ModelT:
         """The model saved in ``directory``; ``ModelLoadError`` when it cannot be read."""
+
+    exports_onnx: ClassVar[bool] = False
+    """Whether ``export_onnx`` is written (``GET /v1/models/{id}/export?format=onnx``)."""
+
+    def export_onnx(self, directory: Path, target: Path) -> OnnxExport:
+        """Write the model saved in ``directory`` into the folder ``target`` as one ONNX graph,
+        ``model.onnx``, from its raw inputs (token ids, pixels) to the probabilities the server
+        returns, computed as the server computes them, plus what its preprocessing needs (a
+        tokenizer); say what was written. Backends that set ``exports_onnx`` override it."""
+        raise InvalidInput(f"{self.name} models are not exportable to ONNX")
 
     # --- what the task decides ----------------------------------------------------------
 

@@ -37,6 +37,7 @@ from core.backends import (
 )
 from core.errors import InvalidInput, ModelLoadError
 from core.evaluation import accuracy_and_macro_f1
+from core.onnx import OnnxExport
 from nlu.encoder import (
     ENCODER_NAME,
     ENCODERS,
@@ -44,6 +45,7 @@ from nlu.encoder import (
     check_encoder_installed,
     encoder_spec,
     get_encoder,
+    onnx_graph,
     resolve_device,
 )
 
@@ -232,13 +234,41 @@ class EmbeddingHeadBackend(IntentBackend[np.ndarray]):
 
     def load(self, directory: Path) -> EmbeddingHeadModel:
         labels, weight, bias, meta = read_head(directory, self.name)
-        precision = meta.get("encoder_precision")
-        if precision not in ("fp32", "int8"):
-            raise unreadable_model(f"the model in {directory.name} names no encoder precision")
+        precision = _precision(meta, directory)
         encoder = meta["encoder"]
         return EmbeddingHeadModel(
             labels, weight, bias, self._featurizer(encoder, precision), precision, encoder=encoder
         )
+
+    exports_onnx: ClassVar[bool] = True
+
+    def export_onnx(self, directory: Path, target: Path) -> OnnxExport:
+        """The shared encoder's graph in the model's precision (int8 on CPU by default) and
+        the head, as one graph (``nlu.intent.export``)."""
+        from nlu.intent.export import export_intent
+
+        labels, weight, bias, meta = read_head(directory, self.name)
+        precision = _precision(meta, directory)
+        cache_dir = self.context.cache_dir
+        return export_intent(
+            target,
+            labels=labels,
+            weight=weight,
+            bias=bias,
+            encoder_graph=onnx_graph(meta["encoder"], precision, cache_dir=cache_dir),
+            encoder=meta["encoder"],
+            precision=precision,
+            max_tokens=None,
+            cache_dir=cache_dir,
+        )
+
+
+def _precision(meta: dict[str, Any], directory: Path) -> str:
+    """The encoder precision a saved head records (it is always served with it)."""
+    precision = meta.get("encoder_precision")
+    if precision not in ("fp32", "int8"):
+        raise unreadable_model(f"the model in {directory.name} names no encoder precision")
+    return str(precision)
 
 
 def read_head(directory: Path, backend: str) -> tuple[list[str], np.ndarray, np.ndarray, dict]:

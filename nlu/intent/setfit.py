@@ -43,6 +43,7 @@ from core.backends import (
     unreadable_model,
 )
 from core.errors import InvalidInput, ModelLoadError
+from core.onnx import OnnxExport
 from nlu.encoder import (
     SentenceEncoder,
     accepts_token_types,
@@ -359,15 +360,30 @@ class SetFitBackend(TextsBackend, IntentBackend[list[str]]):
             first_epoch=epoch + 1,
         )
 
+    exports_onnx: ClassVar[bool] = True
+
+    def export_onnx(self, directory: Path, target: Path) -> OnnxExport:
+        """The model's own tuned encoder graph (fp32, as served) and the head, as one graph
+        (``nlu.intent.export``)."""
+        from nlu.intent.export import export_intent
+
+        labels, weight, bias, meta = read_head(directory, self.name)
+        path, max_tokens = _tuned_encoder(directory, meta)
+        return export_intent(
+            target,
+            labels=labels,
+            weight=weight,
+            bias=bias,
+            encoder_graph=path,
+            encoder=meta["encoder"],
+            precision="fp32",
+            max_tokens=max_tokens,
+            cache_dir=self.context.cache_dir,
+        )
+
     def load(self, directory: Path) -> SetFitModel:
         labels, weight, bias, meta = read_head(directory, self.name)
-        path = directory / str(meta.get("encoder_file") or ENCODER_FILE)
-        max_tokens = meta.get("max_tokens")
-        if not path.is_file() or not isinstance(max_tokens, int):
-            raise ModelLoadError(
-                f"the setfit model in {directory.name} has no tuned encoder ({ENCODER_FILE}); "
-                "the artifact is incomplete, retrain the model"
-            )
+        path, max_tokens = _tuned_encoder(directory, meta)
         try:
             encoder = SentenceEncoder(
                 cache_dir=self.context.cache_dir,
@@ -389,3 +405,16 @@ class SetFitBackend(TextsBackend, IntentBackend[list[str]]):
             encoder_name=meta["encoder"],
             encoder_bytes=path.stat().st_size,
         )
+
+
+def _tuned_encoder(directory: Path, meta: dict[str, Any]) -> tuple[Path, int]:
+    """A saved setfit model's tuned encoder graph and its token limit (``ModelLoadError``
+    when the artifact lacks them)."""
+    path = directory / str(meta.get("encoder_file") or ENCODER_FILE)
+    max_tokens = meta.get("max_tokens")
+    if not path.is_file() or not isinstance(max_tokens, int):
+        raise ModelLoadError(
+            f"the setfit model in {directory.name} has no tuned encoder ({ENCODER_FILE}); "
+            "the artifact is incomplete, retrain the model"
+        )
+    return path, max_tokens

@@ -136,7 +136,7 @@ def test_secrets_are_write_only_and_channels_private(setup: tuple[Setup, Any, An
         )
         assert refused.status_code == 422, refused.text
         assert refused.json()["error"] == "unknown_plugin"
-        assert "known: messenger, slack, telegram, twilio" in refused.json()["message"]
+        assert f"known: {', '.join(connectors.names())}" in refused.json()["message"]
     assert not {c["type"] for c in listed} & {"webchat", "rest"}
 
 

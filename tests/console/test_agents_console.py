@@ -297,6 +297,7 @@ def test_handoff_claim_reply_and_hand_back_in_chromium(desk: Desk, browser: Brow
         expect(item.get_by_test_id("item-last")).to_have_text("talk to a human")
         expect(item.get_by_test_id("item-wait")).to_contain_text("waiting")
         expect(item.get_by_test_id("item-reason")).not_to_be_empty()
+        expect(item.get_by_test_id("item-sentiment")).to_have_text("Sentiment: Neutral")
         expect(page.get_by_test_id("waiting-count")).to_have_text("1")
         shot(page, "inbox")
 
@@ -306,6 +307,10 @@ def test_handoff_claim_reply_and_hand_back_in_chromium(desk: Desk, browser: Brow
         customer = page.locator(".turn-customer")
         expect(customer.filter(has_text="hello")).to_have_count(1)
         expect(customer.filter(has_text="talk to a human")).to_have_count(1)
+        mood = customer.filter(has_text="talk to a human").get_by_test_id("turn-sentiment")
+        expect(mood).to_have_text("Sentiment: Neutral")  # a word, not a colour alone
+        expect(mood).to_have_attribute("title", re.compile(r"^Customer sentiment: neutral"))
+        expect(page.get_by_test_id("conversation-sentiment")).to_have_text("Sentiment: Neutral")
         expect(page.locator(".turn-bot").filter(has_text=GREETING)).to_have_count(1)
         expect(page.locator(".turn-system").filter(has_text="Handed to a person")).to_be_visible()
         expect(page.get_by_test_id("conversation-status")).to_have_attribute(

@@ -24,7 +24,15 @@ from core.onnx import onnx_session, write_atomically
 from core.shared_models import SharedKey, files_nbytes, shared_models, torch_nbytes
 from vision.backbone import FEATURES, IMAGE_SIZE, WEIGHTS_SHA256, lite0, prepare
 
-__all__ = ["FEATURES", "FEATURE_KEY", "LiteFeatures", "as_image", "augment", "get_features"]
+__all__ = [
+    "FEATURES",
+    "FEATURE_KEY",
+    "LiteFeatures",
+    "as_image",
+    "augment",
+    "features_graph",
+    "get_features",
+]
 
 FEATURE_KEY = f"lite0:{WEIGHTS_SHA256[:16]}"
 BATCH = 16
@@ -47,7 +55,7 @@ class LiteFeatures:
         self._session: Any = None
         self._torch: Any = None
         self._onnx_path: Path | None = None
-        path = cache_dir / f"lite0-features-{WEIGHTS_SHA256[:16]}.onnx"
+        path = _graph_path(cache_dir)
         head = cache_dir / f"lite0-classifier-{WEIGHTS_SHA256[:16]}.npz"
         if not device.startswith("cuda") and path.is_file() and head.is_file():
             # both derived once into the cache: serving on CPU needs no torch (about 470 MB)
@@ -66,25 +74,7 @@ class LiteFeatures:
             self._torch = _pooled(model).to(torch.device(device)).eval()
             return
         if not path.is_file():
-            log_event("vision.lite0.export_onnx", path=str(path))
-            pooled = _pooled(model).eval()
-            example = torch.zeros(2, 3, IMAGE_SIZE, IMAGE_SIZE)
-
-            def write(tmp: str) -> None:
-                with torch.no_grad(), warnings.catch_warnings():
-                    warnings.simplefilter("ignore")  # tracer notes; outputs checked in tests
-                    torch.onnx.export(
-                        pooled,
-                        (example,),
-                        tmp,
-                        input_names=["images"],
-                        output_names=["features"],
-                        dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}},
-                        opset_version=17,
-                        dynamo=False,
-                    )
-
-            write_atomically(path, write)
+            _export_graph(model, path)
         write_atomically(head, lambda tmp: _save_npz(tmp, self._weight, self._bias))
         self._onnx_path = path
         self._session = onnx_session(path, threads)
@@ -118,6 +108,45 @@ class LiteFeatures:
     def classify_features(self, features: np.ndarray) -> np.ndarray:
         """ImageNet logits from pooled features (the model's own classifier layer)."""
         return np.asarray(features, dtype=np.float32) @ self._weight + self._bias
+
+
+def _graph_path(cache_dir: Path) -> Path:
+    return cache_dir / f"lite0-features-{WEIGHTS_SHA256[:16]}.onnx"
+
+
+def _export_graph(model: Any, path: Path) -> None:
+    """Export Lite0's feature part (``images`` ``[batch, 3, 224, 224]`` → ``features``
+    ``[batch, 1280]``) to ONNX at ``path`` (atomic write)."""
+    import torch
+
+    log_event("vision.lite0.export_onnx", path=str(path))
+    pooled = _pooled(model).eval()
+    example = torch.zeros(2, 3, IMAGE_SIZE, IMAGE_SIZE)
+
+    def write(tmp: str) -> None:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer notes; outputs checked in tests
+            torch.onnx.export(
+                pooled,
+                (example,),
+                tmp,
+                input_names=["images"],
+                output_names=["features"],
+                dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}},
+                opset_version=17,
+                dynamo=False,
+            )
+
+    write_atomically(path, write)
+
+
+def features_graph(cache_dir: Path) -> Path:
+    """The feature graph the CPU runtime serves (``images`` → ``features``), exported from
+    the shipped weights into ``cache_dir`` once."""
+    path = _graph_path(cache_dir)
+    if not path.is_file():
+        _export_graph(lite0(), path)
+    return path
 
 
 def _save_npz(path: str, weight: np.ndarray, bias: np.ndarray) -> None:

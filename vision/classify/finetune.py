@@ -36,6 +36,7 @@ from core.backends import (
 )
 from core.errors import ModelLoadError
 from core.evaluation import accuracy_and_macro_f1, classification_metrics
+from core.onnx import OnnxExport
 from vision.backbone import RESIZE, lite0, prepare
 from vision.classify.features import as_image, augment
 
@@ -282,6 +283,18 @@ class FineTuneBackend(ImageClassificationBackend[Sequence[Any]]):
             raise ModelLoadError(f"the model in {directory.name} lacks its image size; retrain it")
         return FineTunedModel(
             network.to(self.device), labels, image_size=size, key=meta["key"], device=self.device
+        )
+
+    exports_onnx: ClassVar[bool] = True
+
+    def export_onnx(self, directory: Path, target: Path) -> OnnxExport:
+        """The tuned network with softmax, as one graph (``vision.classify.export``)."""
+        from vision.classify.export import export_finetuned
+
+        cpu = BackendContext(self.context.cache_dir, device="cpu", threads=self.context.threads)
+        model = FineTuneBackend(cpu).load(directory)
+        return export_finetuned(
+            target, network=model.network, labels=model.labels, image_size=model.image_size
         )
 
 

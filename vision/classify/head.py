@@ -32,6 +32,7 @@ from core.backends import (
 )
 from core.errors import ModelLoadError
 from core.evaluation import accuracy_and_macro_f1, classification_metrics, multilabel_metrics
+from core.onnx import OnnxExport
 from vision.backbone import WEIGHTS_SHA256
 from vision.classify.features import FEATURE_KEY, FEATURES, as_image, augment, get_features
 
@@ -267,6 +268,23 @@ class _Lite0Head:
         ):
             raise ModelLoadError(f"the model in {directory.name} has no thresholds; retrain it")
         return self._model(labels, weight, bias, thresholds)
+
+    exports_onnx: ClassVar[bool] = True
+
+    def export_onnx(self, directory: Path, target: Path) -> OnnxExport:
+        """The shared feature graph and the head, as one graph (``vision.classify.export``)."""
+        from vision.classify.export import export_head
+
+        model = self.load(directory)
+        return export_head(
+            target,
+            labels=model.labels,
+            weight=model.weight,
+            bias=model.bias,
+            multi_label=model.multi_label,
+            thresholds=model.thresholds,
+            cache_dir=self.context.cache_dir,
+        )
 
 
 @backends.register("lite0-head")

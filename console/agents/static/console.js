@@ -76,6 +76,20 @@
     return el;
   }
 
+  var SENTIMENTS = { positive: "Positive", neutral: "Neutral", negative: "Negative" };
+
+  /** A sentiment badge (prebuilt-sentiment): the word itself, never colour alone, after a
+   * hidden "Sentiment:" for screen readers; the confidence in the title. Null for no sentiment. */
+  function sentimentBadge(label, score, testid) {
+    if (typeof label !== "string" || !Object.prototype.hasOwnProperty.call(SENTIMENTS, label)) return null;
+    var title = "Customer sentiment: " + label;
+    if (typeof score === "number") title += " (confidence " + Math.round(score * 100) + "%)";
+    return h("span", { class: "badge sentiment sentiment-" + label, testid: testid, "data-sentiment": label, title: title }, [
+      h("span", { class: "visually-hidden" }, "Sentiment: "),
+      SENTIMENTS[label],
+    ]);
+  }
+
   function append(el, children) {
     (Array.isArray(children) ? children : [children]).forEach(function (c) {
       if (c === null || c === undefined || c === false || c === "") return;
@@ -384,6 +398,7 @@
         h("span", { class: "item-row" }, [
           h("span", { class: "badge badge-" + String(item.channel || "unknown"), testid: "item-channel" }, channelName(item.channel)),
           h("span", { class: "customer", testid: "item-customer" }, customerName(item)),
+          sentimentBadge(item.sentiment, null, "item-sentiment"),
         ]),
         wait || item.handoff_reason
           ? h("span", { class: "item-sub" }, [
@@ -497,11 +512,14 @@
         ? "held by you"
         : "held by " + (c.assigned_agent_name || "another agent")
       : null;
+    var mood = sentimentBadge(c.sentiment, null, "conversation-sentiment");
     append(meta, [
       h("span", { class: "status status-" + c.status, testid: "conversation-status", "data-status": c.status }, STATUSES[c.status] || c.status),
       holder ? " · " + holder : null,
       c.bot_name ? " · bot " + c.bot_name : null,
       c.handoff_reason ? " · " + c.handoff_reason : null,
+      mood ? " · " : null,
+      mood,
       typeof c.waiting_since === "number" && c.status === "waiting_for_agent"
         ? h("span", { "data-since": c.waiting_since, "data-prefix": " · waiting " }, " · waiting " + since(c.waiting_since))
         : null,
@@ -636,7 +654,8 @@
     }
     var who = FROM[from];
     if ((from === "agent" || from === "note") && turn.agent_name) who = from === "agent" ? String(turn.agent_name) : FROM.note + " · " + turn.agent_name;
-    var body = [h("div", { class: "turn-head" }, [h("span", { class: "turn-who" }, who), when])];
+    var mood = from === "customer" && turn.sentiment ? sentimentBadge(turn.sentiment.label, turn.sentiment.score, "turn-sentiment") : null;
+    var body = [h("div", { class: "turn-head" }, [h("span", { class: "turn-who" }, who), mood ? " " : null, mood, when])];
     if (text) body.push(h("p", { class: "turn-text", testid: "turn-text" }, textWithLinks(text)));
     if (turn.image) body.push(imageLink(turn.image, from === "customer" ? "Customer's image" : "Image sent"));
     asList(turn.attachments).forEach(function (a) {
