@@ -13,6 +13,7 @@ its slow server holds its own calls only. A failure is ``RemoteModelError`` (502
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -25,6 +26,7 @@ from bot_gateway.schemas import ModelPublic, RemoteModelCreate
 from core.db import session_scope
 from core.errors import RemoteModelError
 from core.logging import log_event
+from core.lru import Lru
 from core.metrics import counters
 from core.outbound import OutboundGuard, OutboundRefused, OutboundTransport
 from core.remote_models import (
@@ -47,6 +49,8 @@ from core.tenants import Principal
 from training import registry
 
 __all__ = ["RemoteModels", "register"]
+
+MODELS_KEPT = 1000  # remote models a process keeps ready to call (header values decrypted)
 
 
 class RemoteModels:
@@ -71,12 +75,22 @@ class RemoteModels:
             timeout=self.timeout,
         )
         self._slots: dict[str, asyncio.Semaphore] = {}
+        self._models: Lru[tuple[str, str, str], RemoteModel] = Lru(MODELS_KEPT)
 
     async def aclose(self) -> None:
         await self.client.aclose()
 
     def model(self, model_id: str, task: str, stored: dict[str, Any]) -> RemoteModel:
-        """A stored remote model ready to call (its header values decrypted)."""
+        """A stored remote model ready to call (its header values decrypted): made once per
+        stored version and kept (``_models``), not validated and decrypted on every call."""
+        key = (model_id, task, json.dumps(stored, sort_keys=True))
+        kept = self._models.get(key)
+        if kept is None:
+            kept = self._make(model_id, task, stored)
+            self._models.put(key, kept)
+        return kept
+
+    def _make(self, model_id: str, task: str, stored: dict[str, Any]) -> RemoteModel:
         params = RemoteParams.model_validate(stored)
         return RemoteModel(
             id=model_id,

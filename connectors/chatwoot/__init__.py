@@ -43,7 +43,6 @@ calls obey ``PARLEY_OUTBOUND__ALLOW_HOSTS`` (``self_hosted``); a refused address
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 from typing import Any, ClassVar, Literal
@@ -51,7 +50,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-from connectors._common import public_url
+from connectors._common import check_signature, hmac_sha256, public_url
 from connectors._download import download, refuse_oversized
 from connectors.base import (
     Button,
@@ -191,8 +190,7 @@ class _Event(_Model):
 def signature(secret: str, timestamp: str, body: bytes) -> str:
     """``X-Chatwoot-Signature``: ``sha256=`` and the hex HMAC-SHA256 of ``{timestamp}.{body}``
     under the secret (``Webhooks::Trigger``)."""
-    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
-    return "sha256=" + mac.hexdigest()
+    return "sha256=" + hmac_sha256(secret, timestamp.encode() + b"." + body)
 
 
 def _same(given: str | None, expected: str) -> bool:
@@ -240,11 +238,12 @@ class ChatwootConnector(Connector[ChatwootConfig]):
             return
         stamp = request.header(TIMESTAMP_HEADER) or ""
         secret = self.config.webhook_secret.get_secret_value()
-        if not _same(request.header(SIGNATURE_HEADER), signature(secret, stamp, request.body)):
-            self._refuse(
-                f"the {SIGNATURE_HEADER} header is missing or does not match the body",
-                "copy the agent bot's current secret into webhook_secret",
-            )
+        check_signature(
+            request.header(SIGNATURE_HEADER),
+            signature(secret, stamp, request.body),
+            channel="chatwoot",
+            header=SIGNATURE_HEADER,
+        )
         try:
             age = abs(request.received_at - float(stamp))
         except ValueError:
