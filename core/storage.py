@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Protocol
 
-from core.errors import ConfigurationError, InvalidInput, NotFound
+from core.errors import ConfigurationError, InvalidInput, ModelLoadError, NotFound
 from core.settings import Settings
 
 
@@ -120,6 +120,26 @@ def sha256_dir(directory: Path) -> str:
         h.update(b"\0")
         h.update(hashlib.sha256(path.read_bytes()).digest())
     return h.hexdigest()
+
+
+def verified_model_dir(
+    store: ArtifactStore, *, model_id: str, key: str, sha256: str, use: str = "load"
+) -> Path:
+    """A model's artifact folder (``store.local_dir``) once its files match the recorded
+    ``sha256``; ``ModelLoadError`` naming the model when they are missing or altered (``use``:
+    what was refused, e.g. ``load`` or ``export``)."""
+    try:
+        directory = store.local_dir(key)
+    except NotFound as e:
+        raise ModelLoadError(
+            f"model {model_id}'s files are missing from storage; train it again"
+        ) from e
+    if sha256_dir(directory) != sha256:
+        raise ModelLoadError(
+            f"model {model_id}'s files do not match their recorded checksum; refusing to {use} "
+            "them. Train the model again"
+        )
+    return directory
 
 
 def open_store(url: str | Path) -> ArtifactStore:

@@ -36,13 +36,13 @@ from sqlalchemy import Engine
 
 from core.backends import BackendContext, backends, builtin_models
 from core.db import session_scope
-from core.errors import InvalidInput, ModelLoadError, NotFound, NotReady, TooManyRequests
+from core.errors import InvalidInput, ModelLoadError, NotReady, TooManyRequests
 from core.evaluation import OUT_OF_SCOPE
 from core.logging import log_event
 from core.onnx import EXPORT_GRAPH, ImagePreprocessing, OnnxExport, TextPreprocessing
 from core.remote_models import BACKEND as REMOTE_BACKEND
 from core.settings import Settings
-from core.storage import ArtifactStore, sha256_dir
+from core.storage import ArtifactStore, verified_model_dir
 from core.tables import Model
 from training import registry
 from training.cards import model_card, render_markdown
@@ -156,17 +156,13 @@ class ModelExports:
     def _build(self, plan: _Plan, path: Path) -> None:
         """Write the zip at ``path`` (atomically: readers never see half a zip)."""
         started = time.monotonic()
-        try:
-            directory = self.store.local_dir(plan.artifact_key)
-        except NotFound as e:
-            raise ModelLoadError(
-                f"model {plan.model_id}'s files are missing from storage; train it again"
-            ) from e
-        if sha256_dir(directory) != plan.artifact_sha256:
-            raise ModelLoadError(
-                f"model {plan.model_id}'s files do not match their recorded checksum; refusing "
-                "to export them. Train the model again"
-            )
+        directory = verified_model_dir(
+            self.store,
+            model_id=plan.model_id,
+            key=plan.artifact_key,
+            sha256=plan.artifact_sha256,
+            use="export",
+        )
         backend = backends.get(plan.backend)(self.context)
         self.root.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=self.root, prefix=".build-") as tmp:

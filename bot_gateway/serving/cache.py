@@ -18,10 +18,9 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from core.backends import BackendContext, TextClassifier, load_model, set_torch_threads
-from core.errors import ModelLoadError, NotFound
 from core.logging import log_event
 from core.shared_models import SharedModels
-from core.storage import ArtifactStore, sha256_dir
+from core.storage import ArtifactStore, verified_model_dir
 
 
 @dataclass(frozen=True)
@@ -102,18 +101,9 @@ class ModelCache:
             return model
 
     def _load(self, ref: ModelRef) -> TextClassifier:
-        try:
-            directory = self.store.local_dir(ref.artifact_key)
-        except NotFound as e:
-            raise ModelLoadError(
-                f"model {ref.id}'s files are missing from storage; train it again"
-            ) from e
-        digest = sha256_dir(directory)
-        if digest != ref.artifact_sha256:
-            raise ModelLoadError(
-                f"model {ref.id}'s files do not match their recorded checksum; refusing to load "
-                "them. Train the model again"
-            )
+        directory = verified_model_dir(
+            self.store, model_id=ref.id, key=ref.artifact_key, sha256=ref.artifact_sha256
+        )
         model = load_model(ref.backend, directory, self.context)
         set_torch_threads(self.context.threads, if_imported=True)  # a model that loaded torch
         self.loads += 1
