@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -25,6 +26,20 @@ class Api:
     a: dict[str, str]  # tenant A's admin key headers
     b: dict[str, str]  # tenant B's admin key headers
     a_tenant: str
+
+    def python_client(self) -> Any:
+        """``parley.client.ParleyClient`` with tenant A's key, its requests answered by this
+        gateway's TestClient (the CLI's ``_client`` in CLI tests)."""
+        from parley.client import ParleyClient
+
+        def forward(request: httpx.Request) -> httpx.Response:
+            r = self.client.request(
+                request.method, str(request.url), headers=request.headers, content=request.read()
+            )
+            return httpx.Response(r.status_code, headers=r.headers, content=r.content)
+
+        key = self.a["Authorization"].removeprefix("Bearer ")
+        return ParleyClient("http://testserver", key, transport=httpx.MockTransport(forward))
 
     def upload(
         self,

@@ -9,7 +9,6 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.bot_gateway.conftest import Api, running_api
@@ -209,7 +208,6 @@ def test_bad_image_requests_get_clear_errors(api: Api, shapes: dict[str, Any]) -
 
 
 def test_the_python_client_sends_image_files(api: Api, shapes: dict[str, Any], tmp_path) -> None:
-    from parley.client import ParleyClient
 
     paths = []
     for kind in ("square", "circle"):
@@ -217,15 +215,7 @@ def test_the_python_client_sends_image_files(api: Api, shapes: dict[str, Any], t
         shape_image(kind, 31337).save(path)
         paths.append(path)
 
-    class ThroughTestClient(httpx.BaseTransport):
-        def handle_request(self, request: httpx.Request) -> httpx.Response:
-            r = api.client.request(
-                request.method, str(request.url), headers=request.headers, content=request.read()
-            )
-            return httpx.Response(r.status_code, headers=r.headers, content=r.content)
-
-    key = api.a["Authorization"].split()[1]
-    with ParleyClient("http://testserver", key, transport=ThroughTestClient()) as client:
+    with api.python_client() as client:
         one = client.predict_images(shapes["model"]["id"], paths[0], num_results=1)
         assert [p["label"] for p in one["probabilities"]] == ["square"]
         both = client.predict_images(shapes["model"]["id"], paths)

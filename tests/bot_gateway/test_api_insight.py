@@ -240,21 +240,8 @@ def test_cli_models_plot_writes_a_png(
     api: Api, intent: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from parley import cli
-    from parley.client import ParleyClient
 
-    class ThroughTestClient(httpx.BaseTransport):
-        def handle_request(self, request: httpx.Request) -> httpx.Response:
-            r = api.client.request(
-                request.method, str(request.url), headers=request.headers, content=request.read()
-            )
-            return httpx.Response(r.status_code, headers=r.headers, content=r.content)
-
-    key = api.a["Authorization"].split()[1]
-    monkeypatch.setattr(
-        cli,
-        "_client",
-        lambda: ParleyClient("http://testserver", key, transport=ThroughTestClient()),
-    )
+    monkeypatch.setattr(cli, "_client", api.python_client)
     out = tmp_path / "cm.png"
     result = CliRunner().invoke(
         cli.app, ["models", "plot", intent["id"], "--kind", "confusion-matrix", "-o", str(out)]

@@ -17,14 +17,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
 from typer.testing import CliRunner
 
 from bot_gateway.api.model_cards import wants_json
 from parley import cli
-from parley.client import ParleyClient
 from tests.bot_gateway.conftest import Api, running_api
 from tests.conftest import DB_KINDS
 from tests.support.data import intent_csv
@@ -234,20 +232,7 @@ def test_the_cli_writes_the_card_as_markdown_or_json(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    key = api.a["Authorization"].removeprefix("Bearer ")
-
-    def forward(request: httpx.Request) -> httpx.Response:  # to the running gateway itself
-        r = api.client.request(
-            request.method, request.url.raw_path.decode(), headers=request.headers
-        )
-        return httpx.Response(r.status_code, headers=r.headers, content=r.content)
-
-    def client() -> ParleyClient:
-        return ParleyClient(
-            "http://testserver", api_key=key, transport=httpx.MockTransport(forward)
-        )
-
-    monkeypatch.setattr(cli, "_client", client)
+    monkeypatch.setattr(cli, "_client", api.python_client)
     out = tmp_path / "card.md"
     result = CliRunner().invoke(cli.app, ["models", "card", trained["id"], "-o", str(out)])
     assert result.exit_code == 0, result.output

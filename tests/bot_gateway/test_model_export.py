@@ -17,7 +17,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -372,21 +371,8 @@ def test_cli_models_export_writes_the_zip(
     api: Api, intent: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from parley import cli
-    from parley.client import ParleyClient
 
-    class ThroughTestClient(httpx.BaseTransport):
-        def handle_request(self, request: httpx.Request) -> httpx.Response:
-            r = api.client.request(
-                request.method, str(request.url), headers=request.headers, content=request.read()
-            )
-            return httpx.Response(r.status_code, headers=r.headers, content=r.content)
-
-    key = api.a["Authorization"].split()[1]
-    monkeypatch.setattr(
-        cli,
-        "_client",
-        lambda: ParleyClient("http://testserver", key, transport=ThroughTestClient()),
-    )
+    monkeypatch.setattr(cli, "_client", api.python_client)
     out = tmp_path / "model.zip"
     result = CliRunner().invoke(cli.app, ["models", "export", intent["id"], "-o", str(out)])
     assert result.exit_code == 0, result.output
